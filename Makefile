@@ -1,0 +1,42 @@
+# Two commands: `make run` starts the back office, `make test` runs the whole suite.
+# Without DATABASE_URL / REDIS_URL both start an embedded PostgreSQL and Redis (data in .data/).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SVC    := $(BIN)/python -m backoffice.devservices
+NAME   ?=
+
+.PHONY: install run test bench services stop contracts clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	$(SVC) up
+
+test: install
+	$(SVC) run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(SVC) run -- $(BIN)/python -m bench $(NAME)
+
+services: install
+	$(SVC) start
+
+stop:
+	$(SVC) stop
+
+contracts: node_modules/.installed
+	node chain/contracts/build.js
+
+clean: stop
+	rm -rf .data

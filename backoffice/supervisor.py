@@ -1,0 +1,90 @@
+"""`make run`: embedded services, migrations, demo data and a demo login, then web + worker + beat.
+
+Everything runs in the foreground; Ctrl-C (or any process dying) stops all of them and the
+embedded services this run started.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from . import devservices
+
+PYTHON = sys.executable
+
+
+def _manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], check=True, env=env, cwd=devservices.BASE_DIR)
+
+
+def up(argv: list[str]) -> int:
+    env_add, started = devservices.start()
+    env = {**os.environ, **env_add, "PYTHONUNBUFFERED": "1"}
+    procs: list[tuple[str, subprocess.Popen]] = []
+    try:
+        _manage("migrate", "--noinput", "-v", "0", env=env)
+        _manage("register_schedules", env=env)
+        for step in _data_steps():
+            _manage(*step, env=env)
+        _manage("ensure_demo_staff", env=env)
+        port = int(os.environ.get("PORT", "8000"))
+        if devservices._port_open(port):
+            port = devservices.free_port()
+        commands = {
+            "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "worker": [PYTHON, "-m", "celery", "-A", "backoffice", "worker", "--loglevel", "INFO",
+                       "--concurrency", "2", "--without-gossip", "--without-mingle"],
+            "beat": [PYTHON, "-m", "celery", "-A", "backoffice", "beat", "--loglevel", "INFO"],
+            **_extra_processes(env),
+        }
+        for name, cmd in commands.items():
+            procs.append((name, subprocess.Popen(cmd, env=env, cwd=devservices.BASE_DIR, start_new_session=True)))
+        print(
+            "\n  Back office:  http://127.0.0.1:%d/admin/\n"
+            "  Login:        ops / ops-demo-password   (development only)\n"
+            "  Stop:         Ctrl-C\n" % port,
+            file=sys.stderr, flush=True,
+        )
+        return _wait(procs)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for name, proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        devservices.stop(started)
+
+
+def _data_steps() -> list[tuple[str, ...]]:
+    """Demo data when the database is empty."""
+    return [("seed_demo", "--orders", "20000", "--if-empty")]
+
+
+def _extra_processes(env: dict[str, str]) -> dict[str, list[str]]:
+    return {}
+
+
+def _wait(procs: list[tuple[str, subprocess.Popen]]) -> int:
+    stop = {"now": False}
+
+    def _handler(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    while not stop["now"]:
+        for name, proc in procs:
+            code = proc.poll()
+            if code is not None:
+                print(f"[run] {name} exited with {code}; stopping everything", file=sys.stderr, flush=True)
+                return code or 1
+        time.sleep(0.5)
+    return 0

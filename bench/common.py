@@ -1,0 +1,52 @@
+"""Shared benchmark plumbing: a dedicated database (never the development one) and figure output."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_env(suffix: str = "bench") -> dict[str, str]:
+    """Environment pointing Django at <database>_<suffix>, created and migrated if needed."""
+    import psycopg
+
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backoffice.settings")
+    url = os.environ.get("DATABASE_URL") or _dev_url()
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") + f"_{suffix}"
+    admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    env = {**os.environ, "DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}")), "LOG_LEVEL": "WARNING"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def _dev_url() -> str:
+    env_file = ROOT / ".data" / "services.env"
+    for line in env_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "DATABASE_URL":
+            return value
+    raise SystemExit("DATABASE_URL is not set: run through `make bench`.")
+
+
+def figure(name: str, value: float, unit: str, *, baseline: float | None = None, higher_is_better: bool = False,
+           limit: float | None = None, **extra) -> dict:
+    out = {"name": name, "value": round(value, 3), "unit": unit}
+    if baseline is not None:
+        out["baseline"] = round(baseline, 3)
+        out["ratio"] = round((value / baseline) if higher_is_better else (baseline / value), 2) if value and baseline else None
+    if limit is not None:
+        out["limit"] = round(limit, 3)
+        out["of_limit"] = round((value / limit) if higher_is_better else (limit / value), 3) if value and limit else None
+    out.update(extra)
+    print(json.dumps(out), flush=True)
+    return out

@@ -1,0 +1,1 @@
+"""Chain mirror: models, sync, RPC and contract access."""

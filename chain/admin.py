@@ -1,0 +1,177 @@
+"""Admin for the chain mirror: read-only, linked, and searchable exactly by wallet, order id and tx hash."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Q
+from django.utils.html import format_html
+
+from backoffice.admin_utils import (
+    ADDRESS_RE,
+    HASH_RE,
+    ReadOnlyMirrorAdmin,
+    changelist_link,
+    export_csv_action,
+    link,
+    short_hex,
+)
+
+from .models import Arbitrator, EventSyncCursor, Order, UserProfile
+
+
+def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):
+    """Turn one search term into an exact, index-backed lookup by its shape.
+
+    0x + 40 hex → wallet columns; 0x + 64 hex → hash columns; digits → id columns;
+    anything else → the (small) text columns, case-insensitive prefix.
+    """
+    term = term.strip()
+    if not term:
+        return queryset
+    if ADDRESS_RE.match(term):
+        fields, value = wallet_fields, term.lower()
+    elif HASH_RE.match(term):
+        fields, value = hash_fields, term.lower()
+    elif term.isdigit() and len(term) < 19:
+        fields, value = id_fields, int(term)
+    else:
+        return queryset.filter(_any(text_fields, "istartswith", term)) if text_fields else queryset.none()
+    return queryset.filter(_any(fields, "exact", value)) if fields else queryset.none()
+
+
+def _any(fields, lookup: str, value) -> Q:
+    q = Q()
+    for field in fields:
+        q |= Q(**{f"{field}__{lookup}": value})
+    return q
+
+
+class ExactSearchMixin:
+    """Admin search through `exact_search` instead of ILIKE over every column."""
+
+    search_wallet_fields: tuple[str, ...] = ()
+    search_hash_fields: tuple[str, ...] = ()
+    search_id_fields: tuple[str, ...] = ()
+    search_text_fields: tuple[str, ...] = ()
+    search_help_text = "Exact: a wallet (0x…40 hex), a tx hash (0x…64 hex) or an id."
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return exact_search(queryset, search_term, wallet_fields=self.search_wallet_fields,
+                            hash_fields=self.search_hash_fields, id_fields=self.search_id_fields,
+                            text_fields=self.search_text_fields), False
+
+
+@admin.register(Order)
+class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    list_display = ("order_ref", "chain", "status", "amount", "token_symbol", "buyer_link", "seller_link",
+                    "arbitrator_short", "created_at", "updated_at")
+    list_filter = ("chain", "status", "token_symbol", "close_reason", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("buyer", "seller")
+    ordering = ("-created_at",)
+    sortable_by = ("created_at", "updated_at", "amount", "status", "chain")
+    search_fields = ("onchain_id",)  # enables the search box; the lookup itself is exact_search
+    search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
+    search_hash_fields = ("created_tx_hash", "last_tx_hash")
+    search_id_fields = ("onchain_id",)
+    actions = [export_csv_action(
+        ["chain", "onchain_id", "status", "amount", "token_symbol", "platform_fee", "buyer_id", "seller_id",
+         "arbitrator_wallet", "created_at", "updated_at", "created_tx_hash", "last_tx_hash"], "orders.csv")]
+    fieldsets = (
+        (None, {"fields": ("chain", "onchain_id", "status", "close_reason", "amount", "platform_fee",
+                           "token_symbol", "token_address")}),
+        ("Parties", {"fields": ("buyer_link", "seller_link", "arbitrator_link", "disputed_by")}),
+        ("Times (UTC)", {"fields": ("created_at", "updated_at", "delivered_at", "disputed_at", "closed_at",
+                                    "seller_deadline", "buyer_deadline", "dispute_deadline")}),
+        ("Evidence", {"fields": ("evidence_links",)}),
+        ("On chain", {"fields": ("created_tx_hash", "created_block", "last_tx_hash", "last_block")}),
+    )
+    readonly_fields = ("buyer_link", "seller_link", "arbitrator_link", "evidence_links")
+
+    @admin.display(description="order", ordering="onchain_id")
+    def order_ref(self, obj: Order) -> str:
+        return f"#{obj.onchain_id}"
+
+    @admin.display(description="buyer")
+    def buyer_link(self, obj: Order) -> str:
+        return link(obj.buyer, short_hex(obj.buyer_id))
+
+    @admin.display(description="seller")
+    def seller_link(self, obj: Order) -> str:
+        return link(obj.seller, short_hex(obj.seller_id))
+
+    @admin.display(description="arbitrator")
+    def arbitrator_short(self, obj: Order) -> str:
+        return short_hex(obj.arbitrator_wallet)
+
+    @admin.display(description="arbitrator")
+    def arbitrator_link(self, obj: Order) -> str:
+        if not obj.arbitrator_wallet:
+            return "—"
+        arb = Arbitrator.objects.filter(chain=obj.chain, wallet=obj.arbitrator_wallet).first()
+        return link(arb, obj.arbitrator_wallet) if arb else obj.arbitrator_wallet
+
+    @admin.display(description="evidence (IPFS)")
+    def evidence_links(self, obj: Order) -> str:
+        from django.conf import settings
+        from django.utils.html import format_html_join
+
+        if not obj.evidence_cids:
+            return "—"
+        gateway = getattr(settings, "IPFS_GATEWAY", "https://ipfs.io/ipfs/")
+        return format_html_join(", ", '<a href="{}{}" rel="noopener noreferrer" target="_blank">{}</a>',
+                                ((gateway, cid, cid) for cid in obj.evidence_cids))
+
+
+@admin.register(UserProfile)
+class UserProfileAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    list_display = ("wallet", "display_name", "tier", "rating", "is_blacklisted", "created_at", "last_active_at")
+    list_filter = ("tier", "is_blacklisted", ("created_at", admin.DateFieldListFilter))
+    ordering = ("-created_at",)
+    search_fields = ("wallet",)
+    search_wallet_fields = ("wallet",)
+    search_text_fields = ("display_name",)
+    search_help_text = "Exact wallet (0x…40 hex) or the start of a display name."
+    fields = ("wallet", "display_name", "tier", "rating", "is_blacklisted", "created_at", "last_active_at",
+              "orders_links")
+    readonly_fields = ("orders_links",)
+    actions = [export_csv_action(["wallet", "display_name", "tier", "rating", "is_blacklisted", "created_at"],
+                                 "user_profiles.csv")]
+
+    @admin.display(description="orders")
+    def orders_links(self, obj: UserProfile) -> str:
+        return format_html("{} · {} · {}",
+                           changelist_link(Order, "as buyer", buyer__wallet__exact=obj.wallet),
+                           changelist_link(Order, "as seller", seller__wallet__exact=obj.wallet),
+                           changelist_link(Order, "all", q=obj.wallet))
+
+
+@admin.register(Arbitrator)
+class ArbitratorAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    list_display = ("wallet", "chain", "reputation", "at_risk", "is_active", "stake_amount", "total_resolved",
+                    "total_earned", "cases_link", "registered_at")
+    list_filter = ("chain", "is_active")
+    ordering = ("-reputation",)
+    search_fields = ("wallet",)
+    search_wallet_fields = ("wallet",)
+
+    @admin.display(description="at risk", boolean=True)
+    def at_risk(self, obj: Arbitrator) -> bool:
+        return obj.is_active and obj.reputation < 20
+
+    @admin.display(description="cases")
+    def cases_link(self, obj: Arbitrator) -> str:
+        return changelist_link(Order, "cases", q=obj.wallet, chain__exact=obj.chain)
+
+
+@admin.register(EventSyncCursor)
+class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
+    list_display = ("chain", "last_block", "head_block", "lag", "updated_at", "last_error_short", "last_error_at")
+
+    @admin.display(description="lag (blocks)")
+    def lag(self, obj: EventSyncCursor):
+        return obj.lag_blocks if obj.lag_blocks is not None else "—"
+
+    @admin.display(description="last error")
+    def last_error_short(self, obj: EventSyncCursor) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else (obj.last_error or "—")

@@ -1,0 +1,7 @@
+"""The chain app: the marketplace mirror and the one doorway to the chain (only this app imports web3)."""
+from django.apps import AppConfig
+
+
+class ChainConfig(AppConfig):
+    name = "chain"
+    verbose_name = "Chain mirror"

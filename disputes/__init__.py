@@ -1,0 +1,1 @@
+"""Trust and safety: disputes, blacklist, arbitrator monitoring."""

@@ -1,0 +1,7 @@
+"""The disputes app: dispute review, blacklisting and arbitrator monitoring for trust and safety staff."""
+from django.apps import AppConfig
+
+
+class DisputesConfig(AppConfig):
+    name = "disputes"
+    verbose_name = "Trust and safety"

@@ -1,0 +1,72 @@
+"""Trust and safety records: the wallet blacklist (runbook RB-04)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from chain.addresses import WALLET_SQL_PATTERN
+from chain.fields import WalletField
+
+
+class BlacklistSource(models.TextChoices):
+    MANUAL = "manual", "Manual"
+    AUTOMATIC = "automatic", "Automatic"
+    IMPORT = "import", "Import"
+
+
+class BlacklistQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(lifted_at__isnull=True)
+
+
+class Blacklist(models.Model):
+    """A blacklisting of one wallet. Lifting keeps the row (history); one active row per wallet.
+
+    RB-04's `INSERT INTO blacklist (wallet, reason, source) VALUES (...)` works as written:
+    every other column has a database default, and triggers canonicalise the wallet and set
+    `user_profiles.is_blacklisted`.
+    """
+
+    wallet = WalletField(help_text="Canonical lower-case address.")
+    reason = models.TextField(help_text="Why this wallet is blacklisted; shown to every reviewer.")
+    source = models.CharField(max_length=10, choices=BlacklistSource.choices, db_default=BlacklistSource.MANUAL)
+    created_at = models.DateTimeField(db_default=Now())
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+", help_text="Empty when added by raw SQL or automation.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Lifted automatically after this time (UTC).")
+    order = models.ForeignKey("chain.Order", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                              db_constraint=True, help_text="The dispute or order that justified it.")
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                  related_name="+")
+    lift_reason = models.TextField(db_default="", blank=True)
+
+    objects = BlacklistQuerySet.as_manager()
+
+    class Meta:
+        db_table = "blacklist"
+        ordering = ["-created_at"]
+        verbose_name = "blacklist entry"
+        verbose_name_plural = "blacklist"
+        constraints = [
+            models.UniqueConstraint(fields=["wallet"], condition=Q(lifted_at__isnull=True),
+                                    name="blacklist_one_active_per_wallet",
+                                    violation_error_message="This wallet is already blacklisted."),
+            models.CheckConstraint(condition=Q(wallet__regex=WALLET_SQL_PATTERN), name="blacklist_wallet_canonical",
+                                   violation_error_message="wallet must be 0x followed by 40 hex digits."),
+            models.CheckConstraint(condition=Q(source__in=BlacklistSource.values), name="blacklist_source_valid",
+                                   violation_error_message="source must be manual, automatic or import."),
+            models.CheckConstraint(condition=~Q(reason=""), name="blacklist_reason_required",
+                                   violation_error_message="reason is required."),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="blacklist_expiry_idx",
+                                condition=Q(lifted_at__isnull=True, expires_at__isnull=False))]
+
+    def __str__(self) -> str:
+        return f"{self.wallet} ({'active' if self.lifted_at is None else 'lifted'})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.lifted_at is None

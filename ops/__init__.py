@@ -1,0 +1,1 @@
+"""Operations console: audit log, health, metrics, scheduled checks."""

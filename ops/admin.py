@@ -1,0 +1,35 @@
+"""Admin for operations records. The audit log is read-only for everyone, superusers included."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from backoffice.admin_utils import CappedCountPaginator, export_csv_action
+
+from .models import AuditLog
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = ("id", "created_at", "actor_label", "action", "object_type", "object_id", "object_repr",
+                    "reason_short")
+    list_filter = ("action", "object_type", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=actor_label", "=object_id", "=action")
+    search_help_text = "Exact actor, object id or action."
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    actions = [export_csv_action(["id", "created_at", "actor_label", "action", "object_type", "object_id",
+                                  "object_repr", "before", "after", "reason", "prev_hash", "row_hash"],
+                                 "audit_log.csv")]
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: AuditLog) -> str:
+        return obj.reason if len(obj.reason) <= 60 else obj.reason[:60] + "…"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,7 @@
+"""The ops app: health, metrics, scheduled checks, the audit log and the operations console."""
+from django.apps import AppConfig
+
+
+class OpsConfig(AppConfig):
+    name = "ops"
+    verbose_name = "Operations"

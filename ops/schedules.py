@@ -1,0 +1,31 @@
+"""The beat schedule, as code. `manage.py register_schedules` writes it to django-celery-beat by name.
+
+Staff may enable, disable or retime an entry in the admin; re-registering keeps those edits
+(only missing entries are created) unless --reset is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    task: str
+    every_seconds: float | None = None
+    crontab: dict[str, str] | None = None  # minute, hour, day_of_week, day_of_month, month_of_year
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+def schedules() -> list[Schedule]:
+    """Every periodic task of the back office (runbook §5), by stable name."""
+    items: list[Schedule] = []
+    for chain, cfg in settings.CHAINS.items():
+        items.append(Schedule(
+            name=f"poll-{chain}-events", task="chain.tasks.sync_chain", every_seconds=cfg["poll_seconds"],
+            kwargs={"chain": chain}, description=f"Runbook §5: event sync for {cfg['name']}."))
+    return items

@@ -1,0 +1,63 @@
+"""Production settings refuse unsafe configuration; development needs none."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_KEY = "k" * 50
+
+
+def load_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL", "DJANGO_ENV",
+                                                                "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "backoffice.settings", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def production(**overrides: str) -> subprocess.CompletedProcess:
+    env = {"DJANGO_ENV": "production", "SECRET_KEY": GOOD_KEY, "DATABASE_URL": "postgres://u:p@db:5432/p2p_escrow",
+           "ALLOWED_HOSTS": "ops.example.com"}
+    env.update(overrides)
+    return load_settings(**{k: v for k, v in env.items() if v is not None})
+
+
+def test_production_settings_start_when_configured():
+    result = production()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_production_settings_refuse_a_missing_secret_key():
+    result = production(SECRET_KEY="")
+    assert result.returncode != 0
+    assert "SECRET_KEY is missing" in result.stderr
+
+
+def test_production_settings_refuse_the_development_secret_key():
+    result = production(SECRET_KEY="dev-only-insecure-secret-key-never-use-in-production")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_settings_refuse_debug():
+    result = production(DEBUG="true")
+    assert result.returncode != 0
+    assert "DEBUG is on" in result.stderr
+
+
+def test_production_settings_refuse_a_missing_database_url():
+    result = production(DATABASE_URL="")
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_development_settings_need_no_configuration():
+    result = load_settings()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"

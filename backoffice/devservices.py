@@ -213,6 +213,47 @@ def stop_redis() -> None:
     _say("Redis stopped")
 
 
+# --------------------------------------------------------------------------- local chains (anvil)
+
+CHAIN_DIR = DATA_DIR / "chain"
+# Two nodes, one per chain: each has its own chain id, block time and head, as in production, so a
+# reorg or an outage of one chain never touches the other. Block times are the real ones.
+ANVIL_CHAINS = {
+    "bsc": {"chain_id": 31356, "block_time": "0.75", "confirmations": 5, "env": "BSC_RPC_URL"},
+    "ethereum": {"chain_id": 31337, "block_time": "12", "confirmations": 2, "env": "ETH_RPC_URL"},
+}
+
+
+def anvil_bin() -> str:
+    path = BASE_DIR / "node_modules" / ".bin" / "anvil"
+    if not path.exists():
+        raise SystemExit("anvil is not installed: run `make install` (npm ci installs @foundry-rs/anvil).")
+    return str(path)
+
+
+def start_anvil(chain: str, *, port: int | None = None, block_time: str | None = None,
+                extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start one anvil node on loopback; returns (process, url). The caller stops it."""
+    spec = ANVIL_CHAINS[chain]
+    port = port or free_port()
+    CHAIN_DIR.mkdir(parents=True, exist_ok=True)
+    args = [anvil_bin(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(spec["chain_id"]),
+            "--accounts", "40", "--balance", "1000000", "--silent"]
+    block_time = spec["block_time"] if block_time is None else block_time
+    if block_time:  # "" means automine: one block per transaction (tests)
+        args += ["--block-time", block_time]
+    proc = subprocess.Popen(args + (extra or []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    for _ in range(200):
+        if _port_open(port):
+            break
+        if proc.poll() is not None:
+            raise SystemExit(f"anvil for {chain} exited with {proc.returncode}")
+        time.sleep(0.05)
+    _say(f"anvil ({chain}, chain id {spec['chain_id']}, {block_time or 'auto-mined'} s blocks) on 127.0.0.1:{port}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
 # --------------------------------------------------------------------------- orchestration
 
 SERVICES = {

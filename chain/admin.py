@@ -31,7 +31,7 @@ def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fi
         fields, value = wallet_fields, term.lower()
     elif HASH_RE.match(term):
         fields, value = hash_fields, term.lower()
-    elif term.isdigit() and len(term) < 19:
+    elif term.isascii() and term.isdigit() and len(term) < 19:  # str.isdigit() also accepts "²", which int() refuses
         fields, value = id_fields, int(term)
     else:
         return queryset.filter(_any(text_fields, "istartswith", term)) if text_fields else queryset.none()

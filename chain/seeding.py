@@ -73,6 +73,9 @@ def is_empty() -> bool:
 def reset() -> None:
     """Empty the mirror tables (not the audit log, which is append-only)."""
     with connection.cursor() as cur:
+        # Inside a caller's transaction that just wrote rows, deferred foreign-key checks are still
+        # pending and PostgreSQL refuses TRUNCATE; run them now.
+        cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cur.execute("TRUNCATE orders, arbitrators, event_sync_cursor, blacklist, user_profiles CASCADE")
 
 

@@ -1,0 +1,33 @@
+"""deploy_local_contracts: deploy the escrow contracts to the local anvil nodes (make run)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from chain import local
+
+
+class Command(BaseCommand):
+    help = "Deploy P2PEscrow, ArbitratorPool and test tokens to local nodes; write the deployment file."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--chain", action="append", default=[], metavar="NAME=URL",
+                            help="A chain and its local RPC URL, e.g. bsc=http://127.0.0.1:8545 (repeatable).")
+        parser.add_argument("--confirmations", action="append", default=[], metavar="NAME=N")
+        parser.add_argument("--reset-mirror", action="store_true", help="Empty the mirror tables (fresh chain).")
+
+    def handle(self, *args, chain, confirmations, reset_mirror, **options):
+        if settings.PRODUCTION:
+            raise CommandError("Local deployment is for development only.")
+        depths = dict(item.split("=", 1) for item in confirmations)
+        chains = {}
+        for item in chain:
+            name, _, url = item.partition("=")
+            if name not in settings.CHAINS or not url:
+                raise CommandError(f"--chain {item!r}: expected NAME=URL with NAME one of {', '.join(settings.CHAINS)}.")
+            chains[name] = {"rpc_url": url, "confirmations": int(depths.get(name, 2))}
+        if reset_mirror:
+            local.reset_mirror()
+        for name, info in local.deploy_local(chains).items():
+            self.stdout.write(f"{name}: escrow {info['escrow']}, pool {info['arbitrator_pool']}, "
+                              f"tokens {', '.join(info['tokens'])} (chain id {info['chain_id']})")

@@ -1,0 +1,300 @@
+"""Applying decoded logs to the mirror tables: pure reducers, then one bulk upsert per table.
+
+Both the live sync and a rollback's replay go through `apply_logs`, so the mirror of an order is
+always the fold of its events in (block, log index) order.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Iterable
+
+from django.db import connection
+
+from .events import Log
+from .models import CloseReason, OrderStatus
+
+ORDER_COLUMNS = (
+    "chain", "onchain_id", "buyer_wallet", "seller_wallet", "arbitrator_wallet", "token_address", "token_symbol",
+    "amount", "platform_fee", "status", "close_reason", "created_at", "updated_at", "delivered_at", "disputed_at",
+    "closed_at", "seller_deadline", "buyer_deadline", "dispute_deadline", "disputed_by", "evidence_cids",
+    "created_tx_hash", "last_tx_hash", "created_block", "last_block",
+)
+ARBITRATOR_COLUMNS = ("chain", "wallet", "stake_amount", "reputation", "total_resolved", "total_earned",
+                      "is_active", "registered_at", "updated_at")
+NATIVE_DECIMALS = 18
+_MAX_EPOCH = 253402300799  # 9999-12-31: Python's datetime cannot go further
+_CID = re.compile(r"^[A-Za-z0-9]{8,128}$")
+
+ORDER_EVENTS = {"OrderCreated", "OrderDelivered", "OrderCompleted", "OrderCancelled", "OrderDisputed",
+                "EvidenceSubmitted", "DisputeResolved", "OrderExpired", "OrderAutoReleased"}
+ARBITRATOR_EVENTS = {"ArbitratorRegistered", "ArbitratorDeregistered", "ArbitratorResolved", "ReputationChanged",
+                     "ArbitratorDeactivated"}
+
+
+def ts(epoch: int | None) -> datetime | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(min(max(int(epoch), 0), _MAX_EPOCH), tz=timezone.utc)
+
+
+def units(raw: int, decimals: int) -> Decimal:
+    return Decimal(raw).scaleb(-decimals)
+
+
+def safe_cid(value: str) -> str:
+    """Evidence CIDs come from anyone on chain: keep real-looking CIDs, mark the rest."""
+    if _CID.match(value):
+        return value
+    printable = "".join(ch for ch in value if ch.isprintable() and ch not in "{},\"\\")[:60]
+    return f"invalid:{printable}"[:128]
+
+
+class TokenBook:
+    """Decimals and symbols of the tokens of one chain; unknown tokens are resolved before applying."""
+
+    def __init__(self, tokens: dict[str, tuple[str, int]]):
+        self.tokens = tokens
+
+    def decimals(self, address: str) -> int:
+        return self.tokens.get(address, ("", 18))[1]
+
+    def symbol(self, address: str) -> str:
+        return self.tokens.get(address, ("?", 18))[0]
+
+
+def order_ids(logs: Iterable[Log]) -> set[int]:
+    ids = set()
+    for log in logs:
+        if log.name in ORDER_EVENTS or log.name == "ArbitratorResolved":
+            ids.add(log.args["orderId"])
+    return ids
+
+
+def arbitrator_wallets(logs: Iterable[Log]) -> set[str]:
+    return {log.args["arbitrator"] for log in logs if log.name in ARBITRATOR_EVENTS}
+
+
+def reduce_order(state: dict | None, log: Log, chain: str, tokens: TokenBook) -> dict | None:
+    """One event applied to one order's state (a dict of ORDER_COLUMNS). Returns the new state."""
+    a, when = log.args, ts(log.block_time)
+    if log.name == "OrderCreated":
+        token = a["token"]
+        decimals = tokens.decimals(token)
+        state = {
+            "chain": chain, "onchain_id": a["orderId"], "buyer_wallet": a["buyer"], "seller_wallet": a["seller"],
+            "arbitrator_wallet": None, "token_address": token, "token_symbol": tokens.symbol(token)[:16],
+            "amount": units(a["amount"], decimals), "platform_fee": units(a["platformFee"], decimals),
+            "status": OrderStatus.FUNDED, "close_reason": None, "created_at": when, "updated_at": when,
+            "delivered_at": None, "disputed_at": None, "closed_at": None,
+            "seller_deadline": ts(a["sellerDeadline"]), "buyer_deadline": None, "dispute_deadline": None,
+            "disputed_by": None, "evidence_cids": [], "created_tx_hash": log.tx_hash, "last_tx_hash": log.tx_hash,
+            "created_block": log.block_number, "last_block": log.block_number,
+        }
+        return state
+    if state is None:
+        return None  # an event for an order created before the mirror's start block
+    state = dict(state)
+    name = log.name
+    if name == "OrderDelivered":
+        state.update(status=OrderStatus.DELIVERED, delivered_at=when, buyer_deadline=ts(a["buyerDeadline"]))
+    elif name == "OrderAutoReleased":
+        state["close_reason"] = CloseReason.AUTO_RELEASED
+    elif name == "OrderCompleted":
+        reason = CloseReason.AUTO_RELEASED if state.get("close_reason") == CloseReason.AUTO_RELEASED else CloseReason.CONFIRMED
+        state.update(status=OrderStatus.COMPLETED, closed_at=when, close_reason=reason)
+    elif name == "OrderCancelled":
+        state.update(status=OrderStatus.CANCELLED, closed_at=when, close_reason=CloseReason.CANCELLED)
+    elif name == "OrderDisputed":
+        state.update(status=OrderStatus.DISPUTED, disputed_at=when, arbitrator_wallet=a["arbitrator"],
+                     disputed_by=a["openedBy"], dispute_deadline=ts(a["disputeDeadline"]),
+                     evidence_cids=[*state["evidence_cids"], safe_cid(a["evidenceCid"])] if a["evidenceCid"] else
+                     list(state["evidence_cids"]))
+    elif name == "EvidenceSubmitted":
+        state["evidence_cids"] = [*state["evidence_cids"], safe_cid(a["cid"])]
+    elif name == "DisputeResolved":
+        state.update(status=OrderStatus.RESOLVED_BUYER if a["favorBuyer"] else OrderStatus.RESOLVED_SELLER,
+                     closed_at=when, close_reason=CloseReason.OWNER if a["byOwner"] else CloseReason.ARBITRATOR)
+    elif name == "OrderExpired":
+        state.update(status=OrderStatus.EXPIRED, closed_at=when, close_reason=CloseReason.SELLER_TIMEOUT)
+    else:
+        return state
+    state.update(updated_at=when, last_tx_hash=log.tx_hash, last_block=log.block_number)
+    return state
+
+
+def reduce_arbitrator(state: dict | None, log: Log, chain: str, orders: dict[int, dict], tokens: TokenBook) -> dict | None:
+    a, when = log.args, ts(log.block_time)
+    if log.name == "ArbitratorRegistered":
+        base = state or {"chain": chain, "wallet": a["arbitrator"], "total_resolved": 0, "total_earned": Decimal(0),
+                         "registered_at": when}
+        return {**base, "stake_amount": units(a["stakeAmount"], NATIVE_DECIMALS),
+                "reputation": min(int(a["reputation"]), 100), "is_active": True, "updated_at": when}
+    if state is None:
+        return None
+    state = dict(state, updated_at=when)
+    if log.name == "ArbitratorDeregistered":
+        state.update(is_active=False, stake_amount=Decimal(0))
+    elif log.name == "ArbitratorResolved":
+        order = orders.get(a["orderId"])
+        decimals = tokens.decimals(order["token_address"]) if order else 18
+        state.update(total_resolved=state["total_resolved"] + 1,
+                     total_earned=state["total_earned"] + units(a["earned"], decimals))
+    elif log.name == "ReputationChanged":
+        state["reputation"] = min(int(a["newReputation"]), 100)
+    elif log.name == "ArbitratorDeactivated":
+        state["is_active"] = False
+    return state
+
+
+# ---------------------------------------------------------------------------- loading and writing
+
+
+def load_orders(chain: str, ids: Iterable[int]) -> dict[int, dict]:
+    ids = list(ids)
+    if not ids:
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE chain = %s AND onchain_id = ANY(%s)",
+                    [chain, ids])
+        return {row[1]: dict(zip(ORDER_COLUMNS, row)) for row in cur.fetchall()}
+
+
+def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
+    wallets = list(wallets)
+    if not wallets:
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT {', '.join(ARBITRATOR_COLUMNS)} FROM arbitrators WHERE chain = %s AND wallet = ANY(%s)",
+                    [chain, wallets])
+        return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row)) for row in cur.fetchall()}
+
+
+def _copy_upsert(table: str, columns: tuple[str, ...], conflict: str, rows: Iterable[tuple], *,
+                 update: tuple[str, ...] | None = None) -> None:
+    """COPY rows into a temporary twin of `table`, then one INSERT … ON CONFLICT DO UPDATE."""
+    update = update if update is not None else tuple(c for c in columns if c not in conflict.split(", "))
+    tmp = f"tmp_{table}"
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+        with cur.connection.cursor().copy(f"COPY {tmp} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in update)
+        cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {tmp} "
+                    f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}")
+        cur.execute(f"TRUNCATE {tmp}")
+
+
+def write_orders(states: Iterable[dict]) -> None:
+    _copy_upsert("orders", ORDER_COLUMNS, "chain, onchain_id", (tuple(s[c] for c in ORDER_COLUMNS) for s in states))
+
+
+def write_arbitrators(states: Iterable[dict]) -> None:
+    _copy_upsert("arbitrators", ARBITRATOR_COLUMNS, "chain, wallet",
+                 (tuple(s[c] for c in ARBITRATOR_COLUMNS) for s in states))
+
+
+def write_profiles(chain: str, seen: dict[str, tuple[datetime, int]]) -> None:
+    """Create profiles for wallets seen in orders; refresh last_active_at for known ones."""
+    if not seen:
+        return
+    wallets = list(seen)
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO user_profiles (wallet, created_at, last_active_at, first_seen_chain, first_seen_block) "
+            "SELECT w, t, t, %s, b FROM unnest(%s::varchar[], %s::timestamptz[], %s::bigint[]) AS u(w, t, b) "
+            "ON CONFLICT (wallet) DO UPDATE SET last_active_at = GREATEST(user_profiles.last_active_at, "
+            "EXCLUDED.last_active_at)",
+            [chain, wallets, [seen[w][0] for w in wallets], [seen[w][1] for w in wallets]],
+        )
+
+
+def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[int, dict] | None = None,
+               arbitrators: dict[str, dict] | None = None) -> tuple[int, int]:
+    """Fold decoded logs into orders, arbitrators and profiles. Returns (orders, arbitrators) written."""
+    orders = load_orders(chain, order_ids(logs)) if orders is None else orders
+    arbitrators = load_arbitrators(chain, arbitrator_wallets(logs)) if arbitrators is None else arbitrators
+    touched_orders: set[int] = set()
+    touched_arbs: set[str] = set()
+    seen: dict[str, tuple[datetime, int]] = {}
+    for log in logs:
+        name = log.name
+        if name in ORDER_EVENTS:
+            oid = log.args["orderId"]
+            new = reduce_order(orders.get(oid), log, chain, tokens)
+            if new is not None:
+                orders[oid] = new
+                touched_orders.add(oid)
+                if name == "OrderCreated":
+                    when = ts(log.block_time)
+                    for wallet in (new["buyer_wallet"], new["seller_wallet"]):
+                        seen.setdefault(wallet, (when, log.block_number))
+        elif name in ARBITRATOR_EVENTS:
+            wallet = log.args["arbitrator"]
+            new = reduce_arbitrator(arbitrators.get(wallet), log, chain, orders, tokens)
+            if new is not None:
+                arbitrators[wallet] = new
+                touched_arbs.add(wallet)
+    write_profiles(chain, seen)
+    if touched_orders:
+        write_orders(orders[i] for i in touched_orders)
+    if touched_arbs:
+        write_arbitrators(arbitrators[w] for w in touched_arbs)
+    return len(touched_orders), len(touched_arbs)
+
+
+def _clean_json(value):
+    """JSONB refuses NUL characters; chain strings may carry anything."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, dict):
+        return {k: _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    return value
+
+
+def insert_events(chain: str, logs: list[Log]) -> set[tuple[str, int]]:
+    """Insert raw logs; returns the (tx_hash, log_index) keys that were new (idempotency)."""
+    if not logs:
+        return set()
+    from psycopg.types.json import Jsonb
+
+    cols = ("chain", "block_number", "block_hash", "block_time", "tx_hash", "log_index", "address", "contract",
+            "event", "order_id", "wallet", "args", "decode_error")
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_chain_events ON COMMIT DELETE ROWS AS "
+                    f"SELECT {', '.join(cols)} FROM chain_events WITH NO DATA")
+        with cur.connection.cursor().copy(f"COPY tmp_chain_events ({', '.join(cols)}) FROM STDIN") as copy:
+            for log in logs:
+                args = log.args
+                order_id = args.get("orderId") if not log.error else None
+                if order_id is not None and order_id >= 2**63:
+                    order_id = None
+                wallet = args.get("arbitrator") if log.contract == "pool" and not log.error else None
+                copy.write_row((chain, log.block_number, log.block_hash, ts(log.block_time), log.tx_hash,
+                                log.log_index, log.address, log.contract, log.name, order_id, wallet,
+                                Jsonb(_clean_json(args), dumps=_dumps), log.error))
+        cur.execute(f"INSERT INTO chain_events ({', '.join(cols)}) SELECT {', '.join(cols)} FROM tmp_chain_events "
+                    "ON CONFLICT (chain, tx_hash, log_index) DO NOTHING RETURNING tx_hash, log_index")
+        new = set(cur.fetchall())
+        cur.execute("TRUNCATE tmp_chain_events")
+    return new
+
+
+def _dumps(value) -> str:
+    # Big integers stay exact: JSONB numbers are arbitrary precision.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def logs_from_rows(rows: Iterable[tuple]) -> list[Log]:
+    """Rebuild `Log`s from chain_events rows (block_number, block_hash, block_time, tx_hash, log_index,
+    address, contract, event, args) for a replay."""
+    out = []
+    for bn, bh, bt, tx, li, addr, contract, event, args in rows:
+        out.append(Log(bn, bh, int(bt.timestamp()) if bt else None, tx, li, addr, contract, event, args))
+    return out

@@ -1,0 +1,318 @@
+"""Event sync (runbook RB-03): confirmed logs → raw events + mirror, the cursor moving in the same transaction.
+
+Per run, for one chain, under a per-chain PostgreSQL advisory lock:
+1. check the stored hash of the cursor's block against the chain; on a mismatch roll back to the
+   common ancestor (reorg) and replay what remains;
+2. fetch logs of the confirmed range (head − confirmations) in batches with plain eth_getLogs,
+   the next batch downloading while the current one is applied;
+3. apply each batch in one transaction: raw events (unique on chain, tx_hash, log_index), orders,
+   profiles and arbitrators, block hashes, and the cursor. A crash anywhere loses the whole batch
+   and nothing else, so the next run starts from the same cursor: no gap, no duplicate.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .config import ChainConfig, get_chain_config
+from .events import Log, parse_logs
+from .mirror import TokenBook, apply_logs, insert_events, logs_from_rows
+from .models import BlockHash, ChainEvent, EventSyncCursor, RpcProvider, Token
+from .rpc import RpcClient, RpcError, get_client
+
+logger = logging.getLogger(__name__)
+
+HASH_WINDOW_MIN = 64
+
+
+class SyncConfigError(RuntimeError):
+    pass
+
+
+@dataclass
+class Batch:
+    from_block: int
+    to_block: int
+    to_hash: str
+    logs: list[Log]
+
+
+@dataclass
+class SyncResult:
+    chain: str
+    skipped: str = ""
+    from_block: int | None = None
+    to_block: int | None = None
+    head: int | None = None
+    events: int = 0
+    malformed: int = 0
+    rolled_back_to: int | None = None
+    batches: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def chain_lock(chain: str):
+    """A session-level advisory lock: one sync per chain across every worker and beat process.
+
+    It lives on the database connection, so a killed worker releases it with its connection.
+    """
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"chain-sync:{chain}"])
+        got = cur.fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got:
+            with contextlib.suppress(Exception), connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"chain-sync:{chain}"])
+
+
+def ensure_cursor(cfg: ChainConfig) -> EventSyncCursor:
+    cursor, _ = EventSyncCursor.objects.get_or_create(
+        chain=cfg.key, defaults={"last_block": max(cfg.start_block - 1, 0)})
+    return cursor
+
+
+def token_book(cfg: ChainConfig, client: RpcClient, logs: list[Log]) -> TokenBook:
+    """Decimals for every token in these logs; an unknown token is read from the chain once."""
+    known = {t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=cfg.key)}
+    for log in logs:
+        if log.name == "OrderCreated" and log.args["token"] not in known:
+            address = log.args["token"]
+            symbol, decimals = read_token_metadata(client, address)
+            Token.objects.get_or_create(chain=cfg.key, address=address,
+                                        defaults={"symbol": symbol, "decimals": decimals})
+            known[address] = (symbol, decimals)
+    return TokenBook(known)
+
+
+def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
+    from eth_abi import decode as abi_decode
+
+    try:
+        decimals_hex, symbol_hex = client.batch([
+            ("eth_call", [{"to": address, "data": "0x313ce567"}, "latest"]),  # decimals()
+            ("eth_call", [{"to": address, "data": "0x95d89b41"}, "latest"]),  # symbol()
+        ])
+        decimals = abi_decode(["uint8"], bytes.fromhex(decimals_hex[2:]))[0]
+        symbol = abi_decode(["string"], bytes.fromhex(symbol_hex[2:]))[0]
+        symbol = "".join(ch for ch in symbol if ch.isprintable())[:16] or "?"
+    except (RpcError, ValueError, Exception) as exc:  # a token that does not answer: assume 18, flag it
+        logger.error("token metadata unreadable for %s: %s", address, exc)
+        return "?", 18
+    return symbol, decimals
+
+
+def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int) -> Batch:
+    """Logs of [from_block, to_block], halving the range when the provider refuses its size."""
+    while True:
+        try:
+            raw = client.get_logs(from_block, to_block, cfg.contracts)
+            break
+        except RpcError:
+            if to_block == from_block:
+                raise
+            to_block = from_block + (to_block - from_block) // 2
+    need = {to_block}
+    if any("blockTimestamp" not in r for r in raw):
+        need.update(int(r["blockNumber"], 16) for r in raw)
+    headers = client.block_headers(sorted(need))
+    logs = parse_logs(raw, {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool"})
+    for log in logs:
+        if log.block_time is None:
+            log.block_time = headers[log.block_number]["timestamp"]
+    return Batch(from_block, to_block, headers[to_block]["hash"], logs)
+
+
+def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int) -> tuple[int, int]:
+    """One transaction: events, mirror, block hashes, cursor. Returns (events applied, malformed)."""
+    chain = cfg.key
+    with transaction.atomic():
+        cursor = EventSyncCursor.objects.select_for_update().get(chain=chain)
+        if cursor.last_block >= batch.to_block:
+            return 0, 0  # already applied (a concurrent or repeated run)
+        new = insert_events(chain, batch.logs)
+        fresh = [log for log in batch.logs if (log.tx_hash, log.log_index) in new]
+        good = [log for log in fresh if not log.error]
+        bad = [log for log in fresh if log.error]
+        apply_logs(chain, good, tokens)
+        hashes = {batch.to_block: batch.to_hash}
+        for log in batch.logs:
+            hashes[log.block_number] = log.block_hash
+        window = max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
+        BlockHash.objects.bulk_create(
+            [BlockHash(chain=chain, number=n, hash=h) for n, h in hashes.items() if n > batch.to_block - window],
+            update_conflicts=True, unique_fields=["chain", "number"], update_fields=["hash"])
+        BlockHash.objects.filter(chain=chain, number__lte=batch.to_block - window).delete()
+        now = timezone.now()
+        cursor.last_block, cursor.last_block_hash, cursor.updated_at = batch.to_block, batch.to_hash, now
+        cursor.head_block, cursor.head_seen_at = head, now
+        fields = ["last_block", "last_block_hash", "updated_at", "head_block", "head_seen_at"]
+        if bad:
+            first = bad[0]
+            cursor.last_error = (f"{len(bad)} malformed log(s) recorded and skipped, first at block "
+                                 f"{first.block_number} tx {first.tx_hash} log {first.log_index}: {first.error}")[:2000]
+            cursor.last_error_at = now
+            fields += ["last_error", "last_error_at"]
+            for log in bad:
+                logger.error("malformed log skipped: %s", log.error, extra={
+                    "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
+        cursor.save(update_fields=fields)
+    return len(good), len(bad)
+
+
+def find_common_ancestor(cfg: ChainConfig, client: RpcClient, cursor: EventSyncCursor) -> int | None:
+    """None when the cursor's block is still canonical; else the highest stored block that is."""
+    stored = dict(BlockHash.objects.filter(chain=cfg.key).values_list("number", "hash"))
+    if cursor.last_block not in stored:
+        return None
+    numbers = sorted(stored, reverse=True)
+    chain_hashes = {n: h["hash"] for n, h in client.block_headers([n for n in numbers if n <= cursor.last_block]).items()}
+    if chain_hashes.get(cursor.last_block) == stored[cursor.last_block]:
+        return None
+    for n in numbers:
+        if n <= cursor.last_block and chain_hashes.get(n) == stored[n]:
+            return n
+    oldest = min(numbers) - 1
+    logger.critical("reorg deeper than the stored window on %s: rolling back to %d", cfg.key, oldest,
+                    extra={"chain": cfg.key})
+    return oldest
+
+
+def rollback_to(chain: str, block: int) -> dict[str, int]:
+    """Undo everything above `block`: raw events deleted, touched orders and arbitrators replayed from
+    the events that remain, orphans removed, cursor moved back. Must run inside a transaction."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT DISTINCT order_id FROM chain_events WHERE chain = %s AND block_number > %s "
+                    "AND order_id IS NOT NULL", [chain, block])
+        orders = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT DISTINCT wallet FROM chain_events WHERE chain = %s AND block_number > %s "
+                    "AND wallet IS NOT NULL", [chain, block])
+        wallets = [r[0] for r in cur.fetchall()]
+        cur.execute("DELETE FROM chain_events WHERE chain = %s AND block_number > %s", [chain, block])
+        removed = cur.rowcount
+        # Replay every remaining event of the touched orders and arbitrators, oldest first.
+        cur.execute(
+            "SELECT block_number, block_hash, block_time, tx_hash, log_index, address, contract, event, args "
+            "FROM chain_events WHERE chain = %s AND decode_error = '' AND (order_id = ANY(%s) OR wallet = ANY(%s)) "
+            "ORDER BY block_number, log_index", [chain, orders, wallets])
+        logs = logs_from_rows(cur.fetchall())
+    tokens = TokenBook({t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)})
+    rebuilt_orders: dict[int, dict] = {}
+    rebuilt_arbs: dict[str, dict] = {}
+    apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs)
+    with connection.cursor() as cur:
+        gone = [oid for oid in orders if oid not in rebuilt_orders]
+        cur.execute("DELETE FROM orders WHERE chain = %s AND onchain_id = ANY(%s)", [chain, gone])
+        gone_arbs = [w for w in wallets if w not in rebuilt_arbs]
+        cur.execute("DELETE FROM arbitrators WHERE chain = %s AND wallet = ANY(%s)", [chain, gone_arbs])
+        cur.execute(
+            "DELETE FROM user_profiles p WHERE p.first_seen_chain = %s AND p.first_seen_block > %s "
+            "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.buyer_wallet = p.wallet OR o.seller_wallet = p.wallet) "
+            "AND NOT EXISTS (SELECT 1 FROM blacklist b WHERE b.wallet = p.wallet)", [chain, block])
+        profiles = cur.rowcount
+    BlockHash.objects.filter(chain=chain, number__gt=block).delete()
+    kept = BlockHash.objects.filter(chain=chain, number=block).values_list("hash", flat=True).first()
+    EventSyncCursor.objects.filter(chain=chain).update(last_block=block, last_block_hash=kept, updated_at=timezone.now())
+    return {"events_removed": removed, "orders_replayed": len(rebuilt_orders), "orders_deleted": len(gone),
+            "arbitrators_deleted": len(gone_arbs), "profiles_deleted": profiles}
+
+
+def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: float = 25.0,
+               max_blocks: int | None = None) -> SyncResult:
+    """One sync run for one chain. Safe to run twice at once (the second returns skipped='locked')."""
+    cfg = get_chain_config(chain)
+    result = SyncResult(chain=chain)
+    if not cfg.is_configured:
+        result.skipped = "not configured"
+        return result
+    client = client or get_client(chain)
+    started = time.monotonic()
+    with chain_lock(chain) as got:
+        if not got:
+            result.skipped = "locked"
+            return result
+        try:
+            _run(cfg, client, result, started, max_seconds, max_blocks)
+        except Exception as exc:
+            record_sync_error(chain, exc)
+            raise
+        finally:
+            save_provider_states(chain, client)
+            result.seconds = time.monotonic() - started
+    return result
+
+
+def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float, max_seconds: float,
+         max_blocks: int | None) -> None:
+    if getattr(client, "verified_chain_id", None) is None:
+        actual = client.chain_id()
+        if actual != cfg.chain_id:
+            raise SyncConfigError(f"{cfg.key}: the RPC serves chain id {actual}, expected {cfg.chain_id}: "
+                                  f"check {cfg.key.upper()}_RPC_URL and {cfg.key.upper()}_CHAIN_ID.")
+        client.verified_chain_id = actual
+    cursor = ensure_cursor(cfg)
+    head = client.block_number()
+    result.head = head
+    ancestor = find_common_ancestor(cfg, client, cursor)
+    if ancestor is not None:
+        with transaction.atomic():
+            summary = rollback_to(cfg.key, ancestor)
+        logger.warning("reorg on %s: rolled back to block %d", cfg.key, ancestor, extra={"chain": cfg.key, **summary})
+        result.rolled_back_to = ancestor
+        cursor.refresh_from_db()
+    target = head - cfg.confirmations
+    if max_blocks is not None:
+        target = min(target, cursor.last_block + max_blocks)
+    start = cursor.last_block + 1
+    result.from_block = start
+    if start > target:
+        EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
+        return
+
+    def fetch(frm: int):
+        return fetch_batch(cfg, client, frm, min(frm + cfg.batch_blocks - 1, target))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fetch-{cfg.key}") as pool:
+        future = pool.submit(fetch, start)
+        while future is not None:
+            batch = future.result()
+            nxt = batch.to_block + 1
+            more = nxt <= target and time.monotonic() - started < max_seconds
+            future = pool.submit(fetch, nxt) if more else None
+            tokens = token_book(cfg, client, batch.logs)
+            applied, bad = apply_batch(cfg, batch, tokens, head)
+            result.events += applied
+            result.malformed += bad
+            result.batches += 1
+            result.to_block = batch.to_block
+
+
+def record_sync_error(chain: str, exc: Exception) -> None:
+    """Keep the last error on the cursor for staff (RB-03), in its own small transaction."""
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    logger.error("sync failed on %s: %s", chain, message, extra={"chain": chain})
+    with contextlib.suppress(Exception):
+        connection.close_if_unusable_or_obsolete()
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        EventSyncCursor.objects.filter(chain=chain).update(last_error=message, last_error_at=timezone.now())
+
+
+def save_provider_states(chain: str, client: RpcClient) -> None:
+    with contextlib.suppress(Exception):
+        for snap in client.snapshot():
+            RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
+                k: v for k, v in snap.items() if k != "role"})
+
+
+def malformed_events(chain: str):
+    return ChainEvent.objects.filter(chain=chain).exclude(decode_error="")

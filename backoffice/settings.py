@@ -195,6 +195,9 @@ OWNER_KEY = env.str("OWNER_KEY", default="")
 OWNER_KEYSTORE = env.str("OWNER_KEYSTORE", default="")
 OWNER_KEYSTORE_PASSWORD = env.str("OWNER_KEYSTORE_PASSWORD", default="")
 
+# Evidence CIDs are shown as links through this gateway.
+IPFS_GATEWAY = env.str("IPFS_GATEWAY", default="https://ipfs.io/ipfs/")
+
 # ---------------------------------------------------------------- Logging
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

@@ -24,11 +24,19 @@ def up(argv: list[str]) -> int:
     env_add, started = devservices.start()
     env = {**os.environ, **env_add, "PYTHONUNBUFFERED": "1"}
     procs: list[tuple[str, subprocess.Popen]] = []
+    anvils: list[subprocess.Popen] = []
     try:
         _manage("migrate", "--noinput", "-v", "0", env=env)
+        local = _start_local_chains(anvils)
+        if not local and settings_deployment_file().exists():
+            settings_deployment_file().unlink()  # every chain is configured: no stale local addresses
+        if local:
+            # A fresh local chain each run: deploy, and start the mirror from nothing.
+            _manage("deploy_local_contracts", "--reset-mirror",
+                    *[f"--chain={c}={url}" for c, url in local.items()],
+                    *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
+                    env=env)
         _manage("register_schedules", env=env)
-        for step in _data_steps():
-            _manage(*step, env=env)
         _manage("ensure_demo_staff", env=env)
         port = int(os.environ.get("PORT", "8000"))
         if devservices._port_open(port):
@@ -38,8 +46,9 @@ def up(argv: list[str]) -> int:
             "worker": [PYTHON, "-m", "celery", "-A", "backoffice", "worker", "--loglevel", "INFO",
                        "--concurrency", "2", "--without-gossip", "--without-mingle"],
             "beat": [PYTHON, "-m", "celery", "-A", "backoffice", "beat", "--loglevel", "INFO"],
-            **_extra_processes(env),
         }
+        if local:
+            commands["market"] = [PYTHON, "manage.py", "simulate_market", *[f"--chain={c}" for c in local]]
         for name, cmd in commands.items():
             procs.append((name, subprocess.Popen(cmd, env=env, cwd=devservices.BASE_DIR, start_new_session=True)))
         print(
@@ -61,16 +70,29 @@ def up(argv: list[str]) -> int:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for anvil in anvils:
+            if anvil.poll() is None:
+                os.killpg(anvil.pid, signal.SIGTERM)
+                anvil.wait(timeout=10)
         devservices.stop(started)
 
 
-def _data_steps() -> list[tuple[str, ...]]:
-    """Demo data when the database is empty."""
-    return [("seed_demo", "--orders", "20000", "--if-empty")]
+def settings_deployment_file():
+    from pathlib import Path
+
+    return Path(os.environ.get("CHAIN_DEPLOYMENT_FILE", devservices.CHAIN_DIR / "deployment.json"))
 
 
-def _extra_processes(env: dict[str, str]) -> dict[str, list[str]]:
-    return {}
+def _start_local_chains(anvils: list[subprocess.Popen]) -> dict[str, str]:
+    """One anvil per chain whose RPC URL is not configured; returns {chain: url}."""
+    started = {}
+    for chain, spec in devservices.ANVIL_CHAINS.items():
+        if os.environ.get(spec["env"]):
+            continue
+        proc, url = devservices.start_anvil(chain)
+        anvils.append(proc)
+        started[chain] = url
+    return started
 
 
 def _wait(procs: list[tuple[str, subprocess.Popen]]) -> int:

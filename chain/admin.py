@@ -15,7 +15,7 @@ from backoffice.admin_utils import (
     short_hex,
 )
 
-from .models import Arbitrator, EventSyncCursor, Order, UserProfile
+from .models import Arbitrator, Order, UserProfile
 
 
 def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):
@@ -118,7 +118,7 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 
         if not obj.evidence_cids:
             return "—"
-        gateway = getattr(settings, "IPFS_GATEWAY", "https://ipfs.io/ipfs/")
+        gateway = settings.IPFS_GATEWAY
         return format_html_join(", ", '<a href="{}{}" rel="noopener noreferrer" target="_blank">{}</a>',
                                 ((gateway, cid, cid) for cid in obj.evidence_cids))
 
@@ -164,14 +164,5 @@ class ArbitratorAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
         return changelist_link(Order, "cases", q=obj.wallet, chain__exact=obj.chain)
 
 
-@admin.register(EventSyncCursor)
-class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
-    list_display = ("chain", "last_block", "head_block", "lag", "updated_at", "last_error_short", "last_error_at")
-
-    @admin.display(description="lag (blocks)")
-    def lag(self, obj: EventSyncCursor):
-        return obj.lag_blocks if obj.lag_blocks is not None else "—"
-
-    @admin.display(description="last error")
-    def last_error_short(self, obj: EventSyncCursor) -> str:
-        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else (obj.last_error or "—")
+# The sync's own records (cursors, raw events, providers, drift) live beside it.
+from . import admin_sync  # noqa: E402,F401

@@ -5,7 +5,8 @@ from django.contrib import admin
 
 from backoffice.admin_utils import CappedCountPaginator, export_csv_action
 
-from .models import AuditLog
+from . import services
+from .models import Alert, AuditLog
 
 
 @admin.register(AuditLog)
@@ -33,3 +34,25 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ("severity", "title", "source", "occurrences", "created_at", "last_seen_at", "acknowledged_at",
+                    "acknowledged_by")
+    list_filter = ("severity", "source", ("acknowledged_at", admin.EmptyFieldListFilter))
+    search_fields = ("=key", "title")
+    readonly_fields = [f.name for f in Alert._meta.fields]
+    actions = ["acknowledge"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
+    def acknowledge(self, request, queryset):
+        for alert in queryset.filter(acknowledged_at__isnull=True):
+            services.acknowledge_alert(actor=request.user, alert=alert)
+        self.message_user(request, "Acknowledged.")

@@ -97,8 +97,9 @@ def csv_response(filename: str, header: list[str], rows: Iterable[Iterable[Any]]
                 out.append("")
             else:
                 text = str(value)
-                # A leading =, +, - or @ would run as a formula in a spreadsheet.
-                out.append("'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text)
+                # A leading =, +, - or @ (or tab / CR, which spreadsheets skip) would run as a formula.
+                out.append("'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text)
+                           else text)
         return out
 
     def _stream():

@@ -16,6 +16,7 @@ from .fields import TxHashField, WalletField
 
 # Wide enough for any uint256 amount of an 18-decimal token: the sync never fails on a big number.
 AMOUNT = {"max_digits": 96, "decimal_places": 18}
+AMOUNT_CEILING = 10**78  # above every NUMERIC(96,18); CHECKs compare against it so that NaN is refused
 
 
 class Chain(models.TextChoices):
@@ -177,10 +178,12 @@ class Order(models.Model):
                                    violation_error_message="chain must be one of " + ", ".join(Chain.values) + "."),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="orders_status_valid",
                                    violation_error_message="status must be one of " + ", ".join(OrderStatus.values) + "."),
-            models.CheckConstraint(condition=Q(amount__gte=0), name="orders_amount_non_negative",
-                                   violation_error_message="amount must be zero or more."),
-            models.CheckConstraint(condition=Q(platform_fee__gte=0), name="orders_fee_non_negative",
-                                   violation_error_message="platform_fee must be zero or more."),
+            # The upper bound also refuses NaN, which PostgreSQL sorts above every number.
+            models.CheckConstraint(condition=Q(amount__gte=0, amount__lt=AMOUNT_CEILING), name="orders_amount_valid",
+                                   violation_error_message="amount must be a number, zero or more."),
+            models.CheckConstraint(condition=Q(platform_fee__gte=0, platform_fee__lt=AMOUNT_CEILING),
+                                   name="orders_fee_valid",
+                                   violation_error_message="platform_fee must be a number, zero or more."),
             models.CheckConstraint(condition=Q(onchain_id__gte=0), name="orders_onchain_id_non_negative"),
             # buyer_wallet / seller_wallet are canonical through their foreign key to user_profiles.
             *_wallet_check("arbitrator_wallet", "token_address", "disputed_by", table="orders"),
@@ -245,8 +248,9 @@ class Arbitrator(models.Model):
             models.CheckConstraint(condition=Q(chain__in=Chain.values), name="arbitrators_chain_valid"),
             models.CheckConstraint(condition=Q(reputation__gte=0, reputation__lte=100),
                                    name="arbitrators_reputation_range"),
-            models.CheckConstraint(condition=Q(stake_amount__gte=0) & Q(total_earned__gte=0) & Q(total_resolved__gte=0),
-                                   name="arbitrators_amounts_non_negative"),
+            models.CheckConstraint(condition=Q(stake_amount__gte=0, stake_amount__lt=AMOUNT_CEILING)
+                                   & Q(total_earned__gte=0, total_earned__lt=AMOUNT_CEILING) & Q(total_resolved__gte=0),
+                                   name="arbitrators_amounts_valid"),
             *_wallet_check("wallet", table="arbitrators"),
         ]
         indexes = [models.Index(fields=["is_active", "reputation"], name="arbitrators_active_rep_idx")]

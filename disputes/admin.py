@@ -60,6 +60,10 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # history is kept: lift instead
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Entries are never edited (only lifted, through the action): the change page is read-only.
+        return super().has_change_permission(request, obj) if obj is None else False
+
     def save_model(self, request, obj, form, change):
         if change:
             return

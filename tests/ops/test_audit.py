@@ -78,6 +78,17 @@ def test_audit_log_truncate_is_refused_without_the_test_database_setting():
     assert AuditLog.objects.count() == 1
 
 
+def test_audit_log_truncate_is_refused_when_only_the_session_sets_the_flag():
+    _write(1)
+    _sql("SET CONSTRAINTS ALL IMMEDIATE")
+    name = connection.settings_dict["NAME"]
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        _sql(f'ALTER DATABASE "{name}" RESET bo.allow_truncate_audit')  # rolled back with the block
+        _sql("SET LOCAL bo.allow_truncate_audit = 'on'")
+        _sql("TRUNCATE audit_log")
+    assert AuditLog.objects.count() == 1
+
+
 def test_audit_log_truncate_is_allowed_in_the_test_database_only_by_its_setting():
     _write(1)
     _sql("SET CONSTRAINTS ALL IMMEDIATE")

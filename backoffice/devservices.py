@@ -224,6 +224,10 @@ ANVIL_CHAINS = {
 }
 
 
+# anvil's first default account: a published development key, owner of the local contracts only.
+ANVIL_OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
 def anvil_bin() -> str:
     path = BASE_DIR / "node_modules" / ".bin" / "anvil"
     if not path.exists():

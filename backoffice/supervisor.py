@@ -31,6 +31,8 @@ def up(argv: list[str]) -> int:
         if not local and settings_deployment_file().exists():
             settings_deployment_file().unlink()  # every chain is configured: no stale local addresses
         if local:
+            # The local nodes' owner is anvil's first well-known development account (public test key).
+            env.setdefault("OWNER_KEY", devservices.ANVIL_OWNER_KEY)
             # A fresh local chain each run: deploy, and start the mirror from nothing.
             _manage("deploy_local_contracts", "--reset-mirror",
                     *[f"--chain={c}={url}" for c, url in local.items()],

@@ -56,3 +56,6 @@ class AlertAdmin(admin.ModelAdmin):
         for alert in queryset.filter(acknowledged_at__isnull=True):
             services.acknowledge_alert(actor=request.user, alert=alert)
         self.message_user(request, "Acknowledged.")
+
+# Contract actions have an admin of their own (confirmation pages, status, kill switch).
+from . import admin_actions  # noqa: E402,F401

@@ -33,4 +33,16 @@ def schedules() -> list[Schedule]:
             name=f"reconcile-{short}-orders", task="chain.tasks.reconcile_orders", every_seconds=600,
             kwargs={"chain": chain, "sample": 200},
             description=f"Compare 200 mirrored {cfg['name']} orders with the contract; alert on drift."))
+    items += [
+        Schedule(name="check-seller-timeouts", task="ops.tasks.check_seller_timeouts", every_seconds=60,
+                 description="Runbook §5: autoExpireOrder for funded orders past the seller deadline."),
+        Schedule(name="check-buyer-timeouts", task="ops.tasks.check_buyer_timeouts", every_seconds=60,
+                 description="Runbook §5: autoReleaseToSeller for delivered orders past the buyer deadline."),
+        Schedule(name="advance-contract-actions", task="ops.tasks.advance_contract_actions", every_seconds=15,
+                 description="Broadcast recorded transactions, confirm receipts, recover after a crash."),
+        Schedule(name="verify-audit-chain", task="ops.tasks.verify_audit_chain",
+                 crontab={"minute": "30", "hour": "2", "day_of_week": "*", "day_of_month": "*",
+                          "month_of_year": "*"},
+                 description="Nightly: recompute the audit log's hash chain; alert on the first broken row."),
+    ]
     return items

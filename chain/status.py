@@ -1,0 +1,129 @@
+"""The runbook's contract reads (§8) in one batched request, and solvency against the mirror."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection
+from eth_abi import decode as abi_decode
+from eth_utils import keccak
+
+from .config import get_chain_config
+from .mirror import units
+from .models import OPEN_STATUSES, EventSyncCursor, Token
+from .rpc import ProviderUnavailable, RpcError, get_client
+
+
+def _selector(signature: str) -> str:
+    return "0x" + keccak(text=signature)[:4].hex()
+
+
+def _addr_arg(address: str) -> str:
+    return address.lower().removeprefix("0x").rjust(64, "0")
+
+
+@dataclass
+class TokenStatus:
+    symbol: str
+    address: str
+    decimals: int
+    supported: bool
+    escrow_balance: Decimal
+    treasury_balance: Decimal
+    open_orders_total: Decimal
+    escrow_balance_at_cursor: Decimal
+
+    @property
+    def solvent(self) -> bool:
+        """The escrow must hold at least what its open orders owe (read at the mirror's block)."""
+        return self.escrow_balance_at_cursor >= self.open_orders_total
+
+    @property
+    def matches(self) -> bool:
+        return self.escrow_balance_at_cursor == self.open_orders_total
+
+    @property
+    def difference(self) -> Decimal:
+        return self.escrow_balance_at_cursor - self.open_orders_total
+
+
+@dataclass
+class ContractStatus:
+    chain: str
+    ok: bool
+    error: str = ""
+    block: int | None = None
+    cursor_block: int | None = None
+    escrow: str = ""
+    paused: bool | None = None
+    treasury: str = ""
+    arbitrator_pool: str = ""
+    next_order_id: int | None = None
+    tokens: list[TokenStatus] = field(default_factory=list)
+
+    @property
+    def solvent(self) -> bool:
+        return all(t.solvent for t in self.tokens)
+
+    @property
+    def balanced(self) -> bool:
+        return all(t.matches for t in self.tokens)
+
+
+def open_order_totals(chain: str) -> dict[str, Decimal]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT token_address, COALESCE(SUM(amount), 0) FROM orders WHERE chain = %s AND status = ANY(%s) "
+                    "GROUP BY token_address", [chain, list(OPEN_STATUSES)])
+        return {row[0]: row[1] for row in cur.fetchall()}
+
+
+def read_contract_status(chain: str) -> ContractStatus:
+    cfg = get_chain_config(chain)
+    status = ContractStatus(chain=chain, ok=False, escrow=cfg.escrow.lower())
+    if not cfg.is_configured:
+        status.error = "not configured"
+        return status
+    client = get_client(chain)
+    cursor = EventSyncCursor.objects.filter(chain=chain).first()
+    tokens = {t.address: t for t in Token.objects.filter(chain=chain)}
+    for symbol, address in cfg.tokens.items():
+        tokens.setdefault(address.lower(), Token(chain=chain, address=address.lower(), symbol=symbol, decimals=18))
+    esc = cfg.escrow
+    try:
+        block = client.block_number()
+        at_cursor = hex(min(cursor.last_block, block)) if cursor and cursor.last_block else hex(block)
+        base = [
+            ("eth_call", [{"to": esc, "data": _selector("paused()")}, hex(block)]),
+            ("eth_call", [{"to": esc, "data": _selector("treasury()")}, hex(block)]),
+            ("eth_call", [{"to": esc, "data": _selector("arbitratorPool()")}, hex(block)]),
+            ("eth_call", [{"to": esc, "data": _selector("nextOrderId()")}, hex(block)]),
+        ]
+        answers = client.batch(base)
+        status.paused = abi_decode(["bool"], bytes.fromhex(answers[0][2:]))[0]
+        status.treasury = abi_decode(["address"], bytes.fromhex(answers[1][2:]))[0].lower()
+        status.arbitrator_pool = abi_decode(["address"], bytes.fromhex(answers[2][2:]))[0].lower()
+        status.next_order_id = abi_decode(["uint256"], bytes.fromhex(answers[3][2:]))[0]
+        per_token = []
+        balance_of = _selector("balanceOf(address)")
+        for address in tokens:
+            per_token += [
+                ("eth_call", [{"to": esc, "data": _selector("supportedTokens(address)") + _addr_arg(address)}, hex(block)]),
+                ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, hex(block)]),
+                ("eth_call", [{"to": address, "data": balance_of + _addr_arg(status.treasury)}, hex(block)]),
+                ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, at_cursor]),
+            ]
+        results = client.batch(per_token)
+    except (ProviderUnavailable, RpcError) as exc:
+        status.error = str(exc)
+        return status
+    totals = open_order_totals(chain)
+    for i, (address, token) in enumerate(tokens.items()):
+        supported, esc_bal, tre_bal, esc_cursor = (int(r, 16) for r in results[4 * i: 4 * i + 4])
+        status.tokens.append(TokenStatus(
+            symbol=token.symbol, address=address, decimals=token.decimals, supported=bool(supported),
+            escrow_balance=units(esc_bal, token.decimals), treasury_balance=units(tre_bal, token.decimals),
+            open_orders_total=totals.get(address, Decimal(0)),
+            escrow_balance_at_cursor=units(esc_cursor, token.decimals)))
+    status.ok, status.block = True, block
+    status.cursor_block = cursor.last_block if cursor else None
+    return status

@@ -1,0 +1,395 @@
+"""Contract actions: propose, approve, execute (simulate → sign and record → broadcast), advance, replace.
+
+Exactly-once sending rests on one rule: the signed bytes, their hash and nonce are committed
+*before* anything is broadcast, and afterwards only those same bytes are ever sent again. So a
+crash after signing, after broadcast, or after the receipt is finished by `advance_contract_actions`
+(the recovery step, also run by beat) with no second on-chain effect: re-sending identical bytes
+cannot execute twice, and a nonce can be used once.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+from eth_utils import keccak
+
+from chain import calls, transactions
+from chain.config import get_chain_config
+from chain.rpc import ProviderUnavailable, RpcError
+
+from .audit import record_audit
+from .models import ActionStatus, ContractAction, PlatformFlag, SignerNonce
+
+logger = logging.getLogger(__name__)
+
+REPLACEMENT_BUMP = 1.125  # a replacement must raise both fees by at least 12.5% (EIP-1559 pool rule)
+SYSTEM = "system:timeouts"
+
+
+def _snapshot(action: ContractAction) -> dict[str, Any]:
+    return {"status": action.status, "chain": action.chain, "call": action.description,
+            "calldata_hash": action.calldata_hash, "nonce": action.nonce, "tx_hash": action.tx_hash,
+            "approved_by": action.approved_by_id, "outcome": action.outcome}
+
+
+def _require(actor: Any, perm: str, what: str) -> None:
+    if actor is None or isinstance(actor, str):
+        return  # the system actor (rule-bound automation)
+    if not actor.is_active or not actor.is_staff or not actor.has_perm(perm):
+        raise PermissionDenied(f"{actor.get_username()} may not {what}.")
+
+
+def _signer() -> str:
+    try:
+        return transactions.signer_address()
+    except transactions.SignerUnavailable as exc:
+        raise ValidationError({"signer": str(exc)}) from None
+
+
+def _simulate(action_or_chain: str, to: str, data: str) -> transactions.Simulation:
+    try:
+        return transactions.simulate(action_or_chain, to=to, data=data, sender=_signer())
+    except (ProviderUnavailable, RpcError) as exc:
+        raise ValidationError({"chain": f"{action_or_chain} RPC unreachable, nothing was done: {exc}"}) from None
+
+
+def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[str, Any], reason: str,
+                            order_onchain_id: int | None = None, group: str = "",
+                            automatic: bool = False) -> ContractAction:
+    """Validate, encode and simulate an owner call, and record it as proposed (audited).
+
+    Raises ValidationError naming the field for bad parameters, a missing reason, an unconfigured
+    chain, or a simulation that reverts (with the decoded reason); nothing is written then.
+    """
+    _require(actor, "ops.add_contractaction", "propose contract actions")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required: say why this call is needed."})
+    cfg = get_chain_config(chain)
+    if not cfg.is_configured:
+        raise ValidationError({"chain": f"{chain} is not configured: set its RPC URL and contract addresses."})
+    cleaned = calls.clean_params(kind, params)
+    data = calls.encode(kind, cleaned)
+    to = cfg.escrow.lower()
+    simulation = _simulate(chain, to, data)
+    if not simulation.ok and not automatic:
+        raise ValidationError({"params": f"The call would revert ({simulation.reason}): nothing was proposed."})
+    if "order_id" in cleaned:
+        order_onchain_id = cleaned["order_id"]
+    with transaction.atomic():
+        action = ContractAction.objects.create(
+            chain=chain, kind=kind, params=cleaned, description=calls.describe(kind, cleaned)[:300], to_address=to,
+            calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
+            is_automatic=automatic, order_onchain_id=order_onchain_id, group=group,
+            proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(),
+            # Rule-bound automation is approved by its rule; everything else waits for a second person.
+            status=(ActionStatus.REJECTED if not simulation.ok else
+                    ActionStatus.APPROVED if automatic else ActionStatus.PROPOSED),
+            outcome="" if simulation.ok else f"simulation reverted: {simulation.reason}")
+        record_audit(actor=actor if not automatic else SYSTEM, action="propose_contract_action", obj=action,
+                     after=_snapshot(action), reason=reason)
+    return action
+
+
+def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
+    """Second pair of eyes. The proposer cannot approve their own action (also refused by the database)."""
+    _require(actor, "ops.approve_contractaction", "approve contract actions")
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        if action.status != ActionStatus.PROPOSED:
+            raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: "
+                                             "only a proposed action can be approved."})
+        if action.proposed_by_id == getattr(actor, "pk", None) and action.kind != "pause":
+            raise ValidationError({"approved_by": "You proposed this action: a different person must approve it."})
+        before = _snapshot(action)
+        action.status, action.approved_by, action.approved_at = ActionStatus.APPROVED, actor, timezone.now()
+        action.save(update_fields=["status", "approved_by", "approved_at"])
+        record_audit(actor=actor, action="approve_contract_action", obj=action, before=before,
+                     after=_snapshot(action), reason=action.reason)
+    return action
+
+
+def reject_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
+    _require(actor, "ops.approve_contractaction", "reject contract actions")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required to reject an action."})
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+            raise ValidationError({"status": f"Action #{action.pk} is already {action.get_status_display().lower()}."})
+        before = _snapshot(action)
+        action.status, action.outcome = ActionStatus.REJECTED, f"rejected: {reason}"
+        action.save(update_fields=["status", "outcome"])
+        record_audit(actor=actor, action="reject_contract_action", obj=action, before=before, after=_snapshot(action),
+                     reason=reason)
+    return action
+
+
+def _allocate_nonce(chain: str, signer: str) -> int:
+    """Next nonce of the signer, under a row lock. Starts from (and catches up with) the chain's pending count."""
+    on_chain = transactions.nonce_of(chain, signer, "pending")
+    row, _ = SignerNonce.objects.select_for_update().get_or_create(chain=chain, address=signer,
+                                                                    defaults={"next_nonce": on_chain})
+    nonce = max(row.next_nonce, on_chain)
+    row.next_nonce = nonce + 1
+    row.save(update_fields=["next_nonce"])
+    return nonce
+
+
+def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
+    """Simulate again, sign and record, then broadcast. Returns the action in its new state:
+    rejected (the simulation reverted: nothing signed), signed (broadcast pending: the recovery
+    step will send the recorded bytes) or sent."""
+    _require(actor, "ops.execute_contractaction", "execute contract actions")
+    action.refresh_from_db()
+    if action.status != ActionStatus.APPROVED:
+        raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: "
+                                         "only an approved action can be executed."})
+    cfg = get_chain_config(action.chain)
+    signer = _signer()
+    simulation = _simulate(action.chain, action.to_address, action.calldata)
+    actor_label = actor if not action.is_automatic else SYSTEM
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        if action.status != ActionStatus.APPROVED:
+            raise ValidationError({"status": f"Action #{action.pk} was {action.get_status_display().lower()} "
+                                             "meanwhile: nothing was sent."})
+        before = _snapshot(action)
+        action.execution_simulation = simulation.as_dict()
+        action.executed_by = actor if getattr(actor, "pk", None) else None
+        if not simulation.ok:
+            action.status, action.outcome = ActionStatus.REJECTED, f"simulation before signing reverted: {simulation.reason}"
+            action.save(update_fields=["status", "outcome", "execution_simulation", "executed_by"])
+            record_audit(actor=actor_label, action="execute_contract_action", obj=action, before=before,
+                         after=_snapshot(action), reason=action.outcome)
+            return action
+        if action.replaces_id:
+            original = action.replaces
+            nonce = original.nonce
+            max_fee = max(transactions.fee_quote(action.chain)[0], math.ceil(int(original.max_fee_per_gas) * REPLACEMENT_BUMP) + 1)
+            tip = math.ceil(int(original.max_priority_fee_per_gas) * REPLACEMENT_BUMP) + 1
+            max_fee = max(max_fee, tip)
+            gas = original.gas_limit
+        else:
+            nonce = _allocate_nonce(action.chain, signer)
+            max_fee, tip = transactions.fee_quote(action.chain)
+            gas = int(simulation.gas * 1.25) + 10_000
+        signed = transactions.sign(chain_id=cfg.chain_id, to=action.to_address, data=action.calldata, nonce=nonce,
+                                   gas=gas, max_fee=max_fee, priority_fee=tip)
+        action.signer_address, action.nonce, action.gas_limit = signer, nonce, gas
+        action.max_fee_per_gas, action.max_priority_fee_per_gas = max_fee, tip
+        action.raw_tx, action.tx_hash, action.signed_at = signed.raw, signed.tx_hash, timezone.now()
+        action.status = ActionStatus.SIGNED
+        action.save()
+        record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
+                     after=_snapshot(action), reason=action.reason)
+    return send_signed_action(action=action)
+
+
+def send_signed_action(*, action: ContractAction) -> ContractAction:
+    """Broadcast the recorded bytes; on success mark sent. A failure leaves it signed for the recovery step."""
+    try:
+        transactions.broadcast(action.chain, action.raw_tx, action.tx_hash)
+    except (ProviderUnavailable, RpcError) as exc:
+        logger.error("broadcast of contract action %s failed, will retry: %s", action.pk, exc,
+                     extra={"chain": action.chain, "tx_hash": action.tx_hash})
+        return action
+    return _mark(action, ActionStatus.SENT, sent_at=timezone.now(), only_from=(ActionStatus.SIGNED,))
+
+
+def _mark(action: ContractAction, status: str, *, only_from: tuple[str, ...], audit_reason: str = "",
+          **fields: Any) -> ContractAction:
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        if action.status not in only_from:
+            return action
+        before = _snapshot(action)
+        action.status = status
+        for key, value in fields.items():
+            setattr(action, key, value)
+        action.save(update_fields=["status", *fields])
+        record_audit(actor="system:actions", action=f"mark_contract_action_{status}", obj=action, before=before,
+                     after=_snapshot(action), reason=audit_reason)
+    return action
+
+
+def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
+    """The recovery and confirmation step (beat, and `contract_action recover`).
+
+    signed → broadcast the recorded bytes (or notice they already went out) → sent;
+    sent → confirmed / failed once the receipt is `confirmations` deep; an action whose nonce
+    was consumed by its replacement → replaced. Never signs anything new.
+    """
+    counts = {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0}
+    qs = ContractAction.objects.filter(status__in=[ActionStatus.SIGNED, ActionStatus.SENT]).order_by("nonce", "pk")
+    if chain:
+        qs = qs.filter(chain=chain)
+    for action in qs:
+        try:
+            _advance_one(action, counts)
+        except (ProviderUnavailable, RpcError) as exc:
+            logger.warning("contract action %s not advanced: %s", action.pk, exc, extra={"chain": action.chain})
+    return counts
+
+
+def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
+    receipt = transactions.receipt(action.chain, action.tx_hash)
+    if receipt is None:
+        consumed = transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce
+        if consumed:
+            sibling = _sibling(action)
+            if sibling is not None and transactions.receipt(action.chain, sibling.tx_hash) is not None:
+                _mark(action, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+                      outcome=f"nonce {action.nonce} used by action #{sibling.pk}")
+                counts["replaced"] += 1
+            else:
+                _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+                      outcome=f"nonce {action.nonce} was used by another transaction of the signer")
+                counts["failed"] += 1
+            return
+        if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
+            # Crashed before (or lost after) the broadcast: send the very same bytes again.
+            if send_signed_action(action=action).status == ActionStatus.SENT and action.status == ActionStatus.SIGNED:
+                counts["sent"] += 1
+        return
+    if action.status == ActionStatus.SIGNED:
+        _mark(action, ActionStatus.SENT, only_from=(ActionStatus.SIGNED,), sent_at=timezone.now())
+        counts["sent"] += 1
+        action.refresh_from_db()
+    depth = transactions.head(action.chain) - receipt["block"] + 1
+    if depth < get_chain_config(action.chain).confirmations + 1 and get_chain_config(action.chain).confirmations:
+        if action.receipt_block != receipt["block"]:
+            ContractAction.objects.filter(pk=action.pk).update(receipt_block=receipt["block"])
+        return
+    if receipt["status"] == 1:
+        _mark(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+              confirmed_at=timezone.now())
+        counts["confirmed"] += 1
+    else:
+        _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+              outcome="the transaction reverted on chain (receipt status 0)")
+        counts["failed"] += 1
+    sibling = _sibling(action)
+    if sibling is not None and sibling.status in (ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.APPROVED,
+                                                  ActionStatus.PROPOSED):
+        if sibling.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+            _mark(sibling, ActionStatus.REJECTED, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+                  outcome=f"not needed: action #{action.pk} with the same nonce was mined")
+        else:
+            _mark(sibling, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+                  outcome=f"nonce {action.nonce} used by action #{action.pk}")
+            counts["replaced"] += 1
+
+
+def _sibling(action: ContractAction) -> ContractAction | None:
+    """The other transaction sharing this action's nonce: its replacement, or the original it replaces."""
+    if action.replaces_id:
+        return action.replaces
+    return ContractAction.objects.filter(replaces=action).first()
+
+
+def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
+    """Propose a replacement of a stuck transaction: same call, same nonce, fees raised ≥ 12.5% when
+    executed. It goes through the same approval path (a different person approves it)."""
+    _require(actor, "ops.add_contractaction", "propose contract actions")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required to replace a transaction."})
+    action.refresh_from_db()
+    if action.status not in (ActionStatus.SIGNED, ActionStatus.SENT):
+        raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: only a "
+                                         "signed or sent transaction can be replaced."})
+    if action.replaces_id or hasattr(action, "replacement"):
+        raise ValidationError({"status": f"Action #{action.pk} already has a replacement or is one."})
+    with transaction.atomic():
+        replacement = ContractAction.objects.create(
+            chain=action.chain, kind=action.kind, params=action.params, description=action.description,
+            to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
+            reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=action,
+            proposal_simulation=action.proposal_simulation)
+        record_audit(actor=actor, action="replace_contract_action", obj=replacement,
+                     after={**_snapshot(replacement), "replaces": action.pk}, reason=reason)
+    return replacement
+
+
+def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> ContractAction:
+    """RB-05: one operator pauses at once — proposed, self-approved (allowed for pause only), executed."""
+    _require(actor, "ops.execute_contractaction", "pause the escrow")
+    action = propose_contract_action(actor=actor, chain=chain, kind="pause", params={}, reason=reason, group=group)
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        action.status, action.approved_by, action.approved_at = ActionStatus.APPROVED, actor, timezone.now()
+        action.save(update_fields=["status", "approved_by", "approved_at"])
+        record_audit(actor=actor, action="approve_contract_action", obj=action, after=_snapshot(action),
+                     reason="RB-05: an emergency pause needs no second approver")
+    return execute_contract_action(actor=actor, action=action)
+
+
+# ---------------------------------------------------------------------------- kill switch
+
+
+def set_platform_flag(*, actor: Any, key: str, value: Any, reason: str) -> PlatformFlag:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required to change a platform setting."})
+    with transaction.atomic():
+        flag = PlatformFlag.objects.select_for_update().filter(key=key).first()
+        if flag is None:
+            raise ValidationError({"key": f"Unknown platform setting {key!r}."})
+        before = {"value": flag.value}
+        flag.value, flag.updated_by = value, actor if getattr(actor, "pk", None) else None
+        flag.save(update_fields=["value", "updated_by", "updated_at"])
+        record_audit(actor=actor, action="set_platform_flag", obj=flag, before=before, after={"value": value},
+                     reason=reason)
+    return flag
+
+
+def emergency_stop(*, actor: Any, reason: str, chains: list[str]) -> list[ContractAction]:
+    """Swap runbook kill switch + RB-05: TRADES_ENABLED off and a pause on every chain, at once.
+
+    A chain already paused is skipped (its simulation reverts); the flag is set regardless.
+    """
+    _require(actor, "ops.execute_contractaction", "trigger the emergency stop")
+    group = f"stop-{uuid.uuid4().hex[:12]}"
+    set_platform_flag(actor=actor, key="TRADES_ENABLED", value=False, reason=f"emergency stop: {reason}")
+    actions = []
+    for chain in chains:
+        try:
+            actions.append(pause_now(actor=actor, chain=chain, reason=f"emergency stop: {reason}", group=group))
+        except ValidationError as exc:
+            logger.warning("emergency stop: %s not paused: %s", chain, "; ".join(exc.messages), extra={"chain": chain})
+    return actions
+
+
+def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[ContractAction]:
+    """Propose unpause on every paused chain; `approve_resume` by someone else executes them."""
+    group = f"resume-{uuid.uuid4().hex[:12]}"
+    proposed = []
+    for chain in chains:
+        try:
+            proposed.append(propose_contract_action(actor=actor, chain=chain, kind="unpause", params={},
+                                                    reason=f"resume: {reason}", group=group))
+        except ValidationError as exc:
+            logger.info("resume: %s skipped: %s", chain, "; ".join(exc.messages), extra={"chain": chain})
+    if not proposed:
+        raise ValidationError({"chains": "No chain is paused: nothing to resume."})
+    return proposed
+
+
+def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
+    """Approve and execute a resume request's unpauses, then turn TRADES_ENABLED back on."""
+    actions = list(ContractAction.objects.filter(group=group, kind="unpause", status=ActionStatus.PROPOSED))
+    if not actions:
+        raise ValidationError({"group": f"No pending resume request {group!r}."})
+    done = []
+    for action in actions:
+        approve_contract_action(actor=actor, action=action)
+        done.append(execute_contract_action(actor=actor, action=action))
+    set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True, reason=f"resume {group} approved")
+    return done

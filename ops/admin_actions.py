@@ -1,0 +1,242 @@
+"""Admin of contract actions: propose, approve, execute and replace through confirmation pages that show
+the decoded call and a fresh simulation; contract status per chain; emergency stop and resume."""
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.conf import settings
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from backoffice.admin_utils import CappedCountPaginator, export_csv_action
+from chain import transactions
+from chain.config import configured_chains, get_chain_config
+from chain.rpc import ProviderUnavailable, RpcError
+from chain.status import read_contract_status
+
+from . import actions
+from .forms import ConfirmForm, ProposeActionForm, ReasonForm
+from .models import ActionStatus, ContractAction, PlatformFlag
+
+
+def _errors_to_form(form, exc: ValidationError) -> None:
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
+
+
+def _fresh_simulation(action: ContractAction) -> dict:
+    try:
+        sim = transactions.simulate(action.chain, to=action.to_address, data=action.calldata,
+                                    sender=transactions.signer_address())
+        return sim.as_dict()
+    except (transactions.SignerUnavailable, ProviderUnavailable, RpcError) as exc:
+        return {"ok": False, "reason": f"could not simulate: {exc}", "gas": None, "block": None}
+
+
+@admin.register(ContractAction)
+class ContractActionAdmin(admin.ModelAdmin):
+    list_display = ("id", "chain", "description", "status", "is_automatic", "proposed_by", "approved_by",
+                    "tx_link", "proposed_at")
+    list_filter = ("status", "chain", "kind", "is_automatic", ("proposed_at", admin.DateFieldListFilter))
+    list_select_related = ("proposed_by", "approved_by")
+    search_fields = ("=tx_hash", "=order_onchain_id", "=calldata_hash", "=group")
+    search_help_text = "Exact: a tx hash, an order id, a calldata hash or a group."
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    change_form_template = "admin/ops/contractaction/change_form.html"
+    change_list_template = "admin/ops/contractaction/change_list.html"
+    actions = [export_csv_action(["id", "chain", "kind", "description", "status", "reason", "proposed_at",
+                                  "approved_at", "nonce", "tx_hash", "outcome"], "contract_actions.csv")]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # proposals go through the propose page
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("ops.view_contractaction")
+
+    @admin.display(description="tx")
+    def tx_link(self, obj: ContractAction) -> str:
+        return f"{obj.tx_hash[:10]}…" if obj.tx_hash else "—"
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("propose/", wrap(self.propose_view), name="ops_contractaction_propose"),
+            path("<int:pk>/approve/", wrap(self.approve_view), name="ops_contractaction_approve"),
+            path("<int:pk>/reject/", wrap(self.reject_view), name="ops_contractaction_reject"),
+            path("<int:pk>/execute/", wrap(self.execute_view), name="ops_contractaction_execute"),
+            path("<int:pk>/replace/", wrap(self.replace_view), name="ops_contractaction_replace"),
+            path("status/<str:chain>/", wrap(self.status_view), name="ops_contractaction_status"),
+            path("emergency-stop/", wrap(self.emergency_stop_view), name="ops_contractaction_emergency_stop"),
+            path("resume/", wrap(self.resume_view), name="ops_contractaction_resume"),
+            *super().get_urls(),
+        ]
+
+    # ------------------------------------------------------------------ helpers
+    def _page(self, request, template: str, **context):
+        return TemplateResponse(request, template, {**self.admin_site.each_context(request),
+                                                    "opts": self.model._meta, **context})
+
+    def _done(self, request, action: ContractAction, message: str, level=messages.SUCCESS):
+        self.message_user(request, message, level)
+        return HttpResponseRedirect(reverse("admin:ops_contractaction_change", args=[action.pk]))
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"chains": list(self._chains()), "trades_enabled": PlatformFlag.objects.filter(
+            key="TRADES_ENABLED").values_list("value", flat=True).first()}
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        action = get_object_or_404(ContractAction, pk=object_id)
+        user = request.user
+        can = {
+            "approve": action.status == ActionStatus.PROPOSED and user.has_perm("ops.approve_contractaction")
+            and action.proposed_by_id != user.pk,
+            "reject": action.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED)
+            and user.has_perm("ops.approve_contractaction"),
+            "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
+            "replace": action.status in (ActionStatus.SIGNED, ActionStatus.SENT) and not action.replaces_id
+            and user.has_perm("ops.add_contractaction"),
+        }
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
+                                                                   "action_obj": action})
+
+    @staticmethod
+    def _chains():
+        return configured_chains()
+
+    # ------------------------------------------------------------------ views
+    def propose_view(self, request):
+        if not request.user.has_perm("ops.add_contractaction"):
+            raise PermissionDenied
+        form = ProposeActionForm(request.POST or None, initial=request.GET.dict() or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                action = actions.propose_contract_action(
+                    actor=request.user, chain=form.cleaned_data["chain"], kind=form.cleaned_data["kind"],
+                    params=form.action_params(), reason=form.cleaned_data["reason"])
+            except ValidationError as exc:
+                _errors_to_form(form, exc)
+            else:
+                return self._done(request, action, f"Proposed #{action.pk}: {action.description}. The simulation "
+                                                   "passed; a different person must approve it.")
+        return self._page(request, "admin/ops/contractaction/propose.html", title="Propose a contract action",
+                          form=form)
+
+    def _confirm(self, request, action: ContractAction, *, verb: str, perm: str, run, form_class=ConfirmForm,
+                 warning: str = ""):
+        if not request.user.has_perm(perm):
+            raise PermissionDenied
+        form = form_class(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                return run(form)
+            except ValidationError as exc:
+                _errors_to_form(form, exc)
+        return self._page(request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
+                          f"#{action.pk}", action_obj=action, verb=verb, form=form, warning=warning,
+                          simulation=_fresh_simulation(action) if action.status in (
+                              ActionStatus.PROPOSED, ActionStatus.APPROVED) else None)
+
+    def approve_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+
+        def run(form):
+            done = actions.approve_contract_action(actor=request.user, action=action)
+            return self._done(request, done, f"Approved #{done.pk}. An operator can now execute it.")
+        return self._confirm(request, action, verb="approve", perm="ops.approve_contractaction", run=run)
+
+    def reject_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+
+        def run(form):
+            done = actions.reject_contract_action(actor=request.user, action=action, reason=form.cleaned_data["reason"])
+            return self._done(request, done, f"Rejected #{done.pk}.", messages.WARNING)
+        return self._confirm(request, action, verb="reject", perm="ops.approve_contractaction", run=run,
+                             form_class=ReasonForm)
+
+    def execute_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+
+        def run(form):
+            done = actions.execute_contract_action(actor=request.user, action=action)
+            if done.status == ActionStatus.REJECTED:
+                return self._done(request, done, f"Blocked: {done.outcome}. Nothing was signed.", messages.ERROR)
+            if done.status == ActionStatus.SIGNED:
+                return self._done(request, done, f"Signed (nonce {done.nonce}); the broadcast failed and will be "
+                                                 "retried with the same bytes.", messages.WARNING)
+            return self._done(request, done, f"Sent {done.tx_hash}. It is confirmed after "
+                                             f"{get_chain_config(done.chain).confirmations} blocks.")
+        return self._confirm(request, action, verb="execute", perm="ops.execute_contractaction", run=run,
+                             warning="This signs with the owner key and broadcasts. It cannot be undone.")
+
+    def replace_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+
+        def run(form):
+            done = actions.replace_contract_action(actor=request.user, action=action, reason=form.cleaned_data["reason"])
+            return self._done(request, done, f"Replacement #{done.pk} proposed for nonce {action.nonce}; it needs "
+                                             "approval, then executes with fees raised by at least 12.5%.")
+        return self._confirm(request, action, verb="replace", perm="ops.add_contractaction", run=run,
+                             form_class=ReasonForm)
+
+    def status_view(self, request, chain: str):
+        if not request.user.has_perm("ops.view_contractaction"):
+            raise PermissionDenied
+        if chain not in settings.CHAINS:
+            raise Http404(f"Unknown chain {chain!r}.")
+        return self._page(request, "admin/ops/contractaction/status.html", title=f"Contract status — {chain}",
+                          status=read_contract_status(chain), chains=self._chains(),
+                          config=get_chain_config(chain))
+
+    def emergency_stop_view(self, request):
+        if not request.user.has_perm("ops.execute_contractaction"):
+            raise PermissionDenied
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            done = actions.emergency_stop(actor=request.user, reason=form.cleaned_data["reason"],
+                                          chains=self._chains())
+            self.message_user(request, f"Emergency stop: TRADES_ENABLED is off; pause sent on "
+                                       f"{', '.join(a.chain for a in done if a.status != ActionStatus.REJECTED) or 'no chain (already paused?)'}.",
+                              messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
+        return self._page(request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
+                          form=form, warning="RB-05: pauses the escrow on every chain at once and turns "
+                          "TRADES_ENABLED off. All trading stops. Resuming needs a second person.",
+                          submit="Stop all trading now")
+
+    def resume_view(self, request):
+        if not request.user.has_perm("ops.add_contractaction"):
+            raise PermissionDenied
+        pending = ContractAction.objects.filter(kind="unpause", status=ActionStatus.PROPOSED).exclude(group="")
+        group = request.POST.get("group") or request.GET.get("group")
+        form = ReasonForm(request.POST or None) if not group else ConfirmForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                if group:
+                    if not request.user.has_perm("ops.approve_contractaction"):
+                        raise PermissionDenied
+                    done = actions.approve_resume(actor=request.user, group=group)
+                    self.message_user(request, f"Resumed: {len(done)} unpause(s) executed, TRADES_ENABLED on.")
+                else:
+                    done = actions.request_resume(actor=request.user, reason=form.cleaned_data["reason"],
+                                                  chains=self._chains())
+                    self.message_user(request, f"Resume requested ({done[0].group}): a different person must "
+                                               "approve it here.")
+                return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
+            except ValidationError as exc:
+                _errors_to_form(form, exc)
+        return self._page(request, "admin/ops/contractaction/resume.html", title="Resume trading", form=form,
+                          group=group, pending=pending)
+

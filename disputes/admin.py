@@ -1,9 +1,13 @@
 """Admin for the blacklist: adding and lifting go through the audited services."""
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core import signing
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, export_csv_action, link
 from chain.admin import ExactSearchMixin
@@ -11,7 +15,12 @@ from chain.models import UserProfile
 
 from . import services
 from .forms import BlacklistAddForm, LiftForm
+from .imports import MAX_BYTES, parse_blacklist_csv
 from .models import Blacklist
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="CSV with a header: wallet,reason,source[,expires_at]. Up to 10,000 rows.")
 
 
 class ActiveFilter(admin.SimpleListFilter):
@@ -46,6 +55,40 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
     actions = ["lift_selected", export_csv_action(
         ["wallet", "reason", "source", "created_at", "expires_at", "order_id", "lifted_at", "lift_reason"],
         "blacklist.csv")]
+
+    change_list_template = "admin/disputes/blacklist/change_list.html"
+
+    def get_urls(self):
+        return [path("import/", self.admin_site.admin_view(self.import_view), name="disputes_blacklist_import"),
+                *super().get_urls()]
+
+    def import_view(self, request):
+        """Upload → preview (every row, or every error with its line) → confirm → import all or nothing."""
+        if not request.user.has_perm("disputes.add_blacklist"):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import blacklist CSV",
+                   "form": ImportForm()}
+        if request.method == "POST" and "payload" in request.POST:
+            try:
+                data = signing.loads(request.POST["payload"], salt="blacklist-import", max_age=3600)
+                done = services.import_blacklist(actor=request.user, data=data)
+            except signing.BadSignature:
+                self.message_user(request, "The preview expired or was altered: upload the file again.", messages.ERROR)
+            except ValidationError as exc:
+                self.message_user(request, "Nothing was imported: " + " ".join(exc.messages), messages.ERROR)
+            else:
+                self.message_user(request, f"Imported {len(done)} blacklist entries.")
+                return HttpResponseRedirect(reverse("admin:disputes_blacklist_changelist"))
+        elif request.method == "POST":
+            form = ImportForm(request.POST, request.FILES)
+            context["form"] = form
+            if form.is_valid():
+                raw = form.cleaned_data["file"].read(MAX_BYTES + 1)
+                parsed = parse_blacklist_csv(raw)
+                context.update(parsed=parsed)
+                if parsed.ok:
+                    context["payload"] = signing.dumps(raw.decode("utf-8-sig"), salt="blacklist-import", compress=True)
+        return TemplateResponse(request, "admin/disputes/blacklist/import.html", context)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -113,3 +156,6 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
             "action": "lift_selected",
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
         })
+
+# The dispute queue, review page, RB-04 reports and arbitrator monitoring.
+from . import admin_review  # noqa: E402,F401

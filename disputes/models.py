@@ -8,6 +8,7 @@ from django.db.models.functions import Now
 
 from chain.addresses import WALLET_SQL_PATTERN
 from chain.fields import WalletField
+from chain.models import Order
 
 
 class BlacklistSource(models.TextChoices):
@@ -70,3 +71,83 @@ class Blacklist(models.Model):
     @property
     def is_active(self) -> bool:
         return self.lifted_at is None
+
+
+class Recommendation(models.TextChoices):
+    FAVOR_BUYER = "favor_buyer", "Resolve for the buyer"
+    FAVOR_SELLER = "favor_seller", "Resolve for the seller"
+    NEEDS_INFO = "needs_info", "Needs more evidence"
+    ESCALATE = "escalate", "Escalate (fraud suspected)"
+
+
+class DisputeCase(models.Model):
+    """Staff's work on one disputed order: who has it, and what they recommend. The order stays the chain's."""
+
+    order = models.OneToOneField("chain.Order", on_delete=models.PROTECT, related_name="dispute_case",
+                                 primary_key=True)
+    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="+", help_text="The reviewer who claimed the case.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    recommendation = models.CharField(max_length=16, choices=Recommendation.choices, blank=True, default="")
+    recommendation_note = models.TextField(blank=True, default="")
+    recommended_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="+")
+    recommended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "dispute_cases"
+        ordering = ["order"]
+        permissions = [("review_dispute", "Can claim, note and recommend on disputes")]
+        indexes = [models.Index(fields=["assignee"], name="dispute_cases_assignee_idx")]
+
+    def __str__(self) -> str:
+        return f"case {self.order}"
+
+
+class DisputeNote(models.Model):
+    """An internal note on a dispute. Append-only (database trigger): notes are evidence of the review."""
+
+    case = models.ForeignKey(DisputeCase, on_delete=models.PROTECT, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "dispute_notes"
+        ordering = ["created_at"]
+        constraints = [models.CheckConstraint(condition=~Q(body=""), name="dispute_notes_body_required")]
+
+    def __str__(self) -> str:
+        return f"note by {self.author} on {self.case}"
+
+
+class ReviewFlag(models.Model):
+    """A wallet flagged for human review (repeat offender, new account with many disputes). Never a blacklisting."""
+
+    wallet = WalletField()
+    role = models.CharField(max_length=10, help_text="seller, buyer or account")
+    reason = models.TextField()
+    disputes = models.IntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    resolution = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "dispute_review_flags"
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["wallet", "role"], condition=Q(resolved_at__isnull=True),
+                                               name="review_flags_one_open_per_wallet_role")]
+
+    def __str__(self) -> str:
+        return f"{self.wallet} ({self.role})"
+
+
+class DisputedOrder(Order):
+    """The dispute queue: disputed orders, as trust and safety staff work them."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dispute"
+        verbose_name_plural = "dispute queue"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -12,7 +12,7 @@ from chain.addresses import canonical_wallet
 from chain.models import Order
 from ops.audit import record_audit
 
-from .models import Blacklist, BlacklistSource
+from .models import Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
 
 
 def _snapshot(entry: Blacklist) -> dict[str, Any]:
@@ -33,6 +33,7 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
 
     Side effects: user_profiles.is_blacklisted becomes true (database trigger); one audit row.
     """
+    _require(actor, "disputes.add_blacklist", "blacklist wallets")
     wallet = canonical_wallet(wallet)
     reason = (reason or "").strip()
     if not reason:
@@ -55,6 +56,7 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
 
 def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blacklist:
     """Lift an active blacklisting (the row stays, as history). Raises ValidationError if already lifted."""
+    _require(actor, "disputes.change_blacklist", "lift blacklistings")
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required to lift a blacklisting."})
@@ -70,3 +72,183 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
         record_audit(actor=actor, action="lift_blacklist_entry", obj=entry, before=before, after=_snapshot(entry),
                      reason=reason)
     return entry
+
+
+# ---------------------------------------------------------------------------- dispute review
+
+
+def _require(actor: Any, perm: str, what: str) -> None:
+    if actor is None or isinstance(actor, str):
+        return
+    if not actor.is_active or not actor.is_staff or not actor.has_perm(perm):
+        raise PermissionDenied(f"{actor.get_username()} may not {what}.")
+
+
+def _case(order: Order) -> DisputeCase:
+    if order.status != "disputed":
+        raise ValidationError({"order": f"Order {order} is {order.get_status_display().lower()}, not disputed."})
+    case, _ = DisputeCase.objects.select_for_update().get_or_create(order=order)
+    return case
+
+
+def claim_dispute(*, actor: Any, order: Order) -> DisputeCase:
+    """Take a disputed order for review. Refused when someone else holds it (release it first)."""
+    _require(actor, "disputes.review_dispute", "review disputes")
+    with transaction.atomic():
+        case = _case(order)
+        if case.assignee_id and case.assignee_id != actor.pk:
+            raise ValidationError({"assignee": f"{case.assignee} has claimed this dispute: ask them to release it."})
+        case.assignee, case.claimed_at = actor, timezone.now()
+        case.save(update_fields=["assignee", "claimed_at"])
+        record_audit(actor=actor, action="claim_dispute", obj=case, after={"assignee": actor.get_username()})
+    return case
+
+
+def release_dispute(*, actor: Any, order: Order) -> DisputeCase:
+    _require(actor, "disputes.review_dispute", "review disputes")
+    with transaction.atomic():
+        case = _case(order)
+        if case.assignee_id is None:
+            raise ValidationError({"assignee": "Nobody holds this dispute."})
+        if case.assignee_id != actor.pk and not actor.is_superuser:
+            raise ValidationError({"assignee": f"Only {case.assignee} (or a superuser) can release this dispute."})
+        before = {"assignee": case.assignee.get_username()}
+        case.assignee, case.claimed_at = None, None
+        case.save(update_fields=["assignee", "claimed_at"])
+        record_audit(actor=actor, action="release_dispute", obj=case, before=before, after={"assignee": None})
+    return case
+
+
+def add_dispute_note(*, actor: Any, order: Order, body: str) -> DisputeNote:
+    """Append an internal note (notes are never edited or deleted)."""
+    _require(actor, "disputes.review_dispute", "review disputes")
+    body = (body or "").strip()
+    if not body:
+        raise ValidationError({"body": "The note is empty: write what you found."})
+    if len(body) > 5000:
+        raise ValidationError({"body": "The note is over 5,000 characters: shorten it or split it."})
+    with transaction.atomic():
+        case = _case(order)
+        note = DisputeNote.objects.create(case=case, author=actor, body=body)
+        record_audit(actor=actor, action="add_dispute_note", obj=case, after={"note_id": note.pk, "body": body})
+    return note
+
+
+def recommend_resolution(*, actor: Any, order: Order, recommendation: str, note: str) -> DisputeCase:
+    _require(actor, "disputes.review_dispute", "review disputes")
+    if recommendation not in Recommendation.values:
+        raise ValidationError({"recommendation": f"Choose one of: {', '.join(Recommendation.labels)}."})
+    note = (note or "").strip()
+    if not note:
+        raise ValidationError({"note": "Say why: a recommendation needs a short justification."})
+    with transaction.atomic():
+        case = _case(order)
+        before = {"recommendation": case.recommendation, "note": case.recommendation_note}
+        case.recommendation, case.recommendation_note = recommendation, note
+        case.recommended_by, case.recommended_at = actor, timezone.now()
+        case.save(update_fields=["recommendation", "recommendation_note", "recommended_by", "recommended_at"])
+        record_audit(actor=actor, action="recommend_resolution", obj=case, before=before,
+                     after={"recommendation": recommendation, "note": note}, reason=note)
+    return case
+
+
+def propose_owner_resolution(*, actor: Any, order: Order, favor_buyer: bool, reason: str):
+    """'Resolve for buyer/seller' when the arbitrator missed the dispute deadline: proposes the owner's
+    ownerResolveDispute as a contract action, which a different person must approve."""
+    from ops.actions import propose_contract_action
+
+    if order.status != "disputed":
+        raise ValidationError({"order": f"Order {order} is not disputed."})
+    if order.dispute_deadline is None or order.dispute_deadline > timezone.now():
+        raise ValidationError({"order": "The arbitrator's deadline has not passed: the owner may only step in "
+                                        "after it (the contract refuses earlier)."})
+    return propose_contract_action(actor=actor, chain=order.chain, kind="owner_resolve",
+                                   params={"order_id": order.onchain_id, "favor_buyer": favor_buyer},
+                                   reason=reason)
+
+
+def blacklist_wallets(*, actor: Any, wallets: list[str], reason: str, source: str = BlacklistSource.MANUAL,
+                      order: Order | None = None) -> list[Blacklist]:
+    """Blacklist several wallets at once (RB-04 reports). All or nothing; each one is audited."""
+    _require(actor, "disputes.add_blacklist", "blacklist wallets")
+    with transaction.atomic():
+        return [blacklist_wallet(actor=actor, wallet=w, reason=reason, source=source, order=order) for w in wallets]
+
+
+def lift_expired_blacklist_entries(*, now=None) -> int:
+    """Scheduled: lift every active entry whose expiry has passed (audited as the system)."""
+    now = now or timezone.now()
+    lifted = 0
+    for entry in Blacklist.objects.active().filter(expires_at__lte=now).order_by("expires_at"):
+        try:
+            lift_blacklist_entry(actor="system:blacklist-expiry", entry=entry,
+                                 reason=f"expired at {entry.expires_at:%Y-%m-%d %H:%M} UTC")
+            lifted += 1
+        except ValidationError:
+            continue  # lifted meanwhile
+    return lifted
+
+
+def flag_repeat_offenders(*, days: int = 7, minimum: int = 3) -> int:
+    """Scheduled: flag repeat offenders (sellers and buyers) for review. Never blacklists anyone."""
+    from .selectors import repeat_offenders
+
+    flagged = 0
+    for role in ("seller", "buyer"):
+        for row in repeat_offenders(role, days=days, minimum=minimum, limit=50):
+            if row["is_blacklisted"]:
+                continue
+            with transaction.atomic():
+                flag, created = ReviewFlag.objects.get_or_create(
+                    wallet=row["wallet"], role=role, resolved_at__isnull=True,
+                    defaults={"reason": f"{row['disputes']} open disputes as {role} in {days} days (RB-04)",
+                              "disputes": row["disputes"]})
+                if created:
+                    record_audit(actor="system:repeat-offenders", action="flag_for_review", obj=flag,
+                                 after={"wallet": flag.wallet, "role": role, "disputes": flag.disputes})
+                    flagged += 1
+    return flagged
+
+
+def resolve_review_flag(*, actor: Any, flag: ReviewFlag, resolution: str) -> ReviewFlag:
+    _require(actor, "disputes.review_dispute", "resolve review flags")
+    resolution = (resolution or "").strip()
+    if not resolution:
+        raise ValidationError({"resolution": "Say what you decided (e.g. 'blacklisted', 'legitimate seller')."})
+    with transaction.atomic():
+        flag = ReviewFlag.objects.select_for_update().get(pk=flag.pk)
+        if flag.resolved_at:
+            raise ValidationError({"resolution": "This flag is already resolved."})
+        flag.resolved_at, flag.resolved_by, flag.resolution = timezone.now(), actor, resolution
+        flag.save(update_fields=["resolved_at", "resolved_by", "resolution"])
+        record_audit(actor=actor, action="resolve_review_flag", obj=flag, after={"resolution": resolution})
+    return flag
+
+
+def check_dispute_rate() -> bool:
+    """Scheduled: alert (P2, fraud) when the 24 h dispute rate passes the threshold (default 20%)."""
+    from ops.models import PlatformFlag
+    from ops.services import raise_alert
+
+    from .selectors import dispute_rate_24h
+
+    threshold = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first() or 20
+    rate = dispute_rate_24h(threshold)
+    if rate.over_threshold:
+        raise_alert(key="dispute-rate-24h", severity="P2", source="check_dispute_rate",
+                    title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h (threshold {threshold}%)",
+                    message="RB-04: see Trust and safety → RB-04 report for repeat offenders and new accounts.")
+    return rate.over_threshold
+
+
+def import_blacklist(*, actor: Any, data: bytes | str) -> list[Blacklist]:
+    """Import a validated CSV: every row or none (a bad row raises ValidationError listing every problem)."""
+    from .imports import parse_blacklist_csv
+
+    _require(actor, "disputes.add_blacklist", "import blacklists")
+    parsed = parse_blacklist_csv(data)
+    if not parsed.ok:
+        raise ValidationError({"file": parsed.errors})
+    with transaction.atomic():
+        return [blacklist_wallet(actor=actor, wallet=r.wallet, reason=r.reason, source=r.source,
+                                 expires_at=r.expires_at) for r in parsed.rows]

@@ -44,5 +44,11 @@ def schedules() -> list[Schedule]:
                  crontab={"minute": "30", "hour": "2", "day_of_week": "*", "day_of_month": "*",
                           "month_of_year": "*"},
                  description="Nightly: recompute the audit log's hash chain; alert on the first broken row."),
+        Schedule(name="lift-expired-blacklist", task="disputes.tasks.lift_expired_blacklist_entries",
+                 every_seconds=300, description="Lift blacklist entries whose expiry has passed (audited)."),
+        Schedule(name="flag-repeat-offenders", task="disputes.tasks.flag_repeat_offenders", every_seconds=3600,
+                 description="RB-04: flag repeat offenders for review (never blacklists)."),
+        Schedule(name="check-dispute-rate", task="disputes.tasks.check_dispute_rate", every_seconds=900,
+                 description="RB-04 trigger: alert when the 24 h dispute rate passes the threshold (20%)."),
     ]
     return items

@@ -1,0 +1,369 @@
+"""The dispute queue, the review page of one dispute, the RB-04 reports and arbitrator monitoring."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from backoffice.admin_utils import CappedCountPaginator, csv_response, link, short_hex
+from chain.admin import ExactSearchMixin
+from chain.models import Arbitrator, Order, UserProfile
+
+from . import selectors, services
+from .models import DisputedOrder, Recommendation, ReviewFlag
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        sla = settings.DISPUTE_SLA_HOURS
+        return (("within", f"within SLA (< {sla} h)"), ("over", f"over SLA (≥ {sla} h)"), ("3d", "older than 3 days"))
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "within":
+            return queryset.filter(disputed_at__gt=now - timedelta(hours=settings.DISPUTE_SLA_HOURS))
+        if self.value() == "over":
+            return queryset.filter(disputed_at__lte=now - timedelta(hours=settings.DISPUTE_SLA_HOURS))
+        if self.value() == "3d":
+            return queryset.filter(disputed_at__lte=now - timedelta(days=3))
+        return queryset
+
+
+class AmountFilter(admin.SimpleListFilter):
+    title = "amount"
+    parameter_name = "amount"
+    BANDS = {"lt100": (None, 100), "100-1000": (100, 1000), "1000-5000": (1000, 5000), "gt5000": (5000, None)}
+
+    def lookups(self, request, model_admin):
+        return (("lt100", "< 100"), ("100-1000", "100 – 1,000"), ("1000-5000", "1,000 – 5,000"),
+                ("gt5000", "> 5,000 (large order)"))
+
+    def queryset(self, request, queryset):
+        band = self.BANDS.get(self.value())
+        if band is None:
+            return queryset
+        low, high = band
+        if low is not None:
+            queryset = queryset.filter(amount__gte=low)
+        if high is not None:
+            queryset = queryset.filter(amount__lt=high)
+        return queryset
+
+
+class AssigneeFilter(admin.SimpleListFilter):
+    title = "assignee"
+    parameter_name = "assignee"
+
+    def lookups(self, request, model_admin):
+        return (("me", "Mine"), ("none", "Unassigned"), ("any", "Claimed by anyone"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "me":
+            return queryset.filter(dispute_case__assignee=request.user)
+        if self.value() == "none":
+            return queryset.filter(Q(dispute_case__isnull=True) | Q(dispute_case__assignee__isnull=True))
+        if self.value() == "any":
+            return queryset.filter(dispute_case__assignee__isnull=False)
+        return queryset
+
+
+class ArbitratorFilter(admin.SimpleListFilter):
+    title = "arbitrator"
+    parameter_name = "arbitrator"
+
+    def lookups(self, request, model_admin):
+        arbs = Arbitrator.objects.filter(is_active=True).order_by("chain", "-reputation").values_list("chain", "wallet")
+        return [(wallet, f"{short_hex(wallet)} ({chain})") for chain, wallet in arbs[:100]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(arbitrator_wallet=self.value().lower()) if self.value() else queryset
+
+
+class NoteForm(forms.Form):
+    body = forms.CharField(label="note", widget=forms.Textarea(attrs={"rows": 3}), max_length=5000)
+
+
+class RecommendForm(forms.Form):
+    recommendation = forms.ChoiceField(choices=Recommendation.choices)
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                           help_text="Why: the evidence that decides it.")
+
+
+class ResolveForm(forms.Form):
+    favor = forms.ChoiceField(choices=(("buyer", "Resolve for the buyer (refund)"), ("seller", "Resolve for the seller")))
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+
+class BlacklistSelectedForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                             help_text="Required; applies to every selected wallet and is audited.")
+
+
+@admin.register(DisputedOrder)
+class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
+    list_display = ("order_ref", "chain", "age", "amount", "token_symbol", "buyer_link", "seller_link",
+                    "arbitrator_short", "assignee", "dispute_deadline", "evidence")
+    list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
+    list_select_related = ("dispute_case__assignee", "buyer", "seller")
+    ordering = ("disputed_at", "id")  # oldest first
+    sortable_by = ("disputed_at", "amount", "chain")
+    search_fields = ("onchain_id",)
+    search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
+    search_hash_fields = ("created_tx_hash", "last_tx_hash")
+    search_id_fields = ("onchain_id",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    actions = None
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status="disputed")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("chain.view_order")
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.has_perm("chain.view_order")
+
+    @admin.display(description="order", ordering="onchain_id")
+    def order_ref(self, obj):
+        return format_html('<a href="{}">#{}</a>', reverse("admin:disputes_disputedorder_review", args=[obj.pk]),
+                           obj.onchain_id)
+
+    @admin.display(description="age", ordering="disputed_at")
+    def age(self, obj):
+        if obj.disputed_at is None:
+            return "—"
+        hours = (timezone.now() - obj.disputed_at).total_seconds() / 3600
+        text = f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.1f} d"
+        if hours >= settings.DISPUTE_SLA_HOURS:
+            return format_html('<strong style="color:#ba2121" title="over the {} h SLA">{}</strong>',
+                               settings.DISPUTE_SLA_HOURS, text)
+        return text
+
+    @admin.display(description="buyer")
+    def buyer_link(self, obj):
+        return link(obj.buyer, short_hex(obj.buyer_id))
+
+    @admin.display(description="seller")
+    def seller_link(self, obj):
+        return link(obj.seller, short_hex(obj.seller_id))
+
+    @admin.display(description="arbitrator")
+    def arbitrator_short(self, obj):
+        return short_hex(obj.arbitrator_wallet)
+
+    @admin.display(description="assignee")
+    def assignee(self, obj):
+        case = getattr(obj, "dispute_case", None)
+        return case.assignee if case and case.assignee_id else "—"
+
+    @admin.display(description="evidence")
+    def evidence(self, obj):
+        return _evidence_links(obj.evidence_cids)
+
+    # ------------------------------------------------------------------ extra pages
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/review/", wrap(self.review_view), name="disputes_disputedorder_review"),
+            path("rb04/", wrap(self.rb04_view), name="disputes_disputedorder_rb04"),
+            path("arbitrators/", wrap(self.arbitrators_view), name="disputes_disputedorder_arbitrators"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:disputes_disputedorder_review", args=[object_id]))
+
+    def _page(self, request, template, **context):
+        return TemplateResponse(request, template, {**self.admin_site.each_context(request), "opts": self.model._meta,
+                                                    **context})
+
+    def review_view(self, request, pk: int):
+        if not request.user.has_perm("chain.view_order"):
+            raise PermissionDenied
+        order = get_object_or_404(Order.objects.select_related("buyer", "seller"), pk=pk)
+        can_review = request.user.has_perm("disputes.review_dispute")
+        can_propose = request.user.has_perm("ops.add_contractaction")
+        forms_ = {"note": NoteForm(), "recommend": RecommendForm(), "resolve": ResolveForm()}
+        if request.method == "POST":
+            op = request.POST.get("op")
+            try:
+                if op in ("claim", "release", "note", "recommend") and not can_review:
+                    raise PermissionDenied
+                if op == "claim":
+                    services.claim_dispute(actor=request.user, order=order)
+                    self.message_user(request, "You hold this dispute now.")
+                elif op == "release":
+                    services.release_dispute(actor=request.user, order=order)
+                    self.message_user(request, "Released.")
+                elif op == "note":
+                    forms_["note"] = form = NoteForm(request.POST)
+                    if form.is_valid():
+                        services.add_dispute_note(actor=request.user, order=order, body=form.cleaned_data["body"])
+                        self.message_user(request, "Note added.")
+                    else:
+                        raise _Invalid
+                elif op == "recommend":
+                    forms_["recommend"] = form = RecommendForm(request.POST)
+                    if form.is_valid():
+                        services.recommend_resolution(actor=request.user, order=order, **form.cleaned_data)
+                        self.message_user(request, "Recommendation recorded.")
+                    else:
+                        raise _Invalid
+                elif op == "resolve":
+                    if not can_propose:
+                        raise PermissionDenied
+                    forms_["resolve"] = form = ResolveForm(request.POST)
+                    if form.is_valid():
+                        action = services.propose_owner_resolution(
+                            actor=request.user, order=order, favor_buyer=form.cleaned_data["favor"] == "buyer",
+                            reason=form.cleaned_data["reason"])
+                        self.message_user(request, format_html(
+                            'Proposed contract action <a href="{}">#{}</a>: {}. A different person must approve it.',
+                            reverse("admin:ops_contractaction_change", args=[action.pk]), action.pk, action.description))
+                    else:
+                        raise _Invalid
+                return HttpResponseRedirect(request.path)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            except _Invalid:
+                self.message_user(request, "Please correct the form below.", messages.ERROR)
+        case = getattr(order, "dispute_case", None)
+        arbitrator = Arbitrator.objects.filter(chain=order.chain, wallet=order.arbitrator_wallet).first() \
+            if order.arbitrator_wallet else None
+        now = timezone.now()
+        return self._page(
+            request, "admin/disputes/review.html", title=f"Dispute review — {order}",
+            order=order, case=case, notes=list(case.notes.select_related("author")) if case else [],
+            timeline=selectors.order_timeline(order),
+            buyer=selectors.party_history(order.buyer_id), seller=selectors.party_history(order.seller_id),
+            arbitrator=arbitrator,
+            arbitrator_record=selectors.arbitrator_record(order.chain, order.arbitrator_wallet) if order.arbitrator_wallet else None,
+            evidence=_evidence_links(order.evidence_cids),
+            sla_hours=settings.DISPUTE_SLA_HOURS,
+            over_sla=order.disputed_at is not None and now - order.disputed_at >= timedelta(hours=settings.DISPUTE_SLA_HOURS),
+            deadline_passed=order.dispute_deadline is not None and order.dispute_deadline <= now,
+            can_review=can_review, can_propose=can_propose, forms=forms_,
+        )
+
+    def rb04_view(self, request):
+        if not request.user.has_perm("chain.view_order"):
+            raise PermissionDenied
+        form = BlacklistSelectedForm(request.POST or None)
+        if request.method == "POST":
+            if not request.user.has_perm("disputes.add_blacklist"):
+                raise PermissionDenied
+            wallets = request.POST.getlist("wallet")
+            if not wallets:
+                self.message_user(request, "Select at least one wallet to blacklist.", messages.ERROR)
+            elif form.is_valid():
+                try:
+                    done = services.blacklist_wallets(actor=request.user, wallets=wallets,
+                                                      reason=form.cleaned_data["reason"])
+                except ValidationError as exc:
+                    self.message_user(request, "Nothing was blacklisted: " + " ".join(exc.messages), messages.ERROR)
+                else:
+                    self.message_user(request, f"Blacklisted {len(done)} wallet(s).")
+                    return HttpResponseRedirect(request.path)
+        from ops.models import PlatformFlag
+
+        threshold = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first() or 20
+        report = {
+            "rate": selectors.dispute_rate_24h(threshold),
+            "sellers": selectors.repeat_offenders("seller"),
+            "buyers": selectors.repeat_offenders("buyer"),
+            "new_accounts": selectors.new_accounts_high_dispute_rate(),
+        }
+        if request.GET.get("export"):
+            section = request.GET["export"]
+            rows = report.get(section, [])
+            if not isinstance(rows, list) or not rows:
+                rows = []
+            header = list(rows[0]) if rows else ["wallet"]
+            return csv_response(f"rb04_{section}.csv", header, ([r[h] for h in header] for r in rows))
+        return self._page(request, "admin/disputes/rb04.html", title="RB-04: high dispute rate report",
+                          form=form, can_blacklist=request.user.has_perm("disputes.add_blacklist"), **report)
+
+    def arbitrators_view(self, request):
+        if not request.user.has_perm("chain.view_arbitrator"):
+            raise PermissionDenied
+        stats = selectors.arbitrator_stats_30d()
+        if request.GET.get("export"):
+            header = list(stats[0]) if stats else ["arbitrator_wallet"]
+            return csv_response("arbitrator_stats_30d.csv", header, ([r[h] for h in header] for r in stats))
+        return self._page(request, "admin/disputes/arbitrators.html", title="Arbitrator pool monitoring",
+                          active=Arbitrator.objects.active().order_by("-reputation"),
+                          at_risk=Arbitrator.objects.at_risk().order_by("reputation"), stats=stats)
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _evidence_links(cids) -> str:
+    if not cids:
+        return "—"
+    return format_html_join(", ", '<a href="{}{}" rel="noopener noreferrer" target="_blank">{}</a>',
+                            ((settings.IPFS_GATEWAY, cid, short_hex(cid, 10, 4)) for cid in cids))
+
+
+@admin.register(ReviewFlag)
+class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
+    list_display = ("wallet", "role", "disputes", "reason", "created_at", "resolved_at", "resolved_by", "profile")
+    list_filter = ("role", ("resolved_at", admin.EmptyFieldListFilter))
+    search_fields = ("wallet",)
+    search_wallet_fields = ("wallet",)
+    readonly_fields = [f.name for f in ReviewFlag._meta.fields]
+    actions = ["resolve_selected"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("disputes.review_dispute") if obj is None else False
+
+    @admin.display(description="profile")
+    def profile(self, obj):
+        profile = UserProfile.objects.filter(wallet=obj.wallet).first()
+        return link(profile, "profile") if profile else "—"
+
+    @admin.action(description="Mark selected as reviewed…", permissions=["change"])
+    def resolve_selected(self, request, queryset):
+        form = BlacklistSelectedForm(request.POST if "confirm" in request.POST else None)
+        form.fields["reason"].label = "resolution"
+        if "confirm" in request.POST and form.is_valid():
+            for flag in queryset.filter(resolved_at__isnull=True):
+                services.resolve_review_flag(actor=request.user, flag=flag, resolution=form.cleaned_data["reason"])
+            self.message_user(request, "Marked as reviewed.")
+            return None
+        return TemplateResponse(request, "admin/disputes/flag_resolve.html", {
+            **self.admin_site.each_context(request), "title": "Resolve review flags", "flags": queryset,
+            "form": form, "opts": self.model._meta,
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)})
+

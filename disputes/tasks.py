@@ -1,0 +1,25 @@
+"""Celery tasks of trust and safety: thin wrappers around one service each, safe to run twice."""
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import close_old_connections
+
+from . import services
+
+
+@shared_task(ignore_result=True)
+def lift_expired_blacklist_entries() -> int:
+    close_old_connections()
+    return services.lift_expired_blacklist_entries()
+
+
+@shared_task(ignore_result=True)
+def flag_repeat_offenders() -> int:
+    close_old_connections()
+    return services.flag_repeat_offenders()
+
+
+@shared_task(ignore_result=True)
+def check_dispute_rate() -> bool:
+    close_old_connections()
+    return services.check_dispute_rate()

@@ -11,7 +11,8 @@ from web3 import Web3
 from . import deploy
 
 MIRROR_TABLES = ("orders", "arbitrators", "chain_events", "chain_block_hashes", "event_sync_cursor", "chain_tokens",
-                 "chain_reconciliation_drift", "chain_rpc_providers", "blacklist", "user_profiles")
+                 "chain_reconciliation_drift", "chain_rpc_providers", "blacklist", "user_profiles",
+                 "chain_daily_order_stats", "chain_state")
 
 
 def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from django.db import connection
 
+from . import rollup
 from .events import Log
 from .models import CloseReason, OrderStatus
 
@@ -221,9 +222,12 @@ def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[i
     touched_orders: set[int] = set()
     touched_arbs: set[str] = set()
     seen: dict[str, tuple[datetime, int]] = {}
+    paused: bool | None = None
     for log in logs:
         name = log.name
-        if name in ORDER_EVENTS:
+        if name in ("Paused", "Unpaused") and log.contract == "escrow":
+            paused = name == "Paused"
+        elif name in ORDER_EVENTS:
             oid = log.args["orderId"]
             new = reduce_order(orders.get(oid), log, chain, tokens)
             if new is not None:
@@ -242,9 +246,19 @@ def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[i
     write_profiles(chain, seen)
     if touched_orders:
         write_orders(orders[i] for i in touched_orders)
+        rollup.refresh_days(chain, {orders[i]["created_at"].date() for i in touched_orders if orders[i]["created_at"]})
     if touched_arbs:
         write_arbitrators(arbitrators[w] for w in touched_arbs)
+    if paused is not None:
+        write_paused(chain, paused)
     return len(touched_orders), len(touched_arbs)
+
+
+def write_paused(chain: str, paused: bool) -> None:
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO chain_state (chain, paused, paused_checked_at, solvency_detail) "
+                    "VALUES (%s, %s, now(), '{}') ON CONFLICT (chain) DO UPDATE SET paused = EXCLUDED.paused, "
+                    "paused_checked_at = EXCLUDED.paused_checked_at", [chain, paused])
 
 
 def _clean_json(value):

@@ -415,3 +415,56 @@ class ReconciliationDrift(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} #{self.onchain_id} {self.field}"
+
+
+class DailyOrderStats(models.Model):
+    """Orders per chain, token and creation day, by current status: the rollup behind metrics and charts.
+
+    Kept current by the sync (the created-days of every touched order are recounted in the same
+    transaction), so dashboards and /metrics never scan the orders table.
+    """
+
+    chain = models.CharField(max_length=16, choices=Chain.choices)
+    token_symbol = models.CharField(max_length=16)
+    day = models.DateField()
+    orders = models.IntegerField(default=0)
+    funded = models.IntegerField(default=0)
+    delivered = models.IntegerField(default=0)
+    completed = models.IntegerField(default=0)
+    auto_released = models.IntegerField(default=0)
+    disputed = models.IntegerField(default=0)
+    resolved_buyer = models.IntegerField(default=0)
+    resolved_seller = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    expired = models.IntegerField(default=0)
+    volume = models.DecimalField(**AMOUNT, default=0, help_text="All orders' amounts.")
+    completed_volume = models.DecimalField(**AMOUNT, default=0)
+    completed_fees = models.DecimalField(**AMOUNT, default=0)
+
+    class Meta:
+        db_table = "chain_daily_order_stats"
+        ordering = ["-day", "chain", "token_symbol"]
+        verbose_name = "daily order statistics"
+        verbose_name_plural = "daily order statistics"
+        constraints = [models.UniqueConstraint(fields=["chain", "token_symbol", "day"], name="daily_order_stats_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.chain} {self.token_symbol}"
+
+
+class ChainState(models.Model):
+    """Facts about a chain's contracts kept by the sync and the scheduled checks (cheap to read)."""
+
+    chain = models.CharField(max_length=16, choices=Chain.choices, primary_key=True)
+    paused = models.BooleanField(null=True, help_text="From the last Paused/Unpaused event or live check.")
+    paused_checked_at = models.DateTimeField(null=True, blank=True)
+    solvency_ok = models.BooleanField(null=True, help_text="Escrow balance equals the open orders, per token.")
+    solvency_checked_at = models.DateTimeField(null=True, blank=True)
+    solvency_detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "chain_state"
+        ordering = ["chain"]
+
+    def __str__(self) -> str:
+        return self.chain

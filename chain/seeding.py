@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 
+from . import rollup
 from .models import Chain, OrderStatus
 
 DAY = 86_400
@@ -76,7 +77,8 @@ def reset() -> None:
         # Inside a caller's transaction that just wrote rows, deferred foreign-key checks are still
         # pending and PostgreSQL refuses TRUNCATE; run them now.
         cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cur.execute("TRUNCATE orders, arbitrators, event_sync_cursor, blacklist, user_profiles CASCADE")
+        cur.execute("TRUNCATE orders, arbitrators, event_sync_cursor, blacklist, user_profiles, "
+                    "chain_daily_order_stats, chain_state CASCADE")
 
 
 def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk: int = 50_000) -> SeedResult:
@@ -163,8 +165,10 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
                 "head_block = EXCLUDED.head_block, updated_at = now()",
                 [chain, max_block[chain], max_block[chain] + 3],
             )
+        rollup.rebuild_all()
     with connection.cursor() as cur:
-        cur.execute("ANALYZE user_profiles; ANALYZE orders; ANALYZE arbitrators; ANALYZE blacklist;")
+        cur.execute("ANALYZE user_profiles; ANALYZE orders; ANALYZE arbitrators; ANALYZE blacklist; "
+                    "ANALYZE chain_daily_order_stats;")
     return SeedResult(orders=orders, users=n_users, arbitrators=sum(len(v) for v in arbitrators.values()),
                       blacklisted=len(blacklisted))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import rollup
 from .config import ChainConfig, get_chain_config
 from .events import Log, parse_logs
 from .mirror import TokenBook, apply_logs, insert_events, logs_from_rows
@@ -197,6 +198,9 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
         cur.execute("SELECT DISTINCT wallet FROM chain_events WHERE chain = %s AND block_number > %s "
                     "AND wallet IS NOT NULL", [chain, block])
         wallets = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT DISTINCT (created_at AT TIME ZONE 'UTC')::date FROM orders WHERE chain = %s "
+                    "AND onchain_id = ANY(%s)", [chain, orders])
+        days = {r[0] for r in cur.fetchall()}
         cur.execute("DELETE FROM chain_events WHERE chain = %s AND block_number > %s", [chain, block])
         removed = cur.rowcount
         # Replay every remaining event of the touched orders and arbitrators, oldest first.
@@ -212,6 +216,7 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
     with connection.cursor() as cur:
         gone = [oid for oid in orders if oid not in rebuilt_orders]
         cur.execute("DELETE FROM orders WHERE chain = %s AND onchain_id = ANY(%s)", [chain, gone])
+        rollup.refresh_days(chain, days)
         gone_arbs = [w for w in wallets if w not in rebuilt_arbs]
         cur.execute("DELETE FROM arbitrators WHERE chain = %s AND wallet = ANY(%s)", [chain, gone_arbs])
         cur.execute(

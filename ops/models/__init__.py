@@ -1,0 +1,11 @@
+"""Operations records, one module per concern."""
+from .actions import (  # noqa: F401
+    ACTION_KINDS,
+    IN_FLIGHT,
+    ActionStatus,
+    ContractAction,
+    PlatformFlag,
+    SignerNonce,
+)
+from .alerts import Alert, AlertSeverity  # noqa: F401
+from .audit import AuditLog  # noqa: F401

@@ -1,0 +1,149 @@
+"""Contract actions, the signer's nonce sequence and the platform flags (kill switch)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class ActionStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed (awaiting approval)"
+    APPROVED = "approved", "Approved (awaiting execution)"
+    REJECTED = "rejected", "Rejected / blocked"
+    SIGNED = "signed", "Signed and recorded"
+    SENT = "sent", "Sent (awaiting confirmations)"
+    CONFIRMED = "confirmed", "Confirmed"
+    FAILED = "failed", "Failed on chain"
+    REPLACED = "replaced", "Replaced (same nonce)"
+
+
+ACTION_KINDS = [
+    ("pause", "pause()"), ("unpause", "unpause()"), ("set_supported_token", "setSupportedToken(address,bool)"),
+    ("set_treasury", "setTreasury(address)"), ("set_platform_fee", "setPlatformFeeBps(uint16)"),
+    ("set_arbitrator_fee", "setArbitratorFeeBps(uint16)"), ("set_timeouts", "setTimeouts(uint64,uint64,uint64)"),
+    ("auto_expire", "autoExpireOrder(uint256)"), ("auto_release", "autoReleaseToSeller(uint256)"),
+    ("owner_resolve", "ownerResolveDispute(uint256,bool)"),
+]
+IN_FLIGHT = (ActionStatus.SIGNED, ActionStatus.SENT)
+
+
+class ContractAction(models.Model):
+    """One owner transaction with four eyes: proposed → approved → simulated → signed → sent → confirmed.
+
+    The database enforces what matters: the approver differs from the proposer (except an
+    immediate pause, runbook RB-05, and rule-bound automation), the calldata cannot change after
+    proposal, one original transaction per signer nonce, and one live automatic action per order.
+    """
+
+    chain = models.CharField(max_length=16, choices=[("bsc", "BNB Smart Chain"), ("ethereum", "Ethereum")])
+    kind = models.CharField(max_length=32, choices=ACTION_KINDS)
+    params = models.JSONField(default=dict, blank=True, help_text="Validated parameters.")
+    description = models.CharField(max_length=300, help_text="The decoded call.")
+    to_address = models.CharField(max_length=42, verbose_name="contract")
+    calldata = models.TextField(help_text="Fixed at proposal.")
+    calldata_hash = models.CharField(max_length=66, help_text="keccak256 of the calldata, fixed at proposal.")
+    reason = models.TextField(help_text="Why; required.")
+    status = models.CharField(max_length=12, choices=ActionStatus.choices, default=ActionStatus.PROPOSED)
+    is_automatic = models.BooleanField(default=False, help_text="Rule-bound automation (timeouts): no human approval.")
+    order_onchain_id = models.BigIntegerField(null=True, blank=True, verbose_name="order id")
+    group = models.CharField(max_length=64, blank=True, default="", help_text="Actions proposed together (resume).")
+    proposed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    executed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    proposal_simulation = models.JSONField(null=True, blank=True)
+    execution_simulation = models.JSONField(null=True, blank=True)
+    signer_address = models.CharField(max_length=42, blank=True, default="")
+    nonce = models.BigIntegerField(null=True, blank=True)
+    gas_limit = models.BigIntegerField(null=True, blank=True)
+    max_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0, null=True, blank=True)
+    max_priority_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0, null=True, blank=True)
+    raw_tx = models.TextField(blank=True, default="", help_text="Signed bytes, recorded before broadcast.")
+    tx_hash = models.CharField(max_length=66, null=True, blank=True)
+    signed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    receipt_block = models.BigIntegerField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True, default="", help_text="Revert reason, failure or replacement note.")
+    replaces = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="replacement", help_text="The stuck action this one replaces.")
+
+    class Meta:
+        db_table = "ops_contract_actions"
+        ordering = ["-proposed_at"]
+        verbose_name = "contract action"
+        permissions = [("approve_contractaction", "Can approve or reject contract actions"),
+                       ("execute_contractaction", "Can execute approved contract actions")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(approved_by__isnull=True) | ~models.Q(approved_by=models.F("proposed_by"))
+                | models.Q(kind="pause"),
+                name="contract_actions_four_eyes",
+                violation_error_message="The approver must be a different person from the proposer."),
+            models.CheckConstraint(
+                condition=~models.Q(status__in=["approved", "signed", "sent", "confirmed", "failed", "replaced"])
+                | models.Q(approved_by__isnull=False) | models.Q(is_automatic=True),
+                name="contract_actions_approved_before_signing"),
+            models.CheckConstraint(
+                condition=models.Q(is_automatic=False) | models.Q(kind__in=["auto_expire", "auto_release"]),
+                name="contract_actions_automation_is_rule_bound",
+                violation_error_message="Only auto-expire and auto-release may run without a human."),
+            models.CheckConstraint(
+                condition=models.Q(is_automatic=True) | models.Q(proposed_by__isnull=False),
+                name="contract_actions_proposer_required"),
+            models.CheckConstraint(condition=~models.Q(reason=""), name="contract_actions_reason_required",
+                                   violation_error_message="A reason is required."),
+            models.CheckConstraint(
+                condition=~models.Q(status__in=["signed", "sent", "confirmed", "failed", "replaced"])
+                | (models.Q(nonce__isnull=False) & models.Q(tx_hash__isnull=False) & ~models.Q(raw_tx="")),
+                name="contract_actions_recorded_before_broadcast"),
+            models.UniqueConstraint(fields=["tx_hash"], condition=models.Q(tx_hash__isnull=False),
+                                    name="contract_actions_tx_hash_uniq"),
+            models.UniqueConstraint(fields=["chain", "signer_address", "nonce"],
+                                    condition=models.Q(nonce__isnull=False, replaces__isnull=True),
+                                    name="contract_actions_one_original_per_nonce"),
+            models.UniqueConstraint(fields=["chain", "kind", "order_onchain_id"],
+                                    condition=models.Q(is_automatic=True)
+                                    & ~models.Q(status__in=["rejected", "failed"]),
+                                    name="contract_actions_automatic_once_per_order"),
+        ]
+        indexes = [models.Index(fields=["status", "chain"], name="contract_actions_status_idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.chain} {self.description}"
+
+
+class SignerNonce(models.Model):
+    """The next nonce of a signer on a chain: allocated under a row lock, so the sequence has no gaps."""
+
+    chain = models.CharField(max_length=16)
+    address = models.CharField(max_length=42)
+    next_nonce = models.BigIntegerField()
+
+    class Meta:
+        db_table = "ops_signer_nonces"
+        constraints = [models.UniqueConstraint(fields=["chain", "address"], name="ops_signer_nonces_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} {self.address} next {self.next_nonce}"
+
+
+class PlatformFlag(models.Model):
+    """A platform switch or risk threshold (the swap runbook's kill switch), changed only through services."""
+
+    key = models.CharField(max_length=64, unique=True)
+    value = models.JSONField()
+    description = models.CharField(max_length=200, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+
+    class Meta:
+        db_table = "ops_platform_flags"
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.value}"

@@ -195,6 +195,9 @@ OWNER_KEY = env.str("OWNER_KEY", default="")
 OWNER_KEYSTORE = env.str("OWNER_KEYSTORE", default="")
 OWNER_KEYSTORE_PASSWORD = env.str("OWNER_KEYSTORE_PASSWORD", default="")
 
+# /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # Trust and safety: a dispute older than this is over its review SLA (queue and review page).
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=48)
 

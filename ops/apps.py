@@ -5,3 +5,8 @@ from django.apps import AppConfig
 class OpsConfig(AppConfig):
     name = "ops"
     verbose_name = "Operations"
+
+    def ready(self) -> None:
+        from . import metrics
+
+        metrics.register()

@@ -15,16 +15,28 @@ logger = logging.getLogger(__name__)
 
 
 def raise_alert(*, key: str, severity: str, title: str, message: str = "", source: str) -> Alert:
-    """Open an alert, or count a repeat of the open one with the same key (no duplicate rows)."""
+    """Open an alert, or count a repeat of the open one with the same key (no duplicate rows).
+
+    A new alert goes to the channels; a repeat only once the quiet period since the last send is over.
+    """
+    from .alerting import QUIET_PERIOD, enqueue_deliveries
+
+    now = timezone.now()
     with transaction.atomic():
         alert = Alert.objects.select_for_update().filter(key=key, acknowledged_at__isnull=True).first()
         if alert is None:
-            alert = Alert.objects.create(key=key, severity=severity, title=title[:200], message=message, source=source)
+            alert = Alert.objects.create(key=key, severity=severity, title=title[:200], message=message,
+                                         source=source, last_sent_at=now)
             logger.warning("alert raised: %s", title, extra={"alert_key": key, "severity": severity})
+            send = True
         else:
-            Alert.objects.filter(pk=alert.pk).update(occurrences=F("occurrences") + 1, last_seen_at=timezone.now(),
-                                                     message=message, title=title[:200])
+            send = alert.last_sent_at is None or now - alert.last_sent_at >= QUIET_PERIOD
+            Alert.objects.filter(pk=alert.pk).update(occurrences=F("occurrences") + 1, last_seen_at=now,
+                                                     message=message, title=title[:200],
+                                                     last_sent_at=now if send else alert.last_sent_at)
             alert.refresh_from_db()
+        if send:
+            enqueue_deliveries(alert)
     return alert
 
 

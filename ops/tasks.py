@@ -35,3 +35,23 @@ def verify_audit_chain() -> dict:
                              title=f"audit_log chain broken at row {verdict.first_broken_id}",
                              message=verdict.problem)
     return {"ok": verdict.ok, "rows": verdict.rows_checked, "first_broken_id": verdict.first_broken_id}
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=None)
+def deliver_alert(self, delivery_id: int) -> str:
+    """Send one alert delivery; retry with exponential backoff (the service decides when to give up)."""
+    from . import alerting
+
+    close_old_connections()
+    status, retry_in = alerting.attempt_delivery(delivery_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+    return status
+
+
+@shared_task(ignore_result=True)
+def sweep_alert_deliveries() -> int:
+    from . import alerting
+
+    close_old_connections()
+    return alerting.sweep_pending()

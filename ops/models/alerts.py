@@ -23,6 +23,8 @@ class Alert(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
     occurrences = models.PositiveIntegerField(default=1)
+    last_sent_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last time an occurrence went to the channels (repeats are quiet).")
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                                         related_name="+")

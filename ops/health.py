@@ -1,0 +1,161 @@
+"""The runbook's health check (§2): database, redis, celery and each chain's RPC, each under a deadline.
+
+Every check runs in a worker thread; the endpoint waits at most DEADLINE for all of them, so it
+answers within a second even when a dependency hangs (a hung check reports a timeout). The
+result is shared for CACHE_SECONDS so that monitors and dashboards do not multiply the work.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, Callable
+
+from django.conf import settings
+from django.db import connection
+
+START_TIME = time.time()
+DEADLINE = 0.8
+CACHE_SECONDS = 1.0
+QUEUE_WARNING = 500  # RB-09: > 500 tasks queued
+WORKER_HEARTBEAT_KEY = "backoffice:celery:workers"
+WORKER_STALE_SECONDS = 30
+VERSION = "0.1.0"
+
+_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="health")
+_cache: dict[str, Any] = {"at": 0.0, "result": None}
+_cache_lock = threading.Lock()
+_redis_client = None
+
+
+def redis_client():
+    global _redis_client
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return _redis_client
+
+
+def _safe_error(exc: BaseException) -> str:
+    """Exception class and a generic phrase: driver messages carry host names and addresses."""
+    return f"{type(exc).__name__}: unavailable"
+
+
+def check_database() -> dict:
+    started = time.monotonic()
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+    except Exception as exc:
+        connection.close()
+        return {"status": "error", "error": _safe_error(exc)}
+    return {"status": "ok", "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def check_redis() -> dict:
+    started = time.monotonic()
+    try:
+        client = redis_client()
+        client.ping()
+        info = client.info("memory")
+    except Exception as exc:
+        return {"status": "error", "error": _safe_error(exc)}
+    used, limit = info.get("used_memory", 0), info.get("maxmemory", 0)
+    result = {"status": "ok", "latency_ms": round((time.monotonic() - started) * 1000, 1),
+              "memory_used_mb": round(used / 2**20, 1)}
+    if limit:
+        result["memory_used_pct"] = round(100 * used / limit, 1)
+        if used / limit > 0.7:  # RB-08
+            result["status"] = "warning"
+    return result
+
+
+def celery_counts() -> tuple[int, int]:
+    """(workers with a fresh heartbeat, tasks waiting in the default queue)."""
+    client = redis_client()
+    now = time.time()
+    beats = client.hgetall(WORKER_HEARTBEAT_KEY)
+    workers = sum(1 for ts in beats.values() if now - float(ts) < WORKER_STALE_SECONDS)
+    queued = client.llen("celery")
+    return workers, queued
+
+
+def check_celery() -> dict:
+    try:
+        workers, queued = celery_counts()
+    except Exception as exc:
+        return {"status": "error", "error": _safe_error(exc)}
+    status = "ok" if workers and queued <= QUEUE_WARNING else "warning"
+    return {"status": status, "active_workers": workers, "queued_tasks": queued}
+
+
+def check_rpc(chain: str) -> dict:
+    from chain.config import get_chain_config
+    from chain.rpc import ProviderUnavailable, RpcError, get_client
+
+    if not get_chain_config(chain).is_configured:
+        return {"status": "ok", "configured": False}
+    client = get_client(chain)
+    started = time.monotonic()
+    try:
+        block = client.block_number()
+    except (ProviderUnavailable, RpcError) as exc:
+        return {"status": "error", "error": _safe_error(exc), "using_fallback": False}
+    result = {"status": "ok", "latest_block": block, "latency_ms": round((time.monotonic() - started) * 1000, 1),
+              "using_fallback": client.using_fallback}
+    if client.using_fallback:
+        primary = client.providers[0]
+        result.update(status="warning", primary_error=primary.last_error.split(":")[0] if primary.last_error else "")
+    return result
+
+
+def checks() -> dict[str, Callable[[], dict]]:
+    table: dict[str, Callable[[], dict]] = {"database": check_database, "redis": check_redis, "celery": check_celery}
+    for chain in settings.CHAINS:
+        short = {"ethereum": "eth"}.get(chain, chain)  # the runbook's names: rpc_bsc, rpc_eth
+        table[f"rpc_{short}"] = (lambda c=chain: check_rpc(c))
+    return table
+
+
+def run_checks(deadline: float = DEADLINE) -> dict:
+    table = checks()
+    futures = {name: _pool.submit(fn) for name, fn in table.items()}
+    wait(futures.values(), timeout=deadline)
+    results = {}
+    for name, future in futures.items():
+        if future.done() and future.exception() is None:
+            results[name] = future.result()
+        elif future.done():
+            results[name] = {"status": "error", "error": _safe_error(future.exception())}
+        else:
+            results[name] = {"status": "error", "error": f"timeout after {int(deadline * 1000)} ms"}
+    return results
+
+
+def overall(results: dict[str, dict]) -> str:
+    """error when the database is down (nothing works); degraded when anything else is unwell."""
+    if results.get("database", {}).get("status") != "ok":
+        return "error"
+    if all(r.get("status") == "ok" for r in results.values()):
+        return "ok"
+    return "degraded"
+
+
+def health(*, use_cache: bool = True) -> dict:
+    now = time.monotonic()
+    with _cache_lock:
+        if use_cache and _cache["result"] is not None and now - _cache["at"] < CACHE_SECONDS:
+            return _cache["result"]
+    results = run_checks()
+    payload = {"status": overall(results), "version": VERSION, "uptime_seconds": int(time.time() - START_TIME),
+               "checks": results}
+    with _cache_lock:
+        _cache.update(at=time.monotonic(), result=payload)
+    return payload
+
+
+def reset_cache() -> None:
+    with _cache_lock:
+        _cache.update(at=0.0, result=None)

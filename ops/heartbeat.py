@@ -1,0 +1,40 @@
+"""Celery workers announce themselves in Redis every few seconds, so /health counts live workers cheaply
+(no broadcast and wait, as `celery inspect` would need)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery.signals import worker_ready, worker_shutdown
+
+logger = logging.getLogger(__name__)
+INTERVAL = 5.0
+_stop = threading.Event()
+
+
+def _beat(hostname: str) -> None:
+    from .health import WORKER_HEARTBEAT_KEY, redis_client
+
+    while not _stop.is_set():
+        try:
+            redis_client().hset(WORKER_HEARTBEAT_KEY, hostname, time.time())
+        except Exception as exc:  # Redis down: health will say so; keep trying
+            logger.warning("worker heartbeat failed: %s", type(exc).__name__)
+        _stop.wait(INTERVAL)
+
+
+@worker_ready.connect
+def start_heartbeat(sender=None, **kwargs) -> None:
+    threading.Thread(target=_beat, args=(sender.hostname,), name="heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def stop_heartbeat(sender=None, **kwargs) -> None:
+    from .health import WORKER_HEARTBEAT_KEY, redis_client
+
+    _stop.set()
+    try:
+        redis_client().hdel(WORKER_HEARTBEAT_KEY, sender.hostname)
+    except Exception:
+        pass

@@ -1,0 +1,168 @@
+"""The runbook's business and infrastructure metrics (§2) as a Prometheus collector.
+
+Cheap at any size: business counters come from the daily rollup (a few hundred rows), sync state
+from the cursors, RPC state from the provider table, queue depth and memory from Redis. Nothing
+scans the orders table. A scrape's result is reused for CACHE_SECONDS.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CACHE_SECONDS = 2.0
+_lock = threading.Lock()
+_cache: dict = {"at": 0.0, "families": None}
+
+
+def _rows(sql: str, params=None) -> list[tuple]:
+    with connection.cursor() as cur:
+        cur.execute(sql, params or [])
+        return cur.fetchall()
+
+
+def _business() -> list:
+    created = CounterMetricFamily("p2p_orders_created", "Orders created", labels=["chain", "token"])
+    completed = CounterMetricFamily("p2p_orders_completed", "Orders completed", labels=["chain"])
+    disputed = CounterMetricFamily("p2p_orders_disputed", "Orders disputed (open or resolved)", labels=["chain"])
+    expired = CounterMetricFamily("p2p_orders_expired", "Orders closed by a timeout", labels=["chain", "reason"])
+    fees = CounterMetricFamily("p2p_platform_fees_collected", "Platform fees of completed orders, token units",
+                               labels=["chain", "token"])
+    open_disputes = GaugeMetricFamily("p2p_open_disputes", "Orders in dispute now", labels=["chain"])
+    per_chain: dict[str, list[float]] = {}
+    for chain, token, n, done, disp, open_d, exp, auto, fee in _rows(
+            "SELECT chain, token_symbol, SUM(orders), SUM(completed), SUM(disputed + resolved_buyer + resolved_seller), "
+            "SUM(disputed), SUM(expired), SUM(auto_released), SUM(completed_fees) FROM chain_daily_order_stats "
+            "GROUP BY chain, token_symbol"):
+        created.add_metric([chain, token], float(n))
+        fees.add_metric([chain, token], float(fee))
+        acc = per_chain.setdefault(chain, [0, 0, 0, 0, 0])
+        for i, v in enumerate((done, disp, exp, auto, open_d)):
+            acc[i] += float(v)
+    for chain in settings.CHAINS:
+        done, disp, exp, auto, open_d = per_chain.get(chain, [0, 0, 0, 0, 0])
+        completed.add_metric([chain], done)
+        disputed.add_metric([chain], disp)
+        expired.add_metric([chain, "seller_timeout"], exp)
+        expired.add_metric([chain, "buyer_timeout"], auto)
+        open_disputes.add_metric([chain], open_d)
+    return [created, completed, disputed, expired, fees, open_disputes]
+
+
+def _chain() -> list:
+    lag = GaugeMetricFamily("blockchain_sync_lag_blocks", "Chain head minus the sync cursor", labels=["chain"])
+    last = GaugeMetricFamily("blockchain_sync_last_block", "Last block applied by the sync", labels=["chain"])
+    age = GaugeMetricFamily("blockchain_sync_cursor_age_seconds", "Seconds since the cursor moved", labels=["chain"])
+    for chain, last_block, head, seconds in _rows(
+            "SELECT chain, last_block, head_block, EXTRACT(EPOCH FROM (now() - updated_at)) FROM event_sync_cursor"):
+        last.add_metric([chain], float(last_block))
+        age.add_metric([chain], float(seconds))
+        if head is not None:
+            lag.add_metric([chain], float(max(head - last_block, 0)))
+    latency = GaugeMetricFamily("blockchain_rpc_latency_seconds", "Moving average RPC latency",
+                                labels=["chain", "provider"])
+    up = GaugeMetricFamily("blockchain_rpc_up", "1 when the provider's circuit is closed", labels=["chain", "provider"])
+    fallback = GaugeMetricFamily("blockchain_rpc_using_fallback", "1 when the fallback serves the chain",
+                                 labels=["chain"])
+    for chain, role, state, ms, in_use in _rows(
+            "SELECT chain, role, state, latency_ms, in_use FROM chain_rpc_providers"):
+        if ms is not None:
+            latency.add_metric([chain, role], ms / 1000)
+        up.add_metric([chain, role], 1.0 if state == "closed" else 0.0)
+        if role == "fallback":
+            fallback.add_metric([chain], 1.0 if in_use else 0.0)
+    paused = GaugeMetricFamily("p2p_contract_paused", "1 when the escrow is paused", labels=["chain"])
+    solvent = GaugeMetricFamily("p2p_escrow_solvent", "1 when the escrow balance equals its open orders",
+                                labels=["chain"])
+    for chain, is_paused, ok in _rows("SELECT chain, paused, solvency_ok FROM chain_state"):
+        if is_paused is not None:
+            paused.add_metric([chain], 1.0 if is_paused else 0.0)
+        if ok is not None:
+            solvent.add_metric([chain], 1.0 if ok else 0.0)
+    return [lag, last, age, latency, up, fallback, paused, solvent]
+
+
+def _ops() -> list:
+    overdue = GaugeMetricFamily("p2p_secret_rotations_overdue", "Secrets past their rotation date")
+    count = sum(1 for days, last in _rows("SELECT interval_days, last_rotated_at FROM ops_secret_schedules")
+                if days is not None and (last is None or time.time() - last.timestamp() > days * 86400))
+    overdue.add_metric([], float(count))
+    alerts = GaugeMetricFamily("p2p_alerts_open", "Unacknowledged alerts", labels=["severity"])
+    for severity, n in _rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE acknowledged_at IS NULL "
+                             "GROUP BY severity"):
+        alerts.add_metric([severity], float(n))
+    conns = GaugeMetricFamily("db_connections_used_ratio", "PostgreSQL connections in use / max_connections")
+    (used, limit), = _rows("SELECT (SELECT COUNT(*) FROM pg_stat_activity), current_setting('max_connections')::int")
+    conns.add_metric([], used / limit)
+    disk = GaugeMetricFamily("backoffice_disk_used_ratio", "Used fraction of the disk holding the project")
+    usage = shutil.disk_usage(settings.BASE_DIR)
+    disk.add_metric([], usage.used / usage.total)
+    return [overdue, alerts, conns, disk]
+
+
+def _redis() -> list:
+    from .health import celery_counts, redis_client
+
+    out = []
+    try:
+        info = redis_client().info("memory")
+        workers, queued = celery_counts()
+    except Exception:
+        up = GaugeMetricFamily("redis_up", "1 when Redis answers")
+        up.add_metric([], 0.0)
+        return [up]
+    up = GaugeMetricFamily("redis_up", "1 when Redis answers")
+    up.add_metric([], 1.0)
+    used = GaugeMetricFamily("redis_memory_used_bytes", "Redis used_memory")
+    used.add_metric([], float(info.get("used_memory", 0)))
+    limit = GaugeMetricFamily("redis_maxmemory_bytes", "Redis maxmemory (0 = unlimited)")
+    limit.add_metric([], float(info.get("maxmemory", 0)))
+    q = GaugeMetricFamily("celery_tasks_queued", "Tasks waiting in the default Celery queue")
+    q.add_metric([], float(queued))
+    w = GaugeMetricFamily("celery_workers_active", "Celery workers with a fresh heartbeat")
+    w.add_metric([], float(workers))
+    out += [up, used, limit, q, w]
+    return out
+
+
+class BackofficeCollector:
+    """Registered once on the default registry; django-prometheus serves it with its own metrics."""
+
+    def describe(self):
+        return []  # no collect() at registration time: it would query the database during start-up
+
+    def collect(self):
+        now = time.monotonic()
+        with _lock:
+            if _cache["families"] is not None and now - _cache["at"] < CACHE_SECONDS:
+                yield from _cache["families"]
+                return
+        families = []
+        try:
+            families += _business() + _chain() + _ops()
+        except Exception:
+            connection.close()
+            scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")
+            scrape_ok.add_metric([], 0.0)
+            families.append(scrape_ok)
+        families += _redis()
+        with _lock:
+            _cache.update(at=time.monotonic(), families=families)
+        yield from families
+
+
+_registered = False
+
+
+def register() -> None:
+    global _registered
+    if _registered:
+        return
+    from prometheus_client import REGISTRY
+
+    REGISTRY.register(BackofficeCollector())
+    _registered = True

@@ -310,5 +310,7 @@ def logs_from_rows(rows: Iterable[tuple]) -> list[Log]:
     address, contract, event, args) for a replay."""
     out = []
     for bn, bh, bt, tx, li, addr, contract, event, args in rows:
+        if isinstance(args, str):  # a raw cursor gets jsonb as text under Django's psycopg 3 setup
+            args = json.loads(args)
         out.append(Log(bn, bh, int(bt.timestamp()) if bt else None, tx, li, addr, contract, event, args))
     return out

@@ -23,7 +23,7 @@ from django.utils import timezone
 from . import rollup
 from .config import ChainConfig, get_chain_config
 from .events import Log, parse_logs
-from .mirror import TokenBook, apply_logs, insert_events, logs_from_rows
+from .mirror import TokenBook, apply_logs, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, ChainEvent, EventSyncCursor, RpcProvider, Token
 from .rpc import RpcClient, RpcError, get_client
 
@@ -170,13 +170,17 @@ def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int) ->
     return len(good), len(bad)
 
 
-def find_common_ancestor(cfg: ChainConfig, client: RpcClient, cursor: EventSyncCursor) -> int | None:
-    """None when the cursor's block is still canonical; else the highest stored block that is."""
+def find_common_ancestor(cfg: ChainConfig, client: RpcClient, cursor: EventSyncCursor,
+                         head: int | None = None) -> int | None:
+    """None when the cursor's block is still canonical; else the highest stored block that is.
+
+    A stored block above `head` (the new chain is shorter than the old one) counts as replaced."""
     stored = dict(BlockHash.objects.filter(chain=cfg.key).values_list("number", "hash"))
     if cursor.last_block not in stored:
         return None
     numbers = sorted(stored, reverse=True)
-    chain_hashes = {n: h["hash"] for n, h in client.block_headers([n for n in numbers if n <= cursor.last_block]).items()}
+    top = cursor.last_block if head is None else min(cursor.last_block, head)
+    chain_hashes = {n: h["hash"] for n, h in client.block_headers([n for n in numbers if n <= top]).items()}
     if chain_hashes.get(cursor.last_block) == stored[cursor.last_block]:
         return None
     for n in numbers:
@@ -210,9 +214,13 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
             "ORDER BY block_number, log_index", [chain, orders, wallets])
         logs = logs_from_rows(cur.fetchall())
     tokens = TokenBook({t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)})
-    rebuilt_orders: dict[int, dict] = {}
+    # An ArbitratorResolved amount is in its order's token: orders not replayed here are read for it.
+    context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"} - set(orders))
+    rebuilt_orders: dict[int, dict] = dict(context)
     rebuilt_arbs: dict[str, dict] = {}
     apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs)
+    for oid in context:
+        del rebuilt_orders[oid]
     with connection.cursor() as cur:
         gone = [oid for oid in orders if oid not in rebuilt_orders]
         cur.execute("DELETE FROM orders WHERE chain = %s AND onchain_id = ANY(%s)", [chain, gone])
@@ -267,7 +275,7 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
     cursor = ensure_cursor(cfg)
     head = client.block_number()
     result.head = head
-    ancestor = find_common_ancestor(cfg, client, cursor)
+    ancestor = find_common_ancestor(cfg, client, cursor, head)
     if ancestor is not None:
         with transaction.atomic():
             summary = rollback_to(cfg.key, ancestor)

@@ -59,3 +59,6 @@ class AlertAdmin(admin.ModelAdmin):
 
 # Contract actions have an admin of their own (confirmation pages, status, kill switch).
 from . import admin_actions  # noqa: E402,F401
+
+# The operations console (channels, reports, flags, secrets, incidents).
+from . import admin_console  # noqa: E402,F401

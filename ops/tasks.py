@@ -55,3 +55,51 @@ def sweep_alert_deliveries() -> int:
 
     close_old_connections()
     return alerting.sweep_pending()
+
+
+@shared_task(ignore_result=True)
+def daily_operations_check() -> int:
+    from . import checks
+
+    close_old_connections()
+    return checks.daily_operations_check().pk
+
+
+@shared_task(ignore_result=True)
+def check_sync() -> list:
+    from . import checks
+
+    close_old_connections()
+    return checks.check_sync()
+
+
+@shared_task(ignore_result=True)
+def check_contracts() -> list:
+    from . import checks
+
+    close_old_connections()
+    return checks.check_contracts()
+
+
+@shared_task(ignore_result=True)
+def check_large_orders() -> int:
+    from . import checks
+
+    close_old_connections()
+    return checks.check_large_orders()
+
+
+@shared_task(ignore_result=True)
+def check_secret_rotations() -> list:
+    from . import checks
+
+    close_old_connections()
+    return checks.check_secret_rotations()
+
+
+@shared_task(ignore_result=True)
+def recalculate_user_tiers() -> int:
+    from . import checks
+
+    close_old_connections()
+    return checks.recalculate_user_tiers()

@@ -1,0 +1,182 @@
+"""Scheduled checks (runbook §4, §5 and the alert table): each reads, decides, and raises alerts."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from chain.config import configured_chains
+from chain.models import ChainState, EventSyncCursor
+
+from . import health as health_checks
+from .models import OpsReport, PlatformFlag, SecretSchedule
+from .services import raise_alert
+
+logger = logging.getLogger(__name__)
+
+SYNC_STUCK_AFTER = timedelta(minutes=10)
+
+
+def _flag(key: str, default):
+    value = PlatformFlag.objects.filter(key=key).values_list("value", flat=True).first()
+    return default if value is None else value
+
+
+def _one(sql: str, params=None) -> dict:
+    with connection.cursor() as cur:
+        cur.execute(sql, params or [])
+        names = [c.name for c in cur.description]
+        return dict(zip(names, cur.fetchone()))
+
+
+def daily_operations_check() -> OpsReport:
+    """Runbook §4 as a stored report, sent to the alert channels (P3, information)."""
+    checks = health_checks.run_checks()
+    status = health_checks.overall(checks)
+    stats = _one(
+        "SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE status = 'completed') AS completed, "
+        "COUNT(*) FILTER (WHERE status = 'disputed') AS disputed, COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
+        "COUNT(*) FILTER (WHERE status = 'expired') AS expired, "
+        "COALESCE(SUM(amount) FILTER (WHERE status = 'completed'), 0) AS volume "
+        "FROM orders WHERE created_at > NOW() - INTERVAL '24 hours'")
+    pending = _one("SELECT COUNT(*) AS pending_disputes FROM orders WHERE status = 'disputed'")["pending_disputes"]
+    cursors = [{"chain": c.chain, "last_block": c.last_block, "lag": c.lag_blocks,
+                "seconds_since_update": int((timezone.now() - c.updated_at).total_seconds())}
+               for c in EventSyncCursor.objects.all()]
+    size = _one("SELECT pg_size_pretty(pg_database_size(current_database())) AS size")["size"]
+    data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
+            "pending_disputes": pending, "sync": cursors, "database_size": size,
+            "redis_memory_mb": checks.get("redis", {}).get("memory_used_mb"),
+            "celery_workers": checks.get("celery", {}).get("active_workers")}
+    lines = [f"P2P Escrow daily check — {timezone.now():%Y-%m-%d %H:%M} UTC",
+             f"1. Health: {status} (" + ", ".join(f"{k}: {v.get('status')}" for k, v in checks.items()) + ")",
+             f"2. Orders 24 h: {stats['total']} total, {stats['completed']} completed, {stats['disputed']} disputed, "
+             f"{stats['cancelled']} cancelled, {stats['expired']} expired, volume {stats['volume']}",
+             f"3. Pending disputes: {pending}",
+             "4. Sync: " + "; ".join(f"{c['chain']} block {c['last_block']} lag {c['lag']} "
+                                      f"({c['seconds_since_update']} s ago)" for c in cursors),
+             f"5. Database size: {size}",
+             f"6. Redis memory: {data['redis_memory_mb']} MB",
+             f"7. Celery workers: {data['celery_workers']}"]
+    report = OpsReport.objects.create(kind="daily_check", status=status, data=data, text="\n".join(lines))
+    raise_alert(key=f"daily-check:{timezone.now():%Y-%m-%d}", severity="P3", source="daily_check",
+                title=f"Daily operations check: {status}", message=report.text)
+    return report
+
+
+def check_sync() -> list[str]:
+    """RB-03 triggers: cursor unchanged for 10 minutes (P1) and lag over the threshold (P2, default 100 blocks)."""
+    raised = []
+    threshold = int(_flag("SYNC_LAG_ALERT_BLOCKS", 100))
+    now = timezone.now()
+    for cursor in EventSyncCursor.objects.all():
+        if cursor.chain not in configured_chains():
+            continue
+        if now - cursor.updated_at > SYNC_STUCK_AFTER:
+            raise_alert(key=f"sync-stuck:{cursor.chain}", severity="P1", source="check_sync",
+                        title=f"{cursor.chain} event sync stuck: cursor unchanged since {cursor.updated_at:%H:%M} UTC",
+                        message=f"RB-03. Last block {cursor.last_block}, head {cursor.head_block}. "
+                                f"Last error: {cursor.last_error[:300] or 'none'}")
+            raised.append(f"sync-stuck:{cursor.chain}")
+        lag = cursor.lag_blocks
+        if lag is not None and lag > threshold:
+            raise_alert(key=f"sync-lag:{cursor.chain}", severity="P2", source="check_sync",
+                        title=f"{cursor.chain} sync lag {lag} blocks (threshold {threshold})",
+                        message="RB-03: check the worker and the RPC providers (RB-07).")
+            raised.append(f"sync-lag:{cursor.chain}")
+    return raised
+
+
+def check_contracts() -> list[str]:
+    """paused() == true is a P0 (alert table); solvency short is a P0 too. Both kept on ChainState."""
+    from chain.status import read_contract_status
+
+    raised = []
+    for chain in configured_chains():
+        status = read_contract_status(chain)
+        if not status.ok:
+            continue
+        detail = {t.symbol: {"escrow": str(t.escrow_balance_at_cursor), "open_orders": str(t.open_orders_total)}
+                  for t in status.tokens}
+        with transaction.atomic():
+            ChainState.objects.update_or_create(chain=chain, defaults={
+                "paused": status.paused, "paused_checked_at": timezone.now(), "solvency_ok": status.balanced,
+                "solvency_checked_at": timezone.now(), "solvency_detail": detail})
+        if status.paused:
+            raise_alert(key=f"contract-paused:{chain}", severity="P0", source="check_contracts",
+                        title=f"{chain} escrow is PAUSED", message="RB-05: all trading is blocked on this chain.")
+            raised.append(f"contract-paused:{chain}")
+        if not status.solvent:
+            short = [f"{t.symbol} short {-t.difference}" for t in status.tokens if not t.solvent]
+            raise_alert(key=f"escrow-insolvent:{chain}", severity="P0", source="check_contracts",
+                        title=f"{chain} escrow holds less than its open orders", message="; ".join(short))
+            raised.append(f"escrow-insolvent:{chain}")
+    return raised
+
+
+def check_large_orders(window: timedelta = timedelta(hours=1)) -> int:
+    """Alert table: a single order over 5,000 USDT (P3, information), once per order."""
+    limit = Decimal(str(_flag("LARGE_ORDER_USDT", 5000)))
+    since = timezone.now() - window
+    with connection.cursor() as cur:
+        cur.execute("SELECT chain, onchain_id, amount, token_symbol FROM orders WHERE created_at > %s AND amount > %s "
+                    "ORDER BY created_at LIMIT 100", [since, limit])
+        rows = cur.fetchall()
+    for chain, onchain_id, amount, symbol in rows:
+        raise_alert(key=f"large-order:{chain}:{onchain_id}", severity="P3", source="check_large_orders",
+                    title=f"Large order {chain} #{onchain_id}: {amount.normalize():f} {symbol}",
+                    message=f"Over the {limit} threshold.")
+    return len(rows)
+
+
+def check_secret_rotations() -> list[str]:
+    raised = []
+    for secret in SecretSchedule.objects.all():
+        state = secret.state
+        if state == "overdue":
+            raise_alert(key=f"secret-overdue:{secret.name}", severity="P2", source="check_secret_rotations",
+                        title=f"Secret rotation overdue: {secret.name}",
+                        message=f"Due {secret.next_due:%Y-%m-%d}; procedure {secret.procedure}.")
+            raised.append(secret.name)
+        elif state == "due":
+            raise_alert(key=f"secret-due:{secret.name}", severity="P3", source="check_secret_rotations",
+                        title=f"Secret rotation due soon: {secret.name}",
+                        message=f"Due {secret.next_due:%Y-%m-%d}; procedure {secret.procedure}.")
+            raised.append(secret.name)
+    return raised
+
+
+def recalculate_user_tiers() -> int:
+    """Runbook §5 update-user-tiers (daily 03:00 UTC): tier from 90 days of completed volume and disputes.
+
+    gold: ≥ 50 completed and ≥ 10,000 volume and no lost dispute; silver: ≥ 10 completed;
+    bronze: ≥ 1 completed; new otherwise. One statement; only changed rows are written.
+    """
+    with connection.cursor() as cur:
+        cur.execute("""
+            WITH activity AS (
+                SELECT wallet, SUM(done) AS done, SUM(volume) AS volume, SUM(lost) AS lost FROM (
+                    SELECT seller_wallet AS wallet, COUNT(*) FILTER (WHERE status = 'completed') AS done,
+                           COALESCE(SUM(amount) FILTER (WHERE status = 'completed'), 0) AS volume,
+                           COUNT(*) FILTER (WHERE status = 'resolved_buyer') AS lost
+                    FROM orders WHERE created_at > NOW() - INTERVAL '90 days' GROUP BY seller_wallet
+                    UNION ALL
+                    SELECT buyer_wallet, COUNT(*) FILTER (WHERE status = 'completed'),
+                           COALESCE(SUM(amount) FILTER (WHERE status = 'completed'), 0),
+                           COUNT(*) FILTER (WHERE status = 'resolved_seller')
+                    FROM orders WHERE created_at > NOW() - INTERVAL '90 days' GROUP BY buyer_wallet) t
+                GROUP BY wallet),
+            tiers AS (
+                SELECT p.wallet, CASE
+                    WHEN a.done >= 50 AND a.volume >= 10000 AND a.lost = 0 THEN 'gold'
+                    WHEN a.done >= 10 THEN 'silver'
+                    WHEN a.done >= 1 THEN 'bronze'
+                    ELSE 'new' END AS tier
+                FROM user_profiles p LEFT JOIN activity a ON a.wallet = p.wallet)
+            UPDATE user_profiles p SET tier = t.tier FROM tiers t
+            WHERE p.wallet = t.wallet AND p.tier IS DISTINCT FROM t.tier""")
+        return cur.rowcount
+

@@ -1,0 +1,233 @@
+"""Operations console writes: secret rotations, incidents and their timelines, post-mortems."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from .audit import record_audit
+from .models import (
+    INCIDENT_FLOW,
+    Incident,
+    IncidentEvent,
+    IncidentStatus,
+    RotationReason,
+    SecretRotation,
+    SecretSchedule,
+)
+
+POSTMORTEM_WINDOW = timedelta(hours=48)
+POSTMORTEM_SEVERITIES = ("P0", "P1")
+
+
+def _require(actor: Any, perm: str, what: str) -> None:
+    if not getattr(actor, "is_active", False) or not actor.is_staff or not actor.has_perm(perm):
+        raise PermissionDenied(f"{getattr(actor, 'username', actor)} may not {what}.")
+
+
+def fingerprint(value: str) -> str:
+    """A short SHA-256 prefix: enough to tell two values apart, useless to recover one."""
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+@sensitive_variables("new_value")
+def record_secret_rotation(*, actor: Any, secret: SecretSchedule, reason: str, steps_confirmed: list[str],
+                           note: str = "", new_value: str | None = None) -> SecretRotation:
+    """Record a rotation (RB-06, §11). The new value, when given, is reduced to a fingerprint and dropped.
+
+    Every runbook step of the secret must be confirmed; a suspected compromise needs a note.
+    """
+    _require(actor, "ops.add_secretrotation", "record secret rotations")
+    if reason not in RotationReason.values:
+        raise ValidationError({"reason": "Choose scheduled rotation or suspected compromise."})
+    missing = [s for s in secret.steps if s not in (steps_confirmed or [])]
+    if missing:
+        raise ValidationError({"steps_confirmed": f"Confirm every runbook step first; missing: {'; '.join(missing)}."})
+    note = (note or "").strip()
+    if reason == RotationReason.COMPROMISE and not note:
+        raise ValidationError({"note": "Describe the suspected compromise (what, when noticed)."})
+    print_ = fingerprint(new_value) if new_value else ""
+    with transaction.atomic():
+        secret = SecretSchedule.objects.select_for_update().get(pk=secret.pk)
+        previous = secret.last_rotated_at
+        rotation = SecretRotation.objects.create(secret=secret, rotated_by=actor, reason=reason, note=note,
+                                                 steps_confirmed=list(steps_confirmed), fingerprint=print_)
+        secret.last_rotated_at = rotation.rotated_at
+        secret.save(update_fields=["last_rotated_at"])
+        record_audit(actor=actor, action="record_secret_rotation", obj=secret,
+                     before={"last_rotated_at": previous},
+                     after={"last_rotated_at": rotation.rotated_at, "reason": reason, "fingerprint": print_,
+                            "next_due": secret.next_due}, reason=note or reason)
+    return rotation
+
+
+def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days: int | None, reason: str) -> SecretSchedule:
+    _require(actor, "ops.change_secretschedule", "change rotation schedules")
+    if interval_days is not None and interval_days < 1:
+        raise ValidationError({"interval_days": "Use at least 1 day, or leave it empty for 'as needed'."})
+    with transaction.atomic():
+        secret = SecretSchedule.objects.select_for_update().get(pk=secret.pk)
+        before = {"interval_days": secret.interval_days}
+        secret.interval_days = interval_days
+        secret.save(update_fields=["interval_days"])
+        record_audit(actor=actor, action="update_secret_schedule", obj=secret, before=before,
+                     after={"interval_days": interval_days}, reason=reason)
+    return secret
+
+
+# ---------------------------------------------------------------------------- incidents
+
+
+def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime | None = None,
+                  summary: str = "", runbook: str = "") -> Incident:
+    _require(actor, "ops.add_incident", "open incidents")
+    title = (title or "").strip()
+    if not title:
+        raise ValidationError({"title": "Give the incident a short title."})
+    if severity not in ("P0", "P1", "P2", "P3"):
+        raise ValidationError({"severity": "Severity is P0, P1, P2 or P3."})
+    now = timezone.now()
+    started_at = started_at or now
+    if started_at > now:
+        raise ValidationError({"started_at": "The first sign cannot be in the future."})
+    with transaction.atomic():
+        incident = Incident.objects.create(title=title[:200], severity=severity, summary=summary, runbook=runbook,
+                                           started_at=started_at, detected_at=now, created_by=actor)
+        IncidentEvent.objects.create(incident=incident, at=started_at, text="First sign of the issue", author=actor)
+        IncidentEvent.objects.create(incident=incident, at=now, text=f"Incident opened ({severity})", author=actor)
+        record_audit(actor=actor, action="open_incident", obj=incident, after={"title": title, "severity": severity})
+    return incident
+
+
+def add_incident_event(*, actor: Any, incident: Incident, text: str, at: datetime | None = None) -> IncidentEvent:
+    _require(actor, "ops.change_incident", "update incidents")
+    text = (text or "").strip()
+    if not text:
+        raise ValidationError({"text": "The timeline entry is empty."})
+    with transaction.atomic():
+        event = IncidentEvent.objects.create(incident=incident, at=at or timezone.now(), text=text, author=actor)
+        record_audit(actor=actor, action="add_incident_event", obj=incident, after={"at": event.at, "text": text})
+    return event
+
+
+def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "", commander=None, ops_lead=None,
+                     comms_lead=None, severity: str | None = None) -> Incident:
+    """Move along detected → triaged → mitigated → resolved. Triage assigns the commander and severity."""
+    _require(actor, "ops.change_incident", "update incidents")
+    with transaction.atomic():
+        incident = Incident.objects.select_for_update().get(pk=incident.pk)
+        flow = [s.value for s in INCIDENT_FLOW]
+        if to not in flow[1:4] or flow.index(to) != flow.index(incident.status) + 1:
+            raise ValidationError({"status": f"An incident that is {incident.get_status_display().lower()} can go to "
+                                             f"{flow[flow.index(incident.status) + 1] if incident.status != flow[-1] else 'nothing'} next."})
+        before = {"status": incident.status, "severity": incident.severity}
+        now = timezone.now()
+        if to == IncidentStatus.TRIAGED:
+            if commander is None:
+                raise ValidationError({"commander": "Triage assigns an incident commander."})
+            incident.commander, incident.ops_lead, incident.comms_lead = commander, ops_lead, comms_lead
+            incident.severity = severity or incident.severity
+            incident.triaged_at = now
+        elif to == IncidentStatus.MITIGATED:
+            incident.mitigated_at = now
+        elif to == IncidentStatus.RESOLVED:
+            incident.resolved_at = now
+            if incident.severity in POSTMORTEM_SEVERITIES:
+                incident.postmortem_due_at = now + POSTMORTEM_WINDOW
+            incident.postmortem = draft_postmortem(incident)
+        incident.status = to
+        incident.save()
+        IncidentEvent.objects.create(incident=incident, at=now, author=actor,
+                                     text=f"{IncidentStatus(to).label}{': ' + note if note else ''}")
+        record_audit(actor=actor, action="advance_incident", obj=incident, before=before,
+                     after={"status": to, "severity": incident.severity}, reason=note)
+    return incident
+
+
+def complete_postmortem(*, actor: Any, incident: Incident, text: str) -> Incident:
+    _require(actor, "ops.change_incident", "update incidents")
+    text = (text or "").strip()
+    if incident.status != IncidentStatus.RESOLVED:
+        raise ValidationError({"status": "Only a resolved incident gets its post-mortem."})
+    if not text or "[" in text.split("## Root Cause")[-1][:40]:
+        raise ValidationError({"postmortem": "Fill in the post-mortem (root cause, resolution, lessons, actions)."})
+    with transaction.atomic():
+        incident = Incident.objects.select_for_update().get(pk=incident.pk)
+        incident.postmortem, incident.postmortem_done_at, incident.status = text, timezone.now(), IncidentStatus.POSTMORTEM
+        incident.save(update_fields=["postmortem", "postmortem_done_at", "status"])
+        IncidentEvent.objects.create(incident=incident, at=incident.postmortem_done_at, author=actor,
+                                     text="Post-mortem completed")
+        record_audit(actor=actor, action="complete_postmortem", obj=incident, after={"status": incident.status})
+    return incident
+
+
+def draft_postmortem(incident: Incident) -> str:
+    """The guide's post-mortem template (§7), with the timeline and the known facts filled in."""
+    end = incident.resolved_at or timezone.now()
+    minutes = int((end - incident.detected_at).total_seconds() // 60)
+    rows = "\n".join(f"| {e.at:%Y-%m-%d %H:%M} | {e.text} |" for e in incident.timeline.order_by("at", "id"))
+    orders = ", ".join(str(o) for o in incident.affected_orders.all()[:50]) or "[number]"
+    actions = ", ".join(f"#{a.pk} {a.description}" for a in incident.contract_actions.all()[:20]) or "none"
+    return f"""# Incident Post-Mortem: {incident.title}
+
+**Date**: {incident.detected_at:%Y-%m-%d}
+**Duration**: {minutes // 60:02d}:{minutes % 60:02d} (from detection to resolution)
+**Severity**: {incident.severity}
+**Commander**: {incident.commander or '[Name]'}
+
+## Summary
+{incident.summary or 'One-paragraph description of what happened and impact.'}
+
+## Impact
+- Users affected: [number / percentage]
+- Orders affected: {orders}
+- Funds at risk: [amount / none]
+- Revenue impact: [amount]
+
+## Timeline (UTC)
+| Time | Event |
+|------|-------|
+{rows}
+
+## Root Cause
+[Technical explanation of what caused the incident.]
+
+## Resolution
+[What was done to fix the issue.] Contract actions: {actions}
+
+## Lessons Learned
+### What went well
+- ...
+
+### What went poorly
+- ...
+
+## Action Items
+| Action | Owner | Deadline |
+|--------|-------|----------|
+| [Improvement] | [Name] | YYYY-MM-DD |
+"""
+
+
+def monthly_incident_report(year: int, month: int) -> dict:
+    """Incidents of a month by severity, with MTTD (first sign → detection) and MTTR (detection → resolution)."""
+    start = datetime(year, month, 1, tzinfo=timezone.utc)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+    report = {}
+    for severity in ("P0", "P1", "P2", "P3"):
+        rows = list(Incident.objects.filter(severity=severity, detected_at__gte=start, detected_at__lt=end))
+        resolved = [i for i in rows if i.resolved_at]
+        report[severity] = {
+            "count": len(rows),
+            "resolved": len(resolved),
+            "mttd_minutes": round(sum((i.detected_at - i.started_at).total_seconds() for i in rows) / 60 / len(rows), 1)
+            if rows else None,
+            "mttr_minutes": round(sum((i.resolved_at - i.detected_at).total_seconds() for i in resolved) / 60
+                                  / len(resolved), 1) if resolved else None,
+        }
+    return report

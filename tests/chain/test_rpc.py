@@ -1,0 +1,249 @@
+"""RPC access: circuit breakers, failover to the fallback and back, errors that are the request's fault."""
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from chain.rpc import CircuitBreaker, ProviderUnavailable, RpcClient, RpcError, redact_url
+
+from .conftest import calldata, dead_url
+
+pytestmark = pytest.mark.anvil
+
+
+# ---------------------------------------------------------------------------- CircuitBreaker
+
+
+def test_circuit_breaker_stays_closed_below_the_threshold():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    breaker.record_failure(now=0)
+    breaker.record_failure(now=1)
+    assert breaker.state == "closed" and breaker.allow(now=1)
+
+
+def test_circuit_breaker_opens_after_three_consecutive_failures():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    for t in range(3):
+        breaker.record_failure(now=t)
+    assert breaker.state == "open"
+    assert not breaker.allow(now=5)
+
+
+def test_circuit_breaker_success_resets_the_failure_count():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    breaker.record_failure(now=0)
+    breaker.record_failure(now=0)
+    breaker.record_success()
+    breaker.record_failure(now=0)
+    assert breaker.state == "closed" and breaker.consecutive_failures == 1
+
+
+def test_circuit_breaker_goes_half_open_after_reset_and_allows_one_trial():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    for _ in range(3):
+        breaker.record_failure(now=100)
+    assert not breaker.allow(now=109.9)
+    assert breaker.allow(now=110)
+    assert breaker.state == "half_open"
+    assert not breaker.allow(now=110.1), "a second call while the trial is in flight"
+
+
+def test_circuit_breaker_half_open_closes_on_success():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    for _ in range(3):
+        breaker.record_failure(now=100)
+    assert breaker.allow(now=111)
+    breaker.record_success()
+    assert breaker.state == "closed" and breaker.consecutive_failures == 0 and breaker.allow(now=111)
+
+
+def test_circuit_breaker_half_open_opens_again_on_failure():
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    for _ in range(3):
+        breaker.record_failure(now=100)
+    assert breaker.allow(now=111)
+    breaker.record_failure(now=111)
+    assert breaker.state == "open" and breaker.opened_at == 111
+    assert not breaker.allow(now=120)
+    assert breaker.allow(now=121) and breaker.state == "half_open"
+
+
+# ---------------------------------------------------------------------------- RpcClient on a real node
+
+
+def test_rpc_client_fails_over_to_the_fallback_when_the_primary_is_dead(anvil_node):
+    client = RpcClient("bsc", [("primary", dead_url()), ("fallback", anvil_node.url)], timeout=2)
+    assert client.block_number() == anvil_node.head()
+    assert client.last_provider.role == "fallback" and client.using_fallback
+    primary, fallback = client.providers
+    assert primary.failures == 1 and primary.breaker.state == "closed"
+    for _ in range(2):
+        client.chain_id()
+    assert primary.breaker.state == "open" and primary.failures == 3
+    calls = primary.calls
+    client.block_number()
+    assert primary.calls == calls, "an open primary is skipped"
+    snapshot = {s["role"]: s for s in client.snapshot()}
+    assert snapshot["primary"]["state"] == "open" and snapshot["primary"]["opened_at"] is not None
+    assert snapshot["fallback"]["in_use"] and not snapshot["primary"]["in_use"]
+    assert fallback.latency_ms is not None and fallback.breaker.state == "closed"
+
+
+def test_rpc_client_returns_to_the_primary_once_it_answers_again(anvil_node, tcp_proxy):
+    tcp_proxy.kill()
+    client = RpcClient("bsc", [("primary", tcp_proxy.url), ("fallback", anvil_node.url)], timeout=2)
+    for provider in client.providers:
+        provider.breaker.reset_seconds = 0.2
+    for _ in range(3):
+        client.block_number()
+    assert client.providers[0].breaker.state == "open" and client.last_provider.role == "fallback"
+
+    tcp_proxy.start()
+    client.block_number()
+    assert client.last_provider.role == "fallback", "still open: the reset time has not passed"
+    time.sleep(0.25)
+    client.block_number()
+    assert client.last_provider.role == "primary"
+    assert client.providers[0].breaker.state == "closed" and not client.using_fallback
+
+
+def test_rpc_client_half_open_primary_that_still_fails_opens_again(anvil_node, tcp_proxy):
+    tcp_proxy.kill()
+    client = RpcClient("bsc", [("primary", tcp_proxy.url), ("fallback", anvil_node.url)], timeout=2)
+    client.providers[0].breaker.reset_seconds = 0.2
+    for _ in range(3):
+        client.block_number()
+    time.sleep(0.25)
+    failures = client.providers[0].failures
+    assert client.block_number() == anvil_node.head()
+    assert client.providers[0].failures == failures + 1, "one trial call"
+    assert client.providers[0].breaker.state == "open" and client.last_provider.role == "fallback"
+
+
+def test_rpc_client_raises_provider_unavailable_when_every_provider_is_dead():
+    client = RpcClient("bsc", [("primary", dead_url()), ("fallback", dead_url())], timeout=1)
+    with pytest.raises(ProviderUnavailable, match="every RPC provider failed"):
+        client.block_number()
+    assert all(p.failures == 1 for p in client.providers)
+
+
+def test_rpc_client_keeps_raising_provider_unavailable_when_both_breakers_are_open():
+    client = RpcClient("bsc", [("primary", dead_url()), ("fallback", dead_url())], timeout=1)
+    for _ in range(3):
+        with pytest.raises(ProviderUnavailable):
+            client.chain_id()
+    assert [p.breaker.state for p in client.providers] == ["open", "open"]
+    with pytest.raises(ProviderUnavailable):
+        client.chain_id()
+
+
+def test_rpc_client_needs_a_url():
+    with pytest.raises(ProviderUnavailable, match="BSC_RPC_URL"):
+        RpcClient("bsc", [("primary", ""), ("fallback", "")])
+
+
+def test_rpc_client_revert_raises_rpc_error_without_opening_the_breaker(anvil_node, deployment):
+    client = RpcClient("bsc", [("primary", anvil_node.url), ("fallback", anvil_node.url)], timeout=5)
+    stranger = anvil_node.accounts[5]
+    for _ in range(4):  # more than the breaker's threshold
+        with pytest.raises(RpcError) as raised:
+            client.eth_call(deployment.pool, calldata("setEscrow(address)", stranger), sender=stranger)
+        assert "revert" in raised.value.message.lower()
+    primary, fallback = client.providers
+    assert primary.breaker.state == "closed" and primary.failures == 0
+    assert fallback.calls == 0, "a revert is the request's fault: no failover"
+
+
+def test_rpc_client_batch_raises_rpc_error_for_a_failing_item(anvil_node, deployment):
+    client = RpcClient("bsc", [("primary", anvil_node.url)], timeout=5)
+    stranger = anvil_node.accounts[5]
+    with pytest.raises(RpcError):
+        client.batch([("eth_blockNumber", []),
+                      ("eth_call", [{"to": deployment.pool, "from": stranger,
+                                     "data": calldata("setEscrow(address)", stranger)}, "latest"])])
+    assert client.providers[0].breaker.state == "closed"
+
+
+def test_rpc_client_block_headers_reads_hashes_and_timestamps(anvil_node):
+    client = RpcClient("bsc", [("primary", anvil_node.url)], timeout=5)
+    head = anvil_node.head()
+    headers = client.block_headers([0, head])
+    block = anvil_node.call("eth_getBlockByNumber", [hex(head), False])
+    assert headers[head] == {"hash": block["hash"].lower(), "timestamp": int(block["timestamp"], 16)}
+    with pytest.raises(RpcError, match="not found"):
+        client.block_headers([head + 1000])
+
+
+class _SickHandler(http.server.BaseHTTPRequestHandler):
+    status = 503
+
+    def do_POST(self):  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = (b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"limit exceeded"}}'
+                if self.status == 200 else b"busy")
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [503, 429, 200], ids=["http_503", "http_429", "rate_limit_error"])
+def test_rpc_client_treats_a_sick_provider_as_down_and_fails_over(anvil_node, status):
+    handler = type("Handler", (_SickHandler,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RpcClient("bsc", [("primary", f"http://127.0.0.1:{server.server_port}"),
+                                   ("fallback", anvil_node.url)], timeout=2)
+        assert client.block_number() == anvil_node.head()
+        assert client.providers[0].failures == 1 and client.last_provider.role == "fallback"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rpc_client_times_out_a_provider_that_never_answers(anvil_node):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        client = RpcClient("bsc", [("primary", f"http://127.0.0.1:{silent.getsockname()[1]}"),
+                                   ("fallback", anvil_node.url)], timeout=0.3)
+        started = time.monotonic()
+        assert client.block_number() == anvil_node.head()
+        assert time.monotonic() - started < 2
+        assert "Timeout" in client.providers[0].last_error
+    finally:
+        silent.close()
+
+
+# ---------------------------------------------------------------------------- redact_url
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://user:s3cret@bsc.example.com/v3/abcdef0123456789?apikey=k3y", "https://bsc.example.com/…"),
+    ("https://bsc-mainnet.nodereal.io/v1/0123456789abcdef", "https://bsc-mainnet.nodereal.io/…"),
+    ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+    ("http://127.0.0.1:8545/", "http://127.0.0.1:8545"),
+    ("wss://token@eth.example.org:8443/ws?key=abc#frag", "wss://eth.example.org:8443/…"),
+    ("", ""),
+])
+def test_redact_url_hides_credentials_and_api_keys(url, shown):
+    assert redact_url(url) == shown
+    for secret in ("s3cret", "user", "abcdef", "k3y", "token", "key=abc", "frag"):
+        if secret in url:
+            assert secret not in redact_url(url)
+
+
+def test_rpc_client_snapshot_never_contains_the_secret(anvil_node):
+    client = RpcClient("bsc", [("primary", "https://u:pw@rpc.example.com/key123"), ("fallback", anvil_node.url)])
+    rendered = repr(client.snapshot())
+    assert "pw" not in rendered and "key123" not in rendered

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def main(names: list[str]) -> int:
-    available = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent))
+    available = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                        if not m.name.startswith("_") and m.name != "common")
     chosen = names or available
     unknown = [n for n in chosen if n not in available]

@@ -384,18 +384,17 @@ class MarketDriver:
             t["nonce"] = hex(nonces[t["from"]])
             nonces[t["from"]] += 1
         first = int(self.rpc("eth_blockNumber", []), 16) + 1
-        chunk = 2000
-        for i in range(0, len(txs), chunk):
-            part = txs[i:i + chunk]
-            calls: list[tuple[str, list]] = []
-            for j in range(0, len(part), per_block):
-                calls += [("eth_sendTransaction", [t]) for t in part[j:j + per_block]]
-                calls.append(("evm_mine", []))
-            for r in self.rpc_batch(calls):
+        # A batch's items may run concurrently on the node, so evm_mine gets its own request, after the
+        # batch that filled the pool has been answered.
+        for i in range(0, len(txs), per_block):
+            for r in self.rpc_batch([("eth_sendTransaction", [t]) for t in txs[i:i + per_block]]):
                 if isinstance(r, RpcFailure):
                     self.stats["refused"] += 1
-        # Anything still pending (it should not be) goes into one more block.
-        if int(self.rpc("txpool_status", [])["pending"], 16):
+            self.rpc("evm_mine", [])
+        # Anything still pending (it should not be) goes into more blocks.
+        for _ in range(100):
+            if not int(self.rpc("txpool_status", [])["pending"], 16):
+                break
             self.rpc("evm_mine", [])
         return first, int(self.rpc("eth_blockNumber", []), 16)
 

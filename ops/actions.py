@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
 
@@ -169,17 +170,22 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
             record_audit(actor=actor_label, action="execute_contract_action", obj=action, before=before,
                          after=_snapshot(action), reason=action.outcome)
             return action
-        if action.replaces_id:
-            original = action.replaces
-            nonce = original.nonce
-            max_fee = max(transactions.fee_quote(action.chain)[0], math.ceil(int(original.max_fee_per_gas) * REPLACEMENT_BUMP) + 1)
-            tip = math.ceil(int(original.max_priority_fee_per_gas) * REPLACEMENT_BUMP) + 1
-            max_fee = max(max_fee, tip)
-            gas = original.gas_limit
-        else:
-            nonce = _allocate_nonce(action.chain, signer)
-            max_fee, tip = transactions.fee_quote(action.chain)
-            gas = int(simulation.gas * 1.25) + 10_000
+        try:
+            if action.replaces_id:
+                # Same nonce; both fees raised at least 12.5% over the highest attempt so far.
+                attempts = [a for a in _nonce_group(action.replaces) if a.raw_tx]
+                nonce = action.replaces.nonce
+                top_fee = max(int(a.max_fee_per_gas) for a in attempts)
+                top_tip = max(int(a.max_priority_fee_per_gas) for a in attempts)
+                tip = math.ceil(top_tip * REPLACEMENT_BUMP) + 1
+                max_fee = max(transactions.fee_quote(action.chain)[0], math.ceil(top_fee * REPLACEMENT_BUMP) + 1, tip)
+                gas = max(a.gas_limit for a in attempts)
+            else:
+                nonce = _allocate_nonce(action.chain, signer)
+                max_fee, tip = transactions.fee_quote(action.chain)
+                gas = int(simulation.gas * 1.25) + 10_000
+        except (ProviderUnavailable, RpcError) as exc:
+            raise ValidationError({"chain": f"{action.chain} RPC unreachable, nothing was signed: {exc}"}) from None
         signed = transactions.sign(chain_id=cfg.chain_id, to=action.to_address, data=action.calldata, nonce=nonce,
                                    gas=gas, max_fee=max_fee, priority_fee=tip)
         action.signer_address, action.nonce, action.gas_limit = signer, nonce, gas
@@ -243,10 +249,11 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
     if receipt is None:
         consumed = transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce
         if consumed:
-            sibling = _sibling(action)
-            if sibling is not None and transactions.receipt(action.chain, sibling.tx_hash) is not None:
+            winner = next((a for a in _others_with_nonce(action) if a.tx_hash
+                           and transactions.receipt(action.chain, a.tx_hash) is not None), None)
+            if winner is not None:
                 _mark(action, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
-                      outcome=f"nonce {action.nonce} used by action #{sibling.pk}")
+                      outcome=f"nonce {action.nonce} used by action #{winner.pk}")
                 counts["replaced"] += 1
             else:
                 _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
@@ -275,23 +282,24 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
         _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
               outcome="the transaction reverted on chain (receipt status 0)")
         counts["failed"] += 1
-    sibling = _sibling(action)
-    if sibling is not None and sibling.status in (ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.APPROVED,
-                                                  ActionStatus.PROPOSED):
-        if sibling.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
-            _mark(sibling, ActionStatus.REJECTED, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+    for other in _others_with_nonce(action):
+        if other.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+            _mark(other, ActionStatus.REJECTED, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
                   outcome=f"not needed: action #{action.pk} with the same nonce was mined")
-        else:
-            _mark(sibling, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+        elif other.status in (ActionStatus.SIGNED, ActionStatus.SENT):
+            _mark(other, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
                   outcome=f"nonce {action.nonce} used by action #{action.pk}")
             counts["replaced"] += 1
 
 
-def _sibling(action: ContractAction) -> ContractAction | None:
-    """The other transaction sharing this action's nonce: its replacement, or the original it replaces."""
-    if action.replaces_id:
-        return action.replaces
-    return ContractAction.objects.filter(replaces=action).first()
+def _nonce_group(root: ContractAction) -> list[ContractAction]:
+    """The original action and every replacement of it: all share one nonce."""
+    return list(ContractAction.objects.filter(Q(pk=root.pk) | Q(replaces=root)).order_by("pk"))
+
+
+def _others_with_nonce(action: ContractAction) -> list[ContractAction]:
+    root = action.replaces if action.replaces_id else action
+    return [a for a in _nonce_group(root) if a.pk != action.pk]
 
 
 def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
@@ -305,16 +313,18 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
     if action.status not in (ActionStatus.SIGNED, ActionStatus.SENT):
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: only a "
                                          "signed or sent transaction can be replaced."})
-    if action.replaces_id or hasattr(action, "replacement"):
-        raise ValidationError({"status": f"Action #{action.pk} already has a replacement or is one."})
+    root = action.replaces if action.replaces_id else action
+    if root.replacements.filter(status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED]).exists():
+        raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
+                                         "execution: approve, execute or reject that one first."})
     with transaction.atomic():
         replacement = ContractAction.objects.create(
             chain=action.chain, kind=action.kind, params=action.params, description=action.description,
             to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
-            reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=action,
+            reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=root,
             proposal_simulation=action.proposal_simulation)
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
-                     after={**_snapshot(replacement), "replaces": action.pk}, reason=reason)
+                     after={**_snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
     return replacement
 
 

@@ -106,7 +106,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             "reject": action.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED)
             and user.has_perm("ops.approve_contractaction"),
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
-            "replace": action.status in (ActionStatus.SIGNED, ActionStatus.SENT) and not action.replaces_id
+            "replace": action.status in (ActionStatus.SIGNED, ActionStatus.SENT)
             and user.has_perm("ops.add_contractaction"),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,

@@ -20,6 +20,7 @@ CACHE_SECONDS = 1.0
 QUEUE_WARNING = 500  # RB-09: > 500 tasks queued
 WORKER_HEARTBEAT_KEY = "backoffice:celery:workers"
 WORKER_STALE_SECONDS = 30
+TASKS_DONE_KEY = "backoffice:celery:tasks_done"
 VERSION = "0.1.0"
 
 _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="health")

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_postrun, worker_ready, worker_shutdown
 
 logger = logging.getLogger(__name__)
 INTERVAL = 5.0
@@ -36,5 +36,16 @@ def stop_heartbeat(sender=None, **kwargs) -> None:
     _stop.set()
     try:
         redis_client().hdel(WORKER_HEARTBEAT_KEY, sender.hostname)
+    except Exception:
+        pass
+
+
+@task_postrun.connect
+def count_task(sender=None, state=None, **kwargs) -> None:
+    """Task throughput for the Grafana panel: one Redis HINCRBY per finished task."""
+    from .health import TASKS_DONE_KEY, redis_client
+
+    try:
+        redis_client().hincrby(TASKS_DONE_KEY, (state or "UNKNOWN").lower(), 1)
     except Exception:
         pass

@@ -50,7 +50,16 @@ def _business() -> list:
         expired.add_metric([chain, "seller_timeout"], exp)
         expired.add_metric([chain, "buyer_timeout"], auto)
         open_disputes.add_metric([chain], open_d)
-    return [created, completed, disputed, expired, fees, open_disputes]
+    # RB-04's rate and the large-order rule read only the last day / hour: a range on the created_at index.
+    rate = GaugeMetricFamily("p2p_dispute_rate_24h_ratio", "Orders created in the last 24 h now disputed / all")
+    (total, disp), = _rows("SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'disputed') FROM orders "
+                           "WHERE created_at > NOW() - INTERVAL '24 hours'")
+    rate.add_metric([], disp / total if total else 0.0)
+    large = GaugeMetricFamily("p2p_large_orders_1h", "Orders over LARGE_ORDER_USDT created in the last hour")
+    (n_large,), = _rows("SELECT COUNT(*) FROM orders WHERE created_at > NOW() - INTERVAL '1 hour' AND amount > "
+                        "COALESCE((SELECT (value #>> '{}')::numeric FROM ops_platform_flags WHERE key = 'LARGE_ORDER_USDT'), 5000)")
+    large.add_metric([], float(n_large))
+    return [created, completed, disputed, expired, fees, open_disputes, rate, large]
 
 
 def _chain() -> list:
@@ -105,7 +114,7 @@ def _ops() -> list:
 
 
 def _redis() -> list:
-    from .health import celery_counts, redis_client
+    from .health import TASKS_DONE_KEY, celery_counts, redis_client
 
     out = []
     try:
@@ -123,6 +132,15 @@ def _redis() -> list:
     limit.add_metric([], float(info.get("maxmemory", 0)))
     q = GaugeMetricFamily("celery_tasks_queued", "Tasks waiting in the default Celery queue")
     q.add_metric([], float(queued))
+    stats = redis_client().info("stats")
+    hits = CounterMetricFamily("redis_keyspace_hits", "Redis keyspace hits")
+    hits.add_metric([], float(stats.get("keyspace_hits", 0)))
+    misses = CounterMetricFamily("redis_keyspace_misses", "Redis keyspace misses")
+    misses.add_metric([], float(stats.get("keyspace_misses", 0)))
+    done = CounterMetricFamily("celery_tasks_completed", "Tasks finished by the workers", labels=["state"])
+    for state, n in (redis_client().hgetall(TASKS_DONE_KEY) or {}).items():
+        done.add_metric([state.decode() if isinstance(state, bytes) else state], float(n))
+    out += [hits, misses, done]
     w = GaugeMetricFamily("celery_workers_active", "Celery workers with a fresh heartbeat")
     w.add_metric([], float(workers))
     out += [up, used, limit, q, w]

@@ -68,8 +68,9 @@ class ContractAction(models.Model):
     receipt_block = models.BigIntegerField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     outcome = models.TextField(blank=True, default="", help_text="Revert reason, failure or replacement note.")
-    replaces = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT,
-                                    related_name="replacement", help_text="The stuck action this one replaces.")
+    replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="replacements",
+                                 help_text="The original action whose nonce this replacement reuses.")
 
     class Meta:
         db_table = "ops_contract_actions"
@@ -105,6 +106,8 @@ class ContractAction(models.Model):
             models.UniqueConstraint(fields=["chain", "signer_address", "nonce"],
                                     condition=models.Q(nonce__isnull=False, replaces__isnull=True),
                                     name="contract_actions_one_original_per_nonce"),
+            models.UniqueConstraint(fields=["replaces"], condition=models.Q(status__in=["proposed", "approved"]),
+                                    name="contract_actions_one_pending_replacement"),
             models.UniqueConstraint(fields=["chain", "kind", "order_onchain_id"],
                                     condition=models.Q(is_automatic=True)
                                     & ~models.Q(status__in=["rejected", "failed"]),

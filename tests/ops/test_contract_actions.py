@@ -328,6 +328,32 @@ def test_contract_action_stuck_transaction_is_replaced_and_confirmed(chain, alic
     assert_one_treasury_change(chain, replacement, start, nonce_before)
 
 
+def test_contract_action_stuck_replacement_is_replaced_again_with_higher_fees(chain, alice, bob):
+    start, nonce_before = chain.head() + 1, chain.owner_nonce()
+    chain.automine(False)
+    original = actions.execute_contract_action(
+        actor=alice, action=approved(alice, bob, "set_treasury", {"treasury": NEW_TREASURY}))
+    first = actions.replace_contract_action(actor=alice, action=original, reason="stuck")
+    with pytest.raises(ValidationError, match="already has a replacement"):
+        actions.replace_contract_action(actor=alice, action=original, reason="again, too early")
+    actions.approve_contract_action(actor=bob, action=first)
+    first = actions.execute_contract_action(actor=bob, action=first)
+    second = actions.replace_contract_action(actor=alice, action=first, reason="the replacement is stuck too")
+    assert second.replaces_id == original.pk  # every attempt hangs off the original's nonce
+    actions.approve_contract_action(actor=bob, action=second)
+    second = actions.execute_contract_action(actor=bob, action=second)
+    assert second.nonce == original.nonce
+    assert second.max_fee_per_gas >= first.max_fee_per_gas * 1125 / 1000
+    assert second.max_priority_fee_per_gas >= first.max_priority_fee_per_gas * 1125 / 1000
+    chain.rpc("evm_mine")
+    chain.automine(True)
+    actions.advance_contract_actions(chain="bsc")
+    statuses = {a.pk: a.status for a in ContractAction.objects.filter(pk__in=[original.pk, first.pk, second.pk])}
+    assert statuses == {original.pk: ActionStatus.REPLACED, first.pk: ActionStatus.REPLACED,
+                        second.pk: ActionStatus.CONFIRMED}
+    assert_one_treasury_change(chain, second, start, nonce_before)
+
+
 # ---------------------------------------------------------------------------- nonces
 
 

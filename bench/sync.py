@@ -16,9 +16,7 @@ from .common import bench_env, figure
 EVENTS = 100_000
 NAIVE_EVENTS = 5_000
 # bulk_orders packs ~300 transactions into a block (anvil's per-block cost grows with its state), so
-# ~400 events per block: the sync's block-count batches are sized to carry ~10k events each, and the
-# plain eth_getLogs limit is measured over the very same ranges.
-EVENTS_PER_BATCH = 10_000
+# ~400 events per block; the sync runs with its default, adaptive batching (see chain/sync.py).
 LIVE_SECONDS = 60
 LIVE_CONFIRMATIONS = 5
 
@@ -105,18 +103,8 @@ def historical(url: str, tmp: Path) -> None:
     gen_seconds = time.monotonic() - started
     head = w3.eth.block_number
     blocks = head - deployment["deploy_block"] + 1
-    batch_blocks = max(1, min(settings.CHAINS["bsc"]["batch_blocks"], EVENTS_PER_BATCH * blocks // events))
-    os.environ["BSC_SYNC_BATCH_BLOCKS"] = str(batch_blocks)
-    settings.CHAINS["bsc"]["batch_blocks"] = batch_blocks
     figure("sync_bulk_orders_events_per_s", events / gen_seconds, "events/s", higher_is_better=True,
            orders=orders, events=events, blocks=blocks, seconds=round(gen_seconds, 1))
-
-    # limit: the same logs, the same ranges, plain eth_getLogs + JSON parsing.
-    t0, got = time.monotonic(), 0
-    for frm in range(deployment["deploy_block"], head + 1, batch_blocks):
-        got += len(get_logs(frm, min(frm + batch_blocks - 1, head)))
-    limit = got / (time.monotonic() - t0)
-    say(f"limit: {got} logs in batches of {batch_blocks} blocks, {limit:.0f} events/s")
 
     # the sync under test, from an empty mirror
     local.reset_mirror()
@@ -138,9 +126,17 @@ def historical(url: str, tmp: Path) -> None:
     say(f"sync: {result.events} events, {result.batches} batches, {result.malformed} malformed, {seconds:.1f} s")
     rate = result.events / seconds
 
+    # limit: the same logs over the very ranges the sync fetched (its default, adaptive batching),
+    # with plain eth_getLogs and JSON parsing only.
+    t0, got = time.monotonic(), 0
+    for frm, to in result.ranges:
+        got += len(get_logs(frm, to))
+    limit = got / (time.monotonic() - t0)
+    say(f"limit: {got} logs in {len(result.ranges)} requests, {limit:.0f} events/s")
+
     baseline = naive_sync(w3, deployment, NAIVE_EVENTS)
     figure("sync_events_per_s", rate, "events/s", higher_is_better=True, baseline=baseline, limit=limit,
-           events=result.events, batch_blocks=batch_blocks)
+           events=result.events, batches=result.batches)
     figure("sync_peak_memory_mb", rss.peak / 2**20, "MB", limit=500.0)
 
 

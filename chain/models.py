@@ -312,7 +312,8 @@ class ChainEvent(models.Model):
         ordering = ["-block_number", "-log_index"]
         verbose_name = "chain event"
         constraints = [
-            models.UniqueConstraint(fields=["chain", "tx_hash", "log_index"], name="chain_events_idempotency"),
+            # tx_hash first: the same index serves the admin's search by transaction hash.
+            models.UniqueConstraint(fields=["tx_hash", "log_index", "chain"], name="chain_events_idempotency"),
             models.CheckConstraint(condition=Q(chain__in=Chain.values), name="chain_events_chain_valid"),
         ]
         indexes = [
@@ -320,7 +321,6 @@ class ChainEvent(models.Model):
             models.Index(fields=["chain", "order_id", "block_number", "log_index"], name="chain_events_order_idx",
                          condition=Q(order_id__isnull=False)),
             models.Index(fields=["chain", "wallet"], name="chain_events_wallet_idx", condition=Q(wallet__isnull=False)),
-            models.Index(fields=["tx_hash"], name="chain_events_tx_idx"),
             models.Index(fields=["chain"], name="chain_events_malformed_idx", condition=~Q(decode_error="")),
         ]
 

@@ -30,6 +30,8 @@ from .rpc import RpcClient, RpcError, get_client
 logger = logging.getLogger(__name__)
 
 HASH_WINDOW_MIN = 64
+TARGET_LOGS = 25_000  # logs per eth_getLogs batch once the chain's density is known
+FIRST_BATCH_BLOCKS = 100
 
 
 class SyncConfigError(RuntimeError):
@@ -45,6 +47,17 @@ class Batch:
 
 
 @dataclass
+class RunCache:
+    """Order states carried from one batch to the next within one run (under the chain lock).
+
+    Dropped with the run: any error ends the run, so a rolled-back batch never leaves stale states.
+    """
+
+    orders: dict[int, dict] = field(default_factory=dict)
+    persisted: set[int] = field(default_factory=set)
+
+
+@dataclass
 class SyncResult:
     chain: str
     skipped: str = ""
@@ -55,6 +68,7 @@ class SyncResult:
     malformed: int = 0
     rolled_back_to: int | None = None
     batches: int = 0
+    ranges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -133,18 +147,22 @@ def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: 
     return Batch(from_block, to_block, headers[to_block]["hash"], logs)
 
 
-def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int) -> tuple[int, int]:
+def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int,
+                cache: RunCache | None = None) -> tuple[int, int]:
     """One transaction: events, mirror, block hashes, cursor. Returns (events applied, malformed)."""
     chain = cfg.key
+    cache = cache or RunCache()
     with transaction.atomic():
         cursor = EventSyncCursor.objects.select_for_update().get(chain=chain)
         if cursor.last_block >= batch.to_block:
             return 0, 0  # already applied (a concurrent or repeated run)
-        new = insert_events(chain, batch.logs)
+        # Raw events only exist up to the cursor (rollbacks delete above it), so a batch wholly above
+        # it cannot collide: it is COPied straight in.
+        new = insert_events(chain, batch.logs, fresh=cursor.last_block < batch.from_block)
         fresh = [log for log in batch.logs if (log.tx_hash, log.log_index) in new]
         good = [log for log in fresh if not log.error]
         bad = [log for log in fresh if log.error]
-        apply_logs(chain, good, tokens)
+        apply_logs(chain, good, tokens, orders=cache.orders, persisted=cache.persisted)
         hashes = {batch.to_block: batch.to_hash}
         for log in batch.logs:
             hashes[log.block_number] = log.block_hash
@@ -218,7 +236,7 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
     context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"} - set(orders))
     rebuilt_orders: dict[int, dict] = dict(context)
     rebuilt_arbs: dict[str, dict] = {}
-    apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs)
+    apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs, replay=True)
     for oid in context:
         del rebuilt_orders[oid]
     with connection.cursor() as cur:
@@ -291,21 +309,32 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
         return
 
-    def fetch(frm: int):
-        return fetch_batch(cfg, client, frm, min(frm + cfg.batch_blocks - 1, target))
+    size = min(cfg.batch_blocks, FIRST_BATCH_BLOCKS)  # until the density is known
 
+    def fetch(frm: int, blocks: int):
+        return fetch_batch(cfg, client, frm, min(frm + blocks - 1, target))
+
+    cache = RunCache()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fetch-{cfg.key}") as pool:
-        future = pool.submit(fetch, start)
+        future = pool.submit(fetch, start, size)
         while future is not None:
             batch = future.result()
+            # Size the next range for about TARGET_LOGS logs: big enough to amortise each write,
+            # small enough for providers' response limits and the worker's memory.
+            density = len(batch.logs) / (batch.to_block - batch.from_block + 1)
+            size = max(1, min(cfg.batch_blocks, int(TARGET_LOGS / density) if density else cfg.batch_blocks))
             nxt = batch.to_block + 1
             more = nxt <= target and time.monotonic() - started < max_seconds
-            future = pool.submit(fetch, nxt) if more else None
+            future = pool.submit(fetch, nxt, size) if more else None
             tokens = token_book(cfg, client, batch.logs)
-            applied, bad = apply_batch(cfg, batch, tokens, head)
+            applied, bad = apply_batch(cfg, batch, tokens, head, cache)
+            if len(cache.orders) > 200_000:  # bounded memory on a very long catch-up
+                cache.orders.clear()
+                cache.persisted.clear()
             result.events += applied
             result.malformed += bad
             result.batches += 1
+            result.ranges.append((batch.from_block, batch.to_block))
             result.to_block = batch.to_block
 
 

@@ -387,11 +387,11 @@ def test_sync_chain_after_the_database_connection_drops_mid_batch_has_no_gap_and
     real_write_orders = mirror.write_orders
     calls = []
 
-    def write_orders_after_a_dropped_connection(states):
+    def write_orders_after_a_dropped_connection(states, **kwargs):
         calls.append(1)
         if len(calls) == 3:  # two batches committed, the third dies half-written
             _terminate(connection.connection.info.backend_pid)
-        return real_write_orders(states)
+        return real_write_orders(states, **kwargs)
 
     monkeypatch.setattr(mirror, "write_orders", write_orders_after_a_dropped_connection)
     with pytest.raises(Exception) as raised:

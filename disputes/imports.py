@@ -1,6 +1,7 @@
 """Blacklist CSV import: parse and validate a whole file; one bad row rejects the file, naming its line."""
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from dataclasses import dataclass, field
@@ -47,8 +48,12 @@ def parse_blacklist_csv(data: bytes | str, *, now: datetime | None = None) -> Pa
             return result
         try:
             data = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            result.errors.append("The file is not UTF-8 text: export it as CSV (UTF-8).")
+        except UnicodeDecodeError as exc:
+            # Name the line, as for every other bad row, so the person can find the stray byte.
+            # (utf-8-sig reports the offset after a byte-order mark.)
+            body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+            line = body[:exc.start].count(b"\n") + 1
+            result.errors.append(f"line {line}: the file is not UTF-8 text: export it as CSV (UTF-8).")
             return result
     reader = csv.DictReader(io.StringIO(data, newline=""))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
@@ -107,7 +112,10 @@ def _row(record: dict, line: int, now: datetime, seen: dict[str, int], result: P
         return
     expires_at = None
     if values.get("expires_at"):
-        expires_at = parse_datetime(values["expires_at"])
+        try:
+            expires_at = parse_datetime(values["expires_at"])
+        except ValueError:  # well-formed but impossible, e.g. 2026-02-30: parse_datetime raises
+            expires_at = None
         if expires_at is None:
             result.errors.append(f"line {line}: expires_at {values['expires_at'][:30]!r} is not a date-time "
                                  "(use 2026-12-31T00:00:00Z).")

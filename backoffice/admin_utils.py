@@ -9,7 +9,9 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import StreamingHttpResponse
-from django.urls import reverse
+from functools import lru_cache
+
+from django.urls import get_script_prefix, reverse
 from django.utils.formats import localize
 from django.utils.functional import cached_property
 from django.utils.html import format_html
@@ -38,9 +40,20 @@ class CappedCountPaginator(Paginator):
         return qs.order_by()[: COUNT_CAP + 1].count()
 
 
+_MARK = 987654321987
+
+
+@lru_cache(maxsize=256)
+def _url_template(prefix: str, name: str) -> tuple[str, str]:
+    head, _, tail = reverse(name, args=[_MARK]).partition(str(_MARK))
+    return head, tail
+
+
 def admin_url(obj: Any, action: str = "change") -> str:
+    """reverse() once per model and action (it is slow in a 50-row changelist), then fill in the pk."""
     meta = obj._meta
-    return reverse(f"admin:{meta.app_label}_{meta.model_name}_{action}", args=[obj.pk])
+    head, tail = _url_template(get_script_prefix(), f"admin:{meta.app_label}_{meta.model_name}_{action}")
+    return f"{head}{obj.pk}{tail}"
 
 
 def link(obj: Any, text: Any = None) -> str:

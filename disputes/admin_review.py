@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from backoffice.admin_utils import CappedCountPaginator, csv_response, link, short_hex
+from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex
 from chain.admin import ExactSearchMixin
 from chain.models import Arbitrator, Order, UserProfile
 
@@ -149,8 +149,7 @@ class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj):
-        return format_html('<a href="{}">#{}</a>', reverse("admin:disputes_disputedorder_review", args=[obj.pk]),
-                           obj.onchain_id)
+        return format_html('<a href="{}">#{}</a>', admin_url(obj, "review"), obj.onchain_id)
 
     @admin.display(description="age", ordering="disputed_at")
     def age(self, obj):
@@ -288,9 +287,7 @@ class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
                 else:
                     self.message_user(request, f"Blacklisted {len(done)} wallet(s).")
                     return HttpResponseRedirect(request.path)
-        from ops.models import PlatformFlag
-
-        threshold = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first() or 20
+        threshold = services.dispute_rate_threshold()
         report = {
             "rate": selectors.dispute_rate_24h(threshold),
             "sellers": selectors.repeat_offenders("seller"),

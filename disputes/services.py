@@ -85,6 +85,8 @@ def _require(actor: Any, perm: str, what: str) -> None:
 
 
 def _case(order: Order) -> DisputeCase:
+    """The order's case, with the order row locked and its status read fresh (the sync may have moved it)."""
+    order = Order.objects.select_for_update().get(pk=order.pk)
     if order.status != "disputed":
         raise ValidationError({"order": f"Order {order} is {order.get_status_display().lower()}, not disputed."})
     case, _ = DisputeCase.objects.select_for_update().get_or_create(order=order)
@@ -227,6 +229,14 @@ def resolve_review_flag(*, actor: Any, flag: ReviewFlag, resolution: str) -> Rev
     return flag
 
 
+def dispute_rate_threshold() -> int:
+    """The RB-04 threshold (percent) from the platform settings; 20 when unset (0 is a valid setting)."""
+    from ops.models import PlatformFlag
+
+    value = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first()
+    return 20 if value is None else value
+
+
 def check_dispute_rate() -> bool:
     """Scheduled: alert (P2, fraud) when the 24 h dispute rate passes the threshold (default 20%)."""
     from ops.models import PlatformFlag
@@ -234,7 +244,7 @@ def check_dispute_rate() -> bool:
 
     from .selectors import dispute_rate_24h
 
-    threshold = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first() or 20
+    threshold = dispute_rate_threshold()
     rate = dispute_rate_24h(threshold)
     if rate.over_threshold:
         raise_alert(key="dispute-rate-24h", severity="P2", source="check_dispute_rate",

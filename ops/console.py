@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -139,11 +140,14 @@ def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "",
             incident.resolved_at = now
             if incident.severity in POSTMORTEM_SEVERITIES:
                 incident.postmortem_due_at = now + POSTMORTEM_WINDOW
-            incident.postmortem = draft_postmortem(incident)
         incident.status = to
         incident.save()
         IncidentEvent.objects.create(incident=incident, at=now, author=actor,
                                      text=f"{IncidentStatus(to).label}{': ' + note if note else ''}")
+        if to == IncidentStatus.RESOLVED:
+            # Drafted after the "Resolved" entry is written, so the draft's timeline ends with it.
+            incident.postmortem = draft_postmortem(incident)
+            incident.save(update_fields=["postmortem"])
         record_audit(actor=actor, action="advance_incident", obj=incident, before=before,
                      after={"status": to, "severity": incident.severity}, reason=note)
     return incident
@@ -216,8 +220,8 @@ def draft_postmortem(incident: Incident) -> str:
 
 def monthly_incident_report(year: int, month: int) -> dict:
     """Incidents of a month by severity, with MTTD (first sign → detection) and MTTR (detection → resolution)."""
-    start = datetime(year, month, 1, tzinfo=timezone.utc)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+    start = datetime(year, month, 1, tzinfo=dt_timezone.utc)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=dt_timezone.utc)
     report = {}
     for severity in ("P0", "P1", "P2", "P3"):
         rows = list(Incident.objects.filter(severity=severity, detected_at__gte=start, detected_at__lt=end))

@@ -24,7 +24,7 @@ TASKS_DONE_KEY = "backoffice:celery:tasks_done"
 VERSION = "0.1.0"
 
 _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="health")
-_cache: dict[str, Any] = {"at": 0.0, "result": None}
+_cache: dict[str, Any] = {"at": 0.0, "result": None, "refreshing": False}
 _cache_lock = threading.Lock()
 _redis_client = None
 
@@ -145,18 +145,26 @@ def overall(results: dict[str, dict]) -> str:
 
 
 def health(*, use_cache: bool = True) -> dict:
+    """The checks' result, shared for CACHE_SECONDS. One caller refreshes it at a time: the others get the
+    previous result meanwhile, so a burst of requests at expiry does not run the checks once per request."""
     now = time.monotonic()
     with _cache_lock:
-        if use_cache and _cache["result"] is not None and now - _cache["at"] < CACHE_SECONDS:
-            return _cache["result"]
-    results = run_checks()
-    payload = {"status": overall(results), "version": VERSION, "uptime_seconds": int(time.time() - START_TIME),
-               "checks": results}
-    with _cache_lock:
-        _cache.update(at=time.monotonic(), result=payload)
+        cached = _cache["result"]
+        if use_cache and cached is not None and (now - _cache["at"] < CACHE_SECONDS or _cache["refreshing"]):
+            return cached
+        _cache["refreshing"] = True
+    try:
+        results = run_checks()
+        payload = {"status": overall(results), "version": VERSION, "uptime_seconds": int(time.time() - START_TIME),
+                   "checks": results}
+        with _cache_lock:
+            _cache.update(at=time.monotonic(), result=payload)
+    finally:
+        with _cache_lock:
+            _cache["refreshing"] = False
     return payload
 
 
 def reset_cache() -> None:
     with _cache_lock:
-        _cache.update(at=0.0, result=None)
+        _cache.update(at=0.0, result=None, refreshing=False)

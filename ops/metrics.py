@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CACHE_SECONDS = 2.0
 _lock = threading.Lock()
-_cache: dict = {"at": 0.0, "families": None}
+_cache: dict = {"at": 0.0, "families": None, "refreshing": False}
 
 
 def _rows(sql: str, params=None) -> list[tuple]:
@@ -156,21 +156,35 @@ class BackofficeCollector:
     def collect(self):
         now = time.monotonic()
         with _lock:
-            if _cache["families"] is not None and now - _cache["at"] < CACHE_SECONDS:
-                yield from _cache["families"]
-                return
-        families = []
-        try:
-            families += _business() + _chain() + _ops()
-        except Exception:
-            connection.close()
-            scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")
-            scrape_ok.add_metric([], 0.0)
-            families.append(scrape_ok)
-        families += _redis()
-        with _lock:
-            _cache.update(at=time.monotonic(), families=families)
+            cached = _cache["families"]
+            # One scrape refreshes at a time; concurrent ones get the previous families meanwhile.
+            if cached is not None and (now - _cache["at"] < CACHE_SECONDS or _cache.get("refreshing")):
+                families = cached
+            else:
+                families = None
+                _cache["refreshing"] = True
+        if families is None:
+            try:
+                families = _collect()
+                with _lock:
+                    _cache.update(at=time.monotonic(), families=families)
+            finally:
+                with _lock:
+                    _cache["refreshing"] = False
         yield from families
+
+
+def _collect() -> list:
+    families = []
+    try:
+        families += _business() + _chain() + _ops()
+    except Exception:
+        connection.close()
+        scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")
+        scrape_ok.add_metric([], 0.0)
+        families.append(scrape_ok)
+    families += _redis()
+    return families
 
 
 _registered = False

@@ -1,0 +1,271 @@
+"""Alert delivery against a real local HTTP receiver (Telegram's API and a webhook): payloads, signatures,
+backoff, the channel breaker, quiet repeats, acknowledgement, and the bot token kept out of errors and logs."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from backoffice.devservices import free_port
+from ops import alerting, tasks
+from ops.models import Alert, AlertChannel, AlertDelivery, AuditLog
+from ops.services import acknowledge_alert, raise_alert
+
+BOT_TOKEN = "7000000001:AAH-bot-token-never-shown"
+WEBHOOK_SECRET = "webhook-shared-secret-42"
+
+
+class Receiver:
+    """A local HTTP server that records every POST and answers with the next queued status (default 200)."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                payload = json.dumps({"ok": status < 300}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(autouse=True)
+def secrets_in_env(monkeypatch):
+    monkeypatch.setenv("TEST_TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Deliveries handed to the worker (the broker is not under test: the test runs them itself)."""
+    ids: list[int] = []
+    monkeypatch.setattr(tasks.deliver_alert, "delay", lambda pk: ids.append(pk))
+    return ids
+
+
+def telegram(receiver, **fields) -> AlertChannel:
+    return AlertChannel.objects.create(name=fields.pop("name", "ops-telegram"), kind="telegram", url=receiver.url,
+                                       chat_id="-1001234567", secret_env="TEST_TELEGRAM_BOT_TOKEN", **fields)
+
+
+def webhook(receiver, **fields) -> AlertChannel:
+    fields.setdefault("secret_env", "TEST_WEBHOOK_SECRET")
+    return AlertChannel.objects.create(name=fields.pop("name", "ops-webhook"), kind="webhook",
+                                       url=f"{receiver.url}/hooks/alerts", **fields)
+
+
+_keys = itertools.count(1)
+
+
+def new_alert(**fields) -> Alert:
+    defaults = {"key": f"sync-lag:bsc:{next(_keys)}", "severity": "P2", "title": "bsc sync lag 150 blocks",
+                "message": "RB-03", "source": "check_sync"}
+    return Alert.objects.create(**{**defaults, **fields})
+
+
+def delivery(channel: AlertChannel, alert: Alert | None = None) -> AlertDelivery:
+    return AlertDelivery.objects.create(alert=alert or new_alert(), channel=channel)
+
+
+def test_alerting_telegram_posts_chat_id_and_text_to_the_bot_url(db, receiver):
+    channel = telegram(receiver)
+    alert = new_alert()
+    [planned] = alerting.plan_deliveries(alert)
+    assert alerting.attempt_delivery(planned.pk) == ("sent", None)
+    [request] = receiver.requests
+    assert request["path"] == f"/bot{BOT_TOKEN}/sendMessage"
+    body = json.loads(request["body"])
+    assert body["chat_id"] == "-1001234567"
+    assert body["text"].startswith("[P2] bsc sync lag 150 blocks\nRB-03\nsource: check_sync")
+    planned.refresh_from_db()
+    assert planned.status == "sent" and planned.attempts == 1 and planned.sent_at is not None
+    assert planned.channel == channel
+
+
+def test_alerting_webhook_posts_the_alert_with_a_valid_hmac_signature(db, receiver):
+    webhook(receiver)
+    alert = new_alert(key="contract-paused:bsc", severity="P0", title="bsc escrow is PAUSED")
+    [planned] = alerting.plan_deliveries(alert)
+    assert alerting.attempt_delivery(planned.pk) == ("sent", None)
+    [request] = receiver.requests
+    assert request["path"] == "/hooks/alerts"
+    body = json.loads(request["body"])
+    assert body["key"] == "contract-paused:bsc" and body["severity"] == "P0"
+    assert body["title"] == "bsc escrow is PAUSED" and body["occurrences"] == 1
+    expected = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), request["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request["headers"]["X-Backoffice-Signature"], expected)
+
+
+def test_alerting_webhook_without_a_secret_sends_no_signature(db, receiver):
+    webhook(receiver, secret_env="")
+    [planned] = alerting.plan_deliveries(new_alert())
+    alerting.attempt_delivery(planned.pk)
+    assert "X-Backoffice-Signature" not in receiver.requests[0]["headers"]
+
+
+def test_alerting_plans_only_enabled_channels_that_want_the_severity(db, receiver):
+    telegram(receiver, name="pager", min_severity="P1")
+    webhook(receiver, name="everything", min_severity="P3")
+    webhook(receiver, name="off", enabled=False)
+    assert [d.channel.name for d in alerting.plan_deliveries(new_alert(severity="P2"))] == ["everything"]
+    assert sorted(d.channel.name for d in alerting.plan_deliveries(new_alert(key="k2", severity="P0"))) == \
+        ["everything", "pager"]
+
+
+def test_alerting_failures_retry_with_backoff_then_fail(db, receiver):
+    channel = webhook(receiver)
+    d = delivery(channel)
+    receiver.statuses = [500] * alerting.MAX_ATTEMPTS
+    retries = []
+    for _ in range(alerting.MAX_ATTEMPTS):
+        AlertChannel.objects.filter(pk=channel.pk).update(open_until=None)  # time passes beyond the breaker
+        retries.append(alerting.attempt_delivery(d.pk))
+    assert retries == [("pending", 5), ("pending", 10), ("pending", 20), ("pending", 40), ("pending", 80),
+                       ("failed", None)]
+    assert len(receiver.requests) == alerting.MAX_ATTEMPTS
+    d.refresh_from_db()
+    assert d.status == "failed" and d.attempts == alerting.MAX_ATTEMPTS and d.last_error == "HTTP 500"
+    assert alerting.attempt_delivery(d.pk) == ("failed", None)  # a finished delivery is not tried again
+    assert len(receiver.requests) == alerting.MAX_ATTEMPTS
+
+
+def test_alerting_backoff_is_capped_at_ten_minutes(db):
+    assert [alerting.backoff_seconds(n) for n in (1, 2, 3, 4, 8, 20)] == [5, 10, 20, 40, 600, 600]
+
+
+def test_alerting_five_failures_open_the_breaker_and_a_success_closes_it(db, receiver):
+    channel = webhook(receiver)
+    receiver.statuses = [503] * alerting.BREAKER_FAILURES
+    first = [delivery(channel) for _ in range(alerting.BREAKER_FAILURES)]
+    for d in first:
+        status, retry = alerting.attempt_delivery(d.pk)
+        assert status == "pending" and retry == 5
+    channel.refresh_from_db()
+    assert channel.consecutive_failures == alerting.BREAKER_FAILURES
+    assert channel.open_until > timezone.now() + timedelta(minutes=4)
+
+    blocked = delivery(channel)
+    status, retry = alerting.attempt_delivery(blocked.pk)
+    assert status == "pending" and 0 < retry <= alerting.BREAKER_OPEN.total_seconds() + 1
+    assert len(receiver.requests) == alerting.BREAKER_FAILURES  # no HTTP call while open
+    blocked.refresh_from_db()
+    assert blocked.attempts == 0
+
+    AlertChannel.objects.filter(pk=channel.pk).update(open_until=timezone.now() - timedelta(seconds=1))
+    assert alerting.attempt_delivery(blocked.pk) == ("sent", None)
+    channel.refresh_from_db()
+    assert channel.consecutive_failures == 0 and channel.open_until is None and channel.last_error == ""
+
+
+def test_alerting_repeats_within_the_quiet_period_create_no_deliveries(db, receiver, enqueued,
+                                                                        django_capture_on_commit_callbacks):
+    webhook(receiver)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert = raise_alert(key="sync-stuck:bsc", severity="P1", title="bsc sync stuck", source="check_sync")
+    assert len(enqueued) == 1
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            repeat = raise_alert(key="sync-stuck:bsc", severity="P1", title="bsc sync stuck", source="check_sync")
+    assert repeat.pk == alert.pk and repeat.occurrences == 4
+    assert AlertDelivery.objects.filter(alert=alert).count() == 1 and len(enqueued) == 1
+    assert Alert.objects.filter(key="sync-stuck:bsc").count() == 1
+
+    Alert.objects.filter(pk=alert.pk).update(last_sent_at=timezone.now() - alerting.QUIET_PERIOD - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        repeat = raise_alert(key="sync-stuck:bsc", severity="P1", title="bsc sync stuck", source="check_sync")
+    assert repeat.occurrences == 5
+    assert AlertDelivery.objects.filter(alert=alert).count() == 2 and len(enqueued) == 2
+    assert alerting.attempt_delivery(enqueued[-1]) == ("sent", None)
+    assert "(×5)" not in json.loads(receiver.requests[-1]["body"])["title"]
+    assert json.loads(receiver.requests[-1]["body"])["occurrences"] == 5
+
+
+def test_alerting_acknowledge_writes_an_audit_row_and_a_later_raise_opens_a_new_alert(
+        db, staff_user, receiver, enqueued, django_capture_on_commit_callbacks):
+    webhook(receiver)
+    first = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
+    acknowledge_alert(actor=staff_user, alert=first)
+    first.refresh_from_db()
+    assert first.acknowledged_by == staff_user and first.acknowledged_at is not None
+    audit = AuditLog.objects.get(action="acknowledge_alert")
+    assert audit.actor == staff_user and audit.object_id == str(first.pk)
+    assert audit.after == {"key": "secret-overdue:JWT_SECRET"}
+
+    acknowledge_alert(actor=staff_user, alert=first)  # twice: still one audit row
+    assert AuditLog.objects.filter(action="acknowledge_alert").count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        second = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
+    assert second.pk != first.pk and second.occurrences == 1 and second.acknowledged_at is None
+    assert len(enqueued) == 1
+
+
+def test_alerting_bot_token_never_appears_in_errors_or_logs(db, receiver, caplog):
+    caplog.set_level(logging.DEBUG, logger="ops")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a connection error carrying the URL
+    channel = AlertChannel.objects.create(name="dead-telegram", kind="telegram", url=dead, chat_id="-1",
+                                          secret_env="TEST_TELEGRAM_BOT_TOKEN")
+    for _ in range(alerting.BREAKER_FAILURES):
+        d = delivery(channel)
+        status, _retry = alerting.attempt_delivery(d.pk)
+        assert status == "pending"
+    d.refresh_from_db()
+    channel.refresh_from_db()
+    assert d.last_error == "ConnectionError"
+    assert channel.open_until is not None
+
+    refusing = telegram(receiver, name="refusing-telegram")
+    receiver.statuses = [401]
+    d2 = delivery(refusing)
+    alerting.attempt_delivery(d2.pk)
+    d2.refresh_from_db()
+    assert d2.last_error == "HTTP 401"
+
+    stored = [*AlertDelivery.objects.values_list("last_error", flat=True),
+              *AlertChannel.objects.values_list("last_error", flat=True)]
+    assert not any(BOT_TOKEN in e or BOT_TOKEN.split(":")[1] in e for e in stored)
+    assert "alert channel dead-telegram opened" in caplog.text
+    assert BOT_TOKEN not in caplog.text and BOT_TOKEN.split(":")[1] not in caplog.text
+
+
+def test_alerting_telegram_without_its_token_variable_fails_with_the_variable_named(db, receiver, monkeypatch):
+    monkeypatch.delenv("TEST_TELEGRAM_BOT_TOKEN")
+    d = delivery(telegram(receiver))
+    assert alerting.attempt_delivery(d.pk) == ("pending", 5)
+    d.refresh_from_db()
+    assert d.last_error == "the bot token variable TEST_TELEGRAM_BOT_TOKEN is not set"
+    assert receiver.requests == []

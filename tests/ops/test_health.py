@@ -1,0 +1,263 @@
+"""/health (runbook §2): its shape, no secrets, and real faults — Redis stopped, a dead RPC primary, a hung database."""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from backoffice.devservices import _redis_bin, free_port, start_anvil
+from chain import rpc
+from ops import health
+
+IP_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def close_health_pool_connections() -> None:
+    """Close the database connections the health pool's threads keep, so the test database can be dropped."""
+    threads = len(health._pool._threads)
+    if not threads:
+        return
+    barrier = threading.Barrier(threads)
+
+    def _close():
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)  # one task per thread: each waits until every thread holds one
+        connections.close_all()
+
+    for future in [health._pool.submit(_close) for _ in range(threads)]:
+        future.result(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def fresh_health(settings, tmp_path):
+    """No chain configured unless a test says so; nothing cached between tests."""
+    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
+    rpc.reset_clients()
+    health._redis_client = None
+    health.reset_cache()
+    yield
+    health.reset_cache()
+    health._redis_client = None
+    rpc.reset_clients()
+    close_health_pool_connections()
+
+
+def assert_no_secrets(body: str) -> None:
+    password = settings.DATABASES["default"].get("PASSWORD")
+    if password:
+        assert password not in body
+    assert settings.REDIS_URL not in body
+    assert settings.DATABASES["default"]["NAME"] not in body
+    assert not IP_ADDRESS.search(body), IP_ADDRESS.search(body).group(0)
+    assert "localhost" not in body
+
+
+@pytest.fixture
+def own_redis(settings, tmp_path):
+    """A redis-server of the test's own on a free port, with settings pointed at it (cache too)."""
+    port = free_port()
+    proc = subprocess.Popen([_redis_bin(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with contextlib.closing(socket.socket()) as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    url = f"redis://127.0.0.1:{port}/0"
+    settings.REDIS_URL = url
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+    health._redis_client = None
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=10)
+    health._redis_client = None  # the next test talks to the project's Redis again
+    health.reset_cache()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+    health._redis_client = None
+    health.reset_cache()
+
+
+@pytest.mark.django_db
+def test_health_returns_the_runbook_shape_without_secrets(client):
+    started = time.monotonic()
+    response = client.get("/health")
+    assert time.monotonic() - started < 1.5
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] in ("ok", "degraded")
+    assert body["version"]
+    assert isinstance(body["uptime_seconds"], int) and body["uptime_seconds"] >= 0
+    checks = body["checks"]
+    assert set(checks) == {"database", "redis", "celery", "rpc_bsc", "rpc_eth"}
+    assert checks["database"]["status"] == "ok" and checks["database"]["latency_ms"] >= 0
+    assert checks["redis"]["status"] in ("ok", "warning")
+    assert checks["redis"]["latency_ms"] >= 0 and checks["redis"]["memory_used_mb"] > 0
+    assert isinstance(checks["celery"]["active_workers"], int)
+    assert isinstance(checks["celery"]["queued_tasks"], int)
+    assert checks["rpc_bsc"] == {"status": "ok", "configured": False}
+    assert response["Cache-Control"].startswith("max-age=0")
+    assert_no_secrets(response.content.decode())
+
+
+@pytest.mark.django_db
+def test_health_counts_celery_workers_by_fresh_heartbeat(client, own_redis):
+    client_ = health.redis_client()
+    client_.hset(health.WORKER_HEARTBEAT_KEY, mapping={"w1@host": time.time(), "w2@host": time.time() - 300})
+    client_.rpush("celery", "a", "b", "c")
+    checks = client.get("/health").json()["checks"]
+    assert checks["celery"] == {"status": "ok", "active_workers": 1, "queued_tasks": 3}
+
+
+@pytest.mark.django_db
+def test_health_with_redis_stopped_is_degraded_and_the_admin_still_works(client, django_user_model, own_redis):
+    staff = django_user_model.objects.create_user("ops", password="ops-password-123", is_staff=True,
+                                                  is_superuser=True)
+    client.force_login(staff)
+    stop(own_redis)
+
+    started = time.monotonic()
+    response = client.get("/health")
+    assert time.monotonic() - started < 1.5
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "error"
+    assert body["checks"]["celery"]["status"] == "error"
+    assert_no_secrets(response.content.decode())
+
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/ops/incident/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.anvil
+def test_health_with_the_rpc_primary_down_is_degraded_using_the_fallback(client, settings, tmp_path):
+    from chain.local import deploy_local
+
+    proc, url = start_anvil("bsc", block_time="")
+    try:
+        path = tmp_path / "deployment.json"
+        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)
+        data["bsc"]["rpc_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        data["bsc"]["rpc_fallback"] = url
+        path.write_text(json.dumps(data))
+        settings.CHAIN_DEPLOYMENT_FILE = Path(path)
+        rpc.reset_clients()
+
+        response = client.get("/health")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "degraded"
+        bsc = body["checks"]["rpc_bsc"]
+        assert bsc["using_fallback"] is True
+        assert bsc["status"] == "warning"
+        assert bsc["latest_block"] >= 1
+        assert bsc["primary_error"] == "ConnectionError"
+        assert body["checks"]["rpc_eth"] == {"status": "ok", "configured": False}
+        assert_no_secrets(response.content.decode())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class _ConnectionPerThread:
+    """Stands in for django.db.connection in ops.health: one wrapper per thread, to another server."""
+
+    def __init__(self, settings_dict: dict):
+        self.settings_dict = settings_dict
+        self._local = threading.local()
+
+    def _wrapper(self):
+        from django.db.backends.postgresql.base import DatabaseWrapper
+
+        if getattr(self._local, "wrapper", None) is None:
+            self._local.wrapper = DatabaseWrapper(dict(self.settings_dict), alias="hanging")
+        return self._local.wrapper
+
+    def cursor(self):
+        return self._wrapper().cursor()
+
+    def close(self):
+        self._wrapper().close()
+
+
+@pytest.fixture
+def hanging_database(monkeypatch):
+    """A PostgreSQL "server" that accepts connections and never answers; the health check's DB points at it.
+
+    The database check's connection is the only fake: the fault itself (a server that hangs) is real.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    monkeypatch.setattr(health, "connection", _ConnectionPerThread(
+        {**connections["default"].settings_dict, "HOST": "127.0.0.1", "PORT": str(port), "CONN_MAX_AGE": 0}))
+    yield port
+    listener.close()  # resets the pending connections: the stuck check threads finish
+
+
+@pytest.mark.django_db
+def test_health_with_the_database_hanging_answers_503_within_a_second(client, hanging_database):
+    started = time.monotonic()
+    response = client.get("/health")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert elapsed < 1.5, f"/health took {elapsed:.2f} s"
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["checks"]["database"] == {"status": "error", "error": "timeout after 800 ms"}
+    assert body["checks"]["redis"]["status"] in ("ok", "warning")
+    assert_no_secrets(response.content.decode())
+
+
+@pytest.mark.django_db
+def test_health_is_cached_for_a_second(client, monkeypatch):
+    calls = []
+    monkeypatch.setattr(health, "run_checks", lambda: calls.append(1) or {"database": {"status": "ok"}})
+    assert client.get("/health").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert len(calls) == 1
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)
+    client.get("/health")
+    assert len(calls) == 2
+
+
+@pytest.mark.django_db
+def test_health_refreshes_once_for_a_burst_of_requests(monkeypatch):
+    """At expiry one caller runs the checks; the others get the previous result instead of piling up."""
+    calls = []
+
+    def slow_checks():
+        calls.append(1)
+        time.sleep(0.3)
+        return {"database": {"status": "ok"}}
+
+    monkeypatch.setattr(health, "run_checks", slow_checks)
+    first = health.health()
+    monkeypatch.setattr(health, "CACHE_SECONDS", 0.0)  # every call finds the result expired
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(health.health())) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=5)
+    assert len(results) == 10
+    assert len(calls) == 2  # the first call, then one refresh for the ten
+    assert sum(r is first for r in results) >= 9

@@ -1,6 +1,6 @@
 """endpoints: /health and /metrics under 50 concurrent clients for 30 s each, at 1,000,000 orders.
 
-The project runs in a real HTTP server (`manage.py runserver --noreload`, threaded, DEBUG off) on a
+The project runs in a real HTTP server (gunicorn, 2 threaded workers as in production, DEBUG off) on a
 loopback port, against a dedicated database seeded with 1,000,000 orders (reused when already
 there). The clients are 50 asyncio connections (HTTP/1.1 keep-alive, one request in flight each, no
 think time) in this process: light enough that the server, not the client, is what is measured.
@@ -92,14 +92,14 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"runserver exited with {proc.returncode}:\n{open(log_path).read()[-2000:]}")
+            raise SystemExit(f"gunicorn exited with {proc.returncode}:\n{open(log_path).read()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                 if response.status in (200, 503):
                     return
         except OSError:
             time.sleep(0.2)
-    raise SystemExit("runserver did not answer /health within 60 s")
+    raise SystemExit("gunicorn did not answer /health within 60 s")
 
 
 def main() -> None:
@@ -113,9 +113,11 @@ def main() -> None:
     server_env = {**env, "METRICS_TOKEN": token, "DEBUG": "false", "DJANGO_SETTINGS_MODULE": "backoffice.settings",
                   "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
     log = tempfile.NamedTemporaryFile(prefix="bench-endpoints-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload",
-                             "--skip-checks"], cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # As in production (README): gunicorn, threaded workers, one per core.
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "backoffice.wsgi", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "2", "--worker-class", "gthread", "--threads", "16",
+                             "--log-level", "warning"], cwd=ROOT, env=server_env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(port, proc, log.name)
         results = {}

@@ -47,6 +47,8 @@ def check_database() -> dict:
     started = time.monotonic()
     try:
         with connection.cursor() as cur:
+            # A database that hangs on an open connection must not hold this worker thread forever.
+            cur.execute("SET statement_timeout = 800")
             cur.execute("SELECT 1")
             cur.fetchone()
     except Exception as exc:

@@ -187,6 +187,18 @@ def _collect() -> list:
     return families
 
 
+# The rendered /metrics body (ops.views): one render per RENDER_SECONDS whatever the concurrency.
+RENDER_SECONDS = 1.0
+rendered: dict = {"at": 0.0, "body": b"", "content_type": "text/plain"}
+render_lock = threading.Lock()
+
+
+def reset_cache() -> None:
+    with _lock:
+        _cache.update(at=0.0, families=None)
+    rendered.update(at=0.0, body=b"")
+
+
 _registered = False
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import time
 
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseForbidden, JsonResponse
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
 from . import health as health_checks
+from . import metrics as metrics_module
 
 
 @never_cache
@@ -40,8 +42,17 @@ def _metrics_allowed(request) -> bool:
 @never_cache
 @require_GET
 def metrics(request):
+    """The registry rendered at most once a second, by one request at a time; others get that body."""
     if not _metrics_allowed(request):
         return HttpResponseForbidden("metrics need a bearer token (METRICS_TOKEN) or a staff login\n",
                                      content_type="text/plain")
-    response = ExportToDjangoView(request)
-    return response if isinstance(response, HttpResponse) else HttpResponse(response)
+    # Prometheus scrapes every 15 s or so: a body rendered within the last second is as good as new.
+    cache = metrics_module.rendered
+    if time.monotonic() - cache["at"] >= metrics_module.RENDER_SECONDS and \
+            metrics_module.render_lock.acquire(blocking=not cache["body"]):
+        try:
+            response = ExportToDjangoView(request)
+            cache.update(at=time.monotonic(), body=response.content, content_type=response["Content-Type"])
+        finally:
+            metrics_module.render_lock.release()
+    return HttpResponse(cache["body"], content_type=cache["content_type"])

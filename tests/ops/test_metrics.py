@@ -30,14 +30,14 @@ ALERT_TESTS = django_settings.BASE_DIR / "ops" / "prometheus" / "alerts_test.yml
 @pytest.fixture(autouse=True)
 def metrics_setup(settings):
     settings.METRICS_TOKEN = TOKEN
-    metrics._cache.update(at=0.0, families=None)
+    metrics.reset_cache()
     yield
-    metrics._cache.update(at=0.0, families=None)
+    metrics.reset_cache()
 
 
 def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted labels): value} of one scrape."""
-    metrics._cache.update(at=0.0, families=None)
+    metrics.reset_cache()
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **headers)
     assert response.status_code == 200, response.content[:200]
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -141,7 +141,7 @@ def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, mark
 
 
 def test_metrics_scrape_does_not_scan_the_orders_table(client, market):
-    metrics._cache.update(at=0.0, families=None)
+    metrics.reset_cache()
     with CaptureQueriesContext(connection) as ctx:
         assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
     on_orders = [q["sql"] for q in ctx.captured_queries if re.search(r'\bFROM\s+"?orders"?\b', q["sql"], re.I)]

@@ -48,7 +48,7 @@ if PRODUCTION:
         raise ImproperlyConfigured("Production settings refused:\n- " + "\n- ".join(_problems))
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "backoffice.apps.BackofficeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

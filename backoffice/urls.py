@@ -5,9 +5,6 @@ from django.views.generic import RedirectView
 
 from ops import views as ops_views
 
-admin.site.site_header = "Escrow operations back office"
-admin.site.site_title = "Escrow back office"
-admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SVC    := $(BIN)/python -m backoffice.devservices
 NAME   ?=
 
-.PHONY: install run test bench services stop contracts clean
+.PHONY: install run test bench services stop contracts clean otp
 
 install: $(VENV)/.installed node_modules/.installed .data/.system-packages
 
@@ -45,6 +45,9 @@ services: install
 
 stop:
 	$(SVC) stop
+
+otp:
+	@$(BIN)/python manage.py demo_otp
 
 contracts: node_modules/.installed
 	node chain/contracts/build.js

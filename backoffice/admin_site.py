@@ -1,8 +1,10 @@
-"""The back office's admin site: the index is the operations dashboard (ops.dashboard)."""
+"""The back office's admin site: two-factor staff only, and its index is the operations dashboard."""
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.http import urlencode
 
 
 class BackofficeAdminSite(admin.AdminSite):
@@ -10,6 +12,19 @@ class BackofficeAdminSite(admin.AdminSite):
     site_title = "Escrow back office"
     index_title = "Operations dashboard"
     index_template = "admin/dashboard.html"
+
+    def has_permission(self, request) -> bool:
+        """Active staff whose session passed the second factor (no setting turns this off)."""
+        user = request.user
+        return user.is_active and user.is_staff and getattr(user, "is_verified", lambda: False)()
+
+    def login(self, request, extra_context=None):
+        """Password first; a signed-in but not yet OTP-verified user goes on to the second factor."""
+        user = request.user
+        if user.is_authenticated and user.is_staff and not user.is_verified():
+            query = {"next": request.GET["next"]} if request.GET.get("next") else {}
+            return HttpResponseRedirect(reverse("admin:otp") + ("?" + urlencode(query) if query else ""))
+        return super().login(request, extra_context)
 
     def index(self, request, extra_context=None):
         from ops import dashboard
@@ -20,7 +35,11 @@ class BackofficeAdminSite(admin.AdminSite):
     def get_urls(self):
         from ops import dashboard
 
+        from .otp_views import otp_view, stepup_view
+
         return [
+            path("otp/", otp_view, name="otp"),
+            path("step-up/", stepup_view, name="stepup"),
             path("dashboard/<str:chart>.csv", self.admin_view(dashboard.chart_csv), name="dashboard_chart_csv"),
             *super().get_urls(),
         ]

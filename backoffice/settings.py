@@ -55,6 +55,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     "django_prometheus",
     "django_celery_beat",
     "chain",
@@ -65,13 +69,27 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "backoffice.security.SessionLimitsMiddleware",
+    "backoffice.security.AccessAuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # login throttling first
+    "django.contrib.auth.backends.ModelBackend",
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",  # verifies (and upgrades) older hashes
 ]
 
 ROOT_URLCONF = "backoffice.urls"
@@ -130,9 +148,42 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "admin:login"
 
-# Sessions: staff sessions end after 30 minutes idle (issue: staff access hardening).
+# Sessions: 30 minutes idle (cookie age, renewed on every request), 12 hours at most after login
+# (backoffice.security.SessionLimitsMiddleware); Django issues a new session key at login.
 SESSION_COOKIE_AGE = 30 * 60
 SESSION_SAVE_EVERY_REQUEST = True
+SESSION_MAX_HOURS = 12
+# Step-up: signing, blacklisting and secret rotations need a one-time code this recent.
+STEPUP_SECONDS = env.int("STEPUP_SECONDS", default=300)
+CSRF_COOKIE_HTTPONLY = True
+
+# Login throttling (django-axes): 5 failures per username and address, then 15 minutes. The same
+# answer whether the account exists or not. Behind a reverse proxy set TRUSTED_PROXY_COUNT to the
+# number of proxies that append to X-Forwarded-For; with 0, the header is ignored.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = 0.25  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "backoffice.security.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # its log lines carry addresses
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+
+# Content security policy: nothing but this origin; inline style attributes only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
@@ -225,5 +276,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "web3": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }

@@ -55,7 +55,8 @@ def up(argv: list[str]) -> int:
             procs.append((name, subprocess.Popen(cmd, env=env, cwd=devservices.BASE_DIR, start_new_session=True)))
         print(
             "\n  Back office:  http://127.0.0.1:%d/admin/\n"
-            "  Login:        ops / ops-demo-password   (development only)\n"
+            "  Login:        ops / ops-demo-password, then the one-time code from `make otp`\n"
+            "                (development only; a new staff user enrols an authenticator at first login)\n"
             "  Stop:         Ctrl-C\n" % port,
             file=sys.stderr, flush=True,
         )

@@ -5,11 +5,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, export_csv_action, link
+from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin
 from chain.models import UserProfile
 
@@ -17,6 +19,16 @@ from . import services
 from .forms import BlacklistAddForm, LiftForm
 from .imports import MAX_BYTES, parse_blacklist_csv
 from .models import Blacklist
+
+
+def with_profile_pk(queryset):
+    """Each row's user profile id in the same query (a unique-index probe per row), not one query per row."""
+    return queryset.annotate(profile_pk=Subquery(UserProfile.objects.filter(wallet=OuterRef("wallet")).values("pk")[:1]))
+
+
+def profile_link(obj) -> str:
+    pk = getattr(obj, "profile_pk", None)
+    return link(UserProfile(pk=pk), "profile") if pk is not None else "—"
 
 
 class ImportForm(forms.Form):
@@ -58,10 +70,14 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
 
     change_list_template = "admin/disputes/blacklist/change_list.html"
 
+    def get_queryset(self, request):
+        return with_profile_pk(super().get_queryset(request))
+
     def get_urls(self):
         return [path("import/", self.admin_site.admin_view(self.import_view), name="disputes_blacklist_import"),
                 *super().get_urls()]
 
+    @stepup_required
     def import_view(self, request):
         """Upload → preview (every row, or every error with its line) → confirm → import all or nothing."""
         if not request.user.has_perm("disputes.add_blacklist"):
@@ -89,6 +105,10 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
                 if parsed.ok:
                     context["payload"] = signing.dumps(raw.decode("utf-8-sig"), salt="blacklist-import", compress=True)
         return TemplateResponse(request, "admin/disputes/blacklist/import.html", context)
+
+    @stepup_required
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, extra_context)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -130,8 +150,7 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="profile")
     def profile_link(self, obj: Blacklist) -> str:
-        profile = UserProfile.objects.filter(wallet=obj.wallet).first()
-        return link(profile, "profile") if profile else "—"
+        return profile_link(obj)
 
     @admin.action(description="Lift selected blacklistings…", permissions=["change"])
     def lift_selected(self, request, queryset):

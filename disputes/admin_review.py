@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex
+from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin
 from chain.models import Arbitrator, Order, UserProfile
 
@@ -268,6 +269,7 @@ class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
             can_review=can_review, can_propose=can_propose, forms=forms_,
         )
 
+    @stepup_required(methods=('POST',))
     def rb04_view(self, request):
         if not request.user.has_perm("chain.view_order"):
             raise PermissionDenied
@@ -331,10 +333,18 @@ def _evidence_links(cids) -> str:
 class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
     list_display = ("wallet", "role", "disputes", "reason", "created_at", "resolved_at", "resolved_by", "profile")
     list_filter = ("role", ("resolved_at", admin.EmptyFieldListFilter))
+    list_select_related = ("resolved_by",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
     search_fields = ("wallet",)
     search_wallet_fields = ("wallet",)
     readonly_fields = [f.name for f in ReviewFlag._meta.fields]
     actions = ["resolve_selected"]
+
+    def get_queryset(self, request):
+        from .admin import with_profile_pk
+
+        return with_profile_pk(super().get_queryset(request))
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -347,8 +357,9 @@ class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="profile")
     def profile(self, obj):
-        profile = UserProfile.objects.filter(wallet=obj.wallet).first()
-        return link(profile, "profile") if profile else "—"
+        from .admin import profile_link
+
+        return profile_link(obj)
 
     @admin.action(description="Mark selected as reviewed…", permissions=["change"])
     def resolve_selected(self, request, queryset):

@@ -11,9 +11,10 @@ from .models import Alert, AuditLog
 
 @admin.register(AuditLog)
 class AuditLogAdmin(admin.ModelAdmin):
-    list_display = ("id", "created_at", "actor_label", "action", "object_type", "object_id", "object_repr",
-                    "reason_short")
-    list_filter = ("action", "object_type", ("created_at", admin.DateFieldListFilter))
+    list_display = ("id", "created_at", "actor_label", "as_superuser", "action", "object_type", "object_id",
+                    "object_repr", "reason_short")
+    list_filter = ("action", "object_type", "as_superuser", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ()  # the actor is shown by its label: no join
     search_fields = ("=actor_label", "=object_id", "=action")
     search_help_text = "Exact actor, object id or action."
     paginator = CappedCountPaginator
@@ -41,6 +42,9 @@ class AlertAdmin(admin.ModelAdmin):
     list_display = ("severity", "title", "source", "occurrences", "created_at", "last_seen_at", "acknowledged_at",
                     "acknowledged_by")
     list_filter = ("severity", "source", ("acknowledged_at", admin.EmptyFieldListFilter))
+    list_select_related = ("acknowledged_by",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
     search_fields = ("=key", "title")
     readonly_fields = [f.name for f in Alert._meta.fields]
     actions = ["acknowledge"]

@@ -11,6 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, export_csv_action
+from backoffice.security import stepup_required
 from chain import transactions
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -166,6 +167,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         return self._confirm(request, action, verb="reject", perm="ops.approve_contractaction", run=run,
                              form_class=ReasonForm)
 
+    @stepup_required
     def execute_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)
 
@@ -200,6 +202,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                           status=read_contract_status(chain), chains=self._chains(),
                           config=get_chain_config(chain))
 
+    @stepup_required
     def emergency_stop_view(self, request):
         if not request.user.has_perm("ops.execute_contractaction"):
             raise PermissionDenied
@@ -216,6 +219,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                           "TRADES_ENABLED off. All trading stops. Resuming needs a second person.",
                           submit="Stop all trading now")
 
+    @stepup_required(methods=('POST',))
     def resume_view(self, request):
         if not request.user.has_perm("ops.add_contractaction"):
             raise PermissionDenied

@@ -13,6 +13,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from backoffice.admin_utils import CappedCountPaginator
+from backoffice.security import stepup_required
+
 from . import actions, console
 from .audit import record_audit
 from .models import (
@@ -61,6 +64,8 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     list_display = ("alert", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
     list_filter = ("status", "channel")
     list_select_related = ("alert", "channel")
+    paginator = CappedCountPaginator  # one row per alert and channel: grows with the alert history
+    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -76,6 +81,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 class OpsReportAdmin(admin.ModelAdmin):
     list_display = ("kind", "created_at", "status")
     list_filter = ("kind", "status")
+    show_full_result_count = False  # one count, not two
     readonly_fields = ("kind", "created_at", "status", "report")
     fields = ("kind", "created_at", "status", "report")
 
@@ -105,6 +111,7 @@ class FlagForm(forms.ModelForm):
 @admin.register(PlatformFlag)
 class PlatformFlagAdmin(admin.ModelAdmin):
     list_display = ("key", "value", "description", "updated_at", "updated_by")
+    list_select_related = ("updated_by",)
     form = FlagForm
 
     def has_add_permission(self, request) -> bool:
@@ -158,6 +165,7 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
         return [path("<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view),
                      name="ops_secretschedule_rotate"), *super().get_urls()]
 
+    @stepup_required
     def rotate_view(self, request, pk: int):
         if not request.user.has_perm("ops.add_secretrotation"):
             raise PermissionDenied
@@ -184,6 +192,7 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
 class SecretRotationAdmin(admin.ModelAdmin):
     list_display = ("secret", "rotated_at", "rotated_by", "reason", "fingerprint")
     list_filter = ("secret", "reason")
+    list_select_related = ("secret", "rotated_by")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -219,6 +228,7 @@ class IncidentUpdateForm(forms.Form):
 class IncidentAdmin(admin.ModelAdmin):
     list_display = ("title", "severity", "status", "commander", "detected_at", "resolved_at", "postmortem_state")
     list_filter = ("severity", "status", ("detected_at", admin.DateFieldListFilter))
+    list_select_related = ("commander",)
     search_fields = ("title",)
     filter_horizontal = ("contract_actions",)
     raw_id_fields = ("affected_orders", "alerts")

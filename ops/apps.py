@@ -7,6 +7,6 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from . import metrics
+        from . import auth_audit, metrics  # noqa: F401 - auth_audit connects its signal receivers
 
         metrics.register()

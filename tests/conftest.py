@@ -1,8 +1,35 @@
 """Test configuration: real PostgreSQL and Redis (started by `make test` when not configured)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
+from django.test import Client
+
+
+@pytest.fixture(autouse=True)
+def _force_login_is_two_factor(monkeypatch):
+    """In tests, `client.force_login(staff)` stands for a completed password + one-time-code login
+    (with a fresh step-up). The real two-factor flow is tested in tests/test_staff_access.py."""
+    original = Client.force_login
+
+    def force_login(self, user, backend=None):
+        original(self, user, backend)
+        if user.is_staff:
+            from django_otp import DEVICE_ID_SESSION_KEY
+            from django_otp.plugins.otp_totp.models import TOTPDevice
+
+            from backoffice.security import STEPUP_AT
+
+            device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or \
+                TOTPDevice.objects.create(user=user, name="test authenticator", confirmed=True)
+            session = self.session
+            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+            session[STEPUP_AT] = time.time()
+            session.save()
+
+    monkeypatch.setattr(Client, "force_login", force_login)
 
 
 @pytest.fixture(scope="session")

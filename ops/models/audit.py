@@ -17,6 +17,7 @@ class AuditLog(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                               related_name="+", help_text="Staff user; empty for the system.")
     actor_label = models.CharField(max_length=150, help_text="Username, or system:<task> for automation.")
+    as_superuser = models.BooleanField(default=False, help_text="Done with superuser powers (audited as such).")
     action = models.CharField(max_length=64, db_index=True, help_text="Service name, e.g. blacklist_wallet.")
     object_type = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=128, blank=True)

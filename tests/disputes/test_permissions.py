@@ -52,7 +52,7 @@ def test_dispute_reviewer_cannot_blacklist(login, reviewer):
     assert client.post(RB04, {"wallet": [wallet], "reason": "suspicious"}).status_code == 403
     assert client.get("/admin/disputes/blacklist/import/").status_code == 403
     assert "Only blacklist managers can blacklist" in client.get(RB04).content.decode()
-    assert not Blacklist.objects.exists() and not AuditLog.objects.exists()
+    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
 
 
 def test_dispute_reviewer_cannot_propose_contract_actions(login, reviewer):
@@ -65,7 +65,7 @@ def test_dispute_reviewer_cannot_propose_contract_actions(login, reviewer):
 
     response = login(reviewer).post(review_url(order), {"op": "resolve", "favor": "buyer", "reason": "gone"})
     assert response.status_code == 403
-    assert not ContractAction.objects.exists() and not AuditLog.objects.exists()
+    assert not ContractAction.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
 
 
 def test_blacklist_manager_blacklists_from_rb04_but_cannot_claim(login, manager):
@@ -82,7 +82,7 @@ def test_blacklist_manager_blacklists_from_rb04_but_cannot_claim(login, manager)
     assert response.status_code == 302
     entry = Blacklist.objects.get()
     assert (entry.wallet, entry.created_by, entry.source) == (order.seller_id, manager, "manual")
-    audit = AuditLog.objects.get()
+    audit = AuditLog.objects.exclude(object_type="auth").get()
     assert (audit.action, audit.actor, audit.reason) == ("blacklist_wallet", manager, "RB-04 repeat offender")
 
 
@@ -98,4 +98,4 @@ def test_viewer_sees_queue_and_review_but_cannot_claim_note_or_blacklist(login, 
     assert client.post(RB04, {"wallet": [order.buyer_id], "reason": "x"}).status_code == 403
     with pytest.raises(PermissionDenied):
         services.claim_dispute(actor=viewer, order=order)
-    assert not DisputeCase.objects.exists() and not DisputeNote.objects.exists() and not AuditLog.objects.exists()
+    assert not DisputeCase.objects.exists() and not DisputeNote.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()

@@ -16,11 +16,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-# Debian packages the test suite needs: promtool (prometheus). Installed once, as root or through sudo.
-SYSTEM_PACKAGES := prometheus
+# Debian packages the test suite needs: promtool (prometheus), headless Chromium and its driver for the
+# browser tests. Installed once, as root or through sudo.
+SYSTEM_PACKAGES := prometheus chromium chromium-driver
 .data/.system-packages: Makefile
 	@mkdir -p .data
-	@if ! command -v promtool >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \

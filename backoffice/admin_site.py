@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 
 class BackofficeAdminSite(admin.AdminSite):
@@ -20,6 +20,14 @@ class BackofficeAdminSite(admin.AdminSite):
 
     def login(self, request, extra_context=None):
         """Password first; a signed-in but not yet OTP-verified user goes on to the second factor."""
+        for params in ("GET", "POST"):
+            target = getattr(request, params).get("next")
+            if target and not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                              require_https=request.is_secure()):
+                # An off-site ?next= would send the user to LOGIN_REDIRECT_URL (/accounts/profile/, a 404).
+                safe = getattr(request, params).copy()
+                safe["next"] = reverse("admin:index")
+                setattr(request, params, safe)
         user = request.user
         if user.is_authenticated and user.is_staff and not user.is_verified():
             query = {"next": request.GET["next"]} if request.GET.get("next") else {}

@@ -6,6 +6,8 @@ import re
 from typing import Any, Iterable
 
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import StreamingHttpResponse
@@ -15,6 +17,7 @@ from django.urls import get_script_prefix, reverse
 from django.utils.formats import localize
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 COUNT_CAP = 10_000
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -75,7 +78,29 @@ def short_hex(value: str | None, head: int = 8, tail: int = 6) -> str:
     return value if len(value) <= head + tail + 1 else f"{value[:head]}…{value[-tail:]}"
 
 
-class ReadOnlyMirrorAdmin(admin.ModelAdmin):
+class _FastChangeList(ChangeList):
+    def url_for_result(self, result) -> str:
+        return admin_url(result)  # one reverse() per page, not one per row
+
+
+class FastRowsMixin:
+    """Cheaper changelist rows: a 50-row page of a big table spends most of its time rendering, not querying.
+
+    The row checkbox is formatted directly instead of through the form-widget templates, and each row's
+    link fills in a URL template instead of calling reverse(). The markup is Django's own.
+    """
+
+    @admin.display(description=mark_safe('<input type="checkbox" id="action-toggle">'))
+    def action_checkbox(self, obj):
+        return format_html('<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+                           helpers.ACTION_CHECKBOX_NAME, obj.pk,
+                           format_html("Select this object for an action - {}", obj))
+
+    def get_changelist(self, request, **kwargs):
+        return _FastChangeList
+
+
+class ReadOnlyMirrorAdmin(FastRowsMixin, admin.ModelAdmin):
     """The chain is the source of truth: staff look, the sync writes."""
 
     paginator = CappedCountPaginator
@@ -143,5 +168,5 @@ def export_csv_action(fields: list[str], filename: str):
     return export_csv
 
 
-__all__ = ["CappedCountPaginator", "ReadOnlyMirrorAdmin", "link", "changelist_link", "admin_url", "short_hex",
+__all__ = ["CappedCountPaginator", "FastRowsMixin", "ReadOnlyMirrorAdmin", "link", "changelist_link", "admin_url", "short_hex",
            "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]

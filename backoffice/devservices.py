@@ -218,10 +218,23 @@ def stop_redis() -> None:
 CHAIN_DIR = DATA_DIR / "chain"
 # Two nodes, one per chain: each has its own chain id, block time and head, as in production, so a
 # reorg or an outage of one chain never touches the other. Block times are the real ones.
+# Ethereum's 12 s blocks would make deployment slow, so that node starts auto-mined and switches
+# to 12 s interval mining once the contracts are deployed (`interval_after_deploy`).
 ANVIL_CHAINS = {
     "bsc": {"chain_id": 31356, "block_time": "0.75", "confirmations": 5, "env": "BSC_RPC_URL"},
-    "ethereum": {"chain_id": 31337, "block_time": "12", "confirmations": 2, "env": "ETH_RPC_URL"},
+    "ethereum": {"chain_id": 31337, "block_time": "", "interval_after_deploy": 12, "confirmations": 2,
+                 "env": "ETH_RPC_URL"},
 }
+
+
+def set_interval_mining(url: str, seconds: int) -> None:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "evm_setIntervalMining",
+                                                           "params": [seconds]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).read()
 
 
 # anvil's first default account: a published development key, owner of the local contracts only.
@@ -254,7 +267,8 @@ def start_anvil(chain: str, *, port: int | None = None, block_time: str | None =
         if proc.poll() is not None:
             raise SystemExit(f"anvil for {chain} exited with {proc.returncode}")
         time.sleep(0.05)
-    _say(f"anvil ({chain}, chain id {spec['chain_id']}, {block_time or 'auto-mined'} s blocks) on 127.0.0.1:{port}")
+    shown = f"{block_time} s blocks" if block_time else "auto-mined"
+    _say(f"anvil ({chain}, chain id {spec['chain_id']}, {shown}) on 127.0.0.1:{port}")
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -60,6 +60,9 @@ def _page(request, template: str, **context):
 def otp_view(request):
     """Verify a code, or enrol a first authenticator."""
     user = request.user
+    if not (user.is_active and user.is_staff):
+        # Only staff have a second factor; others get the admin's own "not authorized" login page.
+        return HttpResponseRedirect(reverse("admin:login"))
     target = _next(request, reverse("admin:index"))
     if user.is_verified():
         return HttpResponseRedirect(target)

@@ -38,6 +38,9 @@ def up(argv: list[str]) -> int:
                     *[f"--chain={c}={url}" for c, url in local.items()],
                     *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
                     env=env)
+        for chain, url in local.items():
+            if devservices.ANVIL_CHAINS[chain].get("interval_after_deploy"):
+                devservices.set_interval_mining(url, devservices.ANVIL_CHAINS[chain]["interval_after_deploy"])
         _manage("register_schedules", env=env)
         _manage("ensure_demo_staff", env=env)
         port = int(os.environ.get("PORT", "8000"))

@@ -95,11 +95,40 @@ class MalformedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ContractFilter(admin.SimpleListFilter):
+    title = "contract"
+    parameter_name = "contract"
+
+    def lookups(self, request, model_admin):
+        from .events import CONTRACTS
+
+        return [(key, name) for key, name in CONTRACTS.items()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(contract=self.value()) if self.value() else queryset
+
+
+class EventNameFilter(admin.SimpleListFilter):
+    """Event names from the committed ABIs: a constant list, not SELECT DISTINCT over every raw log."""
+
+    title = "event"
+    parameter_name = "event"
+
+    def lookups(self, request, model_admin):
+        from .events import specs
+
+        return [(name, name) for name in sorted({spec.name for spec in specs().values()})]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(event=self.value()) if self.value() else queryset
+
+
 @admin.register(ChainEvent)
 class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_display = ("chain", "block_number", "log_index", "event", "order_link", "tx_short", "block_time",
                     "decode_error_short")
-    list_filter = ("chain", "contract", MalformedFilter, "event")
+    list_filter = ("chain", ContractFilter, MalformedFilter, EventNameFilter)
+    list_select_related = ()  # the order is linked by its id: no join
     ordering = ("-block_number", "-log_index")
     search_fields = ("tx_hash",)
     search_hash_fields = ("tx_hash", "block_hash")

@@ -7,9 +7,10 @@ The chain is the source of truth for these rows; only the sync writes them.
 from __future__ import annotations
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models.functions import Now, Upper
 
 from .addresses import HASH_SQL_PATTERN, WALLET_SQL_PATTERN
 from .fields import TxHashField, WalletField
@@ -115,7 +116,11 @@ class UserProfile(models.Model):
             models.CheckConstraint(condition=Q(tier__in=UserTier.values), name="user_profiles_tier_valid",
                                    violation_error_message="tier must be one of " + ", ".join(UserTier.values) + "."),
         ]
-        indexes = [models.Index(fields=["created_at"], name="user_profiles_created_idx")]
+        indexes = [
+            models.Index(fields=["created_at"], name="user_profiles_created_idx"),
+            # The admin's search by the start of a display name (istartswith is UPPER(...) LIKE 'X%').
+            models.Index(OpClass(Upper("display_name"), name="text_pattern_ops"), name="user_profiles_name_prefix_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or self.wallet
@@ -468,3 +473,29 @@ class ChainState(models.Model):
 
     def __str__(self) -> str:
         return self.chain
+
+
+class TopSeller(models.Model):
+    """Top sellers by completed volume over the last 30 days (runbook §9), a snapshot refreshed by beat.
+
+    The ranking needs a pass over a month of orders, too slow for a page view at a million orders;
+    the dashboard reads this table instead and shows when it was computed.
+    """
+
+    rank = models.PositiveSmallIntegerField(unique=True)
+    seller_wallet = WalletField(verbose_name="seller wallet")
+    display_name = models.CharField(max_length=64, blank=True, default="")
+    rating = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True)
+    orders = models.IntegerField(help_text="Completed orders in the window.")
+    total_volume = models.DecimalField(**AMOUNT, help_text="Sum of the completed orders' amounts, token units.")
+    window_start = models.DateTimeField(help_text="Orders created after this time count (UTC).")
+    computed_at = models.DateTimeField(help_text="When the snapshot was taken (UTC).")
+
+    class Meta:
+        db_table = "chain_top_sellers"
+        ordering = ["rank"]
+        verbose_name = "top seller (30 days)"
+        verbose_name_plural = "top sellers (30 days)"
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.display_name or self.seller_wallet}"

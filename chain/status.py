@@ -118,7 +118,9 @@ def read_contract_status(chain: str) -> ContractStatus:
         return status
     totals = open_order_totals(chain)
     for i, (address, token) in enumerate(tokens.items()):
-        supported, esc_bal, tre_bal, esc_cursor = (int(r, 16) for r in results[4 * i: 4 * i + 4])
+        # "0x": no code at that address yet (a token deployed after the mirror's block) reads as zero.
+        supported, esc_bal, tre_bal, esc_cursor = (int(r, 16) if r not in ("0x", "") else 0
+                                                   for r in results[4 * i: 4 * i + 4])
         status.tokens.append(TokenStatus(
             symbol=token.symbol, address=address, decimals=token.decimals, supported=bool(supported),
             escrow_balance=units(esc_bal, token.decimals), treasury_balance=units(tre_bal, token.decimals),

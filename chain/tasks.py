@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 from django.db import close_old_connections
 
-from . import services, sync
+from . import rollup, services, sync
 
 logger = logging.getLogger(__name__)
 
@@ -31,3 +31,10 @@ def reconcile_orders(chain: str, sample: int | None = 200) -> dict:
         return {"chain": chain, "skipped": "not configured"}
     result = services.reconcile_orders(chain=chain, sample=sample)
     return {"chain": chain, "checked": result.checked, "drifted": len(result.drifted_orders)}
+
+
+@shared_task(ignore_result=True)
+def refresh_top_sellers() -> dict:
+    """Runbook §9 top sellers, for the dashboard. Safe to run twice: each run replaces the snapshot."""
+    close_old_connections()
+    return {"sellers": rollup.refresh_top_sellers()}

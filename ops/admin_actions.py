@@ -221,7 +221,8 @@ class ContractActionAdmin(admin.ModelAdmin):
 
     @stepup_required(methods=('POST',))
     def resume_view(self, request):
-        if not request.user.has_perm("ops.add_contractaction"):
+        # Requesting needs add, approving a request needs approve: both roles must reach this page.
+        if not (request.user.has_perm("ops.add_contractaction") or request.user.has_perm("ops.approve_contractaction")):
             raise PermissionDenied
         pending = ContractAction.objects.filter(kind="unpause", status=ActionStatus.PROPOSED).exclude(group="")
         group = request.POST.get("group") or request.GET.get("group")
@@ -234,6 +235,8 @@ class ContractActionAdmin(admin.ModelAdmin):
                     done = actions.approve_resume(actor=request.user, group=group)
                     self.message_user(request, f"Resumed: {len(done)} unpause(s) executed, TRADES_ENABLED on.")
                 else:
+                    if not request.user.has_perm("ops.add_contractaction"):
+                        raise PermissionDenied
                     done = actions.request_resume(actor=request.user, reason=form.cleaned_data["reason"],
                                                   chains=self._chains())
                     self.message_user(request, f"Resume requested ({done[0].group}): a different person must "

@@ -256,6 +256,8 @@ class IncidentAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
         return HttpResponseRedirect(reverse("admin:ops_incident_open"))
 
     def save_model(self, request, obj, form, change):
@@ -313,6 +315,8 @@ class IncidentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:ops_incident_change", args=[pk]))
 
     def report_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         now = timezone.now()
         try:
             year = int(request.GET.get("year", now.year))

@@ -1,12 +1,327 @@
-"""The operations dashboard (admin index): tiles and charts. Filled in by the dashboard issue."""
+"""The operations dashboard (admin index): status tiles and the runbook's business metrics (§9) as charts.
+
+Every number comes from something cheap to read: the health check's 1-second cache, the sync cursors,
+chain_state, the daily order rollup, one probe of the disputed-orders partial index, a 30-day index range
+of user_profiles and the top-sellers snapshot kept by beat. Nothing here aggregates the orders table, so
+the page costs the same at a million orders as at ten.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, F, Min, Sum
+from django.db.models.functions import TruncDate
 from django.http import Http404
+from django.urls import reverse
+from django.utils import timezone
+
+from backoffice.admin_utils import csv_response
+from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
+
+from . import charts
+from .health import health
+from .models import Alert, Incident, IncidentStatus, SecretSchedule
+
+WINDOW_DAYS = 30
+SYNC_LAG_WARNING = 100  # RB-03: lag over 100 blocks is a P2
+SYNC_STALE = timedelta(minutes=10)  # RB-03: a cursor unchanged for 10 minutes is a P1
+CHART_PERMISSION = "chain.view_order"
+DISPUTE_STATUSES = (OrderStatus.DISPUTED, OrderStatus.RESOLVED_BUYER, OrderStatus.RESOLVED_SELLER)
+
+
+@dataclass
+class Tile:
+    key: str
+    title: str
+    value: Any
+    status: str = "ok"  # ok / warning / error / unknown: the tile's colour
+    detail: str = ""
+    url: str | None = None
+
+
+@dataclass
+class Chart:
+    key: str
+    title: str
+    header: list[str]
+    rows: list[list[Any]]
+    svg: str = ""
+    note: str = ""
+    csv_url: str = field(default="")
+
+
+# ---------------------------------------------------------------------------------------------- tiles
+
+
+def _url(name: str, *args, query: str = "") -> str:
+    return reverse(f"admin:{name}", args=args) + (f"?{query}" if query else "")
+
+
+def _health_tiles() -> list[Tile]:
+    links = {"celery": _url("django_celery_beat_periodictask_changelist")}
+    for chain in settings.CHAINS:
+        short = {"ethereum": "eth"}.get(chain, chain)
+        links[f"rpc_{short}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
+    tiles = []
+    for name, check in health()["checks"].items():
+        detail = check.get("error") or ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in check.items()
+            if k in ("latency_ms", "active_workers", "queued_tasks", "memory_used_pct", "latest_block", "configured"))
+        tiles.append(Tile(key=f"health-{name}", title=name, value=check.get("status", "unknown"),
+                          status=check.get("status", "unknown"), detail=detail, url=links.get(name)))
+    return tiles
+
+
+def _sync_tiles(now: datetime) -> list[Tile]:
+    cursors = {c.chain: c for c in EventSyncCursor.objects.all()}
+    tiles = []
+    for chain in settings.CHAINS:
+        cursor = cursors.get(chain)
+        url = _url("chain_eventsynccursor_changelist")
+        if cursor is None:
+            tiles.append(Tile(key=f"sync-{chain}", title=f"sync lag ({chain})", value="—", status="unknown",
+                              detail="no cursor yet", url=url))
+            continue
+        lag = cursor.lag_blocks
+        status = "unknown" if lag is None else ("warning" if lag > SYNC_LAG_WARNING else "ok")
+        if cursor.updated_at and now - cursor.updated_at > SYNC_STALE:
+            status = "error"
+        detail = f"block {cursor.last_block:,}, moved {cursor.updated_at:%Y-%m-%d %H:%M} UTC"
+        if cursor.last_error:
+            detail += f"; last error {cursor.last_error[:60]}"
+        tiles.append(Tile(key=f"sync-{chain}", title=f"sync lag ({chain})",
+                          value="—" if lag is None else f"{lag:,} blocks", status=status, detail=detail, url=url))
+    return tiles
+
+
+def _contract_tiles() -> list[Tile]:
+    states = {s.chain: s for s in ChainState.objects.all()}
+    tiles = []
+    for chain in settings.CHAINS:
+        state = states.get(chain)
+        paused = state.paused if state else None
+        solvent = state.solvency_ok if state else None
+        value = {True: "PAUSED", False: "running", None: "unknown"}[paused]
+        status = "error" if paused or solvent is False else ("unknown" if paused is None else "ok")
+        detail = {True: "solvency ok", False: "SOLVENCY MISMATCH", None: "solvency unchecked"}[solvent]
+        tiles.append(Tile(key=f"contract-{chain}", title=f"contracts ({chain})", value=value, status=status,
+                          detail=detail, url=_url("ops_contractaction_status", chain)))
+    return tiles
+
+
+def _dispute_tile(now: datetime) -> Tile:
+    pending = DailyOrderStats.objects.aggregate(n=Sum("disputed"))["n"] or 0
+    # One probe of the partial index orders_disputed_queue_idx (WHERE status = 'disputed').
+    oldest = Order.objects.filter(status=OrderStatus.DISPUTED).aggregate(oldest=Min("disputed_at"))["oldest"]
+    status, detail = "ok", "none open"
+    if oldest is not None:
+        hours = (now - oldest).total_seconds() / 3600
+        detail = f"oldest {hours:.0f} h" if hours < 72 else f"oldest {hours / 24:.1f} d"
+        if hours >= settings.DISPUTE_SLA_HOURS:
+            status, detail = "warning", f"{detail} (over the {settings.DISPUTE_SLA_HOURS} h SLA)"
+    return Tile(key="disputes", title="pending disputes", value=pending, status=status, detail=detail,
+                url=_url("disputes_disputedorder_changelist"))
+
+
+def _secret_tile() -> Tile:
+    states = [s.state for s in SecretSchedule.objects.only("interval_days", "last_rotated_at", "warn_days")]
+    overdue, due = states.count("overdue"), states.count("due")
+    status = "error" if overdue else ("warning" if due else "ok")
+    return Tile(key="secrets", title="secret rotations due", value=overdue + due, status=status,
+                detail=f"{overdue} overdue, {due} due soon", url=_url("ops_secretschedule_changelist"))
+
+
+def _incident_tile() -> Tile:
+    row = Incident.objects.exclude(status__in=(IncidentStatus.RESOLVED, IncidentStatus.POSTMORTEM)).aggregate(
+        n=Count("id"), worst=Min("severity"))
+    status = "ok" if not row["n"] else ("error" if row["worst"] in ("P0", "P1") else "warning")
+    return Tile(key="incidents", title="open incidents", value=row["n"], status=status,
+                detail=f"worst {row['worst']}" if row["n"] else "none open", url=_url("ops_incident_changelist"))
+
+
+def _alert_tile() -> Tile:
+    row = Alert.objects.filter(acknowledged_at__isnull=True).aggregate(n=Count("id"), worst=Min("severity"))
+    status = "ok" if not row["n"] else ("error" if row["worst"] in ("P0", "P1") else "warning")
+    return Tile(key="alerts", title="unacknowledged alerts", value=row["n"], status=status,
+                detail=f"worst {row['worst']}" if row["n"] else "all acknowledged",
+                url=_url("ops_alert_changelist", query="acknowledged_at__isempty=1"))
+
+
+def tiles(now: datetime | None = None) -> list[Tile]:
+    now = now or timezone.now()
+    return [*_health_tiles(), *_sync_tiles(now), *_contract_tiles(), _dispute_tile(now), _secret_tile(),
+            _incident_tile(), _alert_tile()]
+
+
+# ---------------------------------------------------------------------------------------------- chart data
+
+
+def window(today: date | None = None) -> list[date]:
+    """The last WINDOW_DAYS UTC days, today included, oldest first."""
+    today = today or datetime.now(dt_timezone.utc).date()
+    return [today - timedelta(days=WINDOW_DAYS - 1 - i) for i in range(WINDOW_DAYS)]
+
+
+def _rollup_by_day_and_chain(days: list[date]) -> list[dict]:
+    return list(DailyOrderStats.objects.filter(day__gte=days[0], day__lte=days[-1]).order_by()
+                .values("day", "chain").annotate(
+                    orders_=Sum("orders"), completed_=Sum("completed"), volume_=Sum("volume"),
+                    completed_volume_=Sum("completed_volume"), fees_=Sum("completed_fees"),
+                    disputes_=Sum(F("disputed") + F("resolved_buyer") + F("resolved_seller"))))
+
+
+def _per_day(rollup: list[dict], days: list[date]) -> dict[date, dict[str, Any]]:
+    out = {d: {"orders": 0, "completed": 0, "volume": Decimal(0), "fees": Decimal(0), "disputes": 0} for d in days}
+    for row in rollup:
+        day = out[row["day"]]
+        day["orders"] += row["orders_"]
+        day["completed"] += row["completed_"]
+        day["volume"] += row["completed_volume_"]
+        day["fees"] += row["fees_"]
+        day["disputes"] += row["disputes_"]
+    return out
+
+
+def volume_rows(rollup: list[dict], days: list[date]) -> list[list[Any]]:
+    """Runbook §9 'Daily order volume & revenue', oldest day first."""
+    per_day = _per_day(rollup, days)
+    return [[d, v["orders"], v["completed"], v["volume"], v["fees"]] for d, v in per_day.items()]
+
+
+def dispute_rows(rollup: list[dict], days: list[date]) -> list[list[Any]]:
+    """Runbook §9 'Dispute rate trend': disputed or resolved either way, over all orders created that day."""
+    per_day = _per_day(rollup, days)
+    return [[d, v["orders"], v["disputes"],
+             round(Decimal(100 * v["disputes"]) / v["orders"], 1) if v["orders"] else None]
+            for d, v in per_day.items()]
+
+
+def chain_rows(rollup: list[dict]) -> list[list[Any]]:
+    """Runbook §9 'Chain distribution': orders and volume (all statuses) per chain over the window."""
+    totals: dict[str, list] = {}
+    for row in rollup:
+        total = totals.setdefault(row["chain"], [0, Decimal(0)])
+        total[0] += row["orders_"]
+        total[1] += row["volume_"]
+    return [[chain, n, volume] for chain, (n, volume) in sorted(totals.items(), key=lambda kv: -kv[1][0])]
+
+
+def user_rows(days: list[date]) -> list[list[Any]]:
+    """Runbook §9 'User growth': new profiles per UTC day, and the running total within the window.
+
+    An index range of user_profiles_created_idx: a month of sign-ups, not the table.
+    """
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=dt_timezone.utc)
+    counts = dict(UserProfile.objects.filter(created_at__gte=start).order_by()
+                  .annotate(day=TruncDate("created_at", tzinfo=dt_timezone.utc))
+                  .values("day").annotate(n=Count("id")).values_list("day", "n"))
+    rows, running = [], 0
+    for day in days:
+        running += counts.get(day, 0)
+        rows.append([day, counts.get(day, 0), running])
+    return rows
+
+
+def seller_rows() -> tuple[list[list[Any]], datetime | None]:
+    """Runbook §9 'Top sellers by volume', from the snapshot the refresh-top-sellers beat keeps."""
+    sellers = list(TopSeller.objects.all())
+    rows = [[s.rank, s.seller_wallet, s.display_name, s.orders, s.total_volume, s.rating] for s in sellers]
+    return rows, (sellers[0].computed_at if sellers else None)
+
+
+HEADERS = {
+    "volume": ["day", "orders", "completed", "volume_usdt", "fees_usdt"],
+    "disputes": ["day", "total_orders", "disputes", "dispute_rate_pct"],
+    "users": ["day", "new_users", "cumulative_users"],
+    "chains": ["chain", "orders", "volume"],
+    "sellers": ["rank", "seller_wallet", "display_name", "orders", "total_volume", "rating"],
+}
+TITLES = {
+    "volume": "Daily order volume and fees, last 30 days (UTC)",
+    "disputes": "Dispute rate by day of order creation, last 30 days (UTC)",
+    "users": "New users per day, last 30 days (UTC)",
+    "chains": "Orders per chain, last 30 days",
+    "sellers": "Top 10 sellers by completed volume, last 30 days",
+}
+
+
+def chart_rows(key: str, today: date | None = None) -> tuple[list[list[Any]], str]:
+    """The rows behind one chart (also its CSV), and a note (e.g. when a snapshot was taken)."""
+    days = window(today)
+    if key == "volume":
+        return volume_rows(_rollup_by_day_and_chain(days), days), ""
+    if key == "disputes":
+        return dispute_rows(_rollup_by_day_and_chain(days), days), ""
+    if key == "chains":
+        return chain_rows(_rollup_by_day_and_chain(days)), ""
+    if key == "users":
+        return user_rows(days), ""
+    if key == "sellers":
+        rows, computed_at = seller_rows()
+        return rows, _snapshot_note(computed_at)
+    raise Http404(f"No chart named {key!r}.")
+
+
+def _snapshot_note(computed_at: datetime | None) -> str:
+    if computed_at is None:
+        return "Not computed yet: the refresh-top-sellers beat runs every 10 minutes."
+    return f"As of {computed_at.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC (refreshed every 10 minutes)."
+
+
+def build_charts(today: date | None = None) -> list[Chart]:
+    days = window(today)
+    rollup = _rollup_by_day_and_chain(days)  # one small query feeds three charts
+    labels = [d.strftime("%m-%d") for d in days]
+    volume = volume_rows(rollup, days)
+    disputes = dispute_rows(rollup, days)
+    chains = chain_rows(rollup)
+    users = user_rows(days)
+    sellers, computed_at = seller_rows()
+    out = [
+        Chart("volume", TITLES["volume"], HEADERS["volume"], volume, svg=charts.column_chart(
+            key="volume", title=TITLES["volume"], x_label="day (UTC)", y_label="completed volume (token units)",
+            labels=labels, values=[r[3] for r in volume], line=[r[4] for r in volume], line_label="fees")),
+        Chart("disputes", TITLES["disputes"], HEADERS["disputes"], disputes, svg=charts.line_chart(
+            key="disputes", title=TITLES["disputes"], x_label="day of order creation (UTC)",
+            y_label="dispute rate (%)", labels=labels, values=[r[3] or 0 for r in disputes])),
+        Chart("users", TITLES["users"], HEADERS["users"], users, svg=charts.column_chart(
+            key="users", title=TITLES["users"], x_label="day (UTC)", y_label="new users", labels=labels,
+            values=[r[1] for r in users], line=[r[2] for r in users], line_label="cumulative in window")),
+        Chart("chains", TITLES["chains"], HEADERS["chains"], chains, svg=charts.bar_list(
+            key="chains", title=TITLES["chains"], x_label="orders", y_label="chain",
+            labels=[r[0] for r in chains], values=[r[1] for r in chains])),
+        Chart("sellers", TITLES["sellers"], HEADERS["sellers"], sellers, note=_snapshot_note(computed_at),
+              svg=charts.bar_list(key="sellers", title=TITLES["sellers"], x_label="completed volume (token units)",
+                                  y_label="seller", labels=[r[2] or f"{r[1][:8]}…{r[1][-4:]}" for r in sellers],
+                                  values=[r[4] for r in sellers])),
+    ]
+    for chart in out:
+        chart.csv_url = reverse("admin:dashboard_chart_csv", args=[chart.key])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- views
 
 
 def dashboard_context(request) -> dict:
-    return {}
+    """Merged into the admin index's context: tiles for every staff member, charts for those who may see orders."""
+    now = timezone.now()
+    can_see_metrics = request.user.has_perm(CHART_PERMISSION)
+    return {"dashboard": {"tiles": tiles(now), "charts": build_charts() if can_see_metrics else [],
+                          "generated_at": now}}
 
 
 def chart_csv(request, chart: str):
-    raise Http404(chart)
+    """/admin/dashboard/<chart>.csv: the numbers behind one chart."""
+    if chart not in HEADERS:
+        raise Http404(f"No chart named {chart!r}.")
+    if not request.user.has_perm(CHART_PERMISSION):
+        raise PermissionDenied
+    rows, _ = chart_rows(chart)
+    return csv_response(f"{chart}.csv", HEADERS[chart], rows)
+

@@ -1,8 +1,10 @@
 """The back office's admin site: two-factor staff only, and its index is the operations dashboard."""
 from __future__ import annotations
 
+from functools import update_wrapper
+
 from django.contrib import admin
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
@@ -17,6 +19,22 @@ class BackofficeAdminSite(admin.AdminSite):
         """Active staff whose session passed the second factor (no setting turns this off)."""
         user = request.user
         return user.is_active and user.is_staff and getattr(user, "is_verified", lambda: False)()
+
+    def admin_view(self, view, cacheable=False):
+        """Every admin page refuses a NUL character in its parameters with a 400: PostgreSQL text cannot hold
+        one, so a list filter or search term carrying it (``?chain__exact=%00``) would otherwise end in a 500.
+        (Form fields refuse it on their own; filters, search and hand-read parameters do not.)"""
+        inner = super().admin_view(view, cacheable)
+
+        def refuse_nul(request, *args, **kwargs):
+            params = [request.GET] + ([request.POST] if request.method == "POST" else [])
+            if any("\x00" in key or any("\x00" in v for v in values)
+                   for query in params for key, values in query.lists()):
+                return HttpResponseBadRequest("A parameter contains a NUL (0x00) character, which no field "
+                                              "accepts: remove it and try again.", content_type="text/plain")
+            return inner(request, *args, **kwargs)
+
+        return update_wrapper(refuse_nul, inner)
 
     def login(self, request, extra_context=None):
         """Password first; a signed-in but not yet OTP-verified user goes on to the second factor."""

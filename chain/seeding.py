@@ -121,6 +121,19 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
         max_block = {chain: 0 for chain in Chain.values}
         statuses = [s for s, _ in STATUS_WEIGHTS]
         weights = [w for _, w in STATUS_WEIGHTS]
+        # Bulk-load practice: drop the secondary indexes, COPY, rebuild them once (each index is then
+        # built in one sorted pass instead of a million random inserts). All in this transaction.
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'orders' AND indexname NOT IN "
+                    "(SELECT conname FROM pg_constraint WHERE conrelid = 'orders'::regclass)")
+        secondary = cur.fetchall()
+        # Foreign keys too: re-adding one checks all rows in one join instead of two lookups per row.
+        cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conrelid = 'orders'::regclass AND contype = 'f'")
+        foreign_keys = cur.fetchall()
+        for name, _ in foreign_keys:
+            cur.execute(f'ALTER TABLE orders DROP CONSTRAINT "{name}"')
+        for name, _ in secondary:
+            cur.execute(f'DROP INDEX "{name}"')
         with raw.cursor().copy(f"COPY orders ({', '.join(ORDER_COLUMNS)}) FROM STDIN") as copy:
             buf = []
             # Created times rise with the index, so on-chain ids and blocks increase with time.
@@ -149,6 +162,11 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
                     copy.write("".join(buf))
                     buf.clear()
             copy.write("".join(buf))
+
+        for _, definition in secondary:
+            cur.execute(definition)
+        for name, definition in foreign_keys:
+            cur.execute(f'ALTER TABLE orders ADD CONSTRAINT "{name}" {definition}')
 
         # A few blacklisted wallets (RB-04), so filters and the profile flag have something to show.
         blacklisted = rng.sample(users, min(12, len(users)))

@@ -95,6 +95,9 @@ def parse_blacklist_csv(data: bytes | str, *, now: datetime | None = None) -> Pa
 
 def _row(record: dict, line: int, now: datetime, seen: dict[str, int], result: ParseResult) -> None:
     values = {k: (v or "").strip() for k, v in record.items()}
+    if any("\x00" in v for v in values.values()):  # PostgreSQL text cannot hold it: the insert would fail
+        result.errors.append(f"line {line}: contains a NUL (0x00) character: remove it and export again.")
+        return
     try:
         wallet = canonical_wallet(values["wallet"])
     except ValidationError as exc:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from .common import ROOT, bench_env, figure
+from .common import MILLION_DB, ROOT, bench_env, figure
 
 ORDERS = 1_000_000
 RUNS = 40
@@ -125,7 +125,7 @@ def _login(client, user) -> None:
 
 
 def main() -> None:
-    env = bench_env("admin")
+    env = bench_env(MILLION_DB)
     os.environ.update(env)
     import django
 

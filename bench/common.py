@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+# The read-only benchmarks at 1,000,000 orders share one seeded database (seeded once, reused).
+MILLION_DB = "million"
 
 
 def bench_env(suffix: str = "bench") -> dict[str, str]:

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from .common import ROOT, bench_env, figure
+from .common import MILLION_DB, ROOT, bench_env, figure
 
 ORDERS = 1_000_000
 RUNS = 30
@@ -90,7 +90,7 @@ def _naive_reports(now) -> dict:
 
 
 def main() -> None:
-    env = bench_env("disputes")
+    env = bench_env(MILLION_DB)
     os.environ.update(env)
     import django
 

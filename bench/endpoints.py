@@ -21,7 +21,7 @@ import urllib.request
 
 from backoffice.devservices import free_port
 
-from .common import ROOT, bench_env, figure
+from .common import MILLION_DB, ROOT, bench_env, figure
 
 ORDERS = 1_000_000
 CLIENTS = 50
@@ -103,7 +103,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: str) -> None:
 
 
 def main() -> None:
-    env = bench_env("endpoints")
+    env = bench_env(MILLION_DB)
     if _order_count(env) < ORDERS:
         subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(ORDERS), "--reset"],
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from .common import ROOT, bench_env, figure
+from .common import MILLION_DB, ROOT, bench_env, figure
 
 ORDERS = 1_000_000
 RUNS = 30
@@ -26,7 +26,7 @@ def _p(values: list[float], pct: float) -> float:
 
 
 def main() -> None:
-    env = bench_env("timeouts")
+    env = bench_env(MILLION_DB)
     os.environ.update(env)
     import django
 

@@ -13,15 +13,11 @@ its own time is reported. The seeded database is reused when it already holds th
 """
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 
-from .common import MILLION_DB, ROOT, bench_env, figure
+from .common import figure, million_orders
 
-ORDERS = 1_000_000
 RUNS = 40
 STOCK_RUNS = 5
 NAIVE_RUNS = 5
@@ -125,11 +121,7 @@ def _login(client, user) -> None:
 
 
 def main() -> None:
-    env = bench_env(MILLION_DB)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    million_orders()
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -139,9 +131,6 @@ def main() -> None:
     from chain import rollup
     from chain.models import Order
 
-    if Order.objects.count() < ORDERS:
-        subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(ORDERS), "--reset"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     with connection.cursor() as cur:
         cur.execute("ANALYZE orders")
         cur.execute("ANALYZE user_profiles")

@@ -52,3 +52,21 @@ def figure(name: str, value: float, unit: str, *, baseline: float | None = None,
     out.update(extra)
     print(json.dumps(out), flush=True)
     return out
+
+
+MILLION = 1_000_000
+
+
+def million_orders() -> dict[str, str]:
+    """Django set up on the shared benchmark database, seeded with 1,000,000 orders once and reused."""
+    env = bench_env(MILLION_DB)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from chain.models import Order
+
+    if Order.objects.count() < MILLION:
+        subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(MILLION), "--reset"],
+                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return env

@@ -8,17 +8,13 @@ The seeded database is reused when it already holds the orders (seeding takes a 
 """
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import timedelta
 
-from .common import MILLION_DB, ROOT, bench_env, figure
+from .common import figure, million_orders
 
-ORDERS = 1_000_000
 RUNS = 30
 NAIVE_RUNS = 3
 QUEUE = "/admin/disputes/disputedorder/"
@@ -90,11 +86,7 @@ def _naive_reports(now) -> dict:
 
 
 def main() -> None:
-    env = bench_env(MILLION_DB)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    million_orders()
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -105,9 +97,6 @@ def main() -> None:
     from chain.models import Order
     from disputes import selectors
 
-    if Order.objects.count() < ORDERS:
-        subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(ORDERS), "--reset"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     orders = Order.objects.count()
     disputed = Order.objects.filter(status="disputed").count()
 

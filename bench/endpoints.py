@@ -21,7 +21,7 @@ import urllib.request
 
 from backoffice.devservices import free_port
 
-from .common import MILLION_DB, ROOT, bench_env, figure
+from .common import ROOT, figure, million_orders
 
 ORDERS = 1_000_000
 CLIENTS = 50
@@ -103,10 +103,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: str) -> None:
 
 
 def main() -> None:
-    env = bench_env(MILLION_DB)
-    if _order_count(env) < ORDERS:
-        subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(ORDERS), "--reset"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    env = million_orders()  # the server runs in its own process on the same database
     orders = _order_count(env)
     token = secrets.token_urlsafe(32)
     port = free_port()

@@ -6,15 +6,11 @@ holds the orders (seeding takes about a minute).
 """
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import time
 
-from .common import MILLION_DB, ROOT, bench_env, figure
+from .common import figure, million_orders
 
-ORDERS = 1_000_000
 RUNS = 30
 KINDS = ("auto_expire", "auto_release")
 CHAINS = ["bsc", "ethereum"]
@@ -26,19 +22,12 @@ def _p(values: list[float], pct: float) -> float:
 
 
 def main() -> None:
-    env = bench_env(MILLION_DB)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    million_orders()
     from django.utils import timezone
 
     from chain.models import Order
     from ops.timeouts import due_timeouts
 
-    if Order.objects.count() < ORDERS:
-        subprocess.run([sys.executable, "manage.py", "seed_demo", "--orders", str(ORDERS), "--reset"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     orders = Order.objects.count()
     now = timezone.now()
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backoffice.permissions import require_perm
 from chain.addresses import canonical_wallet
 from chain.models import Order
 from ops.audit import record_audit
@@ -33,7 +34,7 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
 
     Side effects: user_profiles.is_blacklisted becomes true (database trigger); one audit row.
     """
-    _require(actor, "disputes.add_blacklist", "blacklist wallets")
+    require_perm(actor, "disputes.add_blacklist", "blacklist wallets")
     wallet = canonical_wallet(wallet)
     reason = (reason or "").strip()
     if not reason:
@@ -56,7 +57,7 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
 
 def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blacklist:
     """Lift an active blacklisting (the row stays, as history). Raises ValidationError if already lifted."""
-    _require(actor, "disputes.change_blacklist", "lift blacklistings")
+    require_perm(actor, "disputes.change_blacklist", "lift blacklistings")
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required to lift a blacklisting."})
@@ -77,13 +78,6 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
 # ---------------------------------------------------------------------------- dispute review
 
 
-def _require(actor: Any, perm: str, what: str) -> None:
-    if actor is None or isinstance(actor, str):
-        return
-    if not actor.is_active or not actor.is_staff or not actor.has_perm(perm):
-        raise PermissionDenied(f"{actor.get_username()} may not {what}.")
-
-
 def _case(order: Order) -> DisputeCase:
     """The order's case, with the order row locked and its status read fresh (the sync may have moved it)."""
     order = Order.objects.select_for_update().get(pk=order.pk)
@@ -95,7 +89,7 @@ def _case(order: Order) -> DisputeCase:
 
 def claim_dispute(*, actor: Any, order: Order) -> DisputeCase:
     """Take a disputed order for review. Refused when someone else holds it (release it first)."""
-    _require(actor, "disputes.review_dispute", "review disputes")
+    require_perm(actor, "disputes.review_dispute", "review disputes")
     with transaction.atomic():
         case = _case(order)
         if case.assignee_id and case.assignee_id != actor.pk:
@@ -107,7 +101,7 @@ def claim_dispute(*, actor: Any, order: Order) -> DisputeCase:
 
 
 def release_dispute(*, actor: Any, order: Order) -> DisputeCase:
-    _require(actor, "disputes.review_dispute", "review disputes")
+    require_perm(actor, "disputes.review_dispute", "review disputes")
     with transaction.atomic():
         case = _case(order)
         if case.assignee_id is None:
@@ -123,7 +117,7 @@ def release_dispute(*, actor: Any, order: Order) -> DisputeCase:
 
 def add_dispute_note(*, actor: Any, order: Order, body: str) -> DisputeNote:
     """Append an internal note (notes are never edited or deleted)."""
-    _require(actor, "disputes.review_dispute", "review disputes")
+    require_perm(actor, "disputes.review_dispute", "review disputes")
     body = (body or "").strip()
     if not body:
         raise ValidationError({"body": "The note is empty: write what you found."})
@@ -137,7 +131,7 @@ def add_dispute_note(*, actor: Any, order: Order, body: str) -> DisputeNote:
 
 
 def recommend_resolution(*, actor: Any, order: Order, recommendation: str, note: str) -> DisputeCase:
-    _require(actor, "disputes.review_dispute", "review disputes")
+    require_perm(actor, "disputes.review_dispute", "review disputes")
     if recommendation not in Recommendation.values:
         raise ValidationError({"recommendation": f"Choose one of: {', '.join(Recommendation.labels)}."})
     note = (note or "").strip()
@@ -160,7 +154,7 @@ def propose_owner_resolution(*, actor: Any, order: Order, favor_buyer: bool, rea
     from ops.actions import propose_contract_action
 
     # The role is checked first, so a reviewer is refused as such whatever the order's state.
-    _require(actor, "ops.add_contractaction", "propose contract actions")
+    require_perm(actor, "ops.add_contractaction", "propose contract actions")
     if order.status != "disputed":
         raise ValidationError({"order": f"Order {order} is not disputed."})
     if order.dispute_deadline is None or order.dispute_deadline > timezone.now():
@@ -174,7 +168,7 @@ def propose_owner_resolution(*, actor: Any, order: Order, favor_buyer: bool, rea
 def blacklist_wallets(*, actor: Any, wallets: list[str], reason: str, source: str = BlacklistSource.MANUAL,
                       order: Order | None = None) -> list[Blacklist]:
     """Blacklist several wallets at once (RB-04 reports). All or nothing; each one is audited."""
-    _require(actor, "disputes.add_blacklist", "blacklist wallets")
+    require_perm(actor, "disputes.add_blacklist", "blacklist wallets")
     with transaction.atomic():
         return [blacklist_wallet(actor=actor, wallet=w, reason=reason, source=source, order=order) for w in wallets]
 
@@ -215,7 +209,7 @@ def flag_repeat_offenders(*, days: int = 7, minimum: int = 3) -> int:
 
 
 def resolve_review_flag(*, actor: Any, flag: ReviewFlag, resolution: str) -> ReviewFlag:
-    _require(actor, "disputes.review_dispute", "resolve review flags")
+    require_perm(actor, "disputes.review_dispute", "resolve review flags")
     resolution = (resolution or "").strip()
     if not resolution:
         raise ValidationError({"resolution": "Say what you decided (e.g. 'blacklisted', 'legitimate seller')."})
@@ -257,7 +251,7 @@ def import_blacklist(*, actor: Any, data: bytes | str) -> list[Blacklist]:
     """Import a validated CSV: every row or none (a bad row raises ValidationError listing every problem)."""
     from .imports import parse_blacklist_csv
 
-    _require(actor, "disputes.add_blacklist", "import blacklists")
+    require_perm(actor, "disputes.add_blacklist", "import blacklists")
     parsed = parse_blacklist_csv(data)
     if not parsed.ok:
         raise ValidationError({"file": parsed.errors})

@@ -13,12 +13,13 @@ import math
 import uuid
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
 
+from backoffice.permissions import require_perm
 from chain import calls, transactions
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -36,13 +37,6 @@ def _snapshot(action: ContractAction) -> dict[str, Any]:
     return {"status": action.status, "chain": action.chain, "call": action.description,
             "calldata_hash": action.calldata_hash, "nonce": action.nonce, "tx_hash": action.tx_hash,
             "approved_by": action.approved_by_id, "outcome": action.outcome}
-
-
-def _require(actor: Any, perm: str, what: str) -> None:
-    if actor is None or isinstance(actor, str):
-        return  # the system actor (rule-bound automation)
-    if not actor.is_active or not actor.is_staff or not actor.has_perm(perm):
-        raise PermissionDenied(f"{actor.get_username()} may not {what}.")
 
 
 def _signer() -> str:
@@ -67,7 +61,7 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
     Raises ValidationError naming the field for bad parameters, a missing reason, an unconfigured
     chain, or a simulation that reverts (with the decoded reason); nothing is written then.
     """
-    _require(actor, "ops.add_contractaction", "propose contract actions")
+    require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required: say why this call is needed."})
@@ -99,7 +93,7 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
 
 def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
     """Second pair of eyes. The proposer cannot approve their own action (also refused by the database)."""
-    _require(actor, "ops.approve_contractaction", "approve contract actions")
+    require_perm(actor, "ops.approve_contractaction", "approve contract actions")
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         if action.status != ActionStatus.PROPOSED:
@@ -116,7 +110,7 @@ def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
 
 
 def reject_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
-    _require(actor, "ops.approve_contractaction", "reject contract actions")
+    require_perm(actor, "ops.approve_contractaction", "reject contract actions")
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required to reject an action."})
@@ -147,7 +141,7 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
     """Simulate again, sign and record, then broadcast. Returns the action in its new state:
     rejected (the simulation reverted: nothing signed), signed (broadcast pending: the recovery
     step will send the recorded bytes) or sent."""
-    _require(actor, "ops.execute_contractaction", "execute contract actions")
+    require_perm(actor, "ops.execute_contractaction", "execute contract actions")
     action.refresh_from_db()
     if action.status != ActionStatus.APPROVED:
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: "
@@ -305,7 +299,7 @@ def _others_with_nonce(action: ContractAction) -> list[ContractAction]:
 def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
     """Propose a replacement of a stuck transaction: same call, same nonce, fees raised ≥ 12.5% when
     executed. It goes through the same approval path (a different person approves it)."""
-    _require(actor, "ops.add_contractaction", "propose contract actions")
+    require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required to replace a transaction."})
@@ -330,7 +324,7 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
 
 def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> ContractAction:
     """RB-05: one operator pauses at once — proposed, self-approved (allowed for pause only), executed."""
-    _require(actor, "ops.execute_contractaction", "pause the escrow")
+    require_perm(actor, "ops.execute_contractaction", "pause the escrow")
     action = propose_contract_action(actor=actor, chain=chain, kind="pause", params={}, reason=reason, group=group)
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
@@ -365,7 +359,7 @@ def emergency_stop(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
 
     A chain already paused is skipped (its simulation reverts); the flag is set regardless.
     """
-    _require(actor, "ops.execute_contractaction", "trigger the emergency stop")
+    require_perm(actor, "ops.execute_contractaction", "trigger the emergency stop")
     group = f"stop-{uuid.uuid4().hex[:12]}"
     set_platform_flag(actor=actor, key="TRADES_ENABLED", value=False, reason=f"emergency stop: {reason}")
     actions = []

@@ -6,10 +6,12 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
+
+from backoffice.permissions import require_perm
 
 from .audit import record_audit
 from .models import (
@@ -26,11 +28,6 @@ POSTMORTEM_WINDOW = timedelta(hours=48)
 POSTMORTEM_SEVERITIES = ("P0", "P1")
 
 
-def _require(actor: Any, perm: str, what: str) -> None:
-    if not getattr(actor, "is_active", False) or not actor.is_staff or not actor.has_perm(perm):
-        raise PermissionDenied(f"{getattr(actor, 'username', actor)} may not {what}.")
-
-
 def fingerprint(value: str) -> str:
     """A short SHA-256 prefix: enough to tell two values apart, useless to recover one."""
     return hashlib.sha256(value.encode()).hexdigest()[:12]
@@ -43,7 +40,7 @@ def record_secret_rotation(*, actor: Any, secret: SecretSchedule, reason: str, s
 
     Every runbook step of the secret must be confirmed; a suspected compromise needs a note.
     """
-    _require(actor, "ops.add_secretrotation", "record secret rotations")
+    require_perm(actor, "ops.add_secretrotation", "record secret rotations", allow_system=False)
     if reason not in RotationReason.values:
         raise ValidationError({"reason": "Choose scheduled rotation or suspected compromise."})
     missing = [s for s in secret.steps if s not in (steps_confirmed or [])]
@@ -68,7 +65,7 @@ def record_secret_rotation(*, actor: Any, secret: SecretSchedule, reason: str, s
 
 
 def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days: int | None, reason: str) -> SecretSchedule:
-    _require(actor, "ops.change_secretschedule", "change rotation schedules")
+    require_perm(actor, "ops.change_secretschedule", "change rotation schedules", allow_system=False)
     if interval_days is not None and interval_days < 1:
         raise ValidationError({"interval_days": "Use at least 1 day, or leave it empty for 'as needed'."})
     with transaction.atomic():
@@ -86,7 +83,7 @@ def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days:
 
 def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime | None = None,
                   summary: str = "", runbook: str = "") -> Incident:
-    _require(actor, "ops.add_incident", "open incidents")
+    require_perm(actor, "ops.add_incident", "open incidents", allow_system=False)
     title = (title or "").strip()
     if not title:
         raise ValidationError({"title": "Give the incident a short title."})
@@ -106,7 +103,7 @@ def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime
 
 
 def add_incident_event(*, actor: Any, incident: Incident, text: str, at: datetime | None = None) -> IncidentEvent:
-    _require(actor, "ops.change_incident", "update incidents")
+    require_perm(actor, "ops.change_incident", "update incidents", allow_system=False)
     text = (text or "").strip()
     if not text:
         raise ValidationError({"text": "The timeline entry is empty."})
@@ -119,7 +116,7 @@ def add_incident_event(*, actor: Any, incident: Incident, text: str, at: datetim
 def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "", commander=None, ops_lead=None,
                      comms_lead=None, severity: str | None = None) -> Incident:
     """Move along detected → triaged → mitigated → resolved. Triage assigns the commander and severity."""
-    _require(actor, "ops.change_incident", "update incidents")
+    require_perm(actor, "ops.change_incident", "update incidents", allow_system=False)
     with transaction.atomic():
         incident = Incident.objects.select_for_update().get(pk=incident.pk)
         flow = [s.value for s in INCIDENT_FLOW]
@@ -154,7 +151,7 @@ def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "",
 
 
 def complete_postmortem(*, actor: Any, incident: Incident, text: str) -> Incident:
-    _require(actor, "ops.change_incident", "update incidents")
+    require_perm(actor, "ops.change_incident", "update incidents", allow_system=False)
     text = (text or "").strip()
     if incident.status != IncidentStatus.RESOLVED:
         raise ValidationError({"status": "Only a resolved incident gets its post-mortem."})

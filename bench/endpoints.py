@@ -23,7 +23,6 @@ from backoffice.devservices import free_port
 
 from .common import ROOT, figure, million_orders
 
-ORDERS = 1_000_000
 CLIENTS = 50
 SECONDS = 30.0
 WARMUP = 3.0

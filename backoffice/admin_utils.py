@@ -100,12 +100,8 @@ class FastRowsMixin:
         return _FastChangeList
 
 
-class ReadOnlyMirrorAdmin(FastRowsMixin, admin.ModelAdmin):
-    """The chain is the source of truth: staff look, the sync writes."""
-
-    paginator = CappedCountPaginator
-    show_full_result_count = False
-    list_per_page = 50
+class ReadOnlyAdminMixin:
+    """Records nobody edits in the admin (superusers included): they are written by services only."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -115,6 +111,14 @@ class ReadOnlyMirrorAdmin(FastRowsMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyMirrorAdmin(ReadOnlyAdminMixin, FastRowsMixin, admin.ModelAdmin):
+    """The chain is the source of truth: staff look, the sync writes."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
 
 
 def csv_response(filename: str, header: list[str], rows: Iterable[Iterable[Any]]) -> StreamingHttpResponse:

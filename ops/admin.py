@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from backoffice.admin_utils import CappedCountPaginator, export_csv_action
+from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin, export_csv_action
 
 from . import services
 from .models import Alert, AuditLog
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "created_at", "actor_label", "as_superuser", "action", "object_type", "object_id",
                     "object_repr", "reason_short")
     list_filter = ("action", "object_type", "as_superuser", ("created_at", admin.DateFieldListFilter))
@@ -26,15 +26,6 @@ class AuditLogAdmin(admin.ModelAdmin):
     @admin.display(description="reason")
     def reason_short(self, obj: AuditLog) -> str:
         return obj.reason if len(obj.reason) <= 60 else obj.reason[:60] + "…"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Alert)

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from backoffice.admin_utils import CappedCountPaginator
+from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin
 from backoffice.security import stepup_required
 
 from . import actions, console
@@ -60,25 +60,16 @@ class AlertChannelAdmin(AuditedConfigAdmin):
 
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(admin.ModelAdmin):
+class AlertDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("alert", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
     list_filter = ("status", "channel")
     list_select_related = ("alert", "channel")
     paginator = CappedCountPaginator  # one row per alert and channel: grows with the alert history
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(OpsReport)
-class OpsReportAdmin(admin.ModelAdmin):
+class OpsReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("kind", "created_at", "status")
     list_filter = ("kind", "status")
     show_full_result_count = False  # one count, not two
@@ -88,15 +79,6 @@ class OpsReportAdmin(admin.ModelAdmin):
     @admin.display(description="report")
     def report(self, obj: OpsReport) -> str:
         return format_html("<pre>{}</pre>", obj.text)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class FlagForm(forms.ModelForm):
@@ -189,19 +171,10 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
 
 
 @admin.register(SecretRotation)
-class SecretRotationAdmin(admin.ModelAdmin):
+class SecretRotationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("secret", "rotated_at", "rotated_by", "reason", "fingerprint")
     list_filter = ("secret", "reason")
     list_select_related = ("secret", "rotated_by")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class IncidentOpenForm(forms.Form):

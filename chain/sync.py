@@ -321,8 +321,11 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
             batch = future.result()
             # Size the next range for about TARGET_LOGS logs: big enough to amortise each write,
             # small enough for providers' response limits and the worker's memory.
-            density = len(batch.logs) / (batch.to_block - batch.from_block + 1)
-            size = max(1, min(cfg.batch_blocks, int(TARGET_LOGS / density) if density else cfg.batch_blocks))
+            # Grow at most 4x per batch: the first blocks after a deployment are often sparse.
+            blocks = batch.to_block - batch.from_block + 1
+            density = len(batch.logs) / blocks
+            wanted = int(TARGET_LOGS / density) if density else cfg.batch_blocks
+            size = max(1, min(cfg.batch_blocks, 4 * blocks, wanted))
             nxt = batch.to_block + 1
             more = nxt <= target and time.monotonic() - started < max_seconds
             future = pool.submit(fetch, nxt, size) if more else None

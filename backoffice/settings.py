@@ -157,6 +157,9 @@ SESSION_MAX_HOURS = 12
 STEPUP_SECONDS = env.int("STEPUP_SECONDS", default=300)
 CSRF_COOKIE_HTTPONLY = True
 
+# Nobody, superusers included, reads another person's TOTP secret or QR code in the device admin.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
 # Login throttling (django-axes): 5 failures per username and address, then 15 minutes. The same
 # answer whether the account exists or not. Behind a reverse proxy set TRUSTED_PROXY_COUNT to the
 # number of proxies that append to X-Forwarded-For; with 0, the header is ignored.

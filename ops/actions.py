@@ -189,7 +189,9 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         action.save()
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
                      after=_snapshot(action), reason=action.reason)
-    return send_signed_action(action=action)
+    action = send_signed_action(action=action)
+    _finish_resume(actor, action)
+    return action
 
 
 def send_signed_action(*, action: ContractAction) -> ContractAction:
@@ -387,13 +389,27 @@ def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
 
 
 def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
-    """Approve and execute a resume request's unpauses, then turn TRADES_ENABLED back on."""
+    """Approve a resume request's unpauses (a different person from the requester). An approver who may
+    also execute sends them at once; otherwise they wait, approved, for an operator to execute.
+    TRADES_ENABLED comes back on when the last unpause of the request is sent (see `_finish_resume`)."""
     actions = list(ContractAction.objects.filter(group=group, kind="unpause", status=ActionStatus.PROPOSED))
     if not actions:
         raise ValidationError({"group": f"No pending resume request {group!r}."})
-    done = []
-    for action in actions:
-        approve_contract_action(actor=actor, action=action)
-        done.append(execute_contract_action(actor=actor, action=action))
-    set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True, reason=f"resume {group} approved")
-    return done
+    approved = [approve_contract_action(actor=actor, action=action) for action in actions]
+    if actor.has_perm("ops.execute_contractaction"):
+        return [execute_contract_action(actor=actor, action=action) for action in approved]
+    return approved
+
+
+def _finish_resume(actor: Any, action: ContractAction) -> None:
+    """After an unpause of a resume request is sent: when none of the request is left to send,
+    trading is enabled again (the kill switch's second half)."""
+    if action.kind != "unpause" or not action.group.startswith("resume-"):
+        return
+    if action.status not in (ActionStatus.SIGNED, ActionStatus.SENT):
+        return
+    pending = ContractAction.objects.filter(group=action.group, kind="unpause",
+                                            status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED])
+    if not pending.exists():
+        set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True,
+                          reason=f"resume {action.group}: every unpause was sent")

@@ -233,7 +233,11 @@ class ContractActionAdmin(admin.ModelAdmin):
                     if not request.user.has_perm("ops.approve_contractaction"):
                         raise PermissionDenied
                     done = actions.approve_resume(actor=request.user, group=group)
-                    self.message_user(request, f"Resumed: {len(done)} unpause(s) executed, TRADES_ENABLED on.")
+                    if all(a.status in (ActionStatus.SIGNED, ActionStatus.SENT) for a in done):
+                        self.message_user(request, f"Resumed: {len(done)} unpause(s) sent, TRADES_ENABLED on.")
+                    else:
+                        self.message_user(request, f"Approved {len(done)} unpause(s): an operator executes them "
+                                                   "from the list; TRADES_ENABLED comes back on when they are sent.")
                 else:
                     if not request.user.has_perm("ops.add_contractaction"):
                         raise PermissionDenied

@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -264,7 +264,9 @@ class IncidentAdmin(admin.ModelAdmin):
             "update_form": IncidentUpdateForm(initial={"text": incident.postmortem} if incident.status == "resolved" else None)})
 
     def update_view(self, request, pk: int):
-        if not request.user.has_perm("ops.change_incident") or request.method != "POST":
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("ops.change_incident"):
             raise PermissionDenied
         incident = get_object_or_404(Incident, pk=pk)
         form = IncidentUpdateForm(request.POST)

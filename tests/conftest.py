@@ -39,6 +39,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
         with connection.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" SET bo.allow_truncate_audit = \'on\'')
         connection.close()
+    yield
+    # The health check's worker threads keep connections open: end them so the database can be dropped.
+    with django_db_blocker.unblock():
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 @pytest.fixture

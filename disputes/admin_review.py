@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin
-from chain.models import Arbitrator, Order, UserProfile
+from chain.models import Arbitrator, Order
 
 from . import selectors, services
 from .models import DisputedOrder, Recommendation, ReviewFlag

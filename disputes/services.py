@@ -233,7 +233,6 @@ def dispute_rate_threshold() -> int:
 
 def check_dispute_rate() -> bool:
     """Scheduled: alert (P2, fraud) when the 24 h dispute rate passes the threshold (default 20%)."""
-    from ops.models import PlatformFlag
     from ops.services import raise_alert
 
     from .selectors import dispute_rate_24h

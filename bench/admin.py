@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from .common import figure, million_orders
+from .common import figure, million_orders, staff_login
 
 RUNS = 40
 STOCK_RUNS = 5
@@ -98,28 +98,6 @@ def _stock_urlconf():
     return urlconf
 
 
-def _login(client, user) -> None:
-    """A superuser session that has passed the second factor, as after a real password + code login."""
-    from django.conf import settings
-
-    client.force_login(user)
-    if "django_otp" in settings.INSTALLED_APPS:
-        from django_otp import DEVICE_ID_SESSION_KEY
-        from django_otp.plugins.otp_totp.models import TOTPDevice
-
-        device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or \
-            TOTPDevice.objects.create(user=user, name="bench authenticator", confirmed=True)
-        session = client.session
-        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-        try:
-            from backoffice.security import STEPUP_AT
-
-            session[STEPUP_AT] = time.time()
-        except ImportError:
-            pass
-        session.save()
-
-
 def main() -> None:
     million_orders()
     from django.conf import settings
@@ -142,7 +120,7 @@ def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username="bench-admin",
                                                      defaults={"is_staff": True, "is_superuser": True})
     client = Client()
-    _login(client, user)
+    staff_login(client, user)
     sample = Order.objects.order_by("-created_at").values_list("buyer_id", "created_tx_hash")[1000]
     wallet, tx_hash = sample
 

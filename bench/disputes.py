@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
-from .common import figure, million_orders
+from .common import figure, million_orders, staff_login
 
 RUNS = 30
 NAIVE_RUNS = 3
@@ -104,7 +104,7 @@ def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username="bench-disputes",
                                                      defaults={"is_staff": True, "is_superuser": True})
     client = Client()
-    client.force_login(user)
+    staff_login(client, user)
 
     # ------------------------------------------------------------ queue vs stock ModelAdmin
     with override_settings(ROOT_URLCONF=_stock_urlconf()):

@@ -75,7 +75,6 @@ def main() -> None:
 
 def historical(url: str, tmp: Path) -> None:
     import requests
-    from django.conf import settings
     from web3 import Web3
 
     from chain import local

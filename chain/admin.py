@@ -78,7 +78,7 @@ class TokenSymbolFilter(admin.SimpleListFilter):
 
 @admin.register(Order)
 class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
-    list_display = ("order_ref", "chain", "status", "amount", "token_symbol", "buyer_link", "seller_link",
+    list_display = ("order_ref", "chain", "status", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "created_at", "updated_at")
     # Filters that never scan orders: choices are constants or the rollup; the date filter is a range of
     # orders_created_at_idx (no date_hierarchy, whose drill-down runs DISTINCT dates over the table).
@@ -107,6 +107,10 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj: Order) -> str:
         return f"#{obj.onchain_id}"
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_with_token(self, obj: Order) -> str:
+        return f"{obj.amount.normalize():f} {obj.token_symbol}"
 
     @admin.display(description="buyer")
     def buyer_link(self, obj: Order) -> str:

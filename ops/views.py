@@ -56,3 +56,19 @@ def metrics(request):
         finally:
             metrics_module.render_lock.release()
     return HttpResponse(cache["body"], content_type=cache["content_type"])
+
+
+class MonitoringMiddleware:
+    """First in the stack: /health, and /metrics with a bearer token, are answered before sessions,
+    authentication, OTP and lockout run — monitors poll them often, and they need none of it.
+    (A staff member's /metrics request, without a token, goes through the whole stack as usual.)"""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path == "/health":
+            return health(request)
+        if request.path == "/metrics" and request.headers.get("Authorization", "").startswith("Bearer "):
+            return metrics(request)
+        return self.get_response(request)

@@ -68,7 +68,13 @@ class MonitoringMiddleware:
 
     def __call__(self, request):
         if request.path == "/health":
-            return health(request)
+            return self._sized(health(request))
         if request.path == "/metrics" and request.headers.get("Authorization", "").startswith("Bearer "):
-            return metrics(request)
+            return self._sized(metrics(request))
         return self.get_response(request)
+
+    @staticmethod
+    def _sized(response):
+        # CommonMiddleware, which this skips, is what normally sets it; keep-alive clients rely on it.
+        response.headers["Content-Length"] = str(len(response.content))
+        return response

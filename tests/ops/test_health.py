@@ -261,3 +261,16 @@ def test_health_refreshes_once_for_a_burst_of_requests(monkeypatch):
     assert len(results) == 10
     assert len(calls) == 2  # the first call, then one refresh for the ten
     assert sum(r is first for r in results) >= 9
+
+
+@pytest.mark.django_db
+def test_health_is_answered_before_the_session_stack_with_a_content_length(client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/health")
+    assert response.status_code in (200, 503)
+    assert response["Content-Length"] == str(len(response.content))
+    assert "Set-Cookie" not in response and "sessionid" not in response.cookies
+    assert not any("django_session" in q["sql"] or "axes_" in q["sql"] for q in queries.captured_queries)

@@ -15,6 +15,8 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 logger = logging.getLogger(__name__)
 
 SESSION_STARTED = "backoffice_auth_started"
+SESSION_TOUCHED = "backoffice_touched"
+RENEW_AFTER_SECONDS = 60  # the idle timeout is renewed at most once a minute, not with a write per request
 STEPUP_AT = "backoffice_stepup_at"
 
 
@@ -35,7 +37,12 @@ def client_ip(request) -> str:
 
 
 class SessionLimitsMiddleware:
-    """Sessions end after SESSION_COOKIE_AGE idle (Django) and SESSION_MAX_HOURS after login (here)."""
+    """Sessions end after SESSION_COOKIE_AGE idle and SESSION_MAX_HOURS after login.
+
+    Idle: a request renews the session's expiry when the last renewal is over a minute old (the
+    session is then saved with a new expiry), so an active session never lapses and an idle one
+    ends within a minute of SESSION_COOKIE_AGE, without a database write on every page view.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -50,6 +57,9 @@ class SessionLimitsMiddleware:
                 _audit(user, "session_expired", "absolute session lifetime reached")
                 logout(request)
                 return HttpResponseRedirect(reverse("admin:login") + "?" + urlencode({"next": request.path}))
+            touched = request.session.get(SESSION_TOUCHED)
+            if touched is None or time.time() - touched > RENEW_AFTER_SECONDS:
+                request.session[SESSION_TOUCHED] = time.time()
         return self.get_response(request)
 
 

@@ -149,10 +149,10 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "admin:login"
 
-# Sessions: 30 minutes idle (cookie age, renewed on every request), 12 hours at most after login
-# (backoffice.security.SessionLimitsMiddleware); Django issues a new session key at login.
+# Sessions: 30 minutes idle (the cookie age; backoffice.security.SessionLimitsMiddleware renews it at
+# most once a minute while the session is used), 12 hours at most after login; Django issues a new
+# session key at login.
 SESSION_COOKIE_AGE = 30 * 60
-SESSION_SAVE_EVERY_REQUEST = True
 SESSION_MAX_HOURS = 12
 # Step-up: signing, blacklisting and secret rotations need a one-time code this recent.
 STEPUP_SECONDS = env.int("STEPUP_SECONDS", default=300)

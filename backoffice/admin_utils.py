@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import timezone
 import re
 from typing import Any, Iterable
 
@@ -70,6 +71,11 @@ def changelist_link(model: Any, text: str, **params: Any) -> str:
     url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return format_html('<a href="{}?{}">{}</a>', url, query, text)
+
+
+def utc_minute(value) -> str:
+    """A timestamp as staff read it in lists: UTC to the minute, without the template engine's date filter."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M") if value else "—"
 
 
 def short_hex(value: str | None, head: int = 8, tail: int = 6) -> str:

@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex
+from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex, utc_minute
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin
 from chain.models import Arbitrator, Order
@@ -115,12 +115,12 @@ class BlacklistSelectedForm(forms.Form):
 
 @admin.register(DisputedOrder)
 class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
-    list_display = ("order_ref", "chain", "age", "amount", "token_symbol", "buyer_link", "seller_link",
-                    "arbitrator_short", "assignee", "dispute_deadline", "evidence")
+    list_display = ("order_ref", "chain", "age", "amount_with_token", "buyer_link", "seller_link",
+                    "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
     list_select_related = ("dispute_case__assignee", "buyer", "seller")
     ordering = ("disputed_at", "id")  # oldest first
-    sortable_by = ("disputed_at", "amount", "chain")
+    sortable_by = ("age", "amount_with_token", "chain", "deadline")
     search_fields = ("onchain_id",)
     search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
     search_hash_fields = ("created_tx_hash", "last_tx_hash")
@@ -151,6 +151,14 @@ class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj):
         return format_html('<a href="{}">#{}</a>', admin_url(obj, "review"), obj.onchain_id)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_with_token(self, obj):
+        return f"{obj.amount.normalize():f} {obj.token_symbol}"
+
+    @admin.display(description="arbitrator deadline (UTC)", ordering="dispute_deadline")
+    def deadline(self, obj):
+        return utc_minute(obj.dispute_deadline)
 
     @admin.display(description="age", ordering="disputed_at")
     def age(self, obj):

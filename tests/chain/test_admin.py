@@ -335,3 +335,11 @@ def test_admin_requires_staff_login(client):
     response = client.get(_url(Order))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_admin_order_and_dispute_lists_sort_by_each_sortable_column(staff_client, market):
+    for url, columns in (("/admin/chain/order/", 9), ("/admin/disputes/disputedorder/", 10)):
+        for index in range(1, columns + 1):
+            for sign in ("", "-"):
+                response = staff_client.get(f"{url}?o={sign}{index}")
+                assert response.status_code == 200, (url, index)

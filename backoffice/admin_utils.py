@@ -102,6 +102,9 @@ class FastRowsMixin:
                            helpers.ACTION_CHECKBOX_NAME, obj.pk,
                            format_html("Select this object for an action - {}", obj))
 
+    # Rows built by backoffice.templatetags.fast_admin_list when every column is a display method.
+    change_list_template = "admin/fast_change_list.html"
+
     def get_changelist(self, request, **kwargs):
         return _FastChangeList
 

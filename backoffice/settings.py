@@ -107,6 +107,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            "libraries": {"fast_admin_list": "backoffice.templatetags.fast_admin_list"},
         },
     },
 ]

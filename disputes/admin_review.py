@@ -15,9 +15,17 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from backoffice.admin_utils import CappedCountPaginator, admin_url, csv_response, link, short_hex, utc_minute
+from backoffice.admin_utils import (
+    CappedCountPaginator,
+    FastRowsMixin,
+    admin_url,
+    csv_response,
+    link,
+    short_hex,
+    utc_minute,
+)
 from backoffice.security import stepup_required
-from chain.admin import ExactSearchMixin
+from chain.admin import CHAIN_LABELS, ExactSearchMixin
 from chain.models import Arbitrator, Order
 
 from . import selectors, services
@@ -114,13 +122,14 @@ class BlacklistSelectedForm(forms.Form):
 
 
 @admin.register(DisputedOrder)
-class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
-    list_display = ("order_ref", "chain", "age", "amount_with_token", "buyer_link", "seller_link",
+class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
+    list_display = ("order_ref", "chain_name", "age", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
     list_select_related = ("dispute_case__assignee", "buyer", "seller")
+    list_display_links = None  # the order column links to the review page itself
     ordering = ("disputed_at", "id")  # oldest first
-    sortable_by = ("age", "amount_with_token", "chain", "deadline")
+    sortable_by = ("age", "amount_with_token", "chain_name", "deadline")
     search_fields = ("onchain_id",)
     search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
     search_hash_fields = ("created_tx_hash", "last_tx_hash")
@@ -151,6 +160,10 @@ class DisputeQueueAdmin(ExactSearchMixin, admin.ModelAdmin):
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj):
         return format_html('<a href="{}">#{}</a>', admin_url(obj, "review"), obj.onchain_id)
+
+    @admin.display(description="chain", ordering="chain")
+    def chain_name(self, obj):
+        return CHAIN_LABELS.get(obj.chain, obj.chain)
 
     @admin.display(description="amount", ordering="amount")
     def amount_with_token(self, obj):

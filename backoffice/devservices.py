@@ -272,6 +272,25 @@ def start_anvil(chain: str, *, port: int | None = None, block_time: str | None =
     return proc, f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def running_anvil(chain: str, **kwargs):
+    """start_anvil for the length of a `with` block (tests and benchmarks); yields (process, url)."""
+    proc, url = start_anvil(chain, **kwargs)
+    try:
+        yield proc, url
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate, and kill if it does not exit in time: a stuck child must not outlive its owner."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 # --------------------------------------------------------------------------- orchestration
 
 SERVICES = {

@@ -74,17 +74,7 @@ def million_orders() -> dict[str, str]:
 
 def staff_login(client, user) -> None:
     """A session that has passed the second factor (and a fresh step-up), as after a real password + code login."""
-    import time
-
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    from backoffice.security import STEPUP_AT
+    from backoffice.testing import verify_second_factor
 
     client.force_login(user)
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or \
-        TOTPDevice.objects.create(user=user, name="bench authenticator", confirmed=True)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session[STEPUP_AT] = time.time()
-    session.save()
+    verify_second_factor(client, user)

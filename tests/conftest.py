@@ -1,8 +1,6 @@
 """Test configuration: real PostgreSQL and Redis (started by `make test` when not configured)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connection
 from django.test import Client
@@ -17,17 +15,9 @@ def _force_login_is_two_factor(monkeypatch):
     def force_login(self, user, backend=None):
         original(self, user, backend)
         if user.is_staff:
-            from django_otp import DEVICE_ID_SESSION_KEY
-            from django_otp.plugins.otp_totp.models import TOTPDevice
+            from backoffice.testing import verify_second_factor
 
-            from backoffice.security import STEPUP_AT
-
-            device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or \
-                TOTPDevice.objects.create(user=user, name="test authenticator", confirmed=True)
-            session = self.session
-            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-            session[STEPUP_AT] = time.time()
-            session.save()
+            verify_second_factor(self, user)
 
     monkeypatch.setattr(Client, "force_login", force_login)
 

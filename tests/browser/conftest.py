@@ -254,20 +254,13 @@ def make_staff(django_user_model, roles):
 @pytest.fixture(scope="module")
 def anvil_deployment(tmp_path_factory):
     """A fresh anvil (automine) for the module with the contracts deployed; yields the deployment file."""
-    from backoffice.devservices import start_anvil
+    from backoffice.devservices import running_anvil
     from chain.local import deploy_local
 
-    proc, url = start_anvil("bsc", block_time="")
-    try:
+    with running_anvil("bsc", block_time="") as (_proc, url):
         path = tmp_path_factory.mktemp("browser-deployment") / "deployment.json"
         data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)["bsc"]
         yield path, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a stuck node must not hide the test result
-            proc.kill()
 
 
 @pytest.fixture

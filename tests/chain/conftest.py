@@ -19,7 +19,7 @@ import requests
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from backoffice.devservices import start_anvil
+from backoffice.devservices import running_anvil
 
 DAY = 24 * 60 * 60
 TX_GAS = 600_000
@@ -297,15 +297,8 @@ class Market:
 def anvil_node():
     # Automine (one block per transaction) unless a test turns it off; a big gas limit lets a
     # hundred escrow transactions share one block.
-    proc, url = start_anvil("bsc", block_time="", extra=["--gas-limit", "1000000000"])
-    try:
+    with running_anvil("bsc", block_time="", extra=["--gas-limit", "1000000000"]) as (_proc, url):
         yield Node(url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a stuck node must not hide the test result
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

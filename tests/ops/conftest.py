@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from backoffice.devservices import ANVIL_OWNER_KEY, start_anvil
+from backoffice.devservices import ANVIL_OWNER_KEY, running_anvil
 from chain.deploy import get_contract
 
 DAY = 86_400
@@ -122,8 +122,7 @@ def local_chain(tmp_path_factory) -> LocalChain:
     """A fresh anvil (automine) with the contracts, funded traders and three staked arbitrators."""
     from chain.local import deploy_local
 
-    proc, url = start_anvil("bsc", block_time="")
-    try:
+    with running_anvil("bsc", block_time="") as (_proc, url):
         path = tmp_path_factory.mktemp("ops-deployment") / "deployment.json"
         data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)["bsc"]
         node = LocalChain(url, path, data, Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30})))
@@ -134,12 +133,6 @@ def local_chain(tmp_path_factory) -> LocalChain:
         for arbitrator in node.accounts[2:5]:
             node.send(node.pool.functions.register(), arbitrator, value=STAKE)
         yield node
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a stuck node must not hide the test result
-            proc.kill()
 
 
 @pytest.fixture

@@ -140,3 +140,17 @@ def test_verify_audit_chain_detects_edited_json_payload():
     _with_triggers_disabled("""UPDATE audit_log SET after = jsonb_set(after::jsonb, '{amount}', '"9.99"')
                                WHERE id = %s""", [rows[0].pk])
     assert verify_audit_chain().first_broken_id == rows[0].pk
+
+
+def test_audit_log_admin_filters_by_actor(client, django_user_model):
+    staff = django_user_model.objects.create_user("auditor", is_staff=True, is_superuser=True)
+    with transaction.atomic():
+        record_audit(actor=staff, action="one", reason="by a person")
+        record_audit(actor="system:timeouts", action="two", reason="by the rules")
+        record_audit(actor="anonymous:mallory", action="login_failed", reason="wrong password")
+    client.force_login(staff)
+    for value, expected, absent in (("auditor", "by a person", "by the rules"),
+                                    ("system:", "by the rules", "wrong password"),
+                                    ("anonymous:", "wrong password", "by a person")):
+        body = client.get(f"/admin/ops/auditlog/?actor={value}").content.decode()
+        assert expected in body and absent not in body, value

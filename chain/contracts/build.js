@@ -8,7 +8,8 @@ const path = require('path');
 const solc = require('solc');
 
 const CONTRACTS_DIR = __dirname;
-const ARTIFACTS_DIR = path.resolve(CONTRACTS_DIR, '..', 'artifacts');
+// ARTIFACTS_DIR lets the test suite rebuild into a scratch folder and compare the bytes.
+const ARTIFACTS_DIR = process.env.ARTIFACTS_DIR || path.resolve(CONTRACTS_DIR, '..', 'artifacts');
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, '..', '..');
 const DEPLOYABLE = ['P2PEscrow', 'ArbitratorPool', 'TestToken'];
 const EVM_VERSION = 'cancun';

@@ -18,8 +18,10 @@ from backoffice.admin_utils import (
 
 from .models import Arbitrator, Chain, DailyOrderStats, Order, OrderStatus, UserProfile
 
-CHAIN_LABELS = dict(Chain.choices)
-STATUS_LABELS = dict(OrderStatus.choices)
+# Lists show the short forms staff use in the runbook's SQL ("bsc", "resolved_buyer"); filters and
+# detail pages show the long labels.
+CHAIN_LABELS = {Chain.BSC: "BSC", Chain.ETHEREUM: "Ethereum"}
+STATUS_LABELS = {status.value: status.value for status in OrderStatus}
 
 
 def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):

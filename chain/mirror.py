@@ -240,18 +240,21 @@ def write_arbitrators(states: Iterable[dict]) -> None:
                  (tuple(s[c] for c in ARBITRATOR_COLUMNS) for s in states))
 
 
-def write_profiles(chain: str, seen: dict[str, tuple[datetime, int]]) -> None:
-    """Create profiles for wallets seen in orders; refresh last_active_at for known ones."""
+def write_profiles(chain: str, seen: dict[str, tuple[datetime, int, datetime]]) -> None:
+    """Create profiles for wallets seen in orders (first seen: time and block); move last_active_at
+    forward to their latest order in these logs."""
     if not seen:
         return
     wallets = list(seen)
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO user_profiles (wallet, created_at, last_active_at, first_seen_chain, first_seen_block) "
-            "SELECT w, t, t, %s, b FROM unnest(%s::varchar[], %s::timestamptz[], %s::bigint[]) AS u(w, t, b) "
+            "SELECT w, t, l, %s, b FROM unnest(%s::varchar[], %s::timestamptz[], %s::bigint[], %s::timestamptz[]) "
+            "AS u(w, t, b, l) "
             "ON CONFLICT (wallet) DO UPDATE SET last_active_at = GREATEST(user_profiles.last_active_at, "
             "EXCLUDED.last_active_at)",
-            [chain, wallets, [seen[w][0] for w in wallets], [seen[w][1] for w in wallets]],
+            [chain, wallets, [seen[w][0] for w in wallets], [seen[w][1] for w in wallets],
+             [seen[w][2] for w in wallets]],
         )
 
 
@@ -274,7 +277,7 @@ def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[i
     arbitrators = load_arbitrators(chain, arbitrator_wallets(logs)) if arbitrators is None else arbitrators
     touched_orders: set[int] = set()
     touched_arbs: set[str] = set()
-    seen: dict[str, tuple[datetime, int]] = {}
+    seen: dict[str, tuple[datetime, int, datetime]] = {}  # wallet → (first time, first block, last time)
     paused: bool | None = None
     for log in logs:
         name = log.name
@@ -289,7 +292,8 @@ def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[i
                 if name == "OrderCreated":
                     when = ts(log.block_time)
                     for wallet in (new["buyer_wallet"], new["seller_wallet"]):
-                        seen.setdefault(wallet, (when, log.block_number))
+                        first = seen.get(wallet)
+                        seen[wallet] = (first[0], first[1], when) if first else (when, log.block_number, when)
         elif name in ARBITRATOR_EVENTS:
             wallet = log.args["arbitrator"]
             new = reduce_arbitrator(arbitrators.get(wallet), log, chain, orders, tokens)

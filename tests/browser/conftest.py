@@ -101,13 +101,26 @@ class Browser:
         Select(self.find(css)).select_by_value(value)
 
     def click_and_wait(self, element) -> None:
-        """Click something that loads a new page, and wait until the old page is gone."""
-        from selenium.webdriver.support import expected_conditions as ec
+        """Click something that loads a new page; wait until the old page is gone and the new one loaded.
+
+        While the old document is being torn down, chromedriver may answer "node does not belong to the
+        document" instead of "stale element": both mean the old page is gone.
+        """
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         old = self.find("html")
         element.click()
-        WebDriverWait(self.driver, 20).until(ec.staleness_of(old))
+
+        def old_page_gone(driver) -> bool:
+            try:
+                old.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        WebDriverWait(self.driver, 20).until(old_page_gone)
+        WebDriverWait(self.driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     @property
     def text(self) -> str:

@@ -14,9 +14,8 @@ its own time is reported. The seeded database is reused when it already holds th
 from __future__ import annotations
 
 import statistics
-import time
 
-from .common import figure, million_orders, staff_login
+from .common import figure, million_orders, percentile, staff_login, timed_ms
 
 RUNS = 40
 STOCK_RUNS = 5
@@ -59,18 +58,6 @@ NAIVE_TILES_SQL = [
 ]
 
 
-def _p(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
-def _timed(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
 
 
 class _URLConf:
@@ -114,7 +101,7 @@ def main() -> None:
         cur.execute("ANALYZE user_profiles")
         cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'orders'::regclass")
         orders = cur.fetchone()[0]
-    refresh_ms = _timed(rollup.refresh_top_sellers, 1)[0]  # what the beat does every 10 minutes
+    refresh_ms = timed_ms(rollup.refresh_top_sellers, 1)[0]  # what the beat does every 10 minutes
 
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     user, _ = get_user_model().objects.get_or_create(username="bench-admin",
@@ -136,7 +123,7 @@ def main() -> None:
     # ------------------------------------------------------------ dashboard vs the naive one
     queries("/admin/")
     dashboard_queries = queries("/admin/")
-    dashboard = _timed(get("/admin/"), RUNS)
+    dashboard = timed_ms(get("/admin/"), RUNS)
 
     def naive_dashboard():
         with connection.cursor() as cur:
@@ -145,8 +132,8 @@ def main() -> None:
                 cur.fetchall()
 
     naive_dashboard()
-    naive = _timed(naive_dashboard, NAIVE_RUNS)
-    figure("dashboard_p95_ms", _p(dashboard, 95), "ms", baseline=_p(naive, 95), limit=150.0,
+    naive = timed_ms(naive_dashboard, NAIVE_RUNS)
+    figure("dashboard_p95_ms", percentile(dashboard, 95), "ms", baseline=percentile(naive, 95), limit=150.0,
            p50=round(statistics.median(dashboard), 3), baseline_p50=round(statistics.median(naive), 3),
            queries_per_page=dashboard_queries, baseline_queries=len(RUNBOOK_SQL + NAIVE_TILES_SQL),
            top_sellers_refresh_ms=round(refresh_ms, 1), orders=orders, runs=RUNS, baseline_runs=NAIVE_RUNS)
@@ -161,9 +148,9 @@ def main() -> None:
         for name, path, limit in pages:
             ours_url, stock_url = f"/admin/{path}", f"{STOCK_PREFIX}{path}"
             ours_queries, stock_queries = queries(ours_url), queries(stock_url)  # also warms plans and templates
-            ours = _timed(get(ours_url), RUNS)
-            stock = _timed(get(stock_url), STOCK_RUNS)
-            figure(name, _p(ours, 95), "ms", baseline=_p(stock, 95), limit=limit,
+            ours = timed_ms(get(ours_url), RUNS)
+            stock = timed_ms(get(stock_url), STOCK_RUNS)
+            figure(name, percentile(ours, 95), "ms", baseline=percentile(stock, 95), limit=limit,
                    p50=round(statistics.median(ours), 3), baseline_p50=round(statistics.median(stock), 3),
                    queries_per_page=ours_queries, baseline_queries_per_page=stock_queries, orders=orders,
                    runs=RUNS, baseline_runs=STOCK_RUNS)

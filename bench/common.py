@@ -40,6 +40,24 @@ def _dev_url() -> str:
     raise SystemExit("DATABASE_URL is not set: run through `make bench`.")
 
 
+def percentile(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile (nan for no values)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def timed_ms(fn, runs: int) -> list[float]:
+    """Milliseconds of `runs` calls of fn."""
+    import time
+
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
 def figure(name: str, value: float, unit: str, *, baseline: float | None = None, higher_is_better: bool = False,
            limit: float | None = None, **extra) -> dict:
     out = {"name": name, "value": round(value, 3), "unit": unit}

@@ -9,11 +9,10 @@ The seeded database is reused when it already holds the orders (seeding takes a 
 from __future__ import annotations
 
 import statistics
-import time
 from collections import Counter
 from datetime import timedelta
 
-from .common import figure, million_orders, staff_login
+from .common import figure, million_orders, percentile, staff_login, timed_ms
 
 RUNS = 30
 NAIVE_RUNS = 3
@@ -23,18 +22,6 @@ QUEUE_COLUMNS = ("onchain_id", "chain", "disputed_at", "amount", "token_symbol",
                  "dispute_deadline", "evidence_cids")
 
 
-def _p(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
-
-
-def _timed(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
 
 
 def _stock_urlconf():
@@ -116,9 +103,9 @@ def main() -> None:
             with CaptureQueriesContext(connection) as ctx:
                 client.get(url)
             queries[name] = len(ctx.captured_queries)
-        queue = _timed(lambda: client.get(QUEUE), RUNS)
-        stock = _timed(lambda: client.get(STOCK), RUNS)
-    figure("dispute_queue_p95_ms", _p(queue, 95), "ms", baseline=_p(stock, 95), limit=30.0,
+        queue = timed_ms(lambda: client.get(QUEUE), RUNS)
+        stock = timed_ms(lambda: client.get(STOCK), RUNS)
+    figure("dispute_queue_p95_ms", percentile(queue, 95), "ms", baseline=percentile(stock, 95), limit=30.0,
            p50=round(statistics.median(queue), 3), baseline_p50=round(statistics.median(stock), 3),
            queries_per_page=queries["queue"], baseline_queries_per_page=queries["stock"], orders=orders,
            disputed=disputed, runs=RUNS)
@@ -132,11 +119,11 @@ def main() -> None:
     parts = {"rate": lambda: selectors.dispute_rate_24h(20), "sellers": lambda: selectors.repeat_offenders("seller"),
              "buyers": lambda: selectors.repeat_offenders("buyer"),
              "new_accounts": lambda: selectors.new_accounts_high_dispute_rate()}
-    part_p95 = {name: round(_p(_timed(fn, 10), 95), 3) for name, fn in parts.items()}
-    timings = _timed(reports, RUNS)
+    part_p95 = {name: round(percentile(timed_ms(fn, 10), 95), 3) for name, fn in parts.items()}
+    timings = timed_ms(reports, RUNS)
     now = timezone.now()
     _naive_reports(now)
-    naive = _timed(lambda: _naive_reports(now), NAIVE_RUNS)
-    figure("rb04_reports_p95_ms", _p(timings, 95), "ms", baseline=statistics.median(naive), limit=200.0,
+    naive = timed_ms(lambda: _naive_reports(now), NAIVE_RUNS)
+    figure("rb04_reports_p95_ms", percentile(timings, 95), "ms", baseline=statistics.median(naive), limit=200.0,
            p50=round(statistics.median(timings), 3), per_report_p95_ms=part_p95,
            naive_runs_ms=[round(r, 1) for r in naive], orders=orders, runs=RUNS)

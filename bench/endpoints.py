@@ -21,17 +21,13 @@ import urllib.request
 
 from backoffice.devservices import free_port
 
-from .common import ROOT, figure, million_orders
+from .common import ROOT, figure, million_orders, percentile
 
 CLIENTS = 50
 SECONDS = 30.0
 WARMUP = 3.0
 REQUEST_TIMEOUT = 10.0
 
-
-def _p(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def _order_count(env: dict[str, str]) -> int:
@@ -130,9 +126,9 @@ def main() -> None:
         log.close()
     for name, limit in (("health", 50.0), ("metrics", 100.0)):
         latencies, errors, seconds = results[name]
-        figure(f"{name}_p95_ms", _p(latencies, 95), "ms", limit=limit, errors=sum(errors.values()),
+        figure(f"{name}_p95_ms", percentile(latencies, 95), "ms", limit=limit, errors=sum(errors.values()),
                error_kinds=errors, requests=len(latencies), rps=round(len(latencies) / seconds, 1),
-               p50_ms=round(_p(latencies, 50), 2), p99_ms=round(_p(latencies, 99), 2),
+               p50_ms=round(percentile(latencies, 50), 2), p99_ms=round(percentile(latencies, 99), 2),
                max_ms=round(max(latencies), 2) if latencies else None,
                mean_ms=round(statistics.fmean(latencies), 2) if latencies else None,
                clients=CLIENTS, seconds=SECONDS, orders=orders)

@@ -9,16 +9,12 @@ from __future__ import annotations
 import statistics
 import time
 
-from .common import figure, million_orders
+from .common import figure, million_orders, percentile
 
 RUNS = 30
 KINDS = ("auto_expire", "auto_release")
 CHAINS = ["bsc", "ethereum"]
 
-
-def _p(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -54,8 +50,8 @@ def main() -> None:
 
     both = timings["auto_expire"] + timings["auto_release"]
     for kind in KINDS:
-        figure(f"timeout_scan_ms_{kind}", _p(timings[kind], 95), "ms", p50=round(_p(timings[kind], 50), 3),
+        figure(f"timeout_scan_ms_{kind}", percentile(timings[kind], 95), "ms", p50=round(percentile(timings[kind], 50), 3),
                found=found[kind], runs=RUNS)
-    figure("timeout_scan_ms", _p(both, 95), "ms", baseline=baseline, limit=50.0,
+    figure("timeout_scan_ms", percentile(both, 95), "ms", baseline=baseline, limit=50.0,
            p50=round(statistics.median(both), 3), orders=orders, due_total=naive_found,
            found_per_kind=found, naive_runs_ms=[round(r, 1) for r in naive_runs])

@@ -1,11 +1,15 @@
 """The back office's admin site: two-factor staff only, and its index is the operations dashboard."""
 from __future__ import annotations
 
+import hashlib
+import time
 from functools import update_wrapper
+from urllib.parse import quote
 
 from django.contrib import admin
 from django.http import HttpResponseBadRequest, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 
@@ -14,6 +18,34 @@ class BackofficeAdminSite(admin.AdminSite):
     site_title = "Escrow back office"
     index_title = "Operations dashboard"
     index_template = "admin/dashboard.html"
+
+    # The app list (every page's navigation sidebar) depends only on who is asking: their permissions, the
+    # language and the script prefix. It is built once per such key and process, not on every page.
+    APP_LIST_TTL = 300.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._app_lists: dict[tuple, tuple[float, list]] = {}
+
+    def app_list_key(self, request) -> tuple:
+        user = request.user
+        perms = "*" if user.is_superuser else ",".join(sorted(user.get_all_permissions()))
+        digest = hashlib.blake2b(perms.encode(), digest_size=12).hexdigest()
+        return (user.pk, user.is_active, user.is_staff, digest, translation.get_language(),
+                request.META.get("SCRIPT_NAME", ""))
+
+    def get_app_list(self, request, app_label=None):
+        if app_label is not None:
+            return super().get_app_list(request, app_label)
+        key, now = self.app_list_key(request), time.monotonic()
+        hit = self._app_lists.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        apps = super().get_app_list(request)
+        if len(self._app_lists) > 1000:
+            self._app_lists.clear()
+        self._app_lists[key] = (now + self.APP_LIST_TTL, apps)
+        return apps
 
     def has_permission(self, request) -> bool:
         """Active staff whose session passed the second factor (no setting turns this off)."""
@@ -69,3 +101,27 @@ class BackofficeAdminSite(admin.AdminSite):
             path("dashboard/<str:chart>.csv", self.admin_view(dashboard.chart_csv), name="dashboard_chart_csv"),
             *super().get_urls(),
         ]
+
+
+_sidebars: dict[tuple, str] = {}
+
+
+def nav_sidebar_html(request, apps: list) -> str:
+    """The sidebar's app list as Django's admin/app_list.html renders it, cached per (its links, the entry the
+    current path highlights, the language): every page of one user draws the same sidebar."""
+    from django.template.loader import render_to_string
+
+    path_ = quote(request.path)
+    links = tuple((app["app_url"], str(app["name"]), tuple((m.get("admin_url"), m.get("add_url"), str(m["name"]))
+                                                           for m in app["models"])) for app in apps)
+    current = tuple(url for app_url, _name, models in links for url in (app_url, *(m[0] for m in models))
+                    if url and url in path_)
+    key = (links, current, translation.get_language())
+    html = _sidebars.get(key)
+    if html is None:
+        html = render_to_string("admin/app_list.html", {"app_list": apps, "show_changelinks": False,
+                                                        "request": request})
+        if len(_sidebars) > 5000:
+            _sidebars.clear()
+        _sidebars[key] = html
+    return html

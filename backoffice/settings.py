@@ -107,7 +107,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
-            "libraries": {"fast_admin_list": "backoffice.templatetags.fast_admin_list"},
+            "libraries": {"fast_admin_list": "backoffice.templatetags.fast_admin_list",
+                          "nav_sidebar": "backoffice.templatetags.nav_sidebar"},
         },
     },
 ]

@@ -1,8 +1,10 @@
 """disputes: the dispute queue's first page and the three RB-04 reports at 1,000,000 orders (50,000 disputed).
 
 `dispute_queue_p95_ms` is the server time (Django test Client, logged-in superuser) of
-/admin/disputes/disputedorder/ against a stock `ModelAdmin` changelist of the same queryset served the
-same way from a throw-away AdminSite. `rb04_reports_p95_ms` is one pass over the three reports
+/admin/disputes/disputedorder/ against a stock `ModelAdmin` of the same queue served the same way from a
+throw-away AdminSite: the same rows (disputed, oldest first), the same page size, the same columns, a filter
+for each of the queue's (chain, age, amount, arbitrator, assignee; Django's own where it has one) and the
+same search fields, with Django's paginator, row rendering and navigation. `rb04_reports_p95_ms` is one pass over the three reports
 (dispute rate, repeat sellers and buyers, new accounts) against the naive ORM approach in the same run.
 The seeded database is reused when it already holds the orders (seeding takes a few minutes).
 """
@@ -30,11 +32,15 @@ def _stock_urlconf():
     from django.contrib import admin
     from django.urls import include, path
 
+    from disputes.admin_review import AgeFilter, AmountFilter, DisputeQueueAdmin
     from disputes.models import DisputedOrder
 
     class StockQueueAdmin(admin.ModelAdmin):
         list_display = QUEUE_COLUMNS
-        list_filter = ("chain",)
+        list_filter = ("chain", AgeFilter, AmountFilter, "arbitrator_wallet", "dispute_case__assignee")
+        search_fields = ("onchain_id", "buyer__wallet", "seller__wallet", "arbitrator_wallet", "created_tx_hash",
+                         "last_tx_hash")
+        list_per_page = DisputeQueueAdmin.list_per_page
         ordering = ("disputed_at",)
 
         def get_queryset(self, request):

@@ -182,6 +182,12 @@ class UserProfileAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     actions = [export_csv_action(["wallet", "display_name", "tier", "rating", "is_blacklisted", "created_at"],
                                  "user_profiles.csv")]
 
+    def get_object(self, request, object_id, from_field=None):
+        """Also by wallet address, so that lists link a wallet to its profile without joining profiles."""
+        if from_field is None and ADDRESS_RE.match(str(object_id)):
+            return self.get_queryset(request).filter(wallet=str(object_id).lower()).first()
+        return super().get_object(request, object_id, from_field)
+
     @admin.display(description="orders")
     def orders_links(self, obj: UserProfile) -> str:
         return format_html("{} · {} · {}",

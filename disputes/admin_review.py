@@ -13,16 +13,18 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from backoffice.admin_utils import (
     CappedCountPaginator,
+    a_tag,
     FastRowsMixin,
     admin_url,
     csv_response,
-    link,
     short_hex,
     utc_minute,
+    wallet_link,
 )
 from backoffice.security import stepup_required
 from chain.admin import CHAIN_LABELS, ExactSearchMixin
@@ -126,7 +128,7 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
     list_display = ("order_ref", "chain_name", "age", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
-    list_select_related = ("dispute_case__assignee", "buyer", "seller")
+    list_select_related = ("dispute_case__assignee",)  # parties link by wallet: no join to their profiles
     list_display_links = None  # the order column links to the review page itself
     ordering = ("disputed_at", "id")  # oldest first
     sortable_by = ("age", "amount_with_token", "chain_name", "deadline")
@@ -159,7 +161,7 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
 
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj):
-        return format_html('<a href="{}">#{}</a>', admin_url(obj, "review"), obj.onchain_id)
+        return a_tag(admin_url(obj, "review"), f"#{obj.onchain_id}")
 
     @admin.display(description="chain", ordering="chain")
     def chain_name(self, obj):
@@ -180,17 +182,17 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
         hours = (timezone.now() - obj.disputed_at).total_seconds() / 3600
         text = f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.1f} d"
         if hours >= settings.DISPUTE_SLA_HOURS:
-            return format_html('<strong style="color:#ba2121" title="over the {} h SLA">{}</strong>',
-                               settings.DISPUTE_SLA_HOURS, text)
+            return mark_safe(f'<strong style="color:#ba2121" title="over the {settings.DISPUTE_SLA_HOURS:g} h SLA">'
+                             f"{text}</strong>")
         return text
 
     @admin.display(description="buyer")
     def buyer_link(self, obj):
-        return link(obj.buyer, short_hex(obj.buyer_id))
+        return wallet_link(obj.buyer_id, short_hex(obj.buyer_id))
 
     @admin.display(description="seller")
     def seller_link(self, obj):
-        return link(obj.seller, short_hex(obj.seller_id))
+        return wallet_link(obj.seller_id, short_hex(obj.seller_id))
 
     @admin.display(description="arbitrator")
     def arbitrator_short(self, obj):
@@ -346,8 +348,9 @@ class _Invalid(Exception):
 def _evidence_links(cids) -> str:
     if not cids:
         return "—"
-    return format_html_join(", ", '<a href="{}{}" rel="noopener noreferrer" target="_blank">{}</a>',
-                            ((settings.IPFS_GATEWAY, cid, short_hex(cid, 10, 4)) for cid in cids))
+    gateway = settings.IPFS_GATEWAY
+    return mark_safe(", ".join(a_tag(f"{gateway}{cid}", short_hex(cid, 10, 4), ' rel="noopener noreferrer" target="_blank"')
+                               for cid in cids))
 
 
 @admin.register(ReviewFlag)

@@ -6,36 +6,47 @@ returning text or safe HTML) get the same markup built directly; others fall bac
 """
 from __future__ import annotations
 
+import html
+
 from django import template
+from django.template.loader import render_to_string
 from django.contrib.admin.templatetags.admin_list import (
     ResultList,
     items_for_result,
     result_headers,
     result_hidden_fields,
 )
-from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import mark_safe
+
+from backoffice.admin_utils import html_text
 
 register = template.Library()
 
 
-def _fast_cells(cl, obj, methods):
+def _columns(cl, methods):
+    """(name, method, linked) per column: which one links to the object is decided once per page."""
     links = cl.list_display_links
-    for index, (name, method) in enumerate(methods):
+    first = 1 if methods and methods[0][0] == "action_checkbox" else 0
+    return [(name, method, links is not None and ((not links and index == first) or name in (links or ())))
+            for index, (name, method) in enumerate(methods)]
+
+
+def _fast_row(cl, obj, columns) -> str:
+    cells = []
+    for name, method, linked in columns:
         if name == "action_checkbox":
-            yield mark_safe(f'<td class="action-checkbox">{method(obj)}</td>')
-            continue
-        text = conditional_escape(method(obj))
-        linked = links is not None and ((not links and index == (1 if methods[0][0] == "action_checkbox" else 0))
-                                        or name in (links or ()))
-        if linked:
-            yield format_html('<th class="field-{}"><a href="{}">{}</a></th>', name, cl.url_for_result(obj), text)
+            cells.append(f'<td class="action-checkbox">{method(obj)}</td>')
+        elif linked:
+            cells.append(f'<th class="field-{name}"><a href="{html.escape(cl.url_for_result(obj))}">'
+                         f"{html_text(method(obj))}</a></th>")
         else:
-            yield mark_safe(f'<td class="field-{name}">{text}</td>')
+            cells.append(f'<td class="field-{name}">{html_text(method(obj))}</td>')
+    return "".join(cells)
 
 
-@register.inclusion_tag("admin/change_list_results.html")
+@register.simple_tag
 def fast_result_list(cl):
+    """Django's result list; with fast rows, the body is one string instead of a template loop per cell."""
     headers = list(result_headers(cl))
     methods = []
     for name in cl.list_display:
@@ -44,14 +55,16 @@ def fast_result_list(cl):
             methods = None
             break
         methods.append((name, method))
-    if methods is None or getattr(cl, "formset", None) is not None or cl.is_popup:
-        rows = [ResultList(None, items_for_result(cl, obj, None)) for obj in cl.result_list]
-    else:
-        rows = [ResultList(None, _fast_cells(cl, obj, methods)) for obj in cl.result_list]
-    return {
+    context = {
         "cl": cl,
         "result_hidden_fields": list(result_hidden_fields(cl)),
         "result_headers": headers,
         "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),
-        "results": rows,
     }
+    if methods is None or getattr(cl, "formset", None) is not None or cl.is_popup:
+        context["results"] = [ResultList(None, items_for_result(cl, obj, None)) for obj in cl.result_list]
+        return render_to_string("admin/change_list_results.html", context)
+    context["results"] = bool(cl.result_list)
+    columns = _columns(cl, methods)
+    context["rows_html"] = mark_safe("".join(f"<tr>{_fast_row(cl, obj, columns)}</tr>\n" for obj in cl.result_list))
+    return render_to_string("admin/fast_change_list_results.html", context)

@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from chain.addresses import WALLET_SQL_PATTERN
+from chain.addresses import hex_check
 from chain.fields import WalletField
 from chain.models import Order
 
@@ -55,7 +55,7 @@ class Blacklist(models.Model):
             models.UniqueConstraint(fields=["wallet"], condition=Q(lifted_at__isnull=True),
                                     name="blacklist_one_active_per_wallet",
                                     violation_error_message="This wallet is already blacklisted."),
-            models.CheckConstraint(condition=Q(wallet__regex=WALLET_SQL_PATTERN), name="blacklist_wallet_canonical",
+            models.CheckConstraint(condition=hex_check("wallet", 40), name="blacklist_wallet_canonical",
                                    violation_error_message="wallet must be 0x followed by 40 hex digits."),
             models.CheckConstraint(condition=Q(source__in=BlacklistSource.values), name="blacklist_source_valid",
                                    violation_error_message="source must be manual, automatic or import."),

@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now, Upper
 
-from ..addresses import HASH_SQL_PATTERN, WALLET_SQL_PATTERN
+from ..addresses import hex_check
 from ..fields import TxHashField, WalletField
 
 
@@ -69,7 +69,7 @@ class UserTier(models.TextChoices):
 def _wallet_check(*columns: str, table: str) -> list[models.CheckConstraint]:
     return [
         models.CheckConstraint(
-            condition=Q(**{f"{col}__regex": WALLET_SQL_PATTERN}) | (Q(**{f"{col}__isnull": True})),
+            condition=hex_check(col, 40) | Q(**{f"{col}__isnull": True}),
             name=f"{table}_{col}_canonical",
             violation_error_message=f"{col} must be 0x followed by 40 lower-case hex digits.",
         )
@@ -192,8 +192,8 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(onchain_id__gte=0), name="orders_onchain_id_non_negative"),
             # buyer_wallet / seller_wallet are canonical through their foreign key to user_profiles.
             *_wallet_check("arbitrator_wallet", "token_address", "disputed_by", table="orders"),
-            models.CheckConstraint(condition=Q(created_tx_hash__regex=HASH_SQL_PATTERN)
-                                   & Q(last_tx_hash__regex=HASH_SQL_PATTERN), name="orders_tx_hash_canonical"),
+            models.CheckConstraint(condition=hex_check("created_tx_hash", 64) & hex_check("last_tx_hash", 64),
+                                   name="orders_tx_hash_canonical"),
         ]
         indexes = [
             models.Index(fields=["created_at"], name="orders_created_at_idx"),

@@ -99,7 +99,9 @@ def test_wallet_form_field_required_by_default():
 # ---------------------------------------------------------------- database level: CHECK constraints
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("wallet", ["0x1234", "0x" + "g" * 40, "not a wallet", "0x" + "a" * 39 + "-"])
+@pytest.mark.parametrize("wallet", ["0x1234", "0x" + "g" * 40, "not a wallet", "0x" + "a" * 39 + "-", "0x" + "a" * 39,
+                                    "0x" + "a" * 20 + "\n" + "a" * 19, "1x" + "a" * 40, "00" + "a" * 40, "0x",
+                                    "ax" + "0" * 40, "0x" + "a" * 39 + "é"])
 def test_user_profiles_check_refuses_non_address_wallet(wallet):
     message = _refused("INSERT INTO user_profiles (wallet) VALUES (%s)", [wallet])
     assert "user_profiles_wallet_canonical" in message
@@ -116,6 +118,16 @@ def test_user_profiles_refuse_overlong_wallet():
 def test_orm_create_bypassing_forms_refuses_bad_wallet():
     with pytest.raises(IntegrityError, match="user_profiles_wallet_canonical"), transaction.atomic():
         UserProfile.objects.create(wallet="0xdeadbeef")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tx_hash", ["0x" + "a" * 63, "0x" + "a" * 63 + "g", "0y" + "a" * 64, "",
+                                     "0x" + "a" * 62 + "\t" + "a"])
+def test_orders_check_refuses_non_hash_tx_hash(tx_hash):
+    order = f.order()
+    for column in ("created_tx_hash", "last_tx_hash"):
+        assert "orders_tx_hash_canonical" in _refused(f"UPDATE orders SET {column} = %s WHERE id = %s",
+                                                      [tx_hash, order.pk], error=(IntegrityError, DataError))
 
 
 @pytest.mark.django_db

@@ -16,7 +16,7 @@ from chain.config import get_chain_config
 from chain.deploy import get_contract
 from chain.mirror import insert_events, ts, units
 from chain.models import (CONTRACT_STATUS, Arbitrator, BlockHash, ChainEvent, CloseReason, EventSyncCursor, Order,
-                          OrderStatus, ReconciliationDrift, RpcProvider, UserProfile)
+                          OrderStatus, ReconciliationDrift, RpcProvider, Token, UserProfile)
 from chain.rpc import get_client, reset_clients
 from chain.services import reconcile_orders, resync_from_block
 from chain.sync import apply_batch, chain_lock, fetch_batch, sync_chain, token_book
@@ -205,6 +205,26 @@ def test_apply_batch_of_an_applied_range_changes_nothing(synced, deployment, anv
     with transaction.atomic():
         assert insert_events("bsc", batch.logs) == set()
     assert mirror_contents() == before
+
+
+def test_fetch_reads_new_tokens_metadata_so_the_apply_makes_no_rpc_call(synced, deployment, anvil_node):
+    cfg = get_chain_config("bsc")
+    client = get_client("bsc")
+    batch = fetch_batch(cfg, client, cfg.start_block, anvil_node.head(), known_tokens=frozenset())
+    usdt = deployment.tokens["USDT"]
+    assert batch.token_meta[usdt][0] == "USDT"
+    decimals = batch.token_meta[usdt][1]
+    Token.objects.filter(chain="bsc").delete()
+
+    class NoRpc:
+        def batch(self, calls):
+            raise AssertionError("the apply read token metadata from the chain")
+
+    assert token_book(cfg, NoRpc(), batch.logs, batch.token_meta).decimals(usdt) == decimals
+    assert Token.objects.get(chain="bsc", address=usdt).decimals == decimals
+    # Known tokens are not read again.
+    again = fetch_batch(cfg, client, cfg.start_block, anvil_node.head(), known_tokens=frozenset({usdt}))
+    assert usdt not in again.token_meta
 
 
 # ---------------------------------------------------------------------------- reorgs

@@ -47,6 +47,34 @@ class PeakRss:
         self._thread.join()
 
 
+class CpuSeconds:
+    """CPU seconds used from now on by this process (the worker), PostgreSQL and anvil: where the time goes."""
+
+    GROUPS = {"worker": lambda p: p.pid == os.getpid(), "postgres": lambda p: p.name() == "postgres",
+              "anvil": lambda p: p.name() == "anvil"}
+
+    def __init__(self):
+        self.start = self._sample()
+
+    def _sample(self) -> dict[tuple[str, int], float]:
+        out = {}
+        for proc in psutil.process_iter():
+            try:
+                for group, match in self.GROUPS.items():
+                    if match(proc):
+                        times = proc.cpu_times()
+                        out[(group, proc.pid)] = times.user + times.system
+            except psutil.Error:
+                continue
+        return out
+
+    def used(self) -> dict[str, float]:
+        totals = dict.fromkeys(self.GROUPS, 0.0)
+        for key, value in self._sample().items():
+            totals[key[0]] += value - self.start.get(key, 0.0)
+        return {group: round(total, 2) for group, total in totals.items()}
+
+
 def main() -> None:
     env = bench_env("sync")
     tmp = Path(tempfile.mkdtemp(prefix="bench-sync-"))
@@ -108,6 +136,7 @@ def historical(url: str, tmp: Path) -> None:
     # the sync under test, from an empty mirror
     local.reset_mirror()
     profile = os.environ.get("BENCH_PROFILE")
+    cpu = CpuSeconds()
     with PeakRss() as rss:
         t0 = time.monotonic()
         if profile:
@@ -119,6 +148,7 @@ def historical(url: str, tmp: Path) -> None:
         else:
             result = sync_chain("bsc", max_seconds=10**9)
         seconds = time.monotonic() - t0
+    cpu_split = cpu.used()
     if profile:
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(20)
@@ -135,7 +165,7 @@ def historical(url: str, tmp: Path) -> None:
 
     baseline = naive_sync(w3, deployment, NAIVE_EVENTS)
     figure("sync_events_per_s", rate, "events/s", higher_is_better=True, baseline=baseline, limit=limit,
-           events=result.events, batches=result.batches)
+           events=result.events, batches=result.batches, seconds=round(seconds, 2), cpu_seconds=cpu_split)
     figure("sync_peak_memory_mb", rss.peak / 2**20, "MB", limit=500.0)
 
 

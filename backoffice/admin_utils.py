@@ -103,6 +103,24 @@ def short_hex(value: str | None, head: int = 8, tail: int = 6) -> str:
     return value if len(value) <= head + tail + 1 else f"{value[:head]}…{value[-tail:]}"
 
 
+class IndexedValuesFilter(admin.AllValuesFieldListFilter):
+    """Django's all-values filter for an indexed column, its choices read by a skip scan of the index (one
+    probe per distinct value) instead of SELECT DISTINCT over every row: for tables that only grow."""
+
+    MAX_CHOICES = 200
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        super().__init__(field, request, params, model, model_admin, field_path)
+        table, column = model._meta.db_table, field.column
+        qn = connection.ops.quote_name
+        with connection.cursor() as cur:
+            cur.execute(
+                f"WITH RECURSIVE t(v) AS ((SELECT {qn(column)} FROM {qn(table)} ORDER BY 1 LIMIT 1) UNION ALL "
+                f"SELECT (SELECT {qn(column)} FROM {qn(table)} WHERE {qn(column)} > t.v ORDER BY 1 LIMIT 1) "
+                f"FROM t WHERE t.v IS NOT NULL) SELECT v FROM t WHERE v IS NOT NULL LIMIT %s", [self.MAX_CHOICES])
+            self.lookup_choices = [row[0] for row in cur.fetchall()]
+
+
 class _FastChangeList(ChangeList):
     def url_for_result(self, result) -> str:
         return admin_url(result)  # one reverse() per page, not one per row
@@ -200,5 +218,5 @@ def export_csv_action(fields: list[str], filename: str):
     return export_csv
 
 
-__all__ = ["CappedCountPaginator", "FastRowsMixin", "ReadOnlyMirrorAdmin", "a_tag", "html_text", "link", "wallet_link", "changelist_link", "admin_url", "short_hex",
+__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag", "html_text", "link", "wallet_link", "changelist_link", "admin_url", "short_hex",
            "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]

@@ -269,3 +269,36 @@ def test_alerting_telegram_without_its_token_variable_fails_with_the_variable_na
     d.refresh_from_db()
     assert d.last_error == "the bot token variable TEST_TELEGRAM_BOT_TOKEN is not set"
     assert receiver.requests == []
+
+
+def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from ops.models import Alert, AuditLog
+
+    alert = Alert.objects.create(key="k:page", severity="P1", title="Sync lag", source="test")
+    viewer = django_user_model.objects.create_user("vera", is_staff=True)
+    viewer.groups.set([Group.objects.get(name="viewer")])
+    admin_user = django_user_model.objects.create_user("olga", is_staff=True)
+    admin_user.groups.set([Group.objects.get(name="ops admin")])
+    url = f"/admin/ops/alert/{alert.pk}/change/"
+
+    client.force_login(viewer)
+    page = client.get(url).content.decode()
+    assert 'name="_acknowledge"' not in page and 'name="_save"' not in page
+    assert client.post(url, {"_acknowledge": "1"}).status_code == 403
+
+    client.force_login(admin_user)
+    page = client.get(url).content.decode()
+    assert 'name="_acknowledge"' in page and 'name="_save"' not in page
+    nothing = client.post(url, {"_save": "Save"})
+    assert nothing.status_code == 302 and nothing["Location"] == url
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None
+    done = client.post(url, {"_acknowledge": "1"})
+    assert done.status_code == 302 and done["Location"] == "/admin/ops/alert/"
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == admin_user
+    assert AuditLog.objects.filter(action="acknowledge_alert", actor_label="olga").count() == 1
+    again = client.get(url).content.decode()
+    assert 'name="_acknowledge"' not in again and "Acknowledged by olga" in again

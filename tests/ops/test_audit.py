@@ -154,3 +154,28 @@ def test_audit_log_admin_filters_by_actor(client, django_user_model):
                                     ("anonymous:", "wrong password", "by a person")):
         body = client.get(f"/admin/ops/auditlog/?actor={value}").content.decode()
         assert expected in body and absent not in body, value
+
+
+def test_audit_log_action_and_type_filters_list_each_value_once_from_the_index(client, django_user_model):
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    from backoffice.admin_utils import IndexedValuesFilter
+
+    staff = django_user_model.objects.create_user("auditor", is_staff=True, is_superuser=True)
+    with transaction.atomic():
+        for action, object_type in (("b_action", "order"), ("a_action", "order"), ("b_action", ""),
+                                    ("c_action", "wallet"), ("a_action", "wallet")):
+            record_audit(actor=staff, action=action, object_type=object_type, object_id="1", reason="r")
+    actions = set(AuditLog.objects.values_list("action", flat=True))
+    request = RequestFactory().get("/")
+    request.user = staff
+    model_admin = admin.site._registry[AuditLog]
+    for field, expected in (("action", sorted(actions)),
+                            ("object_type", sorted(set(AuditLog.objects.values_list("object_type", flat=True))))):
+        spec = IndexedValuesFilter(AuditLog._meta.get_field(field), request, {}, AuditLog, model_admin, field)
+        assert spec.lookup_choices == expected
+    client.force_login(staff)
+    page = client.get("/admin/ops/auditlog/?action=c_action").content.decode()
+    assert "?action=a_action" in page and "?action=b_action" in page
+    assert page.count('<td class="field-action">') == 1

@@ -9,6 +9,7 @@ import json
 import re
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Iterable
 
 import psycopg.errors
@@ -36,6 +37,7 @@ ARBITRATOR_EVENTS = {"ArbitratorRegistered", "ArbitratorDeregistered", "Arbitrat
                      "ArbitratorDeactivated"}
 
 
+@lru_cache(maxsize=65536)  # a block's events share its timestamp, and deadlines are block time + a window
 def ts(epoch: int | None) -> datetime | None:
     if epoch is None:
         return None
@@ -234,8 +236,18 @@ def _t(value: str | None) -> str:
     return value if value.isalnum() else value.translate(_COPY_ESCAPES)
 
 
+_ISO: dict[datetime, str] = {}  # the few distinct block times of a batch, formatted once each
+
+
 def _dt(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
+    if value is None:
+        return "\\N"
+    text = _ISO.get(value)
+    if text is None:
+        if len(_ISO) > 65536:
+            _ISO.clear()
+        text = _ISO[value] = value.isoformat()
+    return text
 
 
 def _n(value) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,11 @@ class _TransportError(Exception):
 
 # Errors meaning "this provider is unwell" rather than "your request is wrong".
 _PROVIDER_ERROR_CODES = {-32603, -32005, -32099, 429}
+# ... except a refusal of the request's size (eth_getLogs over too many blocks or results), which providers send
+# under those codes too (Infura: -32005 "query returned more than 10000 results"): it comes back as RpcError, so
+# the sync halves its range instead of failing over and tripping the breaker.
+_TOO_BIG = re.compile(r"more than [\d,]+ results|response size|block range|range (is )?too (wide|large|big)"
+                      r"|limited to (a )?[\d,]+ (block )?range|too many (results|logs|blocks)", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -158,7 +164,8 @@ class RpcClient:
             provider.calls += 1
             try:
                 body = self._post(provider, payload)
-                if isinstance(body, dict) and "error" in body and body["error"].get("code") in _PROVIDER_ERROR_CODES:
+                if (isinstance(body, dict) and "error" in body and body["error"].get("code") in _PROVIDER_ERROR_CODES
+                        and not _TOO_BIG.search(str(body["error"].get("message", "")))):
                     raise _TransportError(f"provider error {body['error'].get('code')}: "
                                           f"{str(body['error'].get('message'))[:200]}")
             except _TransportError as exc:

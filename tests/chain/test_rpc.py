@@ -208,6 +208,22 @@ def test_rpc_client_treats_a_sick_provider_as_down_and_fails_over(anvil_node, st
         server.server_close()
 
 
+@pytest.mark.parametrize("message, too_big", [
+    ("query returned more than 10000 results. Try with this block range [0x1, 0x2].", True),  # Infura
+    ("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range", True),  # Alchemy
+    ("exceed maximum block range: 5000", True),  # BSC nodes
+    ("block range is too wide", True),
+    ("eth_getLogs is limited to a 10,000 range", True),
+    ("limit exceeded", False),  # a rate limit: the provider is busy
+    ("daily request count exceeded, request rate limited", False),
+    ("internal error", False),
+])
+def test_a_refusal_of_the_request_size_is_not_the_providers_fault(message, too_big):
+    from chain.rpc import _TOO_BIG
+
+    assert bool(_TOO_BIG.search(message)) is too_big
+
+
 def test_rpc_client_times_out_a_provider_that_never_answers(anvil_node):
     import socket
 

@@ -392,6 +392,73 @@ def test_sync_chain_completes_through_the_fallback_when_the_primary_dies_mid_syn
     assert_mirror_equals_chain(anvil_node, deployment)
 
 
+class RangeLimitedRpc:
+    """A JSON-RPC forwarder to anvil that refuses eth_getLogs over more than `max_blocks` blocks, as Infura does
+    (-32005 "query returned more than 10000 results"): a fault injected in front of the real node."""
+
+    def __init__(self, upstream: str, max_blocks: int):
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+
+        refused = self.refused = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
+                if isinstance(body, dict) and body.get("method") == "eth_getLogs":
+                    query = body["params"][0]
+                    span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+                    if span > max_blocks:
+                        refused.append(span)
+                        answer = json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+                            "code": -32005, "message": "query returned more than 10000 results. Try with this "
+                                                       f"block range [{query['fromBlock']}, {query['fromBlock']}]."}})
+                        return self._send(answer.encode())
+                self._send(requests.post(upstream, data=raw, headers={"Content-Type": "application/json"},
+                                         timeout=30).content)
+
+            def _send(self, data: bytes):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sync_halves_ranges_a_provider_refuses_as_too_big_without_failing_over(
+        chain_settings, chain_market, anvil_node, deployment, tmp_path):
+    proxy = RangeLimitedRpc(anvil_node.url, max_blocks=4)
+    try:
+        chain_settings.CHAIN_DEPLOYMENT_FILE = deployment.write_variant(
+            tmp_path / "limited.json", rpc_url=proxy.url, rpc_fallback=proxy.url)
+        reset_clients()
+        result = sync_chain("bsc")
+    finally:
+        proxy.close()
+    head = anvil_node.head()
+    assert proxy.refused, "the provider refused at least one range"
+    assert result.to_block == head and result.events == len(chain_logs(anvil_node, deployment, head))
+    assert all(to - frm + 1 <= 4 for frm, to in result.ranges)
+    providers = {p.role: p for p in RpcProvider.objects.filter(chain="bsc")}
+    assert providers["primary"].state == "closed" and providers["primary"].failures == 0  # not the provider's fault
+    assert providers["primary"].in_use
+    assert_mirror_equals_chain(anvil_node, deployment)
+
+
 # ---------------------------------------------------------------------------- database outage
 
 

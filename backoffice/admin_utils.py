@@ -111,6 +111,8 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
 
     def __init__(self, field, request, params, model, model_admin, field_path):
         super().__init__(field, request, params, model, model_admin, field_path)
+        if field_path != field.name or field.model is not model:
+            return  # a related path: Django's own query
         table, column = model._meta.db_table, field.column
         qn = connection.ops.quote_name
         with connection.cursor() as cur:

@@ -46,11 +46,18 @@ class _TransportError(Exception):
 
 # Errors meaning "this provider is unwell" rather than "your request is wrong".
 _PROVIDER_ERROR_CODES = {-32603, -32005, -32099, 429}
-# ... except a refusal of the request's size (eth_getLogs over too many blocks or results), which providers send
-# under those codes too (Infura: -32005 "query returned more than 10000 results"): it comes back as RpcError, so
-# the sync halves its range instead of failing over and tripping the breaker.
-_TOO_BIG = re.compile(r"more than [\d,]+ results|response size|block range|range (is )?too (wide|large|big)"
-                      r"|limited to (a )?[\d,]+ (block )?range|too many (results|logs|blocks)", re.IGNORECASE)
+# ... except an eth_getLogs refused for its size, which providers send under those codes too (Infura: -32005
+# "query returned more than 10000 results"): it comes back as RpcError, so the sync halves its range instead of
+# failing over and tripping the breaker. Only wording about a size limit counts ("block range" alone may be an
+# outage: "failed to fetch logs for block range …: upstream timeout").
+_TOO_BIG = re.compile(r"more than [\d,]+ results|log response size exceeded|exceed(s|ed)? (the )?max(imum)? block range"
+                      r"|block range (is )?too (wide|large|big)|limited to (a )?[\d,]+ (block )?range"
+                      r"|too many (results|logs)", re.IGNORECASE)
+
+
+def _refused_as_too_big(payload: Any, body: Any) -> bool:
+    return (isinstance(payload, dict) and payload.get("method") == "eth_getLogs"
+            and bool(_TOO_BIG.search(str(body["error"].get("message", "")))))
 
 
 def redact_url(url: str) -> str:
@@ -165,7 +172,7 @@ class RpcClient:
             try:
                 body = self._post(provider, payload)
                 if (isinstance(body, dict) and "error" in body and body["error"].get("code") in _PROVIDER_ERROR_CODES
-                        and not _TOO_BIG.search(str(body["error"].get("message", "")))):
+                        and not _refused_as_too_big(payload, body)):
                     raise _TransportError(f"provider error {body['error'].get('code')}: "
                                           f"{str(body['error'].get('message'))[:200]}")
             except _TransportError as exc:

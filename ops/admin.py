@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -84,7 +85,9 @@ class AlertAdmin(admin.ModelAdmin):
             if "_acknowledge" in request.POST and alert.acknowledged_at is None:
                 services.acknowledge_alert(actor=request.user, alert=alert)
                 self.message_user(request, f"Acknowledged: {alert.title}.")
-                return HttpResponseRedirect(reverse("admin:ops_alert_changelist"))
+                return HttpResponseRedirect(add_preserved_filters(
+                    {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts},
+                    reverse("admin:ops_alert_changelist")))
             self.message_user(request, "Nothing to save: an alert's fields are read-only; acknowledge it instead.",
                               messages.WARNING)
             return HttpResponseRedirect(request.path)

@@ -217,11 +217,18 @@ def test_rpc_client_treats_a_sick_provider_as_down_and_fails_over(anvil_node, st
     ("limit exceeded", False),  # a rate limit: the provider is busy
     ("daily request count exceeded, request rate limited", False),
     ("internal error", False),
+    ("Internal error: failed to fetch logs for block range 100-200: upstream timeout", False),  # an outage
+    ("block range extends beyond current head block", False),
+    ("requested block range is not available (pruned)", False),
+    ("daily response size limit exceeded", False),
 ])
 def test_a_refusal_of_the_request_size_is_not_the_providers_fault(message, too_big):
-    from chain.rpc import _TOO_BIG
+    from chain.rpc import _refused_as_too_big
 
-    assert bool(_TOO_BIG.search(message)) is too_big
+    body = {"error": {"code": -32005, "message": message}}
+    assert _refused_as_too_big({"method": "eth_getLogs", "params": []}, body) is too_big
+    assert _refused_as_too_big({"method": "eth_getBlockByNumber", "params": []}, body) is False  # only log queries
+    assert _refused_as_too_big([{"method": "eth_getLogs"}], body) is False  # nor batches
 
 
 def test_rpc_client_times_out_a_provider_that_never_answers(anvil_node):

@@ -81,6 +81,9 @@ def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days:
 # ---------------------------------------------------------------------------- incidents
 
 
+INCIDENT_LOOKBACK = timedelta(days=365)
+
+
 def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime | None = None,
                   summary: str = "", runbook: str = "") -> Incident:
     require_perm(actor, "ops.add_incident", "open incidents", allow_system=False)
@@ -93,6 +96,10 @@ def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime
     started_at = started_at or now
     if started_at > now:
         raise ValidationError({"started_at": "The first sign cannot be in the future."})
+    if started_at < now - INCIDENT_LOOKBACK:
+        # Also keeps out times PostgreSQL cannot hand back (0001-01-01T00:00+14:00 is 1 BC in UTC).
+        raise ValidationError({"started_at": "The first sign cannot be more than a year before now: check the date "
+                                             "(UTC)."})
     with transaction.atomic():
         incident = Incident.objects.create(title=title[:200], severity=severity, summary=summary, runbook=runbook,
                                            started_at=started_at, detected_at=now, created_by=actor)

@@ -55,7 +55,11 @@ def test_incidents_open_starts_detected_with_the_first_sign_on_the_timeline(inci
 def test_incidents_open_refuses_bad_input_with_the_field_named(staff_user):
     for kwargs, field in (({"title": " ", "severity": "P1"}, "title"), ({"title": "x", "severity": "P5"}, "severity"),
                           ({"title": "x", "severity": "P1", "started_at": timezone.now() + timedelta(hours=1)},
-                           "started_at")):
+                           "started_at"),
+                          ({"title": "x", "severity": "P1", "started_at": timezone.now() - timedelta(days=400)},
+                           "started_at"),
+                          ({"title": "x", "severity": "P1",
+                            "started_at": datetime(1, 1, 1, tzinfo=dt_timezone(timedelta(hours=14)))}, "started_at")):
         with pytest.raises(ValidationError) as exc:
             open_incident(actor=staff_user, **kwargs)
         assert set(exc.value.message_dict) == {field}

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import StreamingHttpResponse
@@ -83,6 +84,15 @@ def wallet_link(wallet: str | None, text: Any = None) -> str:
         return "—"
     head, tail = _url_template(get_script_prefix(), "admin:chain_userprofile_change")
     return a_tag(f"{head}{wallet}{tail}", text if text is not None else wallet)
+
+
+def errors_to_form(form, exc: ValidationError) -> None:
+    """A service's ValidationError shown on the form that called it: on its field when the form has one."""
+    if hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, exc.messages)
 
 
 def changelist_link(model: Any, text: str, **params: Any) -> str:
@@ -220,5 +230,5 @@ def export_csv_action(fields: list[str], filename: str):
     return export_csv
 
 
-__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag", "html_text", "link", "wallet_link", "changelist_link", "admin_url", "short_hex",
+__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url", "short_hex",
            "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
 
-from backoffice.admin_utils import ReadOnlyMirrorAdmin, changelist_link, export_csv_action, short_hex
+from backoffice.admin_utils import ReadOnlyMirrorAdmin, changelist_link, errors_to_form, export_csv_action, short_hex
 
 from . import services
 from .admin import ExactSearchMixin
@@ -66,8 +66,7 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
                 summary = services.resync_from_block(actor=request.user, chain=cursor.chain,
                                                      block=form.cleaned_data["block"], reason=form.cleaned_data["reason"])
             except ValidationError as exc:
-                for field, errors in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
+                errors_to_form(form, exc)
             else:
                 self.message_user(request, f"{cursor.chain}: rolled back to block {form.cleaned_data['block'] - 1} "
                                            f"({summary['events_removed']} events removed); the next sync re-applies "

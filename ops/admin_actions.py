@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from backoffice.admin_utils import CappedCountPaginator, export_csv_action
+from backoffice.admin_utils import CappedCountPaginator, errors_to_form, export_csv_action
 from backoffice.security import stepup_required
 from chain import transactions
 from chain.config import configured_chains, get_chain_config
@@ -20,14 +20,6 @@ from chain.status import read_contract_status
 from . import actions
 from .forms import ConfirmForm, ProposeActionForm, ReasonForm
 from .models import ActionStatus, ContractAction, PlatformFlag
-
-
-def _errors_to_form(form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
@@ -128,7 +120,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                     actor=request.user, chain=form.cleaned_data["chain"], kind=form.cleaned_data["kind"],
                     params=form.action_params(), reason=form.cleaned_data["reason"])
             except ValidationError as exc:
-                _errors_to_form(form, exc)
+                errors_to_form(form, exc)
             else:
                 return self._done(request, action, f"Proposed #{action.pk}: {action.description}. The simulation "
                                                    "passed; a different person must approve it.")
@@ -144,7 +136,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             try:
                 return run(form)
             except ValidationError as exc:
-                _errors_to_form(form, exc)
+                errors_to_form(form, exc)
         return self._page(request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
                           f"#{action.pk}", action_obj=action, verb=verb, form=form, warning=warning,
                           simulation=_fresh_simulation(action) if action.status in (
@@ -247,7 +239,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                                                "approve it here.")
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
             except ValidationError as exc:
-                _errors_to_form(form, exc)
+                errors_to_form(form, exc)
         return self._page(request, "admin/ops/contractaction/resume.html", title="Resume trading", form=form,
                           group=group, pending=pending)
 

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin
+from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin, errors_to_form
 from backoffice.security import stepup_required
 
 from . import actions, console
@@ -157,8 +157,7 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
             try:
                 rotation = console.record_secret_rotation(actor=request.user, secret=secret, **form.cleaned_data)
             except ValidationError as exc:
-                for field, errors in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
+                errors_to_form(form, exc)
             else:
                 self.message_user(request, f"Rotation of {secret.name} recorded"
                                            f"{' (fingerprint ' + rotation.fingerprint + ')' if rotation.fingerprint else ''}; "
@@ -249,8 +248,7 @@ class IncidentAdmin(admin.ModelAdmin):
             try:
                 incident = console.open_incident(actor=request.user, **form.cleaned_data)
             except ValidationError as exc:
-                for field, errors in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, errors)
+                errors_to_form(form, exc)
             else:
                 return HttpResponseRedirect(reverse("admin:ops_incident_change", args=[incident.pk]))
         return TemplateResponse(request, "admin/ops/simple_form.html", {

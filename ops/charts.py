@@ -71,6 +71,18 @@ def _y_axis(top: float, scale_max: float, x: float, plot_h: float, label: str, *
     return out
 
 
+def _x_axis(labels: Sequence[str], x_label: str, *, n: int, left: float, top: float, plot_w: float,
+            plot_h: float, step: float, height: int) -> list[str]:
+    """The bottom axis of a column or line chart (n slots): about eight labels and the last, line, axis title."""
+    every = max(1, math.ceil(n / 8))
+    out = [f'<text x="{left + i * step + step / 2:.1f}" y="{top + plot_h + 14:.1f}" text-anchor="middle">'
+           f'{escape(label)}</text>' for i, label in enumerate(labels) if i % every == 0 or i == n - 1]
+    out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{TEXT}"/>')
+    out.append(f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
+               f'{escape(x_label)}</text>')
+    return out
+
+
 def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Sequence[str],
                  values: Sequence, line: Sequence | None = None, line_label: str = "",
                  width: int = WIDTH, height: int = HEIGHT) -> SafeString:
@@ -88,14 +100,7 @@ def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Se
         x = left + i * step + (step - bar_w) / 2
         body.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{BAR}">'
                     f'<title>{escape(label)}: {escape(_plain(value))}</title></rect>')
-    every = max(1, math.ceil(n / 8))
-    for i, label in enumerate(labels):
-        if i % every == 0 or i == n - 1:
-            x = left + i * step + step / 2
-            body.append(f'<text x="{x:.1f}" y="{top + plot_h + 14:.1f}" text-anchor="middle">{escape(label)}</text>')
-    body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{TEXT}"/>')
-    body.append(f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
-                f'{escape(x_label)}</text>')
+    body += _x_axis(labels, x_label, n=n, left=left, top=top, plot_w=plot_w, plot_h=plot_h, step=step, height=height)
     description = f"{y_label} by {x_label}"
     if line is not None:
         line_nums = [_num(v) for v in line]
@@ -127,14 +132,7 @@ def line_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Sequ
     for (x, y), label, value in zip(coords, labels, nums):
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{LINE}"><title>{escape(label)}: '
                     f'{escape(_plain(value))}</title></circle>')
-    every = max(1, math.ceil(n / 8))
-    for i, label in enumerate(labels):
-        if i % every == 0 or i == n - 1:
-            body.append(f'<text x="{left + i * step + step / 2:.1f}" y="{top + plot_h + 14:.1f}" '
-                        f'text-anchor="middle">{escape(label)}</text>')
-    body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{TEXT}"/>')
-    body.append(f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
-                f'{escape(x_label)}</text>')
+    body += _x_axis(labels, x_label, n=n, left=left, top=top, plot_w=plot_w, plot_h=plot_h, step=step, height=height)
     return _frame(key, title, f"{y_label} by {x_label}", body, width, height)
 
 

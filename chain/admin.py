@@ -16,12 +16,11 @@ from backoffice.admin_utils import (
     utc_minute,
 )
 
-from .models import Arbitrator, Chain, DailyOrderStats, Order, OrderStatus, UserProfile
+from .models import Arbitrator, Chain, DailyOrderStats, Order, UserProfile
 
 # Lists show the short forms staff use in the runbook's SQL ("bsc", "resolved_buyer"); filters and
 # detail pages show the long labels.
 CHAIN_LABELS = {Chain.BSC: "BSC", Chain.ETHEREUM: "Ethereum"}
-STATUS_LABELS = {status.value: status.value for status in OrderStatus}
 
 
 def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):
@@ -121,7 +120,7 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: Order) -> str:
-        return STATUS_LABELS.get(obj.status, obj.status)
+        return obj.status
 
     @admin.display(description="created (UTC)", ordering="created_at")
     def created(self, obj: Order) -> str:

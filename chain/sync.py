@@ -25,7 +25,7 @@ from . import rollup
 from .config import ChainConfig, get_chain_config
 from .events import Log, parse_logs
 from .mirror import TokenBook, apply_logs, insert_events, load_orders, logs_from_rows
-from .models import BlockHash, ChainEvent, EventSyncCursor, RpcProvider, Token
+from .models import BlockHash, EventSyncCursor, RpcProvider, Token
 from .rpc import RpcClient, RpcError, get_client
 
 logger = logging.getLogger(__name__)
@@ -389,7 +389,3 @@ def save_provider_states(chain: str, client: RpcClient) -> None:
         for snap in client.snapshot():
             RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
                 k: v for k, v in snap.items() if k != "role"})
-
-
-def malformed_events(chain: str):
-    return ChainEvent.objects.filter(chain=chain).exclude(decode_error="")

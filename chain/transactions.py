@@ -142,7 +142,3 @@ def head(chain: str) -> int:
 
 def nonce_of(chain: str, address: str, block: str = "pending") -> int:
     return int(get_client(chain).call("eth_getTransactionCount", [address, block]), 16)
-
-
-def chain_id(chain: str) -> int:
-    return get_client(chain).chain_id()

@@ -6,7 +6,7 @@ orders for disputed rows) and is measured by `make bench NAME=disputes`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from chain.models import ChainEvent, Order
 
-DISPUTE_STATUSES = ("disputed", "resolved_buyer", "resolved_seller")
 
 
 def _rows(sql: str, params: list) -> list[dict]:
@@ -154,7 +153,3 @@ def order_timeline(order: Order) -> list[ChainEvent]:
     """The order's on-chain history from the raw events, oldest first."""
     return list(ChainEvent.objects.filter(chain=order.chain, order_id=order.onchain_id, decode_error="")
                 .order_by("block_number", "log_index"))
-
-
-def sla_cutoff(hours: int) -> datetime:
-    return timezone.now() - timedelta(hours=hours)

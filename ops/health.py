@@ -146,13 +146,13 @@ def overall(results: dict[str, dict]) -> str:
     return "degraded"
 
 
-def health(*, use_cache: bool = True) -> dict:
+def health() -> dict:
     """The checks' result, shared for CACHE_SECONDS. One caller refreshes it at a time: the others get the
     previous result meanwhile, so a burst of requests at expiry does not run the checks once per request."""
     now = time.monotonic()
     with _cache_lock:
         cached = _cache["result"]
-        if use_cache and cached is not None and (now - _cache["at"] < CACHE_SECONDS or _cache["refreshing"]):
+        if cached is not None and (now - _cache["at"] < CACHE_SECONDS or _cache["refreshing"]):
             return cached
         _cache["refreshing"] = True
     try:

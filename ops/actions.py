@@ -25,7 +25,7 @@ from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
 from .audit import record_audit
-from .models import ActionStatus, ContractAction, PlatformFlag, SignerNonce
+from .models import IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag, SignerNonce
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
     was consumed by its replacement → replaced. Never signs anything new.
     """
     counts = {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0}
-    qs = ContractAction.objects.filter(status__in=[ActionStatus.SIGNED, ActionStatus.SENT]).order_by("nonce", "pk")
+    qs = ContractAction.objects.filter(status__in=IN_FLIGHT).order_by("nonce", "pk")
     if chain:
         qs = qs.filter(chain=chain)
     for action in qs:
@@ -248,11 +248,11 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
             winner = next((a for a in _others_with_nonce(action) if a.tx_hash
                            and transactions.receipt(action.chain, a.tx_hash) is not None), None)
             if winner is not None:
-                _mark(action, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+                _mark(action, ActionStatus.REPLACED, only_from=IN_FLIGHT,
                       outcome=f"nonce {action.nonce} used by action #{winner.pk}")
                 counts["replaced"] += 1
             else:
-                _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+                _mark(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
                       outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
             return
@@ -282,8 +282,8 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
         if other.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
             _mark(other, ActionStatus.REJECTED, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
                   outcome=f"not needed: action #{action.pk} with the same nonce was mined")
-        elif other.status in (ActionStatus.SIGNED, ActionStatus.SENT):
-            _mark(other, ActionStatus.REPLACED, only_from=(ActionStatus.SIGNED, ActionStatus.SENT),
+        elif other.status in IN_FLIGHT:
+            _mark(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
                   outcome=f"nonce {action.nonce} used by action #{action.pk}")
             counts["replaced"] += 1
 
@@ -306,7 +306,7 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
     if not reason:
         raise ValidationError({"reason": "A reason is required to replace a transaction."})
     action.refresh_from_db()
-    if action.status not in (ActionStatus.SIGNED, ActionStatus.SENT):
+    if action.status not in IN_FLIGHT:
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: only a "
                                          "signed or sent transaction can be replaced."})
     root = action.replaces if action.replaces_id else action
@@ -406,7 +406,7 @@ def _finish_resume(actor: Any, action: ContractAction) -> None:
     trading is enabled again (the kill switch's second half)."""
     if action.kind != "unpause" or not action.group.startswith("resume-"):
         return
-    if action.status not in (ActionStatus.SIGNED, ActionStatus.SENT):
+    if action.status not in IN_FLIGHT:
         return
     pending = ContractAction.objects.filter(group=action.group, kind="unpause",
                                             status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED])

@@ -19,7 +19,7 @@ from chain.status import read_contract_status
 
 from . import actions
 from .forms import ConfirmForm, ProposeActionForm, ReasonForm
-from .models import ActionStatus, ContractAction, PlatformFlag
+from .models import IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
@@ -99,7 +99,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             "reject": action.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED)
             and user.has_perm("ops.approve_contractaction"),
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
-            "replace": action.status in (ActionStatus.SIGNED, ActionStatus.SENT)
+            "replace": action.status in IN_FLIGHT
             and user.has_perm("ops.add_contractaction"),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
@@ -225,7 +225,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                     if not request.user.has_perm("ops.approve_contractaction"):
                         raise PermissionDenied
                     done = actions.approve_resume(actor=request.user, group=group)
-                    if all(a.status in (ActionStatus.SIGNED, ActionStatus.SENT) for a in done):
+                    if all(a.status in IN_FLIGHT for a in done):
                         self.message_user(request, f"Resumed: {len(done)} unpause(s) sent, TRADES_ENABLED on.")
                     else:
                         self.message_user(request, f"Approved {len(done)} unpause(s): an operator executes them "

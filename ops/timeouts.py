@@ -17,7 +17,7 @@ from django.utils import timezone
 from chain.config import configured_chains
 
 from . import actions
-from .models import ActionStatus
+from .models import IN_FLIGHT, ActionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -71,5 +71,5 @@ def submit_due_timeouts(*, kind: str, limit: int = 50) -> dict[str, int]:
             counts["skipped"] += 1  # the simulation reverted: the order already moved on chain
             continue
         result = actions.execute_contract_action(actor=None, action=action)
-        counts["submitted" if result.status in (ActionStatus.SENT, ActionStatus.SIGNED) else "skipped"] += 1
+        counts["submitted" if result.status in IN_FLIGHT else "skipped"] += 1
     return counts

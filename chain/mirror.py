@@ -211,10 +211,10 @@ def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
 
 
 def _copy_upsert(table: str, columns: tuple[str, ...], conflict: str, rows: Iterable[tuple] = (), *,
-                 lines: Iterable[str] = (), update: tuple[str, ...] | None = None) -> None:
+                 lines: Iterable[str] = ()) -> None:
     """COPY rows (or ready COPY text lines) into a temporary twin of `table`, then one INSERT … ON CONFLICT
     DO UPDATE."""
-    update = update if update is not None else tuple(c for c in columns if c not in conflict.split(", "))
+    update = tuple(c for c in columns if c not in conflict.split(", "))
     tmp = f"tmp_{table}"
     with connection.cursor() as cur:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS "
@@ -347,7 +347,9 @@ def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[i
     if touched_orders:
         write_orders((orders[i] for i in touched_orders), new=set() if replay else touched_orders - persisted)
         persisted.update(touched_orders)
-        rollup.refresh_days(chain, {orders[i]["created_at"].date() for i in touched_orders if orders[i]["created_at"]})
+        if not replay:  # a rollback recounts its days itself, once its orphans are gone
+            rollup.refresh_days(chain, {orders[i]["created_at"].date() for i in touched_orders
+                                        if orders[i]["created_at"]})
     if touched_arbs:
         write_arbitrators(arbitrators[w] for w in touched_arbs)
     if paused is not None:
@@ -380,7 +382,6 @@ _EVENT_COLUMNS = ("chain", "block_number", "block_hash", "block_time", "tx_hash"
 def _event_lines(chain: str, logs: list[Log]):
     """COPY text lines of raw events. Hashes, addresses and names are hex or identifiers (nothing to
     escape); the JSON args and the error text are escaped."""
-    times: dict[int | None, str] = {}
     for log in logs:
         args = log.args
         order_id = wallet = "\\N"
@@ -390,9 +391,7 @@ def _event_lines(chain: str, logs: list[Log]):
                 order_id = str(oid)
             if log.contract == "pool":
                 wallet = args.get("arbitrator") or "\\N"
-        stamp = times.get(log.block_time)
-        if stamp is None:
-            stamp = times[log.block_time] = ts(log.block_time).isoformat() if log.block_time is not None else "\\N"
+        stamp = _dt(ts(log.block_time))
         text = _dumps(args)
         if "\\" in text:
             if "\\u0000" in text:  # JSONB refuses NUL characters; chain strings may carry anything

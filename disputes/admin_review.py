@@ -18,8 +18,8 @@ from django.utils.safestring import mark_safe
 
 from backoffice.admin_utils import (
     CappedCountPaginator,
+    ReadOnlyMirrorAdmin,
     a_tag,
-    FastRowsMixin,
     admin_url,
     csv_response,
     short_hex,
@@ -124,7 +124,7 @@ class BlacklistSelectedForm(forms.Form):
 
 
 @admin.register(DisputedOrder)
-class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
+class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_display = ("order_ref", "chain_name", "age", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
@@ -136,22 +136,10 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
     search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
     search_hash_fields = ("created_tx_hash", "last_tx_hash")
     search_id_fields = ("onchain_id",)
-    paginator = CappedCountPaginator
-    show_full_result_count = False
-    list_per_page = 50
     actions = None
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status="disputed")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_view_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("chain.view_order")
@@ -313,29 +301,26 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
                     self.message_user(request, f"Blacklisted {len(done)} wallet(s).")
                     return HttpResponseRedirect(request.path)
         threshold = services.dispute_rate_threshold()
-        report = {
-            "rate": selectors.dispute_rate_24h(threshold),
-            "sellers": selectors.repeat_offenders("seller"),
-            "buyers": selectors.repeat_offenders("buyer"),
-            "new_accounts": selectors.new_accounts_high_dispute_rate(),
+        reports = {
+            "rate": lambda: selectors.dispute_rate_24h(threshold),
+            "sellers": lambda: selectors.repeat_offenders("seller"),
+            "buyers": lambda: selectors.repeat_offenders("buyer"),
+            "new_accounts": selectors.new_accounts_high_dispute_rate,
         }
-        if request.GET.get("export"):
+        if request.GET.get("export"):  # one section as CSV: only its report runs
             section = request.GET["export"]
-            rows = report.get(section, [])
-            if not isinstance(rows, list) or not rows:
-                rows = []
-            header = list(rows[0]) if rows else ["wallet"]
-            return csv_response(f"rb04_{section}.csv", header, ([r[h] for h in header] for r in rows))
+            rows = reports[section]() if section in reports else []
+            return _dicts_csv(f"rb04_{section}.csv", rows if isinstance(rows, list) else [], empty_header="wallet")
         return self._page(request, "admin/disputes/rb04.html", title="RB-04: high dispute rate report",
-                          form=form, can_blacklist=request.user.has_perm("disputes.add_blacklist"), **report)
+                          form=form, can_blacklist=request.user.has_perm("disputes.add_blacklist"),
+                          **{name: build() for name, build in reports.items()})
 
     def arbitrators_view(self, request):
         if not request.user.has_perm("chain.view_arbitrator"):
             raise PermissionDenied
         stats = selectors.arbitrator_stats_30d()
         if request.GET.get("export"):
-            header = list(stats[0]) if stats else ["arbitrator_wallet"]
-            return csv_response("arbitrator_stats_30d.csv", header, ([r[h] for h in header] for r in stats))
+            return _dicts_csv("arbitrator_stats_30d.csv", stats, empty_header="arbitrator_wallet")
         return self._page(request, "admin/disputes/arbitrators.html", title="Arbitrator pool monitoring",
                           active=Arbitrator.objects.active().order_by("-reputation"),
                           at_risk=Arbitrator.objects.at_risk().order_by("reputation"), stats=stats)
@@ -343,6 +328,12 @@ class DisputeQueueAdmin(ExactSearchMixin, FastRowsMixin, admin.ModelAdmin):
 
 class _Invalid(Exception):
     pass
+
+
+def _dicts_csv(filename: str, rows: list[dict], *, empty_header: str):
+    """A report's rows (dicts of one shape) as a CSV download; its columns are the dicts' keys."""
+    header = list(rows[0]) if rows else [empty_header]
+    return csv_response(filename, header, ([row[h] for h in header] for row in rows))
 
 
 def _evidence_links(cids) -> str:

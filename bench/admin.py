@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import statistics
 
-from .common import figure, million_orders, percentile, staff_login, timed_ms
+from .common import STOCK_PREFIX, figure, million_orders, percentile, staff_login, stock_admin_urlconf, timed_ms
 
 RUNS = 40
 STOCK_RUNS = 5
 NAIVE_RUNS = 5
-STOCK_PREFIX = "/bench-stock-admin/"
 COLUMNS = ("onchain_id", "chain", "status", "amount", "token_symbol", "buyer", "seller", "arbitrator_wallet",
            "created_at", "updated_at")
 
@@ -60,15 +59,9 @@ NAIVE_TILES_SQL = [
 
 
 
-class _URLConf:
-    urlpatterns: list
-
-
 def _stock_urlconf():
-    """The project's URLs plus a stock ModelAdmin of orders on its own AdminSite."""
-    from django.conf import settings
+    """A stock ModelAdmin of orders: the same columns, Django's filters and search."""
     from django.contrib import admin
-    from django.urls import include, path
 
     from chain.models import Order
 
@@ -78,11 +71,7 @@ def _stock_urlconf():
         search_fields = ("buyer__wallet", "seller__wallet", "arbitrator_wallet", "created_tx_hash", "last_tx_hash",
                          "onchain_id")
 
-    site = admin.AdminSite(name="bench_stock")
-    site.register(Order, StockOrderAdmin)
-    urlconf = _URLConf()  # an object with urlpatterns serves as a URLconf (hashable, unlike SimpleNamespace)
-    urlconf.urlpatterns = [path(STOCK_PREFIX.strip("/") + "/", site.urls), path("", include(settings.ROOT_URLCONF))]
-    return urlconf
+    return stock_admin_urlconf(Order, StockOrderAdmin)
 
 
 def main() -> None:

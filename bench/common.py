@@ -90,6 +90,27 @@ def million_orders() -> dict[str, str]:
     return env
 
 
+STOCK_PREFIX = "/bench-stock-admin/"
+
+
+class _URLConf:
+    urlpatterns: list
+
+
+def stock_admin_urlconf(model, admin_class):
+    """The project's URLs plus `admin_class` (a stock ModelAdmin) for `model` on a throw-away AdminSite under
+    STOCK_PREFIX: the baseline the benchmarks compare the back office's admin with."""
+    from django.conf import settings
+    from django.contrib import admin
+    from django.urls import include, path
+
+    site = admin.AdminSite(name="bench_stock")
+    site.register(model, admin_class)
+    urlconf = _URLConf()  # an object with urlpatterns serves as a URLconf (hashable, unlike SimpleNamespace)
+    urlconf.urlpatterns = [path(STOCK_PREFIX.strip("/") + "/", site.urls), path("", include(settings.ROOT_URLCONF))]
+    return urlconf
+
+
 def staff_login(client, user) -> None:
     """A session that has passed the second factor (and a fresh step-up), as after a real password + code login."""
     from backoffice.testing import verify_second_factor

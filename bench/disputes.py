@@ -14,12 +14,12 @@ import statistics
 from collections import Counter
 from datetime import timedelta
 
-from .common import figure, million_orders, percentile, staff_login, timed_ms
+from .common import STOCK_PREFIX, figure, million_orders, percentile, staff_login, stock_admin_urlconf, timed_ms
 
 RUNS = 30
 NAIVE_RUNS = 3
 QUEUE = "/admin/disputes/disputedorder/"
-STOCK = "/bench-stock-admin/disputes/disputedorder/"
+STOCK = f"{STOCK_PREFIX}disputes/disputedorder/"
 QUEUE_COLUMNS = ("onchain_id", "chain", "disputed_at", "amount", "token_symbol", "buyer", "seller", "arbitrator_wallet",
                  "dispute_deadline", "evidence_cids")
 
@@ -27,10 +27,8 @@ QUEUE_COLUMNS = ("onchain_id", "chain", "disputed_at", "amount", "token_symbol",
 
 
 def _stock_urlconf():
-    """The project's URLs plus a stock ModelAdmin of the same queue on its own AdminSite."""
-    from django.conf import settings
+    """A stock ModelAdmin of the same queue."""
     from django.contrib import admin
-    from django.urls import include, path
 
     from disputes.admin_review import AgeFilter, AmountFilter, DisputeQueueAdmin
     from disputes.models import DisputedOrder
@@ -46,15 +44,7 @@ def _stock_urlconf():
         def get_queryset(self, request):
             return super().get_queryset(request).filter(status="disputed").order_by("disputed_at")
 
-    site = admin.AdminSite(name="bench_stock")
-    site.register(DisputedOrder, StockQueueAdmin)
-    urlconf = _URLConf()  # an object with urlpatterns serves as a URLconf (hashable, unlike SimpleNamespace)
-    urlconf.urlpatterns = [path("bench-stock-admin/", site.urls), path("", include(settings.ROOT_URLCONF))]
-    return urlconf
-
-
-class _URLConf:
-    urlpatterns: list
+    return stock_admin_urlconf(DisputedOrder, StockQueueAdmin)
 
 
 def _naive_reports(now) -> dict:

@@ -227,8 +227,7 @@ def dispute_rate_threshold() -> int:
     """The RB-04 threshold (percent) from the platform settings; 20 when unset (0 is a valid setting)."""
     from ops.models import PlatformFlag
 
-    value = PlatformFlag.objects.filter(key="DISPUTE_RATE_ALERT_PCT").values_list("value", flat=True).first()
-    return 20 if value is None else value
+    return PlatformFlag.get("DISPUTE_RATE_ALERT_PCT", 20)
 
 
 def check_dispute_rate() -> bool:

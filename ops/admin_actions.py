@@ -86,8 +86,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:ops_contractaction_change", args=[action.pk]))
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"chains": list(self._chains()), "trades_enabled": PlatformFlag.objects.filter(
-            key="TRADES_ENABLED").values_list("value", flat=True).first()}
+        extra = {"chains": list(self._chains()), "trades_enabled": PlatformFlag.get("TRADES_ENABLED")}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

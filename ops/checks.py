@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 SYNC_STUCK_AFTER = timedelta(minutes=10)
 
 
-def _flag(key: str, default):
-    value = PlatformFlag.objects.filter(key=key).values_list("value", flat=True).first()
-    return default if value is None else value
+def sync_lag_threshold() -> int:
+    """RB-03: lag (blocks) over which the sync is a P2; the platform setting, 100 when unset."""
+    return int(PlatformFlag.get("SYNC_LAG_ALERT_BLOCKS", 100))
 
 
 def _one(sql: str, params=None) -> dict:
@@ -70,7 +70,7 @@ def daily_operations_check() -> OpsReport:
 def check_sync() -> list[str]:
     """RB-03 triggers: cursor unchanged for 10 minutes (P1) and lag over the threshold (P2, default 100 blocks)."""
     raised = []
-    threshold = int(_flag("SYNC_LAG_ALERT_BLOCKS", 100))
+    threshold = sync_lag_threshold()
     now = timezone.now()
     for cursor in EventSyncCursor.objects.all():
         if cursor.chain not in configured_chains():
@@ -119,7 +119,7 @@ def check_contracts() -> list[str]:
 
 def check_large_orders(window: timedelta = timedelta(hours=1)) -> int:
     """Alert table: a single order over 5,000 USDT (P3, information), once per order."""
-    limit = Decimal(str(_flag("LARGE_ORDER_USDT", 5000)))
+    limit = Decimal(str(PlatformFlag.get("LARGE_ORDER_USDT", 5000)))
     since = timezone.now() - window
     with connection.cursor() as cur:
         cur.execute("SELECT chain, onchain_id, amount, token_symbol FROM orders WHERE created_at > %s AND amount > %s "

@@ -24,12 +24,11 @@ from backoffice.admin_utils import csv_response
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
 
 from . import charts
+from .checks import SYNC_STUCK_AFTER, sync_lag_threshold
 from .health import health
 from .models import Alert, Incident, IncidentStatus, SecretSchedule
 
 WINDOW_DAYS = 30
-SYNC_LAG_WARNING = 100  # RB-03: lag over 100 blocks is a P2
-SYNC_STALE = timedelta(minutes=10)  # RB-03: a cursor unchanged for 10 minutes is a P1
 CHART_PERMISSION = "chain.view_order"
 DISPUTE_STATUSES = (OrderStatus.DISPUTED, OrderStatus.RESOLVED_BUYER, OrderStatus.RESOLVED_SELLER)
 
@@ -79,6 +78,7 @@ def _health_tiles() -> list[Tile]:
 
 def _sync_tiles(now: datetime) -> list[Tile]:
     cursors = {c.chain: c for c in EventSyncCursor.objects.all()}
+    lag_threshold = sync_lag_threshold()  # the alert's own thresholds: tile and alert agree
     tiles = []
     for chain in settings.CHAINS:
         cursor = cursors.get(chain)
@@ -88,8 +88,8 @@ def _sync_tiles(now: datetime) -> list[Tile]:
                               detail="no cursor yet", url=url))
             continue
         lag = cursor.lag_blocks
-        status = "unknown" if lag is None else ("warning" if lag > SYNC_LAG_WARNING else "ok")
-        if cursor.updated_at and now - cursor.updated_at > SYNC_STALE:
+        status = "unknown" if lag is None else ("warning" if lag > lag_threshold else "ok")
+        if cursor.updated_at and now - cursor.updated_at > SYNC_STUCK_AFTER:
             status = "error"
         detail = f"block {cursor.last_block:,}, moved {cursor.updated_at:%Y-%m-%d %H:%M} UTC"
         if cursor.last_error:

@@ -150,3 +150,9 @@ class PlatformFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} = {self.value}"
+
+    @classmethod
+    def get(cls, key: str, default=None):
+        """The flag's value, or `default` when it was never set (a stored 0 or false is a value)."""
+        value = cls.objects.filter(key=key).values_list("value", flat=True).first()
+        return default if value is None else value

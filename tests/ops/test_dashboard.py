@@ -81,6 +81,17 @@ def market(staff_user):
     return orders
 
 
+def test_dashboard_sync_tile_uses_the_alerts_lag_threshold(staff_client, market):
+    from ops.models import PlatformFlag
+
+    PlatformFlag.objects.update_or_create(key="SYNC_LAG_ALERT_BLOCKS", defaults={"value": 3})
+    tiles = _tiles(staff_client.get(reverse("admin:index")))
+    assert tiles["sync-bsc"].value == "4 blocks" and tiles["sync-bsc"].status == "warning"  # as check_sync sees it
+    PlatformFlag.objects.filter(key="SYNC_LAG_ALERT_BLOCKS").update(value=300)
+    tiles = _tiles(staff_client.get(reverse("admin:index")))
+    assert tiles["sync-ethereum"].value == "250 blocks" and tiles["sync-ethereum"].status == "ok"
+
+
 def _tiles(response) -> dict:
     return {t.key: t for t in response.context["dashboard"]["tiles"]}
 

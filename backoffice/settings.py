@@ -227,6 +227,7 @@ CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE", default=str(BASE_D
 def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_time: float, poll: float) -> dict:
     return {
         "name": name,
+        "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
         "chain_id": env.int(f"{prefix}_CHAIN_ID", default=chain_id),
         "rpc_url": env.str(f"{prefix}_RPC_URL", default=""),
         "rpc_fallback": env.str(f"{prefix}_RPC_FALLBACK", default=""),

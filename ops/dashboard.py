@@ -63,9 +63,8 @@ def _url(name: str, *args, query: str = "") -> str:
 
 def _health_tiles() -> list[Tile]:
     links = {"celery": _url("django_celery_beat_periodictask_changelist")}
-    for chain in settings.CHAINS:
-        short = {"ethereum": "eth"}.get(chain, chain)
-        links[f"rpc_{short}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
+    for chain, cfg in settings.CHAINS.items():
+        links[f"rpc_{cfg['short']}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
     tiles = []
     for name, check in health()["checks"].items():
         detail = check.get("error") or ", ".join(

@@ -116,9 +116,8 @@ def check_rpc(chain: str) -> dict:
 
 def checks() -> dict[str, Callable[[], dict]]:
     table: dict[str, Callable[[], dict]] = {"database": check_database, "redis": check_redis, "celery": check_celery}
-    for chain in settings.CHAINS:
-        short = {"ethereum": "eth"}.get(chain, chain)  # the runbook's names: rpc_bsc, rpc_eth
-        table[f"rpc_{short}"] = (lambda c=chain: check_rpc(c))
+    for chain, cfg in settings.CHAINS.items():
+        table[f"rpc_{cfg['short']}"] = (lambda c=chain: check_rpc(c))
     return table
 
 

@@ -25,7 +25,7 @@ def schedules() -> list[Schedule]:
     """Every periodic task of the back office (runbook §5), by stable name."""
     items: list[Schedule] = []
     for chain, cfg in settings.CHAINS.items():
-        short = {"ethereum": "eth"}.get(chain, chain)  # the runbook's names: poll-bsc-events, poll-eth-events
+        short = cfg["short"]  # the runbook's names: poll-bsc-events, poll-eth-events
         items.append(Schedule(
             name=f"poll-{short}-events", task="chain.tasks.sync_chain", every_seconds=cfg["poll_seconds"],
             kwargs={"chain": chain}, description=f"Runbook §5: event sync for {cfg['name']}."))

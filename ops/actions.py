@@ -266,7 +266,8 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
         counts["sent"] += 1
         action.refresh_from_db()
     depth = transactions.head(action.chain) - receipt["block"] + 1
-    if depth < get_chain_config(action.chain).confirmations + 1 and get_chain_config(action.chain).confirmations:
+    confirmations = get_chain_config(action.chain).confirmations
+    if confirmations and depth < confirmations + 1:
         if action.receipt_block != receipt["block"]:
             ContractAction.objects.filter(pk=action.pk).update(receipt_block=receipt["block"])
         return

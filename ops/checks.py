@@ -72,8 +72,9 @@ def check_sync() -> list[str]:
     raised = []
     threshold = sync_lag_threshold()
     now = timezone.now()
+    configured = configured_chains()
     for cursor in EventSyncCursor.objects.all():
-        if cursor.chain not in configured_chains():
+        if cursor.chain not in configured:
             continue
         if now - cursor.updated_at > SYNC_STUCK_AFTER:
             raise_alert(key=f"sync-stuck:{cursor.chain}", severity="P1", source="check_sync",

@@ -97,8 +97,10 @@ def _chain() -> list:
 
 def _ops() -> list:
     overdue = GaugeMetricFamily("p2p_secret_rotations_overdue", "Secrets past their rotation date")
-    count = sum(1 for days, last in _rows("SELECT interval_days, last_rotated_at FROM ops_secret_schedules")
-                if days is not None and (last is None or time.time() - last.timestamp() > days * 86400))
+    from .models import SecretSchedule  # overdue as the rotation check and the dashboard define it
+
+    count = sum(1 for s in SecretSchedule.objects.only("interval_days", "last_rotated_at", "warn_days")
+                if s.state == "overdue")
     overdue.add_metric([], float(count))
     alerts = GaugeMetricFamily("p2p_alerts_open", "Unacknowledged alerts", labels=["severity"])
     for severity, n in _rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE acknowledged_at IS NULL "

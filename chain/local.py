@@ -5,14 +5,10 @@ import json
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 from web3 import Web3
 
-from . import deploy
+from . import deploy, seeding
 
-MIRROR_TABLES = ("orders", "arbitrators", "chain_events", "chain_block_hashes", "event_sync_cursor", "chain_tokens",
-                 "chain_reconciliation_drift", "chain_rpc_providers", "blacklist", "user_profiles",
-                 "chain_daily_order_stats", "chain_state")
 
 
 def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
@@ -45,6 +41,5 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
 
 
 def reset_mirror() -> None:
-    """A fresh local chain means a fresh mirror: empty every table the sync fills (not the audit log)."""
-    with connection.cursor() as cur:
-        cur.execute(f"TRUNCATE {', '.join(MIRROR_TABLES)} CASCADE")
+    """A fresh local chain means a fresh mirror (seeding.reset: every table the sync fills, not the audit log)."""
+    seeding.reset()

@@ -71,14 +71,19 @@ def is_empty() -> bool:
         return cur.fetchone()[0]
 
 
+MIRROR_TABLES = ("orders", "arbitrators", "chain_events", "chain_block_hashes", "event_sync_cursor", "chain_tokens",
+                 "chain_reconciliation_drift", "chain_rpc_providers", "blacklist", "user_profiles",
+                 "chain_daily_order_stats", "chain_state")
+
+
 def reset() -> None:
-    """Empty the mirror tables (not the audit log, which is append-only)."""
+    """Empty every table the sync or the seed fills (not the audit log, which is append-only): demo data and
+    a fresh local chain both start from an empty mirror, with no raw events or block hashes of the old one."""
     with connection.cursor() as cur:
         # Inside a caller's transaction that just wrote rows, deferred foreign-key checks are still
         # pending and PostgreSQL refuses TRUNCATE; run them now.
         cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cur.execute("TRUNCATE orders, arbitrators, event_sync_cursor, blacklist, user_profiles, "
-                    "chain_daily_order_stats, chain_state CASCADE")
+        cur.execute(f"TRUNCATE {', '.join(MIRROR_TABLES)} CASCADE")
 
 
 def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk: int = 50_000) -> SeedResult:

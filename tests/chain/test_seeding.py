@@ -1,7 +1,7 @@
 """seed_demo fills the mirror with realistic, consistent data, and refuses to clobber what is there."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from io import StringIO
 
 import pytest
@@ -127,3 +127,16 @@ def test_seed_demo_is_repeatable_with_a_seed():
     again = list(Order.objects.order_by("chain", "onchain_id").values_list("chain", "onchain_id", "buyer_id",
                                                                           "amount", "status"))
     assert first == again
+
+
+@pytest.mark.django_db
+def test_seed_reset_leaves_no_raw_events_or_block_hashes_of_an_earlier_sync():
+    from chain.models import BlockHash, ChainEvent
+    from chain.seeding import reset
+
+    ChainEvent.objects.create(chain="bsc", block_number=5, block_hash="0x" + "1" * 64,
+                              block_time=datetime.now(timezone.utc), tx_hash="0x" + "2" * 64, log_index=0,
+                              address="0x" + "3" * 40, contract="escrow", event="OrderCreated", order_id=1, args={})
+    BlockHash.objects.create(chain="bsc", number=5, hash="0x" + "1" * 64)
+    reset()
+    assert not ChainEvent.objects.exists() and not BlockHash.objects.exists()

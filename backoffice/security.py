@@ -70,12 +70,6 @@ class AccessAuditMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not hasattr(request, "axes_attempt_time"):
-            # django-axes 8.3.1's admin action "cleanup expired attempts" reads this attribute, which
-            # axes itself sets only on sign-in requests: without it the action answers 500.
-            from django.utils import timezone
-
-            request.axes_attempt_time = timezone.now()
         response = self.get_response(request)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:

@@ -1,12 +1,15 @@
 """Admin for operations records. The audit log is read-only for everyone, superusers included."""
 from __future__ import annotations
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 
 from backoffice.admin_utils import CappedCountPaginator, IndexedValuesFilter, ReadOnlyAdminMixin, export_csv_action
 
@@ -99,6 +102,19 @@ class AlertAdmin(admin.ModelAdmin):
         for alert in queryset.filter(acknowledged_at__isnull=True):
             services.acknowledge_alert(actor=request.user, alert=alert)
         self.message_user(request, "Acknowledged.")
+
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    """django-axes' own admin. Its "clean up expired attempts" action (axes 8.3.1) reads
+    request.axes_attempt_time, which axes sets only on sign-in requests: without it the action answers 500."""
+
+    @admin.action(description=axes_admin.AccessAttemptAdmin.cleanup_expired_attempts.short_description)
+    def cleanup_expired_attempts(self, request, queryset):
+        request.axes_attempt_time = timezone.now()
+        return super().cleanup_expired_attempts(request, queryset)
+
+
+admin.site.unregister(AccessAttempt)
+admin.site.register(AccessAttempt, AccessAttemptAdmin)
 
 # Contract actions have an admin of their own (confirmation pages, status, kill switch).
 from . import admin_actions  # noqa: E402,F401

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import StreamingHttpResponse
+from django.template.response import TemplateResponse
 from functools import lru_cache
 
 from django.urls import get_script_prefix, reverse
@@ -84,6 +85,12 @@ def wallet_link(wallet: str | None, text: Any = None) -> str:
         return "—"
     head, tail = _url_template(get_script_prefix(), "admin:chain_userprofile_change")
     return a_tag(f"{head}{wallet}{tail}", text if text is not None else wallet)
+
+
+def admin_page(model_admin, request, template: str, **context) -> TemplateResponse:
+    """One of an admin's own pages (a confirmation, report or form) in the admin's frame: site context and opts."""
+    return TemplateResponse(request, template, {**model_admin.admin_site.each_context(request),
+                                                "opts": model_admin.model._meta, **context})
 
 
 def errors_to_form(form, exc: ValidationError) -> None:
@@ -230,5 +237,6 @@ def export_csv_action(fields: list[str], filename: str):
     return export_csv
 
 
-__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url", "short_hex",
-           "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag",
+           "admin_page", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url",
+           "short_hex", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]

@@ -4,9 +4,15 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.template.response import TemplateResponse
 
-from backoffice.admin_utils import ReadOnlyMirrorAdmin, changelist_link, errors_to_form, export_csv_action, short_hex
+from backoffice.admin_utils import (
+    ReadOnlyMirrorAdmin,
+    admin_page,
+    changelist_link,
+    errors_to_form,
+    export_csv_action,
+    short_hex,
+)
 
 from . import services
 from .admin import ExactSearchMixin
@@ -72,11 +78,8 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
                                            f"({summary['events_removed']} events removed); the next sync re-applies "
                                            "them.", messages.SUCCESS)
                 return None
-        return TemplateResponse(request, "admin/chain/resync_confirm.html", {
-            **self.admin_site.each_context(request), "title": f"Re-sync {cursor.chain} from a block",
-            "cursor": cursor, "form": form, "opts": self.model._meta,
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-        })
+        return admin_page(self, request, "admin/chain/resync_confirm.html",
+                          title=f"Re-sync {cursor.chain} from a block", cursor=cursor, form=form, selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
 
 
 class MalformedFilter(admin.SimpleListFilter):

@@ -7,10 +7,9 @@ from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from backoffice.admin_utils import CappedCountPaginator, export_csv_action, link
+from backoffice.admin_utils import CappedCountPaginator, admin_page, export_csv_action, link
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin
 from chain.models import UserProfile
@@ -82,8 +81,7 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
         """Upload → preview (every row, or every error with its line) → confirm → import all or nothing."""
         if not request.user.has_perm("disputes.add_blacklist"):
             raise PermissionDenied
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import blacklist CSV",
-                   "form": ImportForm()}
+        context = {"title": "Import blacklist CSV", "form": ImportForm()}
         if request.method == "POST" and "payload" in request.POST:
             try:
                 data = signing.loads(request.POST["payload"], salt="blacklist-import", max_age=3600)
@@ -104,7 +102,7 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
                 context.update(parsed=parsed)
                 if parsed.ok:
                     context["payload"] = signing.dumps(raw.decode("utf-8-sig"), salt="blacklist-import", compress=True)
-        return TemplateResponse(request, "admin/disputes/blacklist/import.html", context)
+        return admin_page(self, request, "admin/disputes/blacklist/import.html", **context)
 
     @stepup_required
     def add_view(self, request, form_url="", extra_context=None):
@@ -166,15 +164,9 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
                     self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             self.message_user(request, f"Lifted {lifted} blacklisting(s).", messages.SUCCESS)
             return None
-        return TemplateResponse(request, "admin/disputes/lift_confirm.html", {
-            **self.admin_site.each_context(request),
-            "title": "Lift blacklistings",
-            "entries": active,
-            "form": form,
-            "opts": self.model._meta,
-            "action": "lift_selected",
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
-        })
+        return admin_page(self, request, "admin/disputes/lift_confirm.html", title="Lift blacklistings", entries=active,
+                          form=form, action="lift_selected",
+                          selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
 
 # The dispute queue, review page, RB-04 reports and arbitrator monitoring.
 from . import admin_review  # noqa: E402,F401

@@ -10,7 +10,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -20,6 +19,7 @@ from backoffice.admin_utils import (
     CappedCountPaginator,
     ReadOnlyMirrorAdmin,
     a_tag,
+    admin_page,
     admin_url,
     csv_response,
     short_hex,
@@ -208,10 +208,6 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         return HttpResponseRedirect(reverse("admin:disputes_disputedorder_review", args=[object_id]))
 
-    def _page(self, request, template, **context):
-        return TemplateResponse(request, template, {**self.admin_site.each_context(request), "opts": self.model._meta,
-                                                    **context})
-
     def review_view(self, request, pk: int):
         if not request.user.has_perm("chain.view_order"):
             raise PermissionDenied
@@ -266,8 +262,8 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
         arbitrator = Arbitrator.objects.filter(chain=order.chain, wallet=order.arbitrator_wallet).first() \
             if order.arbitrator_wallet else None
         now = timezone.now()
-        return self._page(
-            request, "admin/disputes/review.html", title=f"Dispute review — {order}",
+        return admin_page(
+            self, request, "admin/disputes/review.html", title=f"Dispute review — {order}",
             order=order, case=case, notes=list(case.notes.select_related("author")) if case else [],
             timeline=selectors.order_timeline(order),
             buyer=selectors.party_history(order.buyer_id), seller=selectors.party_history(order.seller_id),
@@ -311,7 +307,7 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
             section = request.GET["export"]
             rows = reports[section]() if section in reports else []
             return _dicts_csv(f"rb04_{section}.csv", rows if isinstance(rows, list) else [], empty_header="wallet")
-        return self._page(request, "admin/disputes/rb04.html", title="RB-04: high dispute rate report",
+        return admin_page(self, request, "admin/disputes/rb04.html", title="RB-04: high dispute rate report",
                           form=form, can_blacklist=request.user.has_perm("disputes.add_blacklist"),
                           **{name: build() for name, build in reports.items()})
 
@@ -321,7 +317,7 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
         stats = selectors.arbitrator_stats_30d()
         if request.GET.get("export"):
             return _dicts_csv("arbitrator_stats_30d.csv", stats, empty_header="arbitrator_wallet")
-        return self._page(request, "admin/disputes/arbitrators.html", title="Arbitrator pool monitoring",
+        return admin_page(self, request, "admin/disputes/arbitrators.html", title="Arbitrator pool monitoring",
                           active=Arbitrator.objects.active().order_by("-reputation"),
                           at_risk=Arbitrator.objects.at_risk().order_by("reputation"), stats=stats)
 
@@ -385,8 +381,6 @@ class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
                 services.resolve_review_flag(actor=request.user, flag=flag, resolution=form.cleaned_data["reason"])
             self.message_user(request, "Marked as reviewed.")
             return None
-        return TemplateResponse(request, "admin/disputes/flag_resolve.html", {
-            **self.admin_site.each_context(request), "title": "Resolve review flags", "flags": queryset,
-            "form": form, "opts": self.model._meta,
-            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)})
+        return admin_page(self, request, "admin/disputes/flag_resolve.html", title="Resolve review flags",
+                          flags=queryset, form=form, selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
 

@@ -7,10 +7,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.conf import settings
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from backoffice.admin_utils import CappedCountPaginator, errors_to_form, export_csv_action
+from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action
 from backoffice.security import stepup_required
 from chain import transactions
 from chain.config import configured_chains, get_chain_config
@@ -77,10 +76,6 @@ class ContractActionAdmin(admin.ModelAdmin):
         ]
 
     # ------------------------------------------------------------------ helpers
-    def _page(self, request, template: str, **context):
-        return TemplateResponse(request, template, {**self.admin_site.each_context(request),
-                                                    "opts": self.model._meta, **context})
-
     def _done(self, request, action: ContractAction, message: str, level=messages.SUCCESS):
         self.message_user(request, message, level)
         return HttpResponseRedirect(reverse("admin:ops_contractaction_change", args=[action.pk]))
@@ -123,7 +118,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             else:
                 return self._done(request, action, f"Proposed #{action.pk}: {action.description}. The simulation "
                                                    "passed; a different person must approve it.")
-        return self._page(request, "admin/ops/contractaction/propose.html", title="Propose a contract action",
+        return admin_page(self, request, "admin/ops/contractaction/propose.html", title="Propose a contract action",
                           form=form)
 
     def _confirm(self, request, action: ContractAction, *, verb: str, perm: str, run, form_class=ConfirmForm,
@@ -136,7 +131,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                 return run(form)
             except ValidationError as exc:
                 errors_to_form(form, exc)
-        return self._page(request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
+        return admin_page(self, request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
                           f"#{action.pk}", action_obj=action, verb=verb, form=form, warning=warning,
                           simulation=_fresh_simulation(action) if action.status in (
                               ActionStatus.PROPOSED, ActionStatus.APPROVED) else None)
@@ -189,7 +184,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if chain not in settings.CHAINS:
             raise Http404(f"Unknown chain {chain!r}.")
-        return self._page(request, "admin/ops/contractaction/status.html", title=f"Contract status — {chain}",
+        return admin_page(self, request, "admin/ops/contractaction/status.html", title=f"Contract status — {chain}",
                           status=read_contract_status(chain), chains=self._chains(),
                           config=get_chain_config(chain))
 
@@ -205,7 +200,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                                        f"{', '.join(a.chain for a in done if a.status != ActionStatus.REJECTED) or 'no chain (already paused?)'}.",
                               messages.WARNING)
             return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
-        return self._page(request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
+        return admin_page(self, request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
                           form=form, warning="RB-05: pauses the escrow on every chain at once and turns "
                           "TRADES_ENABLED off. All trading stops. Resuming needs a second person.",
                           submit="Stop all trading now")
@@ -239,6 +234,6 @@ class ContractActionAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
             except ValidationError as exc:
                 errors_to_form(form, exc)
-        return self._page(request, "admin/ops/contractaction/resume.html", title="Resume trading", form=form,
+        return admin_page(self, request, "admin/ops/contractaction/resume.html", title="Resume trading", form=form,
                           group=group, pending=pending)
 

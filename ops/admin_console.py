@@ -8,12 +8,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin, errors_to_form
+from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin, admin_page, errors_to_form
 from backoffice.security import stepup_required
 
 from . import actions, console
@@ -163,10 +162,8 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
                                            f"{' (fingerprint ' + rotation.fingerprint + ')' if rotation.fingerprint else ''}; "
                                            f"next due {secret.__class__.objects.get(pk=pk).next_due or 'as needed'}.")
                 return HttpResponseRedirect(reverse("admin:ops_secretschedule_changelist"))
-        return TemplateResponse(request, "admin/ops/secret_rotate.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": f"Record rotation: {secret.name}",
-            "secret": secret, "form": form,
-            "history": secret.rotations.select_related("rotated_by")[:20]})
+        return admin_page(self, request, "admin/ops/secret_rotate.html", title=f"Record rotation: {secret.name}",
+                          secret=secret, form=form, history=secret.rotations.select_related("rotated_by")[:20])
 
 
 @admin.register(SecretRotation)
@@ -251,9 +248,8 @@ class IncidentAdmin(admin.ModelAdmin):
                 errors_to_form(form, exc)
             else:
                 return HttpResponseRedirect(reverse("admin:ops_incident_change", args=[incident.pk]))
-        return TemplateResponse(request, "admin/ops/simple_form.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Open an incident",
-            "form": form, "submit": "Open incident"})
+        return admin_page(self, request, "admin/ops/simple_form.html", title="Open an incident", form=form,
+                          submit="Open incident")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         incident = get_object_or_404(Incident, pk=object_id)
@@ -299,7 +295,6 @@ class IncidentAdmin(admin.ModelAdmin):
         except ValueError:
             self.message_user(request, "year and month must be numbers, e.g. ?year=2026&month=11.", messages.ERROR)
             year, month = now.year, now.month
-        return TemplateResponse(request, "admin/ops/incident/report.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta,
-            "title": f"Incidents {year}-{month:02d}", "report": console.monthly_incident_report(year, month),
-            "year": year, "month": month, "statuses": IncidentStatus})
+        return admin_page(self, request, "admin/ops/incident/report.html", title=f"Incidents {year}-{month:02d}",
+                          report=console.monthly_incident_report(year, month), year=year, month=month,
+                          statuses=IncidentStatus)

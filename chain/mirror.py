@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 
 from . import rollup
 from .events import Log
-from .models import CloseReason, OrderStatus
+from .models import CloseReason, OrderStatus, Token
 
 ORDER_COLUMNS = (
     "chain", "onchain_id", "buyer_wallet", "seller_wallet", "arbitrator_wallet", "token_address", "token_symbol",
@@ -61,6 +61,11 @@ class TokenBook:
 
     def __init__(self, tokens: dict[str, tuple[str, int]]):
         self.tokens = tokens
+
+    @classmethod
+    def for_chain(cls, chain: str) -> "TokenBook":
+        """The tokens the mirror knows on `chain` (chain_tokens)."""
+        return cls({t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)})
 
     def decimals(self, address: str) -> int:
         return self.tokens.get(address, ("", 18))[1]

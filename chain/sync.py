@@ -103,7 +103,8 @@ def token_book(cfg: ChainConfig, client: RpcClient, logs: list[Log],
                meta: dict[str, tuple[str, int]] | None = None) -> TokenBook:
     """Decimals for every token in these logs; an unknown token is read from the chain once (or taken from
     `meta`, read by the fetch)."""
-    known = {t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=cfg.key)}
+    book = TokenBook.for_chain(cfg.key)
+    known = book.tokens
     for log in logs:
         if log.name == "OrderCreated" and log.args["token"] not in known:
             address = log.args["token"]
@@ -111,7 +112,7 @@ def token_book(cfg: ChainConfig, client: RpcClient, logs: list[Log],
             Token.objects.get_or_create(chain=cfg.key, address=address,
                                         defaults={"symbol": symbol, "decimals": decimals})
             known[address] = (symbol, decimals)
-    return TokenBook(known)
+    return book
 
 
 def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
@@ -243,7 +244,7 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
             "FROM chain_events WHERE chain = %s AND decode_error = '' AND (order_id = ANY(%s) OR wallet = ANY(%s)) "
             "ORDER BY block_number, log_index", [chain, orders, wallets])
         logs = logs_from_rows(cur.fetchall())
-    tokens = TokenBook({t.address: (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)})
+    tokens = TokenBook.for_chain(chain)
     # An ArbitratorResolved amount is in its order's token: orders not replayed here are read for it.
     context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"} - set(orders))
     rebuilt_orders: dict[int, dict] = dict(context)

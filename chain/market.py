@@ -20,6 +20,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from .deploy import load_artifact
+from .models import CONTRACT_STATUS, OPEN_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,8 @@ GAS = {"createOrder": 250_000, "markDelivered": 80_000, "confirmReceipt": 120_00
        "openDispute": 250_000, "submitEvidence": 80_000, "resolveDispute": 250_000,
        "ownerResolveDispute": 250_000, "autoExpireOrder": 100_000, "autoReleaseToSeller": 130_000,
        "mint": 120_000, "approve": 80_000, "register": 250_000, "setReputation": 80_000}
-STATUS = {0: "none", 1: "funded", 2: "delivered", 3: "completed", 4: "disputed", 5: "resolved_buyer",
-          6: "resolved_seller", 7: "cancelled", 8: "expired"}
-FINAL = {3, 5, 6, 7, 8}
+STATUS = {0: "none", **{code: status.value for code, status in CONTRACT_STATUS.items()}}
+FINAL = {code for code, status in CONTRACT_STATUS.items() if status not in OPEN_STATUSES}
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 

@@ -7,6 +7,8 @@ eth_abi. Anything that does not match its ABI exactly raises `DecodeError`.
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,6 +47,7 @@ class Log:
     name: str
     args: dict
     error: str = ""
+    args_json: str = ""  # the args as JSON text, when the decoder built it
 
 
 def _specs_for(contract: str) -> list[EventSpec]:
@@ -126,12 +129,98 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
     return args
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+_JSON_STR = json.encoder.encode_basestring_ascii  # what json.dumps does with a string (ensure_ascii)
+
+
+def _compile(spec: EventSpec):
+    """A straight-line decoder for one static-only event: (args, args as JSON text), or `DecodeError`.
+
+    Generated from the ABI so the hot path runs no per-word loop or type dispatch; it checks exactly what
+    `decode` checks (its twin for events with strings, and the reference the tests hold it to), and also that
+    every word is lower-case hex, so a broken provider's data never reaches a CHECK constraint.
+    """
+    if any(typ in ("string", "bytes") or not (typ in ("address", "bool", "bytes32") or
+           (typ.startswith("uint") and int(typ[4:] or 256) % 8 == 0)) for _, typ in spec.indexed + spec.body):
+        return None
+    lines = ["def _decode(topics, data):",
+             f"    if len(topics) != {1 + len(spec.indexed)}:",
+             f"        raise DecodeError({spec.name!r} + f': expected {1 + len(spec.indexed)} topics, got {{len(topics)}}')"]
+    words = []  # (name, type, expression of its 64 hex characters)
+    for i, (name, typ) in enumerate(spec.indexed, start=1):
+        lines += [f"    t{i} = topics[{i}].lower()",
+                  f"    if len(t{i}) != 66 or not _HEX(t{i}, 2):",
+                  f"        raise DecodeError({spec.name + '.' + name + ': topic is not 32 bytes of hex'!r})"]
+        words.append((name, typ, f"t{i}", 2))
+    n = len(spec.body)
+    lines += ["    body = data[2:].lower() if data.startswith('0x') else data.lower()",
+              f"    if len(body) != {64 * n} or not _HEX(body):",
+              f"        raise DecodeError({spec.name!r} + f': data is {{len(body) // 2}} bytes, expected {32 * n} in hex')"]
+    words += [(name, typ, "body", 64 * i) for i, (name, typ) in enumerate(spec.body)]
+    values, text = [], []  # the dict's items; the JSON text as the pieces of an f-string
+    for k, (name, typ, src, at) in enumerate(words):
+        what = f"{spec.name}.{name}"
+        v = f"v{k}"
+        text.append(("{{" if k == 0 else ",") + f'"{name}":')
+        if typ == "address":
+            lines += [f"    if {src}[{at}:{at + 24}] != '{'0' * 24}':",
+                      f"        raise DecodeError({what + ': address word has non-zero high bytes'!r})",
+                      f"    {v} = '0x' + {src}[{at + 24}:{at + 64}]"]
+            text.append(f'"{{{v}}}"')
+        elif typ == "bool":
+            lines += [f"    {v} = {src}[{at}:{at + 64}]",
+                      f"    if {v} == '{'0' * 63}1':",
+                      f"        {v} = True",
+                      f"    elif {v} == '{'0' * 64}':",
+                      f"        {v} = False",
+                      "    else:",
+                      f"        raise DecodeError({what + ': bool word is not 0 or 1'!r})"]
+            text.append(f'{{"true" if {v} else "false"}}')
+        elif typ == "bytes32":
+            lines.append(f"    {v} = '0x' + {src}[{at}:{at + 64}]")
+            text.append(f'"{{{v}}}"')
+        else:
+            bits = int(typ[4:] or 256)
+            lines.append(f"    {v} = int({src}[{at}:{at + 64}], 16)")
+            if bits < 256:
+                lines += [f"    if {v} >> {bits}:", f"        raise DecodeError({what + ': value does not fit ' + typ!r})"]
+            text.append(f"{{{v}}}")
+        values.append(f"{name!r}: {v}")
+    text.append("}}" if words else "{{}}")
+    # Names and JSON punctuation only: no quote or backslash to escape in the f-string.
+    lines.append(f"    return {{{', '.join(values)}}}, f'{''.join(text)}'")
+    namespace = {"DecodeError": DecodeError, "_HEX": _HEX.fullmatch}
+    spec_source = "\n".join(lines)
+    exec(spec_source, namespace)  # noqa: S102 - source built above from the committed ABI only
+    return namespace["_decode"]
+
+
+@lru_cache(maxsize=1)
+def decoders() -> dict[tuple[str, str], tuple[EventSpec, object]]:
+    """{(contract, topic0): (spec, compiled decoder or None)}: None for events with a string (`decode`)."""
+    return {key: (spec, _compile(spec)) for key, spec in specs().items()}
+
+
+def _decode_json(spec: EventSpec, topics: list[str], data: str) -> tuple[dict, str]:
+    args = decode(spec, topics, data)
+    parts = []
+    for name, value in args.items():
+        if isinstance(value, bool):
+            parts.append(f'"{name}":{"true" if value else "false"}')
+        elif isinstance(value, int):
+            parts.append(f'"{name}":{value}')
+        else:
+            parts.append(f'"{name}":{_JSON_STR(value)}')
+    return args, "{" + ",".join(parts) + "}"
+
+
 def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
     """Turn eth_getLogs results into `Log`s. `contracts` maps lower-case address → "escrow" / "pool".
 
-    Never raises for a bad log: it comes back with `error` set and `name` empty.
+    Never raises for a bad log: it comes back with `error` set and `name` empty. A decoded log also
+    carries its args as JSON text (`args_json`), built by the decoder instead of a JSON encoder pass.
     """
-    table = specs()
+    table = decoders()
     out = []
     append = out.append
     for raw in raw_logs:
@@ -141,13 +230,17 @@ def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
         ts = raw.get("blockTimestamp")
         log = Log(int(raw["blockNumber"], 16), raw["blockHash"].lower(), int(ts, 16) if ts else None,
                   raw["transactionHash"].lower(), int(raw["logIndex"], 16), address, contract, "", {})
-        spec = table.get((contract, topics[0].lower())) if topics else None
-        if spec is None:
+        entry = table.get((contract, topics[0].lower())) if topics else None
+        if entry is None:
             log.error = f"unknown event topic {topics[0][:18] if topics else '(none)'}… from {contract or address}"
             log.args = {"topics": topics, "data": raw.get("data", "")[:2000]}
         else:
+            spec, compiled = entry
             try:
-                log.args = decode(spec, topics, raw.get("data", "0x"))
+                if compiled is not None:
+                    log.args, log.args_json = compiled(topics, raw.get("data", "0x"))
+                else:
+                    log.args, log.args_json = _decode_json(spec, topics, raw.get("data", "0x"))
                 log.name = spec.name
             except (DecodeError, ValueError) as exc:
                 log.error = str(exc)

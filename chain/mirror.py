@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -215,6 +216,12 @@ def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
         return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row)) for row in cur.fetchall()}
 
 
+def _temp_twin(cur, table: str, columns: tuple[str, ...]) -> None:
+    """tmp_<table>: a session's scratch copy of `table`'s columns, emptied at each commit."""
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_{table} ON COMMIT DELETE ROWS AS "
+                f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+
+
 def _copy_upsert(table: str, columns: tuple[str, ...], conflict: str, rows: Iterable[tuple] = (), *,
                  lines: Iterable[str] = ()) -> None:
     """COPY rows (or ready COPY text lines) into a temporary twin of `table`, then one INSERT … ON CONFLICT
@@ -222,8 +229,7 @@ def _copy_upsert(table: str, columns: tuple[str, ...], conflict: str, rows: Iter
     update = tuple(c for c in columns if c not in conflict.split(", "))
     tmp = f"tmp_{table}"
     with connection.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} ON COMMIT DELETE ROWS AS "
-                    f"SELECT {', '.join(columns)} FROM {table} WITH NO DATA")
+        _temp_twin(cur, table, columns)
         if lines:
             _copy_lines(cur, tmp, columns, lines)
         else:
@@ -261,14 +267,18 @@ def _n(value) -> str:
 
 def order_line(s: dict) -> str:
     """One order state as a COPY text line in ORDER_COLUMNS order: `_text` per value, unrolled (the sync
-    writes every order it touches; the generic path costs it twice as much)."""
-    return (f"{_t(s['chain'])}\t{_n(s['onchain_id'])}\t{_t(s['buyer_wallet'])}\t{_t(s['seller_wallet'])}\t"
-            f"{_t(s['arbitrator_wallet'])}\t{_t(s['token_address'])}\t{_t(s['token_symbol'])}\t{_n(s['amount'])}\t"
-            f"{_n(s['platform_fee'])}\t{_t(s['status'])}\t{_t(s['close_reason'])}\t{_dt(s['created_at'])}\t"
-            f"{_dt(s['updated_at'])}\t{_dt(s['delivered_at'])}\t{_dt(s['disputed_at'])}\t{_dt(s['closed_at'])}\t"
-            f"{_dt(s['seller_deadline'])}\t{_dt(s['buyer_deadline'])}\t{_dt(s['dispute_deadline'])}\t"
-            f"{_t(s['disputed_by'])}\t{_text(s['evidence_cids'])}\t{_t(s['created_tx_hash'])}\t"
-            f"{_t(s['last_tx_hash'])}\t{_n(s['created_block'])}\t{_n(s['last_block'])}")
+    writes every order it touches; the generic path costs it twice as much). Wallets and hashes are
+    lower-case hex (checked by the decoder and by the table's CHECKs): nothing to escape."""
+    n = "\\N"
+    arbitrator, disputed_by, token = s["arbitrator_wallet"], s["disputed_by"], s["token_address"]
+    return (f"{s['chain']}\t{s['onchain_id']}\t{s['buyer_wallet']}\t{s['seller_wallet']}\t"
+            f"{n if arbitrator is None else arbitrator}\t{n if token is None else token}\t{_t(s['token_symbol'])}\t"
+            f"{_n(s['amount'])}\t{_n(s['platform_fee'])}\t{_t(s['status'])}\t{_t(s['close_reason'])}\t"
+            f"{_dt(s['created_at'])}\t{_dt(s['updated_at'])}\t{_dt(s['delivered_at'])}\t{_dt(s['disputed_at'])}\t"
+            f"{_dt(s['closed_at'])}\t{_dt(s['seller_deadline'])}\t{_dt(s['buyer_deadline'])}\t"
+            f"{_dt(s['dispute_deadline'])}\t{n if disputed_by is None else disputed_by}\t"
+            f"{_text(s['evidence_cids']) if s['evidence_cids'] else '{}'}\t{s['created_tx_hash']}\t"
+            f"{s['last_tx_hash']}\t{_n(s['created_block'])}\t{_n(s['last_block'])}")
 
 
 def write_orders(states: Iterable[dict], *, new: set[int] = frozenset()) -> None:
@@ -276,10 +286,28 @@ def write_orders(states: Iterable[dict], *, new: set[int] = frozenset()) -> None
     fresh, known = [], []
     for state in states:
         (fresh if state["onchain_id"] in new else known).append(order_line(state))
+    write_order_lines(fresh, known)
+
+
+def write_order_lines(fresh: list[str], known: list[str], *, known_exist: bool = False) -> None:
+    """Write orders given as COPY lines: `fresh` ones are known not to exist yet (COPied straight in), `known`
+    ones are upserted, or updated in place with `known_exist` (the caller knows every one is stored: no
+    speculative insert, a third cheaper; a row found missing raises)."""
     if fresh:
         with connection.cursor() as cur:
             _copy_lines(cur, "orders", ORDER_COLUMNS, fresh)
-    if known:
+    if known and known_exist:
+        keys = ("chain", "onchain_id")
+        with connection.cursor() as cur:
+            _temp_twin(cur, "orders", ORDER_COLUMNS)
+            _copy_lines(cur, "tmp_orders", ORDER_COLUMNS, known)
+            sets = ", ".join(f"{c} = t.{c}" for c in ORDER_COLUMNS if c not in keys)
+            cur.execute(f"UPDATE orders o SET {sets} FROM tmp_orders t "
+                        "WHERE o.chain = t.chain AND o.onchain_id = t.onchain_id")
+            if cur.rowcount != len(known):
+                raise RuntimeError(f"{len(known) - cur.rowcount} order(s) expected in the mirror are missing")
+            cur.execute("TRUNCATE tmp_orders")
+    elif known:
         _copy_upsert("orders", ORDER_COLUMNS, "chain, onchain_id", lines=known)
 
 
@@ -306,60 +334,110 @@ def write_profiles(chain: str, seen: dict[str, tuple[datetime, int, datetime]]) 
         )
 
 
+class Fold:
+    """Decoded logs folded into order, arbitrator and profile states, written afterwards in one go.
+
+    `orders` may carry states from earlier batches of the same sync run (a cache the caller owns and
+    drops on any error) and `persisted` the ids known to be in the table, so that new orders are COPied
+    in and known ones upserted; `arbitrators` likewise. `replay=True` (a rollback): `orders` and
+    `arbitrators` hold the only states to start from, nothing is loaded, and every write is an upsert.
+    `add` reads from the database only the states it has not seen; `write` makes no read of its own, so
+    the fold of one batch can run while the previous batch is still being written (see chain.pipeline).
+    """
+
+    def __init__(self, chain: str, tokens: TokenBook, *, orders: dict[int, dict] | None = None,
+                 arbitrators: dict[str, dict] | None = None, persisted: set[int] | None = None,
+                 replay: bool = False):
+        self.chain, self.tokens, self.replay = chain, tokens, replay
+        self.orders = {} if orders is None else orders
+        self.arbitrators = {} if arbitrators is None else arbitrators
+        self.persisted = set() if persisted is None else persisted
+        self.touched_orders: set[int] = set()
+        self.touched_arbs: set[str] = set()
+        self.seen: dict[str, tuple[datetime, int, datetime]] = {}  # wallet → (first time, first block, last time)
+        self.paused: bool | None = None
+
+    def add(self, logs: list[Log]) -> None:
+        chain, tokens, orders, arbitrators, seen = self.chain, self.tokens, self.orders, self.arbitrators, self.seen
+        if not self.replay:
+            loaded = load_orders(chain, order_ids(logs) - orders.keys())
+            orders.update(loaded)
+            self.persisted.update(loaded)
+            arbitrators.update(load_arbitrators(chain, arbitrator_wallets(logs) - arbitrators.keys()))
+        touched_orders, touched_arbs = self.touched_orders, self.touched_arbs
+        for log in logs:
+            name = log.name
+            if name in ("Paused", "Unpaused") and log.contract == "escrow":
+                self.paused = name == "Paused"
+            elif name in ORDER_EVENTS:
+                oid = log.args["orderId"]
+                new = reduce_order(orders.get(oid), log, chain, tokens)
+                if new is not None:
+                    orders[oid] = new
+                    touched_orders.add(oid)
+                    if name == "OrderCreated":
+                        when = ts(log.block_time)
+                        for wallet in (new["buyer_wallet"], new["seller_wallet"]):
+                            first = seen.get(wallet)
+                            seen[wallet] = (first[0], first[1], when) if first else (when, log.block_number, when)
+            elif name in ARBITRATOR_EVENTS:
+                wallet = log.args["arbitrator"]
+                new = reduce_arbitrator(arbitrators.get(wallet), log, chain, orders, tokens)
+                if new is not None:
+                    arbitrators[wallet] = new
+                    touched_arbs.add(wallet)
+
+    def finish(self) -> "Writes":
+        """The states to write, taken now: a later `add` (the next batch) changes none of them. The
+        orders are counted as persisted from here on (a failed write ends the run and its cache)."""
+        orders, touched, persisted = self.orders, self.touched_orders, self.persisted
+        fresh, known, days = [], [], set()
+        for oid in touched:
+            state = orders[oid]
+            (known if self.replay or oid in persisted else fresh).append(order_line(state))
+            if state["created_at"] and not self.replay:
+                days.add(state["created_at"].date())
+        persisted.update(touched)
+        return Writes(self.chain, fresh, known, not self.replay, days,
+                      [self.arbitrators[w] for w in self.touched_arbs], self.seen, self.paused)
+
+
+@dataclass
+class Writes:
+    """A fold's result, ready to write (order states already as COPY lines); `write` is the only part
+    that touches the database."""
+
+    chain: str
+    fresh_orders: list[str]  # not in the table yet: COPied straight in
+    known_orders: list[str]  # stored already (or, in a replay, perhaps)
+    known_exist: bool  # ... certainly: updated in place
+    days: set  # creation days to recount (a rollback recounts its days itself, once its orphans are gone)
+    arbitrators: list[dict]
+    seen: dict[str, tuple[datetime, int, datetime]]
+    paused: bool | None
+
+    def write(self) -> tuple[int, int]:
+        """Write every state the fold touched. Returns (orders, arbitrators) written."""
+        chain = self.chain
+        write_profiles(chain, self.seen)
+        if self.fresh_orders or self.known_orders:
+            write_order_lines(self.fresh_orders, self.known_orders, known_exist=self.known_exist)
+            rollup.refresh_days(chain, self.days)
+        if self.arbitrators:
+            write_arbitrators(self.arbitrators)
+        if self.paused is not None:
+            write_paused(chain, self.paused)
+        return len(self.fresh_orders) + len(self.known_orders), len(self.arbitrators)
+
+
 def apply_logs(chain: str, logs: list[Log], tokens: TokenBook, *, orders: dict[int, dict] | None = None,
                arbitrators: dict[str, dict] | None = None, persisted: set[int] | None = None,
                replay: bool = False) -> tuple[int, int]:
-    """Fold decoded logs into orders, arbitrators and profiles. Returns (orders, arbitrators) written.
-
-    `orders` may carry states from earlier batches of the same sync run (a cache the caller owns and
-    drops on any error) and `persisted` the ids known to be in the table, so that new orders are
-    COPied in and known ones upserted. `replay=True` (a rollback): `orders` holds the only states to
-    start from, nothing is loaded, and every write is an upsert.
-    """
-    orders = {} if orders is None else orders
-    persisted = set() if persisted is None else persisted
-    if not replay:
-        loaded = load_orders(chain, order_ids(logs) - orders.keys())
-        orders.update(loaded)
-        persisted.update(loaded)
-    arbitrators = load_arbitrators(chain, arbitrator_wallets(logs)) if arbitrators is None else arbitrators
-    touched_orders: set[int] = set()
-    touched_arbs: set[str] = set()
-    seen: dict[str, tuple[datetime, int, datetime]] = {}  # wallet → (first time, first block, last time)
-    paused: bool | None = None
-    for log in logs:
-        name = log.name
-        if name in ("Paused", "Unpaused") and log.contract == "escrow":
-            paused = name == "Paused"
-        elif name in ORDER_EVENTS:
-            oid = log.args["orderId"]
-            new = reduce_order(orders.get(oid), log, chain, tokens)
-            if new is not None:
-                orders[oid] = new
-                touched_orders.add(oid)
-                if name == "OrderCreated":
-                    when = ts(log.block_time)
-                    for wallet in (new["buyer_wallet"], new["seller_wallet"]):
-                        first = seen.get(wallet)
-                        seen[wallet] = (first[0], first[1], when) if first else (when, log.block_number, when)
-        elif name in ARBITRATOR_EVENTS:
-            wallet = log.args["arbitrator"]
-            new = reduce_arbitrator(arbitrators.get(wallet), log, chain, orders, tokens)
-            if new is not None:
-                arbitrators[wallet] = new
-                touched_arbs.add(wallet)
-    write_profiles(chain, seen)
-    if touched_orders:
-        write_orders((orders[i] for i in touched_orders), new=set() if replay else touched_orders - persisted)
-        persisted.update(touched_orders)
-        if not replay:  # a rollback recounts its days itself, once its orphans are gone
-            rollup.refresh_days(chain, {orders[i]["created_at"].date() for i in touched_orders
-                                        if orders[i]["created_at"]})
-    if touched_arbs:
-        write_arbitrators(arbitrators[w] for w in touched_arbs)
-    if paused is not None:
-        write_paused(chain, paused)
-    return len(touched_orders), len(touched_arbs)
+    """Fold decoded logs into orders, arbitrators and profiles and write them (see `Fold`). Returns
+    (orders, arbitrators) written."""
+    fold = Fold(chain, tokens, orders=orders, arbitrators=arbitrators, persisted=persisted, replay=replay)
+    fold.add(logs)
+    return fold.finish().write()
 
 
 def write_paused(chain: str, paused: bool) -> None:
@@ -380,11 +458,11 @@ def _clean_json(value):
     return value
 
 
-_EVENT_COLUMNS = ("chain", "block_number", "block_hash", "block_time", "tx_hash", "log_index", "address", "contract",
+EVENT_COLUMNS = ("chain", "block_number", "block_hash", "block_time", "tx_hash", "log_index", "address", "contract",
                   "event", "order_id", "wallet", "args", "decode_error")
 
 
-def _event_lines(chain: str, logs: list[Log]):
+def event_lines(chain: str, logs: list[Log]):
     """COPY text lines of raw events. Hashes, addresses and names are hex or identifiers (nothing to
     escape); the JSON args and the error text are escaped."""
     for log in logs:
@@ -397,7 +475,7 @@ def _event_lines(chain: str, logs: list[Log]):
             if log.contract == "pool":
                 wallet = args.get("arbitrator") or "\\N"
         stamp = _dt(ts(log.block_time))
-        text = _dumps(args)
+        text = log.args_json or _dumps(args)
         if "\\" in text:
             if "\\u0000" in text:  # JSONB refuses NUL characters; chain strings may carry anything
                 text = _dumps(_clean_json(args))
@@ -419,15 +497,15 @@ def insert_events(chain: str, logs: list[Log], *, fresh: bool = False) -> set[tu
     if fresh:
         try:
             with transaction.atomic(), connection.cursor() as cur:  # a savepoint: a collision falls back below
-                _copy_lines(cur, "chain_events", _EVENT_COLUMNS, _event_lines(chain, logs))
+                _copy_lines(cur, "chain_events", EVENT_COLUMNS, event_lines(chain, logs))
             return {(log.tx_hash, log.log_index) for log in logs}
         except (IntegrityError, psycopg.errors.UniqueViolation):
             pass  # the cursor was moved back by hand: some of these are stored already
     with connection.cursor() as cur:
         cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_chain_events ON COMMIT DELETE ROWS AS "
-                    f"SELECT {', '.join(_EVENT_COLUMNS)} FROM chain_events WITH NO DATA")
-        _copy_lines(cur, "tmp_chain_events", _EVENT_COLUMNS, _event_lines(chain, logs))
-        cur.execute(f"INSERT INTO chain_events ({', '.join(_EVENT_COLUMNS)}) SELECT {', '.join(_EVENT_COLUMNS)} "
+                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM chain_events WITH NO DATA")
+        _copy_lines(cur, "tmp_chain_events", EVENT_COLUMNS, event_lines(chain, logs))
+        cur.execute(f"INSERT INTO chain_events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)} "
                     "FROM tmp_chain_events ON CONFLICT (chain, tx_hash, log_index) DO NOTHING RETURNING tx_hash, log_index")
         new = set(cur.fetchall())
         cur.execute("TRUNCATE tmp_chain_events")

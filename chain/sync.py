@@ -3,11 +3,15 @@
 Per run, for one chain, under a per-chain PostgreSQL advisory lock:
 1. check the stored hash of the cursor's block against the chain; on a mismatch roll back to the
    common ancestor (reorg) and replay what remains;
-2. fetch logs of the confirmed range (head − confirmations) in batches with plain eth_getLogs,
-   the next batch downloading while the current one is applied;
-3. apply each batch in one transaction: raw events (unique on chain, tx_hash, log_index), orders,
-   profiles and arbitrators, block hashes, and the cursor. A crash anywhere loses the whole batch
-   and nothing else, so the next run starts from the same cursor: no gap, no duplicate.
+2. fetch logs of the confirmed range (head − confirmations) in batches with plain eth_getLogs
+   (chain.fetch), later batches downloading while earlier ones are applied;
+3. apply them in transactions of whole batches: raw events (unique on chain, tx_hash, log_index),
+   orders, profiles and arbitrators, block hashes, and the cursor. A crash anywhere loses the open
+   transaction and nothing else, so the next run starts from the same cursor: no gap, no duplicate.
+
+Step 3 runs pipelined (chain.pipeline: folding and writing overlap, on a second connection), or
+serially, one batch per transaction (`apply_batch`), inside a caller's transaction or when the
+pipeline finds raw events above the cursor, which only the serial path sorts out.
 """
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ import contextlib
 import gc
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
@@ -23,16 +26,15 @@ from django.utils import timezone
 
 from . import rollup
 from .config import ChainConfig, get_chain_config
-from .events import Log, parse_logs
+from .fetch import Batch, Prefetcher, fetch_batch, token_book  # noqa: F401 - fetch_batch: the sync's API
 from .mirror import TokenBook, apply_logs, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor, RpcProvider, Token
-from .rpc import RpcClient, RpcError, get_client
+from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
+from .rpc import RpcClient, get_client
 
 logger = logging.getLogger(__name__)
 
-HASH_WINDOW_MIN = 64
-TARGET_LOGS = 25_000  # logs per eth_getLogs batch once the chain's density is known
-FIRST_BATCH_BLOCKS = 100
+PIPELINE_MIN_BLOCKS = 20
 
 
 class SyncConfigError(RuntimeError):
@@ -40,24 +42,20 @@ class SyncConfigError(RuntimeError):
 
 
 @dataclass
-class Batch:
-    from_block: int
-    to_block: int
-    to_hash: str
-    logs: list[Log]
-    # Metadata of tokens the fetch met for the first time, read while fetching so the apply never waits on RPC.
-    token_meta: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-@dataclass
 class RunCache:
-    """Order states carried from one batch to the next within one run (under the chain lock).
+    """Order and arbitrator states carried from one batch to the next within one run (under the chain lock).
 
     Dropped with the run: any error ends the run, so a rolled-back batch never leaves stale states.
     """
 
     orders: dict[int, dict] = field(default_factory=dict)
     persisted: set[int] = field(default_factory=set)
+    arbitrators: dict[str, dict] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.orders.clear()
+        self.persisted.clear()
+        self.arbitrators.clear()
 
 
 @dataclass
@@ -99,67 +97,6 @@ def ensure_cursor(cfg: ChainConfig) -> EventSyncCursor:
     return cursor
 
 
-def token_book(cfg: ChainConfig, client: RpcClient, logs: list[Log],
-               meta: dict[str, tuple[str, int]] | None = None) -> TokenBook:
-    """Decimals for every token in these logs; an unknown token is read from the chain once (or taken from
-    `meta`, read by the fetch)."""
-    book = TokenBook.for_chain(cfg.key)
-    known = book.tokens
-    for log in logs:
-        if log.name == "OrderCreated" and log.args["token"] not in known:
-            address = log.args["token"]
-            symbol, decimals = (meta or {}).get(address) or read_token_metadata(client, address)
-            Token.objects.get_or_create(chain=cfg.key, address=address,
-                                        defaults={"symbol": symbol, "decimals": decimals})
-            known[address] = (symbol, decimals)
-    return book
-
-
-def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
-    from eth_abi import decode as abi_decode
-
-    try:
-        decimals_hex, symbol_hex = client.batch([
-            ("eth_call", [{"to": address, "data": "0x313ce567"}, "latest"]),  # decimals()
-            ("eth_call", [{"to": address, "data": "0x95d89b41"}, "latest"]),  # symbol()
-        ])
-        decimals = abi_decode(["uint8"], bytes.fromhex(decimals_hex[2:]))[0]
-        symbol = abi_decode(["string"], bytes.fromhex(symbol_hex[2:]))[0]
-        symbol = "".join(ch for ch in symbol if ch.isprintable())[:16] or "?"
-    except (RpcError, ValueError, Exception) as exc:  # a token that does not answer: assume 18, flag it
-        logger.error("token metadata unreadable for %s: %s", address, exc)
-        return "?", 18
-    return symbol, decimals
-
-
-def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
-                known_tokens: frozenset[str] | None = None) -> Batch:
-    """Logs of [from_block, to_block], halving the range when the provider refuses its size. With
-    `known_tokens`, the metadata of any other token an order uses is read too."""
-    while True:
-        try:
-            raw = client.get_logs(from_block, to_block, cfg.contracts)
-            break
-        except RpcError:
-            if to_block == from_block:
-                raise
-            to_block = from_block + (to_block - from_block) // 2
-    need = {to_block}
-    if any("blockTimestamp" not in r for r in raw):
-        need.update(int(r["blockNumber"], 16) for r in raw)
-    headers = client.block_headers(sorted(need))
-    logs = parse_logs(raw, {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool"})
-    meta: dict[str, tuple[str, int]] = {}
-    for log in logs:
-        if log.block_time is None:
-            log.block_time = headers[log.block_number]["timestamp"]
-        if known_tokens is not None and log.name == "OrderCreated":
-            token = log.args["token"]
-            if token not in known_tokens and token not in meta:
-                meta[token] = read_token_metadata(client, token)
-    return Batch(from_block, to_block, headers[to_block]["hash"], logs, meta)
-
-
 def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int,
                 cache: RunCache | None = None) -> tuple[int, int]:
     """One transaction: events, mirror, block hashes, cursor. Returns (events applied, malformed)."""
@@ -175,29 +112,10 @@ def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int,
         fresh = [log for log in batch.logs if (log.tx_hash, log.log_index) in new]
         good = [log for log in fresh if not log.error]
         bad = [log for log in fresh if log.error]
-        apply_logs(chain, good, tokens, orders=cache.orders, persisted=cache.persisted)
-        hashes = {batch.to_block: batch.to_hash}
-        for log in batch.logs:
-            hashes[log.block_number] = log.block_hash
-        window = max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
-        BlockHash.objects.bulk_create(
-            [BlockHash(chain=chain, number=n, hash=h) for n, h in hashes.items() if n > batch.to_block - window],
-            update_conflicts=True, unique_fields=["chain", "number"], update_fields=["hash"])
-        BlockHash.objects.filter(chain=chain, number__lte=batch.to_block - window).delete()
-        now = timezone.now()
-        cursor.last_block, cursor.last_block_hash, cursor.updated_at = batch.to_block, batch.to_hash, now
-        cursor.head_block, cursor.head_seen_at = head, now
-        fields = ["last_block", "last_block_hash", "updated_at", "head_block", "head_seen_at"]
-        if bad:
-            first = bad[0]
-            cursor.last_error = (f"{len(bad)} malformed log(s) recorded and skipped, first at block "
-                                 f"{first.block_number} tx {first.tx_hash} log {first.log_index}: {first.error}")[:2000]
-            cursor.last_error_at = now
-            fields += ["last_error", "last_error_at"]
-            for log in bad:
-                logger.error("malformed log skipped: %s", log.error, extra={
-                    "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
-        cursor.save(update_fields=fields)
+        apply_logs(chain, good, tokens, orders=cache.orders, arbitrators=cache.arbitrators,
+                   persisted=cache.persisted)
+        hashes = {log.block_number: log.block_hash for log in batch.logs}
+        advance_cursor(cfg, cursor, to_block=batch.to_block, to_hash=batch.to_hash, hashes=hashes, head=head, bad=bad)
     return len(good), len(bad)
 
 
@@ -339,39 +257,49 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
         return
 
-    size = min(cfg.batch_blocks, FIRST_BATCH_BLOCKS)  # until the density is known
+    known_tokens = set(Token.objects.filter(chain=cfg.key).values_list("address", flat=True))
+    deadline = started + max_seconds
+    # Pipelined for a catch-up; a poll of a few blocks (BSC's every 3 s) is not worth a second connection.
+    # Inside a caller's transaction the writer's own connection could not see its rows: serial too.
+    if not connection.in_atomic_block and target - start + 1 > PIPELINE_MIN_BLOCKS:
+        try:
+            _pipelined(cfg, client, result, start, target, head, deadline, known_tokens)
+            return
+        except Interrupted as exc:
+            logger.warning("pipelined sync of %s interrupted, going on serially: %s", cfg.key, exc,
+                           extra={"chain": cfg.key})
+            start = EventSyncCursor.objects.get(chain=cfg.key).last_block + 1
+    _serial(cfg, client, result, start, target, head, deadline, known_tokens)
 
-    known_tokens = frozenset(Token.objects.filter(chain=cfg.key).values_list("address", flat=True))
 
-    def fetch(frm: int, blocks: int):
-        return fetch_batch(cfg, client, frm, min(frm + blocks - 1, target), known_tokens)
+def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[int, int]]) -> None:
+    result.events += events
+    result.malformed += malformed
+    result.batches += len(ranges)
+    result.ranges.extend(ranges)
+    result.to_block = ranges[-1][1]
 
+
+def _pipelined(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
+               deadline: float, known_tokens: set[str]) -> None:
+    book = TokenBook.for_chain(cfg.key)
+    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=known_tokens) as batches:
+        run_pipelined(cfg, batches, head=head, cache=RunCache(),
+                      tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, book),
+                      on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges))
+
+
+def _serial(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
+            deadline: float, known_tokens: set[str]) -> None:
     cache = RunCache()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fetch-{cfg.key}") as pool:
-        future = pool.submit(fetch, start, size)
-        while future is not None:
-            batch = future.result()
-            # Size the next range for about TARGET_LOGS logs: big enough to amortise each write,
-            # small enough for providers' response limits and the worker's memory.
-            # Grow at most 4x per batch: the first blocks after a deployment are often sparse.
-            blocks = batch.to_block - batch.from_block + 1
-            density = len(batch.logs) / blocks
-            wanted = int(TARGET_LOGS / density) if density else cfg.batch_blocks
-            size = max(1, min(cfg.batch_blocks, 4 * blocks, wanted))
-            nxt = batch.to_block + 1
-            known_tokens = frozenset(known_tokens | batch.token_meta.keys())  # read once, not again next fetch
-            more = nxt <= target and time.monotonic() - started < max_seconds
-            future = pool.submit(fetch, nxt, size) if more else None
+    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=known_tokens,
+                    chunk_logs=TARGET_LOGS, depth=1) as batches:
+        for batch in batches:
             tokens = token_book(cfg, client, batch.logs, batch.token_meta)
             applied, bad = apply_batch(cfg, batch, tokens, head, cache)
-            if len(cache.orders) > 200_000:  # bounded memory on a very long catch-up
-                cache.orders.clear()
-                cache.persisted.clear()
-            result.events += applied
-            result.malformed += bad
-            result.batches += 1
-            result.ranges.append((batch.from_block, batch.to_block))
-            result.to_block = batch.to_block
+            if len(cache.orders) > CACHE_ORDERS:  # bounded memory on a very long catch-up
+                cache.clear()
+            _record(result, applied, bad, [(batch.from_block, batch.to_block)])
 
 
 def record_sync_error(chain: str, exc: Exception) -> None:

@@ -471,16 +471,16 @@ def _terminate(backend_pid: int) -> None:
 
 def test_sync_chain_after_the_database_connection_drops_mid_batch_has_no_gap_and_no_duplicate(
         small_batches, chain_market, anvil_node, deployment, monkeypatch):
-    real_write_orders = mirror.write_orders
+    real_write_order_lines = mirror.write_order_lines
     calls = []
 
-    def write_orders_after_a_dropped_connection(states, **kwargs):
+    def write_order_lines_after_a_dropped_connection(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:  # two batches committed, the third dies half-written
             _terminate(connection.connection.info.backend_pid)
-        return real_write_orders(states, **kwargs)
+        return real_write_order_lines(*args, **kwargs)
 
-    monkeypatch.setattr(mirror, "write_orders", write_orders_after_a_dropped_connection)
+    monkeypatch.setattr(mirror, "write_order_lines", write_order_lines_after_a_dropped_connection)
     with pytest.raises(Exception) as raised:
         sync_chain("bsc")
     assert "terminat" in str(raised.value).lower() or "connection" in str(raised.value).lower()

@@ -1,0 +1,188 @@
+"""Fetching a chain's logs for the sync: plain eth_getLogs in batches, decoded, with a prefetching thread.
+
+Only the sync calls this module; it reads the chain through `chain.rpc` and writes nothing but
+`chain_tokens` rows for tokens met for the first time.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .config import ChainConfig
+from .events import Log, parse_logs
+from .mirror import TokenBook
+from .models import Token
+from .rpc import RpcClient, RpcError
+
+logger = logging.getLogger(__name__)
+
+CHUNK_LOGS = 5_000  # logs per eth_getLogs request once the chain's density is known
+FIRST_CHUNK_BLOCKS = 10
+
+
+@dataclass
+class Batch:
+    from_block: int
+    to_block: int
+    to_hash: str
+    logs: list[Log]
+    # Metadata of tokens the fetch met for the first time, read while fetching so the apply never waits on RPC.
+    token_meta: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def token_book(cfg: ChainConfig, client: RpcClient, logs: list[Log],
+               meta: dict[str, tuple[str, int]] | None = None, book: TokenBook | None = None) -> TokenBook:
+    """Decimals for every token in these logs; an unknown token is read from the chain once (or taken from
+    `meta`, read by the fetch). `book`, when given, is extended and returned."""
+    book = book or TokenBook.for_chain(cfg.key)
+    known = book.tokens
+    for log in logs:
+        if log.name == "OrderCreated" and log.args["token"] not in known:
+            address = log.args["token"]
+            symbol, decimals = (meta or {}).get(address) or read_token_metadata(client, address)
+            Token.objects.get_or_create(chain=cfg.key, address=address,
+                                        defaults={"symbol": symbol, "decimals": decimals})
+            known[address] = (symbol, decimals)
+    return book
+
+
+def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
+    from eth_abi import decode as abi_decode
+
+    try:
+        decimals_hex, symbol_hex = client.batch([
+            ("eth_call", [{"to": address, "data": "0x313ce567"}, "latest"]),  # decimals()
+            ("eth_call", [{"to": address, "data": "0x95d89b41"}, "latest"]),  # symbol()
+        ])
+        decimals = abi_decode(["uint8"], bytes.fromhex(decimals_hex[2:]))[0]
+        symbol = abi_decode(["string"], bytes.fromhex(symbol_hex[2:]))[0]
+        symbol = "".join(ch for ch in symbol if ch.isprintable())[:16] or "?"
+    except (RpcError, ValueError, Exception) as exc:  # a token that does not answer: assume 18, flag it
+        logger.error("token metadata unreadable for %s: %s", address, exc)
+        return "?", 18
+    return symbol, decimals
+
+
+def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
+                known_tokens: frozenset[str] | set[str] | None = None) -> Batch:
+    """Logs of [from_block, to_block], halving the range when the provider refuses its size. With
+    `known_tokens`, the metadata of any other token an order uses is read too."""
+    while True:
+        try:
+            raw = client.get_logs(from_block, to_block, cfg.contracts)
+            break
+        except RpcError:
+            if to_block == from_block:
+                raise
+            to_block = from_block + (to_block - from_block) // 2
+    need = {to_block}
+    if any("blockTimestamp" not in r for r in raw):
+        need.update(int(r["blockNumber"], 16) for r in raw)
+    headers = client.block_headers(sorted(need))
+    logs = parse_logs(raw, {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool"})
+    meta: dict[str, tuple[str, int]] = {}
+    for log in logs:
+        if log.block_time is None:
+            log.block_time = headers[log.block_number]["timestamp"]
+        if known_tokens is not None and log.name == "OrderCreated":
+            token = log.args["token"]
+            if token not in known_tokens and token not in meta:
+                meta[token] = read_token_metadata(client, token)
+    return Batch(from_block, to_block, headers[to_block]["hash"], logs, meta)
+
+
+def next_size(cfg: ChainConfig, batch: Batch, target_logs: int) -> int:
+    """Blocks for the next request: about `target_logs` logs at the density just seen, at most
+    `batch_blocks`, and at most twice the last range: the first blocks after a deployment are often
+    sparse, and one request sized on them could return the whole busy history behind them."""
+    blocks = batch.to_block - batch.from_block + 1
+    density = len(batch.logs) / blocks
+    wanted = int(target_logs / density) if density else cfg.batch_blocks
+    return max(1, min(cfg.batch_blocks, 2 * blocks, wanted))
+
+
+def split(batch: Batch, logs_per_part: int) -> list[Batch]:
+    """`batch` as consecutive batches of about `logs_per_part` logs, cut between blocks: a range sized on
+    sparse blocks can come back with far more logs than wanted, and the parts travel through the pipeline
+    one after another instead of as one lump. Each part ends at its last log's block, whose hash that
+    log carries; the last part ends where the batch does."""
+    logs = batch.logs
+    if len(logs) < 2 * logs_per_part:
+        return [batch]
+    parts, start, frm = [], 0, batch.from_block
+    while len(logs) - start >= 2 * logs_per_part:
+        end = start + logs_per_part
+        block = logs[end - 1].block_number
+        while end < len(logs) and logs[end].block_number == block:  # never split a block
+            end += 1
+        if end == len(logs):
+            break
+        parts.append(Batch(frm, block, logs[end - 1].block_hash, logs[start:end], batch.token_meta))
+        start, frm = end, block + 1
+    parts.append(Batch(frm, batch.to_block, batch.to_hash, logs[start:], batch.token_meta))
+    return parts
+
+
+class Prefetcher:
+    """A thread fetching consecutive batches of [start, target] ahead of their consumer, at most `depth`
+    batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there. It stops
+    starting new requests at `deadline` (time.monotonic()). Use as a context manager: leaving it stops
+    the thread."""
+
+    def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
+                 known_tokens: set[str], chunk_logs: int = CHUNK_LOGS, depth: int = 4):
+        self.cfg, self.client, self.start, self.target = cfg, client, start, target
+        self.deadline, self.known_tokens, self.chunk_logs = deadline, set(known_tokens), chunk_logs
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
+
+    def __enter__(self) -> "Prefetcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a put on a full queue
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
+        try:
+            while frm <= self.target and not self._stop.is_set() and time.monotonic() < self.deadline:
+                batch = fetch_batch(self.cfg, self.client, frm, min(frm + size - 1, self.target), self.known_tokens)
+                self.known_tokens.update(batch.token_meta)  # read once, not again next fetch
+                size = next_size(self.cfg, batch, self.chunk_logs)
+                frm = batch.to_block + 1
+                for part in split(batch, self.chunk_logs):
+                    if not self._put(part):
+                        return
+        except BaseException as exc:  # handed to the consumer, raised in its thread
+            self._put(exc)
+            return
+        self._put(None)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item

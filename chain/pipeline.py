@@ -1,0 +1,249 @@
+"""The sync's pipelined run: fetching, folding and writing overlap instead of taking turns.
+
+Three threads, each mostly waiting on a different process: the prefetcher on the RPC node
+(`chain.fetch.Prefetcher`), this module's writer on PostgreSQL, and the caller, which folds each
+fetched batch into order and arbitrator states (pure Python) and hands the writer its raw events as
+COPY text. A transaction spans up to TARGET_LOGS logs: the writer opens it and streams its events into
+one COPY while later batches are still being fetched, then writes the fold's states, the block hashes
+and the cursor, and commits. So each committed transaction is exactly what the serial path would
+have written: no gap, no duplicate, and a crash loses only the open transaction.
+
+The writer has its own database connection. It never reads the mirror; the folder reads only states
+no transaction of this run has touched (the run's cache holds every other), so neither waits for the
+other's uncommitted rows.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+import psycopg.errors
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from .config import ChainConfig
+from .events import Log
+from .fetch import Batch
+from .mirror import EVENT_COLUMNS, Fold, Writes, event_lines
+from .models import BlockHash, EventSyncCursor
+
+logger = logging.getLogger(__name__)
+
+HASH_WINDOW_MIN = 64
+TARGET_LOGS = 25_000  # logs per transaction: big enough to amortise its fixed writes, small enough to lose little
+CACHE_ORDERS = 200_000  # order states kept across transactions of one run (bounded memory on a long catch-up)
+
+
+class Interrupted(RuntimeError):
+    """The pipelined run cannot go on as planned (the cursor moved, or raw events above it exist):
+    what it committed stays, and the caller finishes the run on the serial path, which handles both."""
+
+
+def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str,
+                   hashes: dict[int, str], head: int, bad: list[Log]) -> None:
+    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor,
+    and record malformed logs for staff (RB-03)."""
+    chain = cfg.key
+    window = max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
+    hashes = {**hashes, to_block: to_hash}
+    BlockHash.objects.bulk_create(
+        [BlockHash(chain=chain, number=n, hash=h) for n, h in hashes.items() if n > to_block - window],
+        update_conflicts=True, unique_fields=["chain", "number"], update_fields=["hash"])
+    BlockHash.objects.filter(chain=chain, number__lte=to_block - window).delete()
+    now = timezone.now()
+    cursor.last_block, cursor.last_block_hash, cursor.updated_at = to_block, to_hash, now
+    cursor.head_block, cursor.head_seen_at = head, now
+    fields = ["last_block", "last_block_hash", "updated_at", "head_block", "head_seen_at"]
+    if bad:
+        first = bad[0]
+        cursor.last_error = (f"{len(bad)} malformed log(s) recorded and skipped, first at block "
+                             f"{first.block_number} tx {first.tx_hash} log {first.log_index}: {first.error}")[:2000]
+        cursor.last_error_at = now
+        fields += ["last_error", "last_error_at"]
+        for log in bad:
+            logger.error("malformed log skipped: %s", log.error, extra={
+                "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
+    cursor.save(update_fields=fields)
+
+
+@dataclass
+class _Begin:
+    from_block: int
+
+
+@dataclass
+class _End:
+    to_block: int
+    to_hash: str
+    hashes: dict[int, str]
+    writes: Writes
+    bad: list[Log]
+    events: int
+    ranges: list[tuple[int, int]]
+
+
+_ABORT = object()
+_STOP = object()
+
+
+@dataclass
+class Committed:
+    events: int
+    malformed: int
+    ranges: list[tuple[int, int]]  # the fetched batches it holds
+
+
+class Writer:
+    """A thread writing the transactions `send` describes, in order, on its own database connection:
+    _Begin, then COPY text of raw events, then _End (or _ABORT to roll the open one back)."""
+
+    def __init__(self, cfg: ChainConfig, head: int, on_commit, depth: int = 64):
+        self.cfg, self.head, self.on_commit = cfg, head, on_commit
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._idle = threading.Condition()
+        self._sent = self._done = 0  # transactions sent and finished (committed or failed)
+        self._thread = threading.Thread(target=self._run, name=f"write-{cfg.key}", daemon=True)
+        self._thread.start()
+
+    def send(self, item) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self._queue.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, _Begin):
+            self._sent += 1
+
+    def wait_idle(self) -> None:
+        """Until every transaction sent so far is committed; raises the writer's error."""
+        with self._idle:
+            while self._done < self._sent and self.error is None:
+                self._idle.wait(0.1)
+        if self.error is not None:
+            raise self.error
+
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the thread after what was sent (rolling back an open transaction with `abort`)."""
+        with contextlib.suppress(Exception):
+            if self.error is None:
+                self.send(_ABORT if abort else _STOP)
+        while self._thread.is_alive():
+            if self.error is not None:  # it stopped on an error: unblock nothing, just wait for its exit
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+            else:
+                self._thread.join(0.1)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if not isinstance(item, _Begin):  # _STOP, or an _ABORT with no transaction open
+                    return
+                try:
+                    self._transaction(item)
+                finally:
+                    with self._idle:
+                        self._done += 1
+                        self._idle.notify_all()
+        except BaseException as exc:  # noqa: B036 - handed to the sending thread, which raises it
+            self.error = exc
+        finally:
+            connection.close()  # this thread's own connection
+
+    def _transaction(self, begin: _Begin) -> None:
+        chain = self.cfg.key
+        with transaction.atomic():
+            cursor = EventSyncCursor.objects.select_for_update().get(chain=chain)
+            if cursor.last_block != begin.from_block - 1:
+                raise Interrupted(f"{chain}: the cursor is at {cursor.last_block}, not {begin.from_block - 1}")
+            # Raw events only exist up to the cursor (rollbacks delete above it), so a batch wholly above it
+            # cannot collide: its events are COPied straight in, and the unique constraint still guards them.
+            try:
+                with connection.cursor() as cur, cur.connection.cursor().copy(
+                        f"COPY chain_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
+                    while isinstance(item := self._queue.get(), str):
+                        copy.write(item)
+            except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
+                raise Interrupted(f"{chain}: raw events above the cursor are stored already: {exc}") from exc
+            if not isinstance(item, _End):
+                raise Interrupted(f"{chain}: transaction from block {begin.from_block} abandoned")
+            item.writes.write()
+            advance_cursor(self.cfg, cursor, to_block=item.to_block, to_hash=item.to_hash, hashes=item.hashes,
+                           head=self.head, bad=item.bad)
+        self.on_commit(Committed(item.events, len(item.bad), item.ranges))
+
+
+@dataclass
+class _Open:
+    """The transaction the folder is filling."""
+
+    from_block: int
+    fold: Fold
+    hashes: dict[int, str] = field(default_factory=dict)
+    bad: list[Log] = field(default_factory=list)
+    logs: int = 0
+    blocks: int = 0
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+def run_pipelined(cfg: ChainConfig, batches, *, head: int, cache, tokens_for, on_commit) -> None:
+    """Apply `batches` (consecutive, from the cursor on) in transactions of up to TARGET_LOGS logs or
+    `batch_blocks` blocks. `tokens_for(batch)` gives the token book for a batch's orders; `on_commit`
+    gets a `Committed` after each commit (in the writer's thread). Raises the first error of either side
+    after stopping both; committed transactions stay.
+    """
+    chain = cfg.key
+    writer = Writer(cfg, head, on_commit)
+    open_: _Open | None = None
+    try:
+        for batch in batches:
+            if open_ is None:
+                open_ = _Open(batch.from_block, Fold(chain, None, orders=cache.orders,
+                                                     arbitrators=cache.arbitrators, persisted=cache.persisted))
+                writer.send(_Begin(batch.from_block))
+            _fold_batch(open_, batch, tokens_for(batch))
+            if batch.logs:
+                writer.send("".join(line + "\n" for line in event_lines(chain, batch.logs)))
+            if open_.logs >= TARGET_LOGS or open_.blocks >= cfg.batch_blocks:
+                writer.send(_end(open_, batch))
+                open_ = None
+                if len(cache.orders) > CACHE_ORDERS:  # dropped only once written: the next fold reads them back
+                    writer.wait_idle()
+                    cache.clear()
+            last = batch
+        if open_ is not None:
+            writer.send(_end(open_, last))
+            open_ = None
+        writer.close()
+    except BaseException:
+        writer.close(abort=True)
+        raise
+    if writer.error is not None:
+        raise writer.error
+
+
+def _fold_batch(open_: _Open, batch: Batch, tokens) -> None:
+    good = [log for log in batch.logs if not log.error]
+    open_.bad.extend(log for log in batch.logs if log.error)
+    open_.fold.tokens = tokens
+    open_.fold.add(good)
+    for log in batch.logs:
+        open_.hashes[log.block_number] = log.block_hash
+    open_.hashes[batch.to_block] = batch.to_hash
+    open_.logs += len(batch.logs)
+    open_.blocks += batch.to_block - batch.from_block + 1
+    open_.ranges.append((batch.from_block, batch.to_block))
+
+
+def _end(open_: _Open, last: Batch) -> _End:
+    return _End(last.to_block, last.to_hash, open_.hashes, open_.fold.finish(), open_.bad,
+                open_.logs - len(open_.bad), open_.ranges)

@@ -48,7 +48,11 @@ class PeakRss:
 
 
 class CpuSeconds:
-    """CPU seconds used from now on by this process (the worker), PostgreSQL and anvil: where the time goes."""
+    """CPU seconds used from now on by this process (the worker), PostgreSQL and anvil: where the time goes.
+
+    PostgreSQL's backends come and go (the sync's writer has its own connection): the postmaster's
+    `children_*` times hold those it has reaped, so they are counted too (a backend alive at the start
+    and gone by the end would count its earlier CPU as well; the sync starts none before it)."""
 
     GROUPS = {"worker": lambda p: p.pid == os.getpid(), "postgres": lambda p: p.name() == "postgres",
               "anvil": lambda p: p.name() == "anvil"}
@@ -64,6 +68,8 @@ class CpuSeconds:
                     if match(proc):
                         times = proc.cpu_times()
                         out[(group, proc.pid)] = times.user + times.system
+                        if group == "postgres" and proc.parent().name() != "postgres":  # the postmaster
+                            out[("postgres", -proc.pid)] = times.children_user + times.children_system
             except psutil.Error:
                 continue
         return out

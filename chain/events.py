@@ -19,6 +19,9 @@ from .deploy import load_artifact
 CONTRACTS = {"escrow": "P2PEscrow", "pool": "ArbitratorPool"}
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+
+
 class DecodeError(ValueError):
     pass
 
@@ -98,13 +101,13 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
         raise DecodeError(f"{spec.name}: expected {1 + len(spec.indexed)} topics, got {len(topics)}")
     args = {}
     for (name, typ), topic in zip(spec.indexed, topics[1:]):
-        if len(topic) != 66:
-            raise DecodeError(f"{spec.name}.{name}: topic is not 32 bytes")
+        if len(topic) != 66 or not _HEX.fullmatch(topic.lower(), 2):
+            raise DecodeError(f"{spec.name}.{name}: topic is not 32 bytes of hex")
         args[name] = topic.lower() if typ in ("string", "bytes") else _word(topic[2:].lower(), typ, f"{spec.name}.{name}")
     body = data[2:].lower() if data.startswith("0x") else data.lower()
-    if len(body) % 64 or len(body) < 64 * len(spec.body):
+    if len(body) % 64 or len(body) < 64 * len(spec.body) or not _HEX.fullmatch(body):
         raise DecodeError(f"{spec.name}: data is {len(body) // 2} bytes, expected at least {32 * len(spec.body)} "
-                          "in whole 32-byte words")
+                          "in whole 32-byte words of hex")
     static_words = len(spec.body)
     dynamic_end = 64 * static_words
     for i, (name, typ) in enumerate(spec.body):
@@ -129,7 +132,6 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
     return args
 
 
-_HEX = re.compile(r"[0-9a-f]*")
 _JSON_STR = json.encoder.encode_basestring_ascii  # what json.dumps does with a string (ensure_ascii)
 
 

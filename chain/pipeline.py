@@ -100,7 +100,7 @@ class Writer:
     """A thread writing the transactions `send` describes, in order, on its own database connection:
     _Begin, then COPY text of raw events, then _End (or _ABORT to roll the open one back)."""
 
-    def __init__(self, cfg: ChainConfig, head: int, on_commit, depth: int = 64):
+    def __init__(self, cfg: ChainConfig, head: int, on_commit, depth: int = 16):
         self.cfg, self.head, self.on_commit = cfg, head, on_commit
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=depth)

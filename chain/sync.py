@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import rollup
 from .config import ChainConfig, get_chain_config
-from .fetch import Batch, Prefetcher, fetch_batch, token_book  # noqa: F401 - fetch_batch: the sync's API
+from .fetch import Batch, Prefetcher, token_book
 from .mirror import TokenBook, apply_logs, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor, RpcProvider, Token
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
@@ -71,7 +71,6 @@ class SyncResult:
     batches: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager

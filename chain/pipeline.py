@@ -19,16 +19,20 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import psycopg.errors
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .config import ChainConfig
 from .events import Log
 from .fetch import Batch
-from .mirror import EVENT_COLUMNS, Fold, Writes, event_lines
+from .mirror import EVENT_COLUMNS, Fold, TokenBook, Writes, event_lines
 from .models import BlockHash, EventSyncCursor
+
+if TYPE_CHECKING:
+    from .sync import RunCache
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,10 @@ CACHE_ORDERS = 200_000  # order states kept across transactions of one run (boun
 class Interrupted(RuntimeError):
     """The pipelined run cannot go on as planned (the cursor moved, or raw events above it exist):
     what it committed stays, and the caller finishes the run on the serial path, which handles both."""
+
+
+class _Abandoned(RuntimeError):
+    """The open transaction was rolled back because the run stopped (the reason is raised elsewhere)."""
 
 
 def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str,
@@ -98,18 +106,19 @@ class Committed:
 
 class Writer:
     """A thread writing the transactions `send` describes, in order, on its own database connection:
-    _Begin, then COPY text of raw events, then _End (or _ABORT to roll the open one back)."""
+    _Begin, then COPY text of raw events, then _End. `close(abort=True)` rolls back an open one."""
 
-    def __init__(self, cfg: ChainConfig, head: int, on_commit, depth: int = 16):
+    def __init__(self, cfg: ChainConfig, head: int, on_commit: Callable[[Committed], None], depth: int = 16):
         self.cfg, self.head, self.on_commit = cfg, head, on_commit
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._abort = threading.Event()
         self._idle = threading.Condition()
         self._sent = self._done = 0  # transactions sent and finished (committed or failed)
         self._thread = threading.Thread(target=self._run, name=f"write-{cfg.key}", daemon=True)
         self._thread.start()
 
-    def send(self, item) -> None:
+    def send(self, item: _Begin | str | _End) -> None:
         while True:
             if self.error is not None:
                 raise self.error
@@ -130,26 +139,35 @@ class Writer:
             raise self.error
 
     def close(self, *, abort: bool = False) -> None:
-        """Stop the thread after what was sent (rolling back an open transaction with `abort`)."""
-        with contextlib.suppress(Exception):
-            if self.error is None:
-                self.send(_ABORT if abort else _STOP)
-        while self._thread.is_alive():
-            if self.error is not None:  # it stopped on an error: unblock nothing, just wait for its exit
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get(timeout=0.05)
-            else:
-                self._thread.join(0.1)
-        self._thread.join()
+        """Stop the thread once what was sent is written, or at once with `abort` (rolling back an open
+        transaction; those already complete in the queue are still committed)."""
+        if abort:
+            self._abort.set()
+        else:
+            with contextlib.suppress(BaseException):  # a writer that failed has stopped already
+                self.send(_STOP)
+        self._thread.join()  # it never waits on a full queue, and stops waiting on an empty one at the abort
+        if abort and self.error is not None and not isinstance(self.error, _Abandoned):
+            logger.error("sync writer of %s failed too: %s: %s", self.cfg.key, type(self.error).__name__,
+                         self.error, extra={"chain": self.cfg.key})
+
+    def _next(self):
+        """The next item sent, or _ABORT once `close(abort=True)` is called (never blocks past it)."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._abort.is_set():
+                    return _ABORT
 
     def _run(self) -> None:
         try:
-            while True:
-                item = self._queue.get()
-                if not isinstance(item, _Begin):  # _STOP, or an _ABORT with no transaction open
-                    return
+            while (item := self._next()) is not _STOP and item is not _ABORT:
                 try:
                     self._transaction(item)
+                except BaseException as exc:
+                    self.error = exc  # before it counts as done: wait_idle must see the failure
+                    raise
                 finally:
                     with self._idle:
                         self._done += 1
@@ -170,12 +188,12 @@ class Writer:
             try:
                 with connection.cursor() as cur, cur.connection.cursor().copy(
                         f"COPY chain_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
-                    while isinstance(item := self._queue.get(), str):
+                    while isinstance(item := self._next(), str):
                         copy.write(item)
-            except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
+            except psycopg.errors.UniqueViolation as exc:
                 raise Interrupted(f"{chain}: raw events above the cursor are stored already: {exc}") from exc
             if not isinstance(item, _End):
-                raise Interrupted(f"{chain}: transaction from block {begin.from_block} abandoned")
+                raise _Abandoned(f"{chain}: transaction from block {begin.from_block} abandoned")
             item.writes.write()
             advance_cursor(self.cfg, cursor, to_block=item.to_block, to_hash=item.to_hash, hashes=item.hashes,
                            head=self.head, bad=item.bad)
@@ -195,7 +213,8 @@ class _Open:
     ranges: list[tuple[int, int]] = field(default_factory=list)
 
 
-def run_pipelined(cfg: ChainConfig, batches, *, head: int, cache, tokens_for, on_commit) -> None:
+def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cache: RunCache,
+                  tokens_for: Callable[[Batch], TokenBook], on_commit: Callable[[Committed], None]) -> None:
     """Apply `batches` (consecutive, from the cursor on) in transactions of up to TARGET_LOGS logs or
     `batch_blocks` blocks. `tokens_for(batch)` gives the token book for a batch's orders; `on_commit`
     gets a `Committed` after each commit (in the writer's thread). Raises the first error of either side
@@ -231,7 +250,7 @@ def run_pipelined(cfg: ChainConfig, batches, *, head: int, cache, tokens_for, on
         raise writer.error
 
 
-def _fold_batch(open_: _Open, batch: Batch, tokens) -> None:
+def _fold_batch(open_: _Open, batch: Batch, tokens: TokenBook) -> None:
     good = [log for log in batch.logs if not log.error]
     open_.bad.extend(log for log in batch.logs if log.error)
     open_.fold.tokens = tokens

@@ -60,7 +60,7 @@ def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
         decimals = abi_decode(["uint8"], bytes.fromhex(decimals_hex[2:]))[0]
         symbol = abi_decode(["string"], bytes.fromhex(symbol_hex[2:]))[0]
         symbol = "".join(ch for ch in symbol if ch.isprintable())[:16] or "?"
-    except (RpcError, ValueError, Exception) as exc:  # a token that does not answer: assume 18, flag it
+    except Exception as exc:  # a token that does not answer (RPC error, bad ABI data): assume 18, flag it
         logger.error("token metadata unreadable for %s: %s", address, exc)
         return "?", 18
     return symbol, decimals
@@ -129,13 +129,14 @@ def split(batch: Batch, logs_per_part: int) -> list[Batch]:
 class Prefetcher:
     """A thread fetching consecutive batches of [start, target] ahead of their consumer, at most `depth`
     batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there. It stops
-    starting new requests at `deadline` (time.monotonic()). Use as a context manager: leaving it stops
-    the thread."""
+    starting new requests at `deadline` (time.monotonic()), after the first one: a run always makes
+    progress. Use as a context manager: leaving it stops the thread."""
 
     def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
-                 known_tokens: set[str], chunk_logs: int = CHUNK_LOGS, depth: int = 4):
+                 known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4):
         self.cfg, self.client, self.start, self.target = cfg, client, start, target
-        self.deadline, self.known_tokens, self.chunk_logs = deadline, set(known_tokens), chunk_logs
+        self.deadline, self.known_tokens = deadline, set(known_tokens)
+        self.chunk_logs = chunk_logs or CHUNK_LOGS
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
@@ -165,7 +166,8 @@ class Prefetcher:
     def _run(self) -> None:
         frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
         try:
-            while frm <= self.target and not self._stop.is_set() and time.monotonic() < self.deadline:
+            while frm <= self.target and not self._stop.is_set() and (
+                    frm == self.start or time.monotonic() < self.deadline):
                 batch = fetch_batch(self.cfg, self.client, frm, min(frm + size - 1, self.target), self.known_tokens)
                 self.known_tokens.update(batch.token_meta)  # read once, not again next fetch
                 size = next_size(self.cfg, batch, self.chunk_logs)

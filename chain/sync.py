@@ -268,6 +268,7 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
             logger.warning("pipelined sync of %s interrupted, going on serially: %s", cfg.key, exc,
                            extra={"chain": cfg.key})
             start = EventSyncCursor.objects.get(chain=cfg.key).last_block + 1
+            known_tokens = set(Token.objects.filter(chain=cfg.key).values_list("address", flat=True))
     _serial(cfg, client, result, start, target, head, deadline, known_tokens)
 
 

@@ -20,10 +20,17 @@ CONTRACTS = {"escrow": "P2PEscrow", "pool": "ArbitratorPool"}
 
 
 _HEX = re.compile(r"[0-9a-f]*")
+_UINT = re.compile(r"uint(8|16|24|32|40|48|56|64|72|80|88|96|104|112|120|128|136|144|152|160|168|176|184|192|200|208|"
+                   r"216|224|232|240|248|256)?")
 
 
 class DecodeError(ValueError):
     pass
+
+
+class MalformedResponse(ValueError):
+    """A log whose own keys (block hash, transaction hash) are not what any node returns: the provider's
+    fault, not the log's. It cannot even be recorded as malformed, so the run stops on it."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +149,8 @@ def _compile(spec: EventSpec):
     `decode` checks (its twin for events with strings, and the reference the tests hold it to), and also that
     every word is lower-case hex, so a broken provider's data never reaches a CHECK constraint.
     """
-    if any(typ in ("string", "bytes") or not (typ in ("address", "bool", "bytes32") or
-           (typ.startswith("uint") and int(typ[4:] or 256) % 8 == 0)) for _, typ in spec.indexed + spec.body):
-        return None
+    if not all(typ in ("address", "bool", "bytes32") or _UINT.fullmatch(typ) for _, typ in spec.indexed + spec.body):
+        return None  # a string, an array, a signed int...: the generic `decode`
     lines = ["def _decode(topics, data):",
              f"    if len(topics) != {1 + len(spec.indexed)}:",
              f"        raise DecodeError({spec.name!r} + f': expected {1 + len(spec.indexed)} topics, got {{len(topics)}}')"]
@@ -219,8 +225,9 @@ def _decode_json(spec: EventSpec, topics: list[str], data: str) -> tuple[dict, s
 def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
     """Turn eth_getLogs results into `Log`s. `contracts` maps lower-case address → "escrow" / "pool".
 
-    Never raises for a bad log: it comes back with `error` set and `name` empty. A decoded log also
-    carries its args as JSON text (`args_json`), built by the decoder instead of a JSON encoder pass.
+    Never raises for a bad log: it comes back with `error` set and `name` empty (but raises
+    `MalformedResponse` for a log whose block or transaction hash is not hex). A decoded log also carries
+    its args as JSON text (`args_json`), built by the decoder instead of a JSON encoder pass.
     """
     table = decoders()
     out = []
@@ -230,8 +237,13 @@ def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
         contract = contracts.get(address, "")
         topics = raw.get("topics") or []
         ts = raw.get("blockTimestamp")
-        log = Log(int(raw["blockNumber"], 16), raw["blockHash"].lower(), int(ts, 16) if ts else None,
-                  raw["transactionHash"].lower(), int(raw["logIndex"], 16), address, contract, "", {})
+        block_hash, tx_hash = raw["blockHash"].lower(), raw["transactionHash"].lower()
+        if not (len(block_hash) == len(tx_hash) == 66 and block_hash[:2] == tx_hash[:2] == "0x"
+                and _HEX.fullmatch(block_hash, 2) and _HEX.fullmatch(tx_hash, 2)):
+            raise MalformedResponse(f"the provider returned a log with block hash {block_hash[:80]!r} and transaction "
+                                    f"hash {tx_hash[:80]!r}: not 32 bytes of hex each")
+        log = Log(int(raw["blockNumber"], 16), block_hash, int(ts, 16) if ts else None,
+                  tx_hash, int(raw["logIndex"], 16), address, contract, "", {})
         entry = table.get((contract, topics[0].lower())) if topics else None
         if entry is None:
             log.error = f"unknown event topic {topics[0][:18] if topics else '(none)'}… from {contract or address}"

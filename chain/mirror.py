@@ -268,7 +268,7 @@ def _n(value) -> str:
 def order_line(s: dict) -> str:
     """One order state as a COPY text line in ORDER_COLUMNS order: `_text` per value, unrolled (the sync
     writes every order it touches; the generic path costs it twice as much). Wallets and hashes are
-    lower-case hex (checked by the decoder and by the table's CHECKs): nothing to escape."""
+    lower-case hex (checked by parse_logs and its decoders, and by the table's CHECKs): nothing to escape."""
     n = "\\N"
     arbitrator, disputed_by, token = s["arbitrator_wallet"], s["disputed_by"], s["token_address"]
     return (f"{s['chain']}\t{s['onchain_id']}\t{s['buyer_wallet']}\t{s['seller_wallet']}\t"
@@ -305,7 +305,13 @@ def write_order_lines(fresh: list[str], known: list[str], *, known_exist: bool =
             cur.execute(f"UPDATE orders o SET {sets} FROM tmp_orders t "
                         "WHERE o.chain = t.chain AND o.onchain_id = t.onchain_id")
             if cur.rowcount != len(known):
-                raise RuntimeError(f"{len(known) - cur.rowcount} order(s) expected in the mirror are missing")
+                cur.execute("SELECT t.chain, t.onchain_id FROM tmp_orders t WHERE NOT EXISTS (SELECT 1 FROM orders o "
+                            "WHERE o.chain = t.chain AND o.onchain_id = t.onchain_id) ORDER BY 2 LIMIT 10")
+                missing = cur.fetchall()
+                raise RuntimeError(
+                    f"{len(known) - cur.rowcount} order(s) the sync had stored are missing from the mirror (first: "
+                    f"{', '.join(f'{c} #{i}' for c, i in missing)}): deleted by hand? Re-sync the chain from the "
+                    "block that created them (Sync cursors → Re-sync from block N).")
             cur.execute("TRUNCATE tmp_orders")
     elif known:
         _copy_upsert("orders", ORDER_COLUMNS, "chain, onchain_id", lines=known)
@@ -341,7 +347,7 @@ class Fold:
     drops on any error) and `persisted` the ids known to be in the table, so that new orders are COPied
     in and known ones upserted; `arbitrators` likewise. `replay=True` (a rollback): `orders` and
     `arbitrators` hold the only states to start from, nothing is loaded, and every write is an upsert.
-    `add` reads from the database only the states it has not seen; `write` makes no read of its own, so
+    `add` reads from the database only the states it has not seen, and `finish` takes what to write, so
     the fold of one batch can run while the previous batch is still being written (see chain.pipeline).
     """
 
@@ -399,7 +405,7 @@ class Fold:
                 days.add(state["created_at"].date())
         persisted.update(touched)
         return Writes(self.chain, fresh, known, not self.replay, days,
-                      [self.arbitrators[w] for w in self.touched_arbs], self.seen, self.paused)
+                      [dict(self.arbitrators[w]) for w in self.touched_arbs], dict(self.seen), self.paused)
 
 
 @dataclass
@@ -480,8 +486,10 @@ def event_lines(chain: str, logs: list[Log]):
             if "\\u0000" in text:  # JSONB refuses NUL characters; chain strings may carry anything
                 text = _dumps(_clean_json(args))
             text = text.translate(_COPY_ESCAPES)
+        # Hashes are checked hex (parse_logs); a log from an unexpected address keeps it as given: escaped.
+        address = log.address.translate(_COPY_ESCAPES) if log.error else log.address
         yield (f"{chain}\t{log.block_number}\t{log.block_hash}\t{stamp}\t{log.tx_hash}\t{log.log_index}\t"
-               f"{log.address}\t{log.contract}\t{log.name}\t{order_id}\t{wallet}\t{text}\t"
+               f"{address}\t{log.contract}\t{log.name}\t{order_id}\t{wallet}\t{text}\t"
                f"{log.error.translate(_COPY_ESCAPES)}")
 
 

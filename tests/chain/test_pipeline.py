@@ -2,6 +2,8 @@
 only when either side fails, and the serial path taking over when raw events lie above the cursor."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection, transaction
 
@@ -10,7 +12,7 @@ from chain.models import BlockHash, ChainEvent, EventSyncCursor
 from chain.rpc import get_client
 from chain.sync import sync_chain
 
-from .test_sync import assert_mirror_equals_chain, chain_logs, mirror_contents
+from .test_sync import assert_mirror_equals_chain, mirror_contents
 
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db(transaction=True)]
 
@@ -19,9 +21,9 @@ MARKET_ORDERS = 200
 
 @pytest.fixture
 def small_transactions(chain_settings, monkeypatch):
-    """Requests of a few blocks and transactions of up to 4 blocks or about 150 logs: the module's market
-    (about 750 logs in 22 blocks) makes several of both."""
-    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 4}}
+    """Requests of a block or two and transactions of up to 6 blocks or about 150 logs: the module's market
+    (about 750 logs in 22 blocks) makes many of both."""
+    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 6}}
     monkeypatch.setattr(fetch, "FIRST_CHUNK_BLOCKS", 1)
     monkeypatch.setattr(fetch, "CHUNK_LOGS", 40)
     monkeypatch.setattr(pipeline, "TARGET_LOGS", 150)
@@ -29,23 +31,34 @@ def small_transactions(chain_settings, monkeypatch):
     return chain_settings
 
 
-def _backends() -> int:
+def _client_backends() -> set[int]:
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-        return cur.fetchone()[0]
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend'")
+        return {row[0] for row in cur.fetchall()}
+
+
+def assert_no_backend_left(before: set[int]) -> None:
+    """The writer's connection is closed with the run (its backend leaves pg_stat_activity shortly after)."""
+    deadline = time.monotonic() + 10
+    while _client_backends() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _client_backends() - before == set()
 
 
 def test_pipelined_sync_writes_the_same_mirror_as_the_serial_path(small_transactions, chain_market, anvil_node,
                                                                    deployment, monkeypatch):
-    backends = _backends()
+    backends = _client_backends()
     committed = []
     real_advance = pipeline.advance_cursor
     monkeypatch.setattr(pipeline, "advance_cursor", lambda *a, **k: committed.append(1) or real_advance(*a, **k))
     piped = sync_chain("bsc")
-    assert len(committed) >= 4, "several transactions"
-    assert _backends() == backends, "the writer's connection is closed with the run"
+    assert len(piped.ranges) >= 10 and len(committed) >= 3, "many requests, several transactions"
+    assert len(piped.ranges) > len(committed), "transactions of several requests"
+    assert_no_backend_left(backends)
     assert_mirror_equals_chain(anvil_node, deployment)
     pipelined = mirror_contents()
+    stats = _rollups()
 
     local.reset_mirror()
     with transaction.atomic():  # inside a caller's transaction the sync runs serially
@@ -54,11 +67,19 @@ def test_pipelined_sync_writes_the_same_mirror_as_the_serial_path(small_transact
     contents = mirror_contents()
     # Block hashes are kept per transaction's window, and the two paths cut transactions differently:
     # both keep only canonical hashes, which the reorg check compares.
-    for name in ("chain_block_hashes",):
-        contents.pop(name), pipelined.pop(name)
+    contents.pop("chain_block_hashes"), pipelined.pop("chain_block_hashes")
     assert contents == pipelined
+    assert _rollups() == stats
     for number, stored in BlockHash.objects.filter(chain="bsc").values_list("number", "hash"):
         assert anvil_node.call("eth_getBlockByNumber", [hex(number), False])["hash"] == stored
+
+
+def _rollups() -> list:
+    with connection.cursor() as cur:
+        cur.execute("SELECT to_jsonb(s) - 'id' FROM chain_daily_order_stats s ORDER BY chain, token_symbol, day")
+        stats = [row[0] for row in cur.fetchall()]
+        cur.execute("SELECT chain, paused FROM chain_state ORDER BY chain")
+        return [stats, cur.fetchall()]
 
 
 def test_pipelined_sync_with_the_order_cache_dropped_between_transactions(small_transactions, chain_market,
@@ -69,28 +90,54 @@ def test_pipelined_sync_with_the_order_cache_dropped_between_transactions(small_
     assert_mirror_equals_chain(anvil_node, deployment)
 
 
-def test_pipelined_sync_failing_mid_run_keeps_whole_transactions_and_the_next_run_completes(
+def test_pipelined_sync_failing_while_folding_rolls_back_the_open_transaction_only(
+        small_transactions, chain_market, anvil_node, deployment, monkeypatch):
+    monkeypatch.setattr(pipeline, "TARGET_LOGS", 10**9)  # transactions of 6 blocks, each of several requests
+    real_fold = pipeline._fold_batch
+    failed_in = []
+
+    def fails_in_the_second_transaction(open_, batch, tokens):
+        real_fold(open_, batch, tokens)
+        if open_.from_block > deployment.deploy_block and len(open_.ranges) == 2 and not failed_in:
+            failed_in.append(open_.from_block)
+            raise RuntimeError("fold failed")
+
+    monkeypatch.setattr(pipeline, "_fold_batch", fails_in_the_second_transaction)
+    backends = _client_backends()
+    with pytest.raises(RuntimeError, match="fold failed"):
+        sync_chain("bsc")
+    assert failed_in, "the failure came with a transaction open"
+    cursor = EventSyncCursor.objects.get(chain="bsc")
+    assert cursor.last_block == failed_in[0] - 1, "every transaction before the open one committed, not the open one"
+    assert "fold failed" in cursor.last_error
+    assert_no_backend_left(backends)
+    assert_mirror_equals_chain(anvil_node, deployment)  # at the cursor: nothing of the open transaction
+
+    monkeypatch.setattr(pipeline, "_fold_batch", real_fold)
+    result = sync_chain("bsc")
+    assert result.to_block == anvil_node.head()
+    assert_mirror_equals_chain(anvil_node, deployment)
+
+
+def test_pipelined_sync_failing_to_fetch_mid_run_keeps_whole_transactions_and_the_next_run_completes(
         small_transactions, chain_market, anvil_node, deployment):
     client = get_client("bsc")
     real_get_logs = client.get_logs
     calls = []
 
-    def dies_after_four_requests(*args):
+    def dies_after_eight_requests(*args):
         calls.append(args)
-        if len(calls) > 4:
+        if len(calls) > 8:
             raise ConnectionError("provider gone")
         return real_get_logs(*args)
 
-    client.get_logs = dies_after_four_requests
+    client.get_logs = dies_after_eight_requests
     with pytest.raises(ConnectionError):
         sync_chain("bsc")
     cursor = EventSyncCursor.objects.get(chain="bsc")
     assert deployment.deploy_block < cursor.last_block < anvil_node.head(), "some transactions committed, not all"
     assert "provider gone" in cursor.last_error
-    stored = sorted(ChainEvent.objects.values_list("tx_hash", "log_index"))
-    expected = sorted((log["transactionHash"], int(log["logIndex"], 16))
-                      for log in chain_logs(anvil_node, deployment, cursor.last_block))
-    assert stored == expected, "exactly the events up to the cursor: the open transaction was rolled back"
+    assert_mirror_equals_chain(anvil_node, deployment)  # raw events, orders, profiles, arbitrators at the cursor
 
     client.get_logs = real_get_logs
     result = sync_chain("bsc")

@@ -28,7 +28,8 @@ from django.utils import timezone
 from .config import ChainConfig
 from .events import Log
 from .fetch import Batch
-from .mirror import EVENT_COLUMNS, Fold, TokenBook, Writes, event_lines
+from .fold import Fold, Writes
+from .mirror import EVENT_COLUMNS, TokenBook, event_lines
 from .models import BlockHash, EventSyncCursor
 
 if TYPE_CHECKING:

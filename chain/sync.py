@@ -27,7 +27,8 @@ from django.utils import timezone
 from . import rollup
 from .config import ChainConfig, get_chain_config
 from .fetch import Batch, Prefetcher, token_book
-from .mirror import TokenBook, apply_logs, insert_events, load_orders, logs_from_rows
+from .fold import apply_logs
+from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor, RpcProvider, Token
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
 from .rpc import RpcClient, get_client

@@ -6,7 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from chain.events import Log
-from chain.mirror import TokenBook, apply_logs
+from chain.fold import apply_logs
+from chain.mirror import TokenBook
 from chain.models import UserProfile
 
 pytestmark = pytest.mark.django_db

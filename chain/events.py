@@ -1,9 +1,10 @@
 """Decoding the escrow's and arbitrator pool's logs straight from eth_getLogs JSON.
 
 Built from the committed ABIs. The hot path decodes the ABI words itself (every event here has
-static fields plus at most one string), because web3's per-log formatters run at a fraction of
-the speed the sync needs (DEVELOPERS.md, facts); `tests/chain/test_events.py` checks it against
-eth_abi. Anything that does not match its ABI exactly raises `DecodeError`.
+static fields plus at most one string), with a decoder generated per event, because web3's per-log
+formatters run at a fraction of the speed the sync needs (DEVELOPERS.md, facts);
+`tests/chain/test_events.py` checks the decoders against web3 on a real market and against the
+generic `decode` on generated input. Anything that does not match its ABI exactly raises `DecodeError`.
 """
 from __future__ import annotations
 

@@ -156,3 +156,22 @@ def test_pipelined_sync_hands_over_to_the_serial_path_when_raw_events_lie_above_
     assert "going on serially" in caplog.text
     assert result.events == 0 and result.to_block == anvil_node.head()
     assert mirror_contents() == before
+
+
+def test_pipelined_sync_hands_over_to_the_serial_path_when_the_cursor_moves_under_it(
+        small_transactions, chain_market, anvil_node, deployment, monkeypatch, caplog):
+    real_advance = pipeline.advance_cursor
+    moved = []
+
+    def moves_the_cursor_back_once(cfg, cursor, **kwargs):
+        real_advance(cfg, cursor, **kwargs)
+        if not moved:  # as if someone set it back one block by hand, its raw events kept
+            moved.append(cursor.last_block)
+            cursor.last_block -= 1
+            cursor.save(update_fields=["last_block"])
+
+    monkeypatch.setattr(pipeline, "advance_cursor", moves_the_cursor_back_once)
+    result = sync_chain("bsc")
+    assert moved and "going on serially" in caplog.text and "the cursor is at" in caplog.text
+    assert result.to_block == anvil_node.head()
+    assert_mirror_equals_chain(anvil_node, deployment)  # the block applied twice was folded once

@@ -25,7 +25,7 @@ from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
 from .audit import record_audit
-from .models import IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag, SignerNonce
+from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag, SignerNonce
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def reject_contract_action(*, actor: Any, action: ContractAction, reason: str) -
         raise ValidationError({"reason": "A reason is required to reject an action."})
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
-        if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+        if action.status not in AWAITING:
             raise ValidationError({"status": f"Action #{action.pk} is already {action.get_status_display().lower()}."})
         before = _snapshot(action)
         action.status, action.outcome = ActionStatus.REJECTED, f"rejected: {reason}"
@@ -280,8 +280,8 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
               outcome="the transaction reverted on chain (receipt status 0)")
         counts["failed"] += 1
     for other in _others_with_nonce(action):
-        if other.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
-            _mark(other, ActionStatus.REJECTED, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+        if other.status in AWAITING:
+            _mark(other, ActionStatus.REJECTED, only_from=AWAITING,
                   outcome=f"not needed: action #{action.pk} with the same nonce was mined")
         elif other.status in IN_FLIGHT:
             _mark(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
@@ -311,7 +311,7 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: only a "
                                          "signed or sent transaction can be replaced."})
     root = action.replaces if action.replaces_id else action
-    if root.replacements.filter(status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED]).exists():
+    if root.replacements.filter(status__in=AWAITING).exists():
         raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
                                          "execution: approve, execute or reject that one first."})
     with transaction.atomic():
@@ -409,8 +409,7 @@ def _finish_resume(actor: Any, action: ContractAction) -> None:
         return
     if action.status not in IN_FLIGHT:
         return
-    pending = ContractAction.objects.filter(group=action.group, kind="unpause",
-                                            status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED])
+    pending = ContractAction.objects.filter(group=action.group, kind="unpause", status__in=AWAITING)
     if not pending.exists():
         set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True,
                           reason=f"resume {action.group}: every unpause was sent")

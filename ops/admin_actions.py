@@ -18,7 +18,7 @@ from chain.status import read_contract_status
 
 from . import actions
 from .forms import ConfirmForm, ProposeActionForm, ReasonForm
-from .models import IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag
+from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
@@ -90,7 +90,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         can = {
             "approve": action.status == ActionStatus.PROPOSED and user.has_perm("ops.approve_contractaction")
             and action.proposed_by_id != user.pk,
-            "reject": action.status in (ActionStatus.PROPOSED, ActionStatus.APPROVED)
+            "reject": action.status in AWAITING
             and user.has_perm("ops.approve_contractaction"),
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
             "replace": action.status in IN_FLIGHT
@@ -133,8 +133,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                 errors_to_form(form, exc)
         return admin_page(self, request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
                           f"#{action.pk}", action_obj=action, verb=verb, form=form, warning=warning,
-                          simulation=_fresh_simulation(action) if action.status in (
-                              ActionStatus.PROPOSED, ActionStatus.APPROVED) else None)
+                          simulation=_fresh_simulation(action) if action.status in AWAITING else None)
 
     def approve_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)

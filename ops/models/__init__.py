@@ -1,6 +1,7 @@
 """Operations records, one module per concern."""
 from .actions import (  # noqa: F401
     ACTION_KINDS,
+    AWAITING,
     IN_FLIGHT,
     ActionStatus,
     ContractAction,

@@ -24,6 +24,7 @@ ACTION_KINDS = [
     ("owner_resolve", "ownerResolveDispute(uint256,bool)"),
 ]
 IN_FLIGHT = (ActionStatus.SIGNED, ActionStatus.SENT)
+AWAITING = (ActionStatus.PROPOSED, ActionStatus.APPROVED)  # open, nothing signed yet
 
 
 class ContractAction(models.Model):

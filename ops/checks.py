@@ -72,10 +72,7 @@ def check_sync() -> list[str]:
     raised = []
     threshold = sync_lag_threshold()
     now = timezone.now()
-    configured = configured_chains()
-    for cursor in EventSyncCursor.objects.all():
-        if cursor.chain not in configured:
-            continue
+    for cursor in EventSyncCursor.objects.filter(chain__in=configured_chains()):
         if now - cursor.updated_at > SYNC_STUCK_AFTER:
             raise_alert(key=f"sync-stuck:{cursor.chain}", severity="P1", source="check_sync",
                         title=f"{cursor.chain} event sync stuck: cursor unchanged since {cursor.updated_at:%H:%M} UTC",

@@ -4,11 +4,9 @@ from __future__ import annotations
 from axes import admin as axes_admin
 from axes.models import AccessAttempt
 from django.contrib import admin, messages
-from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
-from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.admin_utils import CappedCountPaginator, IndexedValuesFilter, ReadOnlyAdminMixin, export_csv_action
@@ -78,24 +76,23 @@ class AlertAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """Every field is read-only: the page acknowledges (audited) instead of saving nothing."""
-        alert = self.get_object(request, object_id)
-        if alert is None:
+        alert = self.get_object(request, object_id) if request.method == "POST" else None
+        if alert is None:  # a GET, or an alert that does not exist: Django's page (and its 404 redirect)
             return super().change_view(request, object_id, form_url, extra_context)
-        may_change = self.has_change_permission(request, alert)
-        if request.method == "POST":
-            if not may_change:
-                raise PermissionDenied
-            if "_acknowledge" in request.POST and alert.acknowledged_at is None:
-                services.acknowledge_alert(actor=request.user, alert=alert)
-                self.message_user(request, f"Acknowledged: {alert.title}.")
-                return HttpResponseRedirect(add_preserved_filters(
-                    {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts},
-                    reverse("admin:ops_alert_changelist")))
-            self.message_user(request, "Nothing to save: an alert's fields are read-only; acknowledge it instead.",
-                              messages.WARNING)
-            return HttpResponseRedirect(request.path)
-        context = {**(extra_context or {}), "can_acknowledge": may_change and alert.acknowledged_at is None}
-        return super().change_view(request, object_id, form_url, context)
+        if not self.has_change_permission(request, alert):
+            raise PermissionDenied
+        if "_acknowledge" in request.POST and alert.acknowledged_at is None:
+            services.acknowledge_alert(actor=request.user, alert=alert)
+            self.message_user(request, f"Acknowledged: {alert.title}.")
+            return self.response_post_save_change(request, alert)
+        self.message_user(request, "Nothing to save: an alert's fields are read-only; acknowledge it instead.",
+                          messages.WARNING)
+        return HttpResponseRedirect(request.path)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["can_acknowledge"] = (obj is not None and obj.acknowledged_at is None
+                                      and self.has_change_permission(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):

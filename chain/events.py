@@ -140,7 +140,12 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
     return args
 
 
-_JSON_STR = json.encoder.encode_basestring_ascii  # what json.dumps does with a string (ensure_ascii)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
+
+
+def dumps_args(value) -> str:
+    """Event args as compact JSON (big integers stay exact: JSONB numbers are arbitrary precision)."""
+    return _ENCODER.encode(value)
 
 
 def _compile(spec: EventSpec):
@@ -210,19 +215,6 @@ def decoders() -> dict[tuple[str, str], tuple[EventSpec, object]]:
     return {key: (spec, _compile(spec)) for key, spec in specs().items()}
 
 
-def _decode_json(spec: EventSpec, topics: list[str], data: str) -> tuple[dict, str]:
-    args = decode(spec, topics, data)
-    parts = []
-    for name, value in args.items():
-        if isinstance(value, bool):
-            parts.append(f'"{name}":{"true" if value else "false"}')
-        elif isinstance(value, int):
-            parts.append(f'"{name}":{value}')
-        else:
-            parts.append(f'"{name}":{_JSON_STR(value)}')
-    return args, "{" + ",".join(parts) + "}"
-
-
 def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
     """Turn eth_getLogs results into `Log`s. `contracts` maps lower-case address → "escrow" / "pool".
 
@@ -255,7 +247,8 @@ def parse_logs(raw_logs: list[dict], contracts: dict[str, str]) -> list[Log]:
                 if compiled is not None:
                     log.args, log.args_json = compiled(topics, raw.get("data", "0x"))
                 else:
-                    log.args, log.args_json = _decode_json(spec, topics, raw.get("data", "0x"))
+                    log.args = decode(spec, topics, raw.get("data", "0x"))
+                    log.args_json = dumps_args(log.args)
                 log.name = spec.name
             except (DecodeError, ValueError) as exc:
                 log.error = str(exc)

@@ -13,7 +13,7 @@ from typing import Iterable
 import psycopg.errors
 from django.db import IntegrityError, connection, transaction
 
-from .events import Log
+from .events import Log, dumps_args
 from .models import CloseReason, OrderStatus, Token
 
 ORDER_COLUMNS = (
@@ -371,10 +371,10 @@ def event_lines(chain: str, logs: list[Log]):
             if log.contract == "pool":
                 wallet = args.get("arbitrator") or "\\N"
         stamp = _dt(ts(log.block_time))
-        text = log.args_json or _dumps(args)
+        text = log.args_json or dumps_args(args)
         if "\\" in text:
             if "\\u0000" in text:  # JSONB refuses NUL characters; chain strings may carry anything
-                text = _dumps(_clean_json(args))
+                text = dumps_args(_clean_json(args))
             text = text.translate(_COPY_ESCAPES)
         # Hashes are checked hex (parse_logs); a log from an unexpected address keeps it as given: escaped.
         address = log.address.translate(_COPY_ESCAPES) if log.error else log.address
@@ -409,13 +409,6 @@ def insert_events(chain: str, logs: list[Log], *, fresh: bool = False) -> set[tu
         cur.execute("TRUNCATE tmp_chain_events")
     return new
 
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
-
-
-def _dumps(value) -> str:
-    # Big integers stay exact: JSONB numbers are arbitrary precision.
-    return _ENCODER.encode(value)
 
 
 def logs_from_rows(rows: Iterable[tuple]) -> list[Log]:

@@ -29,7 +29,7 @@ from .config import ChainConfig, get_chain_config
 from .fetch import Batch, Prefetcher, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
-from .models import BlockHash, EventSyncCursor, RpcProvider, Token
+from .models import BlockHash, EventSyncCursor, RpcProvider
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
 from .rpc import RpcClient, get_client
 
@@ -257,20 +257,19 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
         return
 
-    known_tokens = set(Token.objects.filter(chain=cfg.key).values_list("address", flat=True))
+    tokens = TokenBook.for_chain(cfg.key)  # extended by both paths with the tokens they meet
     deadline = started + max_seconds
     # Pipelined for a catch-up; a poll of a few blocks (BSC's every 3 s) is not worth a second connection.
     # Inside a caller's transaction the writer's own connection could not see its rows: serial too.
     if not connection.in_atomic_block and target - start + 1 > PIPELINE_MIN_BLOCKS:
         try:
-            _pipelined(cfg, client, result, start, target, head, deadline, known_tokens)
+            _pipelined(cfg, client, result, start, target, head, deadline, tokens)
             return
         except Interrupted as exc:
             logger.warning("pipelined sync of %s interrupted, going on serially: %s", cfg.key, exc,
                            extra={"chain": cfg.key})
             start = EventSyncCursor.objects.get(chain=cfg.key).last_block + 1
-            known_tokens = set(Token.objects.filter(chain=cfg.key).values_list("address", flat=True))
-    _serial(cfg, client, result, start, target, head, deadline, known_tokens)
+    _serial(cfg, client, result, start, target, head, deadline, tokens)
 
 
 def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[int, int]]) -> None:
@@ -282,21 +281,20 @@ def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[
 
 
 def _pipelined(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
-               deadline: float, known_tokens: set[str]) -> None:
-    book = TokenBook.for_chain(cfg.key)
-    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=known_tokens) as batches:
+               deadline: float, tokens: TokenBook) -> None:
+    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens)) as batches:
         run_pipelined(cfg, batches, head=head, cache=RunCache(),
-                      tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, book),
+                      tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, tokens),
                       on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges))
 
 
 def _serial(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
-            deadline: float, known_tokens: set[str]) -> None:
+            deadline: float, tokens: TokenBook) -> None:
     cache = RunCache()
-    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=known_tokens,
+    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens),
                     chunk_logs=TARGET_LOGS, depth=1) as batches:
         for batch in batches:
-            tokens = token_book(cfg, client, batch.logs, batch.token_meta)
+            token_book(cfg, client, batch.logs, batch.token_meta, tokens)
             applied, bad = apply_batch(cfg, batch, tokens, head, cache)
             if len(cache.orders) > CACHE_ORDERS:  # bounded memory on a very long catch-up
                 cache.clear()

@@ -6,19 +6,12 @@ returning text or safe HTML) get the same markup built directly; others fall bac
 """
 from __future__ import annotations
 
-import html
-
 from django import template
+from django.contrib.admin.templatetags.admin_list import result_headers, result_hidden_fields, result_list
 from django.template.loader import render_to_string
-from django.contrib.admin.templatetags.admin_list import (
-    ResultList,
-    items_for_result,
-    result_headers,
-    result_hidden_fields,
-)
 from django.utils.safestring import mark_safe
 
-from backoffice.admin_utils import html_text
+from backoffice.admin_utils import a_tag, html_text
 
 register = template.Library()
 
@@ -27,7 +20,7 @@ def _columns(cl, methods):
     """(name, method, linked) per column: which one links to the object is decided once per page."""
     links = cl.list_display_links
     first = 1 if methods and methods[0][0] == "action_checkbox" else 0
-    return [(name, method, links is not None and ((not links and index == first) or name in (links or ())))
+    return [(name, method, links is not None and (name in links if links else index == first))
             for index, (name, method) in enumerate(methods)]
 
 
@@ -37,8 +30,7 @@ def _fast_row(cl, obj, columns) -> str:
         if name == "action_checkbox":
             cells.append(f'<td class="action-checkbox">{method(obj)}</td>')
         elif linked:
-            cells.append(f'<th class="field-{name}"><a href="{html.escape(cl.url_for_result(obj))}">'
-                         f"{html_text(method(obj))}</a></th>")
+            cells.append(f'<th class="field-{name}">{a_tag(cl.url_for_result(obj), method(obj))}</th>')
         else:
             cells.append(f'<td class="field-{name}">{html_text(method(obj))}</td>')
     return "".join(cells)
@@ -47,24 +39,16 @@ def _fast_row(cl, obj, columns) -> str:
 @register.simple_tag
 def fast_result_list(cl):
     """Django's result list; with fast rows, the body is one string instead of a template loop per cell."""
+    methods = [(name, getattr(cl.model_admin, name, None)) for name in cl.list_display]
+    if not all(callable(method) for _, method in methods) or getattr(cl, "formset", None) is not None or cl.is_popup:
+        return render_to_string("admin/change_list_results.html", result_list(cl))
     headers = list(result_headers(cl))
-    methods = []
-    for name in cl.list_display:
-        method = getattr(cl.model_admin, name, None)
-        if not callable(method):
-            methods = None
-            break
-        methods.append((name, method))
-    context = {
+    columns = _columns(cl, methods)
+    return render_to_string("admin/fast_change_list_results.html", {
         "cl": cl,
         "result_hidden_fields": list(result_hidden_fields(cl)),
         "result_headers": headers,
         "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),
-    }
-    if methods is None or getattr(cl, "formset", None) is not None or cl.is_popup:
-        context["results"] = [ResultList(None, items_for_result(cl, obj, None)) for obj in cl.result_list]
-        return render_to_string("admin/change_list_results.html", context)
-    context["results"] = bool(cl.result_list)
-    columns = _columns(cl, methods)
-    context["rows_html"] = mark_safe("".join(f"<tr>{_fast_row(cl, obj, columns)}</tr>\n" for obj in cl.result_list))
-    return render_to_string("admin/fast_change_list_results.html", context)
+        "results": bool(cl.result_list),
+        "rows_html": mark_safe("".join(f"<tr>{_fast_row(cl, obj, columns)}</tr>\n" for obj in cl.result_list)),
+    })

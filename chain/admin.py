@@ -81,8 +81,30 @@ class TokenSymbolFilter(admin.SimpleListFilter):
         return queryset.filter(token_symbol=self.value()) if self.value() else queryset
 
 
+class OrderColumns:
+    """What every list of orders shows and searches the same way: the orders changelist and the dispute queue.
+    Plain lookups: the changelist's generic cell rendering (choices, dates) is most of a page's time."""
+
+    search_fields = ("onchain_id",)  # enables the search box; the lookup itself is exact_search
+    search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
+    search_hash_fields = ("created_tx_hash", "last_tx_hash")
+    search_id_fields = ("onchain_id",)
+
+    @admin.display(description="chain", ordering="chain")
+    def chain_name(self, obj: Order) -> str:
+        return CHAIN_LABELS.get(obj.chain, obj.chain)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_with_token(self, obj: Order) -> str:
+        return f"{obj.amount.normalize():f} {obj.token_symbol}"
+
+    @admin.display(description="arbitrator")
+    def arbitrator_short(self, obj: Order) -> str:
+        return short_hex(obj.arbitrator_wallet)
+
+
 @admin.register(Order)
-class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_display = ("order_ref", "chain_name", "status_label", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "created", "updated")
     # Filters that never scan orders: choices are constants or the rollup; the date filter is a range of
@@ -91,10 +113,6 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_select_related = ("buyer", "seller")
     ordering = ("-created_at",)
     sortable_by = ("order_ref", "created", "updated", "amount_with_token", "status_label", "chain_name")
-    search_fields = ("onchain_id",)  # enables the search box; the lookup itself is exact_search
-    search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
-    search_hash_fields = ("created_tx_hash", "last_tx_hash")
-    search_id_fields = ("onchain_id",)
     actions = [export_csv_action(
         ["chain", "onchain_id", "status", "amount", "token_symbol", "platform_fee", "buyer_id", "seller_id",
          "arbitrator_wallet", "created_at", "updated_at", "created_tx_hash", "last_tx_hash"], "orders.csv")]
@@ -113,11 +131,6 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     def order_ref(self, obj: Order) -> str:
         return f"#{obj.onchain_id}"
 
-    # Plain lookups: the changelist's generic cell rendering (choices, dates) is most of a page's time.
-    @admin.display(description="chain", ordering="chain")
-    def chain_name(self, obj: Order) -> str:
-        return CHAIN_LABELS.get(obj.chain, obj.chain)
-
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: Order) -> str:
         return obj.status
@@ -130,10 +143,6 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     def updated(self, obj: Order) -> str:
         return utc_minute(obj.updated_at)
 
-    @admin.display(description="amount", ordering="amount")
-    def amount_with_token(self, obj: Order) -> str:
-        return f"{obj.amount.normalize():f} {obj.token_symbol}"
-
     @admin.display(description="buyer")
     def buyer_link(self, obj: Order) -> str:
         return link(obj.buyer, short_hex(obj.buyer_id))
@@ -141,10 +150,6 @@ class OrderAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     @admin.display(description="seller")
     def seller_link(self, obj: Order) -> str:
         return link(obj.seller, short_hex(obj.seller_id))
-
-    @admin.display(description="arbitrator")
-    def arbitrator_short(self, obj: Order) -> str:
-        return short_hex(obj.arbitrator_wallet)
 
     @admin.display(description="arbitrator")
     def arbitrator_link(self, obj: Order) -> str:

@@ -27,7 +27,7 @@ from backoffice.admin_utils import (
     wallet_link,
 )
 from backoffice.security import stepup_required
-from chain.admin import CHAIN_LABELS, ExactSearchMixin
+from chain.admin import ExactSearchMixin, OrderColumns
 from chain.models import Arbitrator, Order
 
 from . import selectors, services
@@ -124,7 +124,7 @@ class BlacklistSelectedForm(forms.Form):
 
 
 @admin.register(DisputedOrder)
-class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_display = ("order_ref", "chain_name", "age", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
@@ -132,10 +132,6 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     list_display_links = None  # the order column links to the review page itself
     ordering = ("disputed_at", "id")  # oldest first
     sortable_by = ("age", "amount_with_token", "chain_name", "deadline")
-    search_fields = ("onchain_id",)
-    search_wallet_fields = ("buyer_id", "seller_id", "arbitrator_wallet")
-    search_hash_fields = ("created_tx_hash", "last_tx_hash")
-    search_id_fields = ("onchain_id",)
     actions = None
 
     def get_queryset(self, request):
@@ -150,14 +146,6 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj):
         return a_tag(admin_url(obj, "review"), f"#{obj.onchain_id}")
-
-    @admin.display(description="chain", ordering="chain")
-    def chain_name(self, obj):
-        return CHAIN_LABELS.get(obj.chain, obj.chain)
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_with_token(self, obj):
-        return f"{obj.amount.normalize():f} {obj.token_symbol}"
 
     @admin.display(description="arbitrator deadline (UTC)", ordering="dispute_deadline")
     def deadline(self, obj):
@@ -181,10 +169,6 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
     @admin.display(description="seller")
     def seller_link(self, obj):
         return wallet_link(obj.seller_id, short_hex(obj.seller_id))
-
-    @admin.display(description="arbitrator")
-    def arbitrator_short(self, obj):
-        return short_hex(obj.arbitrator_wallet)
 
     @admin.display(description="assignee")
     def assignee(self, obj):
@@ -296,20 +280,19 @@ class DisputeQueueAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
                 else:
                     self.message_user(request, f"Blacklisted {len(done)} wallet(s).")
                     return HttpResponseRedirect(request.path)
-        threshold = services.dispute_rate_threshold()
-        reports = {
-            "rate": lambda: selectors.dispute_rate_24h(threshold),
+        tables = {  # the report's wallet lists, each exportable
             "sellers": lambda: selectors.repeat_offenders("seller"),
             "buyers": lambda: selectors.repeat_offenders("buyer"),
             "new_accounts": selectors.new_accounts_high_dispute_rate,
         }
         if request.GET.get("export"):  # one section as CSV: only its report runs
             section = request.GET["export"]
-            rows = reports[section]() if section in reports else []
-            return _dicts_csv(f"rb04_{section}.csv", rows if isinstance(rows, list) else [], empty_header="wallet")
+            rows = tables[section]() if section in tables else []
+            return _dicts_csv(f"rb04_{section}.csv", rows, empty_header="wallet")
         return admin_page(self, request, "admin/disputes/rb04.html", title="RB-04: high dispute rate report",
                           form=form, can_blacklist=request.user.has_perm("disputes.add_blacklist"),
-                          **{name: build() for name, build in reports.items()})
+                          rate=selectors.dispute_rate_24h(services.dispute_rate_threshold()),
+                          **{name: build() for name, build in tables.items()})
 
     def arbitrators_view(self, request):
         if not request.user.has_perm("chain.view_arbitrator"):

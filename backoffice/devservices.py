@@ -283,12 +283,13 @@ def running_anvil(chain: str, **kwargs):
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """Terminate, and kill if it does not exit in time: a stuck child must not outlive its owner."""
+    """Terminate, and kill if it does not exit in time (then reap it): a stuck child must not outlive its owner."""
     proc.terminate()
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
 
 
 # --------------------------------------------------------------------------- orchestration

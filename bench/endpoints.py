@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 
-from backoffice.devservices import free_port
+from backoffice.devservices import free_port, stop_process
 
 from .common import ROOT, figure, million_orders, percentile
 
@@ -118,11 +118,7 @@ def main() -> None:
             latencies, errors, seconds = asyncio.run(_load(port, path, headers))
             results[name] = (latencies, errors, seconds)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     for name, limit in (("health", 50.0), ("metrics", 100.0)):
         latencies, errors, seconds = results[name]

@@ -21,6 +21,8 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.logs import DISCARD
 
+from backoffice.devservices import stop_process
+
 pytestmark = pytest.mark.anvil
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,12 +83,7 @@ def anvil_w3():
             time.sleep(0.1)
         yield w3
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 class Env:

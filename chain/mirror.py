@@ -355,7 +355,7 @@ def _clean_json(value):
 
 
 EVENT_COLUMNS = ("chain", "block_number", "block_hash", "block_time", "tx_hash", "log_index", "address", "contract",
-                  "event", "order_id", "wallet", "args", "decode_error")
+                 "event", "order_id", "wallet", "args", "decode_error")
 
 
 def event_lines(chain: str, logs: list[Log]):
@@ -400,15 +400,13 @@ def insert_events(chain: str, logs: list[Log], *, fresh: bool = False) -> set[tu
         except (IntegrityError, psycopg.errors.UniqueViolation):
             pass  # the cursor was moved back by hand: some of these are stored already
     with connection.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS tmp_chain_events ON COMMIT DELETE ROWS AS "
-                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM chain_events WITH NO DATA")
+        _temp_twin(cur, "chain_events", EVENT_COLUMNS)
         _copy_lines(cur, "tmp_chain_events", EVENT_COLUMNS, event_lines(chain, logs))
         cur.execute(f"INSERT INTO chain_events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)} "
                     "FROM tmp_chain_events ON CONFLICT (chain, tx_hash, log_index) DO NOTHING RETURNING tx_hash, log_index")
         new = set(cur.fetchall())
         cur.execute("TRUNCATE tmp_chain_events")
     return new
-
 
 
 def logs_from_rows(rows: Iterable[tuple]) -> list[Log]:

@@ -277,14 +277,6 @@ def order_line(s: dict) -> str:
             f"{s['last_tx_hash']}\t{_n(s['created_block'])}\t{_n(s['last_block'])}")
 
 
-def write_orders(states: Iterable[dict], *, new: set[int] = frozenset()) -> None:
-    """Upsert order states. Ids in `new` are known not to exist yet: they are COPied straight in."""
-    fresh, known = [], []
-    for state in states:
-        (fresh if state["onchain_id"] in new else known).append(order_line(state))
-    write_order_lines(fresh, known)
-
-
 def write_order_lines(fresh: list[str], known: list[str], *, known_exist: bool = False) -> None:
     """Write orders given as COPY lines: `fresh` ones are known not to exist yet (COPied straight in), `known`
     ones are upserted, or updated in place with `known_exist` (the caller knows every one is stored: no

@@ -75,13 +75,13 @@ def test_order_line_is_the_generic_copy_text_of_the_state(over):
 
 @pytest.mark.django_db(transaction=True)
 def test_escaped_order_text_round_trips_through_copy():
-    from chain.mirror import load_orders, write_orders
+    from chain.mirror import load_orders, order_line, write_order_lines
     from tests import factories as f
 
     buyer, seller = f.profile(), f.profile()
     state = _state(buyer_wallet=buyer.wallet, seller_wallet=seller.wallet, token_symbol="U\tS\\D",
                    evidence_cids=['ba"fy', "back\\slash"])
-    write_orders([state], new={7})
+    write_order_lines([order_line(state)], [])
     stored = load_orders("bsc", [7])[7]
     assert stored["token_symbol"] == "U\tS\\D" and stored["evidence_cids"] == ['ba"fy', "back\\slash"]
     assert stored["amount"] == state["amount"] and stored["created_at"] == state["created_at"]

@@ -1,13 +1,12 @@
 """RPC access: circuit breakers, failover to the fallback and back, errors that are the request's fault."""
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import pytest
 
 from chain.rpc import CircuitBreaker, ProviderUnavailable, RpcClient, RpcError, redact_url
+from tests.local_http import LocalHttpServer
 
 from .conftest import calldata, dead_url
 
@@ -177,35 +176,17 @@ def test_rpc_client_block_headers_reads_hashes_and_timestamps(anvil_node):
         client.block_headers([head + 1000])
 
 
-class _SickHandler(http.server.BaseHTTPRequestHandler):
-    status = 503
-
-    def do_POST(self):  # noqa: N802 - the stdlib's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = (b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"limit exceeded"}}'
-                if self.status == 200 else b"busy")
-        self.send_response(self.status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.parametrize("status", [503, 429, 200], ids=["http_503", "http_429", "rate_limit_error"])
 def test_rpc_client_treats_a_sick_provider_as_down_and_fails_over(anvil_node, status):
-    handler = type("Handler", (_SickHandler,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = (b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"limit exceeded"}}'
+            if status == 200 else b"busy")
+    server = LocalHttpServer(lambda path, headers, request: (status, body))
     try:
-        client = RpcClient("bsc", [("primary", f"http://127.0.0.1:{server.server_port}"),
-                                   ("fallback", anvil_node.url)], timeout=2)
+        client = RpcClient("bsc", [("primary", server.url), ("fallback", anvil_node.url)], timeout=2)
         assert client.block_number() == anvil_node.head()
         assert client.providers[0].failures == 1 and client.last_provider.role == "fallback"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 @pytest.mark.parametrize("message, too_big", [

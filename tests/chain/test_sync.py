@@ -1,12 +1,14 @@
 """The event sync on a real anvil: the mirror equals the contract, through reorgs, outages and bad logs."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from decimal import Decimal
 
 import psycopg
 import pytest
+import requests
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from web3 import Web3
@@ -22,6 +24,7 @@ from chain.rpc import get_client, reset_clients
 from chain.services import reconcile_orders, resync_from_block
 from chain.sync import apply_batch, chain_lock, sync_chain
 from ops.models import Alert, AuditLog
+from tests.local_http import LocalHttpServer
 
 from .conftest import STAKE, Market, selector, topic
 
@@ -393,51 +396,27 @@ def test_sync_chain_completes_through_the_fallback_when_the_primary_dies_mid_syn
     assert_mirror_equals_chain(anvil_node, deployment)
 
 
-class RangeLimitedRpc:
+class RangeLimitedRpc(LocalHttpServer):
     """A JSON-RPC forwarder to anvil that refuses eth_getLogs over more than `max_blocks` blocks, as Infura does
     (-32005 "query returned more than 10000 results"): a fault injected in front of the real node."""
 
     def __init__(self, upstream: str, max_blocks: int):
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.upstream, self.max_blocks = upstream, max_blocks
+        self.refused: list[int] = []
+        super().__init__(self._answer)
 
-        import requests
-
-        refused = self.refused = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                body = json.loads(raw)
-                if isinstance(body, dict) and body.get("method") == "eth_getLogs":
-                    query = body["params"][0]
-                    span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
-                    if span > max_blocks:
-                        refused.append(span)
-                        answer = json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
-                            "code": -32005, "message": "query returned more than 10000 results. Try with this "
-                                                       f"block range [{query['fromBlock']}, {query['fromBlock']}]."}})
-                        return self._send(answer.encode())
-                self._send(requests.post(upstream, data=raw, headers={"Content-Type": "application/json"},
-                                         timeout=30).content)
-
-            def _send(self, data: bytes):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, path: str, headers, raw: bytes) -> tuple[int, bytes]:
+        body = json.loads(raw)
+        if isinstance(body, dict) and body.get("method") == "eth_getLogs":
+            query = body["params"][0]
+            span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+            if span > self.max_blocks:
+                self.refused.append(span)
+                return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+                    "code": -32005, "message": "query returned more than 10000 results. Try with this "
+                                               f"block range [{query['fromBlock']}, {query['fromBlock']}]."}}).encode()
+        return 200, requests.post(self.upstream, data=raw, headers={"Content-Type": "application/json"},
+                                  timeout=30).content
 
 
 def test_sync_halves_ranges_a_provider_refuses_as_too_big_without_failing_over(

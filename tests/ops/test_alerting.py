@@ -7,9 +7,7 @@ import hmac
 import itertools
 import json
 import logging
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.utils import timezone
@@ -18,42 +16,24 @@ from backoffice.devservices import free_port
 from ops import alerting, tasks
 from ops.models import Alert, AlertChannel, AlertDelivery, AuditLog
 from ops.services import acknowledge_alert, raise_alert
+from tests.local_http import LocalHttpServer
 
 BOT_TOKEN = "7000000001:AAH-bot-token-never-shown"
 WEBHOOK_SECRET = "webhook-shared-secret-42"
 
 
-class Receiver:
+class Receiver(LocalHttpServer):
     """A local HTTP server that records every POST and answers with the next queued status (default 200)."""
 
     def __init__(self):
         self.requests: list[dict] = []
         self.statuses: list[int] = []
-        receiver = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                payload = json.dumps({"ok": status < 300}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, path: str, headers, body: bytes) -> tuple[int, bytes]:
+        self.requests.append({"path": path, "headers": dict(headers), "body": body})
+        status = self.statuses.pop(0) if self.statuses else 200
+        return status, json.dumps({"ok": status < 300}).encode()
 
 
 @pytest.fixture

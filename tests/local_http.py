@@ -1,0 +1,33 @@
+"""A local HTTP server for injecting faults: each POST is answered by a test's function."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Mapping
+
+
+class LocalHttpServer:
+    """Listens on a free local port; `answer(path, headers, body)` gives each POST's (status, body), sent as
+    JSON. `url` is its address; `close()` stops it."""
+
+    def __init__(self, answer: Callable[[str, Mapping[str, str], bytes], tuple[int, bytes]]):
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, payload = answer(self.path, self.headers, body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

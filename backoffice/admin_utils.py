@@ -7,6 +7,7 @@ import re
 from datetime import timezone
 from typing import Any, Iterable
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
@@ -85,6 +86,15 @@ def wallet_link(wallet: str | None, text: Any = None) -> str:
         return "—"
     head, tail = _url_template(get_script_prefix(), "admin:chain_userprofile_change")
     return a_tag(f"{head}{wallet}{tail}", text if text is not None else wallet)
+
+
+def ipfs_links(cids: Iterable[str] | None, *, shorten: bool = False) -> str:
+    """Evidence CIDs as links to the IPFS gateway, opened in a new tab ("—" for none)."""
+    if not cids:
+        return "—"
+    gateway = settings.IPFS_GATEWAY
+    return mark_safe(", ".join(a_tag(f"{gateway}{cid}", short_hex(cid, 10, 4) if shorten else cid,
+                                     ' rel="noopener noreferrer" target="_blank"') for cid in cids))
 
 
 def admin_page(model_admin, request, template: str, **context) -> TemplateResponse:

@@ -11,6 +11,7 @@ from backoffice.admin_utils import (
     ReadOnlyMirrorAdmin,
     changelist_link,
     export_csv_action,
+    ipfs_links,
     link,
     short_hex,
     utc_minute,
@@ -160,14 +161,7 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="evidence (IPFS)")
     def evidence_links(self, obj: Order) -> str:
-        from django.conf import settings
-        from django.utils.html import format_html_join
-
-        if not obj.evidence_cids:
-            return "—"
-        gateway = settings.IPFS_GATEWAY
-        return format_html_join(", ", '<a href="{}{}" rel="noopener noreferrer" target="_blank">{}</a>',
-                                ((gateway, cid, cid) for cid in obj.evidence_cids))
+        return ipfs_links(obj.evidence_cids)
 
 
 @admin.register(UserProfile)

@@ -22,6 +22,7 @@ from backoffice.admin_utils import (
     admin_page,
     admin_url,
     csv_response,
+    ipfs_links,
     short_hex,
     utc_minute,
     wallet_link,
@@ -177,7 +178,7 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="evidence")
     def evidence(self, obj):
-        return _evidence_links(obj.evidence_cids)
+        return ipfs_links(obj.evidence_cids, shorten=True)
 
     # ------------------------------------------------------------------ extra pages
     def get_urls(self):
@@ -253,7 +254,7 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
             buyer=selectors.party_history(order.buyer_id), seller=selectors.party_history(order.seller_id),
             arbitrator=arbitrator,
             arbitrator_record=selectors.arbitrator_record(order.chain, order.arbitrator_wallet) if order.arbitrator_wallet else None,
-            evidence=_evidence_links(order.evidence_cids),
+            evidence=ipfs_links(order.evidence_cids, shorten=True),
             sla_hours=settings.DISPUTE_SLA_HOURS,
             over_sla=order.disputed_at is not None and now - order.disputed_at >= timedelta(hours=settings.DISPUTE_SLA_HOURS),
             deadline_passed=order.dispute_deadline is not None and order.dispute_deadline <= now,
@@ -313,14 +314,6 @@ def _dicts_csv(filename: str, rows: list[dict], *, empty_header: str):
     """A report's rows (dicts of one shape) as a CSV download; its columns are the dicts' keys."""
     header = list(rows[0]) if rows else [empty_header]
     return csv_response(filename, header, ([row[h] for h in header] for row in rows))
-
-
-def _evidence_links(cids) -> str:
-    if not cids:
-        return "—"
-    gateway = settings.IPFS_GATEWAY
-    return mark_safe(", ".join(a_tag(f"{gateway}{cid}", short_hex(cid, 10, 4), ' rel="noopener noreferrer" target="_blank"')
-                               for cid in cids))
 
 
 @admin.register(ReviewFlag)

@@ -45,7 +45,6 @@ def fast_result_list(cl):
     headers = list(result_headers(cl))
     columns = _columns(cl, methods)
     return render_to_string("admin/fast_change_list_results.html", {
-        "cl": cl,
         "result_hidden_fields": list(result_hidden_fields(cl)),
         "result_headers": headers,
         "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),

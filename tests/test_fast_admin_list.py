@@ -38,7 +38,7 @@ def test_fast_rows_equal_djangos_rows(model, staff_user):
     assert fast == django
 
 
-def test_fast_rows_escape_text(staff_user):
+def test_fast_rows_escape_text():
     obj = type("Row", (), {"pk": 1})()
     columns = [("name", lambda o: '<script>"x"</script>', False)]
     html = _fast_row(type("CL", (), {})(), obj, columns)

@@ -128,7 +128,7 @@ def _dispute_tile(now: datetime) -> Tile:
 
 
 def _secret_tile() -> Tile:
-    states = [s.state for s in SecretSchedule.objects.only("interval_days", "last_rotated_at", "warn_days")]
+    states = SecretSchedule.states()
     overdue, due = states.count("overdue"), states.count("due")
     status = "error" if overdue else ("warning" if due else "ok")
     return Tile(key="secrets", title="secret rotations due", value=overdue + due, status=status,

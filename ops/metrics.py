@@ -99,9 +99,7 @@ def _ops() -> list:
     overdue = GaugeMetricFamily("p2p_secret_rotations_overdue", "Secrets past their rotation date")
     from .models import SecretSchedule  # overdue as the rotation check and the dashboard define it
 
-    count = sum(1 for s in SecretSchedule.objects.only("interval_days", "last_rotated_at", "warn_days")
-                if s.state == "overdue")
-    overdue.add_metric([], float(count))
+    overdue.add_metric([], float(SecretSchedule.states().count("overdue")))
     alerts = GaugeMetricFamily("p2p_alerts_open", "Unacknowledged alerts", labels=["severity"])
     for severity, n in _rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE acknowledged_at IS NULL "
                              "GROUP BY severity"):

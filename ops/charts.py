@@ -71,9 +71,16 @@ def _y_axis(top: float, scale_max: float, x: float, plot_h: float, label: str, *
     return out
 
 
-def _x_axis(labels: Sequence[str], x_label: str, *, n: int, left: float, top: float, plot_w: float,
-            plot_h: float, step: float, height: int) -> list[str]:
+def _plot_area(width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, width, height) of the plot inside a column or line chart's margins."""
+    left, top = MARGIN["left"], MARGIN["top"]
+    return left, top, width - left - MARGIN["right"], height - top - MARGIN["bottom"]
+
+
+def _x_axis(labels: Sequence[str], x_label: str, *, n: int, width: int, height: int) -> list[str]:
     """The bottom axis of a column or line chart (n slots): about eight labels and the last, line, axis title."""
+    left, top, plot_w, plot_h = _plot_area(width, height)
+    step = plot_w / n
     every = max(1, math.ceil(n / 8))
     out = [f'<text x="{left + i * step + step / 2:.1f}" y="{top + plot_h + 14:.1f}" text-anchor="middle">'
            f'{escape(label)}</text>' for i, label in enumerate(labels) if i % every == 0 or i == n - 1]
@@ -87,8 +94,7 @@ def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Se
                  values: Sequence, line: Sequence | None = None, line_label: str = "",
                  width: int = WIDTH, height: int = HEIGHT) -> SafeString:
     """Columns per label (e.g. per day) on the left axis, and optionally a line on a right axis of its own."""
-    left, right, top, bottom = MARGIN["left"], MARGIN["right"], MARGIN["top"], MARGIN["bottom"]
-    plot_w, plot_h = width - left - right, height - top - bottom
+    left, top, plot_w, plot_h = _plot_area(width, height)
     nums = [_num(v) for v in values]
     scale = nice_max(max(nums, default=0))
     body = _y_axis(top, scale, left, plot_h, y_label, grid_to=left + plot_w)
@@ -100,7 +106,7 @@ def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Se
         x = left + i * step + (step - bar_w) / 2
         body.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{BAR}">'
                     f'<title>{escape(label)}: {escape(_plain(value))}</title></rect>')
-    body += _x_axis(labels, x_label, n=n, left=left, top=top, plot_w=plot_w, plot_h=plot_h, step=step, height=height)
+    body += _x_axis(labels, x_label, n=n, width=width, height=height)
     description = f"{y_label} by {x_label}"
     if line is not None:
         line_nums = [_num(v) for v in line]
@@ -118,8 +124,7 @@ def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Se
 def line_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Sequence[str], values: Sequence,
                width: int = WIDTH, height: int = HEIGHT) -> SafeString:
     """One line over labels (e.g. a rate per day), with a dot per point carrying its value."""
-    left, right, top, bottom = MARGIN["left"], MARGIN["right"], MARGIN["top"], MARGIN["bottom"]
-    plot_w, plot_h = width - left - right, height - top - bottom
+    left, top, plot_w, plot_h = _plot_area(width, height)
     nums = [_num(v) for v in values]
     scale = nice_max(max(nums, default=0))
     body = _y_axis(top, scale, left, plot_h, y_label, grid_to=left + plot_w)
@@ -132,7 +137,7 @@ def line_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Sequ
     for (x, y), label, value in zip(coords, labels, nums):
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{LINE}"><title>{escape(label)}: '
                     f'{escape(_plain(value))}</title></circle>')
-    body += _x_axis(labels, x_label, n=n, left=left, top=top, plot_w=plot_w, plot_h=plot_h, step=step, height=height)
+    body += _x_axis(labels, x_label, n=n, width=width, height=height)
     return _frame(key, title, f"{y_label} by {x_label}", body, width, height)
 
 

@@ -6,8 +6,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # Each step commits on its own: the constraints are added NOT VALID (a brief lock) and validated while
-    # reads and writes go on, instead of five full scans of orders under an exclusive lock.
+    # Each step commits on its own: the constraint is added NOT VALID (a brief lock) and validated while
+    # reads and writes go on, instead of a full scan of the blacklist under an exclusive lock.
     atomic = False
 
     dependencies = [

@@ -57,8 +57,6 @@ NAIVE_TILES_SQL = [
 ]
 
 
-
-
 def _stock_urlconf():
     """A stock ModelAdmin of orders: the same columns, Django's filters and search."""
     from django.contrib import admin

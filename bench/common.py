@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,8 +49,6 @@ def percentile(values: list[float], pct: float) -> float:
 
 def timed_ms(fn, runs: int) -> list[float]:
     """Milliseconds of `runs` calls of fn."""
-    import time
-
     out = []
     for _ in range(runs):
         started = time.perf_counter()

@@ -4,8 +4,9 @@
 /admin/disputes/disputedorder/ against a stock `ModelAdmin` of the same queue served the same way from a
 throw-away AdminSite: the same rows (disputed, oldest first), the same page size, the same columns, a filter
 for each of the queue's (chain, age, amount, arbitrator, assignee; Django's own where it has one) and the
-same search fields, with Django's paginator, row rendering and navigation. `rb04_reports_p95_ms` is one pass over the three reports
-(dispute rate, repeat sellers and buyers, new accounts) against the naive ORM approach in the same run.
+same search fields, with Django's paginator, row rendering and navigation. `rb04_reports_p95_ms` is one pass
+over the three reports (dispute rate, repeat sellers and buyers, new accounts) against the naive ORM approach
+in the same run.
 The seeded database is reused when it already holds the orders (seeding takes a few minutes).
 """
 from __future__ import annotations
@@ -22,8 +23,6 @@ QUEUE = "/admin/disputes/disputedorder/"
 STOCK = f"{STOCK_PREFIX}disputes/disputedorder/"
 QUEUE_COLUMNS = ("onchain_id", "chain", "disputed_at", "amount", "token_symbol", "buyer", "seller", "arbitrator_wallet",
                  "dispute_deadline", "evidence_cids")
-
-
 
 
 def _stock_urlconf():

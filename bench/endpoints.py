@@ -29,7 +29,6 @@ WARMUP = 3.0
 REQUEST_TIMEOUT = 10.0
 
 
-
 def _order_count(env: dict[str, str]) -> int:
     import psycopg
 

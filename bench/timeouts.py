@@ -16,7 +16,6 @@ KINDS = ("auto_expire", "auto_release")
 CHAINS = ["bsc", "ethereum"]
 
 
-
 def main() -> None:
     million_orders()
     from django.utils import timezone
@@ -50,8 +49,8 @@ def main() -> None:
 
     both = timings["auto_expire"] + timings["auto_release"]
     for kind in KINDS:
-        figure(f"timeout_scan_ms_{kind}", percentile(timings[kind], 95), "ms", p50=round(percentile(timings[kind], 50), 3),
-               found=found[kind], runs=RUNS)
+        figure(f"timeout_scan_ms_{kind}", percentile(timings[kind], 95), "ms",
+               p50=round(percentile(timings[kind], 50), 3), found=found[kind], runs=RUNS)
     figure("timeout_scan_ms", percentile(both, 95), "ms", baseline=baseline, limit=50.0,
            p50=round(statistics.median(both), 3), orders=orders, due_total=naive_found,
            found_per_kind=found, naive_runs_ms=[round(r, 1) for r in naive_runs])

@@ -70,7 +70,8 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
         if "confirm" in request.POST and form.is_valid():
             try:
                 summary = services.resync_from_block(actor=request.user, chain=cursor.chain,
-                                                     block=form.cleaned_data["block"], reason=form.cleaned_data["reason"])
+                                                     block=form.cleaned_data["block"],
+                                                     reason=form.cleaned_data["reason"])
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
@@ -79,7 +80,8 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
                                            "them.", messages.SUCCESS)
                 return None
         return admin_page(self, request, "admin/chain/resync_confirm.html",
-                          title=f"Re-sync {cursor.chain} from a block", cursor=cursor, form=form, selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
+                          title=f"Re-sync {cursor.chain} from a block", cursor=cursor, form=form,
+                          selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
 
 
 class MalformedFilter(admin.SimpleListFilter):

@@ -238,6 +238,12 @@ def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_t
         "block_time": env.float(f"{prefix}_BLOCK_TIME", default=block_time),
         "poll_seconds": env.float(f"{prefix}_POLL_SECONDS", default=poll),
         "batch_blocks": env.int(f"{prefix}_SYNC_BATCH_BLOCKS", default=2000),
+        # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
+        # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
+        "owner_mode": env.str(f"{prefix}_OWNER_MODE", default="safe").strip().lower(),
+        "guardian_module": env.str(f"{prefix}_GUARDIAN_MODULE", default=""),
+        # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
+        "min_gas_balance": env.str(f"{prefix}_MIN_GAS_BALANCE", default="0.05"),
     }
 
 
@@ -248,10 +254,27 @@ CHAINS = {
 }
 RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=5.0)
 
-# The contract owner's key: from the environment or an encrypted keystore file, never the database.
+for _key, _spec in CHAINS.items():
+    if _spec["owner_mode"] not in ("safe", "eoa"):
+        raise ImproperlyConfigured(f"{_spec['short'].upper()}_OWNER_MODE is "
+                                   f"{_spec['owner_mode']!r}: use safe (a Safe multisig owns the contracts) or eoa.")
+
+# Signing keys, from the environment or an encrypted keystore file, never the database. Each role
+# signs only what it is for: the owner key only in eoa mode; the relayer only pays the gas of a
+# Safe's execTransaction (it has no role in any contract); the keeper only calls the public
+# timeout functions (autoExpireOrder, autoReleaseToSeller).
 OWNER_KEY = env.str("OWNER_KEY", default="")
 OWNER_KEYSTORE = env.str("OWNER_KEYSTORE", default="")
 OWNER_KEYSTORE_PASSWORD = env.str("OWNER_KEYSTORE_PASSWORD", default="")
+RELAYER_KEY = env.str("RELAYER_KEY", default="")
+RELAYER_KEYSTORE = env.str("RELAYER_KEYSTORE", default="")
+RELAYER_KEYSTORE_PASSWORD = env.str("RELAYER_KEYSTORE_PASSWORD", default="")
+KEEPER_KEY = env.str("KEEPER_KEY", default="")
+KEEPER_KEYSTORE = env.str("KEEPER_KEYSTORE", default="")
+KEEPER_KEYSTORE_PASSWORD = env.str("KEEPER_KEYSTORE_PASSWORD", default="")
+# How long a staff key-registration challenge, and a guardian's pause signature, stay valid.
+SIGNING_CHALLENGE_SECONDS = env.int("SIGNING_CHALLENGE_SECONDS", default=600)
+GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)
 
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -5,3 +5,6 @@ from django.apps import AppConfig
 class ChainConfig(AppConfig):
     name = "chain"
     verbose_name = "Chain mirror"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the custody system checks

@@ -36,6 +36,7 @@ class ActionKind:
     label: str
     description: str
     irreversible: bool = True
+    contract: str = "escrow"  # or "pool": the ArbitratorPool
 
     @property
     def signature(self) -> str:
@@ -75,6 +76,14 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
     ActionKind("owner_resolve", "ownerResolveDispute",
                (ORDER_ID, Param("favor_buyer", "bool", "favor buyer", "true refunds the buyer, false pays the seller.")),
                "Resolve a dispute as owner", "The fallback when the arbitrator missed the dispute deadline."),
+    ActionKind("transfer_ownership", "transferOwnership",
+               (Param("new_owner", "address", "new owner", "The Safe that will own the escrow (README: moving to a "
+                      "Safe). Check the address twice: a wrong one loses the contract."),),
+               "Transfer the escrow's ownership", "Moves every owner power of the escrow to the new owner."),
+    ActionKind("transfer_pool_ownership", "transferOwnership",
+               (Param("new_owner", "address", "new owner", "The same Safe as the escrow's owner."),),
+               "Transfer the arbitrator pool's ownership", "Moves every owner power of the pool to the new owner.",
+               contract="pool"),
 )}
 
 

@@ -22,11 +22,18 @@ class ChainConfig:
     block_time: float
     poll_seconds: float
     batch_blocks: int
+    owner_mode: str = "safe"
+    guardian_module: str = ""
+    min_gas_balance: str = "0.05"
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_configured(self) -> bool:
         return bool(self.rpc_url and self.escrow and self.arbitrator_pool)
+
+    @property
+    def is_safe(self) -> bool:
+        return self.owner_mode == "safe"
 
     @property
     def contracts(self) -> list[str]:
@@ -56,7 +63,8 @@ def get_chain_config(chain: str) -> ChainConfig:
     base = settings.CHAINS[chain]
     cfg = ChainConfig(key=chain, **{k: base[k] for k in (
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
-        "confirmations", "block_time", "poll_seconds", "batch_blocks")})
+        "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
+        "min_gas_balance")})
     local = _local_deployment().get(chain)
     if local:
         # Environment wins; the local deployment only fills what the environment left unset.
@@ -70,6 +78,7 @@ def get_chain_config(chain: str) -> ChainConfig:
             start_block=cfg.start_block or int(local.get("deploy_block", 0)),
             confirmations=int(local.get("confirmations", cfg.confirmations)),
             tokens=dict(local.get("tokens", {})),
+            guardian_module=cfg.guardian_module or local.get("custody", {}).get("guardian_module", ""),
         )
     return cfg
 

@@ -1,4 +1,4 @@
-"""Owner transactions on the chain: simulate, quote fees, sign with the owner key, broadcast, read receipts.
+"""Back-office transactions on the chain: simulate, quote fees, sign with a role's key, broadcast, read receipts.
 
 The typed doorway the contract-action services use; they never see web3 or the key.
 """
@@ -17,59 +17,58 @@ from .rpc import RpcError, get_client
 
 
 class SignerUnavailable(RuntimeError):
-    """No usable owner key is configured. The message never contains key material."""
+    """No usable key is configured for a signing role. The message never contains key material."""
 
 
-@dataclass(frozen=True)
-class Simulation:
-    ok: bool
-    reason: str
-    gas: int | None
-    block: int
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "reason": self.reason, "gas": self.gas, "block": self.block}
+# The server's signing roles and their settings prefix. "owner" exists only in eoa custody; in safe
+# custody the server holds the relayer (pays gas for execTransaction, no role in any contract) and
+# the keeper (calls the public timeout functions).
+ROLES = {"owner": "OWNER", "relayer": "RELAYER", "keeper": "KEEPER"}
 
 
-@dataclass(frozen=True)
-class SignedTx:
-    raw: str
-    tx_hash: str
-
-
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
 @sensitive_variables()
-def _account():
+def _account(role: str = "owner"):
     from eth_account import Account
 
-    if settings.OWNER_KEY:
+    prefix = ROLES[role]
+    key = getattr(settings, f"{prefix}_KEY", "")
+    keystore = getattr(settings, f"{prefix}_KEYSTORE", "")
+    if key:
         try:
-            return Account.from_key(settings.OWNER_KEY)
-        except Exception:
-            raise SignerUnavailable("OWNER_KEY is not a valid private key (32 bytes, hex).") from None
-    if settings.OWNER_KEYSTORE:
-        path = Path(settings.OWNER_KEYSTORE)
-        if not path.is_file():
-            raise SignerUnavailable(f"OWNER_KEYSTORE points to {path}, which is not a file.")
-        try:
-            key = Account.decrypt(json.loads(path.read_text()), settings.OWNER_KEYSTORE_PASSWORD)
             return Account.from_key(key)
         except Exception:
-            raise SignerUnavailable("OWNER_KEYSTORE could not be decrypted: check OWNER_KEYSTORE_PASSWORD.") from None
-    raise SignerUnavailable("No owner key: set OWNER_KEY or OWNER_KEYSTORE (+ OWNER_KEYSTORE_PASSWORD).")
+            raise SignerUnavailable(f"{prefix}_KEY is not a valid private key (32 bytes, hex).") from None
+    if keystore:
+        path = Path(keystore)
+        if not path.is_file():
+            raise SignerUnavailable(f"{prefix}_KEYSTORE points to {path}, which is not a file.")
+        try:
+            secret = Account.decrypt(json.loads(path.read_text()), getattr(settings, f"{prefix}_KEYSTORE_PASSWORD", ""))
+            return Account.from_key(secret)
+        except Exception:
+            raise SignerUnavailable(f"{prefix}_KEYSTORE could not be decrypted: check {prefix}_KEYSTORE_PASSWORD.") from None
+    raise SignerUnavailable(f"No {role} key: set {prefix}_KEY or {prefix}_KEYSTORE (+ {prefix}_KEYSTORE_PASSWORD).")
 
 
 def reset_signer() -> None:
     _account.cache_clear()
 
 
-def signer_address() -> str:
-    return _account().address.lower()
+def signer_address(role: str = "owner") -> str:
+    return _account(role).address.lower()
+
+
+def has_key(role: str) -> bool:
+    """Whether a key for the role is configured at all (not whether it decrypts)."""
+    prefix = ROLES[role]
+    return bool(getattr(settings, f"{prefix}_KEY", "") or getattr(settings, f"{prefix}_KEYSTORE", ""))
 
 
 @sensitive_variables()
-def sign(*, chain_id: int, to: str, data: str, nonce: int, gas: int, max_fee: int, priority_fee: int) -> SignedTx:
-    signed = _account().sign_transaction({
+def sign(*, chain_id: int, to: str, data: str, nonce: int, gas: int, max_fee: int, priority_fee: int,
+         role: str = "owner") -> SignedTx:
+    signed = _account(role).sign_transaction({
         "type": 2, "chainId": chain_id, "to": _checksum(to), "data": data, "value": 0, "nonce": nonce, "gas": gas,
         "maxFeePerGas": max_fee, "maxPriorityFeePerGas": priority_fee,
     })
@@ -142,3 +141,12 @@ def head(chain: str) -> int:
 
 def nonce_of(chain: str, address: str, block: str = "pending") -> int:
     return int(get_client(chain).call("eth_getTransactionCount", [address, block]), 16)
+
+
+def balance_of(chain: str, address: str) -> int:
+    """Native-coin balance in wei (the relayer's and keeper's gas money)."""
+    return int(get_client(chain).call("eth_getBalance", [address, "latest"]), 16)
+
+
+def code_at(chain: str, address: str) -> str:
+    return get_client(chain).call("eth_getCode", [address, "latest"])

@@ -13,6 +13,7 @@ import math
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -21,11 +22,13 @@ from eth_utils import keccak
 
 from backoffice.permissions import require_perm
 from chain import calls, transactions
-from chain.config import get_chain_config
+from chain import safe as chain_safe
+from chain.config import ChainConfig, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
+from . import custody
 from .audit import record_audit
-from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag, SignerNonce
+from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignerNonce
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +39,57 @@ SYSTEM = "system:timeouts"
 def _snapshot(action: ContractAction) -> dict[str, Any]:
     return {"status": action.status, "chain": action.chain, "call": action.description,
             "calldata_hash": action.calldata_hash, "nonce": action.nonce, "tx_hash": action.tx_hash,
-            "approved_by": action.approved_by_id, "outcome": action.outcome}
+            "approved_by": action.approved_by_id, "outcome": action.outcome, "custody": action.custody,
+            "safe_nonce": action.safe_nonce, "signing_hash": action.signing_hash or None}
 
 
-def _signer() -> str:
+# The server key that signs the transaction of each custody route (none signs as an owner in safe mode).
+ROLE = {Custody.OWNER_KEY: "owner", Custody.SAFE: "relayer", Custody.GUARDIAN: "relayer", Custody.KEEPER: "keeper"}
+
+
+def _signer(role: str = "owner") -> str:
     try:
-        return transactions.signer_address()
+        return transactions.signer_address(role)
     except transactions.SignerUnavailable as exc:
         raise ValidationError({"signer": str(exc)}) from None
 
 
-def _simulate(action_or_chain: str, to: str, data: str) -> transactions.Simulation:
+def _simulate(chain: str, to: str, data: str, sender: str) -> transactions.Simulation:
     try:
-        return transactions.simulate(action_or_chain, to=to, data=data, sender=_signer())
+        return transactions.simulate(chain, to=to, data=data, sender=sender)
     except (ProviderUnavailable, RpcError) as exc:
-        raise ValidationError({"chain": f"{action_or_chain} RPC unreachable, nothing was done: {exc}"}) from None
+        raise ValidationError({"chain": f"{chain} RPC unreachable, nothing was done: {exc}"}) from None
+
+
+def _safe_of(cfg: ChainConfig) -> chain_safe.SafeState:
+    """The Safe that owns the chain's contracts, read from the chain; refuses an EOA owner in safe mode."""
+    try:
+        owner = chain_safe.owner_of(cfg.key, cfg.escrow)
+        if not chain_safe.has_code(cfg.key, owner):
+            raise ValidationError({"chain": f"{cfg.key}'s owner mode is safe, but the escrow's owner {owner} is a "
+                                            f"plain account, not a Safe: transfer ownership to the Safe (README, "
+                                            f"'Moving to a Safe') or set {cfg.key.upper()[:3]}_OWNER_MODE=eoa."})
+        return chain_safe.read_safe(cfg.key, owner)
+    except (ProviderUnavailable, RpcError) as exc:
+        raise ValidationError({"chain": f"{cfg.key} RPC unreachable, nothing was done: {exc}"}) from None
+
+
+def simulation_sender(action: ContractAction) -> str:
+    """Who makes the contract call: the Safe in safe custody, else the signing key's address."""
+    if action.custody in (Custody.SAFE, Custody.GUARDIAN):
+        return action.safe_address
+    return _signer(ROLE[action.custody])
+
+
+def simulate_action(action: ContractAction) -> dict[str, Any]:
+    """A fresh eth_call of the action's contract call, for confirmation pages (never raises)."""
+    try:
+        sim = transactions.simulate(action.chain, to=action.to_address, data=action.calldata,
+                                    sender=simulation_sender(action))
+        return sim.as_dict()
+    except (ValidationError, ProviderUnavailable, RpcError) as exc:
+        text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        return {"ok": False, "reason": f"could not simulate: {text}", "gas": None, "block": None}
 
 
 def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[str, Any], reason: str,
@@ -70,8 +109,27 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
         raise ValidationError({"chain": f"{chain} is not configured: set its RPC URL and contract addresses."})
     cleaned = calls.clean_params(kind, params)
     data = calls.encode(kind, cleaned)
-    to = cfg.escrow.lower()
-    simulation = _simulate(chain, to, data)
+    to = (cfg.arbitrator_pool if calls.KINDS[kind].contract == "pool" else cfg.escrow).lower()
+    route = Custody.KEEPER if automatic else Custody.SAFE if cfg.is_safe else Custody.OWNER_KEY
+    fixed: dict[str, Any] = {"tx_to": to}
+    if route == Custody.SAFE:
+        state = _safe_of(cfg)
+        sender = state.address
+        typed = chain_safe.safe_tx_typed_data(chain_id=cfg.chain_id, safe=state.address, to=to, data=data,
+                                              nonce=state.nonce)
+        digest = chain_safe.typed_data_hash(typed)
+        try:
+            on_chain = chain_safe.confirm_safe_tx_hash(chain, state.address, to=to, data=data, nonce=state.nonce)
+        except (ProviderUnavailable, RpcError) as exc:
+            raise ValidationError({"chain": f"{chain} RPC unreachable, nothing was proposed: {exc}"}) from None
+        if on_chain != digest:
+            raise ValidationError({"chain": f"The Safe {state.address} computes SafeTx hash {on_chain}, we computed "
+                                            f"{digest}: it is not a Safe v1.3+/1.4.1; nothing was proposed."})
+        fixed = {"tx_to": state.address, "safe_address": state.address, "safe_nonce": state.nonce,
+                 "typed_data": typed, "signing_hash": digest}
+    else:
+        sender = _signer(ROLE[route])
+    simulation = _simulate(chain, to, data, sender)
     if not simulation.ok and not automatic:
         raise ValidationError({"params": f"The call would revert ({simulation.reason}): nothing was proposed."})
     if "order_id" in cleaned:
@@ -81,11 +139,11 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
             chain=chain, kind=kind, params=cleaned, description=calls.describe(kind, cleaned)[:300], to_address=to,
             calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
             is_automatic=automatic, order_onchain_id=order_onchain_id, group=group,
-            proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(),
+            proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(), custody=route,
             # Rule-bound automation is approved by its rule; everything else waits for a second person.
             status=(ActionStatus.REJECTED if not simulation.ok else
                     ActionStatus.APPROVED if automatic else ActionStatus.PROPOSED),
-            outcome="" if simulation.ok else f"simulation reverted: {simulation.reason}")
+            outcome="" if simulation.ok else f"simulation reverted: {simulation.reason}", **fixed)
         record_audit(actor=actor if not automatic else SYSTEM, action="propose_contract_action", obj=action,
                      after=_snapshot(action), reason=reason)
     return action
@@ -99,6 +157,9 @@ def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         if action.status != ActionStatus.PROPOSED:
             raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: "
                                              "only a proposed action can be approved."})
+        if action.custody in (Custody.SAFE, Custody.GUARDIAN):
+            raise ValidationError({"approved_by": f"Action #{action.pk} goes through the Safe: approve it by signing "
+                                                  "the SafeTx with your registered owner key."})
         if action.proposed_by_id == getattr(actor, "pk", None) and action.kind != "pause":
             raise ValidationError({"approved_by": "You proposed this action: a different person must approve it."})
         before = _snapshot(action)
@@ -139,16 +200,35 @@ def _allocate_nonce(chain: str, signer: str) -> int:
 
 def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
     """Simulate again, sign and record, then broadcast. Returns the action in its new state:
-    rejected (the simulation reverted: nothing signed), signed (broadcast pending: the recovery
-    step will send the recorded bytes) or sent."""
+    rejected (the simulation reverted: nothing signed), stale (a Safe nonce consumed elsewhere:
+    nothing signed), signed (broadcast pending: the recovery step will send the recorded bytes) or sent.
+
+    Safe custody: the signatures are verified against the Safe's owners and threshold read now, the
+    execTransaction is simulated with eth_call, and the relayer signs it. Refused before anything is
+    signed when the owners changed so that the signatures no longer reach the threshold.
+    """
     require_perm(actor, "ops.execute_contractaction", "execute contract actions")
     action.refresh_from_db()
     if action.status != ActionStatus.APPROVED:
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: "
                                          "only an approved action can be executed."})
     cfg = get_chain_config(action.chain)
-    signer = _signer()
-    simulation = _simulate(action.chain, action.to_address, action.calldata)
+    role = ROLE[action.custody]
+    signer = _signer(role)
+    tx_data = action.tx_data or action.calldata
+    if action.custody in (Custody.SAFE, Custody.GUARDIAN) and not action.replaces_id:
+        prepared = _prepare_signed_call(action)
+        if isinstance(prepared, ContractAction):
+            return prepared  # stale, or sent back for signatures
+        tx_data = prepared
+    simulation = _simulate(action.chain, action.to_address, action.calldata, simulation_sender(action))
+    if simulation.ok and tx_data != action.calldata:
+        # The outer call too (execTransaction / pauseBySignature from the relayer): the signatures must pass.
+        outer = _simulate(action.chain, action.tx_to, tx_data, signer)
+        simulation = outer if not outer.ok else simulation
+        gas_hint = outer.gas
+    else:
+        gas_hint = simulation.gas
     actor_label = actor if not action.is_automatic else SYSTEM
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
@@ -177,14 +257,16 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
             else:
                 nonce = _allocate_nonce(action.chain, signer)
                 max_fee, tip = transactions.fee_quote(action.chain)
-                gas = int(simulation.gas * 1.25) + 10_000
+                gas = int((gas_hint or simulation.gas) * 1.25) + 10_000
         except (ProviderUnavailable, RpcError) as exc:
             raise ValidationError({"chain": f"{action.chain} RPC unreachable, nothing was signed: {exc}"}) from None
-        signed = transactions.sign(chain_id=cfg.chain_id, to=action.to_address, data=action.calldata, nonce=nonce,
-                                   gas=gas, max_fee=max_fee, priority_fee=tip)
+        outer_to = action.tx_to or action.to_address
+        signed = transactions.sign(chain_id=cfg.chain_id, to=outer_to, data=tx_data, nonce=nonce,
+                                   gas=gas, max_fee=max_fee, priority_fee=tip, role=role)
         action.signer_address, action.nonce, action.gas_limit = signer, nonce, gas
         action.max_fee_per_gas, action.max_priority_fee_per_gas = max_fee, tip
         action.raw_tx, action.tx_hash, action.signed_at = signed.raw, signed.tx_hash, timezone.now()
+        action.tx_to, action.tx_data = outer_to, tx_data
         action.status = ActionStatus.SIGNED
         action.save()
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
@@ -192,6 +274,40 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
     action = send_signed_action(action=action)
     _finish_resume(actor, action)
     return action
+
+
+def _prepare_signed_call(action: ContractAction) -> str | ContractAction:
+    """The relayer's calldata for a Safe or guardian action, from the signatures that hold *now*.
+
+    Returns the action instead when it cannot be sent: stale (its nonce was consumed), or sent back
+    to collecting signatures (the owners or threshold changed since they were given).
+    """
+    try:
+        signers = custody.current_signers(action)
+    except (ProviderUnavailable, RpcError) as exc:
+        raise ValidationError({"chain": f"{action.chain} RPC unreachable, nothing was signed: {exc}"}) from None
+    if signers.nonce > action.safe_nonce:
+        custody.mark_stale_actions(chain=action.chain)
+        action.refresh_from_db()
+        return action
+    if signers.nonce < action.safe_nonce:
+        raise ValidationError({"safe_nonce": f"The Safe's nonce is {signers.nonce}: the SafeTx with nonce "
+                                             f"{signers.nonce} must execute (or be replaced) before #{action.pk}."})
+    counted = custody.tally(action, signers)
+    if not counted.met:
+        why = "; ".join(counted.invalid) or "too few signatures"
+        outcome = (f"execution refused before sending: {len(counted.valid)} valid signature(s) of "
+                   f"{signers.threshold} needed ({why}); collect more signatures")
+        mark_action(action, ActionStatus.PROPOSED, only_from=(ActionStatus.APPROVED,), outcome=outcome,
+                    audit_reason=outcome)
+        raise ValidationError({"signatures": outcome[0].upper() + outcome[1:] + "."})
+    if action.custody == Custody.GUARDIAN:
+        deadline = int(action.typed_data["message"]["deadline"])
+        if deadline <= int(timezone.now().timestamp()):
+            raise ValidationError({"signatures": "The guardian's pause signature expired: start the pause again."})
+        return chain_safe.pause_by_signature_calldata(deadline=deadline, signature=next(iter(counted.valid.values())))
+    return chain_safe.exec_transaction_calldata(to=action.to_address, data=action.calldata,
+                                                signatures=chain_safe.pack_signatures(counted.valid))
 
 
 def send_signed_action(*, action: ContractAction) -> ContractAction:
@@ -202,11 +318,11 @@ def send_signed_action(*, action: ContractAction) -> ContractAction:
         logger.error("broadcast of contract action %s failed, will retry: %s", action.pk, exc,
                      extra={"chain": action.chain, "tx_hash": action.tx_hash})
         return action
-    return _mark(action, ActionStatus.SENT, sent_at=timezone.now(), only_from=(ActionStatus.SIGNED,))
+    return mark_action(action, ActionStatus.SENT, sent_at=timezone.now(), only_from=(ActionStatus.SIGNED,))
 
 
-def _mark(action: ContractAction, status: str, *, only_from: tuple[str, ...], audit_reason: str = "",
-          **fields: Any) -> ContractAction:
+def mark_action(action: ContractAction, status: str, *, only_from: tuple[str, ...], audit_reason: str = "",
+                **fields: Any) -> ContractAction:
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         if action.status not in only_from:
@@ -226,9 +342,10 @@ def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
 
     signed → broadcast the recorded bytes (or notice they already went out) → sent;
     sent → confirmed / failed once the receipt is `confirmations` deep; an action whose nonce
-    was consumed by its replacement → replaced. Never signs anything new.
+    was consumed by its replacement → replaced; a Safe or guardian action awaiting signatures or
+    execution whose Safe nonce was consumed → stale. Never signs anything new.
     """
-    counts = {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0}
+    counts = {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0, "stale": 0}
     qs = ContractAction.objects.filter(status__in=IN_FLIGHT).order_by("nonce", "pk")
     if chain:
         qs = qs.filter(chain=chain)
@@ -237,6 +354,8 @@ def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
             _advance_one(action, counts)
         except (ProviderUnavailable, RpcError) as exc:
             logger.warning("contract action %s not advanced: %s", action.pk, exc, extra={"chain": action.chain})
+    # A SafeTx whose nonce another transaction consumed (ours or one made outside) can never execute.
+    counts["stale"] = custody.mark_stale_actions(chain=chain)
     return counts
 
 
@@ -248,11 +367,11 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
             winner = next((a for a in _others_with_nonce(action) if a.tx_hash
                            and transactions.receipt(action.chain, a.tx_hash) is not None), None)
             if winner is not None:
-                _mark(action, ActionStatus.REPLACED, only_from=IN_FLIGHT,
+                mark_action(action, ActionStatus.REPLACED, only_from=IN_FLIGHT,
                       outcome=f"nonce {action.nonce} used by action #{winner.pk}")
                 counts["replaced"] += 1
             else:
-                _mark(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
+                mark_action(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
                       outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
             return
@@ -262,7 +381,7 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                 counts["sent"] += 1
         return
     if action.status == ActionStatus.SIGNED:
-        _mark(action, ActionStatus.SENT, only_from=(ActionStatus.SIGNED,), sent_at=timezone.now())
+        mark_action(action, ActionStatus.SENT, only_from=(ActionStatus.SIGNED,), sent_at=timezone.now())
         counts["sent"] += 1
         action.refresh_from_db()
     depth = transactions.head(action.chain) - receipt["block"] + 1
@@ -272,19 +391,19 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
             ContractAction.objects.filter(pk=action.pk).update(receipt_block=receipt["block"])
         return
     if receipt["status"] == 1:
-        _mark(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+        mark_action(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
               confirmed_at=timezone.now())
         counts["confirmed"] += 1
     else:
-        _mark(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+        mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
               outcome="the transaction reverted on chain (receipt status 0)")
         counts["failed"] += 1
     for other in _others_with_nonce(action):
         if other.status in AWAITING:
-            _mark(other, ActionStatus.REJECTED, only_from=AWAITING,
+            mark_action(other, ActionStatus.REJECTED, only_from=AWAITING,
                   outcome=f"not needed: action #{action.pk} with the same nonce was mined")
         elif other.status in IN_FLIGHT:
-            _mark(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
+            mark_action(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
                   outcome=f"nonce {action.nonce} used by action #{action.pk}")
             counts["replaced"] += 1
 
@@ -314,20 +433,78 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
     if root.replacements.filter(status__in=AWAITING).exists():
         raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
                                          "execution: approve, execute or reject that one first."})
+    signed_payload = {}
+    if root.custody in (Custody.SAFE, Custody.GUARDIAN):
+        # Only the relayer's fee changes: the same execTransaction, with the signatures the owners already
+        # gave, so it needs no new approval (the owners' decision is the SafeTx, not the gas price).
+        signed_payload = {"safe_address": root.safe_address, "safe_nonce": root.safe_nonce,
+                          "typed_data": root.typed_data, "signing_hash": root.signing_hash,
+                          "status": ActionStatus.APPROVED, "approved_by": root.approved_by,
+                          "approved_at": timezone.now()}
     with transaction.atomic():
         replacement = ContractAction.objects.create(
             chain=action.chain, kind=action.kind, params=action.params, description=action.description,
             to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
             reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=root,
-            proposal_simulation=action.proposal_simulation)
+            proposal_simulation=action.proposal_simulation, custody=root.custody, tx_to=root.tx_to,
+            tx_data=root.tx_data, **signed_payload)
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
                      after={**_snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
     return replacement
 
 
-def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> ContractAction:
-    """RB-05: one operator pauses at once — proposed, self-approved (allowed for pause only), executed."""
+def propose_guardian_pause(*, actor: Any, chain: str, reason: str, group: str = "") -> ContractAction:
+    """RB-05 in safe custody: a pause through the guardian module, waiting for one guardian's signature.
+
+    The typed data (module nonce, deadline) is fixed now and checked against the module's own digest;
+    `custody.add_action_signature` with a guardian's signature executes it at once (the relayer sends it).
+    """
     require_perm(actor, "ops.execute_contractaction", "pause the escrow")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required: say why trading must stop."})
+    cfg = get_chain_config(chain)
+    if not cfg.guardian_module:
+        raise ValidationError({"chain": f"{chain} has no guardian module: set {cfg.key.upper()[:3]}_GUARDIAN_MODULE "
+                                        "(or pause through the Safe threshold: propose a pause action)."})
+    state = _safe_of(cfg)
+    try:
+        guardian = chain_safe.read_guardians(chain, cfg.guardian_module, state.address)
+        deadline = int(timezone.now().timestamp()) + settings.GUARDIAN_PAUSE_SECONDS
+        typed = chain_safe.guardian_pause_typed_data(chain_id=cfg.chain_id, module=cfg.guardian_module,
+                                                     escrow=cfg.escrow, nonce=guardian.nonce, deadline=deadline)
+        digest = chain_safe.typed_data_hash(typed)
+        on_chain = chain_safe.pause_digest(chain, cfg.guardian_module, deadline)
+    except (ProviderUnavailable, RpcError) as exc:
+        raise ValidationError({"chain": f"{chain} RPC unreachable, nothing was proposed: {exc}"}) from None
+    if not guardian.enabled:
+        raise ValidationError({"chain": f"The guardian module {cfg.guardian_module} is not enabled on the Safe "
+                                        f"{state.address}: enable it through the Safe first."})
+    if on_chain != digest:
+        raise ValidationError({"chain": f"The guardian module computes {on_chain}, we computed {digest}: "
+                                        f"{cfg.guardian_module} is not a PauseGuardianModule for this escrow."})
+    data = calls.encode("pause", {})
+    simulation = _simulate(chain, cfg.escrow.lower(), data, state.address)
+    if not simulation.ok:
+        raise ValidationError({"params": f"The pause would revert ({simulation.reason}): nothing was proposed."})
+    with transaction.atomic():
+        action = ContractAction.objects.create(
+            chain=chain, kind="pause", params={}, description=calls.describe("pause", {}), to_address=cfg.escrow.lower(),
+            calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason, group=group,
+            proposed_by=actor, proposal_simulation=simulation.as_dict(), custody=Custody.GUARDIAN,
+            tx_to=cfg.guardian_module.lower(), safe_address=state.address, safe_nonce=guardian.nonce,
+            typed_data=typed, signing_hash=digest)
+        record_audit(actor=actor, action="propose_contract_action", obj=action, after=_snapshot(action),
+                     reason=reason)
+    return action
+
+
+def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> ContractAction:
+    """RB-05: one operator pauses at once. eoa custody: proposed, self-approved (allowed for pause only),
+    executed with the owner key. Safe custody: a guardian pause, waiting for that operator's signature."""
+    require_perm(actor, "ops.execute_contractaction", "pause the escrow")
+    if get_chain_config(chain).is_safe:
+        return propose_guardian_pause(actor=actor, chain=chain, reason=reason, group=group)
     action = propose_contract_action(actor=actor, chain=chain, kind="pause", params={}, reason=reason, group=group)
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.conf import settings
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
@@ -16,25 +16,37 @@ from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import read_contract_status
 
-from . import actions
-from .forms import ConfirmForm, ProposeActionForm, ReasonForm
-from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, PlatformFlag
+from . import actions, custody
+from .forms import ConfirmForm, ProposeActionForm, ReasonForm, SignatureForm
+from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignatureSource
+from .selectors import custody_status, signing_summary
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
-    try:
-        sim = transactions.simulate(action.chain, to=action.to_address, data=action.calldata,
-                                    sender=transactions.signer_address())
-        return sim.as_dict()
-    except (transactions.SignerUnavailable, ProviderUnavailable, RpcError) as exc:
-        return {"ok": False, "reason": f"could not simulate: {exc}", "gas": None, "block": None}
+    return actions.simulate_action(action)
+
+
+def _may_sign(user, action: ContractAction) -> bool:
+    if action.custody == Custody.GUARDIAN:
+        return user.has_perm("ops.execute_contractaction")
+    return user.has_perm("ops.approve_contractaction") or action.proposed_by_id == user.pk
+
+
+def _signed_message(action: ContractAction) -> str:
+    if action.status in IN_FLIGHT:
+        return f"#{action.pk} signed and sent by the relayer: {action.tx_hash}."
+    if action.status == ActionStatus.APPROVED:
+        return f"#{action.pk}: the signatures reach the Safe's threshold. An operator can now execute it."
+    if action.status == ActionStatus.REJECTED:
+        return f"#{action.pk} blocked: {action.outcome}"
+    return f"#{action.pk}: signature recorded; more are needed before it can execute."
 
 
 @admin.register(ContractAction)
 class ContractActionAdmin(admin.ModelAdmin):
-    list_display = ("id", "chain", "description", "status", "is_automatic", "proposed_by", "approved_by",
+    list_display = ("id", "chain", "description", "status", "custody", "is_automatic", "proposed_by", "approved_by",
                     "tx_link", "proposed_at")
-    list_filter = ("status", "chain", "kind", "is_automatic", ("proposed_at", admin.DateFieldListFilter))
+    list_filter = ("status", "chain", "kind", "custody", "is_automatic", ("proposed_at", admin.DateFieldListFilter))
     list_select_related = ("proposed_by", "approved_by")
     search_fields = ("=tx_hash", "=order_onchain_id", "=calldata_hash", "=group")
     search_help_text = "Exact: a tx hash, an order id, a calldata hash or a group."
@@ -69,6 +81,9 @@ class ContractActionAdmin(admin.ModelAdmin):
             path("<int:pk>/reject/", wrap(self.reject_view), name="ops_contractaction_reject"),
             path("<int:pk>/execute/", wrap(self.execute_view), name="ops_contractaction_execute"),
             path("<int:pk>/replace/", wrap(self.replace_view), name="ops_contractaction_replace"),
+            path("<int:pk>/sign/", wrap(self.sign_view), name="ops_contractaction_sign"),
+            path("<int:pk>/typed-data.json", wrap(self.typed_data_view), name="ops_contractaction_typed_data"),
+            path("sign-group/<str:group>/", wrap(self.sign_group_view), name="ops_contractaction_sign_group"),
             path("status/<str:chain>/", wrap(self.status_view), name="ops_contractaction_status"),
             path("emergency-stop/", wrap(self.emergency_stop_view), name="ops_contractaction_emergency_stop"),
             path("resume/", wrap(self.resume_view), name="ops_contractaction_resume"),
@@ -87,9 +102,11 @@ class ContractActionAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         action = get_object_or_404(ContractAction, pk=object_id)
         user = request.user
+        signed = action.custody in (Custody.SAFE, Custody.GUARDIAN)
         can = {
-            "approve": action.status == ActionStatus.PROPOSED and user.has_perm("ops.approve_contractaction")
-            and action.proposed_by_id != user.pk,
+            "approve": not signed and action.status == ActionStatus.PROPOSED
+            and user.has_perm("ops.approve_contractaction") and action.proposed_by_id != user.pk,
+            "sign": signed and action.status in AWAITING and _may_sign(user, action),
             "reject": action.status in AWAITING
             and user.has_perm("ops.approve_contractaction"),
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
@@ -97,7 +114,8 @@ class ContractActionAdmin(admin.ModelAdmin):
             and user.has_perm("ops.add_contractaction"),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
-                                                                   "action_obj": action})
+                                                                   "action_obj": action,
+                                                                   "signing": signing_summary(action) if signed else None})
 
     @staticmethod
     def _chains():
@@ -178,6 +196,63 @@ class ContractActionAdmin(admin.ModelAdmin):
         return self._confirm(request, action, verb="replace", perm="ops.add_contractaction", run=run,
                              form_class=ReasonForm)
 
+    def typed_data_view(self, request, pk: int):
+        """The EIP-712 payload as a file, for `cast wallet sign --data --from-file` or any other signer."""
+        action = get_object_or_404(ContractAction, pk=pk)
+        if not request.user.has_perm("ops.view_contractaction") or not action.typed_data:
+            raise PermissionDenied
+        response = JsonResponse(action.typed_data, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = f'attachment; filename="action-{action.pk}-{action.chain}-typed-data.json"'
+        return response
+
+    def sign_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+        return self._sign(request, [action], title=f"Sign action #{action.pk}")
+
+    def sign_group_view(self, request, group: str):
+        todo = list(ContractAction.objects.filter(group=group, status__in=AWAITING,
+                                                  custody__in=[Custody.SAFE, Custody.GUARDIAN]).order_by("chain"))
+        if not todo:
+            self.message_user(request, f"Nothing in {group} waits for a signature.", messages.INFO)
+            return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist") + f"?group={group}")
+        return self._sign(request, todo, title=f"Sign {len(todo)} action(s) of {group}")
+
+    @stepup_required(methods=("POST",))
+    def _sign(self, request, todo: list[ContractAction], *, title: str):
+        """The readable SafeTx (or guardian pause) and three ways to sign it: the browser wallet, a pasted
+        signature (made by any tool from the downloadable typed data), or `manage.py contract_action sign`."""
+        if not any(_may_sign(request.user, a) for a in todo):
+            raise PermissionDenied
+        forms_by_pk = {a.pk: SignatureForm(request.POST or None, prefix=f"a{a.pk}") for a in todo}
+        if request.method == "POST":
+            done, failed = [], False
+            for action in todo:
+                form = forms_by_pk[action.pk]
+                if not form.is_valid() or not form.cleaned_data["signature"]:
+                    continue
+                try:
+                    done.append(custody.add_action_signature(
+                        actor=request.user, action=action, signature=form.cleaned_data["signature"],
+                        source=form.cleaned_data["source"] or SignatureSource.PASTED))
+                except ValidationError as exc:
+                    errors_to_form(form, exc)
+                    failed = True
+            if done and not failed:
+                for action in done:
+                    self.message_user(request, _signed_message(action),
+                                      messages.SUCCESS if action.status != ActionStatus.REJECTED else messages.ERROR)
+                target = (reverse("admin:ops_contractaction_change", args=[done[0].pk]) if len(done) == 1
+                          else reverse("admin:ops_contractaction_changelist") + f"?group={done[0].group}")
+                return HttpResponseRedirect(target)
+            if not done and not failed:
+                for form in forms_by_pk.values():
+                    form.add_error("signature", "Sign with the wallet button, or paste a signature.")
+        mine = list(request.user.signing_keys.filter(revoked_at__isnull=True).values_list("address", flat=True))
+        items = [{"action": a, "form": forms_by_pk[a.pk], "summary": signing_summary(a),
+                  "simulation": _fresh_simulation(a)} for a in todo]
+        return admin_page(self, request, "admin/ops/contractaction/sign.html", title=title, items=items,
+                          my_keys=mine)
+
     def status_view(self, request, chain: str):
         if not request.user.has_perm("ops.view_contractaction"):
             raise PermissionDenied
@@ -185,7 +260,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             raise Http404(f"Unknown chain {chain!r}.")
         return admin_page(self, request, "admin/ops/contractaction/status.html", title=f"Contract status — {chain}",
                           status=read_contract_status(chain), chains=self._chains(),
-                          config=get_chain_config(chain))
+                          config=get_chain_config(chain), custody=custody_status(chain))
 
     @stepup_required
     def emergency_stop_view(self, request):
@@ -195,6 +270,12 @@ class ContractActionAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             done = actions.emergency_stop(actor=request.user, reason=form.cleaned_data["reason"],
                                           chains=self._chains())
+            waiting = [a for a in done if a.custody == Custody.GUARDIAN and a.status == ActionStatus.PROPOSED]
+            if waiting:
+                self.message_user(request, f"TRADES_ENABLED is off. Sign the guardian pause of "
+                                           f"{', '.join(a.chain for a in waiting)} now: one signature per chain, "
+                                           "the relayer sends each at once.", messages.WARNING)
+                return HttpResponseRedirect(reverse("admin:ops_contractaction_sign_group", args=[waiting[0].group]))
             self.message_user(request, f"Emergency stop: TRADES_ENABLED is off; pause sent on "
                                        f"{', '.join(a.chain for a in done if a.status != ActionStatus.REJECTED) or 'no chain (already paused?)'}.",
                               messages.WARNING)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chain.config import configured_chains
+from chain.config import configured_chains, get_chain_config
 from chain.models import ChainState, EventSyncCursor
 
 from . import health as health_checks
@@ -112,6 +112,45 @@ def check_contracts() -> list[str]:
             raise_alert(key=f"escrow-insolvent:{chain}", severity="P0", source="check_contracts",
                         title=f"{chain} escrow holds less than its open orders", message="; ".join(short))
             raised.append(f"escrow-insolvent:{chain}")
+    return raised
+
+
+def check_custody() -> list[str]:
+    """Who owns the contracts, compared with the last check: a Safe's owners, threshold or guardians changed
+    (the back office never changes them) or a new owner is a P1; a relayer or keeper low on gas is a P2."""
+    from .selectors import custody_status
+
+    raised = []
+    for chain in configured_chains():
+        status = custody_status(chain)
+        if status.error or status.custody is None:
+            continue
+        c = status.custody
+        snapshot = {"owner": c.owner, "pool_owner": c.pool_owner, "is_safe": c.is_safe,
+                    "owners": sorted(c.safe.owners) if c.safe else [], "threshold": c.safe.threshold if c.safe else None,
+                    "guardians": sorted(c.guardian.guardians) if c.guardian else [],
+                    "module_enabled": c.guardian.enabled if c.guardian else None}
+        with transaction.atomic():
+            state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
+            before, state.custody_snapshot, state.custody_checked_at = state.custody_snapshot, snapshot, timezone.now()
+            state.save(update_fields=["custody_snapshot", "custody_checked_at"])
+        if before and before != snapshot:
+            changes = [f"{k}: {before.get(k)} → {snapshot[k]}" for k in snapshot if before.get(k) != snapshot[k]]
+            raise_alert(key=f"custody-changed:{chain}", severity="P1", source="check_custody",
+                        title=f"{chain}: contract custody changed outside the back office",
+                        message="; ".join(changes) + ". Check with every Safe owner that this was intended.")
+            raised.append(f"custody-changed:{chain}")
+        for problem in c.errors:
+            raise_alert(key=f"custody-mismatch:{chain}", severity="P1", source="check_custody",
+                        title=f"{chain}: custody does not match the configuration", message=problem)
+            raised.append(f"custody-mismatch:{chain}")
+        for gas in status.gas:
+            if gas.low:
+                raise_alert(key=f"gas-low:{chain}:{gas.role}", severity="P2", source="check_custody",
+                            title=f"{chain}: the {gas.role} is low on gas",
+                            message=(f"{gas.address} holds {gas.balance} (minimum {get_chain_config(chain).min_gas_balance})"
+                                     if gas.address else gas.error) + f": top it up, or {gas.role} transactions stop.")
+                raised.append(f"gas-low:{chain}:{gas.role}")
     return raised
 
 

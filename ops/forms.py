@@ -45,3 +45,23 @@ class ReasonForm(forms.Form):
 
 class ConfirmForm(forms.Form):
     confirm = forms.BooleanField(required=True, label="I have read the decoded call and the simulation result.")
+
+
+class SignatureForm(forms.Form):
+    """One signature over an action's typed data: filled by the wallet button, or pasted."""
+
+    signature = forms.CharField(required=False, max_length=200, widget=forms.TextInput(attrs={"size": 70,
+                                "placeholder": "0x… (65 bytes: 132 hex digits)", "autocomplete": "off"}),
+                                help_text="Filled by “Sign with wallet”, or paste a signature of the typed data "
+                                          "made by another tool (e.g. cast wallet sign --data --from-file).")
+    source = forms.ChoiceField(required=False, choices=[("", "—"), ("wallet", "wallet"), ("pasted", "pasted")],
+                               widget=forms.HiddenInput)
+
+
+class RegisterKeyForm(forms.Form):
+    address = forms.CharField(max_length=42, help_text="The owner address you sign with (0x…).")
+    label = forms.CharField(required=False, max_length=100, help_text="Optional: e.g. hardware wallet.")
+    challenge = forms.CharField(widget=forms.HiddenInput)
+    signature = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"size": 70, "autocomplete": "off"}),
+                                help_text="personal_sign of the message above: the wallet button fills it, or "
+                                          "paste the output of cast wallet sign \"<message>\".")

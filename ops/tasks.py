@@ -74,6 +74,14 @@ def check_sync() -> list:
 
 
 @shared_task(ignore_result=True)
+def check_custody() -> list:
+    from . import checks
+
+    close_old_connections()
+    return checks.check_custody()
+
+
+@shared_task(ignore_result=True)
 def check_contracts() -> list:
     from . import checks
 

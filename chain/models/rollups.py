@@ -51,6 +51,9 @@ class ChainState(models.Model):
     solvency_ok = models.BooleanField(null=True, help_text="Escrow balance equals the open orders, per token.")
     solvency_checked_at = models.DateTimeField(null=True, blank=True)
     solvency_detail = models.JSONField(default=dict, blank=True)
+    custody_snapshot = models.JSONField(null=True, blank=True,
+                                        help_text="Owner, Safe owners, threshold and guardians at the last check.")
+    custody_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "chain_state"

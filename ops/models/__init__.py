@@ -5,9 +5,11 @@ from .actions import (  # noqa: F401
     IN_FLIGHT,
     ActionStatus,
     ContractAction,
+    Custody,
     PlatformFlag,
     SignerNonce,
 )
+from .custody import ActionSignature, SignatureSource, StaffSigningKey  # noqa: F401
 from .alerts import Alert, AlertSeverity  # noqa: F401
 from .audit import AuditLog  # noqa: F401
 from .console import (  # noqa: F401

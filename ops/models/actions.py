@@ -14,6 +14,15 @@ class ActionStatus(models.TextChoices):
     CONFIRMED = "confirmed", "Confirmed"
     FAILED = "failed", "Failed on chain"
     REPLACED = "replaced", "Replaced (same nonce)"
+    STALE = "stale", "Stale (Safe nonce used elsewhere)"
+
+
+class Custody(models.TextChoices):
+    """How an action reaches the chain, and so which key (if any) the server uses for it."""
+    OWNER_KEY = "owner_key", "Owner key (eoa mode)"
+    SAFE = "safe", "Safe multisig (relayer pays gas)"
+    GUARDIAN = "guardian", "Guardian module pause (relayer pays gas)"
+    KEEPER = "keeper", "Keeper key (public function)"
 
 
 ACTION_KINDS = [
@@ -21,7 +30,8 @@ ACTION_KINDS = [
     ("set_treasury", "setTreasury(address)"), ("set_platform_fee", "setPlatformFeeBps(uint16)"),
     ("set_arbitrator_fee", "setArbitratorFeeBps(uint16)"), ("set_timeouts", "setTimeouts(uint64,uint64,uint64)"),
     ("auto_expire", "autoExpireOrder(uint256)"), ("auto_release", "autoReleaseToSeller(uint256)"),
-    ("owner_resolve", "ownerResolveDispute(uint256,bool)"),
+    ("owner_resolve", "ownerResolveDispute(uint256,bool)"), ("transfer_ownership", "transferOwnership(address)"),
+    ("transfer_pool_ownership", "ArbitratorPool.transferOwnership(address)"),
 ]
 IN_FLIGHT = (ActionStatus.SIGNED, ActionStatus.SENT)
 AWAITING = (ActionStatus.PROPOSED, ActionStatus.APPROVED)  # open, nothing signed yet
@@ -72,6 +82,19 @@ class ContractAction(models.Model):
     replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="replacements",
                                  help_text="The original action whose nonce this replacement reuses.")
+    custody = models.CharField(max_length=12, choices=Custody.choices, default=Custody.OWNER_KEY,
+                               help_text="How it is sent: owner key, Safe, guardian module or keeper key.")
+    safe_address = models.CharField(max_length=42, blank=True, default="", help_text="The Safe that makes the call.")
+    safe_nonce = models.BigIntegerField(null=True, blank=True,
+                                        help_text="The Safe's nonce this SafeTx uses (or the guardian module's).")
+    typed_data = models.JSONField(null=True, blank=True,
+                                  help_text="The EIP-712 payload the signers sign, fixed when the action is built.")
+    signing_hash = models.CharField(max_length=66, blank=True, default="",
+                                    help_text="EIP-712 hash of the typed data (the SafeTx hash), fixed with it.")
+    tx_to = models.CharField(max_length=42, blank=True, default="",
+                             help_text="Where the sent transaction goes: the contract, the Safe or the module.")
+    tx_data = models.TextField(blank=True, default="",
+                               help_text="The sent transaction's calldata (execTransaction with the signatures).")
 
     class Meta:
         db_table = "ops_contract_actions"
@@ -113,6 +136,19 @@ class ContractAction(models.Model):
                                     condition=models.Q(is_automatic=True)
                                     & ~models.Q(status__in=["rejected", "failed"]),
                                     name="contract_actions_automatic_once_per_order"),
+            models.CheckConstraint(
+                condition=~models.Q(custody__in=["safe", "guardian"])
+                | (models.Q(safe_nonce__isnull=False) & ~models.Q(signing_hash="") & models.Q(typed_data__isnull=False)),
+                name="contract_actions_signed_payload_fixed",
+                violation_error_message="A Safe or guardian action needs its nonce, typed data and hash."),
+            models.CheckConstraint(
+                condition=~models.Q(custody="keeper") | models.Q(kind__in=["auto_expire", "auto_release"]),
+                name="contract_actions_keeper_public_only",
+                violation_error_message="The keeper key only calls the public timeout functions."),
+            models.CheckConstraint(
+                condition=~models.Q(custody="guardian") | models.Q(kind="pause"),
+                name="contract_actions_guardian_pause_only",
+                violation_error_message="The guardian module can only pause."),
         ]
         indexes = [models.Index(fields=["status", "chain"], name="contract_actions_status_idx")]
 

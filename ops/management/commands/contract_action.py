@@ -3,7 +3,8 @@
     manage.py contract_action propose --as alice --chain bsc --kind set_treasury --param treasury=0x… --reason "…"
     manage.py contract_action approve 12 --as bob
     manage.py contract_action execute 12 --as alice
-    manage.py contract_action pause --as alice --chain bsc --reason "RB-05: exploit suspected"
+    manage.py contract_action sign 12 --as bob --keystore ~/bob.json      # Safe owners sign from a terminal
+    manage.py contract_action pause --as alice --chain bsc --reason "RB-05: exploit suspected" [--keystore FILE]
     manage.py contract_action replace 12 --as alice --reason "stuck at low fee"
     manage.py contract_action list [--status proposed] [--chain bsc]
     manage.py contract_action show 12
@@ -11,14 +12,28 @@
 """
 from __future__ import annotations
 
+import getpass
 import json
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from ops import actions
-from ops.models import ContractAction
+from chain.keystore import KeystoreError, sign_typed_data
+from ops import actions, custody
+from ops.models import ContractAction, Custody, SignatureSource
+
+
+def add_keystore_arguments(parser) -> None:
+    parser.add_argument("--keystore", help="Your encrypted key file (geth/cast/eth-account JSON keystore).")
+    parser.add_argument("--password-file", help="A file holding the keystore password (default: prompt).")
+
+
+def keystore_password(password_file: str | None) -> str:
+    if password_file:
+        return Path(password_file).read_text().rstrip("\n")
+    return getpass.getpass("Keystore password: ")
 
 
 class Command(BaseCommand):
@@ -41,10 +56,15 @@ class Command(BaseCommand):
             s.add_argument("id", type=int)
             s.add_argument("--as", dest="user", required=True)
             s.add_argument("--reason", required=True)
+        s = sub.add_parser("sign", help="Sign a Safe action's typed data with your keystore and submit the signature.")
+        s.add_argument("id", type=int)
+        s.add_argument("--as", dest="user", required=True)
+        add_keystore_arguments(s)
         s = sub.add_parser("pause")
         s.add_argument("--as", dest="user", required=True)
         s.add_argument("--chain", required=True)
         s.add_argument("--reason", required=True)
+        add_keystore_arguments(s)
         s = sub.add_parser("list")
         s.add_argument("--status")
         s.add_argument("--chain")
@@ -101,8 +121,30 @@ class Command(BaseCommand):
     def do_replace(self, id, user, reason, **_):
         self._print(actions.replace_contract_action(actor=self._user(user), action=self._action(id), reason=reason))
 
-    def do_pause(self, user, chain, reason, **_):
-        self._print(actions.pause_now(actor=self._user(user), chain=chain, reason=reason))
+    def _sign(self, actor, action: ContractAction, keystore: str | None, password_file: str | None) -> ContractAction:
+        if not keystore:
+            raise CommandError(f"#{action.pk} needs your signature: pass --keystore FILE (your own key file; the "
+                               "key is used in this process only and never stored).")
+        try:
+            signature = sign_typed_data(Path(keystore), keystore_password(password_file), action.typed_data)
+        except KeystoreError as exc:
+            raise CommandError(f"--keystore: {exc}") from None
+        return custody.add_action_signature(actor=actor, action=action, signature=signature,
+                                            source=SignatureSource.KEYSTORE)
+
+    def do_sign(self, id, user, keystore=None, password_file=None, **_):
+        action = self._action(id)
+        if action.custody not in (Custody.SAFE, Custody.GUARDIAN):
+            raise CommandError(f"#{action.pk} is sent with the server's key ({action.get_custody_display()}): "
+                               "it takes no signature; use approve.")
+        self._print(self._sign(self._user(user), action, keystore, password_file))
+
+    def do_pause(self, user, chain, reason, keystore=None, password_file=None, **_):
+        actor = self._user(user)
+        action = actions.pause_now(actor=actor, chain=chain, reason=reason)
+        if action.custody == Custody.GUARDIAN and action.status == "proposed":
+            action = self._sign(actor, action, keystore, password_file)
+        self._print(action)
 
     def do_list(self, status=None, chain=None, limit=50, **_):
         qs = ContractAction.objects.order_by("-pk")

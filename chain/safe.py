@@ -1,0 +1,269 @@
+"""Safe (v1.4.1) custody: SafeTx typed data and hashes, signature recovery, on-chain Safe and guardian reads.
+
+Hand-written on eth_account's EIP-712 encoder rather than safe-eth-py: that package pulls in py-evm
+and a C sha3 extension for what is, here, one typed-data hash, one signature format and six calls.
+Every hash computed here is checked against the Safe's own `getTransactionHash` before it is fixed
+(`confirm_safe_tx_hash`), so a divergence from the contract shows up at proposal, never at execution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_keys import keys
+from eth_utils import keccak, to_checksum_address
+
+from .rpc import get_client
+
+ZERO_ADDRESS = "0x" + "00" * 20
+SAFE_TX_FIELDS = [
+    {"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}, {"name": "data", "type": "bytes"},
+    {"name": "operation", "type": "uint8"}, {"name": "safeTxGas", "type": "uint256"},
+    {"name": "baseGas", "type": "uint256"}, {"name": "gasPrice", "type": "uint256"},
+    {"name": "gasToken", "type": "address"}, {"name": "refundReceiver", "type": "address"},
+    {"name": "nonce", "type": "uint256"},
+]
+PAUSE_FIELDS = [{"name": "escrow", "type": "address"}, {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"}]
+
+
+class BadSignature(ValueError):
+    """A signature that is not 65 bytes of hex, or that recovers to no address."""
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _bytes(data: str) -> bytes:
+    return bytes.fromhex(data.removeprefix("0x"))
+
+
+# ---------------------------------------------------------------------------- typed data
+
+
+def safe_tx_typed_data(*, chain_id: int, safe: str, to: str, data: str, nonce: int) -> dict[str, Any]:
+    """The EIP-712 payload of a plain call (value 0, no refund) from the Safe, as eth_signTypedData_v4 takes it.
+
+    Numbers are decimal strings so that wallets, `cast wallet sign --data` and eth_account read it alike.
+    """
+    return {
+        "types": {"EIP712Domain": [{"name": "chainId", "type": "uint256"},
+                                   {"name": "verifyingContract", "type": "address"}],
+                  "SafeTx": SAFE_TX_FIELDS},
+        "primaryType": "SafeTx",
+        "domain": {"chainId": str(chain_id), "verifyingContract": to_checksum_address(safe)},
+        "message": {"to": to_checksum_address(to), "value": "0", "data": data, "operation": "0",
+                    "safeTxGas": "0", "baseGas": "0", "gasPrice": "0", "gasToken": ZERO_ADDRESS,
+                    "refundReceiver": ZERO_ADDRESS, "nonce": str(nonce)},
+    }
+
+
+def guardian_pause_typed_data(*, chain_id: int, module: str, escrow: str, nonce: int, deadline: int) -> dict[str, Any]:
+    """The EIP-712 payload a guardian signs for PauseGuardianModule.pauseBySignature."""
+    return {
+        "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                   {"name": "chainId", "type": "uint256"},
+                                   {"name": "verifyingContract", "type": "address"}],
+                  "Pause": PAUSE_FIELDS},
+        "primaryType": "Pause",
+        "domain": {"name": "PauseGuardianModule", "version": "1", "chainId": str(chain_id),
+                   "verifyingContract": to_checksum_address(module)},
+        "message": {"escrow": to_checksum_address(escrow), "nonce": str(nonce), "deadline": str(deadline)},
+    }
+
+
+def _numeric(typed: dict[str, Any]) -> dict[str, Any]:
+    """The same payload with uint fields as ints and bytes as bytes, for eth_account's encoder."""
+    types = typed["types"]
+
+    def convert(struct: str, values: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for item in types[struct]:
+            value = values[item["name"]]
+            if item["type"].startswith("uint"):
+                value = int(value)
+            elif item["type"] == "bytes":
+                value = _bytes(value)
+            out[item["name"]] = value
+        return out
+
+    return {"types": types, "primaryType": typed["primaryType"], "domain": convert("EIP712Domain", typed["domain"]),
+            "message": convert(typed["primaryType"], typed["message"])}
+
+
+def typed_data_hash(typed: dict[str, Any]) -> str:
+    """keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message)): what the signer signs."""
+    signable = encode_typed_data(full_message=_numeric(typed))
+    return _hex(keccak(b"\x19" + signable.version + signable.header + signable.body))
+
+
+# ---------------------------------------------------------------------------- signatures
+
+
+def normalize_signature(signature: str) -> bytes:
+    """65 bytes r ‖ s ‖ v with v in 27/28 (EIP-712) or 31/32 (eth_sign, Safe's v+4 form). Wallets that return
+    v as 0/1 are accepted and moved to 27/28."""
+    text = (signature or "").strip()
+    try:
+        raw = _bytes(text)
+    except ValueError:
+        raise BadSignature("the signature is not hex: paste the 0x… value the wallet returned.") from None
+    if len(raw) != 65:
+        raise BadSignature(f"the signature has {len(raw)} bytes, not 65: paste the whole 0x… value (132 hex digits).")
+    v = raw[64]
+    if v in (0, 1):
+        raw = raw[:64] + bytes([v + 27])
+    elif v not in (27, 28, 31, 32):
+        raise BadSignature(f"the signature's v byte is {v}: expected 27 or 28 (an EIP-712 signature).")
+    return raw
+
+
+def recover_signer(digest: str, signature: bytes) -> str:
+    """The address that made `signature` over `digest` (lower-case). For v 31/32 the digest was signed
+    with the eth_sign prefix, as the Safe contract accepts it."""
+    r, s, v = signature[:32], signature[32:64], signature[64]
+    message_hash = _bytes(digest)
+    if v > 30:
+        signable = encode_defunct(primitive=message_hash)
+        message_hash = keccak(b"\x19" + signable.version + signable.header + signable.body)
+        v -= 4
+    try:
+        sig = keys.Signature(vrs=(v - 27, int.from_bytes(r, "big"), int.from_bytes(s, "big")))
+        return sig.recover_public_key_from_msg_hash(message_hash).to_checksum_address().lower()
+    except Exception:
+        raise BadSignature("the signature does not recover to any address: it is malformed.") from None
+
+
+def recover_personal_sign(message: str, signature: str) -> str:
+    """The address that signed `message` with personal_sign / `cast wallet sign` (EIP-191)."""
+    raw = normalize_signature(signature)
+    if raw[64] > 30:
+        raise BadSignature("a personal_sign signature has v 27 or 28.")
+    signable = encode_defunct(text=message)
+    digest = keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return recover_signer(_hex(digest), raw)
+
+
+def pack_signatures(signatures: dict[str, bytes]) -> bytes:
+    """Safe's `signatures` argument: 65-byte signatures ordered by owner address, ascending (the contract
+    requires strictly increasing owners, which also forbids one owner counted twice)."""
+    return b"".join(signatures[owner] for owner in sorted(signatures, key=lambda a: int(a, 16)))
+
+
+# ---------------------------------------------------------------------------- calldata
+
+
+def exec_transaction_calldata(*, to: str, data: str, signatures: bytes) -> str:
+    types = ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "bytes"]
+    args = [to_checksum_address(to), 0, _bytes(data), 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, signatures]
+    selector = _selector("execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)")
+    return _hex(selector + abi_encode(types, args))
+
+
+def pause_by_signature_calldata(*, deadline: int, signature: bytes) -> str:
+    return _hex(_selector("pauseBySignature(uint256,bytes)") + abi_encode(["uint256", "bytes"], [deadline, signature]))
+
+
+def transfer_ownership_calldata(new_owner: str) -> str:
+    return _hex(_selector("transferOwnership(address)") + abi_encode(["address"], [to_checksum_address(new_owner)]))
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+@dataclass(frozen=True)
+class SafeState:
+    address: str
+    owners: tuple[str, ...]
+    threshold: int
+    nonce: int
+    version: str
+    block: int
+
+
+@dataclass(frozen=True)
+class GuardianState:
+    module: str
+    guardians: tuple[str, ...]
+    nonce: int
+    enabled: bool
+
+
+@dataclass
+class Custody:
+    """Who owns a chain's contracts, read from the chain: an EOA, or a Safe with its owners and threshold."""
+    chain: str
+    owner: str
+    pool_owner: str
+    is_safe: bool
+    safe: SafeState | None = None
+    guardian: GuardianState | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _call(chain: str, to: str, signature: str, args: bytes = b"", block: str = "latest") -> bytes:
+    return _bytes(get_client(chain).call("eth_call", [{"to": to, "data": _hex(_selector(signature) + args)}, block]))
+
+
+def owner_of(chain: str, contract: str) -> str:
+    return abi_decode(["address"], _call(chain, contract, "owner()"))[0].lower()
+
+
+def has_code(chain: str, address: str) -> bool:
+    return get_client(chain).call("eth_getCode", [address, "latest"]) not in ("0x", "0x0", "")
+
+
+def read_safe(chain: str, safe: str) -> SafeState:
+    """Owners, threshold and nonce at one block (one batched request)."""
+    client = get_client(chain)
+    block = hex(client.block_number())
+    calls = [("eth_call", [{"to": safe, "data": _hex(_selector(sig))}, block])
+             for sig in ("getOwners()", "getThreshold()", "nonce()", "VERSION()")]
+    owners, threshold, nonce, version = (_bytes(r) for r in client.batch(calls))
+    return SafeState(address=safe.lower(), owners=tuple(a.lower() for a in abi_decode(["address[]"], owners)[0]),
+                     threshold=abi_decode(["uint256"], threshold)[0], nonce=abi_decode(["uint256"], nonce)[0],
+                     version=abi_decode(["string"], version)[0], block=int(block, 16))
+
+
+def confirm_safe_tx_hash(chain: str, safe: str, *, to: str, data: str, nonce: int) -> str:
+    """The Safe's own getTransactionHash for the SafeTx (the contract is the authority on its hash)."""
+    types = ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "uint256"]
+    args = [to_checksum_address(to), 0, _bytes(data), 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, nonce]
+    raw = _call(chain, safe, "getTransactionHash(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,uint256)",
+                abi_encode(types, args))
+    return _hex(raw[:32])
+
+
+def read_guardians(chain: str, module: str, safe: str) -> GuardianState:
+    guardians = abi_decode(["address[]"], _call(chain, module, "guardians()"))[0]
+    nonce = abi_decode(["uint256"], _call(chain, module, "nonce()"))[0]
+    enabled = abi_decode(["bool"], _call(chain, safe, "isModuleEnabled(address)",
+                                         abi_encode(["address"], [to_checksum_address(module)])))[0]
+    return GuardianState(module=module.lower(), guardians=tuple(g.lower() for g in guardians), nonce=nonce,
+                         enabled=enabled)
+
+
+def pause_digest(chain: str, module: str, deadline: int) -> str:
+    """The module's own EIP-712 digest of a pause with the current module nonce."""
+    return _hex(_call(chain, module, "pauseDigest(uint256)", abi_encode(["uint256"], [deadline]))[:32])
+
+
+def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "") -> Custody:
+    """The owner of both contracts and, when it is a Safe, its state and the guardian module's."""
+    owner, pool_owner = owner_of(chain, escrow), owner_of(chain, pool)
+    custody = Custody(chain=chain, owner=owner, pool_owner=pool_owner, is_safe=has_code(chain, owner))
+    if owner != pool_owner:
+        custody.errors.append(f"the escrow's owner {owner} differs from the arbitrator pool's {pool_owner}")
+    if custody.is_safe:
+        custody.safe = read_safe(chain, owner)
+        if guardian_module:
+            custody.guardian = read_guardians(chain, guardian_module, owner)
+    return custody

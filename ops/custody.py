@@ -1,0 +1,282 @@
+"""Custody services: staff signing keys, signatures over a SafeTx or a guardian pause, and their verification.
+
+Four eyes hold twice: the Safe counts owners' signatures on chain, and the database counts people
+(one signature per person, and someone other than the proposer among them). Signatures are always
+checked against the Safe's owners and threshold read from the chain at that moment, never against
+a stored copy, both when they are given and again right before execution.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backoffice.permissions import require_perm
+from chain import safe as chain_safe
+from chain.addresses import canonical_wallet
+from chain.config import get_chain_config
+from chain.rpc import ProviderUnavailable, RpcError
+
+from .audit import record_audit
+from .models import ActionSignature, ActionStatus, ContractAction, Custody, SignatureSource, StaffSigningKey
+
+logger = logging.getLogger(__name__)
+
+CHALLENGE_SALT = "ops.signing-key-challenge"
+SIGNING_ROLES = ("ops.add_contractaction", "ops.approve_contractaction", "ops.execute_contractaction")
+
+
+def _rpc_error(chain: str, exc: Exception, what: str) -> ValidationError:
+    return ValidationError({"chain": f"{chain} RPC unreachable, {what}: {exc}"})
+
+
+# ---------------------------------------------------------------------------- signing keys
+
+
+def signing_key_challenge(*, user: Any) -> str:
+    """A message for `user` to sign with the key they register: names them and the purpose, and carries
+    a signed, timestamped token so it cannot be reused by someone else or after it expires."""
+    token = signing.dumps({"u": user.pk, "n": secrets.token_hex(8)}, salt=CHALLENGE_SALT)
+    return (f"Escrow back office: register this address as the contract-signing key of staff user "
+            f"{user.get_username()}.\nSigning this message costs nothing and moves no funds.\nToken: {token}")
+
+
+def register_signing_key(*, actor: Any, address: str, challenge: str, signature: str, label: str = "") -> StaffSigningKey:
+    """Link an address to `actor` after checking that the challenge is theirs, fresh, and signed by it (audited).
+
+    Raises ValidationError naming the field: an expired or foreign challenge, a signature from another
+    address, or an address already registered to someone.
+    """
+    if not any(actor.has_perm(p) for p in SIGNING_ROLES) or not actor.is_staff or not actor.is_active:
+        raise PermissionDenied(f"{actor.get_username()} has no contract-action role: no signing key needed.")
+    address = canonical_wallet(address, field="address")
+    token = challenge.rsplit("Token: ", 1)[-1].strip() if "Token: " in challenge else ""
+    try:
+        claims = signing.loads(token, salt=CHALLENGE_SALT, max_age=settings.SIGNING_CHALLENGE_SECONDS)
+    except signing.SignatureExpired:
+        raise ValidationError({"challenge": "The challenge expired: reload the page and sign the new one."}) from None
+    except signing.BadSignature:
+        raise ValidationError({"challenge": "The challenge was altered or is not ours: sign the message exactly "
+                                            "as the page shows it."}) from None
+    if claims.get("u") != actor.pk or challenge != _expected(actor, token):
+        raise ValidationError({"challenge": "This challenge was issued to another user or altered: sign your own."})
+    try:
+        recovered = chain_safe.recover_personal_sign(challenge, signature)
+    except chain_safe.BadSignature as exc:
+        raise ValidationError({"signature": str(exc)}) from None
+    if recovered != address:
+        raise ValidationError({"signature": f"The signature was made by {recovered}, not by {address}: sign the "
+                                            "challenge with the key you are registering."})
+    with transaction.atomic():
+        existing = StaffSigningKey.objects.select_for_update().filter(address=address).first()
+        if existing is not None:
+            owner = existing.user.get_username()
+            raise ValidationError({"address": f"{address} is already registered to {owner}"
+                                              + (" (revoked: a revoked key is never reused)." if existing.revoked_at
+                                                 else ".")})
+        key = StaffSigningKey.objects.create(user=actor, address=address, label=label.strip()[:100],
+                                             challenge=challenge, signature=signature.strip().lower())
+        record_audit(actor=actor, action="register_signing_key", obj=key,
+                     after={"address": address, "label": key.label}, reason="challenge signed")
+    return key
+
+
+def _expected(user: Any, token: str) -> str:
+    head = signing_key_challenge(user=user).rsplit("Token: ", 1)[0]
+    return f"{head}Token: {token}"
+
+
+def revoke_signing_key(*, actor: Any, key: StaffSigningKey, reason: str) -> StaffSigningKey:
+    """Withdraw a key (its owner, or an ops admin). Signatures already given stay, but no new one is accepted."""
+    if key.user_id != actor.pk:
+        require_perm(actor, "ops.change_staffsigningkey", "revoke another person's signing key")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required to revoke a signing key."})
+    with transaction.atomic():
+        key = StaffSigningKey.objects.select_for_update().get(pk=key.pk)
+        if key.revoked_at:
+            raise ValidationError({"key": f"{key.address} was already revoked."})
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        record_audit(actor=actor, action="revoke_signing_key", obj=key, after={"address": key.address}, reason=reason)
+    return key
+
+
+# ---------------------------------------------------------------------------- reading who may sign
+
+
+@dataclass(frozen=True)
+class Signers:
+    """Who may sign an action now, read from the chain: the Safe's owners (or the module's guardians)."""
+    addresses: tuple[str, ...]
+    threshold: int
+    nonce: int
+    kind: str  # "owner" or "guardian"
+
+
+def current_signers(action: ContractAction) -> Signers:
+    cfg = get_chain_config(action.chain)
+    if action.custody == Custody.GUARDIAN:
+        state = chain_safe.read_guardians(action.chain, action.tx_to, action.safe_address)
+        return Signers(state.guardians, 1, state.nonce, "guardian")
+    state = chain_safe.read_safe(action.chain, action.safe_address or cfg.escrow)
+    return Signers(state.owners, state.threshold, state.nonce, "owner")
+
+
+def _who(address: str) -> str:
+    key = StaffSigningKey.objects.filter(address=address).select_related("user").first()
+    return f"{address} ({key.user.get_username()})" if key else address
+
+
+@dataclass(frozen=True)
+class Tally:
+    valid: dict[str, bytes]         # signer address → signature, for signers who may sign now
+    invalid: list[str]              # "0x… (bob): no longer an owner"
+    people: set[int]
+    threshold: int
+    four_eyes: bool                 # someone other than the proposer signed
+
+    @property
+    def met(self) -> bool:
+        return len(self.valid) >= self.threshold and self.four_eyes
+
+
+def tally(action: ContractAction, signers: Signers) -> Tally:
+    valid, invalid, people = {}, [], set()
+    for sig in action.signatures.all():
+        if sig.signer_address in signers.addresses:
+            valid[sig.signer_address] = bytes.fromhex(sig.signature[2:])
+            people.add(sig.signed_by_id)
+        else:
+            invalid.append(f"{_who(sig.signer_address)}: no longer {'a guardian' if signers.kind == 'guardian' else 'an owner'}")
+    # A pause needs one guardian (RB-05); anything else needs a person besides the proposer.
+    four_eyes = bool(people) if action.kind == "pause" and action.custody == Custody.GUARDIAN \
+        else bool(people - {action.proposed_by_id})
+    return Tally(valid, invalid, people, signers.threshold, four_eyes)
+
+
+# ---------------------------------------------------------------------------- giving a signature
+
+
+def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
+                         source: str = SignatureSource.PASTED) -> ContractAction:
+    """Verify one staff signature over the action's typed data and record it (audited).
+
+    The signature must recover to a key registered to `actor`, that address must be a current owner
+    of the Safe (or a guardian), and the Safe's nonce must still be the SafeTx's. When the
+    signatures then reach the threshold with four eyes, the action becomes approved. A guardian's
+    pause is executed at once (RB-05). Raises ValidationError naming the signer otherwise.
+    """
+    if actor is None or isinstance(actor, str):
+        raise PermissionDenied("Only a staff member can sign.")
+    if not (actor.has_perm("ops.approve_contractaction") or action.proposed_by_id == actor.pk
+            or (action.custody == Custody.GUARDIAN and actor.has_perm("ops.execute_contractaction"))):
+        raise PermissionDenied(f"{actor.get_username()} may not sign contract actions.")
+    if action.custody not in (Custody.SAFE, Custody.GUARDIAN):
+        raise ValidationError({"signature": f"Action #{action.pk} is sent with the server's key: it takes no "
+                                            "staff signature."})
+    try:
+        raw = chain_safe.normalize_signature(signature)
+    except chain_safe.BadSignature as exc:
+        raise ValidationError({"signature": str(exc)}) from None
+    text = "0x" + raw.hex()
+    used = ActionSignature.objects.filter(signature=text).exclude(action=action).select_related("action").first()
+    if used is not None:
+        raise ValidationError({"signature": f"This signature by {_who(used.signer_address)} was given to action "
+                                            f"#{used.action_id} (nonce {used.action.safe_nonce}): a signature is "
+                                            "valid for one SafeTx only. Sign this action's own typed data."})
+    signer = chain_safe.recover_signer(action.signing_hash, raw)
+    key = StaffSigningKey.objects.filter(address=signer, revoked_at__isnull=True).select_related("user").first()
+    mine = list(StaffSigningKey.objects.filter(user=actor, revoked_at__isnull=True).values_list("address", flat=True))
+    if key is None:
+        hint = f" Your registered key{'s are' if len(mine) > 1 else ' is'} {', '.join(mine)}." if mine else \
+            " You have no registered signing key: register one first (Operations → Staff signing keys)."
+        raise ValidationError({"signature": f"The signature recovers to {signer}, which is no registered signing key. "
+                                            f"A signature made over another SafeTx (another nonce or calldata) or by "
+                                            f"another wallet recovers to an unknown address.{hint}"})
+    if key.user_id != actor.pk:
+        raise ValidationError({"signature": f"The signature was made by {signer}, the key of "
+                                            f"{key.user.get_username()}: each person submits their own signature."})
+    try:
+        signers = current_signers(action)
+    except (ProviderUnavailable, RpcError) as exc:
+        raise _rpc_error(action.chain, exc, "the signature was not recorded") from None
+    if signers.nonce != action.safe_nonce:
+        mark_stale_actions(chain=action.chain)
+        raise ValidationError({"signature": f"The {'Safe' if signers.kind == 'owner' else 'module'}'s nonce is now "
+                                            f"{signers.nonce}, not {action.safe_nonce}: this action can no longer "
+                                            "execute. Propose it again."})
+    if signer not in signers.addresses:
+        raise ValidationError({"signature": f"{_who(signer)} is not {'a guardian' if signers.kind == 'guardian' else 'an owner of the Safe ' + action.safe_address}"
+                                            f" on {action.chain}: its signature cannot count."})
+    with transaction.atomic():
+        action = ContractAction.objects.select_for_update().get(pk=action.pk)
+        if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+            raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: it takes "
+                                             "no more signatures."})
+        if action.signatures.filter(signed_by=actor).exists():
+            raise ValidationError({"signature": f"You ({actor.get_username()}) already signed action #{action.pk}: "
+                                                "one person counts once, whatever keys they hold."})
+        try:
+            with transaction.atomic():
+                ActionSignature.objects.create(action=action, signer_address=signer, signed_by=actor, signature=text,
+                                               source=source)
+        except IntegrityError:
+            raise ValidationError({"signature": f"{signer} already signed action #{action.pk}."}) from None
+        before = {"status": action.status}
+        counted = tally(action, signers)
+        if counted.met and action.status == ActionStatus.PROPOSED:
+            first_other = next((s.signed_by for s in action.signatures.select_related("signed_by")
+                                if s.signed_by_id != action.proposed_by_id or action.kind == "pause"), actor)
+            action.status, action.approved_by, action.approved_at = ActionStatus.APPROVED, first_other, timezone.now()
+            action.save(update_fields=["status", "approved_by", "approved_at"])
+        record_audit(actor=actor, action="add_action_signature", obj=action, before=before,
+                     after={"status": action.status, "signer": signer, "source": source, "signing_hash":
+                            action.signing_hash, "valid_signatures": len(counted.valid),
+                            "threshold": counted.threshold}, reason=action.reason)
+    if action.custody == Custody.GUARDIAN and action.status == ActionStatus.APPROVED:
+        from . import actions
+
+        return actions.execute_contract_action(actor=actor, action=action)
+    return action
+
+
+# ---------------------------------------------------------------------------- stale SafeTxs
+
+
+def mark_stale_actions(*, chain: str | None = None) -> int:
+    """Mark awaiting Safe and guardian actions whose nonce was consumed (by another action, or outside the
+    back office) as stale: they can never execute, and are never sent."""
+    from . import actions
+
+    count = 0
+    qs = ContractAction.objects.filter(custody__in=[Custody.SAFE, Custody.GUARDIAN],
+                                       status__in=[ActionStatus.PROPOSED, ActionStatus.APPROVED])
+    if chain:
+        qs = qs.filter(chain=chain)
+    seen: dict[tuple[str, str], int] = {}
+    for action in qs:
+        key = (action.chain, action.tx_to)
+        if key not in seen:
+            try:
+                seen[key] = current_signers(action).nonce
+            except (ProviderUnavailable, RpcError) as exc:
+                logger.warning("stale check of action %s skipped: %s", action.pk, exc, extra={"chain": action.chain})
+                continue
+        if seen[key] > action.safe_nonce:
+            winner = ContractAction.objects.filter(chain=action.chain, tx_to=action.tx_to, safe_nonce=action.safe_nonce,
+                                                   status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED]).first()
+            where = f"by action #{winner.pk}" if winner else "outside the back office"
+            actions.mark_action(action, ActionStatus.STALE, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+                                outcome=f"nonce {action.safe_nonce} was used {where}: nothing was sent; propose "
+                                        "it again if it is still needed")
+            count += 1
+    return count

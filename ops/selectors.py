@@ -1,0 +1,103 @@
+"""Reads for the operations pages: custody (who owns the contracts, who may sign) and an action's signatures."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from chain import safe as chain_safe
+from chain import transactions
+from chain.config import get_chain_config
+from chain.rpc import ProviderUnavailable, RpcError
+
+from .custody import current_signers
+from .models import ContractAction, Custody, StaffSigningKey
+
+WEI = Decimal(10**18)
+
+
+@dataclass
+class GasAccount:
+    role: str
+    address: str
+    balance: Decimal | None  # native coin
+    low: bool
+    error: str = ""
+
+
+@dataclass
+class CustodyStatus:
+    chain: str
+    mode: str
+    custody: chain_safe.Custody | None = None
+    gas: list[GasAccount] = field(default_factory=list)
+    error: str = ""
+    owner_names: dict[str, str] = field(default_factory=dict)  # address → staff username
+
+
+def gas_accounts(chain: str) -> list[GasAccount]:
+    """The relayer's and keeper's (and in eoa mode the owner's) gas balances against the chain's minimum."""
+    cfg = get_chain_config(chain)
+    minimum = Decimal(cfg.min_gas_balance)
+    roles = ["relayer", "keeper"] if cfg.is_safe else ["owner", "keeper"]
+    out = []
+    for role in roles:
+        if not transactions.has_key(role):
+            out.append(GasAccount(role, "", None, True, f"no {role} key configured"))
+            continue
+        try:
+            address = transactions.signer_address(role)
+            balance = Decimal(transactions.balance_of(chain, address)) / WEI
+            out.append(GasAccount(role, address, balance, balance < minimum))
+        except transactions.SignerUnavailable as exc:
+            out.append(GasAccount(role, "", None, True, str(exc)))
+        except (ProviderUnavailable, RpcError) as exc:
+            out.append(GasAccount(role, "", None, False, f"RPC unreachable: {exc}"))
+    return out
+
+
+def custody_status(chain: str) -> CustodyStatus:
+    cfg = get_chain_config(chain)
+    status = CustodyStatus(chain=chain, mode=cfg.owner_mode)
+    if not cfg.is_configured:
+        status.error = "not configured"
+        return status
+    try:
+        status.custody = chain_safe.read_custody(chain, escrow=cfg.escrow, pool=cfg.arbitrator_pool,
+                                                 guardian_module=cfg.guardian_module)
+    except (ProviderUnavailable, RpcError) as exc:
+        status.error = f"RPC unreachable: {exc}"
+        return status
+    if cfg.is_safe and not status.custody.is_safe:
+        status.custody.errors.append(f"owner mode is safe but the owner {status.custody.owner} is a plain account")
+    if not cfg.is_safe and status.custody.is_safe:
+        status.custody.errors.append("owner mode is eoa but the owner is a contract (a Safe?): set the owner mode "
+                                     "to safe")
+    addresses = list(status.custody.safe.owners if status.custody.safe else ())
+    if status.custody.guardian:
+        addresses += list(status.custody.guardian.guardians)
+    status.owner_names = dict(StaffSigningKey.objects.filter(address__in=addresses, revoked_at__isnull=True)
+                              .values_list("address", "user__username"))
+    status.gas = gas_accounts(chain)
+    return status
+
+
+def signing_summary(action: ContractAction) -> dict[str, Any]:
+    """What a signer needs to see: the SafeTx (or pause) in words, who signed, and what the chain says now."""
+    summary: dict[str, Any] = {"custody": action.custody, "safe": action.safe_address, "nonce": action.safe_nonce,
+                               "hash": action.signing_hash, "typed_data": action.typed_data, "error": "",
+                               "typed_id": f"typed-{action.pk}"}
+    try:
+        signers = current_signers(action)
+        summary.update(owners=signers.addresses, threshold=signers.threshold, chain_nonce=signers.nonce,
+                       stale=signers.nonce > (action.safe_nonce or 0))
+    except (ProviderUnavailable, RpcError) as exc:
+        signers = None
+        summary["error"] = f"could not read the {'module' if action.custody == Custody.GUARDIAN else 'Safe'}: {exc}"
+    rows = []
+    for sig in action.signatures.select_related("signed_by"):
+        rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(), "source": sig.get_source_display(),
+                     "at": sig.created_at, "valid": signers is None or sig.signer_address in signers.addresses})
+    summary["signatures"] = rows
+    summary["valid_count"] = sum(1 for r in rows if r["valid"])
+    return summary

@@ -1,0 +1,82 @@
+"""RB-05 in safe custody: one guardian pauses at once through the module; unpause needs the Safe's threshold."""
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from ops import actions, custody
+from ops.models import ActionStatus, ContractAction, Custody, PlatformFlag
+
+from .custody_fixtures import *  # noqa: F403 - fixtures
+from .custody_fixtures import sign_typed
+
+pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
+
+
+@pytest.fixture
+def trades_on(db):
+    flag, _ = PlatformFlag.objects.get_or_create(key="TRADES_ENABLED", defaults={"value": True})
+    return flag
+
+
+def test_guardian_emergency_stop_pauses_with_one_person(safe_chain, staff, trades_on):
+    alice = staff["alice"]
+    stop = actions.emergency_stop(actor=alice, reason="RB-05: exploit suspected", chains=["bsc"])
+    assert PlatformFlag.get("TRADES_ENABLED") is False
+    [pause] = stop
+    assert pause.custody == Custody.GUARDIAN and pause.status == ActionStatus.PROPOSED
+    assert safe_chain.escrow.functions.paused().call() is False
+    done = custody.add_action_signature(actor=alice, action=pause,
+                                        signature=sign_typed(safe_chain, alice.account, pause.typed_data))
+    assert done.status == ActionStatus.SENT, done.outcome
+    assert safe_chain.escrow.functions.paused().call() is True
+    assert safe_chain.module.functions.nonce().call() == 1
+    tx = safe_chain.w3.eth.get_transaction(done.tx_hash)
+    assert tx["from"] == safe_chain.relayer and tx["to"] == safe_chain.module.address
+
+
+def test_guardian_pause_signature_of_a_non_guardian_is_refused(safe_chain, staff):
+    pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
+    with pytest.raises(ValidationError, match="not a guardian"):
+        custody.add_action_signature(actor=staff["dave"], action=pause,
+                                     signature=sign_typed(safe_chain, staff["dave"].account, pause.typed_data))
+    assert safe_chain.escrow.functions.paused().call() is False
+
+
+def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, trades_on):
+    alice, bob = staff["alice"], staff["bob"]
+    [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
+    custody.add_action_signature(actor=alice, action=pause,
+                                 signature=sign_typed(safe_chain, alice.account, pause.typed_data))
+    [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
+    assert unpause.custody == Custody.SAFE
+    unpause = custody.add_action_signature(actor=alice, action=unpause,
+                                           signature=sign_typed(safe_chain, alice.account, unpause.typed_data))
+    assert unpause.status == ActionStatus.PROPOSED  # a guardian alone cannot unpause
+    unpause = custody.add_action_signature(actor=bob, action=unpause,
+                                           signature=sign_typed(safe_chain, bob.account, unpause.typed_data))
+    assert unpause.status == ActionStatus.APPROVED
+    sent = actions.execute_contract_action(actor=bob, action=unpause)
+    assert sent.status == ActionStatus.SENT, sent.outcome
+    assert safe_chain.escrow.functions.paused().call() is False
+    assert PlatformFlag.get("TRADES_ENABLED") is True
+
+
+def test_guardian_route_is_for_pause_only_in_the_database(safe_chain, staff):
+    pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ContractAction.objects.filter(pk=pause.pk).update(kind="unpause")
+
+
+def test_guardian_pause_signature_is_used_once(safe_chain, staff):
+    alice = staff["alice"]
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    signature = sign_typed(safe_chain, alice.account, pause.typed_data)
+    assert custody.add_action_signature(actor=alice, action=pause, signature=signature).status == ActionStatus.SENT
+    safe_chain.as_safe(safe_chain.escrow.functions.unpause())
+    again = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill again")
+    assert again.safe_nonce == pause.safe_nonce + 1
+    with pytest.raises(ValidationError, match=f"#{pause.pk}"):
+        custody.add_action_signature(actor=alice, action=again, signature=signature)
+    assert safe_chain.escrow.functions.paused().call() is False

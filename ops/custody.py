@@ -199,7 +199,8 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
     if key is None:
         hint = f" Your registered key{'s are' if len(mine) > 1 else ' is'} {', '.join(mine)}." if mine else \
             " You have no registered signing key: register one first (Operations → Staff signing keys)."
-        raise ValidationError({"signature": f"The signature recovers to {signer}, which is no registered signing key. "
+        raise ValidationError({"signature": f"The signature {actor.get_username()} submitted recovers to {signer}, "
+                                            "which is no registered signing key. "
                                             f"A signature made over another SafeTx (another nonce or calldata) or by "
                                             f"another wallet recovers to an unknown address.{hint}"})
     if key.user_id != actor.pk:

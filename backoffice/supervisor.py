@@ -31,11 +31,19 @@ def up(argv: list[str]) -> int:
         if not local and settings_deployment_file().exists():
             settings_deployment_file().unlink()  # every chain is configured: no stale local addresses
         if local:
-            # The local nodes' owner is anvil's first well-known development account (public test key).
-            env.setdefault("OWNER_KEY", devservices.ANVIL_OWNER_KEY)
+            # Local keys are anvil's published development accounts. The relayer (pays gas for the Safe's
+            # execTransaction) and the keeper (timeouts) have no role in any contract; the owner key is
+            # only handed over for a chain someone set to eoa custody.
+            env.setdefault("RELAYER_KEY", devservices.anvil_key(devservices.RELAYER_INDEX))
+            env.setdefault("KEEPER_KEY", devservices.anvil_key(devservices.KEEPER_INDEX))
+            if any(env.get(f"{devservices.ANVIL_CHAINS[c]['env'].split('_')[0]}_OWNER_MODE", "safe") == "eoa"
+                   for c in local):
+                env.setdefault("OWNER_KEY", devservices.ANVIL_OWNER_KEY)
             # A fresh local chain each run: deploy, and start the mirror from nothing.
             _manage("deploy_local_contracts", "--reset-mirror",
                     *[f"--chain={c}={url}" for c, url in local.items()],
+                    *[f"--custody={c}={env.get(devservices.ANVIL_CHAINS[c]['env'].split('_')[0] + '_OWNER_MODE', 'safe')}"
+                      for c in local],
                     *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
                     env=env)
         for chain, url in local.items():
@@ -59,6 +67,8 @@ def up(argv: list[str]) -> int:
         print(
             "\n  Back office:  http://127.0.0.1:%d/admin/\n"
             "  Login:        ops / ops-demo-password, then the one-time code from `make otp`\n"
+            "                (ops-bob and ops-carol: the same password and code; with ops they are the\n"
+            "                Safe's three owners, 2 of 3 sign each owner action)\n"
             "                (development only; a new staff user enrols an authenticator at first login)\n"
             "  Stop:         Ctrl-C\n" % port,
             file=sys.stderr, flush=True,

@@ -42,3 +42,11 @@ def sign_text(path: Path, password: str, message: str) -> tuple[str, str]:
     account = _load(path, password)
     signed = account.sign_message(encode_defunct(text=message))
     return account.address.lower(), "0x" + signed.signature.hex().removeprefix("0x")
+
+
+@sensitive_variables()
+def sign_text_with_key(key: str, message: str) -> tuple[str, str]:
+    """(address, personal_sign signature) with a raw key: development's published anvil accounts only."""
+    account = Account.from_key(key)
+    signed = account.sign_message(encode_defunct(text=message))
+    return account.address.lower(), "0x" + signed.signature.hex().removeprefix("0x")

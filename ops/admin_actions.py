@@ -2,6 +2,8 @@
 the decoded call and a fresh simulation; contract status per chain; emergency stop and resume."""
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.conf import settings
@@ -11,7 +13,7 @@ from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action
 from backoffice.security import stepup_required
-from chain import transactions
+from chain import devwallet
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import read_contract_status
@@ -84,6 +86,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             path("<int:pk>/sign/", wrap(self.sign_view), name="ops_contractaction_sign"),
             path("<int:pk>/typed-data.json", wrap(self.typed_data_view), name="ops_contractaction_typed_data"),
             path("sign-group/<str:group>/", wrap(self.sign_group_view), name="ops_contractaction_sign_group"),
+            path("dev-wallet/", wrap(self.dev_wallet_view), name="ops_contractaction_dev_wallet"),
             path("status/<str:chain>/", wrap(self.status_view), name="ops_contractaction_status"),
             path("emergency-stop/", wrap(self.emergency_stop_view), name="ops_contractaction_emergency_stop"),
             path("resume/", wrap(self.resume_view), name="ops_contractaction_resume"),
@@ -205,6 +208,26 @@ class ContractActionAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = f'attachment; filename="action-{action.pk}-{action.chain}-typed-data.json"'
         return response
 
+    def dev_wallet_view(self, request):
+        """Development only (`make run`): an EIP-1193 bridge to the local anvil, which holds the demo owners'
+        keys. It answers for the signed-in person's registered keys and nothing else."""
+        if not devwallet.available() or request.method != "POST":
+            raise Http404("The development wallet exists only with a local chain.")
+        try:
+            body = json.loads(request.body)
+            method, params = body["method"], body.get("params") or []
+        except (ValueError, KeyError, TypeError):
+            return JsonResponse({"error": "expected {method, params}"}, status=400)
+        mine = list(request.user.signing_keys.filter(revoked_at__isnull=True).values_list("address", flat=True))
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return JsonResponse({"result": mine})
+        if method == "eth_signTypedData_v4" and len(params) == 2 and str(params[0]).lower() in mine:
+            try:
+                return JsonResponse({"result": devwallet.sign_typed_data(params[0].lower(), json.loads(params[1]))})
+            except (ValueError, ProviderUnavailable, RpcError) as exc:
+                return JsonResponse({"error": str(exc)}, status=502)
+        return JsonResponse({"error": f"the development wallet does not do {method} for this account"}, status=403)
+
     def sign_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)
         return self._sign(request, [action], title=f"Sign action #{action.pk}")
@@ -251,7 +274,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         items = [{"action": a, "form": forms_by_pk[a.pk], "summary": signing_summary(a),
                   "simulation": _fresh_simulation(a)} for a in todo]
         return admin_page(self, request, "admin/ops/contractaction/sign.html", title=title, items=items,
-                          my_keys=mine)
+                          my_keys=mine, dev_wallet=devwallet.available())
 
     def status_view(self, request, chain: str):
         if not request.user.has_perm("ops.view_contractaction"):

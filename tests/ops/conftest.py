@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from backoffice.devservices import ANVIL_OWNER_KEY, running_anvil
+from backoffice.devservices import ANVIL_OWNER_KEY, KEEPER_INDEX, anvil_key, running_anvil
 from chain.deploy import get_contract
 
 DAY = 86_400
@@ -137,12 +137,17 @@ def local_chain(tmp_path_factory) -> LocalChain:
 
 @pytest.fixture
 def chain(local_chain, settings):
-    """Point the back office at the module's node with the owner key; undo the test's chain changes after."""
+    """Point the back office at the module's node in eoa custody (owner and keeper keys); undo the test's chain
+    changes after."""
     from chain import rpc, transactions
 
     settings.CHAIN_DEPLOYMENT_FILE = local_chain.path
+    # These tests exercise eoa custody (the owner key on the server); tests/ops/test_safe*.py the Safe.
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "owner_mode": "eoa"}}
     settings.OWNER_KEY = ANVIL_OWNER_KEY
     settings.OWNER_KEYSTORE = ""
+    settings.KEEPER_KEY = anvil_key(KEEPER_INDEX)
+    settings.KEEPER_KEYSTORE = ""
     rpc.reset_clients()
     transactions.reset_signer()
     snapshot_id = local_chain.snapshot()

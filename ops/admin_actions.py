@@ -137,8 +137,10 @@ class ContractActionAdmin(admin.ModelAdmin):
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
+                then = ("the Safe's owners now sign it (Sign…)" if action.custody == Custody.SAFE
+                        else "a different person must approve it")
                 return self._done(request, action, f"Proposed #{action.pk}: {action.description}. The simulation "
-                                                   "passed; a different person must approve it.")
+                                                   f"passed; {then}.")
         return admin_page(self, request, "admin/ops/contractaction/propose.html", title="Propose a contract action",
                           form=form)
 

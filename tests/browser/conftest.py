@@ -264,30 +264,61 @@ def make_staff(django_user_model, roles):
     return make
 
 
-@pytest.fixture(scope="module")
-def anvil_deployment(tmp_path_factory):
-    """A fresh anvil (automine) for the module with the contracts deployed; yields the deployment file."""
+def _deployment(tmp_path_factory, custody: str):
     from backoffice.devservices import running_anvil
     from chain.local import deploy_local
 
     with running_anvil("bsc", block_time="") as (_proc, url):
-        path = tmp_path_factory.mktemp("browser-deployment") / "deployment.json"
-        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)["bsc"]
+        path = tmp_path_factory.mktemp(f"browser-deployment-{custody}") / "deployment.json"
+        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0, "custody": custody}}, path=path)["bsc"]
         yield path, data
+
+
+@pytest.fixture(scope="module")
+def anvil_deployment(tmp_path_factory):
+    """A fresh anvil (automine) for the module with the contracts deployed, owned by one key (eoa custody)."""
+    yield from _deployment(tmp_path_factory, "eoa")
+
+
+@pytest.fixture(scope="module")
+def safe_deployment(tmp_path_factory):
+    """The same, owned by a 2-of-3 Safe (accounts 40, 41, 42) with the guardian module."""
+    yield from _deployment(tmp_path_factory, "safe")
+
+
+def _point_at(settings, path, mode: str) -> None:
+    from backoffice.devservices import ANVIL_OWNER_KEY, KEEPER_INDEX, RELAYER_INDEX, anvil_key
+    from chain import rpc, transactions
+
+    settings.CHAIN_DEPLOYMENT_FILE = path
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "owner_mode": mode}}
+    settings.OWNER_KEY = ANVIL_OWNER_KEY if mode == "eoa" else ""
+    settings.OWNER_KEYSTORE = ""
+    settings.RELAYER_KEY = anvil_key(RELAYER_INDEX)
+    settings.KEEPER_KEY = anvil_key(KEEPER_INDEX)
+    rpc.reset_clients()
+    transactions.reset_signer()
 
 
 @pytest.fixture
 def local_chain(anvil_deployment, settings):
     """Point the back office (and so the live server, same process) at the module's anvil with the owner key."""
-    from backoffice.devservices import ANVIL_OWNER_KEY
     from chain import rpc, transactions
 
     path, data = anvil_deployment
-    settings.CHAIN_DEPLOYMENT_FILE = path
-    settings.OWNER_KEY = ANVIL_OWNER_KEY
-    settings.OWNER_KEYSTORE = ""
+    _point_at(settings, path, "eoa")
+    yield data
     rpc.reset_clients()
     transactions.reset_signer()
+
+
+@pytest.fixture
+def safe_local_chain(safe_deployment, settings):
+    """The back office in safe custody against the Safe-owned anvil: relayer and keeper keys only."""
+    from chain import rpc, transactions
+
+    path, data = safe_deployment
+    _point_at(settings, path, "safe")
     yield data
     rpc.reset_clients()
     transactions.reset_signer()

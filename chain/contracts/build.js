@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Compile chain/contracts/*.sol with the pinned solcjs and write deterministic artifacts to
-// chain/artifacts/<Name>.json. Usage: node chain/contracts/build.js   (wired to `make contracts`).
+// chain/artifacts/<Name>.json, and copy the Safe's own audited build from its npm package beside them.
+// Usage: node chain/contracts/build.js   (wired to `make contracts`).
 'use strict';
 
 const fs = require('fs');
@@ -11,7 +12,14 @@ const CONTRACTS_DIR = __dirname;
 // ARTIFACTS_DIR lets the test suite rebuild into a scratch folder and compare the bytes.
 const ARTIFACTS_DIR = process.env.ARTIFACTS_DIR || path.resolve(CONTRACTS_DIR, '..', 'artifacts');
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, '..', '..');
-const DEPLOYABLE = ['P2PEscrow', 'ArbitratorPool', 'TestToken'];
+const DEPLOYABLE = ['P2PEscrow', 'ArbitratorPool', 'TestToken', 'PauseGuardianModule'];
+// The Safe is deployed from the package's build, never recompiled here: its bytecode is the audited release's.
+const SAFE_PACKAGE = '@safe-global/safe-contracts';
+const SAFE_VERSION = '1.4.1';
+const SAFE_ARTIFACTS = {
+  Safe: 'Safe.sol/Safe.json',
+  SafeProxyFactory: 'proxies/SafeProxyFactory.sol/SafeProxyFactory.json',
+};
 const EVM_VERSION = 'cancun';
 
 function fail(message) {
@@ -52,6 +60,35 @@ function findImports(importPath) {
     }
   }
   return { error: `File not found: ${importPath} (run \`npm install\`?)` };
+}
+
+function writeArtifact(name, artifact) {
+  const target = path.join(ARTIFACTS_DIR, `${name}.json`);
+  fs.writeFileSync(target, JSON.stringify(artifact, null, 2) + '\n');
+  process.stdout.write(`wrote ${path.relative(REPO_ROOT, target)}\n`);
+}
+
+// Our artifact shape, with `source` naming the release instead of a solc version.
+function copySafeArtifacts() {
+  const root = path.join(REPO_ROOT, 'node_modules', SAFE_PACKAGE);
+  const pkg = path.join(root, 'package.json');
+  if (!fs.existsSync(pkg)) fail(`${SAFE_PACKAGE} is not installed: run \`npm ci\``);
+  const version = JSON.parse(fs.readFileSync(pkg, 'utf8')).version;
+  // A different release would silently change the committed bytecode: refuse rather than copy it.
+  if (version !== SAFE_VERSION) fail(`${SAFE_PACKAGE} is ${version}, expected ${SAFE_VERSION}: run \`npm ci\``);
+  for (const [name, file] of Object.entries(SAFE_ARTIFACTS)) {
+    const built = JSON.parse(fs.readFileSync(path.join(root, 'build', 'artifacts', 'contracts', file), 'utf8'));
+    if (built.contractName !== name || !built.bytecode || built.bytecode === '0x') {
+      fail(`${SAFE_PACKAGE}/${file} is not the ${name} build artifact`);
+    }
+    writeArtifact(name, {
+      contractName: name,
+      abi: built.abi,
+      bytecode: built.bytecode,
+      deployedBytecode: built.deployedBytecode,
+      source: `${SAFE_PACKAGE} ${SAFE_VERSION} (npm build artifact)`,
+    });
+  }
 }
 
 function main() {
@@ -97,17 +134,15 @@ function main() {
     if (!contract) fail(`contract ${name} not found in compiler output`);
     const bytecode = contract.evm.bytecode.object;
     if (!bytecode) fail(`contract ${name} has empty bytecode (abstract?)`);
-    const artifact = {
+    writeArtifact(name, {
       contractName: name,
       abi: contract.abi,
       bytecode: '0x' + bytecode,
       deployedBytecode: '0x' + contract.evm.deployedBytecode.object,
       solcVersion: solc.version(),
-    };
-    const target = path.join(ARTIFACTS_DIR, `${name}.json`);
-    fs.writeFileSync(target, JSON.stringify(artifact, null, 2) + '\n');
-    process.stdout.write(`wrote ${path.relative(REPO_ROOT, target)}\n`);
+    });
   }
+  copySafeArtifacts();
 }
 
 main();

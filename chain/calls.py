@@ -150,11 +150,12 @@ def describe(kind: str, params: dict[str, Any]) -> str:
     return f"{spec.function}({', '.join(parts)})"
 
 
-def decode_calldata(data: str) -> tuple[str, dict[str, Any]]:
-    """(kind, params) of calldata produced by `encode`; ValueError for anything else."""
+def decode_calldata(data: str, contract: str = "escrow") -> tuple[str, dict[str, Any]]:
+    """(kind, params) of calldata produced by `encode` for `contract` (escrow or pool: both have
+    transferOwnership); ValueError for anything else."""
     raw = bytes.fromhex(data[2:] if data.startswith("0x") else data)
     for spec in KINDS.values():
-        if raw[:4] == spec.selector:
+        if raw[:4] == spec.selector and spec.contract == contract:
             values = abi_decode([p.abi_type for p in spec.params], raw[4:]) if spec.params else ()
             return spec.key, {p.name: (v.lower() if isinstance(v, str) else v) for p, v in zip(spec.params, values)}
     raise ValueError("calldata does not match any known action")

@@ -204,8 +204,11 @@ class ContractActionAdmin(admin.ModelAdmin):
     def typed_data_view(self, request, pk: int):
         """The EIP-712 payload as a file, for `cast wallet sign --data --from-file` or any other signer."""
         action = get_object_or_404(ContractAction, pk=pk)
-        if not request.user.has_perm("ops.view_contractaction") or not action.typed_data:
+        if not request.user.has_perm("ops.view_contractaction"):
             raise PermissionDenied
+        if not action.typed_data:
+            return self._done(request, action, f"#{action.pk} is sent with the server's key: it has no typed data "
+                                               "to sign.", messages.INFO)
         response = JsonResponse(action.typed_data, json_dumps_params={"indent": 2})
         response["Content-Disposition"] = f'attachment; filename="action-{action.pk}-{action.chain}-typed-data.json"'
         return response
@@ -235,6 +238,8 @@ class ContractActionAdmin(admin.ModelAdmin):
         return self._sign(request, [action], title=f"Sign action #{action.pk}")
 
     def sign_group_view(self, request, group: str):
+        if not any(request.user.has_perm(p) for p in custody.SIGNING_ROLES):
+            raise PermissionDenied
         todo = list(ContractAction.objects.filter(group=group, status__in=AWAITING,
                                                   custody__in=[Custody.SAFE, Custody.GUARDIAN]).order_by("chain"))
         if not todo:
@@ -248,6 +253,11 @@ class ContractActionAdmin(admin.ModelAdmin):
         signature (made by any tool from the downloadable typed data), or `manage.py contract_action sign`."""
         if not any(_may_sign(request.user, a) for a in todo):
             raise PermissionDenied
+        unsigned = [a for a in todo if a.custody not in (Custody.SAFE, Custody.GUARDIAN)]
+        if unsigned:
+            return self._done(request, unsigned[0], f"#{unsigned[0].pk} is sent with the server's key "
+                                                    f"({unsigned[0].get_custody_display()}): it takes no signature.",
+                              messages.INFO)
         forms_by_pk = {a.pk: SignatureForm(request.POST or None, prefix=f"a{a.pk}") for a in todo}
         if request.method == "POST":
             done, failed = [], False

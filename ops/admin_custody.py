@@ -40,6 +40,18 @@ class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         # Everyone sees their own keys; ops admins see everyone's (to revoke a leaver's).
         return qs if request.user.has_perm("ops.view_staffsigningkey") else qs.filter(user=request.user)
 
+    # The queryset hides other people's keys; refuse first, so that someone without the role gets a 403, not a
+    # "no such key" redirect.
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return super().history_view(request, object_id, extra_context)
+
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [path("register/", wrap(self.register_view), name="ops_staffsigningkey_register"),

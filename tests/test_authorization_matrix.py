@@ -74,6 +74,8 @@ MODELS = {
     "ops_secretschedule": (only(OA, SU), only(SU), only(OA, SU), NONE),
     "ops_secretrotation": (only(OA, SU), NONE, NONE, NONE),
     "ops_incident": (ALL, only(OA, SU), only(OA, SU), NONE),
+    # signing keys: each person with a contract role sees their own; ops admins see everyone's
+    "ops_staffsigningkey": (only(CO, CA, OA, SU), NONE, NONE, NONE),
     # accounts, devices, sign-in records
     "auth_user": (only(OA, SU), only(SU), only(SU), only(SU)),
     "auth_group": (only(OA, SU), only(SU), only(SU), only(SU)),
@@ -121,6 +123,12 @@ PAGES = {
     "ops_contractaction_status": (ALL, ALL),
     "ops_contractaction_emergency_stop": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_resume": (only(CO, CA, SU), only(CO, CA, SU)),  # operators request, approvers approve
+    # Safe custody: approvers (and the proposer) sign; the typed data is readable by everyone who sees actions
+    "ops_contractaction_sign": (only(CO, CA, SU), only(CO, CA, SU)),  # CO proposed the fixture's action
+    "ops_contractaction_sign_group": (only(CO, CA, SU), only(CO, CA, SU)),
+    "ops_contractaction_typed_data": (ALL, ALL),
+    "ops_staffsigningkey_register": (only(CO, CA, SU), only(CO, CA, SU)),
+    "ops_staffsigningkey_revoke": (only(CA, OA, SU), only(CA, OA, SU)),  # the key's owner (CA) or an ops admin
     # the operations console: ops admins run it; every role reads incidents
     "ops_secretschedule_rotate": (only(OA, SU), only(OA, SU)),
     "ops_incident_open": (only(OA, SU), only(OA, SU)),
@@ -158,6 +166,7 @@ NOT_IN_MATRIX = {
     "logout": "the exit (tests/test_staff_access.py)",
     "autocomplete": "answers only with a model and field in the query; no admin here uses autocomplete_fields",
     "view_on_site": "no registered model has get_absolute_url",
+    "ops_contractaction_dev_wallet": "development only, 404 without a local chain (tests/ops/test_dev_wallet.py)",
 }
 
 
@@ -244,6 +253,7 @@ def _build_world() -> dict:
         PlatformFlag,
         SecretRotation,
         SecretSchedule,
+        StaffSigningKey,
     )
     from tests.disputes.builders import disputed_order
 
@@ -295,6 +305,8 @@ def _build_world() -> dict:
     action = ContractAction.objects.create(
         chain="bsc", kind="pause", description="pause()", to_address=f.wallet(), calldata="0x8456cb59",
         calldata_hash="0x" + "2" * 64, reason="matrix", proposed_by=users[CO])
+    signing_key = StaffSigningKey.objects.create(user=users[CA], address=f.wallet(), challenge="matrix",
+                                                 signature="0x" + "1" * 130)
     interval = IntervalSchedule.objects.create(every=10, period="seconds")
     crontab = CrontabSchedule.objects.create(minute="0", hour="3")
     solar = SolarSchedule.objects.create(event="sunrise", latitude=Decimal("1"), longitude=Decimal("1"))
@@ -321,7 +333,7 @@ def _build_world() -> dict:
         "axes_accessattempt": attempt, "axes_accesslog": access_log, "axes_accessfailurelog": failure_log,
         "django_celery_beat_periodictask": task, "django_celery_beat_clockedschedule": clocked,
         "django_celery_beat_crontabschedule": crontab, "django_celery_beat_solarschedule": solar,
-        "django_celery_beat_intervalschedule": interval,
+        "django_celery_beat_intervalschedule": interval, "ops_staffsigningkey": signing_key,
     }
     return {"sessions": sessions, "objects": objects}
 
@@ -334,6 +346,8 @@ def _url(name: str, world: dict) -> str:
         return reverse(f"admin:{name.split(':')[1]}_changelist")
     if name == "dashboard_chart_csv":
         return reverse("admin:dashboard_chart_csv", args=["volume"])
+    if name == "ops_contractaction_sign_group":
+        return reverse("admin:ops_contractaction_sign_group", args=["matrix"])
     if name == "ops_contractaction_status":
         return reverse("admin:ops_contractaction_status", args=["bsc"])
     if name.startswith("disputes_disputedorder_review"):
@@ -341,7 +355,7 @@ def _url(name: str, world: dict) -> str:
     if name == "auth_user_password_change":
         return reverse("admin:auth_user_password_change", args=[objects["auth_user"].pk])
     for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_rotate",
-                   "_update", "_config", "_qrcode"):
+                   "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke"):
         if name.endswith(suffix):
             model = name[: -len(suffix)]
             if model in objects:
@@ -422,7 +436,7 @@ def _registry() -> set[tuple[str, str]]:
     for model, model_admin in site._registry.items():
         prefix = f"{model._meta.app_label}_{model._meta.model_name}"
         for pattern in model_admin.get_urls():
-            if pattern.name:
+            if pattern.name and pattern.name not in NOT_IN_MATRIX:
                 model_url_names.add(pattern.name)
                 cells |= {(pattern.name, "GET"), (pattern.name, "POST")}
         if model_admin.actions is not None:

@@ -136,7 +136,7 @@ def assert_canonical() -> None:
     assert not Blacklist.objects.exclude(wallet__regex=WALLET.pattern).exists()
     for action in ContractAction.objects.all():
         assert CALLDATA.match(action.calldata) and WALLET.match(action.to_address)
-        kind, params = calls.decode_calldata(action.calldata)
+        kind, params = calls.decode_calldata(action.calldata, calls.KINDS[action.kind].contract)
         assert kind == action.kind and params == action.params
         for value in params.values():
             assert not isinstance(value, str) or WALLET.match(value)

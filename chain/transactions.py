@@ -20,6 +20,23 @@ class SignerUnavailable(RuntimeError):
     """No usable key is configured for a signing role. The message never contains key material."""
 
 
+@dataclass(frozen=True)
+class Simulation:
+    ok: bool
+    reason: str
+    gas: int | None
+    block: int
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "gas": self.gas, "block": self.block}
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: str
+    tx_hash: str
+
+
 # The server's signing roles and their settings prefix. "owner" exists only in eoa custody; in safe
 # custody the server holds the relayer (pays gas for execTransaction, no role in any contract) and
 # the keeper (calls the public timeout functions).

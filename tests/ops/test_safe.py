@@ -30,7 +30,9 @@ def sign(node, action: ContractAction, user) -> ContractAction:
 
 
 def confirm(action: ContractAction) -> ContractAction:
-    actions.advance_contract_actions(chain="bsc")
+    """The recovery step as beat runs it: a signed action is sent on one pass and confirmed on the next."""
+    for _ in range(2):
+        actions.advance_contract_actions(chain="bsc")
     action.refresh_from_db()
     return action
 

@@ -14,6 +14,7 @@ and nothing embedded starts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import signal
@@ -237,8 +238,24 @@ def set_interval_mining(url: str, seconds: int) -> None:
     urllib.request.urlopen(request, timeout=10).read()
 
 
-# anvil's first default account: a published development key, owner of the local contracts only.
-ANVIL_OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+# anvil's default mnemonic and its first account's key: published development keys, never holding real value.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+ANVIL_OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # index 0, the deployer
+ANVIL_ACCOUNTS = 45
+# The market driver trades from accounts 2..39, so 40 and up have no market role: the three demo staff who own the
+# local Safe (2 of 3) and are its guardians, the relayer that pays gas for Safe transactions, and the keeper.
+DEMO_SAFE_OWNERS = (40, 41, 42)
+RELAYER_INDEX = 43
+KEEPER_INDEX = 44
+
+
+@functools.lru_cache(maxsize=None)
+def anvil_key(index: int) -> str:
+    """The 0x private key of anvil's account `index` (BIP-44 m/44'/60'/0'/0/index of the default mnemonic)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()  # the HD derivation is marked unaudited; these keys are public
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key.to_0x_hex()
 
 
 def anvil_bin() -> str:
@@ -255,7 +272,7 @@ def start_anvil(chain: str, *, port: int | None = None, block_time: str | None =
     port = port or free_port()
     CHAIN_DIR.mkdir(parents=True, exist_ok=True)
     args = [anvil_bin(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(spec["chain_id"]),
-            "--accounts", "40", "--balance", "1000000", "--silent"]
+            "--accounts", str(ANVIL_ACCOUNTS), "--balance", "1000000", "--silent"]
     block_time = spec["block_time"] if block_time is None else block_time
     if block_time:  # "" means automine: one block per transaction (tests)
         args += ["--block-time", block_time]

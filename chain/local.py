@@ -7,20 +7,42 @@ from pathlib import Path
 from django.conf import settings
 from web3 import Web3
 
+from backoffice.devservices import ANVIL_ACCOUNTS, DEMO_SAFE_OWNERS, KEEPER_INDEX, RELAYER_INDEX
+
 from . import deploy, seeding
 
+CUSTODY_MODES = ("safe", "eoa")
+SAFE_THRESHOLD = 2
 
 
 def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
-    """Deploy to each {chain: {"rpc_url", "chain_id", "confirmations"}} and write the deployment file.
+    """Deploy to each {chain: {"rpc_url", "confirmations", "custody"}} and write the deployment file.
 
-    Account 0 of the node owns the contracts, account 1 is the treasury.
+    Account 0 of the node deploys (and in eoa custody owns) the contracts, account 1 is the treasury. In
+    "safe" custody (the default) a 2-of-3 Safe of accounts 40, 41 and 42 owns them, the same three are the
+    guardians of its PauseGuardianModule. Accounts 43 (relayer) and 44 (keeper) have no role in any contract.
     """
+    for chain, spec in chains.items():
+        if spec.get("custody", "safe") not in CUSTODY_MODES:
+            raise ValueError(f"{chain}: custody {spec['custody']!r} is not one of {', '.join(CUSTODY_MODES)}")
     out = {}
     for chain, spec in chains.items():
+        mode = spec.get("custody", "safe")
         w3 = Web3(Web3.HTTPProvider(spec["rpc_url"], request_kwargs={"timeout": 30}))
-        owner, treasury = w3.eth.accounts[0], w3.eth.accounts[1]
-        result = deploy.deploy_all(w3, owner, treasury)
+        accounts = w3.eth.accounts
+        if len(accounts) < ANVIL_ACCOUNTS:
+            raise ValueError(f"{chain}: the node at {spec['rpc_url']} has {len(accounts)} unlocked accounts, "
+                             f"{ANVIL_ACCOUNTS} are needed: start anvil with --accounts {ANVIL_ACCOUNTS}")
+        deployer, treasury = accounts[0], accounts[1]
+        result = deploy.deploy_all(w3, deployer, treasury)
+        roles = {"relayer": accounts[RELAYER_INDEX], "keeper": accounts[KEEPER_INDEX]}
+        if mode == "safe":
+            staff = [accounts[i] for i in DEMO_SAFE_OWNERS]
+            custody = {**deploy.install_safe_custody(w3, result, owners=staff, threshold=SAFE_THRESHOLD,
+                                                     guardians=staff, deployer=deployer), **roles}
+            owner = custody["safe"]
+        else:
+            custody, owner = {"mode": "eoa", **roles}, deployer
         out[chain] = {
             "rpc_url": spec["rpc_url"],
             # The same node under another name: a second provider for the failover path.
@@ -33,6 +55,7 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
             "confirmations": spec.get("confirmations", 2),
             "owner": owner,
             "treasury": treasury,
+            "custody": custody,
         }
     path = path or settings.CHAIN_DEPLOYMENT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

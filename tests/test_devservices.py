@@ -71,3 +71,12 @@ def test_devservices_start_with_urls_set_starts_nothing(tmp_path):
     assert _exports(result.stdout) == {}
     assert "nothing embedded to start" in result.stdout
     assert not (tmp_path / "pg").exists() and not (tmp_path / "redis").exists()
+
+
+def test_anvil_key_derives_anvils_default_accounts():
+    from eth_account import Account
+
+    from backoffice.devservices import ANVIL_OWNER_KEY, anvil_key
+
+    assert anvil_key(0) == ANVIL_OWNER_KEY
+    assert Account.from_key(anvil_key(1)).address == "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"

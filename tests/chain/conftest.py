@@ -306,7 +306,8 @@ def deployment(anvil_node, tmp_path_factory) -> Deployment:
     from chain.local import deploy_local
 
     path = tmp_path_factory.mktemp("deployment") / "deployment.json"
-    data = deploy_local({"bsc": {"rpc_url": anvil_node.url, "confirmations": 0}}, path=path)
+    # Account 0 stays the owner: the market below sends the owner's calls from it.
+    data = deploy_local({"bsc": {"rpc_url": anvil_node.url, "confirmations": 0, "custody": "eoa"}}, path=path)
     return Deployment(anvil_node.url, path, data["bsc"])
 
 

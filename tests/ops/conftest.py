@@ -124,7 +124,7 @@ def local_chain(tmp_path_factory) -> LocalChain:
 
     with running_anvil("bsc", block_time="") as (_proc, url):
         path = tmp_path_factory.mktemp("ops-deployment") / "deployment.json"
-        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)["bsc"]
+        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0, "custody": "eoa"}}, path=path)["bsc"]
         node = LocalChain(url, path, data, Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30})))
         for trader in node.accounts[10:16]:
             for token in node.tokens.values():

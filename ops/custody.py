@@ -57,6 +57,9 @@ def register_signing_key(*, actor: Any, address: str, challenge: str, signature:
     if not any(actor.has_perm(p) for p in SIGNING_ROLES) or not actor.is_staff or not actor.is_active:
         raise PermissionDenied(f"{actor.get_username()} has no contract-action role: no signing key needed.")
     address = canonical_wallet(address, field="address")
+    # A browser submits form fields with CRLF line breaks (and Windows terminals paste them): the challenge
+    # is issued, shown and signed with LF, so that is the text the signature is checked against.
+    challenge = challenge.replace("\r\n", "\n")
     token = challenge.rsplit("Token: ", 1)[-1].strip() if "Token: " in challenge else ""
     try:
         claims = signing.loads(token, salt=CHALLENGE_SALT, max_age=settings.SIGNING_CHALLENGE_SECONDS)

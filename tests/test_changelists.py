@@ -36,6 +36,7 @@ from ops.models import (
     PlatformFlag,
     SecretRotation,
     SecretSchedule,
+    StaffSigningKey,
 )
 from tests import factories as f
 
@@ -82,6 +83,8 @@ def rows(staff_user):
         ContractAction.objects.create(chain="bsc", kind="pause", description="pause()", to_address=f.wallet(),
                                       calldata="0x8456cb59", calldata_hash=f.tx_hash(), reason="test",
                                       proposed_by=staff_user, status="rejected")
+        StaffSigningKey.objects.create(user=staff_user, address=f.wallet(), challenge=f"challenge {i}",
+                                       signature="0x" + "11" * 65)
         Group.objects.create(name=f"group {i}")
         interval = IntervalSchedule.objects.create(every=i + 1, period="seconds")
         PeriodicTask.objects.create(name=f"task {i}", task="ops.tasks.check_sync", interval=interval)

@@ -77,7 +77,7 @@ class InjectedWallet:
                                       self.answer(item["method"], item["params"]))
             time.sleep(0.1)
         raise AssertionError(f"the page never moved on; wallet requests: {self.requests}; page: "
-                             f"{self.browser.text[:400]}")
+                             f"{self.browser.find('#content').text[:600]}")
 
     def answer(self, method: str, params: list):
         if method in ("eth_requestAccounts", "eth_accounts"):

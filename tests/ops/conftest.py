@@ -39,6 +39,7 @@ class LocalChain:
         self.tokens = {sym: get_contract(self.w3, "TestToken", addr) for sym, addr in self.data["tokens"].items()}
         self.accounts = [Web3.to_checksum_address(a) for a in self.w3.eth.accounts]
         self.owner, self.treasury = self.accounts[0], self.accounts[1]
+        self.keeper = self.accounts[KEEPER_INDEX]  # signs the public timeout calls, never an owner call
         self.buyer, self.seller = self.accounts[10], self.accounts[11]
 
     # ------------------------------------------------------------------ node control
@@ -68,7 +69,10 @@ class LocalChain:
         return self.w3.eth.get_block("latest")["timestamp"]
 
     def owner_nonce(self, block: str = "latest") -> int:
-        return self.w3.eth.get_transaction_count(self.owner, block)
+        return self.nonce_of(self.owner, block)
+
+    def nonce_of(self, address: str, block: str = "latest") -> int:
+        return self.w3.eth.get_transaction_count(address, block)
 
     def head(self) -> int:
         return self.w3.eth.block_number
@@ -89,10 +93,14 @@ class LocalChain:
 
     def owner_txs(self, from_block: int) -> list:
         """Every mined transaction sent by the owner from `from_block` on."""
+        return self.txs_from(self.owner, from_block)
+
+    def txs_from(self, sender: str, from_block: int) -> list:
+        """Every mined transaction sent by `sender` from `from_block` on."""
         out = []
         for number in range(from_block, self.head() + 1):
             for tx in self.w3.eth.get_block(number, full_transactions=True)["transactions"]:
-                if tx["from"] == self.owner:
+                if tx["from"] == sender:
                     out.append(tx)
         return out
 

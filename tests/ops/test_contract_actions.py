@@ -252,7 +252,7 @@ def test_contract_action_crash_after_signing_before_broadcast_is_finished_by_rec
 def test_contract_action_crash_after_broadcast_before_commit_sends_once(chain, alice, bob, monkeypatch):
     action = approved(alice, bob, "set_treasury", {"treasury": NEW_TREASURY})
     start, nonce_before = chain.head() + 1, chain.owner_nonce()
-    real_mark = actions._mark
+    real_mark = actions.mark_action
     crashed = []
 
     def crash_on_first_sent(action, status, **kwargs):
@@ -261,7 +261,7 @@ def test_contract_action_crash_after_broadcast_before_commit_sends_once(chain, a
             raise RuntimeError("worker killed after the broadcast")
         return real_mark(action, status, **kwargs)
 
-    monkeypatch.setattr(actions, "_mark", crash_on_first_sent)
+    monkeypatch.setattr(actions, "mark_action", crash_on_first_sent)
     with pytest.raises(RuntimeError, match="worker killed"):
         actions.execute_contract_action(actor=alice, action=action)
     action.refresh_from_db()
@@ -278,7 +278,7 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
     sent = actions.execute_contract_action(actor=alice, action=action)
     assert sent.status == ActionStatus.SENT
     chain.mine()
-    real_mark = actions._mark
+    real_mark = actions.mark_action
     crashed = []
 
     def crash_on_first_confirm(action, status, **kwargs):
@@ -287,14 +287,14 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
             raise RuntimeError("worker killed before recording the confirmation")
         return real_mark(action, status, **kwargs)
 
-    monkeypatch.setattr(actions, "_mark", crash_on_first_confirm)
+    monkeypatch.setattr(actions, "mark_action", crash_on_first_confirm)
     with pytest.raises(RuntimeError, match="worker killed"):
         actions.advance_contract_actions(chain="bsc")
     sent.refresh_from_db()
     assert sent.status == ActionStatus.SENT
     first = actions.advance_contract_actions(chain="bsc")
     second = actions.advance_contract_actions(chain="bsc")
-    assert first["confirmed"] == 1 and second == {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0}
+    assert first["confirmed"] == 1 and second == {"sent": 0, "confirmed": 0, "failed": 0, "replaced": 0, "stale": 0}
     assert_one_treasury_change(chain, sent, start, nonce_before)
     assert AuditLog.objects.filter(action="mark_contract_action_confirmed", object_id=str(sent.pk)).count() == 1
 

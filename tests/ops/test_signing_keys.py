@@ -40,6 +40,15 @@ def test_register_signing_key_with_a_signed_challenge_is_recorded_and_audited(ap
     assert account.key.hex().removeprefix("0x") not in str(StaffSigningKey.objects.values().first())
 
 
+def test_register_signing_key_accepts_the_challenge_as_a_browser_form_sends_it(approver):
+    # Browsers submit form fields with CRLF line breaks; the wallet signed the LF text the page showed.
+    account = Account.create()
+    challenge = custody.signing_key_challenge(user=approver)
+    key = custody.register_signing_key(actor=approver, address=account.address,
+                                       challenge=challenge.replace("\n", "\r\n"), signature=signed(account, challenge))
+    assert key.challenge == challenge
+
+
 def test_register_signing_key_signed_by_another_address_names_it(approver):
     mine, theirs = Account.create(), Account.create()
     challenge = custody.signing_key_challenge(user=approver)

@@ -54,7 +54,7 @@ def test_submit_due_timeouts_twice_at_once_submits_each_order_exactly_once(short
     wait_past(chain, max(chain.order(expiring)["seller_deadline"], fresh_deadline))
     assert due_timeouts("auto_expire", chains=["bsc"]) == [("bsc", expiring)]
     assert due_timeouts("auto_release", chains=["bsc"]) == [("bsc", releasing)]
-    start, nonce_before = chain.head() + 1, chain.owner_nonce()
+    start, nonce_before, owner_nonce = chain.head() + 1, chain.nonce_of(chain.keeper), chain.owner_nonce()
 
     barrier = threading.Barrier(2)
     results, errors = [], []
@@ -89,12 +89,14 @@ def test_submit_due_timeouts_twice_at_once_submits_each_order_exactly_once(short
     assert chain.order(expiring)["status"] == "expired"
     assert chain.order(releasing)["status"] == "completed"
     assert len(chain.logs("OrderExpired", start)) == 1 and len(chain.logs("OrderAutoReleased", start)) == 1
-    assert chain.owner_nonce() == nonce_before + 2 and len(chain.owner_txs(start)) == 2
+    # The keeper signed both (the owner key none), one transaction each.
+    assert chain.nonce_of(chain.keeper) == nonce_before + 2 and len(chain.txs_from(chain.keeper, start)) == 2
+    assert chain.owner_nonce() == owner_nonce and not chain.owner_txs(start)
 
     # Once more, after the fact: nothing is due (the live actions cover the orders), nothing is sent.
     assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
     assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 0, "duplicate": 0}
-    assert chain.owner_nonce() == nonce_before + 2
+    assert chain.nonce_of(chain.keeper) == nonce_before + 2
 
 
 def test_submit_due_timeouts_skips_orders_that_already_moved_on_chain(short_timeouts):
@@ -106,7 +108,7 @@ def test_submit_due_timeouts_skips_orders_that_already_moved_on_chain(short_time
     chain.send(chain.escrow.functions.confirmReceipt(confirmed), chain.buyer)  # not synced
     chain.send(chain.escrow.functions.cancelOrder(cancelled), chain.seller)  # not synced
     wait_past(chain, max(chain.order(confirmed)["buyer_deadline"], chain.order(cancelled)["seller_deadline"]))
-    nonce_before = chain.owner_nonce("pending")
+    nonce_before = chain.nonce_of(chain.keeper, "pending")
 
     assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 1, "duplicate": 0}
     assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
@@ -115,5 +117,5 @@ def test_submit_due_timeouts_skips_orders_that_already_moved_on_chain(short_time
         (action,) = ContractAction.objects.filter(kind=kind, order_onchain_id=order_id)
         assert action.status == ActionStatus.REJECTED and action.nonce is None and not action.raw_tx
         assert f"InvalidStatus({current})" in action.outcome
-    assert chain.owner_nonce("pending") == nonce_before
+    assert chain.nonce_of(chain.keeper, "pending") == nonce_before
     assert chain.order(confirmed)["status"] == "completed" and chain.order(cancelled)["status"] == "cancelled"

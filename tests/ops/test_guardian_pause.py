@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from eth_utils import function_signature_to_4byte_selector
+from web3 import Web3
 
 from ops import actions, custody
 from ops.models import ActionStatus, ContractAction, Custody, PlatformFlag
@@ -81,3 +83,41 @@ def test_guardian_pause_signature_is_used_once(safe_chain, staff):
     with pytest.raises(ValidationError, match=f"#{pause.pk}"):
         custody.add_action_signature(actor=alice, action=again, signature=signature)
     assert safe_chain.escrow.functions.paused().call() is False
+
+
+def _sent_by_guardian(node, guardian: str, to: str, data: str) -> int:
+    """A transaction the guardian signs themselves (anvil's unlocked account); its receipt status."""
+    tx_hash = node.w3.eth.send_transaction({"from": guardian, "to": to, "data": data, "gas": 300_000})
+    return node.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)["status"]
+
+
+def test_guardian_cannot_make_the_safe_do_anything_but_pause(safe_chain):
+    guardian = safe_chain.module.functions.guardians().call()[0]
+    treasury_before = safe_chain.escrow.functions.treasury().call()
+    new_treasury = Web3.to_checksum_address("0x" + "ee" * 20)
+
+    def selector(signature: str) -> str:
+        return "0x" + function_signature_to_4byte_selector(signature).hex()
+
+    attempts = [
+        # The module has no generic exec and no fallback: any other function of the escrow sent to it reverts.
+        (safe_chain.module.address, selector("unpause()")),
+        (safe_chain.module.address, safe_chain.escrow.functions.setTreasury(new_treasury)._encode_transaction_data()),
+        # Guardians are managed by the Safe's threshold only.
+        (safe_chain.module.address, safe_chain.module.functions.addGuardian(new_treasury)._encode_transaction_data()),
+        # A guardian is not a module: the Safe refuses its module call (GS104).
+        (safe_chain.safe.address, safe_chain.safe.functions.execTransactionFromModule(
+            safe_chain.escrow.address, 0, safe_chain.escrow.functions.setTreasury(new_treasury)._encode_transaction_data(),
+            0)._encode_transaction_data()),
+    ]
+    for to, data in attempts:
+        assert _sent_by_guardian(safe_chain, guardian, to, data) == 0, (to, data[:10])
+    assert safe_chain.escrow.functions.treasury().call() == treasury_before
+    assert not safe_chain.module.functions.isGuardian(new_treasury).call()
+
+    # The one thing it can do, from the guardian's own wallet: pause.
+    assert _sent_by_guardian(safe_chain, guardian, safe_chain.module.address, selector("pause()")) == 1
+    assert safe_chain.escrow.functions.paused().call() is True
+    # And a paused escrow is not unpaused through the module either.
+    assert _sent_by_guardian(safe_chain, guardian, safe_chain.module.address, selector("unpause()")) == 0
+    assert safe_chain.escrow.functions.paused().call() is True

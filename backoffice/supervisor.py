@@ -46,6 +46,9 @@ def up(argv: list[str]) -> int:
                       for c in local],
                     *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
                     env=env)
+            if set(local) == set(devservices.ANVIL_CHAINS):
+                # Every chain is new: the old chains' contract actions and nonces would only leave gaps.
+                _manage("forget_local_actions", env=env)
         for chain, url in local.items():
             if devservices.ANVIL_CHAINS[chain].get("interval_after_deploy"):
                 devservices.set_interval_mining(url, devservices.ANVIL_CHAINS[chain]["interval_after_deploy"])

@@ -156,6 +156,11 @@ def head(chain: str) -> int:
     return get_client(chain).block_number()
 
 
+def chain_time(chain: str) -> int:
+    """The latest block's timestamp: the clock a contract's `block.timestamp` deadlines are checked against."""
+    return int(get_client(chain).call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+
+
 def nonce_of(chain: str, address: str, block: str = "pending") -> int:
     return int(get_client(chain).call("eth_getTransactionCount", [address, block]), 16)
 

@@ -303,7 +303,11 @@ def _prepare_signed_call(action: ContractAction) -> str | ContractAction:
         raise ValidationError({"signatures": outcome[0].upper() + outcome[1:] + "."})
     if action.custody == Custody.GUARDIAN:
         deadline = int(action.typed_data["message"]["deadline"])
-        if deadline <= int(timezone.now().timestamp()):
+        try:
+            chain_now = transactions.chain_time(action.chain)
+        except (ProviderUnavailable, RpcError) as exc:
+            raise ValidationError({"chain": f"{action.chain} RPC unreachable, nothing was signed: {exc}"}) from None
+        if deadline <= chain_now:
             raise ValidationError({"signatures": "The guardian's pause signature expired: start the pause again."})
         return chain_safe.pause_by_signature_calldata(deadline=deadline, signature=next(iter(counted.valid.values())))
     return chain_safe.exec_transaction_calldata(to=action.to_address, data=action.calldata,
@@ -470,7 +474,8 @@ def propose_guardian_pause(*, actor: Any, chain: str, reason: str, group: str = 
     state = _safe_of(cfg)
     try:
         guardian = chain_safe.read_guardians(chain, cfg.guardian_module, state.address)
-        deadline = int(timezone.now().timestamp()) + settings.GUARDIAN_PAUSE_SECONDS
+        # The module checks the deadline against block.timestamp: count from the chain's clock, not ours.
+        deadline = transactions.chain_time(chain) + settings.GUARDIAN_PAUSE_SECONDS
         typed = chain_safe.guardian_pause_typed_data(chain_id=cfg.chain_id, module=cfg.guardian_module,
                                                      escrow=cfg.escrow, nonce=guardian.nonce, deadline=deadline)
         digest = chain_safe.typed_data_hash(typed)

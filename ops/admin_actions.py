@@ -44,6 +44,16 @@ def _signed_message(action: ContractAction) -> str:
     return f"#{action.pk}: signature recorded; more are needed before it can execute."
 
 
+# What "Execute" does, per custody route: staff must know which key signs before it is irreversible.
+EXECUTE_WARNING = {
+    Custody.OWNER_KEY: "This signs with the server's owner key (eoa mode) and broadcasts. It cannot be undone.",
+    Custody.SAFE: "The relayer sends the Safe's execTransaction with the owners' signatures (the relayer only pays "
+                  "gas). It cannot be undone.",
+    Custody.GUARDIAN: "The relayer sends the guardian's pause signature to the guardian module. It cannot be undone.",
+    Custody.KEEPER: "The keeper key sends this public timeout call. It cannot be undone.",
+}
+
+
 @admin.register(ContractAction)
 class ContractActionAdmin(admin.ModelAdmin):
     list_display = ("id", "chain", "description", "status", "custody", "is_automatic", "proposed_by", "approved_by",
@@ -189,7 +199,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             return self._done(request, done, f"Sent {done.tx_hash}. It is confirmed after "
                                              f"{get_chain_config(done.chain).confirmations} blocks.")
         return self._confirm(request, action, verb="execute", perm="ops.execute_contractaction", run=run,
-                             warning="This signs with the owner key and broadcasts. It cannot be undone.")
+                             warning=EXECUTE_WARNING[action.custody])
 
     def replace_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)

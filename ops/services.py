@@ -1,10 +1,12 @@
-"""Operations writes: raising and acknowledging alerts."""
+"""Operations writes: raising and acknowledging alerts; forgetting a discarded local chain's contract actions."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -48,3 +50,29 @@ def acknowledge_alert(*, actor: Any, alert: Alert) -> Alert:
             alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
             record_audit(actor=actor, action="acknowledge_alert", obj=alert, after={"key": alert.key})
     return alert
+
+
+# The records of contract actions sent to a chain, with the nonces they used (incident links cascade).
+LOCAL_CHAIN_ACTION_TABLES = ("ops_action_signatures", "ops_contract_actions", "ops_signer_nonces")
+
+
+def forget_local_contract_actions(*, actor: Any) -> int:
+    """Development only: drop the contract actions of a local chain that `make run` just replaced (audited).
+
+    A fresh anvil starts every account at nonce 0, so the old actions' signer nonces and Safe nonces
+    would make the first new transaction wait forever behind a gap, and their history describes
+    transactions that no longer exist. TRUNCATE, because the table refuses row DELETEs by trigger;
+    the audit log keeps what happened to them. Refused in production.
+    """
+    if settings.PRODUCTION:
+        raise ImproperlyConfigured("Contract actions are a permanent record: never forgotten in production.")
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            # Deferred foreign-key checks still pending in this transaction would make PostgreSQL refuse TRUNCATE.
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cur.execute("SELECT count(*) FROM ops_contract_actions")
+            (count,) = cur.fetchone()
+            cur.execute(f"TRUNCATE {', '.join(LOCAL_CHAIN_ACTION_TABLES)} CASCADE")
+        record_audit(actor=actor, action="forget_local_contract_actions", object_type="ops.contractaction",
+                     after={"forgotten": count}, reason="a fresh local chain replaced the one they were sent to")
+    return count

@@ -1,6 +1,9 @@
 """Contract actions, the signer's nonce sequence and the platform flags (kill switch)."""
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
 from django.conf import settings
 from django.db import models
 
@@ -154,6 +157,12 @@ class ContractAction(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.chain} {self.description}"
+
+    @property
+    def guardian_deadline(self) -> datetime | None:
+        """When a guardian's pause signature stops being accepted (the module compares it with block time)."""
+        deadline = (self.typed_data or {}).get("message", {}).get("deadline") if self.custody == Custody.GUARDIAN else None
+        return datetime.fromtimestamp(int(deadline), tz=dt_timezone.utc) if deadline is not None else None
 
 
 class SignerNonce(models.Model):

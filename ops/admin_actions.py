@@ -354,6 +354,13 @@ class ContractActionAdmin(admin.ModelAdmin):
                         raise PermissionDenied
                     done = actions.request_resume(actor=request.user, reason=form.cleaned_data["reason"],
                                                   chains=self._chains())
+                    if any(a.custody == Custody.SAFE for a in done):
+                        # Safe custody: the unpause is approved by the owners' signatures, the requester's first.
+                        self.message_user(request, f"Resume requested ({done[0].group}): unpause needs the Safe's "
+                                                   "threshold. Sign it now if you are an owner; another owner signs "
+                                                   "next, then an operator executes it.", messages.WARNING)
+                        return HttpResponseRedirect(reverse("admin:ops_contractaction_sign_group",
+                                                            args=[done[0].group]))
                     self.message_user(request, f"Resume requested ({done[0].group}): a different person must "
                                                "approve it here.")
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))

@@ -121,3 +121,21 @@ def test_guardian_cannot_make_the_safe_do_anything_but_pause(safe_chain):
     # And a paused escrow is not unpaused through the module either.
     assert _sent_by_guardian(safe_chain, guardian, safe_chain.module.address, selector("unpause()")) == 0
     assert safe_chain.escrow.functions.paused().call() is True
+
+
+def test_guardian_resume_page_in_safe_custody_sends_the_requester_to_sign(safe_chain, staff, trades_on, client):
+    from django.urls import reverse
+
+    alice = staff["alice"]
+    [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
+    custody.add_action_signature(actor=alice, action=pause, signature=sign_typed(safe_chain, alice.account,
+                                                                                 pause.typed_data))
+    client.force_login(alice)
+    url = reverse("admin:ops_contractaction_resume")
+    response = client.post(url, {"reason": "drill over"})
+    unpause = ContractAction.objects.get(kind="unpause")
+    assert unpause.custody == Custody.SAFE and unpause.status == ActionStatus.PROPOSED
+    sign_url = reverse("admin:ops_contractaction_sign_group", args=[unpause.group])
+    assert response.status_code == 302 and response["Location"] == sign_url
+    # The pending request links the next owner to the same signing page, not to a database approval.
+    assert f'href="{sign_url}"' in client.get(url).content.decode()

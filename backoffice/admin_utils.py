@@ -5,6 +5,7 @@ import csv
 import html
 import re
 from datetime import timezone
+from functools import lru_cache
 from typing import Any, Iterable
 
 from django.conf import settings
@@ -13,16 +14,16 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
-from functools import lru_cache
-
 from django.urls import get_script_prefix, reverse
 from django.utils.formats import localize
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+
+from backoffice.audit.services import record_audit
 
 COUNT_CAP = 10_000
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -250,3 +251,17 @@ def export_csv_action(fields: list[str], filename: str):
 __all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag",
            "admin_page", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url",
            "short_hex", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+
+
+class AuditedConfigAdmin(admin.ModelAdmin):
+    """Configuration edited in the admin is still audited: before/after of the changed fields."""
+
+    def save_model(self, request, obj, form, change):
+        before = {f: form.initial.get(f) for f in form.changed_data} if change else None
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record_audit(actor=request.user, action=f"{'change' if change else 'add'}_{obj._meta.model_name}", obj=obj,
+                         before=before, after={f: form.cleaned_data.get(f) for f in form.changed_data})
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -79,7 +79,7 @@ class AccessAuditMiddleware:
 
 
 def _audit(actor, action: str, reason: str, object_repr: str = "") -> None:
-    from ops.audit import record_audit
+    from backoffice.audit.services import record_audit
 
     try:
         with transaction.atomic():

@@ -61,6 +61,9 @@ INSTALLED_APPS = [
     "axes",
     "django_prometheus",
     "django_celery_beat",
+    # The floor every app stands on: the audit log and alerts (chain, disputes and ops all use them).
+    "backoffice.audit",
+    "backoffice.alerts",
     "chain",
     "disputes",
     "ops",

@@ -12,8 +12,8 @@ from django.utils import timezone
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from ops.audit import record_audit
-from ops.services import raise_alert
+from backoffice.alerts.services import raise_alert
+from backoffice.audit.services import record_audit
 
 from .config import get_chain_config
 from .mirror import ts, units

@@ -8,10 +8,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain.addresses import canonical_wallet
 from chain.models import Order
-from ops.audit import record_audit
 
 from .models import Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
 
@@ -232,7 +232,7 @@ def dispute_rate_threshold() -> int:
 
 def check_dispute_rate() -> bool:
     """Scheduled: alert (P2, fraud) when the 24 h dispute rate passes the threshold (default 20%)."""
-    from ops.services import raise_alert
+    from backoffice.alerts.services import raise_alert
 
     from .selectors import dispute_rate_24h
 

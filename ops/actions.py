@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
 
+from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import calls, transactions
 from chain import safe as chain_safe
@@ -27,7 +28,6 @@ from chain.config import ChainConfig, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
 from . import custody
-from .audit import record_audit
 from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignerNonce
 
 logger = logging.getLogger(__name__)

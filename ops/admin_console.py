@@ -1,4 +1,4 @@
-"""Admin of the operations console: alert channels and deliveries, daily reports, platform flags,
+"""Admin of the operations console: daily reports, platform flags,
 secret rotation, incidents (timeline, lifecycle, post-mortem, monthly report)."""
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from backoffice.admin_utils import CappedCountPaginator, ReadOnlyAdminMixin, admin_page, errors_to_form
+from backoffice.admin_utils import (
+    AuditedConfigAdmin,
+    CappedCountPaginator,
+    ReadOnlyAdminMixin,
+    admin_page,
+    errors_to_form,
+)
 from backoffice.security import stepup_required
 
 from . import actions, console
-from .audit import record_audit
 from .models import (
-    AlertChannel,
-    AlertDelivery,
     Incident,
     IncidentStatus,
     OpsReport,
@@ -28,43 +31,6 @@ from .models import (
     SecretRotation,
     SecretSchedule,
 )
-
-
-class AuditedConfigAdmin(admin.ModelAdmin):
-    """Configuration edited in the admin is still audited: before/after of the changed fields."""
-
-    def save_model(self, request, obj, form, change):
-        before = {f: form.initial.get(f) for f in form.changed_data} if change else None
-        from django.db import transaction
-
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            record_audit(actor=request.user, action=f"{'change' if change else 'add'}_{obj._meta.model_name}", obj=obj,
-                         before=before, after={f: form.cleaned_data.get(f) for f in form.changed_data})
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(AlertChannel)
-class AlertChannelAdmin(AuditedConfigAdmin):
-    list_display = ("name", "kind", "enabled", "min_severity", "target", "consecutive_failures", "open_until",
-                    "last_error")
-    list_filter = ("kind", "enabled")
-    readonly_fields = ("consecutive_failures", "open_until", "last_error")
-
-    @admin.display(description="target")
-    def target(self, obj: AlertChannel) -> str:
-        return obj.url or f"chat {obj.chat_id}"
-
-
-@admin.register(AlertDelivery)
-class AlertDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("alert", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
-    list_filter = ("status", "channel")
-    list_select_related = ("alert", "channel")
-    paginator = CappedCountPaginator  # one row per alert and channel: grows with the alert history
-    show_full_result_count = False
 
 
 @admin.register(OpsReport)

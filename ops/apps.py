@@ -1,4 +1,4 @@
-"""The ops app: health, metrics, scheduled checks, the audit log and the operations console."""
+"""The ops app: health, metrics, scheduled checks, contract actions and custody, and the operations console."""
 from django.apps import AppConfig
 
 

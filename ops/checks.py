@@ -8,12 +8,12 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
+from backoffice.alerts.services import raise_alert
 from chain.config import configured_chains, get_chain_config
 from chain.models import ChainState, EventSyncCursor
 
 from . import health as health_checks
 from .models import OpsReport, PlatformFlag, SecretSchedule
-from .services import raise_alert
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 
-from .audit import record_audit
 from .models import (
     INCIDENT_FLOW,
     Incident,

@@ -18,13 +18,13 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import safe as chain_safe
 from chain.addresses import canonical_wallet
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
-from .audit import record_audit
 from .models import ActionSignature, ActionStatus, ContractAction, Custody, SignatureSource, StaffSigningKey
 
 logger = logging.getLogger(__name__)

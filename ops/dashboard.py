@@ -8,7 +8,8 @@ the page costs the same at a million orders as at ten.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import date, datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
@@ -21,12 +22,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.admin_utils import csv_response
+from backoffice.alerts.models import Alert
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
 
 from . import charts
 from .checks import SYNC_STUCK_AFTER, sync_lag_threshold
 from .health import health
-from .models import Alert, Incident, IncidentStatus, SecretSchedule
+from .models import Incident, IncidentStatus, SecretSchedule
 
 WINDOW_DAYS = 30
 CHART_PERMISSION = "chain.view_order"
@@ -148,7 +150,7 @@ def _alert_tile() -> Tile:
     status = "ok" if not row["n"] else ("error" if row["worst"] in ("P0", "P1") else "warning")
     return Tile(key="alerts", title="unacknowledged alerts", value=row["n"], status=status,
                 detail=f"worst {row['worst']}" if row["n"] else "all acknowledged",
-                url=_url("ops_alert_changelist", query="acknowledged_at__isempty=1"))
+                url=_url("alerts_alert_changelist", query="acknowledged_at__isempty=1"))
 
 
 def tiles(now: datetime | None = None) -> list[Tile]:

@@ -67,7 +67,7 @@ def schedules() -> list[Schedule]:
                  description="Runbook §5: daily user tier recalculation, 03:00 UTC."),
         Schedule(name="refresh-top-sellers", task="chain.tasks.refresh_top_sellers", every_seconds=600,
                  description="Runbook §9: the dashboard's top sellers (30 days), one pass over the window."),
-        Schedule(name="sweep-alert-deliveries", task="ops.tasks.sweep_alert_deliveries", every_seconds=300,
+        Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries", every_seconds=300,
                  description="Retry alert deliveries whose task was lost."),
     ]
     return items

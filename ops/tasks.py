@@ -4,7 +4,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import close_old_connections
 
-from . import actions, audit, services, timeouts
+from backoffice.alerts.services import raise_alert
+from backoffice.audit.selectors import verify_audit_chain as verify_chain
+
+from . import actions, timeouts
 
 
 @shared_task(ignore_result=True)
@@ -29,32 +32,11 @@ def check_buyer_timeouts() -> dict:
 @shared_task(ignore_result=True)
 def verify_audit_chain() -> dict:
     close_old_connections()
-    verdict = audit.verify_audit_chain()
+    verdict = verify_chain()
     if not verdict.ok:
-        services.raise_alert(key="audit-chain", severity="P1", source="verify_audit_chain",
-                             title=f"audit_log chain broken at row {verdict.first_broken_id}",
-                             message=verdict.problem)
+        raise_alert(key="audit-chain", severity="P1", source="verify_audit_chain",
+                    title=f"audit_log chain broken at row {verdict.first_broken_id}", message=verdict.problem)
     return {"ok": verdict.ok, "rows": verdict.rows_checked, "first_broken_id": verdict.first_broken_id}
-
-
-@shared_task(bind=True, ignore_result=True, max_retries=None)
-def deliver_alert(self, delivery_id: int) -> str:
-    """Send one alert delivery; retry with exponential backoff (the service decides when to give up)."""
-    from . import alerting
-
-    close_old_connections()
-    status, retry_in = alerting.attempt_delivery(delivery_id)
-    if retry_in is not None:
-        raise self.retry(countdown=retry_in)
-    return status
-
-
-@shared_task(ignore_result=True)
-def sweep_alert_deliveries() -> int:
-    from . import alerting
-
-    close_old_connections()
-    return alerting.sweep_pending()
 
 
 @shared_task(ignore_result=True)

@@ -64,11 +64,11 @@ MODELS = {
     "disputes_disputedorder": (ALL, NONE, ALL, NONE),  # its change page is a redirect to the review page
     "disputes_reviewflag": (ALL, NONE, NONE, NONE),
     # operations
-    "ops_auditlog": (only(OA, SU), NONE, NONE, NONE),
-    "ops_alert": (ALL, NONE, only(OA, SU), NONE),
+    "audit_auditlog": (only(OA, SU), NONE, NONE, NONE),
+    "alerts_alert": (ALL, NONE, only(OA, SU), NONE),
     "ops_contractaction": (ALL, NONE, NONE, NONE),
-    "ops_alertchannel": (only(OA, SU), only(OA, SU), only(OA, SU), NONE),
-    "ops_alertdelivery": (only(OA, SU), NONE, NONE, NONE),
+    "alerts_alertchannel": (only(OA, SU), only(OA, SU), only(OA, SU), NONE),
+    "alerts_alertdelivery": (only(OA, SU), NONE, NONE, NONE),
     "ops_opsreport": (only(OA, SU), NONE, NONE, NONE),
     "ops_platformflag": (ALL, NONE, only(OA, SU), NONE),
     "ops_secretschedule": (only(OA, SU), only(SU), only(OA, SU), NONE),
@@ -104,6 +104,8 @@ PAGES = {
     "app_list:chain": (ALL, ALL),
     "app_list:disputes": (ALL, ALL),
     "app_list:ops": (ALL, ALL),
+    "app_list:audit": (only(OA, SU), only(OA, SU)),
+    "app_list:alerts": (ALL, ALL),
     "app_list:auth": (only(OA, SU), only(OA, SU)),
     "app_list:otp_totp": (only(SU), only(SU)),
     "app_list:otp_static": (only(SU), only(SU)),
@@ -150,8 +152,8 @@ ACTIONS = {
     ("disputes_blacklist", "lift_selected"): only(BM, SU),
     ("disputes_blacklist", "export_csv"): ALL,
     ("disputes_reviewflag", "resolve_selected"): only(DR, SU),
-    ("ops_auditlog", "export_csv"): only(OA, SU),
-    ("ops_alert", "acknowledge"): only(OA, SU),
+    ("audit_auditlog", "export_csv"): only(OA, SU),
+    ("alerts_alert", "acknowledge"): only(OA, SU),
     ("ops_contractaction", "export_csv"): ALL,
     ("axes_accessattempt", "cleanup_expired_attempts"): only(SU),
     ("django_celery_beat_periodictask", "enable_tasks"): only(OA, SU),
@@ -211,7 +213,8 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
     overrides = override_settings(CHAIN_DEPLOYMENT_FILE=no_chain, OWNER_KEY="", OWNER_KEYSTORE="",
                                   STEPUP_SECONDS=24 * 3600, CELERY_TASK_ALWAYS_EAGER=False)
     with django_db_blocker.unblock(), overrides:
-        from chain import rpc, transactions as chain_tx
+        from chain import rpc
+        from chain import transactions as chain_tx
 
         rpc.reset_clients()
         chain_tx.reset_signer()
@@ -228,6 +231,7 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 def _build_world() -> dict:
+    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
     from django_celery_beat.models import (
         ClockedSchedule,
         CrontabSchedule,
@@ -238,15 +242,12 @@ def _build_world() -> dict:
     from django_otp import DEVICE_ID_SESSION_KEY
     from django_otp.plugins.otp_static.models import StaticDevice
     from django_otp.plugins.otp_totp.models import TOTPDevice
-    from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 
+    from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
+    from backoffice.audit.services import record_audit
     from chain.models import ChainEvent, EventSyncCursor, ReconciliationDrift, RpcProvider, Token
     from disputes.models import Blacklist, ReviewFlag
-    from ops.audit import record_audit
     from ops.models import (
-        Alert,
-        AlertChannel,
-        AlertDelivery,
         ContractAction,
         Incident,
         OpsReport,
@@ -325,8 +326,8 @@ def _build_world() -> dict:
         "chain_order": order, "chain_userprofile": profile, "chain_arbitrator": arbitrator,
         "chain_eventsynccursor": cursor, "chain_chainevent": event, "chain_rpcprovider": provider,
         "chain_token": token, "chain_reconciliationdrift": drift, "disputes_blacklist": blacklist,
-        "disputes_disputedorder": disputed, "disputes_reviewflag": flag, "ops_auditlog": audit, "ops_alert": alert,
-        "ops_contractaction": action, "ops_alertchannel": channel, "ops_alertdelivery": delivery,
+        "disputes_disputedorder": disputed, "disputes_reviewflag": flag, "audit_auditlog": audit, "alerts_alert": alert,
+        "ops_contractaction": action, "alerts_alertchannel": channel, "alerts_alertdelivery": delivery,
         "ops_opsreport": report, "ops_platformflag": platform_flag, "ops_secretschedule": secret,
         "ops_secretrotation": rotation, "ops_incident": incident, "auth_user": users[V],
         "auth_group": Group.objects.get(name=V), "otp_totp_totpdevice": totp, "otp_static_staticdevice": static,
@@ -374,7 +375,7 @@ def _body(name: str, world: dict) -> dict:
 
 def _write_counters() -> dict:
     """Rows inserted, updated and deleted by this transaction, per table (sessions and access audit rows aside)."""
-    from ops.models import AuditLog
+    from backoffice.audit.models import AuditLog
 
     with connection.cursor() as cur:
         cur.execute("SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables "
@@ -462,8 +463,8 @@ def test_the_matrix_has_a_cell_for_every_principal():
 
 
 def test_the_write_counters_see_a_write(world):
-    from ops.models import Alert
+    from backoffice.alerts.models import Alert
 
     before = _write_counters()
-    Alert.objects.filter(pk=world["objects"]["ops_alert"].pk).update(title="changed")
+    Alert.objects.filter(pk=world["objects"]["alerts_alert"].pk).update(title="changed")
     assert _write_counters() != before

@@ -14,6 +14,8 @@ from django.urls import reverse
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
 from backoffice.admin_utils import CappedCountPaginator
+from backoffice.alerts.models import AlertChannel, AlertDelivery
+from backoffice.alerts.services import acknowledge_alert, raise_alert
 from chain import rollup
 from chain.models import (
     ChainEvent,
@@ -26,10 +28,8 @@ from chain.models import (
 )
 from disputes.models import DisputeCase, ReviewFlag
 from disputes.services import blacklist_wallet
-from ops import console, services
+from ops import console
 from ops.models import (
-    AlertChannel,
-    AlertDelivery,
     ContractAction,
     Incident,
     OpsReport,
@@ -44,11 +44,11 @@ pytestmark = pytest.mark.django_db
 
 MAX_QUERIES = 10
 ROWS = 12  # more rows than the query budget: a query per row cannot hide
-BIG_TABLES = {"chain.Order", "disputes.DisputedOrder", "chain.UserProfile", "chain.ChainEvent", "ops.AuditLog",
-              "disputes.Blacklist", "ops.Alert", "ops.AlertDelivery", "ops.ContractAction", "disputes.ReviewFlag"}
+BIG_TABLES = {"chain.Order", "disputes.DisputedOrder", "chain.UserProfile", "chain.ChainEvent", "audit.AuditLog",
+              "disputes.Blacklist", "alerts.Alert", "alerts.AlertDelivery", "ops.ContractAction", "disputes.ReviewFlag"}
 NOW = datetime.now(timezone.utc)
 # The fixture fills these apps' tables; the others' changelists (security add-ons) are checked for cost only.
-POPULATED_APPS = {"chain", "disputes", "ops", "auth", "django_celery_beat"}
+POPULATED_APPS = {"audit", "alerts", "chain", "disputes", "ops", "auth", "django_celery_beat"}
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def rows(staff_user):
                                   tx_hash=f.tx_hash(), log_index=i, address=f.wallet(), contract="escrow",
                                   event="OrderCreated", order_id=orders[i].onchain_id)
         ReconciliationDrift.objects.create(chain="bsc", onchain_id=i, field="status", at_block=1)
-        alert = services.raise_alert(key=f"k{i}", severity="P2", title=f"alert {i}", source="test")
-        services.acknowledge_alert(actor=staff_user, alert=alert)
+        alert = raise_alert(key=f"k{i}", severity="P2", title=f"alert {i}", source="test")
+        acknowledge_alert(actor=staff_user, alert=alert)
         channel = AlertChannel.objects.create(name=f"hook {i}", kind="webhook", url=f"https://example.org/{i}")
         AlertDelivery.objects.create(alert=alert, channel=channel)
         OpsReport.objects.create(status="ok", data={}, text="all good")

@@ -19,13 +19,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
 from hypothesis import example as hypothesis_example
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from backoffice.audit.models import AuditLog
 from backoffice.logging import JsonFormatter, RedactFilter
 from chain import calls, rpc, transactions
 from disputes.models import Blacklist, DisputeCase, DisputeNote
-from ops.models import AuditLog, ContractAction, Incident, IncidentEvent, SecretRotation, SecretSchedule
+from ops.models import ContractAction, Incident, IncidentEvent, SecretRotation, SecretSchedule
 from tests.disputes.builders import disputed_order
 
 pytestmark = [pytest.mark.django_db,
@@ -395,20 +398,20 @@ CHANGELISTS = {
     "/admin/chain/userprofile/": ["tier__exact", "is_blacklisted__exact", "created_at__gte"],
     "/admin/chain/chainevent/": ["chain__exact", "contract", "malformed", "event"],
     "/admin/disputes/blacklist/": ["state", "source__exact", "created_at__gte", "created_at__lt"],
-    "/admin/ops/auditlog/": ["action__exact", "object_type__exact", "as_superuser__exact", "created_at__gte"],
+    "/admin/audit/auditlog/": ["action__exact", "object_type__exact", "as_superuser__exact", "created_at__gte"],
     "/admin/disputes/disputedorder/": ["chain__exact", "age", "amount", "arbitrator", "assignee"],
     "/admin/ops/contractaction/": ["status__exact", "chain__exact", "kind__exact", "is_automatic__exact",
                                    "proposed_at__gte"],
 }
 SEARCHABLE = ["/admin/chain/order/", "/admin/chain/userprofile/", "/admin/chain/chainevent/",
-              "/admin/disputes/blacklist/", "/admin/ops/auditlog/"]
+              "/admin/disputes/blacklist/", "/admin/audit/auditlog/"]
 
 
 @hsettings(FUZZ, max_examples=80)
 @given(url=st.sampled_from(SEARCHABLE), q=st.one_of(junk, address.map(str.upper)))
 @hypothesis_example(url="/admin/disputes/blacklist/", q="\x00")
 @hypothesis_example(url="/admin/chain/userprofile/", q="ab\x00")
-@hypothesis_example(url="/admin/ops/auditlog/", q="\x00")
+@hypothesis_example(url="/admin/audit/auditlog/", q="\x00")
 @hypothesis_example(url="/admin/chain/order/", q="0x" + "A" * 40 + "\x00")
 def test_fuzz_changelist_search_never_fails(fuzz_client, json_log, signer_calls, url, q):
     with example(json_log, signer_calls) as before:

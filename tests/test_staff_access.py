@@ -25,8 +25,9 @@ from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from backoffice.audit.models import AuditLog
 from backoffice.security import SESSION_STARTED, SESSION_TOUCHED
-from ops.models import AuditLog, SecretSchedule
+from ops.models import SecretSchedule
 
 from .staff_helpers import (
     LOGIN,
@@ -48,7 +49,7 @@ LOCKED_TEXT = "Too many failed sign-in attempts"
 ADMIN_PAGES = [
     "/admin/",
     "/admin/chain/order/",
-    "/admin/ops/auditlog/",
+    "/admin/audit/auditlog/",
     "/admin/disputes/blacklist/add/",
     "/admin/disputes/disputedorder/rb04/",
     "/admin/ops/incident/report/",
@@ -162,7 +163,7 @@ def test_without_the_second_factor_every_admin_page_redirects_to_login_and_shows
     assert client.post(url, {}).status_code == 302
 
 
-@pytest.mark.parametrize("next_url", ["/admin/", "/admin/ops/auditlog/", "//evil.example/admin/",
+@pytest.mark.parametrize("next_url", ["/admin/", "/admin/audit/auditlog/", "//evil.example/admin/",
                                       "https://evil.example/", "/admin/otp/?next=/admin/"])
 def test_no_next_parameter_skips_the_second_factor(carol, next_url, settings):
     settings.DEBUG = True  # not even development settings turn it off
@@ -388,7 +389,7 @@ def test_sign_in_events_are_audited_without_passwords_or_addresses(carol, django
     client.get(OTP)
     device = TOTPDevice.objects.get(user=carol)
     client.post(OTP, {"code": totp_code(device), "next": "/admin/"})
-    assert client.get("/admin/ops/auditlog/").status_code == 403  # a blacklist manager does not read the audit log
+    assert client.get("/admin/audit/auditlog/").status_code == 403  # a blacklist manager does not read the audit log
     client.post("/admin/logout/")
 
     stranger = Client(REMOTE_ADDR=address)
@@ -402,7 +403,7 @@ def test_sign_in_events_are_audited_without_passwords_or_addresses(carol, django
     assert by_action["login"][0].actor == carol
     assert by_action["logout"][0].actor == carol
     assert by_action["permission_denied"][0].actor == carol
-    assert "/admin/ops/auditlog/" in by_action["permission_denied"][0].reason
+    assert "/admin/audit/auditlog/" in by_action["permission_denied"][0].reason
     assert len(by_action["login_failed"]) == 5
     assert {r.actor_label for r in by_action["login_failed"]} == {"anonymous:carol"}
     assert all(r.actor is None for r in by_action["login_failed"])

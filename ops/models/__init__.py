@@ -10,15 +10,8 @@ from .actions import (  # noqa: F401
     SignerNonce,
 )
 from .custody import ActionSignature, SignatureSource, StaffSigningKey  # noqa: F401
-from .alerts import Alert, AlertSeverity  # noqa: F401
-from .audit import AuditLog  # noqa: F401
 from .console import (  # noqa: F401
     INCIDENT_FLOW,
-    SEVERITY_RANK,
-    AlertChannel,
-    AlertDelivery,
-    ChannelKind,
-    DeliveryStatus,
     Incident,
     IncidentEvent,
     IncidentStatus,

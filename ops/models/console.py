@@ -1,4 +1,4 @@
-"""The operations console: alert channels and deliveries, daily reports, secret rotation, incidents."""
+"""The operations console: daily reports, secret rotation, incidents."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -8,76 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .alerts import Alert, AlertSeverity
-
-SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
-
-
-class ChannelKind(models.TextChoices):
-    TELEGRAM = "telegram", "Telegram bot"
-    WEBHOOK = "webhook", "Generic webhook (JSON POST)"
-
-
-class AlertChannel(models.Model):
-    """Where alerts go. Secrets stay in the environment: the channel names the variable that holds them."""
-
-    name = models.CharField(max_length=64, unique=True)
-    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
-    enabled = models.BooleanField(default=True)
-    min_severity = models.CharField(max_length=2, choices=AlertSeverity.choices, default="P3",
-                                    help_text="Send alerts of this severity and worse (P0 is the worst).")
-    url = models.URLField(max_length=300, blank=True, default="",
-                          help_text="Webhook: the URL. Telegram: the API base (default https://api.telegram.org).")
-    chat_id = models.CharField(max_length=64, blank=True, default="", help_text="Telegram: the chat id.")
-    secret_env = models.CharField(max_length=64, blank=True, default="",
-                                  help_text="Name of the environment variable holding the bot token / webhook "
-                                            "secret (e.g. TELEGRAM_BOT_TOKEN). The value is never stored here.")
-    consecutive_failures = models.IntegerField(default=0)
-    open_until = models.DateTimeField(null=True, blank=True,
-                                      help_text="Circuit breaker: no delivery attempts before this time.")
-    last_error = models.TextField(blank=True, default="")
-
-    class Meta:
-        db_table = "ops_alert_channels"
-        ordering = ["name"]
-        constraints = [
-            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http") | Q(kind="telegram", chat_id__gt=""),
-                                   name="alert_channels_configured",
-                                   violation_error_message="A webhook needs a URL; a Telegram channel needs a chat id."),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.get_kind_display()})"
-
-    def wants(self, severity: str) -> bool:
-        return self.enabled and SEVERITY_RANK[severity] <= SEVERITY_RANK[self.min_severity]
-
-
-class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SENT = "sent", "Sent"
-    FAILED = "failed", "Failed (gave up)"
-    SKIPPED = "skipped", "Skipped (repeat within the quiet period)"
-
-
-class AlertDelivery(models.Model):
-    """One attempt series to deliver one alert occurrence to one channel."""
-
-    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="deliveries")
-    channel = models.ForeignKey(AlertChannel, on_delete=models.PROTECT, related_name="deliveries")
-    status = models.CharField(max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
-    attempts = models.IntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-
-    class Meta:
-        db_table = "ops_alert_deliveries"
-        ordering = ["-created_at"]
-        verbose_name_plural = "alert deliveries"
-
-    def __str__(self) -> str:
-        return f"{self.alert} → {self.channel}"
+from backoffice.alerts.models import Alert, AlertSeverity
 
 
 class OpsReport(models.Model):

@@ -6,7 +6,8 @@ import re
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from ops.models import ActionStatus, AuditLog, ContractAction
+from backoffice.audit.models import AuditLog
+from ops.models import ActionStatus, ContractAction
 
 from .conftest import device_code
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from backoffice.audit.models import AuditLog
 from disputes.models import DisputeCase, DisputeNote
-from ops.models import AuditLog
 from tests.disputes.builders import disputed_order
 
 from .conftest import device_code

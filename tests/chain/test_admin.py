@@ -11,10 +11,10 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import connection
 from django.urls import reverse
 
+from backoffice.audit.models import AuditLog
 from chain.models import Arbitrator, EventSyncCursor, Order, OrderStatus, UserProfile
 from disputes.models import Blacklist
 from disputes.services import blacklist_wallet
-from ops.models import AuditLog
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

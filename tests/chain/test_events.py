@@ -6,7 +6,9 @@ import copy
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from web3 import Web3
 
 from chain.deploy import get_contract

@@ -13,17 +13,30 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from web3 import Web3
 
+from backoffice.alerts.models import Alert
+from backoffice.audit.models import AuditLog
 from chain import mirror
 from chain.config import get_chain_config
 from chain.deploy import get_contract
 from chain.fetch import fetch_batch, token_book
 from chain.mirror import insert_events, ts, units
-from chain.models import (CONTRACT_STATUS, Arbitrator, BlockHash, ChainEvent, CloseReason, EventSyncCursor, Order,
-                          OrderStatus, ReconciliationDrift, RpcProvider, Token, UserProfile)
+from chain.models import (
+    CONTRACT_STATUS,
+    Arbitrator,
+    BlockHash,
+    ChainEvent,
+    CloseReason,
+    EventSyncCursor,
+    Order,
+    OrderStatus,
+    ReconciliationDrift,
+    RpcProvider,
+    Token,
+    UserProfile,
+)
 from chain.rpc import get_client, reset_clients
 from chain.services import reconcile_orders, resync_from_block
 from chain.sync import apply_batch, chain_lock, sync_chain
-from ops.models import Alert, AuditLog
 from tests.local_http import LocalHttpServer
 
 from .conftest import STAKE, Market, selector, topic

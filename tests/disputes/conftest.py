@@ -5,7 +5,6 @@ import pytest
 from django.contrib.auth.models import Group
 
 
-
 @pytest.fixture
 def make_staff(django_user_model):
     """A staff user in the given role groups (the groups the roles migration created)."""

@@ -8,11 +8,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
+from backoffice.audit.models import AuditLog
 from chain.models import UserProfile
 from disputes.forms import BlacklistAddForm
 from disputes.models import Blacklist, BlacklistSource
 from disputes.services import blacklist_wallet, lift_blacklist_entry
-from ops.models import AuditLog
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

@@ -4,16 +4,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from backoffice.audit.models import AuditLog
 from chain.addresses import checksum
 from disputes.imports import parse_blacklist_csv
 from disputes.models import Blacklist
 from disputes.services import import_blacklist
-from ops.models import AuditLog
 from tests import factories as f
 
 from .builders import ago

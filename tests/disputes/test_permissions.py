@@ -8,9 +8,10 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
+from backoffice.audit.models import AuditLog
 from disputes import services
 from disputes.models import Blacklist, DisputeCase, DisputeNote
-from ops.models import AuditLog, ContractAction
+from ops.models import ContractAction
 from tests import factories as f
 
 from .builders import disputed_order

@@ -9,11 +9,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 
+from backoffice.audit.models import AuditLog
 from chain.addresses import checksum
 from chain.models import ChainEvent, OrderStatus
 from disputes import services
 from disputes.models import Blacklist, DisputeCase, DisputeNote, Recommendation
-from ops.models import AuditLog
 from tests import factories as f
 
 from .builders import ago, disputed_order

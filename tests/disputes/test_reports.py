@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from backoffice.audit.models import AuditLog
 from chain.models import OrderStatus
 from disputes import selectors
 from disputes.models import Blacklist
-from ops.models import AuditLog
 from tests import factories as f
 
 from .builders import ago

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import pytest
 
+from backoffice.alerts.models import Alert
+from backoffice.audit.models import AuditLog
 from chain.models import OrderStatus, UserProfile
 from disputes import services
 from disputes.models import Blacklist, ReviewFlag
-from ops.models import Alert, AuditLog, PlatformFlag
+from ops.models import PlatformFlag
 from tests import factories as f
 
 from .builders import ago

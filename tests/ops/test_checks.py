@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from backoffice.alerts.models import Alert
 from chain import rpc
 from chain.models import EventSyncCursor, UserProfile
 from ops import checks, health
-from ops.models import Alert, OpsReport, SecretSchedule
+from ops.models import OpsReport, SecretSchedule
 from tests import factories
 from tests.ops.test_health import close_health_pool_connections
 

@@ -9,12 +9,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from web3 import Web3
 
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
 from backoffice.devservices import ANVIL_OWNER_KEY
 from chain import transactions
 from chain.rpc import ProviderUnavailable
 from ops import actions
-from ops.audit import verify_audit_chain
-from ops.models import ActionStatus, AuditLog, ContractAction, PlatformFlag
+from ops.models import ActionStatus, ContractAction, PlatformFlag
 
 from .conftest import DAY
 

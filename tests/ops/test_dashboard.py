@@ -12,10 +12,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chain import rollup
+from backoffice.alerts.services import acknowledge_alert, raise_alert
+from chain import rollup, rpc
 from chain.models import ChainState, EventSyncCursor, OrderStatus, TopSeller
-from chain import rpc
-from ops import console, health, services
+from ops import console, health
 from ops.models import SecretSchedule
 from tests import factories as f
 from tests.ops.test_health import close_health_pool_connections
@@ -74,10 +74,10 @@ def market(staff_user):
     SecretSchedule.objects.create(name="api-key", interval_days=90, last_rotated_at=NOW - timedelta(days=85))
     SecretSchedule.objects.create(name="fresh", interval_days=90, last_rotated_at=NOW)
     console.open_incident(actor=staff_user, title="RPC flapping", severity="P2")
-    services.raise_alert(key="t1", severity="P1", title="Sync stalled", source="test")
-    services.raise_alert(key="t2", severity="P3", title="Large order", source="test")
-    acked = services.raise_alert(key="t3", severity="P0", title="Old", source="test")
-    services.acknowledge_alert(actor=staff_user, alert=acked)
+    raise_alert(key="t1", severity="P1", title="Sync stalled", source="test")
+    raise_alert(key="t2", severity="P3", title="Large order", source="test")
+    acked = raise_alert(key="t3", severity="P0", title="Old", source="test")
+    acknowledge_alert(actor=staff_user, alert=acked)
     return orders
 
 
@@ -118,7 +118,7 @@ def test_dashboard_tiles_show_the_fixture_numbers_and_link_to_their_pages(staff_
 
     html = response.content.decode()
     for url in ("/admin/disputes/disputedorder/", "/admin/chain/eventsynccursor/", "/admin/ops/secretschedule/",
-                "/admin/ops/incident/", "/admin/ops/alert/?acknowledged_at__isempty=1",
+                "/admin/ops/incident/", "/admin/alerts/alert/?acknowledged_at__isempty=1",
                 reverse("admin:ops_contractaction_status", args=["bsc"])):
         assert f'href="{url}"' in html.replace("&amp;", "&"), url
     assert 'id="tile-disputes"' in html and ">2<" in html.split('id="tile-disputes"')[1][:400]

@@ -6,8 +6,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import DatabaseError, transaction
 
-from ops.audit import verify_audit_chain
-from ops.models import AuditLog, ContractAction, SignerNonce
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
+from ops.models import ContractAction, SignerNonce
 from ops.services import forget_local_contract_actions
 from tests import factories as f
 

@@ -1,7 +1,8 @@
 """Incidents: lifecycle with roles, append-only timeline, links, the drafted post-mortem, the monthly report."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -9,6 +10,7 @@ from django.db import DatabaseError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.audit.models import AuditLog
 from ops.console import (
     add_incident_event,
     advance_incident,
@@ -16,7 +18,7 @@ from ops.console import (
     monthly_incident_report,
     open_incident,
 )
-from ops.models import AuditLog, ContractAction, Incident, IncidentEvent
+from ops.models import ContractAction, Incident, IncidentEvent
 from tests import factories
 
 UTC = dt_timezone.utc

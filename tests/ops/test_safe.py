@@ -2,14 +2,17 @@
 nonces, and exactly-once execution by the relayer after a crash."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.core.exceptions import ValidationError
 from web3 import Web3
 
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
 from chain import transactions
 from ops import actions, custody
-from ops.audit import verify_audit_chain
-from ops.models import ActionSignature, ActionStatus, AuditLog, ContractAction, Custody
+from ops.models import IN_FLIGHT, ActionSignature, ActionStatus, ContractAction, Custody
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
 from .custody_fixtures import sign_typed
@@ -29,12 +32,16 @@ def sign(node, action: ContractAction, user) -> ContractAction:
                                                                                           action.typed_data))
 
 
-def confirm(action: ContractAction) -> ContractAction:
-    """The recovery step as beat runs it: a signed action is sent on one pass and confirmed on the next."""
-    for _ in range(2):
+def confirm(action: ContractAction, timeout: float = 10) -> ContractAction:
+    """The recovery step as beat runs it, pass after pass: a signed action is sent on one pass and confirmed on a
+    later one, once anvil has mined it (under load its receipt can lag the broadcast by a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
         actions.advance_contract_actions(chain="bsc")
-    action.refresh_from_db()
-    return action
+        action.refresh_from_db()
+        if action.status not in IN_FLIGHT or time.monotonic() > deadline:
+            return action
+        time.sleep(0.1)
 
 
 def test_safe_proposal_fixes_the_safetx_with_the_safes_nonce_and_its_own_hash(safe_chain, staff):

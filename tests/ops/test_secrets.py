@@ -10,8 +10,9 @@ from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice.audit.models import AuditLog
 from ops.console import record_secret_rotation, update_secret_schedule
-from ops.models import AuditLog, SecretRotation, SecretSchedule
+from ops.models import SecretRotation, SecretSchedule
 
 NEW_VALUE = "n3w-Secret-Value-that-must-never-be-stored-7f3a"
 STEPS = ["Generate a new secret (openssl rand -hex 32)", "Update JWT_SECRET in the API environment",

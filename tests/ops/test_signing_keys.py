@@ -7,9 +7,10 @@ from django.core.management import call_command
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
 from ops import custody
-from ops.audit import verify_audit_chain
-from ops.models import AuditLog, StaffSigningKey
+from ops.models import StaffSigningKey
 
 pytestmark = pytest.mark.django_db
 

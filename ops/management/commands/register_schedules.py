@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, reset: bool = False, **options):
-        created = updated = 0
+        created = updated = moved = 0
         for item in schedules():
             defaults = {"task": item.task, "kwargs": json.dumps(item.kwargs, sort_keys=True),
                         "description": item.description, "interval": None, "crontab": None}
@@ -42,4 +42,10 @@ class Command(BaseCommand):
                     setattr(task, key, value)
                 task.save()
                 updated += 1
-        self.stdout.write(f"Schedules: {created} created, {updated} reset, {len(schedules())} defined.")
+            elif task.task != item.task:
+                # Which function runs is code, not a staff setting: follow a task that moved module.
+                task.task = item.task
+                task.save(update_fields=["task"])
+                moved += 1
+        self.stdout.write(f"Schedules: {created} created, {updated} reset, {moved} moved to their task's new path, "
+                          f"{len(schedules())} defined.")

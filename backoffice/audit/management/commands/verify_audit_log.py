@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ops.audit import verify_audit_chain
+from backoffice.audit.selectors import verify_audit_chain
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """Alert delivery to Telegram and webhooks: retries with backoff, quiet repeats, a breaker per channel.
 
-`raise_alert` (ops.services) decides *whether* an occurrence is worth sending (a new alert, or a
+`raise_alert` (backoffice.alerts.services) decides *whether* an occurrence is worth sending (a new alert, or a
 repeat after the quiet period); this module sends it, one AlertDelivery per channel.
 """
 from __future__ import annotations

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from ops.audit import GENESIS_HASH, record_audit, verify_audit_chain
-from ops.models import AuditLog
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
+from backoffice.audit.services import GENESIS_HASH, record_audit
 
 pytestmark = pytest.mark.django_db
 
@@ -152,7 +153,7 @@ def test_audit_log_admin_filters_by_actor(client, django_user_model):
     for value, expected, absent in (("auditor", "by a person", "by the rules"),
                                     ("system:", "by the rules", "wrong password"),
                                     ("anonymous:", "wrong password", "by a person")):
-        body = client.get(f"/admin/ops/auditlog/?actor={value}").content.decode()
+        body = client.get(f"/admin/audit/auditlog/?actor={value}").content.decode()
         assert expected in body and absent not in body, value
 
 
@@ -176,6 +177,6 @@ def test_audit_log_action_and_type_filters_list_each_value_once_from_the_index(c
         spec = IndexedValuesFilter(AuditLog._meta.get_field(field), request, {}, AuditLog, model_admin, field)
         assert spec.lookup_choices == expected
     client.force_login(staff)
-    page = client.get("/admin/ops/auditlog/?action=c_action").content.decode()
+    page = client.get("/admin/audit/auditlog/?action=c_action").content.decode()
     assert "?action=a_action" in page and "?action=b_action" in page
     assert page.count('<td class="field-action">') == 1

@@ -12,10 +12,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from backoffice.alerts import delivery as alerting
+from backoffice.alerts import tasks
+from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
+from backoffice.alerts.services import acknowledge_alert, raise_alert
+from backoffice.audit.models import AuditLog
 from backoffice.devservices import free_port
-from ops import alerting, tasks
-from ops.models import Alert, AlertChannel, AlertDelivery, AuditLog
-from ops.services import acknowledge_alert, raise_alert
 from tests.local_http import LocalHttpServer
 
 BOT_TOKEN = "7000000001:AAH-bot-token-never-shown"
@@ -254,14 +256,15 @@ def test_alerting_telegram_without_its_token_variable_fails_with_the_variable_na
 def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_model):
     from django.contrib.auth.models import Group
 
-    from ops.models import Alert, AuditLog
+    from backoffice.alerts.models import Alert
+    from backoffice.audit.models import AuditLog
 
     alert = Alert.objects.create(key="k:page", severity="P1", title="Sync lag", source="test")
     viewer = django_user_model.objects.create_user("vera", is_staff=True)
     viewer.groups.set([Group.objects.get(name="viewer")])
     admin_user = django_user_model.objects.create_user("olga", is_staff=True)
     admin_user.groups.set([Group.objects.get(name="ops admin")])
-    url = f"/admin/ops/alert/{alert.pk}/change/"
+    url = f"/admin/alerts/alert/{alert.pk}/change/"
 
     client.force_login(viewer)
     page = client.get(url).content.decode()
@@ -276,7 +279,7 @@ def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_m
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
     done = client.post(url, {"_acknowledge": "1"})
-    assert done.status_code == 302 and done["Location"] == "/admin/ops/alert/"
+    assert done.status_code == 302 and done["Location"] == "/admin/alerts/alert/"
     alert.refresh_from_db()
     assert alert.acknowledged_by == admin_user
     assert AuditLog.objects.filter(action="acknowledge_alert", actor_label="olga").count() == 1

@@ -8,8 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from ops.audit import GENESIS_HASH, record_audit, verify_audit_chain
-from ops.models import AuditLog
+from backoffice.audit.models import AuditLog
+from backoffice.audit.selectors import verify_audit_chain
+from backoffice.audit.services import GENESIS_HASH, record_audit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,13 +1,12 @@
-"""Writing and verifying the hash-chained audit log. Services call `record_audit` inside their transaction."""
+"""Writing the hash-chained audit log: every service calls `record_audit` inside its own transaction."""
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 
@@ -35,7 +34,7 @@ def row_digest(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _hashed_fields(row: AuditLog) -> dict[str, Any]:
+def hashed_fields(row: AuditLog) -> dict[str, Any]:
     return {
         "created_at": row.created_at.isoformat(),
         "actor_id": row.actor_id,
@@ -73,31 +72,6 @@ def record_audit(*, actor: Any, action: str, obj: Model | None = None, object_ty
         reason=reason,
         prev_hash=prev,
     )
-    row.row_hash = row_digest(prev, _hashed_fields(row))
+    row.row_hash = row_digest(prev, hashed_fields(row))
     row.save(force_insert=True)
     return row
-
-
-@dataclass
-class ChainVerdict:
-    ok: bool
-    rows_checked: int
-    first_broken_id: int | None = None
-    problem: str = ""
-
-
-def verify_audit_chain(*, batch: int = 5000) -> ChainVerdict:
-    """Recompute every row's hash in id order; name the first row that does not match."""
-    prev, checked, last_id = GENESIS_HASH, 0, 0
-    with transaction.atomic():
-        while True:
-            rows = list(AuditLog.objects.filter(id__gt=last_id).order_by("id")[:batch])
-            if not rows:
-                return ChainVerdict(ok=True, rows_checked=checked)
-            for row in rows:
-                checked += 1
-                if row.prev_hash != prev:
-                    return ChainVerdict(False, checked, row.id, "prev_hash does not match the previous row")
-                if row_digest(prev, _hashed_fields(row)) != row.row_hash:
-                    return ChainVerdict(False, checked, row.id, "row content does not match its row_hash")
-                prev, last_id = row.row_hash, row.id

@@ -1,0 +1,112 @@
+"""Alerts raised by the back office's own checks, the channels they go to, and each delivery."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class AlertSeverity(models.TextChoices):
+    P0 = "P0", "P0 — funds at risk"
+    P1 = "P1", "P1 — service down"
+    P2 = "P2", "P2 — degraded / fraud"
+    P3 = "P3", "P3 — minor / info"
+
+
+class Alert(models.Model):
+    """An alert raised by the back office's own checks; repeats of an open alert only count up."""
+
+    key = models.CharField(max_length=128, help_text="De-duplication key, e.g. reconciliation:bsc.")
+    severity = models.CharField(max_length=2, choices=AlertSeverity.choices)
+    title = models.CharField(max_length=200)
+    message = models.TextField(blank=True)
+    source = models.CharField(max_length=64, help_text="The check that raised it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True)
+    occurrences = models.PositiveIntegerField(default=1)
+    last_sent_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last time an occurrence went to the channels (repeats are quiet).")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                        related_name="+")
+
+    class Meta:
+        db_table = "ops_alerts"
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["key"], condition=models.Q(acknowledged_at__isnull=True),
+                                    name="ops_alerts_one_open_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.title}"
+
+
+SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
+
+
+class ChannelKind(models.TextChoices):
+    TELEGRAM = "telegram", "Telegram bot"
+    WEBHOOK = "webhook", "Generic webhook (JSON POST)"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go. Secrets stay in the environment: the channel names the variable that holds them."""
+
+    name = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    enabled = models.BooleanField(default=True)
+    min_severity = models.CharField(max_length=2, choices=AlertSeverity.choices, default="P3",
+                                    help_text="Send alerts of this severity and worse (P0 is the worst).")
+    url = models.URLField(max_length=300, blank=True, default="",
+                          help_text="Webhook: the URL. Telegram: the API base (default https://api.telegram.org).")
+    chat_id = models.CharField(max_length=64, blank=True, default="", help_text="Telegram: the chat id.")
+    secret_env = models.CharField(max_length=64, blank=True, default="",
+                                  help_text="Name of the environment variable holding the bot token / webhook "
+                                            "secret (e.g. TELEGRAM_BOT_TOKEN). The value is never stored here.")
+    consecutive_failures = models.IntegerField(default=0)
+    open_until = models.DateTimeField(null=True, blank=True,
+                                      help_text="Circuit breaker: no delivery attempts before this time.")
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "ops_alert_channels"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http") | Q(kind="telegram", chat_id__gt=""),
+                                   name="alert_channels_configured",
+                                   violation_error_message="A webhook needs a URL; a Telegram channel needs a chat id."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+    def wants(self, severity: str) -> bool:
+        return self.enabled and SEVERITY_RANK[severity] <= SEVERITY_RANK[self.min_severity]
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (gave up)"
+    SKIPPED = "skipped", "Skipped (repeat within the quiet period)"
+
+
+class AlertDelivery(models.Model):
+    """One attempt series to deliver one alert occurrence to one channel."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="deliveries")
+    channel = models.ForeignKey(AlertChannel, on_delete=models.PROTECT, related_name="deliveries")
+    status = models.CharField(max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "ops_alert_deliveries"
+        ordering = ["-created_at"]
+        verbose_name_plural = "alert deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.alert} → {self.channel}"

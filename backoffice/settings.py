@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from backoffice.database_url import database_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -117,11 +119,15 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/p2p_escrow"),
+    "default": database_settings(env.str("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/p2p_escrow")),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DB_CONNECT_TIMEOUT", default=5)
+# The URL's own ?connect_timeout= wins over the default; both set would leave one silently ignored.
+if "connect_timeout" in DATABASES["default"]["OPTIONS"] and env.str("DB_CONNECT_TIMEOUT", default=""):
+    raise ImproperlyConfigured("DATABASE_URL has ?connect_timeout= and DB_CONNECT_TIMEOUT is set too: "
+                               "keep one of them.")
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_p2p_escrow")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -15,6 +15,12 @@ BAR = "#417690"  # the admin's own palette
 LINE = "#ba2121"
 GRID = "#ddd"
 TEXT = "#333"
+FONT_SIZE = 11
+# A tick label's width is estimated, not measured (the server has no fonts to measure with). 0.65 em per
+# character is at or above the widest digits of the sans-serif fonts browsers pick (DejaVu Sans 0.636 em,
+# Arial/Liberation Sans 0.556 em), so labels spaced by the estimate never touch on screen.
+CHAR_EM = 0.65
+LABEL_GAP = 6  # at least this much space between two tick labels
 
 
 def _num(value) -> float:
@@ -47,7 +53,7 @@ def _frame(key: str, title: str, description: str, body: list[str], width: int, 
     return mark_safe(
         f'<svg class="dashboard-chart" id="chart-{escape(key)}" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'viewBox="0 0 {width} {height}" width="100%" aria-labelledby="{title_id} {desc_id}" '
-        f'font-family="sans-serif" font-size="11" fill="{TEXT}">'
+        f'font-family="sans-serif" font-size="{FONT_SIZE}" fill="{TEXT}">'
         f'<title id="{title_id}">{escape(title)}</title><desc id="{desc_id}">{escape(description)}</desc>'
         f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>'
         + "".join(body) + "</svg>"
@@ -77,13 +83,33 @@ def _plot_area(width: int, height: int) -> tuple[float, float, float, float]:
     return left, top, width - left - MARGIN["right"], height - top - MARGIN["bottom"]
 
 
+def label_width(text: str, font_size: float = FONT_SIZE) -> float:
+    """A generous estimate of how wide `text` prints, in the chart's own units (see CHAR_EM)."""
+    return len(text) * font_size * CHAR_EM
+
+
+def tick_indices(labels: Sequence[str], plot_w: float) -> list[int]:
+    """Which of n evenly slotted labels (centred in their slots) the x axis prints, so that none overlap.
+
+    The same step throughout, the smallest that fits the widest label and a gap, counted back from the
+    last label: the most recent day is always labelled, the first only when it falls on the step (a
+    first and last label forced in would collide). Unlabelled slots keep their day in the tooltip.
+    """
+    n = len(labels)
+    if n == 0:
+        return []
+    slot = plot_w / n
+    widest = max(label_width(label) for label in labels)
+    every = max(1, math.ceil((widest + LABEL_GAP) / slot))
+    return list(range((n - 1) % every, n, every))
+
+
 def _x_axis(labels: Sequence[str], x_label: str, *, n: int, width: int, height: int) -> list[str]:
-    """The bottom axis of a column or line chart (n slots): about eight labels and the last, line, axis title."""
+    """The bottom axis of a column or line chart (n slots): labels that never overlap, the line, the axis title."""
     left, top, plot_w, plot_h = _plot_area(width, height)
     step = plot_w / n
-    every = max(1, math.ceil(n / 8))
-    out = [f'<text x="{left + i * step + step / 2:.1f}" y="{top + plot_h + 14:.1f}" text-anchor="middle">'
-           f'{escape(label)}</text>' for i, label in enumerate(labels) if i % every == 0 or i == n - 1]
+    out = [f'<text class="x-tick" x="{left + i * step + step / 2:.1f}" y="{top + plot_h + 14:.1f}" '
+           f'text-anchor="middle">{escape(labels[i])}</text>' for i in tick_indices(labels, plot_w)]
     out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="{TEXT}"/>')
     out.append(f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">'
                f'{escape(x_label)}</text>')

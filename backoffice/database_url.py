@@ -1,0 +1,82 @@
+"""DATABASE_URL in the forms libpq users write, parsed by libpq itself and mapped into Django's DATABASES entry.
+
+libpq (through psycopg's conninfo_to_dict, i.e. PQconninfoParse) is the reference for these URLs: it decodes a
+percent-encoded socket directory (postgres://user@%2Fvar%2Frun%2Fpostgresql/db), reads ?host= and ?port=, and
+refuses a query parameter it does not know. What libpq only checks when it connects (sslmode's spelling, a
+numeric port) is checked here, so that a typo stops the settings instead of the first request.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
+
+ENGINE = "django.db.backends.postgresql"
+# postgres:// and postgresql:// are libpq's; psql:// and pgsql:// are django-environ's aliases, kept so that a URL
+# that worked before still does.
+SCHEMES = {"postgres": "postgres", "postgresql": "postgresql", "psql": "postgresql", "pgsql": "postgresql"}
+CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+}
+COMMON_PARAMETERS = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey", "application_name",
+                     "connect_timeout", "options", "target_session_attrs")
+# Django's own keys; every other libpq keyword goes to psycopg as a connection option.
+DJANGO_KEYS = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
+
+
+def _refuse(problem: str, fix: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"DATABASE_URL {problem}: {fix}.")
+
+
+def _redact(message: str, url: str) -> str:
+    """A libpq message may quote part of the URL: never print its password."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return message
+    for form in filter(None, {password, password and unquote(password)}):
+        message = message.replace(form, "***")
+    return message
+
+
+def database_settings(url: str) -> dict[str, Any]:
+    """DATABASES['default'] (ENGINE, NAME, USER, PASSWORD, HOST, PORT, OPTIONS) for a postgres:// URL.
+
+    Raises ImproperlyConfigured naming the bad part of the URL and how to fix it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        shown = f"starts with {scheme[:20]!r}://" if sep else "has no scheme"
+        raise _refuse(f"must start with postgres:// (it {shown})",
+                      "write postgres://USER:PASSWORD@HOST:5432/NAME, or postgres://USER@%2Fvar%2Frun%2Fpostgresql/NAME "
+                      "for a Unix socket")
+    try:
+        params = conninfo_to_dict(f"{SCHEMES[scheme.lower()]}://{rest}")
+    except ProgrammingError as exc:
+        raise _refuse(f"is not a URL libpq accepts ({_redact(str(exc).strip(), url)})",
+                      f"use libpq's query parameters ({', '.join(COMMON_PARAMETERS)}), percent-encode '/', '@', ':' "
+                      "and '%' inside names and passwords, and set Django's connection age with DB_CONN_MAX_AGE, "
+                      "not in the URL") from None
+    for name, allowed in CHOICES.items():
+        if name in params and params[name] not in allowed:
+            raise _refuse(f"has {name}={params[name]!r}", f"use one of {', '.join(allowed)}")
+    for port in params.get("port", "").split(","):
+        if port and not port.isdigit():
+            raise _refuse(f"has port {port!r}", "write the port as a number, e.g. :5432 or ?port=5432")
+    if "connect_timeout" in params:
+        if not params["connect_timeout"].isdigit():
+            raise _refuse(f"has connect_timeout={params['connect_timeout']!r}", "write a number of seconds, e.g. 5")
+        params["connect_timeout"] = int(params["connect_timeout"])
+    if not params.get("dbname"):
+        raise _refuse("names no database", "end the URL with the database name, e.g. /p2p_escrow")
+    config: dict[str, Any] = {"ENGINE": ENGINE, **{key: "" for key in DJANGO_KEYS.values()}, "OPTIONS": {}}
+    for name, value in params.items():
+        if name in DJANGO_KEYS:
+            config[DJANGO_KEYS[name]] = value
+        else:
+            config["OPTIONS"][name] = value
+    return config

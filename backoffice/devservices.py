@@ -247,6 +247,9 @@ ANVIL_ACCOUNTS = 45
 DEMO_SAFE_OWNERS = (40, 41, 42)
 RELAYER_INDEX = 43
 KEEPER_INDEX = 44
+# make run's escrow windows (seller, buyer, dispute) in seconds instead of the contract's days: the demo market's
+# orders expire, auto-release and pass their dispute deadline in real time, so its chain clock stays the wall clock.
+LOCAL_TIMEOUTS = (180, 300, 480)
 
 
 @functools.lru_cache(maxsize=None)

@@ -45,7 +45,7 @@ def up(argv: list[str]) -> int:
                     *[f"--custody={c}={env.get(devservices.ANVIL_CHAINS[c]['env'].split('_')[0] + '_OWNER_MODE', 'safe')}"
                       for c in local],
                     *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
-                    env=env)
+                    f"--timeouts={','.join(map(str, devservices.LOCAL_TIMEOUTS))}", env=env)
             if set(local) == set(devservices.ANVIL_CHAINS):
                 # Every chain is new: the old chains' contract actions and nonces would only leave gaps.
                 _manage("forget_local_actions", env=env)

@@ -114,6 +114,12 @@ def deploy_all(
 # ---------------------------------------------------------------------------- Safe custody
 
 
+def set_timeouts(w3, escrow: str, owner: str, seller: int, buyer: int, dispute: int) -> None:
+    """The escrow's seller, buyer and dispute windows in seconds (the owner's setTimeouts)."""
+    _transact(w3, get_contract(w3, "P2PEscrow", escrow).functions.setTimeouts(int(seller), int(buyer), int(dispute)),
+              owner, "P2PEscrow.setTimeouts")
+
+
 def deploy_safe(w3, *, owners: list[str], threshold: int, sender: str, salt: int = 0):
     """Deploy a Safe v1.4.1 singleton and proxy factory, and a Safe proxy set up with ``owners`` and ``threshold``.
 

@@ -16,7 +16,10 @@ SAFE_THRESHOLD = 2
 
 
 def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
-    """Deploy to each {chain: {"rpc_url", "confirmations", "custody"}} and write the deployment file.
+    """Deploy to each {chain: {"rpc_url", "confirmations", "custody", "timeouts"}} and write the deployment file.
+
+    `timeouts` (seller, buyer, dispute), in seconds, replaces the contract's days with what a demo can watch
+    happen in real time (make run): the chain's clock then never has to be pushed ahead of the wall clock.
 
     Account 0 of the node deploys (and in eoa custody owns) the contracts, account 1 is the treasury. In
     "safe" custody (the default) a 2-of-3 Safe of accounts 40, 41 and 42 owns them, the same three are the
@@ -35,6 +38,8 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
                              f"{ANVIL_ACCOUNTS} are needed: start anvil with --accounts {ANVIL_ACCOUNTS}")
         deployer, treasury = accounts[0], accounts[1]
         result = deploy.deploy_all(w3, deployer, treasury)
+        if spec.get("timeouts"):
+            deploy.set_timeouts(w3, result["escrow"], deployer, *spec["timeouts"])  # before the Safe owns it
         roles = {"relayer": accounts[RELAYER_INDEX], "keeper": accounts[KEEPER_INDEX]}
         if mode == "safe":
             staff = [accounts[i] for i in DEMO_SAFE_OWNERS]
@@ -56,6 +61,7 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
             "owner": owner,
             "treasury": treasury,
             "custody": custody,
+            "timeouts": list(spec["timeouts"]) if spec.get("timeouts") else None,
         }
     path = path or settings.CHAIN_DEPLOYMENT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

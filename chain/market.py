@@ -4,6 +4,10 @@ Talks plain JSON-RPC (requests) with hand-encoded calldata: the bulk path sends 
 transactions and web3's per-call encoding and gas estimation would dominate. Contract reverts are
 expected (a dispute raced by a confirmation, a deadline just passed): the driver re-reads the
 order from `orders(uint256)` and carries on, it never stops on one.
+
+`step` (make run's simulate_market) never moves the node's clock: the local deployment sets windows of minutes
+(`devservices.LOCAL_TIMEOUTS`), so timeouts fire in real time and every date the back office shows is real.
+Only `bulk_orders`, for benchmarks and tests on throwaway nodes, pushes block time ahead.
 """
 from __future__ import annotations
 
@@ -103,7 +107,6 @@ class MarketDriver:
         self.orders: dict[int, OrderView] = {}  # open orders only
         self.stats: Counter = Counter()  # actions done, and final states reached
         self.steps = 0
-        self._next_warp = self.rng.randint(40, 80)
         self._sel = {}
         self._topics = {}
         for name in ("P2PEscrow", "ArbitratorPool", "TestToken"):
@@ -295,13 +298,6 @@ class MarketDriver:
         if self.steps % 25 == 0:
             self.maintain_pool()
         now = self.chain_time()
-        if self.steps >= self._next_warp:
-            self._next_warp = self.steps + self.rng.randint(40, 80)
-            seconds = self.rng.choice([int(1.1 * DAY), int(3.2 * DAY), 4 * DAY])
-            self.rpc("evm_increaseTime", [seconds])
-            self.rpc("evm_mine", [])
-            self.stats["time_warp"] += 1
-            return "time_warp"
         by = {s: [o for o in self.orders.values() if o.status == s] for s in (1, 2, 4)}
         funded_live = [o for o in by[1] if now <= o.seller_deadline]
         funded_late = [o for o in by[1] if now > o.seller_deadline]

@@ -19,10 +19,20 @@ class Command(BaseCommand):
                             help="Who owns a chain's contracts: safe (a Safe of anvil accounts 40-42, the default) "
                                  "or eoa (anvil account 0). Repeatable.")
         parser.add_argument("--reset-mirror", action="store_true", help="Empty the mirror tables (fresh chain).")
+        parser.add_argument("--timeouts", default="", metavar="SELLER,BUYER,DISPUTE",
+                            help="The escrow's windows in seconds on every chain, e.g. 180,300,480 (make run: every "
+                                 "state, timeouts included, happens in real time). Default: the contract's days.")
 
-    def handle(self, *args, chain, confirmations, custody, reset_mirror, **options):
+    def handle(self, *args, chain, confirmations, custody, reset_mirror, timeouts, **options):
         if settings.PRODUCTION:
             raise CommandError("Local deployment is for development only.")
+        windows = None
+        if timeouts:
+            parts = timeouts.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+                raise CommandError(f"--timeouts {timeouts!r}: expected three positive whole seconds, "
+                                   "SELLER,BUYER,DISPUTE, e.g. 180,300,480.")
+            windows = tuple(int(p) for p in parts)
         depths = dict(item.split("=", 1) for item in confirmations)
         modes = {}
         for item in custody:
@@ -37,7 +47,7 @@ class Command(BaseCommand):
             if name not in settings.CHAINS or not url:
                 raise CommandError(f"--chain {item!r}: expected NAME=URL with NAME one of {', '.join(settings.CHAINS)}.")
             chains[name] = {"rpc_url": url, "confirmations": int(depths.get(name, 2)),
-                            "custody": modes.get(name, "safe")}
+                            "custody": modes.get(name, "safe"), "timeouts": windows}
         if reset_mirror:
             local.reset_mirror()
         for name, info in local.deploy_local(chains).items():

@@ -290,6 +290,9 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Trust and safety: a dispute older than this is over its review SLA (queue and review page).
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=48)
+# A node whose newest block is stamped further than this from the server's clock (ahead, or behind: a stalled
+# node) makes its chain's health check degraded: every age and deadline the back office shows depends on it.
+CHAIN_CLOCK_TOLERANCE_SECONDS = env.int("CHAIN_CLOCK_TOLERANCE_SECONDS", default=300)
 
 # Evidence CIDs are shown as links through this gateway.
 IPFS_GATEWAY = env.str("IPFS_GATEWAY", default="https://ipfs.io/ipfs/")

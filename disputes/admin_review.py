@@ -27,6 +27,7 @@ from backoffice.admin_utils import (
     utc_minute,
     wallet_link,
 )
+from backoffice.durations import age
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin, OrderColumns
 from chain.models import Arbitrator, Order
@@ -156,7 +157,7 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     def age(self, obj):
         if obj.disputed_at is None:
             return "—"
-        hours = (timezone.now() - obj.disputed_at).total_seconds() / 3600
+        hours = age(obj.disputed_at).total_seconds() / 3600
         text = f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.1f} d"
         if hours >= settings.DISPUTE_SLA_HOURS:
             return mark_safe(f'<strong style="color:#ba2121" title="over the {settings.DISPUTE_SLA_HOURS:g} h SLA">'

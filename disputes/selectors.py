@@ -10,10 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.utils import timezone
 
+from backoffice.durations import age
 from chain.models import ChainEvent, Order
-
 
 
 def _rows(sql: str, params: list) -> list[dict]:
@@ -99,7 +98,7 @@ class PartyHistory:
 
     @property
     def account_age_days(self) -> int | None:
-        return None if self.first_seen is None else (timezone.now() - self.first_seen).days
+        return None if self.first_seen is None else age(self.first_seen).days
 
 
 def party_history(wallet: str) -> PartyHistory:

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from backoffice.alerts.services import raise_alert
+from backoffice.durations import age
 from chain.config import configured_chains, get_chain_config
 from chain.models import ChainState, EventSyncCursor
 
@@ -44,7 +45,7 @@ def daily_operations_check() -> OpsReport:
         "FROM orders WHERE created_at > NOW() - INTERVAL '24 hours'")
     pending = _one("SELECT COUNT(*) AS pending_disputes FROM orders WHERE status = 'disputed'")["pending_disputes"]
     cursors = [{"chain": c.chain, "last_block": c.last_block, "lag": c.lag_blocks,
-                "seconds_since_update": int((timezone.now() - c.updated_at).total_seconds())}
+                "seconds_since_update": int(age(c.updated_at).total_seconds())}
                for c in EventSyncCursor.objects.all()]
     size = _one("SELECT pg_size_pretty(pg_database_size(current_database())) AS size")["size"]
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
+from backoffice.durations import age
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
 
 from . import charts
@@ -63,15 +64,20 @@ def _url(name: str, *args, query: str = "") -> str:
     return reverse(f"admin:{name}", args=args) + (f"?{query}" if query else "")
 
 
+# What a health tile says under its status, with units: (check key, text).
+HEALTH_FACTS = (("latency_ms", "latency {} ms"), ("latest_block", "block {:,}"), ("active_workers", "{} worker(s)"),
+                ("queued_tasks", "{:,} queued"), ("memory_used_pct", "memory {}% used"),
+                ("configured", "configured: {}"))
+
+
 def _health_tiles() -> list[Tile]:
     links = {"celery": _url("django_celery_beat_periodictask_changelist")}
     for chain, cfg in settings.CHAINS.items():
         links[f"rpc_{cfg['short']}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
     tiles = []
     for name, check in health()["checks"].items():
-        detail = check.get("error") or ", ".join(
-            f"{k.replace('_', ' ')} {v}" for k, v in check.items()
-            if k in ("latency_ms", "active_workers", "queued_tasks", "memory_used_pct", "latest_block", "configured"))
+        facts = [text.format(check[key]) for key, text in HEALTH_FACTS if key in check]
+        detail = check.get("error") or "; ".join(filter(None, [check.get("clock"), ", ".join(facts)]))
         tiles.append(Tile(key=f"health-{name}", title=name, value=check.get("status", "unknown"),
                           status=check.get("status", "unknown"), detail=detail, url=links.get(name)))
     return tiles
@@ -121,7 +127,7 @@ def _dispute_tile(now: datetime) -> Tile:
     oldest = Order.objects.filter(status=OrderStatus.DISPUTED).aggregate(oldest=Min("disputed_at"))["oldest"]
     status, detail = "ok", "none open"
     if oldest is not None:
-        hours = (now - oldest).total_seconds() / 3600
+        hours = age(oldest, now).total_seconds() / 3600
         detail = f"oldest {hours:.0f} h" if hours < 72 else f"oldest {hours / 24:.1f} d"
         if hours >= settings.DISPUTE_SLA_HOURS:
             status, detail = "warning", f"{detail} (over the {settings.DISPUTE_SLA_HOURS} h SLA)"

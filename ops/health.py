@@ -103,15 +103,36 @@ def check_rpc(chain: str) -> dict:
     client = get_client(chain)
     started = time.monotonic()
     try:
-        block = client.block_number()
+        head = client.call("eth_getBlockByNumber", ["latest", False])
+        block, stamp = int(head["number"], 16), int(head["timestamp"], 16)
     except (ProviderUnavailable, RpcError) as exc:
         return {"status": "error", "error": _safe_error(exc), "using_fallback": False}
+    except (KeyError, TypeError, ValueError):
+        return {"status": "error", "error": "MalformedResponse: the newest block has no number or timestamp",
+                "using_fallback": client.using_fallback}
+    skew = stamp - time.time()
     result = {"status": "ok", "latest_block": block, "latency_ms": round((time.monotonic() - started) * 1000, 1),
-              "using_fallback": client.using_fallback}
+              "using_fallback": client.using_fallback, "clock_skew_seconds": round(skew, 1)}
     if client.using_fallback:
         primary = client.providers[0]
         result.update(status="warning", primary_error=primary.last_error.split(":")[0] if primary.last_error else "")
+    clock = clock_problem(skew)
+    if clock:
+        result.update(status="warning", clock=clock)
     return result
+
+
+def clock_problem(skew_seconds: float) -> str:
+    """What staff should read when a chain's newest block and the server's clock disagree beyond the tolerance."""
+    from backoffice.durations import human_duration
+
+    if abs(skew_seconds) <= settings.CHAIN_CLOCK_TOLERANCE_SECONDS:
+        return ""
+    if skew_seconds > 0:
+        return (f"chain clock ahead of the server by {human_duration(skew_seconds)}: check the server's NTP "
+                "and the node (ages and deadlines on these pages are off by as much)")
+    return (f"newest block is {human_duration(-skew_seconds)} old: the node is behind or the chain stalled "
+            "(check the node, or fail over to another provider)")
 
 
 def checks() -> dict[str, Callable[[], dict]]:

@@ -67,7 +67,8 @@ def _chain() -> list:
     last = GaugeMetricFamily("blockchain_sync_last_block", "Last block applied by the sync", labels=["chain"])
     age = GaugeMetricFamily("blockchain_sync_cursor_age_seconds", "Seconds since the cursor moved", labels=["chain"])
     for chain, last_block, head, seconds in _rows(
-            "SELECT chain, last_block, head_block, EXTRACT(EPOCH FROM (now() - updated_at)) FROM event_sync_cursor"):
+            "SELECT chain, last_block, head_block, GREATEST(EXTRACT(EPOCH FROM (now() - updated_at)), 0) "
+            "FROM event_sync_cursor"):
         last.add_metric([chain], float(last_block))
         age.add_metric([chain], float(seconds))
         if head is not None:
@@ -92,7 +93,23 @@ def _chain() -> list:
             paused.add_metric([chain], 1.0 if is_paused else 0.0)
         if ok is not None:
             solvent.add_metric([chain], 1.0 if ok else 0.0)
-    return [lag, last, age, latency, up, fallback, paused, solvent]
+    return [lag, last, age, latency, up, fallback, paused, solvent, _clock_skew()]
+
+
+def _clock_skew():
+    """The newest block's timestamp minus the server's clock, per chain, from the shared health result (cached:
+    a scrape adds no RPC call of its own while /health or the dashboard has just run the checks)."""
+    from .health import health
+
+    skew = GaugeMetricFamily("blockchain_clock_skew_seconds",
+                             "Newest block's timestamp minus the server's clock (> 0: the chain is ahead)",
+                             labels=["chain"])
+    checks = health()["checks"]
+    for chain, cfg in settings.CHAINS.items():
+        value = checks.get(f"rpc_{cfg['short']}", {}).get("clock_skew_seconds")
+        if value is not None:
+            skew.add_metric([chain], float(value))
+    return skew
 
 
 def _ops() -> list:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from django.conf import settings
 from django.db import connections
 
@@ -274,3 +275,47 @@ def test_health_is_answered_before_the_session_stack_with_a_content_length(clien
     assert response["Content-Length"] == str(len(response.content))
     assert "Set-Cookie" not in response and "sessionid" not in response.cookies
     assert not any("django_session" in q["sql"] or "axes_" in q["sql"] for q in queries.captured_queries)
+
+
+@pytest.mark.django_db
+@pytest.mark.anvil
+def test_health_chain_clock_pushed_ahead_is_degraded_on_health_dashboard_and_metrics(staff_client, settings, tmp_path):
+    from chain.local import deploy_local
+
+    proc, url = start_anvil("bsc", block_time="")
+    try:
+        path = tmp_path / "deployment.json"
+        deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)
+        settings.CHAIN_DEPLOYMENT_FILE = Path(path)
+        rpc.reset_clients()
+        assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"  # in step with the server
+
+        ahead = 4 * 86_400 + 7 * 3_600 + 120  # what simulate_market used to do to the demo chain
+        for method, params in (("evm_increaseTime", [ahead]), ("evm_mine", [])):
+            requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=10)
+        health.reset_cache()
+
+        body = staff_client.get("/health").json()
+        bsc = body["checks"]["rpc_bsc"]
+        assert body["status"] == "degraded" and bsc["status"] == "warning"
+        assert bsc["clock"].startswith("chain clock ahead of the server by 4 d 7 h")
+        assert ahead - 60 < bsc["clock_skew_seconds"] <= ahead + 5
+        page = staff_client.get("/admin/").content.decode()
+        assert "chain clock ahead of the server by 4 d 7 h" in page
+        metrics = staff_client.get("/metrics").content.decode()
+        skew = re.search(r'^blockchain_clock_skew_seconds\{chain="bsc"\} (\S+)$', metrics, re.M)
+        assert skew and float(skew.group(1)) > ahead - 60
+
+        settings.CHAIN_CLOCK_TOLERANCE_SECONDS = ahead + 60  # a tolerance that covers it: not a problem
+        health.reset_cache()
+        assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_health_clock_problem_names_direction_and_size_and_respects_the_tolerance(settings):
+    settings.CHAIN_CLOCK_TOLERANCE_SECONDS = 300
+    assert health.clock_problem(299) == "" and health.clock_problem(-300) == ""
+    assert health.clock_problem(372_000).startswith("chain clock ahead of the server by 4 d 7 h")
+    assert health.clock_problem(-3_900).startswith("newest block is 1 h 5 min old")

@@ -98,7 +98,10 @@ def reconcile_orders(*, chain: str, sample: int | None = 200, client: RpcClient 
     """
     cfg = get_chain_config(chain)
     client = client or get_client(chain)
-    cursor = EventSyncCursor.objects.get(chain=chain)
+    cursor = EventSyncCursor.objects.filter(chain=chain).first()
+    if cursor is None:
+        # Nothing is mirrored before the first sync run (a fresh deployment): nothing to compare yet.
+        return ReconcileResult(chain=chain, at_block=0)
     at_block = cursor.last_block
     ids = list(Order.objects.filter(chain=chain, created_block__lte=at_block).values_list("id", flat=True))
     if sample is not None and len(ids) > sample:

@@ -645,3 +645,10 @@ def test_reconcile_orders_records_drift_and_raises_an_alert_for_a_corrupted_row(
         cur.execute("UPDATE orders SET amount = amount - 1 WHERE chain = 'bsc' AND onchain_id = %s", [victim])
     assert reconcile_orders(chain="bsc", sample=None).drifted_orders == []
     assert ReconciliationDrift.objects.get(pk=drift.pk).resolved_at is not None
+
+
+@pytest.mark.django_db
+def test_reconcile_orders_before_the_first_sync_checks_nothing_and_raises_nothing():
+    # beat can run the reconciliation before the first poll of a fresh deployment has made a cursor.
+    result = reconcile_orders(chain="bsc", sample=None, client=object())
+    assert result.checked == 0 and result.drifted_orders == [] and not ReconciliationDrift.objects.exists()

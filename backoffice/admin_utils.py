@@ -75,18 +75,42 @@ def a_tag(href: str, text: Any, attrs: str = "") -> str:
     return mark_safe(f'<a href="{html.escape(href)}"{attrs}>{html_text(text)}</a>')
 
 
-def link(obj: Any, text: Any = None) -> str:
+def link(obj: Any, text: Any = None, attrs: str = "") -> str:
     if obj is None:
         return "—"
-    return a_tag(admin_url(obj), text if text is not None else obj)
+    return a_tag(admin_url(obj), text if text is not None else obj, attrs)
 
 
-def wallet_link(wallet: str | None, text: Any = None) -> str:
+def wallet_link(wallet: str | None, text: Any = None, attrs: str = "") -> str:
     """A link to a wallet's profile by its address (the profile admin resolves it): no join to fetch the pk."""
     if not wallet:
         return "—"
     head, tail = _url_template(get_script_prefix(), "admin:chain_userprofile_change")
-    return a_tag(f"{head}{wallet}{tail}", text if text is not None else wallet)
+    return a_tag(f"{head}{wallet}{tail}", text if text is not None else wallet, attrs)
+
+
+def copy_attrs(value: str) -> str:
+    """Markup attributes that keep a shortened value's whole text: a tooltip, and data-copy, beside which
+    backoffice/static/backoffice/copy.js puts a copy button."""
+    escaped = html.escape(value)
+    return f' title="{escaped}" data-copy="{escaped}"'
+
+
+def hex_cell(value: str | None, head: int = 8, tail: int = 6) -> str:
+    """A wallet or hash shortened for a list cell, which still copies (and shows on hover) in full."""
+    if not value:
+        return "—"
+    return mark_safe(f'<span class="hex"{copy_attrs(value)}>{html.escape(short_hex(value, head, tail))}</span>')
+
+
+def short_wallet_link(obj: Any, wallet: str | None) -> str:
+    """A shortened wallet linking to its profile (`obj`, or by address when None), copyable in full."""
+    if not wallet:
+        return "—"
+    text = short_hex(wallet)
+    if obj is not None:
+        return link(obj, text, ' class="hex"' + copy_attrs(wallet))
+    return wallet_link(wallet, text, ' class="hex"' + copy_attrs(wallet))
 
 
 def ipfs_links(cids: Iterable[str] | None, *, shorten: bool = False) -> str:
@@ -250,7 +274,7 @@ def export_csv_action(fields: list[str], filename: str):
 
 __all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag",
            "admin_page", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url",
-           "short_hex", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+           "short_hex", "hex_cell", "copy_attrs", "short_wallet_link", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
 
 
 class AuditedConfigAdmin(admin.ModelAdmin):

@@ -153,10 +153,13 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"  # staff see every time in UTC
 USE_I18N = False
+# Every date and time shown as 2026-12-05 12:07 UTC (backoffice/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["backoffice.formats"]
 USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "backoffice" / "static"]  # site-wide assets (copy buttons, styles)
 
 LOGIN_URL = "admin:login"
 

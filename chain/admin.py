@@ -11,9 +11,10 @@ from backoffice.admin_utils import (
     ReadOnlyMirrorAdmin,
     changelist_link,
     export_csv_action,
+    hex_cell,
     ipfs_links,
     link,
-    short_hex,
+    short_wallet_link,
     utc_minute,
 )
 
@@ -101,11 +102,13 @@ class OrderColumns:
 
     @admin.display(description="arbitrator")
     def arbitrator_short(self, obj: Order) -> str:
-        return short_hex(obj.arbitrator_wallet)
+        return hex_cell(obj.arbitrator_wallet)
 
 
 @admin.register(Order)
 class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
+    empty_message = ("No order mirrored yet: the event sync fills this list from the chain (Chain mirror → Sync cursors "
+                     "shows how far it has got).")
     list_display = ("order_ref", "chain_name", "status_label", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "created", "updated")
     # Filters that never scan orders: choices are constants or the rollup; the date filter is a range of
@@ -146,11 +149,11 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="buyer")
     def buyer_link(self, obj: Order) -> str:
-        return link(obj.buyer, short_hex(obj.buyer_id))
+        return short_wallet_link(obj.buyer, obj.buyer_id)
 
     @admin.display(description="seller")
     def seller_link(self, obj: Order) -> str:
-        return link(obj.seller, short_hex(obj.seller_id))
+        return short_wallet_link(obj.seller, obj.seller_id)
 
     @admin.display(description="arbitrator")
     def arbitrator_link(self, obj: Order) -> str:
@@ -166,6 +169,7 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
 
 @admin.register(UserProfile)
 class UserProfileAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    empty_message = "No user yet: a wallet appears here with its first order on chain."
     list_display = ("wallet", "display_name", "tier", "rating", "is_blacklisted", "created_at", "last_active_at")
     list_filter = ("tier", "is_blacklisted", ("created_at", admin.DateFieldListFilter))
     list_select_related = ()  # no relation is shown
@@ -196,6 +200,7 @@ class UserProfileAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 
 @admin.register(Arbitrator)
 class ArbitratorAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    empty_message = "No arbitrator yet: one appears when a wallet registers (stakes) in the arbitrator pool."
     list_display = ("wallet", "chain", "reputation", "at_risk", "is_active", "stake_amount", "total_resolved",
                     "total_earned", "cases_link", "registered_at")
     list_filter = ("chain", "is_active")

@@ -11,7 +11,7 @@ from backoffice.admin_utils import (
     changelist_link,
     errors_to_form,
     export_csv_action,
-    short_hex,
+    hex_cell,
 )
 
 from . import services
@@ -28,6 +28,8 @@ class ResyncForm(forms.Form):
 
 @admin.register(EventSyncCursor)
 class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
+    empty_message = ("No sync has run yet: beat polls each chain every few seconds (Periodic tasks → poll-…-events); a "
+                     "worker must be running.")
     list_display = ("chain", "last_block", "head_block", "lag_blocks_display", "lag_seconds", "confirmations",
                     "updated_at", "last_error_short", "last_error_at", "events_link")
     readonly_fields = ("lag_blocks_display", "lag_seconds", "confirmations")
@@ -129,6 +131,7 @@ class EventNameFilter(admin.SimpleListFilter):
 
 @admin.register(ChainEvent)
 class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
+    empty_message = "No event synced yet: raw contract logs land here as the sync reads them."
     list_display = ("chain", "block_number", "log_index", "event", "order_link", "tx_short", "block_time",
                     "decode_error_short")
     list_filter = ("chain", ContractFilter, MalformedFilter, EventNameFilter)
@@ -150,7 +153,7 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="tx")
     def tx_short(self, obj: ChainEvent) -> str:
-        return short_hex(obj.tx_hash)
+        return hex_cell(obj.tx_hash)
 
     @admin.display(description="decode error")
     def decode_error_short(self, obj: ChainEvent) -> str:
@@ -159,6 +162,7 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 
 @admin.register(RpcProvider)
 class RpcProviderAdmin(ReadOnlyMirrorAdmin):
+    empty_message = "No provider yet: the first sync run records each chain's primary and fallback RPC here."
     list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "consecutive_failures", "calls",
                     "failures", "last_success_at", "last_failure_at", "last_error_short")
     list_filter = ("chain", "state")
@@ -174,12 +178,14 @@ class RpcProviderAdmin(ReadOnlyMirrorAdmin):
 
 @admin.register(Token)
 class TokenAdmin(ReadOnlyMirrorAdmin):
+    empty_message = "No token yet: the sync reads a token's symbol and decimals the first time an order uses it."
     list_display = ("symbol", "chain", "address", "decimals")
     list_filter = ("chain",)
 
 
 @admin.register(ReconciliationDrift)
 class ReconciliationDriftAdmin(ReadOnlyMirrorAdmin):
+    empty_message = "No drift: every reconciliation so far found the mirror equal to the contract."
     list_display = ("chain", "onchain_id", "field", "mirror_value", "chain_value", "at_block", "detected_at",
                     "resolved_at")
     list_filter = ("chain", "field", ("resolved_at", admin.EmptyFieldListFilter))

@@ -51,6 +51,7 @@ class ActiveFilter(admin.SimpleListFilter):
 
 @admin.register(Blacklist)
 class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
+    empty_message = "No wallet is blacklisted. Add one above, import a CSV, or blacklist from the RB-04 report."
     list_display = ("wallet", "state", "source", "reason_short", "created_at", "created_by", "expires_at",
                     "order_link", "profile_link", "lifted_at")
     list_filter = (ActiveFilter, "source", ("created_at", admin.DateFieldListFilter))

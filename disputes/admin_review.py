@@ -24,10 +24,10 @@ from backoffice.admin_utils import (
     csv_response,
     ipfs_links,
     short_hex,
+    short_wallet_link,
     utc_minute,
-    wallet_link,
 )
-from backoffice.durations import age
+from backoffice.durations import age, human_duration
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin, OrderColumns
 from chain.models import Arbitrator, Order
@@ -127,6 +127,7 @@ class BlacklistSelectedForm(forms.Form):
 
 @admin.register(DisputedOrder)
 class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
+    empty_message = "No open dispute: the queue is clear."
     list_display = ("order_ref", "chain_name", "age", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "assignee", "deadline", "evidence")
     list_filter = ("chain", AgeFilter, AmountFilter, ArbitratorFilter, AssigneeFilter)
@@ -157,8 +158,8 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     def age(self, obj):
         if obj.disputed_at is None:
             return "—"
-        hours = age(obj.disputed_at).total_seconds() / 3600
-        text = f"{hours:.0f} h" if hours < 72 else f"{hours / 24:.1f} d"
+        seconds = age(obj.disputed_at).total_seconds()
+        hours, text = seconds / 3600, human_duration(seconds)
         if hours >= settings.DISPUTE_SLA_HOURS:
             return mark_safe(f'<strong style="color:#ba2121" title="over the {settings.DISPUTE_SLA_HOURS:g} h SLA">'
                              f"{text}</strong>")
@@ -166,11 +167,11 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
 
     @admin.display(description="buyer")
     def buyer_link(self, obj):
-        return wallet_link(obj.buyer_id, short_hex(obj.buyer_id))
+        return short_wallet_link(None, obj.buyer_id)
 
     @admin.display(description="seller")
     def seller_link(self, obj):
-        return wallet_link(obj.seller_id, short_hex(obj.seller_id))
+        return short_wallet_link(None, obj.seller_id)
 
     @admin.display(description="assignee")
     def assignee(self, obj):
@@ -319,6 +320,7 @@ def _dicts_csv(filename: str, rows: list[dict], *, empty_header: str):
 
 @admin.register(ReviewFlag)
 class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
+    empty_message = "No repeat offender flagged: the hourly check flags wallets with repeated disputes for review here."
     list_display = ("wallet", "role", "disputes", "reason", "created_at", "resolved_at", "resolved_by", "profile")
     list_filter = ("role", ("resolved_at", admin.EmptyFieldListFilter))
     list_select_related = ("resolved_by",)

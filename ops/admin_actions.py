@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.conf import settings
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
-from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action
+from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action, hex_cell
 from backoffice.security import stepup_required
 from chain import devwallet
 from chain.config import configured_chains, get_chain_config
@@ -56,6 +56,7 @@ EXECUTE_WARNING = {
 
 @admin.register(ContractAction)
 class ContractActionAdmin(admin.ModelAdmin):
+    empty_message = "No contract action yet: “Propose an action…” above, or “Emergency stop…” to pause trading (RB-05)."
     list_display = ("id", "chain", "description", "status", "custody", "is_automatic", "proposed_by", "approved_by",
                     "tx_link", "proposed_at")
     list_filter = ("status", "chain", "kind", "custody", "is_automatic", ("proposed_at", admin.DateFieldListFilter))
@@ -83,7 +84,7 @@ class ContractActionAdmin(admin.ModelAdmin):
 
     @admin.display(description="tx")
     def tx_link(self, obj: ContractAction) -> str:
-        return f"{obj.tx_hash[:10]}…" if obj.tx_hash else "—"
+        return hex_cell(obj.tx_hash)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view

@@ -35,6 +35,8 @@ from .models import (
 
 @admin.register(OpsReport)
 class OpsReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    empty_message = ("No report yet: the daily operations check runs at 08:00 UTC (runbook §4). To run it now: Periodic "
+                     "tasks → daily-operations-check → Run selected tasks.")
     list_display = ("kind", "created_at", "status")
     list_filter = ("kind", "status")
     show_full_result_count = False  # one count, not two
@@ -134,6 +136,7 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
 
 @admin.register(SecretRotation)
 class SecretRotationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    empty_message = "No rotation recorded yet: record one from Secret schedules → Record rotation… (runbook RB-06)."
     list_display = ("secret", "rotated_at", "rotated_by", "reason", "fingerprint")
     list_filter = ("secret", "reason")
     list_select_related = ("secret", "rotated_by")
@@ -161,6 +164,8 @@ class IncidentUpdateForm(forms.Form):
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
+    empty_message = ("No incident recorded. Open one when users or funds are affected (runbook §7): it keeps the timeline "
+                     "and drafts the post-mortem.")
     list_display = ("title", "severity", "status", "commander", "detected_at", "resolved_at", "postmortem_state")
     list_filter = ("severity", "status", ("detected_at", admin.DateFieldListFilter))
     list_select_related = ("commander",)

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
-from backoffice.durations import age
+from backoffice.durations import age, human_duration
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
 
 from . import charts
@@ -127,8 +127,8 @@ def _dispute_tile(now: datetime) -> Tile:
     oldest = Order.objects.filter(status=OrderStatus.DISPUTED).aggregate(oldest=Min("disputed_at"))["oldest"]
     status, detail = "ok", "none open"
     if oldest is not None:
-        hours = age(oldest, now).total_seconds() / 3600
-        detail = f"oldest {hours:.0f} h" if hours < 72 else f"oldest {hours / 24:.1f} d"
+        seconds = age(oldest, now).total_seconds()
+        hours, detail = seconds / 3600, f"oldest {human_duration(seconds)}"
         if hours >= settings.DISPUTE_SLA_HOURS:
             status, detail = "warning", f"{detail} (over the {settings.DISPUTE_SLA_HOURS} h SLA)"
     return Tile(key="disputes", title="pending disputes", value=pending, status=status, detail=detail,

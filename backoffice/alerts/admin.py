@@ -13,6 +13,7 @@ from .models import Alert, AlertChannel, AlertDelivery
 
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
+    empty_message = "No alert: every check is quiet."
     list_display = ("severity", "title", "source", "occurrences", "created_at", "last_seen_at", "acknowledged_at",
                     "acknowledged_by")
     list_filter = ("severity", "source", ("acknowledged_at", admin.EmptyFieldListFilter))
@@ -58,6 +59,8 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(AlertChannel)
 class AlertChannelAdmin(AuditedConfigAdmin):
+    empty_message = ("No alert channel yet: alerts only show here and on the dashboard. Add a Telegram bot or a webhook so"
+                     " they reach people (runbook §2).")
     list_display = ("name", "kind", "enabled", "min_severity", "target", "consecutive_failures", "open_until",
                     "last_error")
     list_filter = ("kind", "enabled")
@@ -70,6 +73,8 @@ class AlertChannelAdmin(AuditedConfigAdmin):
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    empty_message = ("Nothing delivered yet: a delivery appears for each channel when an alert is raised that the channel "
+                     "wants.")
     list_display = ("alert", "channel", "status", "attempts", "created_at", "sent_at", "last_error")
     list_filter = ("status", "channel")
     list_select_related = ("alert", "channel")

@@ -27,7 +27,7 @@ def test_dispute_review_claims_notes_and_recommends_the_oldest_dispute(open_brow
     assert len(rows) == 3
     first = rows[0].find_element("css selector", "a[href$='/review/']")
     assert first.text == f"#{oldest.onchain_id}", "the queue lists the oldest dispute first"
-    assert "60 h" in rows[0].text
+    assert "2 d 12 h" in rows[0].text
     browser.shot("queue")
 
     browser.click_and_wait(first)

@@ -53,7 +53,7 @@ def test_queue_shows_age_with_over_sla_marker(staff_client, settings):
 
     html = staff_client.get(QUEUE).content.decode()
     assert html.count('title="over the 24 h SLA"') == 1
-    assert ">30 h</strong>" in html  # the late one, marked
+    assert ">1 d 6 h</strong>" in html  # the late one, marked
     assert "<td class=\"field-age\">5 h</td>" in html  # the young one, plain
 
 

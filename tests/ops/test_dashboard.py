@@ -111,7 +111,7 @@ def test_dashboard_tiles_show_the_fixture_numbers_and_link_to_their_pages(staff_
     assert tiles["contract-bsc"].value == "PAUSED" and tiles["contract-bsc"].status == "error"
     assert tiles["contract-ethereum"].value == "running" and tiles["contract-ethereum"].status == "ok"
     assert tiles["disputes"].value == 2
-    assert tiles["disputes"].detail.startswith("oldest 50 h") and tiles["disputes"].status == "warning"
+    assert tiles["disputes"].detail.startswith("oldest 2 d 2 h") and tiles["disputes"].status == "warning"
     assert tiles["secrets"].value == 2 and tiles["secrets"].detail == "1 overdue, 1 due soon"
     assert tiles["incidents"].value == 1 and tiles["incidents"].detail == "worst P2"
     assert tiles["alerts"].value == 2 and tiles["alerts"].detail == "worst P1"

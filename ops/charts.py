@@ -10,7 +10,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 600
 HEIGHT = 240
-MARGIN = {"left": 64, "right": 56, "top": 28, "bottom": 48}
+MARGIN = {"left": 64, "right": 56, "top": 40, "bottom": 48}  # top: the title, then a line legend below it
 BAR = "#417690"  # the admin's own palette
 LINE = "#ba2121"
 GRID = "#ddd"

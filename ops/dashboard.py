@@ -66,8 +66,7 @@ def _url(name: str, *args, query: str = "") -> str:
 
 # What a health tile says under its status, with units: (check key, text).
 HEALTH_FACTS = (("latency_ms", "latency {} ms"), ("latest_block", "block {:,}"), ("active_workers", "{} worker(s)"),
-                ("queued_tasks", "{:,} queued"), ("memory_used_pct", "memory {}% used"),
-                ("configured", "configured: {}"))
+                ("queued_tasks", "{:,} queued"), ("memory_used_pct", "memory {}% used"))
 
 
 def _health_tiles() -> list[Tile]:
@@ -78,8 +77,11 @@ def _health_tiles() -> list[Tile]:
     for name, check in health()["checks"].items():
         facts = [text.format(check[key]) for key, text in HEALTH_FACTS if key in check]
         detail = check.get("error") or "; ".join(filter(None, [check.get("clock"), ", ".join(facts)]))
-        tiles.append(Tile(key=f"health-{name}", title=name, value=check.get("status", "unknown"),
-                          status=check.get("status", "unknown"), detail=detail, url=links.get(name)))
+        value, status = check.get("status", "unknown"), check.get("status", "unknown")
+        if check.get("configured") is False:
+            value, status, detail = "not configured", "unknown", "no RPC URL or contract addresses (README: configuration)"
+        tiles.append(Tile(key=f"health-{name}", title=name, value=value, status=status, detail=detail,
+                          url=links.get(name)))
     return tiles
 
 

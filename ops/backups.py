@@ -24,6 +24,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
+from django.db.utils import load_backend
 from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
@@ -466,7 +467,7 @@ def _restore_and_check(backup: BackupRun, scratch: str, checks: list[dict]) -> N
     try:
         with _check(checks, "restore") as entry:
             entry["detail"] = _restore(path, scratch)
-        connections.settings[RESTORE_ALIAS] = {**connection.settings_dict, "NAME": scratch, "CONN_MAX_AGE": 0}
+        _register_scratch_connection(scratch)
         with _check(checks, "migrate_check") as entry:
             entry["detail"] = _migrate_check(backup)
         with _check(checks, "row_counts") as entry:
@@ -482,10 +483,10 @@ def _restore_and_check(backup: BackupRun, scratch: str, checks: list[dict]) -> N
         with _check(checks, "audit_triggers") as entry:
             entry["detail"] = _check_audit_triggers()
     finally:
-        if RESTORE_ALIAS in connections.settings:
-            connections[RESTORE_ALIAS].close()
+        scratch_connection = getattr(connections._connections, RESTORE_ALIAS, None)
+        if scratch_connection is not None:
+            scratch_connection.close()
             del connections[RESTORE_ALIAS]
-            del connections.settings[RESTORE_ALIAS]
         with _check(checks, "drop_scratch_database") as entry:
             try:
                 with connection.cursor() as cur:
@@ -494,6 +495,17 @@ def _restore_and_check(backup: BackupRun, scratch: str, checks: list[dict]) -> N
                 raise BackupFailed(f"could not drop the scratch database {scratch} ({exc}): drop it by hand "
                                    f"(DROP DATABASE \"{scratch}\").") from exc
             entry["detail"] = f"{scratch} dropped"
+
+
+def _register_scratch_connection(scratch: str) -> None:
+    """Make the restored copy a database alias, so the ORM's own code (the migration loader, the audit chain's
+    verification) reads it exactly as it reads the live database.
+
+    The connection is this thread's only (not in DATABASES): other threads never see it, and Django's test
+    isolation treats it as a connection created on the fly, which it allows.
+    """
+    settings_dict = {**connection.settings_dict, "NAME": scratch, "CONN_MAX_AGE": 0}
+    connections[RESTORE_ALIAS] = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, RESTORE_ALIAS)
 
 
 def _verify_checksum(backup: BackupRun, path: Path) -> str:

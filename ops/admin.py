@@ -119,3 +119,4 @@ from . import admin_actions  # noqa: E402,F401
 # The operations console (channels, reports, flags, secrets, incidents).
 from . import admin_console  # noqa: E402,F401
 from . import admin_custody  # noqa: E402,F401
+from . import admin_backups  # noqa: E402,F401

@@ -59,7 +59,7 @@ class Migration(migrations.Migration):
             options={
                 'db_table': 'ops_restore_tests',
                 'ordering': ['-created_at', '-id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('status', 'failed'), _negated=True), models.Q(('error', ''), _negated=True), _connector='OR'), name='restore_tests_failed_says_why', violation_error_message='A failed restore test must say why.'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'passed'), _negated=True), ('backup__isnull', False), _connector='OR'), name='restore_tests_passed_has_backup', violation_error_message='A passed restore test names the backup it restored.')],
+                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('status', 'failed'), _negated=True), models.Q(('error', ''), _negated=True), _connector='OR'), name='restore_tests_failed_says_why', violation_error_message='A failed restore test must say why.'), models.CheckConstraint(condition=models.Q(models.Q(('status', 'passed'), _negated=True), models.Q(('backup__isnull', False), ('finished_at__isnull', False)), _connector='OR'), name='restore_tests_passed_is_complete', violation_error_message='A passed restore test names the backup it restored and when it finished.')],
             },
         ),
     ]

@@ -104,9 +104,11 @@ class RestoreTest(models.Model):
         constraints = [
             models.CheckConstraint(condition=~Q(status="failed") | ~Q(error=""), name="restore_tests_failed_says_why",
                                    violation_error_message="A failed restore test must say why."),
-            models.CheckConstraint(condition=~Q(status="passed") | Q(backup__isnull=False),
-                                   name="restore_tests_passed_has_backup",
-                                   violation_error_message="A passed restore test names the backup it restored."),
+            models.CheckConstraint(condition=~Q(status="passed") | (Q(backup__isnull=False)
+                                                                    & Q(finished_at__isnull=False)),
+                                   name="restore_tests_passed_is_complete",
+                                   violation_error_message="A passed restore test names the backup it restored "
+                                                           "and when it finished."),
         ]
 
     def __str__(self) -> str:

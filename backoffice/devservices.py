@@ -73,8 +73,13 @@ def _pgserver():
     return pgserver
 
 
+def pg_bin_dir() -> Path:
+    """The PostgreSQL binaries of the pgserver wheel (server and client: initdb, pg_ctl, pg_dump, pg_restore)."""
+    return Path(_pgserver()._commands.POSTGRES_BIN_PATH)
+
+
 def _pg_bin(name: str) -> str:
-    return str(_pgserver()._commands.POSTGRES_BIN_PATH / name)
+    return str(pg_bin_dir() / name)
 
 
 def _pg_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:

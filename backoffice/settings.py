@@ -291,6 +291,14 @@ GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
+# Backups (ops/backups.py): pg_dump/pg_restore from PG_BIN_DIR (empty: in development and tests the binaries of
+# the pgserver wheel that runs the embedded PostgreSQL, in production those on PATH), custom-format dumps in
+# BACKUP_DIR (empty: .data/backups, created on first use; a configured directory is never created, since a
+# missing one usually means an unmounted backup volume), removed after BACKUP_RETENTION_DAYS except the newest good one.
+PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+BACKUP_DIR = env.str("BACKUP_DIR", default="")
+BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+
 # Trust and safety: a dispute older than this is over its review SLA (queue and review page).
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=48)
 # A node whose newest block is stamped further than this from the server's clock (ahead, or behind: a stalled

@@ -20,10 +20,11 @@ class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
 admin.site.unregister(AccessAttempt)
 admin.site.register(AccessAttempt, AccessAttemptAdmin)
 
-# Contract actions have an admin of their own (confirmation pages, status, kill switch).
-# The operations console (channels, reports, flags, secrets, incidents).
-from . import (
-    admin_actions,  # noqa: E402,F401
-    admin_console,  # noqa: E402,F401
-    admin_custody,  # noqa: E402,F401
+# Contract actions (confirmation pages, status, kill switch), the operations console (reports, flags, secrets,
+# incidents), custody (signing keys) and backups each have an admin module of their own.
+from . import (  # noqa: E402
+    admin_actions,  # noqa: F401
+    admin_backups,  # noqa: F401
+    admin_console,  # noqa: F401
+    admin_custody,  # noqa: F401
 )

@@ -48,10 +48,20 @@ def daily_operations_check() -> OpsReport:
                 "seconds_since_update": int(age(c.updated_at).total_seconds())}
                for c in EventSyncCursor.objects.all()]
     size = _one("SELECT pg_size_pretty(pg_database_size(current_database())) AS size")["size"]
+    from .selectors import BACKUP_MAX_AGE, RESTORE_TEST_MAX_AGE, age_text, backup_health
+
+    backups = backup_health()
+    backup_line = (f"last good backup {age_text(backups.backup_age)}"
+                   + (f" ({backups.last_backup.size_bytes / 1e6:.1f} MB)" if backups.last_backup else "")
+                   + (f" — OVER {BACKUP_MAX_AGE.total_seconds() / 3600:.0f} h" if backups.backup_stale else "")
+                   + f"; last passed restore test {age_text(backups.restore_test_age)}"
+                   + (f" — OVER {RESTORE_TEST_MAX_AGE.days} days" if backups.restore_test_stale else ""))
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
             "pending_disputes": pending, "sync": cursors, "database_size": size,
             "redis_memory_mb": checks.get("redis", {}).get("memory_used_mb"),
-            "celery_workers": checks.get("celery", {}).get("active_workers")}
+            "celery_workers": checks.get("celery", {}).get("active_workers"),
+            "backups": {"last_good_backup_age_s": _seconds(backups.backup_age),
+                        "last_passed_restore_test_age_s": _seconds(backups.restore_test_age)}}
     lines = [f"P2P Escrow daily check — {timezone.now():%Y-%m-%d %H:%M} UTC",
              f"1. Health: {status} (" + ", ".join(f"{k}: {v.get('status')}" for k, v in checks.items()) + ")",
              f"2. Orders 24 h: {stats['total']} total, {stats['completed']} completed, {stats['disputed']} disputed, "
@@ -61,11 +71,16 @@ def daily_operations_check() -> OpsReport:
                                       f"({c['seconds_since_update']} s ago)" for c in cursors),
              f"5. Database size: {size}",
              f"6. Redis memory: {data['redis_memory_mb']} MB",
-             f"7. Celery workers: {data['celery_workers']}"]
+             f"7. Celery workers: {data['celery_workers']}",
+             f"8. Backups: {backup_line}"]
     report = OpsReport.objects.create(kind="daily_check", status=status, data=data, text="\n".join(lines))
     raise_alert(key=f"daily-check:{timezone.now():%Y-%m-%d}", severity="P3", source="daily_check",
                 title=f"Daily operations check: {status}", message=report.text)
     return report
+
+
+def _seconds(age: timedelta | None) -> int | None:
+    return None if age is None else int(age.total_seconds())
 
 
 def check_sync() -> list[str]:

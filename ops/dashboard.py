@@ -161,10 +161,21 @@ def _alert_tile() -> Tile:
                 url=_url("alerts_alert_changelist", query="acknowledged_at__isempty=1"))
 
 
+def _backup_tile(now: datetime) -> Tile:
+    """The last good backup and the last passed restore test, against the alert rules' 26 h and 8 days."""
+    from .selectors import age_text, backup_health
+
+    health = backup_health(now)
+    status = "error" if health.backup_stale else ("warning" if health.restore_test_stale else "ok")
+    return Tile(key="backups", title="last good backup", value=age_text(health.backup_age), status=status,
+                detail=f"restore test passed {age_text(health.restore_test_age)}",
+                url=_url("ops_backuprun_changelist"))
+
+
 def tiles(now: datetime | None = None) -> list[Tile]:
     now = now or timezone.now()
     return [*_health_tiles(), *_sync_tiles(now), *_contract_tiles(), _dispute_tile(now), _secret_tile(),
-            _incident_tile(), _alert_tile()]
+            _incident_tile(), _alert_tile(), _backup_tile(now)]
 
 
 # ---------------------------------------------------------------------------------------------- chart data

@@ -127,7 +127,16 @@ def _ops() -> list:
     disk = GaugeMetricFamily("backoffice_disk_used_ratio", "Used fraction of the disk holding the project")
     usage = shutil.disk_usage(settings.BASE_DIR)
     disk.add_metric([], usage.used / usage.total)
-    return [overdue, alerts, conns, disk]
+    # +Inf when there has never been one: the age alerts fire from the first scrape of a new installation.
+    from .selectors import backup_health
+
+    health = backup_health()
+    backup_age = GaugeMetricFamily("backup_last_success_age_seconds", "Seconds since the last good backup finished")
+    backup_age.add_metric([], health.backup_age.total_seconds() if health.backup_age else float("inf"))
+    restore_age = GaugeMetricFamily("backup_restore_test_last_success_age_seconds",
+                                    "Seconds since the last passed restore test finished")
+    restore_age.add_metric([], health.restore_test_age.total_seconds() if health.restore_test_age else float("inf"))
+    return [overdue, alerts, conns, disk, backup_age, restore_age]
 
 
 def _redis() -> list:

@@ -67,6 +67,14 @@ def schedules() -> list[Schedule]:
                  description="Runbook §5: daily user tier recalculation, 03:00 UTC."),
         Schedule(name="refresh-top-sellers", task="chain.tasks.refresh_top_sellers", every_seconds=600,
                  description="Runbook §9: the dashboard's top sellers (30 days), one pass over the window."),
+        Schedule(name="backup-database", task="ops.tasks.backup_database",
+                 crontab={"minute": "0", "hour": "3", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+                 description="Runbook §5: daily pg_dump of the back office database at 03:00 UTC into BACKUP_DIR; "
+                             "removes dumps older than BACKUP_RETENTION_DAYS (never the newest good one)."),
+        Schedule(name="test-backup-restore", task="ops.tasks.test_backup_restore",
+                 crontab={"minute": "0", "hour": "5", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
+                 description="Runbook 001 §2, weekly (Sunday 05:00 UTC): restore the newest backup into a scratch "
+                             "database and check checksum, migrations, row counts and the audit chain."),
         Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries", every_seconds=300,
                  description="Retry alert deliveries whose task was lost."),
     ]

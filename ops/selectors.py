@@ -1,9 +1,13 @@
-"""Reads for the operations pages: custody (who owns the contracts, who may sign) and an action's signatures."""
+"""Reads for the operations pages: custody (who owns the contracts, who may sign), an action's signatures, and
+the age of the last good backup and restore test."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from django.utils import timezone
 
 from chain import safe as chain_safe
 from chain import transactions
@@ -11,7 +15,15 @@ from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
 from .custody import current_signers
-from .models import ContractAction, Custody, StaffSigningKey
+from .models import (
+    BackupRun,
+    BackupStatus,
+    ContractAction,
+    Custody,
+    RestoreTest,
+    RestoreTestStatus,
+    StaffSigningKey,
+)
 
 WEI = Decimal(10**18)
 
@@ -101,3 +113,46 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     summary["signatures"] = rows
     summary["valid_count"] = sum(1 for r in rows if r["valid"])
     return summary
+
+
+# ---------------------------------------------------------------------------------------------- backups
+
+# The alert rules' thresholds (ops/prometheus/alerts.yml): a daily backup, a weekly restore test, each with slack.
+BACKUP_MAX_AGE = timedelta(hours=26)
+RESTORE_TEST_MAX_AGE = timedelta(days=8)
+
+
+@dataclass
+class BackupHealth:
+    last_backup: BackupRun | None
+    last_restore_test: RestoreTest | None
+    backup_age: timedelta | None
+    restore_test_age: timedelta | None
+
+    @property
+    def backup_stale(self) -> bool:
+        return self.backup_age is None or self.backup_age > BACKUP_MAX_AGE
+
+    @property
+    def restore_test_stale(self) -> bool:
+        return self.restore_test_age is None or self.restore_test_age > RESTORE_TEST_MAX_AGE
+
+
+def backup_health(now: datetime | None = None) -> BackupHealth:
+    """The last good backup and the last passed restore test, with their ages (two index-free reads of small tables)."""
+    now = now or timezone.now()
+    backup = BackupRun.objects.filter(status=BackupStatus.OK).order_by("-finished_at").first()
+    test = (RestoreTest.objects.filter(status=RestoreTestStatus.PASSED).select_related("backup")
+            .order_by("-finished_at").first())
+    return BackupHealth(backup, test, now - backup.finished_at if backup else None,
+                        now - test.finished_at if test else None)
+
+
+def age_text(age: timedelta | None) -> str:
+    """'5 h ago' / '3.2 d ago' / 'never'."""
+    if age is None:
+        return "never"
+    hours = age.total_seconds() / 3600
+    if hours < 1:
+        return f"{age.total_seconds() / 60:.0f} min ago"
+    return f"{hours:.0f} h ago" if hours < 48 else f"{hours / 24:.1f} d ago"

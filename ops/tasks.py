@@ -40,6 +40,36 @@ def verify_audit_chain() -> dict:
 
 
 @shared_task(ignore_result=True)
+def backup_database() -> dict:
+    """03:00 UTC: one pg_dump into BACKUP_DIR (refused, not queued, while another runs)."""
+    from django.core.exceptions import ValidationError
+
+    from . import backups
+
+    close_old_connections()
+    try:
+        run = backups.run_backup(actor="system:backup_database")
+    except ValidationError as exc:
+        return {"refused": exc.messages}
+    return {"backup": run.pk, "status": run.status}
+
+
+@shared_task(ignore_result=True)
+def test_backup_restore(restore_test_id: int | None = None) -> dict:
+    """Weekly (no id: the newest good backup), or a test an ops admin queued; running a finished one is a no-op."""
+    from django.core.exceptions import ValidationError
+
+    from . import backups
+
+    close_old_connections()
+    try:
+        test = backups.run_restore_test(actor="system:test_backup_restore", restore_test_id=restore_test_id)
+    except ValidationError as exc:
+        return {"refused": exc.messages}
+    return {"restore_test": test.pk, "status": test.status}
+
+
+@shared_task(ignore_result=True)
 def daily_operations_check() -> int:
     from . import checks
 

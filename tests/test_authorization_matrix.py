@@ -74,6 +74,9 @@ MODELS = {
     "ops_secretschedule": (only(OA, SU), only(SU), only(OA, SU), NONE),
     "ops_secretrotation": (only(OA, SU), NONE, NONE, NONE),
     "ops_incident": (ALL, only(OA, SU), only(OA, SU), NONE),
+    # backups: everyone sees that they run and restore; only the backup service writes them
+    "ops_backuprun": (ALL, NONE, NONE, NONE),
+    "ops_restoretest": (ALL, NONE, NONE, NONE),
     # signing keys: each person with a contract role sees their own; ops admins see everyone's
     "ops_staffsigningkey": (only(CO, CA, OA, SU), NONE, NONE, NONE),
     # accounts, devices, sign-in records
@@ -136,6 +139,9 @@ PAGES = {
     "ops_incident_open": (only(OA, SU), only(OA, SU)),
     "ops_incident_update": (NONE, only(OA, SU)),  # POST only
     "ops_incident_report": (ALL, ALL),
+    # a dump holds every record: only ops admins download one or start a restore test (POST only)
+    "ops_backuprun_download": (only(OA, SU), only(OA, SU)),
+    "ops_backuprun_restore_test": (NONE, only(OA, SU)),
     "auth_user_password_change": (only(SU), only(SU)),
     # OTP_ADMIN_HIDE_SENSITIVE_DATA: nobody, superusers included, reads another person's TOTP secret
     "otp_totp_totpdevice_config": (NONE, NONE),
@@ -248,6 +254,8 @@ def _build_world() -> dict:
     from chain.models import ChainEvent, EventSyncCursor, ReconciliationDrift, RpcProvider, Token
     from disputes.models import Blacklist, ReviewFlag
     from ops.models import (
+        BackupRun,
+        RestoreTest,
         ContractAction,
         Incident,
         OpsReport,
@@ -308,6 +316,11 @@ def _build_world() -> dict:
         calldata_hash="0x" + "2" * 64, reason="matrix", proposed_by=users[CO])
     signing_key = StaffSigningKey.objects.create(user=users[CA], address=f.wallet(), challenge="matrix",
                                                  signature="0x" + "1" * 130)
+    backup = BackupRun.objects.create(started_at=now, finished_at=now, status="ok", trigger="command",
+                                      actor_label="system:matrix", file_path="/nonexistent/matrix.dump",
+                                      size_bytes=1, sha256="0" * 64)
+    restore_test = RestoreTest.objects.create(backup=backup, actor_label="system:matrix", created_at=now,
+                                              finished_at=now, status="passed")
     interval = IntervalSchedule.objects.create(every=10, period="seconds")
     crontab = CrontabSchedule.objects.create(minute="0", hour="3")
     solar = SolarSchedule.objects.create(event="sunrise", latitude=Decimal("1"), longitude=Decimal("1"))
@@ -335,6 +348,7 @@ def _build_world() -> dict:
         "django_celery_beat_periodictask": task, "django_celery_beat_clockedschedule": clocked,
         "django_celery_beat_crontabschedule": crontab, "django_celery_beat_solarschedule": solar,
         "django_celery_beat_intervalschedule": interval, "ops_staffsigningkey": signing_key,
+        "ops_backuprun": backup, "ops_restoretest": restore_test,
     }
     return {"sessions": sessions, "objects": objects}
 
@@ -356,7 +370,7 @@ def _url(name: str, world: dict) -> str:
     if name == "auth_user_password_change":
         return reverse("admin:auth_user_password_change", args=[objects["auth_user"].pk])
     for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_rotate",
-                   "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke"):
+                   "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
         if name.endswith(suffix):
             model = name[: -len(suffix)]
             if model in objects:

@@ -30,10 +30,12 @@ from disputes.models import DisputeCase, ReviewFlag
 from disputes.services import blacklist_wallet
 from ops import console
 from ops.models import (
+    BackupRun,
     ContractAction,
     Incident,
     OpsReport,
     PlatformFlag,
+    RestoreTest,
     SecretRotation,
     SecretSchedule,
     StaffSigningKey,
@@ -86,6 +88,12 @@ def rows(staff_user):
         StaffSigningKey.objects.create(user=staff_user, address=f.wallet(), challenge=f"challenge {i}",
                                        signature="0x" + "11" * 65)
         Group.objects.create(name=f"group {i}")
+        backup = BackupRun.objects.create(started_at=NOW, finished_at=NOW, status="ok", trigger="schedule",
+                                          actor_label="system:test", file_path=f"/backups/{i}.dump", size_bytes=i + 1,
+                                          sha256=f"{i:064x}", row_counts={"orders": i})
+        RestoreTest.objects.create(backup=backup, actor_label="system:test", created_at=NOW, finished_at=NOW,
+                                   status="passed", checks=[{"name": "checksum", "ok": True, "seconds": 0.1,
+                                                             "detail": "ok"}])
         interval = IntervalSchedule.objects.create(every=i + 1, period="seconds")
         PeriodicTask.objects.create(name=f"task {i}", task="ops.tasks.check_sync", interval=interval)
     CrontabSchedule.objects.create(minute="0", hour="3")

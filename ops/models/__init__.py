@@ -20,3 +20,4 @@ from .console import (  # noqa: F401
     SecretRotation,
     SecretSchedule,
 )
+from .backups import BackupRun, BackupStatus, BackupTrigger, RestoreTest, RestoreTestStatus  # noqa: F401

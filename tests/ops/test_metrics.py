@@ -165,7 +165,7 @@ def test_metrics_every_metric_of_the_alert_rules_is_exported(client, market):
     exported = {name for name, _ in scrape(client)}
     used = set()
     for expr in re.findall(r"expr:\s*(>\s*\n(?:\s{10,}.*\n)+|.*)", RULES.read_text()):
-        used |= set(re.findall(r"\b((?:p2p|blockchain|celery|redis|db|backoffice)_[a-z0-9_]+)", expr))
+        used |= set(re.findall(r"\b((?:p2p|blockchain|celery|redis|db|backoffice|backup)_[a-z0-9_]+)", expr))
     assert used >= {"p2p_contract_paused", "blockchain_sync_lag_blocks", "celery_tasks_queued",
                     "p2p_secret_rotations_overdue"}
     # Read from a live node per configured chain (none here): test_health's clock test scrapes it from an anvil.

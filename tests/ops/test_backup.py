@@ -1,0 +1,328 @@
+"""Backups and restore tests on the real test database, with the real pg_dump and pg_restore.
+
+Each test commits its rows (pg_dump reads through its own connection), so the tests are transactional. Faults are
+real where they can be (a missing directory, an altered or truncated file, /dev/full for a full disk); a fake
+pg_dump script stands in only for a pg_dump that itself reports a full disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.utils import timezone
+
+from backoffice.alerts.models import Alert
+from backoffice.audit.models import AuditLog
+from backoffice.audit.services import record_audit
+from disputes.models import Blacklist
+from ops import backups
+from ops.models import BackupRun, BackupStatus, ContractAction, RestoreTestStatus
+from tests import factories as f
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def backup_dir(settings, tmp_path) -> Path:
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    settings.BACKUP_DIR = str(directory)
+    return directory
+
+
+@pytest.fixture
+def seeded(django_user_model):
+    """Rows in each key table and an audit chain of a few rows."""
+    from django.db import transaction
+
+    proposer = django_user_model.objects.create_user("proposer", is_staff=True)
+    for _ in range(3):
+        f.order()
+    Blacklist.objects.create(wallet=f.wallet(), reason="fraud", source="manual", created_at=timezone.now())
+    ContractAction.objects.create(chain="bsc", kind="pause", description="pause()", to_address=f.wallet(),
+                                  calldata="0x8456cb59", calldata_hash="0x" + "2" * 64, reason="test", proposed_by=proposer)
+    with transaction.atomic():
+        for n in range(4):
+            record_audit(actor="system:test", action="seed", object_type="test", object_id=str(n))
+
+
+def _sql(statement: str, params=None):
+    with connection.cursor() as cur:
+        cur.execute(statement, params or [])
+
+
+def _scratch_databases() -> list[str]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [backups._scratch_prefix() + "%"])
+        return [r[0] for r in cur.fetchall()]
+
+
+def _failed_check(test) -> str:
+    return next(c["name"] for c in test.checks if not c["ok"])
+
+
+def test_backup_and_restore_test_round_trip_with_seeded_data(seeded, backup_dir):
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.OK, run.error
+    path = Path(run.file_path)
+    assert path.parent == backup_dir and path.name.endswith(".dump")
+    assert run.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert run.size_bytes == path.stat().st_size and path.read_bytes()[:5] == b"PGDMP"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert run.row_counts == {"orders": 3, "audit_log": 4, "contract_actions": 1, "blacklist": 1}
+    assert run.schema_version["ops"] == "0018_roles_backups"
+    assert sorted(p.name for p in backup_dir.iterdir()) == [path.name]  # no .partial left
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.PASSED, test.error
+    assert test.backup == run
+    assert [c["name"] for c in test.checks] == ["checksum", "restore", "migrate_check", "row_counts", "audit_chain",
+                                                "audit_triggers", "drop_scratch_database"]
+    assert all(c["ok"] and c["seconds"] is not None for c in test.checks)
+    assert "4 rows, chain intact" in test.checks[4]["detail"]
+    assert "refused: DELETE, TRUNCATE" in test.checks[5]["detail"]
+    assert _scratch_databases() == []
+    assert AuditLog.objects.filter(action="backup_database", object_id=str(run.pk)).exists()
+    assert AuditLog.objects.filter(action="test_backup_restore", object_id=str(test.pk)).exists()
+
+
+def test_backup_command_and_restore_test_command_report_success(seeded, backup_dir, capsys):
+    call_command("backup_database")
+    call_command("test_backup_restore")
+
+    out = capsys.readouterr().out
+    assert "SHA-256" in out and "orders 3" in out
+    assert "passed" in out and "ok   audit_chain" in out
+
+
+def test_restore_test_dump_altered_by_one_byte_fails_the_checksum(seeded, backup_dir):
+    run = backups.run_backup(actor="system:test")
+    data = bytearray(Path(run.file_path).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    Path(run.file_path).write_bytes(bytes(data))
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.FAILED
+    assert [c["name"] for c in test.checks] == ["checksum"]  # nothing restored from a corrupt file
+    assert "is corrupt" in test.error and "older good backup" in test.error
+    assert Alert.objects.filter(key="restore-test-failed", severity="P1").exists()
+
+
+def test_restore_test_truncated_dump_fails_the_restore(seeded, backup_dir):
+    run = backups.run_backup(actor="system:test")
+    path = Path(run.file_path)
+    path.write_bytes(path.read_bytes()[: run.size_bytes * 2 // 3])
+    # Cut short before it was hashed (as a dump truncated while written would be): only pg_restore can tell.
+    BackupRun.objects.filter(pk=run.pk).update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                               size_bytes=path.stat().st_size)
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.FAILED
+    assert _failed_check(test) == "restore"
+    assert "pg_restore" in test.error
+    assert test.checks[-1]["name"] == "drop_scratch_database" and test.checks[-1]["ok"]
+    assert _scratch_databases() == []
+
+
+def test_restore_test_finds_an_audit_row_edited_in_the_source(seeded, backup_dir):
+    edited = AuditLog.objects.order_by("id")[1]
+    _sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
+    try:
+        _sql("UPDATE audit_log SET reason = 'rewritten' WHERE id = %s", [edited.pk])
+    finally:
+        _sql("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
+    backups.run_backup(actor="system:test")
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.FAILED
+    assert _failed_check(test) == "audit_chain"
+    assert f"broken at row {edited.pk}" in test.error
+
+
+def test_restore_test_disabled_audit_trigger_in_the_dump_fails(seeded, backup_dir):
+    _sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_truncate")
+    try:
+        backups.run_backup(actor="system:test")
+    finally:
+        _sql("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_truncate")
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert _failed_check(test) == "audit_triggers"
+    assert "disabled: audit_log_no_truncate" in test.error
+
+
+@pytest.mark.parametrize("change, message", [("older", "older schema version"), ("newer", "newer schema version")])
+def test_restore_test_dump_from_another_schema_version_fails_migrate_check(seeded, backup_dir, change, message):
+    if change == "older":
+        undo = ("INSERT INTO django_migrations (app, name, applied) VALUES ('ops', '0018_roles_backups', now())",)
+        _sql("DELETE FROM django_migrations WHERE app = 'ops' AND name = '0018_roles_backups'")
+    else:
+        undo = ("DELETE FROM django_migrations WHERE app = 'ops' AND name = '9999_from_the_future'",)
+        _sql("INSERT INTO django_migrations (app, name, applied) VALUES ('ops', '9999_from_the_future', now())")
+    try:
+        backups.run_backup(actor="system:test")
+    finally:
+        _sql(undo[0])
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert _failed_check(test) == "migrate_check"
+    assert message in test.error
+    assert _scratch_databases() == []
+
+
+def test_restore_test_without_a_good_backup_fails_and_says_what_to_do(backup_dir):
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.FAILED
+    assert "no good backup" in test.error and "backup_database" in test.error
+
+
+def test_backup_retention_keeps_the_last_good_backup(backup_dir, settings):
+    settings.BACKUP_RETENTION_DAYS = 30
+    runs = [backups.run_backup(actor="system:test") for _ in range(3)]
+    assert all(r.status == BackupStatus.OK for r in runs)
+    old = timezone.now() - timedelta(days=40)
+    BackupRun.objects.update(finished_at=old)
+
+    removed = backups.prune_backups(actor="system:test")
+
+    newest = runs[-1]
+    assert sorted(removed) == [runs[0].pk, runs[1].pk]
+    assert [p.name for p in backup_dir.iterdir()] == [Path(newest.file_path).name]
+    assert list(BackupRun.objects.good()) == [newest]
+    assert BackupRun.objects.get(pk=runs[0].pk).file_deleted_at is not None
+    assert AuditLog.objects.filter(action="remove_backup_file").count() == 2
+    # A fresh backup: the 40-day-old one is no longer the last good one, and goes.
+    fresh = backups.run_backup(actor="system:test")
+    assert [p.name for p in backup_dir.iterdir()] == [Path(fresh.file_path).name]
+
+
+def test_backup_two_concurrent_runs_one_refused(backup_dir, monkeypatch):
+    inside, release = threading.Event(), threading.Event()
+    real_open = backups.open_partial_file
+
+    def slow_open(path):
+        inside.set()
+        assert release.wait(30)
+        return real_open(path)
+
+    monkeypatch.setattr(backups, "open_partial_file", slow_open)
+    result = {}
+
+    def first():
+        try:
+            result["run"] = backups.run_backup(actor="system:first")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(ValidationError, match="already running .*by system:first"):
+            backups.run_backup(actor="system:second")
+    finally:
+        release.set()
+        thread.join(60)
+
+    assert result["run"].status == BackupStatus.OK
+    assert BackupRun.objects.count() == 1
+
+
+def test_backup_missing_backup_dir_fails_with_the_fix(settings, tmp_path):
+    settings.BACKUP_DIR = str(tmp_path / "not-mounted")
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED
+    assert "does not exist" in run.error and "mount the backup volume" in run.error
+    assert not (tmp_path / "not-mounted").exists()  # a configured directory is never created
+    alert = Alert.objects.get(key="backup-failed")
+    assert alert.severity == "P2" and "does not exist" in alert.message
+
+
+def test_backup_unwritable_backup_dir_fails_with_the_fix(settings, tmp_path):
+    # As root every directory is writable: a path under a regular file can be written by nobody.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    settings.BACKUP_DIR = str(blocker)
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED and "is not a directory" in run.error
+    if os.geteuid() != 0:
+        directory = tmp_path / "read-only"
+        directory.mkdir(mode=0o500)
+        settings.BACKUP_DIR = str(directory)
+        assert "not writable" in backups.run_backup(actor="system:test").error
+
+
+def test_backup_missing_pg_dump_fails_naming_pg_bin_dir(backup_dir, settings, tmp_path):
+    settings.PG_BIN_DIR = str(tmp_path / "no-postgres")
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED
+    assert "pg_dump was not found" in run.error and "PG_BIN_DIR" in run.error
+    assert list(backup_dir.iterdir()) == []
+
+
+def test_backup_full_disk_leaves_no_file(backup_dir, monkeypatch):
+    # /dev/full answers every write with ENOSPC: the kernel's own full disk.
+    monkeypatch.setattr(backups, "open_partial_file", lambda path: (path.touch(), open("/dev/full", "wb"))[1])
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED
+    assert "disk is full" in run.error and "BACKUP_DIR" in run.error
+    assert list(backup_dir.iterdir()) == []
+    assert run.file_path == "" and run.sha256 == ""
+
+
+def test_backup_pg_dump_reporting_a_full_disk_leaves_no_file(backup_dir, settings, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    script = fake / "pg_dump"
+    script.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_dump (PostgreSQL) 16.0'; exit 0; }\n"
+                      "printf 'PGDMP partial bytes'\n"
+                      "echo 'pg_dump: error: could not write to output file: No space left on device' >&2\nexit 1\n")
+    script.chmod(0o755)
+    settings.PG_BIN_DIR = str(fake)
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED and "disk is full" in run.error
+    assert list(backup_dir.iterdir()) == []
+
+
+def test_backup_command_exits_non_zero_naming_the_cause(settings, tmp_path):
+    settings.BACKUP_DIR = str(tmp_path / "missing")
+
+    with pytest.raises(CommandError, match="BACKUP_DIR .* does not exist"):
+        call_command("backup_database")
+
+
+def test_backup_interrupted_run_is_marked_failed_and_its_partial_removed(backup_dir):
+    dead = BackupRun.objects.create(started_at=timezone.now() - timedelta(hours=1), trigger="schedule",
+                                    actor_label="system:test")
+    (backup_dir / ".p2p-dead.dump.partial").write_bytes(b"PGDMP half")
+
+    run = backups.run_backup(actor="system:test")
+
+    dead.refresh_from_db()
+    assert dead.status == BackupStatus.FAILED and "interrupted" in dead.error
+    assert sorted(p.name for p in backup_dir.iterdir()) == [Path(run.file_path).name]

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import Q
+from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from backoffice.admin_utils import (
     ADDRESS_RE,
     HASH_RE,
     ReadOnlyMirrorAdmin,
+    a_tag,
     changelist_link,
+    copy_attrs,
     export_csv_action,
     hex_cell,
     ipfs_links,
@@ -18,7 +22,7 @@ from backoffice.admin_utils import (
     utc_minute,
 )
 
-from .models import Arbitrator, Chain, DailyOrderStats, Order, UserProfile
+from .models import Arbitrator, Chain, DailyOrderStats, Order, OrderStatus, UserProfile
 
 # Lists show the short forms staff use in the runbook's SQL ("bsc", "resolved_buyer"); filters and
 # detail pages show the long labels.
@@ -121,15 +125,41 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
         ["chain", "onchain_id", "status", "amount", "token_symbol", "platform_fee", "buyer_id", "seller_id",
          "arbitrator_wallet", "created_at", "updated_at", "created_tx_hash", "last_tx_hash"], "orders.csv")]
     fieldsets = (
-        (None, {"fields": ("chain", "onchain_id", "status", "close_reason", "amount", "platform_fee",
-                           "token_symbol", "token_address")}),
-        ("Parties", {"fields": ("buyer_link", "seller_link", "arbitrator_link", "disputed_by")}),
+        (None, {"fields": ("chain", "onchain_id", "status", "close_reason", "amount_detail", "fee_detail",
+                           "token_address", "related")}),
+        ("Parties", {"fields": ("buyer_full", "seller_full", "arbitrator_link", "disputed_by")}),
         ("Times (UTC)", {"fields": ("created_at", "updated_at", "delivered_at", "disputed_at", "closed_at",
                                     "seller_deadline", "buyer_deadline", "dispute_deadline")}),
         ("Evidence", {"fields": ("evidence_links",)}),
         ("On chain", {"fields": ("created_tx_hash", "created_block", "last_tx_hash", "last_block")}),
     )
-    readonly_fields = ("buyer_link", "seller_link", "arbitrator_link", "evidence_links")
+    readonly_fields = ("amount_detail", "fee_detail", "related", "buyer_full", "seller_full", "arbitrator_link",
+                       "evidence_links")
+
+    @admin.display(description="amount")
+    def amount_detail(self, obj: Order) -> str:
+        return f"{obj.amount.normalize():f} {obj.token_symbol}"
+
+    @admin.display(description="platform fee")
+    def fee_detail(self, obj: Order) -> str:
+        return f"{obj.platform_fee.normalize():f} {obj.token_symbol}"
+
+    @admin.display(description="buyer")
+    def buyer_full(self, obj: Order) -> str:
+        return link(obj.buyer, obj.buyer_id, copy_attrs(obj.buyer_id))
+
+    @admin.display(description="seller")
+    def seller_full(self, obj: Order) -> str:
+        return link(obj.seller, obj.seller_id, copy_attrs(obj.seller_id))
+
+    @admin.display(description="see also")
+    def related(self, obj: Order) -> str:
+        """Where staff go next from an order: its raw events, and its dispute review while it is disputed."""
+        events = reverse("admin:chain_chainevent_changelist") + f"?q={obj.onchain_id}&chain__exact={obj.chain}"
+        out = [a_tag(events, "raw events")]
+        if obj.status == OrderStatus.DISPUTED:
+            out.append(a_tag(reverse("admin:disputes_disputedorder_review", args=[obj.pk]), "dispute review"))
+        return mark_safe(" · ".join(out))
 
     @admin.display(description="order", ordering="onchain_id")
     def order_ref(self, obj: Order) -> str:

@@ -343,3 +343,15 @@ def test_admin_order_and_dispute_lists_sort_by_each_sortable_column(staff_client
             for sign in ("", "-"):
                 response = staff_client.get(f"{url}?o={sign}{index}")
                 assert response.status_code == 200, (url, index)
+
+
+def test_order_page_shows_amounts_with_their_token_full_wallets_and_where_to_go_next(staff_client):
+    from decimal import Decimal
+
+    order = f.order(status=OrderStatus.DISPUTED, amount=Decimal("250.440000000000000000"),
+                            platform_fee=Decimal("2.504400000000000000"), token_symbol="USDC")
+    page = staff_client.get(reverse("admin:chain_order_change", args=[order.pk])).content.decode()
+    assert "250.44 USDC" in page and "2.5044 USDC" in page and "250.440000" not in page
+    assert f">{order.buyer_id}</a>" in page and f'data-copy="{order.seller_id}"' in page
+    assert reverse("admin:disputes_disputedorder_review", args=[order.pk]) in page
+    assert "raw events" in page

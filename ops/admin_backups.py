@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -125,10 +125,10 @@ class BackupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                             content_type="application/octet-stream")
 
     def restore_test_view(self, request):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm(TEST_PERM):
             raise PermissionDenied
+        if request.method != "POST":  # a bookmarked or retyped URL: the button lives on the Backups page
+            return HttpResponseRedirect(reverse("admin:ops_backuprun_changelist"))
         try:
             test = backups.request_restore_test(actor=request.user)
         except ValidationError as exc:

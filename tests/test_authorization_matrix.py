@@ -141,7 +141,7 @@ PAGES = {
     "ops_incident_report": (ALL, ALL),
     # a dump holds every record: only ops admins download one or start a restore test (POST only)
     "ops_backuprun_download": (only(OA, SU), only(OA, SU)),
-    "ops_backuprun_restore_test": (NONE, only(OA, SU)),
+    "ops_backuprun_restore_test": (only(OA, SU), only(OA, SU)),
     "auth_user_password_change": (only(SU), only(SU)),
     # OTP_ADMIN_HIDE_SENSITIVE_DATA: nobody, superusers included, reads another person's TOTP secret
     "otp_totp_totpdevice_config": (NONE, NONE),

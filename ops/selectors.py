@@ -9,6 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from backoffice.durations import age, human_duration
 from chain import safe as chain_safe
 from chain import transactions
 from chain.config import get_chain_config
@@ -144,15 +145,10 @@ def backup_health(now: datetime | None = None) -> BackupHealth:
     backup = BackupRun.objects.filter(status=BackupStatus.OK).order_by("-finished_at").first()
     test = (RestoreTest.objects.filter(status=RestoreTestStatus.PASSED).select_related("backup")
             .order_by("-finished_at").first())
-    return BackupHealth(backup, test, now - backup.finished_at if backup else None,
-                        now - test.finished_at if test else None)
+    return BackupHealth(backup, test, age(backup.finished_at, now) if backup else None,
+                        age(test.finished_at, now) if test else None)
 
 
-def age_text(age: timedelta | None) -> str:
-    """'5 h ago' / '3.2 d ago' / 'never'."""
-    if age is None:
-        return "never"
-    hours = age.total_seconds() / 3600
-    if hours < 1:
-        return f"{age.total_seconds() / 60:.0f} min ago"
-    return f"{hours:.0f} h ago" if hours < 48 else f"{hours / 24:.1f} d ago"
+def age_text(elapsed: timedelta | None) -> str:
+    """'12 min ago' / '5 h 3 min ago' / '3 d 2 h ago' / 'never'."""
+    return "never" if elapsed is None else f"{human_duration(elapsed.total_seconds())} ago"

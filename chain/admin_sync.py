@@ -160,7 +160,7 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 @admin.register(RpcProvider)
 class RpcProviderAdmin(ReadOnlyMirrorAdmin):
     list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "consecutive_failures", "calls",
-                    "failures", "last_success_at", "last_failure_at", "last_error_short")
+                    "failures", "rate_limited", "last_success_at", "last_failure_at", "last_error_short")
     list_filter = ("chain", "state")
 
     @admin.display(description="latency (ms)")

@@ -107,6 +107,8 @@ def _rate_limit_in(payload: Any, body: Any) -> _RateLimited | None:
         if not isinstance(err, dict) or (isinstance(body, dict) and _refused_as_too_big(payload, body)):
             continue
         message = str(err.get("message", ""))
+        if err.get("code") == 3 or "revert" in message.lower():  # a contract's own words ("daily limit exceeded")
+            continue
         if err.get("code") in _RATE_LIMIT_CODES or _RATE_LIMITED.search(message):
             data = err.get("data")
             backoff = data.get("backoff_seconds") if isinstance(data, dict) else None  # Infura's hint

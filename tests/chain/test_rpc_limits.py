@@ -64,6 +64,7 @@ def test_retry_after_seconds_reads_delay_seconds_and_http_dates():
     (-32000, "429 Too Many Requests: {\"code\":-32016,\"message\":\"over rate limit\"}", True),
     (-32005, "query returned more than 10000 results. Try with this block range [0x1, 0x2].", False),  # too big
     (-32000, "execution reverted", False),
+    (3, "execution reverted: daily limit exceeded", False),  # a contract's revert reason, not the provider
     (-32602, "range 1000000 exceeds limit of 10000", False),
 ])
 def test_rate_limit_in_recognises_the_providers_rate_limit_errors(code, message, limited):

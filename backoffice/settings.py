@@ -250,6 +250,13 @@ def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_t
         "block_time": env.float(f"{prefix}_BLOCK_TIME", default=block_time),
         "poll_seconds": env.float(f"{prefix}_POLL_SECONDS", default=poll),
         "batch_blocks": env.int(f"{prefix}_SYNC_BATCH_BLOCKS", default=2000),
+        # Requests per second each of the chain's providers gets from one process (0: no budget). Unlimited by
+        # default: plans differ by orders of magnitude (a local node, a free tier at ~10/s, a paid one at
+        # hundreds), a guessed number would throttle the fast ones or still exceed the slow ones, and a
+        # provider's own 429s are waited out anyway. Set it to the plan's rate to stay clear of those waits.
+        "max_rps": env.float(f"{prefix}_RPC_MAX_RPS", default=0.0),
+        # eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per window.
+        "max_in_flight": env.int(f"{prefix}_SYNC_MAX_IN_FLIGHT", default=4),
         # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
         # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
         "owner_mode": env.str(f"{prefix}_OWNER_MODE", default="safe").strip().lower(),
@@ -265,11 +272,19 @@ CHAINS = {
     "ethereum": _chain("ETH", name="Ethereum", chain_id=1, confirmations=12, block_time=12.0, poll=12.0),
 }
 RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=5.0)
+# Longest a call waits out a provider's rate limit (Retry-After or backoff) before trying the next provider.
+RPC_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("RPC_RATE_LIMIT_MAX_WAIT_SECONDS", default=30.0)
 
 for _key, _spec in CHAINS.items():
     if _spec["owner_mode"] not in ("safe", "eoa"):
         raise ImproperlyConfigured(f"{_spec['short'].upper()}_OWNER_MODE is "
                                    f"{_spec['owner_mode']!r}: use safe (a Safe multisig owns the contracts) or eoa.")
+    if _spec["max_rps"] < 0:
+        raise ImproperlyConfigured(f"{_spec['short'].upper()}_RPC_MAX_RPS is {_spec['max_rps']:g}: use a number of "
+                                   f"requests per second, or 0 for no budget.")
+    if _spec["max_in_flight"] < 1:
+        raise ImproperlyConfigured(f"{_spec['short'].upper()}_SYNC_MAX_IN_FLIGHT is {_spec['max_in_flight']}: use 1 "
+                                   f"(one eth_getLogs at a time) or more.")
 
 # Signing keys, from the environment or an encrypted keystore file, never the database. Each role
 # signs only what it is for: the owner key only in eoa mode; the relayer only pays the gas of a

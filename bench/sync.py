@@ -107,13 +107,14 @@ def main() -> None:
             p.terminate()
 
 
-def historical(url: str, tmp: Path) -> None:
+def build_history(url: str, tmp: Path):
+    """Deploy on the anvil at `url` and create orders until the contracts hold EVENTS events; prints the
+    generation figure. Returns (w3, deployment, get_logs(frm, to) over plain eth_getLogs)."""
     import requests
     from web3 import Web3
 
     from chain import local
     from chain.market import MarketDriver
-    from chain.sync import sync_chain
 
     # eoa custody: the bench measures the sync, and a Safe's setup transactions would only add blocks to wait for.
     deployment = local.deploy_local({"bsc": {"rpc_url": url, "confirmations": 0, "custody": "eoa"}},
@@ -140,6 +141,14 @@ def historical(url: str, tmp: Path) -> None:
     blocks = head - deployment["deploy_block"] + 1
     figure("sync_bulk_orders_events_per_s", events / gen_seconds, "events/s", higher_is_better=True,
            orders=orders, events=events, blocks=blocks, seconds=round(gen_seconds, 1))
+    return w3, deployment, get_logs
+
+
+def historical(url: str, tmp: Path) -> None:
+    from chain import local
+    from chain.sync import sync_chain
+
+    w3, deployment, get_logs = build_history(url, tmp)
 
     # the sync under test, from an empty mirror
     local.reset_mirror()

@@ -164,7 +164,7 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 class RpcProviderAdmin(ReadOnlyMirrorAdmin):
     empty_message = "No provider yet: the first sync run records each chain's primary and fallback RPC here."
     list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "consecutive_failures", "calls",
-                    "failures", "last_success_at", "last_failure_at", "last_error_short")
+                    "failures", "rate_limited", "last_success_at", "last_failure_at", "last_error_short")
     list_filter = ("chain", "state")
 
     @admin.display(description="latency (ms)")

@@ -25,6 +25,8 @@ class ChainConfig:
     owner_mode: str = "safe"
     guardian_module: str = ""
     min_gas_balance: str = "0.05"
+    max_rps: float = 0.0  # per-provider request budget (0: none)
+    max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,7 +66,8 @@ def get_chain_config(chain: str) -> ChainConfig:
     cfg = ChainConfig(key=chain, **{k: base[k] for k in (
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
         "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
-        "min_gas_balance")})
+        "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
+        max_in_flight=int(base.get("max_in_flight", 4)))
     local = _local_deployment().get(chain)
     if local:
         # Environment wins; the local deployment only fills what the environment left unset.

@@ -1,4 +1,5 @@
-"""Fetching a chain's logs for the sync: plain eth_getLogs in batches, decoded, with a prefetching thread.
+"""Fetching a chain's logs for the sync: plain eth_getLogs in batches, decoded, with a prefetching thread
+that keeps several requests in flight and hands their results on in block order.
 
 Only the sync calls this module; it reads the chain through `chain.rpc` and writes nothing but
 `chain_tokens` rows for tokens met for the first time.
@@ -9,13 +10,15 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .config import ChainConfig
 from .events import Log, parse_logs
 from .mirror import TokenBook
 from .models import Token
-from .rpc import RpcClient, RpcError
+from .rpc import RangeTimedOut, RpcClient, RpcError
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +71,27 @@ def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
 
 def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
                 known_tokens: frozenset[str] | set[str] | None = None) -> Batch:
-    """Logs of [from_block, to_block], halving the range when the provider refuses its size. With
-    `known_tokens`, the metadata of any other token an order uses is read too."""
+    """Logs of [from_block, to_block], halving the range when the provider refuses its size or times out on
+    it (the batch then ends earlier). With `known_tokens`, the metadata of any other token an order uses is
+    read too."""
     while True:
         try:
             raw = client.get_logs(from_block, to_block, cfg.contracts)
             break
-        except RpcError:
+        except RpcError as exc:
             if to_block == from_block:
                 raise
+            client.count_split(exc.provider, "timeout" if isinstance(exc, RangeTimedOut) else "too_big")
             to_block = from_block + (to_block - from_block) // 2
-    need = {to_block}
+    need = set()
+    # The range's last block's hash becomes the cursor's; a log of that block carries it already (on a busy
+    # chain, nearly always), which saves a round trip per request to a distant provider.
+    to_hash = next((r["blockHash"].lower() for r in reversed(raw) if int(r["blockNumber"], 16) == to_block), None)
+    if to_hash is None:
+        need.add(to_block)
     if any("blockTimestamp" not in r for r in raw):
         need.update(int(r["blockNumber"], 16) for r in raw)
-    headers = client.block_headers(sorted(need))
+    headers = client.block_headers(sorted(need)) if need else {}
     logs = parse_logs(raw, {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool"})
     meta: dict[str, tuple[str, int]] = {}
     for log in logs:
@@ -91,7 +101,19 @@ def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: 
             token = log.args["token"]
             if token not in known_tokens and token not in meta:
                 meta[token] = read_token_metadata(client, token)
-    return Batch(from_block, to_block, headers[to_block]["hash"], logs, meta)
+    return Batch(from_block, to_block, to_hash or headers[to_block]["hash"], logs, meta)
+
+
+def fetch_range(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
+                known_tokens: frozenset[str] | set[str] | None = None) -> list[Batch]:
+    """Consecutive batches covering exactly [from_block, to_block]: `fetch_batch` again after each range the
+    provider made it shrink, so a window of ranges in flight has no hole."""
+    out = []
+    while from_block <= to_block:
+        batch = fetch_batch(cfg, client, from_block, to_block, known_tokens)
+        out.append(batch)
+        from_block = batch.to_block + 1
+    return out
 
 
 def next_size(cfg: ChainConfig, batch: Batch, target_logs: int) -> int:
@@ -127,16 +149,19 @@ def split(batch: Batch, logs_per_part: int) -> list[Batch]:
 
 
 class Prefetcher:
-    """A thread fetching consecutive batches of [start, target] ahead of their consumer, at most `depth`
-    batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there. It stops
-    starting new requests at `deadline` (time.monotonic()), after the first one: a run always makes
-    progress. Use as a context manager: leaving it stops the thread."""
+    """A thread fetching consecutive batches of [start, target] ahead of their consumer: up to `in_flight`
+    eth_getLogs ranges at once (on a pool of that many threads), handed on strictly in block order, at most
+    `depth` batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there, after
+    every batch before the failed range (none after it). It stops starting new requests at `deadline`
+    (time.monotonic()), after the first one: a run always makes progress. Use as a context manager:
+    leaving it stops the threads."""
 
     def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
-                 known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4):
+                 known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4, in_flight: int = 1):
         self.cfg, self.client, self.start, self.target = cfg, client, start, target
         self.deadline, self.known_tokens = deadline, set(known_tokens)
         self.chunk_logs = chunk_logs or CHUNK_LOGS
+        self.in_flight = max(1, in_flight)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
@@ -164,21 +189,38 @@ class Prefetcher:
         return False
 
     def _run(self) -> None:
-        frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
+        pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"getlogs-{self.cfg.key}")
+        window: deque[Future] = deque()
         try:
-            while frm <= self.target and not self._stop.is_set() and (
-                    frm == self.start or time.monotonic() < self.deadline):
-                batch = fetch_batch(self.cfg, self.client, frm, min(frm + size - 1, self.target), self.known_tokens)
-                self.known_tokens.update(batch.token_meta)  # read once, not again next fetch
-                size = next_size(self.cfg, batch, self.chunk_logs)
-                frm = batch.to_block + 1
-                for part in split(batch, self.chunk_logs):
-                    if not self._put(part):
-                        return
+            self._fetch(pool, window)
         except BaseException as exc:  # handed to the consumer, raised in its thread
             self._put(exc)
             return
+        finally:
+            # Ranges after a failure are dropped unread; those in flight end within the RPC timeout.
+            pool.shutdown(wait=True, cancel_futures=True)
         self._put(None)
+
+    def _fetch(self, pool: ThreadPoolExecutor, window: deque[Future]) -> None:
+        frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
+        sized = False
+        while not self._stop.is_set():
+            # Fill the window: one request until the chain's density is known, then `in_flight`, each range
+            # sized on the latest density seen.
+            while (frm <= self.target and len(window) < (self.in_flight if sized else 1)
+                   and (frm == self.start or time.monotonic() < self.deadline)):
+                to = min(frm + size - 1, self.target)
+                window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens))
+                frm = to + 1
+            if not window:
+                return
+            batches = window.popleft().result()  # strictly in block order: the oldest range first
+            for batch in batches:
+                self.known_tokens.update(batch.token_meta)  # read once, not again by later requests
+                for part in split(batch, self.chunk_logs):
+                    if not self._put(part):
+                        return
+            size, sized = next_size(self.cfg, batches[-1], self.chunk_logs), True
 
     def __iter__(self):
         while True:

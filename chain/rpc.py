@@ -5,12 +5,23 @@ through web3's per-log formatters. A provider that fails `FAILURE_THRESHOLD` tim
 *open* (skipped) for `RESET_SECONDS`; then *half-open*: one trial call decides whether it closes
 again. Calls go to the first provider whose breaker allows it, so traffic returns to the primary
 by itself once it recovers.
+
+Paid providers cap request rates. A rate-limit answer (HTTP 429, or a JSON-RPC error such as -32005
+"limit exceeded", Alchemy's 429 "compute units per second", QuickNode's -32007/-32012) is the
+provider asking us to slow down, not failing: the client waits (`Retry-After`, Infura's
+`backoff_seconds`, else exponential backoff with jitter), every thread holding off the same provider,
+and tries again; the breaker is not touched. Only a wait beyond `rate_limit_max_wait` moves the call
+to the next provider. A per-provider token bucket (`<CHAIN>_RPC_MAX_RPS`) keeps us under the plan's
+rate in the first place. A wide eth_getLogs that times out raises `RangeTimedOut` (an RpcError), so
+the sync halves the range as it does for a refusal of its size, instead of failing the provider.
 """
 from __future__ import annotations
 
+import email.utils
 import itertools
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -25,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 FAILURE_THRESHOLD = 3
 RESET_SECONDS = 30.0
+# Backoff after a rate-limit answer without Retry-After: 0.25 s, 0.5 s, 1 s ... at most 8 s, each drawn between
+# half and all of it, so the sync's parallel requests do not come back in lockstep.
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 8.0
 _ids = itertools.count(1)
 
 
@@ -34,6 +49,16 @@ class RpcError(Exception):
     def __init__(self, code: int, message: str, data: Any = None):
         super().__init__(f"RPC error {code}: {message}")
         self.code, self.message, self.data = code, message, data
+        self.provider: str | None = None  # the role of the provider that answered
+
+
+class RangeTimedOut(RpcError):
+    """An eth_getLogs over several blocks got no answer in time: the range is too heavy for the provider,
+    which is not (yet) its fault. The sync halves the range, as for a refusal of its size."""
+
+    def __init__(self, blocks: int, timeout: float, provider: str):
+        super().__init__(0, f"eth_getLogs over {blocks} blocks timed out after {timeout:g} s")
+        self.provider = provider
 
 
 class ProviderUnavailable(Exception):
@@ -44,8 +69,22 @@ class _TransportError(Exception):
     pass
 
 
+class _RateLimited(Exception):
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # Errors meaning "this provider is unwell" rather than "your request is wrong".
-_PROVIDER_ERROR_CODES = {-32603, -32005, -32099, 429}
+_PROVIDER_ERROR_CODES = {-32603, -32099}
+# Errors meaning "slow down": EIP-1474's -32005 "limit exceeded" (Infura: "project ID request rate exceeded",
+# "daily request count exceeded, request rate limited"), 429 in the body (Alchemy: "Your app has exceeded its
+# compute units per second capacity"), QuickNode's -32007 "15/second request limit reached" and -32012 "credits
+# limited to 6000/sec", -32016 "over rate limit", -32029 "Too Many Requests"; other codes by their wording
+# (-32000 "429 Too Many Requests: ...").
+_RATE_LIMIT_CODES = {-32005, 429, -32007, -32012, -32016, -32029}
+_RATE_LIMITED = re.compile(r"rate.?limit|too many requests|request limit|limit (exceeded|reached)|credits limited"
+                           r"|exceeded its compute units|request rate exceeded|request count exceeded", re.IGNORECASE)
 # ... except an eth_getLogs refused for its size, which providers send under those codes too (Infura: -32005
 # "query returned more than 10000 results"): it comes back as RpcError, so the sync halves its range instead of
 # failing over and tripping the breaker. Only wording about a size limit counts ("block range" alone may be an
@@ -60,6 +99,84 @@ def _refused_as_too_big(payload: Any, body: Any) -> bool:
             and bool(_TOO_BIG.search(str(body["error"].get("message", "")))))
 
 
+def _rate_limit_in(payload: Any, body: Any) -> _RateLimited | None:
+    """The rate-limit error in a response (for a batch, in any of its items), or None."""
+    items = body if isinstance(body, list) else [body]
+    for item in items:
+        err = item.get("error") if isinstance(item, dict) else None
+        if not isinstance(err, dict) or (isinstance(body, dict) and _refused_as_too_big(payload, body)):
+            continue
+        message = str(err.get("message", ""))
+        if err.get("code") == 3 or "revert" in message.lower():  # a contract's own words ("daily limit exceeded")
+            continue
+        if err.get("code") in _RATE_LIMIT_CODES or _RATE_LIMITED.search(message):
+            data = err.get("data")
+            backoff = data.get("backoff_seconds") if isinstance(data, dict) else None  # Infura's hint
+            return _RateLimited(f"rate limited ({err.get('code')}: {message[:200]})",
+                                float(backoff) if isinstance(backoff, (int, float)) else None)
+    return None
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header in seconds: either form RFC 9110 allows (delay-seconds or an HTTP date)."""
+    if not value or not value.strip():
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with jitter for the `attempt`-th rate-limit answer in a row (0-based)."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class TokenBucket:
+    """At most `rate` requests per second, thread-safe; `rate` 0 is unlimited.
+
+    Each caller reserves its tokens at once (the balance may go negative) and sleeps off the debt outside
+    the lock: threads are served in arrival order, and a batch costing more than the bucket holds still
+    passes. The bucket holds one token, so no burst ever exceeds the rate (providers count per second)."""
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.rate, self.burst = rate, burst
+        self._tokens, self._at = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self, tokens: float = 1.0) -> float:
+        """Take `tokens`, waiting as long as the rate requires; returns the seconds waited."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate) - tokens
+            self._at = now
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+def _getlogs_blocks(payload: Any) -> int:
+    """Blocks an eth_getLogs payload spans (0 for anything else)."""
+    if not (isinstance(payload, dict) and payload.get("method") == "eth_getLogs"):
+        return 0
+    try:
+        query = payload["params"][0]
+        return int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
+
+
 def redact_url(url: str) -> str:
     """Hide credentials and path/query API keys: providers put keys in both."""
     if not url:
@@ -70,6 +187,11 @@ def redact_url(url: str) -> str:
         netloc += f":{parts.port}"
     path = "/…" if parts.path.strip("/") else ""
     return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+# Per-provider counters, persisted by the sync into chain_rpc_providers (columns of the same names).
+COUNTERS = ("rate_limited", "rate_limit_wait_seconds", "budget_wait_seconds", "getlogs_splits_too_big",
+            "getlogs_splits_timeout")
 
 
 @dataclass
@@ -96,6 +218,10 @@ class CircuitBreaker:
     def record_success(self) -> None:
         self.state, self.consecutive_failures, self.opened_at, self._trial_in_flight = "closed", 0, None, False
 
+    def release_trial(self) -> None:
+        """The half-open trial call ended without a verdict (rate-limited, or a range too heavy): another may try."""
+        self._trial_in_flight = False
+
     def record_failure(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.consecutive_failures += 1
@@ -116,6 +242,11 @@ class Provider:
     last_success_at: datetime | None = None
     last_failure_at: datetime | None = None
     opened_wall: datetime | None = None
+    budget: TokenBucket = field(default_factory=lambda: TokenBucket(0))
+    resume_at: float = 0.0  # time.monotonic() before which it asked not to be called (rate limit)
+    # Counters for /metrics, cumulative in this process; `RpcClient.take_counts` hands out what is new.
+    counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    _taken: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
 
     def observe(self, seconds: float) -> None:
         ms = seconds * 1000
@@ -123,14 +254,18 @@ class Provider:
 
 
 class RpcClient:
-    """JSON-RPC over HTTP with failover. Thread-safe enough for the sync's one prefetch thread."""
+    """JSON-RPC over HTTP with failover, rate-limit waits and a request budget. Thread-safe: the sync's
+    fetch threads share one client (each thread has its own HTTP session)."""
 
-    def __init__(self, chain: str, urls: list[tuple[str, str]], *, timeout: float = 5.0):
+    def __init__(self, chain: str, urls: list[tuple[str, str]], *, timeout: float = 5.0, max_rps: float = 0.0,
+                 rate_limit_max_wait: float = 30.0, budget_setting: str = ""):
         self.chain = chain
-        self.providers = [Provider(role, url) for role, url in urls if url]
+        self.providers = [Provider(role, url, budget=TokenBucket(max_rps)) for role, url in urls if url]
         if not self.providers:
             raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain.upper()}_RPC_URL).")
         self.timeout = timeout
+        self.rate_limit_max_wait = rate_limit_max_wait
+        self.budget_setting = budget_setting or f"{chain.upper()}_RPC_MAX_RPS"
         self.last_provider: Provider | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -152,42 +287,116 @@ class RpcClient:
         try:
             response = self._session.post(provider.url, data=json.dumps(payload),
                                           headers={"Content-Type": "application/json"}, timeout=self.timeout)
+        except requests.ReadTimeout:
+            blocks = _getlogs_blocks(payload)
+            if blocks > 1:
+                raise RangeTimedOut(blocks, self.timeout, provider.role) from None
+            raise _TransportError(f"ReadTimeout: no answer in {self.timeout:g} s") from None
         except requests.RequestException as exc:
             raise _TransportError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise _TransportError(f"HTTP {response.status_code}")
         try:
             body = response.json()
         except ValueError:
-            raise _TransportError(f"HTTP {response.status_code}: response is not JSON") from None
+            body = None
+        if response.status_code == 429:
+            limited = _rate_limit_in(payload, body) if body is not None else None
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            raise _RateLimited(f"HTTP 429{': ' + str(limited) if limited else ''}",
+                               retry_after if retry_after is not None else limited and limited.retry_after)
+        if response.status_code >= 500:
+            raise _TransportError(f"HTTP {response.status_code}")
+        if body is None:
+            raise _TransportError(f"HTTP {response.status_code}: response is not JSON")
+        limited = _rate_limit_in(payload, body)
+        if limited is not None:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                limited.retry_after = retry_after
+            raise limited
         provider.observe(time.monotonic() - started)
         return body
 
     def _dispatch(self, payload: Any) -> Any:
         """Send one payload through the first provider that works; mark breakers on the way."""
         errors = []
+        tokens = len(payload) if isinstance(payload, list) else 1  # providers count each call of a batch
+        deadline = time.monotonic() + self.rate_limit_max_wait
         candidates = [p for p in self.providers if p.breaker.allow()] or self.providers[:1]
         for provider in candidates:
-            provider.calls += 1
-            try:
-                body = self._post(provider, payload)
-                if (isinstance(body, dict) and "error" in body and body["error"].get("code") in _PROVIDER_ERROR_CODES
-                        and not _refused_as_too_big(payload, body)):
-                    raise _TransportError(f"provider error {body['error'].get('code')}: "
-                                          f"{str(body['error'].get('message'))[:200]}")
-            except _TransportError as exc:
-                self._failed(provider, str(exc))
-                errors.append(f"{provider.role}: {exc}")
-                continue
-            with self._lock:
-                provider.breaker.record_success()
-                provider.last_success_at = datetime.now(timezone.utc)
-                if self.last_provider is not None and self.last_provider is not provider:
-                    logger.warning("RPC %s now served by %s", self.chain, provider.role,
-                                   extra={"chain": self.chain, "provider": provider.role})
-                self.last_provider = provider
-            return body
-        raise ProviderUnavailable(f"{self.chain}: every RPC provider failed ({'; '.join(errors) or 'all open'})")
+            attempt = 0
+            while True:
+                pause = provider.resume_at - time.monotonic()
+                if pause > 0:
+                    if time.monotonic() + pause > deadline:  # longer than we may wait: the next provider
+                        provider.breaker.release_trial()
+                        errors.append(f"{provider.role}: rate limited for {pause:.1f} s more")
+                        break
+                    time.sleep(pause)
+                    self._count(provider, "rate_limit_wait_seconds", pause)
+                waited = provider.budget.acquire(tokens)
+                if waited:
+                    self._count(provider, "budget_wait_seconds", waited)
+                provider.calls += 1
+                try:
+                    body = self._post(provider, payload)
+                    if (isinstance(body, dict) and "error" in body
+                            and body["error"].get("code") in _PROVIDER_ERROR_CODES):
+                        raise _TransportError(f"provider error {body['error'].get('code')}: "
+                                              f"{str(body['error'].get('message'))[:200]}")
+                except _RateLimited as exc:
+                    self._rate_limited(provider, exc, attempt)
+                    attempt += 1
+                    continue
+                except RangeTimedOut:
+                    provider.breaker.release_trial()
+                    raise
+                except _TransportError as exc:
+                    self._failed(provider, str(exc))
+                    errors.append(f"{provider.role}: {exc}")
+                    break
+                with self._lock:
+                    provider.breaker.record_success()
+                    provider.last_success_at = datetime.now(timezone.utc)
+                    if self.last_provider is not None and self.last_provider is not provider:
+                        logger.warning("RPC %s now served by %s", self.chain, provider.role,
+                                       extra={"chain": self.chain, "provider": provider.role})
+                    self.last_provider = provider
+                self._local.served_by = provider.role
+                return body
+        hint = ""
+        if any("rate limited" in e for e in errors):
+            hint = (f" The providers keep asking to slow down: set {self.budget_setting} below the plan's "
+                    f"requests per second, or raise RPC_RATE_LIMIT_MAX_WAIT_SECONDS.")
+        raise ProviderUnavailable(f"{self.chain}: every RPC provider failed ({'; '.join(errors) or 'all open'}).{hint}")
+
+    def _rate_limited(self, provider: Provider, exc: _RateLimited, attempt: int) -> None:
+        """Hold every thread off this provider for the time it asks (or the backoff); not a failure."""
+        delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(attempt)
+        with self._lock:
+            provider.resume_at = max(provider.resume_at, time.monotonic() + delay)
+            provider.counts["rate_limited"] += 1
+            provider.last_error = str(exc)[:300]
+        logger.warning("RPC %s %s rate limited, waiting %.2f s: %s", self.chain, provider.role, delay, exc,
+                       extra={"chain": self.chain, "provider": provider.role})
+
+    def _count(self, provider: Provider, counter: str, amount: float = 1) -> None:
+        with self._lock:
+            provider.counts[counter] += amount
+
+    def count_split(self, role: str | None, reason: str) -> None:
+        """An eth_getLogs range halved because the provider refused its size (`too_big`) or timed out."""
+        provider = next((p for p in self.providers if p.role == role), self.providers[0])
+        self._count(provider, f"getlogs_splits_{reason}")
+
+    def take_counts(self) -> dict[str, dict[str, float]]:
+        """Per provider role, what the counters gained since the last take (to add to the stored totals:
+        several worker processes each add their own, and none overwrites another's)."""
+        out = {}
+        with self._lock:
+            for p in self.providers:
+                out[p.role] = {k: p.counts[k] - p._taken[k] for k in COUNTERS}
+                p._taken = dict(p.counts)
+        return out
 
     def _failed(self, provider: Provider, message: str) -> None:
         with self._lock:
@@ -206,7 +415,9 @@ class RpcClient:
         body = self._dispatch({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params})
         if "error" in body:
             err = body["error"]
-            raise RpcError(err.get("code", 0), str(err.get("message", "")), err.get("data"))
+            exc = RpcError(err.get("code", 0), str(err.get("message", "")), err.get("data"))
+            exc.provider = getattr(self._local, "served_by", None)
+            raise exc
         return body.get("result")
 
     def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
@@ -277,13 +488,16 @@ def get_client(chain: str) -> RpcClient:
     from .config import get_chain_config
 
     cfg = get_chain_config(chain)
-    key = (cfg.rpc_url, cfg.rpc_fallback)
+    key = (cfg.rpc_url, cfg.rpc_fallback, cfg.max_rps)
     with _clients_lock:
         client = _clients.get(chain)
-        if client is None or (client.providers[0].url, getattr(client, "_fallback_url", "")) != key:
+        if client is None or getattr(client, "_key", None) != key:
+            short = settings.CHAINS[chain].get("short", chain).upper()
             client = RpcClient(chain, [("primary", cfg.rpc_url), ("fallback", cfg.rpc_fallback)],
-                               timeout=settings.RPC_TIMEOUT_SECONDS)
-            client._fallback_url = cfg.rpc_fallback
+                               timeout=settings.RPC_TIMEOUT_SECONDS, max_rps=cfg.max_rps,
+                               rate_limit_max_wait=settings.RPC_RATE_LIMIT_MAX_WAIT_SECONDS,
+                               budget_setting=f"{short}_RPC_MAX_RPS")
+            client._key = key
             _clients[chain] = client
         return client
 

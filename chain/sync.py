@@ -4,7 +4,8 @@ Per run, for one chain, under a per-chain PostgreSQL advisory lock:
 1. check the stored hash of the cursor's block against the chain; on a mismatch roll back to the
    common ancestor (reorg) and replay what remains;
 2. fetch logs of the confirmed range (head − confirmations) in batches with plain eth_getLogs
-   (chain.fetch), later batches downloading while earlier ones are applied;
+   (chain.fetch), up to `<CHAIN>_SYNC_MAX_IN_FLIGHT` requests at once, later batches downloading while
+   earlier ones are applied, and every batch handed on in block order;
 3. apply them in transactions of whole batches: raw events (unique on chain, tx_hash, log_index),
    orders, profiles and arbitrators, block hashes, and the cursor. A crash anywhere loses the open
    transaction and nothing else, so the next run starts from the same cursor: no gap, no duplicate.
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import rollup
@@ -282,7 +284,8 @@ def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[
 
 def _pipelined(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
                deadline: float, tokens: TokenBook) -> None:
-    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens)) as batches:
+    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens),
+                    in_flight=cfg.max_in_flight) as batches:
         run_pipelined(cfg, batches, head=head, cache=RunCache(),
                       tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, tokens),
                       on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges))
@@ -292,7 +295,7 @@ def _serial(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int,
             deadline: float, tokens: TokenBook) -> None:
     cache = RunCache()
     with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens),
-                    chunk_logs=TARGET_LOGS, depth=1) as batches:
+                    chunk_logs=TARGET_LOGS, depth=1, in_flight=cfg.max_in_flight) as batches:
         for batch in batches:
             token_book(cfg, client, batch.logs, batch.token_meta, tokens)
             applied, bad = apply_batch(cfg, batch, tokens, head, cache)
@@ -313,7 +316,12 @@ def record_sync_error(chain: str, exc: Exception) -> None:
 
 
 def save_provider_states(chain: str, client: RpcClient) -> None:
+    """The breakers' states, and the rate-limit and split counters added to the stored totals."""
     with contextlib.suppress(Exception):
+        counts = client.take_counts()
         for snap in client.snapshot():
             RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
                 k: v for k, v in snap.items() if k != "role"})
+            gained = {k: F(k) + v for k, v in counts.get(snap["role"], {}).items() if v}
+            if gained:
+                RpcProvider.objects.filter(chain=chain, role=snap["role"]).update(**gained)

@@ -78,13 +78,30 @@ def _chain() -> list:
     up = GaugeMetricFamily("blockchain_rpc_up", "1 when the provider's circuit is closed", labels=["chain", "provider"])
     fallback = GaugeMetricFamily("blockchain_rpc_using_fallback", "1 when the fallback serves the chain",
                                  labels=["chain"])
-    for chain, role, state, ms, in_use in _rows(
-            "SELECT chain, role, state, latency_ms, in_use FROM chain_rpc_providers"):
+    limited = CounterMetricFamily("blockchain_rpc_rate_limited", "Rate-limit answers waited out (not failures)",
+                                  labels=["chain", "provider"])
+    limit_wait = CounterMetricFamily("blockchain_rpc_rate_limit_wait_seconds", "Seconds spent waiting out rate limits",
+                                     labels=["chain", "provider"])
+    budget_wait = CounterMetricFamily("blockchain_rpc_budget_wait_seconds",
+                                      "Seconds requests waited for the <CHAIN>_RPC_MAX_RPS budget",
+                                      labels=["chain", "provider"])
+    splits = CounterMetricFamily("blockchain_getlogs_splits", "eth_getLogs ranges halved", labels=["chain", "reason"])
+    halved: dict[tuple[str, str], float] = {}
+    for chain, role, state, ms, in_use, n_limited, waited, budget, too_big, timeout in _rows(
+            "SELECT chain, role, state, latency_ms, in_use, rate_limited, rate_limit_wait_seconds, "
+            "budget_wait_seconds, getlogs_splits_too_big, getlogs_splits_timeout FROM chain_rpc_providers"):
+        limited.add_metric([chain, role], float(n_limited))
+        limit_wait.add_metric([chain, role], float(waited))
+        budget_wait.add_metric([chain, role], float(budget))
+        for reason, n in (("too_big", too_big), ("timeout", timeout)):
+            halved[(chain, reason)] = halved.get((chain, reason), 0.0) + float(n)
         if ms is not None:
             latency.add_metric([chain, role], ms / 1000)
         up.add_metric([chain, role], 1.0 if state == "closed" else 0.0)
         if role == "fallback":
             fallback.add_metric([chain], 1.0 if in_use else 0.0)
+    for (chain, reason), n in halved.items():
+        splits.add_metric([chain, reason], n)
     paused = GaugeMetricFamily("p2p_contract_paused", "1 when the escrow is paused", labels=["chain"])
     solvent = GaugeMetricFamily("p2p_escrow_solvent", "1 when the escrow balance equals its open orders",
                                 labels=["chain"])
@@ -93,7 +110,8 @@ def _chain() -> list:
             paused.add_metric([chain], 1.0 if is_paused else 0.0)
         if ok is not None:
             solvent.add_metric([chain], 1.0 if ok else 0.0)
-    return [lag, last, age, latency, up, fallback, paused, solvent, _clock_skew()]
+    return [lag, last, age, latency, up, fallback, limited, limit_wait, budget_wait, splits, paused, solvent,
+            _clock_skew()]
 
 
 def _clock_skew():

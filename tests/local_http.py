@@ -7,15 +7,17 @@ from typing import Callable, Mapping
 
 
 class LocalHttpServer:
-    """Listens on a free local port; `answer(path, headers, body)` gives each POST's (status, body), sent as
-    JSON. `url` is its address; `close()` stops it."""
+    """Listens on a free local port; `answer(path, headers, body)` gives each POST's (status, body), or
+    (status, body, extra headers), sent as JSON. `url` is its address; `close()` stops it."""
 
-    def __init__(self, answer: Callable[[str, Mapping[str, str], bytes], tuple[int, bytes]]):
+    def __init__(self, answer: Callable[[str, Mapping[str, str], bytes], tuple]):
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the stdlib's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, payload = answer(self.path, self.headers, body)
+                status, payload, *extra = answer(self.path, self.headers, body)
                 self.send_response(status)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -25,6 +27,9 @@ class LocalHttpServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        # A client that gave up (a timeout under test) makes the answer's write fail: expected, not news.
+        self.server.handle_error = lambda request, client_address: None
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

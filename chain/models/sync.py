@@ -104,6 +104,16 @@ class RpcProvider(models.Model):
     last_failure_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     in_use = models.BooleanField(default=False, help_text="The provider the last call went through.")
+    # Totals since the row was created, added to by every worker's syncs (each adds what it counted since its
+    # last save), so /metrics in the web process sees them as monotonic counters.
+    rate_limited = models.BigIntegerField(default=0, help_text="Rate-limit answers (HTTP 429, -32005 …) waited out.")
+    rate_limit_wait_seconds = models.FloatField(default=0.0, help_text="Seconds spent waiting out rate limits.")
+    budget_wait_seconds = models.FloatField(
+        default=0.0, help_text="Seconds requests waited for the request budget (<CHAIN>_RPC_MAX_RPS).")
+    getlogs_splits_too_big = models.BigIntegerField(
+        default=0, help_text="eth_getLogs ranges halved because the provider refused their size.")
+    getlogs_splits_timeout = models.BigIntegerField(
+        default=0, help_text="eth_getLogs ranges halved because the provider timed out on them.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

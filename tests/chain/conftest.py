@@ -420,3 +420,60 @@ def dead_url() -> str:
     from backoffice.devservices import free_port
 
     return f"http://127.0.0.1:{free_port()}"
+
+
+class FaultyRpc:
+    """A JSON-RPC forwarder to the real node that injects faults: `fault(body)` may answer a request itself
+    ((status, body[, headers]) or None to forward it); `delay` is added to every request. It records each
+    request's time and body, and the most requests it held at once."""
+
+    def __init__(self, upstream: str, fault=None, delay: float = 0.0):
+        from tests.local_http import LocalHttpServer
+
+        self.upstream, self.fault, self.delay = upstream, fault, delay
+        self.requests: list[tuple[float, object]] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = LocalHttpServer(self._answer)
+        self.url = self._server.url
+
+    def get_logs_spans(self) -> list[int]:
+        return [int(b["params"][0]["toBlock"], 16) - int(b["params"][0]["fromBlock"], 16) + 1
+                for _, b in self.requests if isinstance(b, dict) and b.get("method") == "eth_getLogs"]
+
+    def _answer(self, path, headers, raw: bytes):
+        import time
+
+        body = json.loads(raw)
+        with self._lock:
+            self.requests.append((time.monotonic(), body))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            answer = self.fault(body) if self.fault else None
+            if answer is not None:
+                return answer
+            return 200, requests.post(self.upstream, data=raw, headers={"Content-Type": "application/json"},
+                                      timeout=60).content
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture
+def faulty_rpc(anvil_node):
+    """FaultyRpc in front of the module's node; closed after the test."""
+    proxies = []
+
+    def make(fault=None, delay: float = 0.0) -> FaultyRpc:
+        proxies.append(FaultyRpc(anvil_node.url, fault, delay))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

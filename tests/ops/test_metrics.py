@@ -178,3 +178,29 @@ def test_metrics_every_metric_of_the_alert_rules_is_exported(client, market):
 def test_metrics_alert_rules_pass_promtool_check():
     result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_count_rate_limit_waits_and_splits_saved_by_several_workers(client, db):
+    """Each worker's sync adds what its own client counted since its last save: totals never go backwards."""
+    from chain.rpc import RpcClient
+    from chain.sync import save_provider_states
+
+    workers = [RpcClient("bsc", [("primary", "http://primary.example"), ("fallback", "http://fallback.example")])
+               for _ in range(2)]
+    for n, worker in enumerate(workers, start=1):
+        primary = worker.providers[0]
+        primary.counts["rate_limited"] += 2 * n
+        primary.counts["rate_limit_wait_seconds"] += 1.5 * n
+        primary.counts["budget_wait_seconds"] += 0.25
+        worker.count_split("primary", "too_big")
+        worker.count_split("fallback", "timeout")
+        save_provider_states("bsc", worker)
+    save_provider_states("bsc", workers[0])  # saved again with nothing new: no double count
+    m = scrape(client)
+    primary = (("chain", "bsc"), ("provider", "primary"))
+    assert m[("blockchain_rpc_rate_limited_total", primary)] == 6
+    assert m[("blockchain_rpc_rate_limit_wait_seconds_total", primary)] == 4.5
+    assert m[("blockchain_rpc_budget_wait_seconds_total", primary)] == 0.5
+    assert m[("blockchain_rpc_rate_limited_total", (("chain", "bsc"), ("provider", "fallback")))] == 0
+    assert m[("blockchain_getlogs_splits_total", (("chain", "bsc"), ("reason", "too_big")))] == 2
+    assert m[("blockchain_getlogs_splits_total", (("chain", "bsc"), ("reason", "timeout")))] == 2

@@ -1,0 +1,247 @@
+"""Providers' limits: rate-limit answers waited out without opening the breaker, the request budget, and a wide
+eth_getLogs that times out, on a real anvil behind a forwarder that injects the fault."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+
+from chain.rpc import (
+    ProviderUnavailable,
+    RangeTimedOut,
+    RpcClient,
+    TokenBucket,
+    _rate_limit_in,
+    retry_after_seconds,
+)
+
+pytestmark = pytest.mark.anvil
+
+
+def first_n(n: int, answer):
+    """A fault for the first `n` requests, then the real node."""
+    seen = []
+
+    def fault(body):
+        seen.append(body)
+        return answer(body) if len(seen) <= n else None
+
+    return fault
+
+
+def rpc_error(body, code: int, message: str, data=None) -> bytes:
+    error = {"code": code, "message": message, **({"data": data} if data is not None else {})}
+    return json.dumps({"jsonrpc": "2.0", "id": body.get("id") if isinstance(body, dict) else None,
+                       "error": error}).encode()
+
+
+# ---------------------------------------------------------------------------- Retry-After and classification
+
+
+def test_retry_after_seconds_reads_delay_seconds_and_http_dates():
+    now = datetime(2026, 12, 5, 12, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds(" 0.5 ", now) == 0.5
+    assert retry_after_seconds(format_datetime(now + timedelta(seconds=7), usegmt=True), now) == 7.0
+    assert retry_after_seconds("Sat, 05 Dec 2026 11:59:00 GMT", now) == 0.0, "a date in the past: go now"
+    assert retry_after_seconds("soon", now) is None and retry_after_seconds("", now) is None
+    assert retry_after_seconds(None, now) is None
+
+
+@pytest.mark.parametrize("code, message, limited", [
+    (-32005, "project ID request rate exceeded", True),  # Infura
+    (-32005, "daily request count exceeded, request rate limited", True),  # Infura
+    (-32005, "limit exceeded", True),  # EIP-1474
+    (429, "Your app has exceeded its compute units per second capacity.", True),  # Alchemy
+    (-32007, "15/second request limit reached - reduce calls per second or upgrade your account", True),  # QuickNode
+    (-32012, "credits limited to 6000/sec", True),  # QuickNode
+    (-32016, "over rate limit", True),
+    (-32029, "Too Many Requests", True),
+    (-32000, "429 Too Many Requests: {\"code\":-32016,\"message\":\"over rate limit\"}", True),
+    (-32005, "query returned more than 10000 results. Try with this block range [0x1, 0x2].", False),  # too big
+    (-32000, "execution reverted", False),
+    (3, "execution reverted: daily limit exceeded", False),  # a contract's revert reason, not the provider
+    (-32602, "range 1000000 exceeds limit of 10000", False),
+])
+def test_rate_limit_in_recognises_the_providers_rate_limit_errors(code, message, limited):
+    get_logs = {"method": "eth_getLogs", "params": [{"fromBlock": "0x1", "toBlock": "0x9"}]}
+    body = {"error": {"code": code, "message": message}}
+    assert (_rate_limit_in(get_logs, body) is not None) is limited
+    assert (_rate_limit_in([get_logs], [{"id": 0, "result": "0x1"}, {"id": 1, **body}]) is not None) is (
+        limited or code == -32005), "in a batch any item counts (no size refusal there)"
+
+
+def test_rate_limit_in_takes_infuras_backoff_seconds():
+    body = {"error": {"code": -32005, "message": "project ID request rate exceeded",
+                      "data": {"see": "https://infura.io/dashboard", "current_rps": 13.3, "allowed_rps": 10.0,
+                               "backoff_seconds": 1.5}}}
+    assert _rate_limit_in({"method": "eth_blockNumber"}, body).retry_after == 1.5
+
+
+# ---------------------------------------------------------------------------- rate limits on a real node
+
+
+@pytest.mark.parametrize("retry_after", ["0.4", "date"])
+def test_rpc_client_waits_out_429_with_retry_after_without_opening_the_breaker(anvil_node, faulty_rpc, retry_after):
+    def too_many(body):
+        value = retry_after if retry_after != "date" else format_datetime(
+            datetime.now(timezone.utc) + timedelta(seconds=1.5), usegmt=True)
+        return 429, b'{"message": "Too Many Requests"}', {"Retry-After": value}
+
+    proxy = faulty_rpc(first_n(3, too_many))
+    spare = faulty_rpc()
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", spare.url)], timeout=5)
+    started = time.monotonic()
+    assert client.block_number() == anvil_node.head()
+    elapsed = time.monotonic() - started
+    primary = client.providers[0]
+    # Three answers in a row would open the breaker were they failures: it stays closed, the primary answered.
+    assert primary.breaker.state == "closed" and primary.failures == 0 and client.last_provider is primary
+    assert spare.requests == [], "the fallback was never needed"
+    assert len(proxy.requests) == 4
+    # The client waited as told: 3 × 0.4 s, or until the date (whole seconds: at least 0.5 s each time).
+    assert elapsed >= (1.2 if retry_after != "date" else 1.5)
+    gaps = [b - a for (a, _), (b, _) in zip(proxy.requests, proxy.requests[1:])]
+    assert min(gaps) >= (0.39 if retry_after != "date" else 0.5), gaps
+    counts = client.take_counts()["primary"]
+    assert counts["rate_limited"] == 3 and counts["rate_limit_wait_seconds"] >= 1.1
+    assert client.take_counts()["primary"]["rate_limited"] == 0, "taken once"
+
+
+@pytest.mark.parametrize("code, message, data", [
+    (-32005, "project ID request rate exceeded", {"backoff_seconds": 0.3}),
+    (429, "Your app has exceeded its compute units per second capacity.", None),
+    (-32007, "15/second request limit reached - reduce calls per second or upgrade your account", None),
+    (-32029, "Too Many Requests", None),
+], ids=["infura", "alchemy", "quicknode", "too_many_requests"])
+def test_rpc_client_waits_out_a_json_rpc_rate_limit_error_without_opening_the_breaker(
+        anvil_node, faulty_rpc, code, message, data):
+    proxy = faulty_rpc(first_n(4, lambda body: (200, rpc_error(body, code, message, data))))
+    spare = faulty_rpc()
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", spare.url)], timeout=5)
+    started = time.monotonic()
+    assert client.block_number() == anvil_node.head()
+    primary = client.providers[0]
+    assert primary.breaker.state == "closed" and primary.failures == 0 and client.last_provider is primary
+    assert spare.requests == [] and len(proxy.requests) == 5
+    # Infura's backoff_seconds, else backoff from 0.25 s doubling, at least half of it each time (jitter).
+    assert time.monotonic() - started >= (1.2 if data else 0.125 + 0.25 + 0.5 + 1.0)
+    assert client.take_counts()["primary"]["rate_limited"] == 4
+
+
+def test_rpc_client_batch_rate_limited_in_an_item_is_retried_whole(anvil_node, faulty_rpc):
+    def quicknode(body):
+        return 200, json.dumps([{"jsonrpc": "2.0", "id": item["id"], "error": {
+            "code": -32012, "message": "credits limited to 6000/sec"}} for item in body]).encode()
+
+    proxy = faulty_rpc(first_n(1, quicknode))
+    client = RpcClient("bsc", [("primary", proxy.url)], timeout=5)
+    headers = client.block_headers([0, 0])
+    assert set(headers) == {0} and client.providers[0].failures == 0 and len(proxy.requests) == 2
+
+
+def test_rpc_client_moves_to_the_fallback_when_a_rate_limit_outlasts_the_max_wait(anvil_node, faulty_rpc):
+    proxy = faulty_rpc(lambda body: (429, b"{}", {"Retry-After": "3600"}))  # a daily quota spent
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=5,
+                       rate_limit_max_wait=1.0)
+    started = time.monotonic()
+    assert client.block_number() == anvil_node.head()
+    assert client.block_number() == anvil_node.head()
+    assert time.monotonic() - started < 1.0, "no waiting an hour, nor the max wait"
+    primary = client.providers[0]
+    assert client.last_provider.role == "fallback"
+    assert primary.breaker.state == "closed" and primary.failures == 0
+    assert len(proxy.requests) == 1, "the second call skips the primary while it asked to wait"
+
+
+def test_rpc_client_rate_limited_everywhere_names_the_setting_to_change(faulty_rpc):
+    proxy = faulty_rpc(lambda body: (429, b"{}", {"Retry-After": "60"}))
+    client = RpcClient("bsc", [("primary", proxy.url)], timeout=5, rate_limit_max_wait=0.5,
+                       budget_setting="BSC_RPC_MAX_RPS")
+    with pytest.raises(ProviderUnavailable, match="BSC_RPC_MAX_RPS.*RPC_RATE_LIMIT_MAX_WAIT_SECONDS"):
+        client.block_number()
+    assert client.providers[0].breaker.state == "closed" and client.providers[0].failures == 0
+
+
+# ---------------------------------------------------------------------------- the request budget
+
+
+def test_rpc_client_budget_limits_the_request_rate(anvil_node, faulty_rpc):
+    calls_per_thread, threads, rps = 8, 4, 20.0
+
+    def hammer(client: RpcClient) -> float:
+        started = time.monotonic()
+        workers = [threading.Thread(target=lambda: [client.block_number() for _ in range(calls_per_thread)])
+                   for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.monotonic() - started
+
+    free_proxy, limited_proxy = faulty_rpc(), faulty_rpc()
+    free = hammer(RpcClient("bsc", [("primary", free_proxy.url)], timeout=5))
+    budgeted = RpcClient("bsc", [("primary", limited_proxy.url)], timeout=5, max_rps=rps)
+    limited = hammer(budgeted)
+    n = calls_per_thread * threads
+    stamps = [t for t, _ in limited_proxy.requests]
+    measured = (n - 1) / (stamps[-1] - stamps[0])
+    assert measured <= rps * 1.05, f"{measured:.1f} requests/s through a budget of {rps:g}"
+    assert measured >= rps * 0.6, f"{measured:.1f} requests/s: the budget throttles far below its rate"
+    # No window of one second holds more than the budget (the bucket allows no burst above it).
+    assert max(sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps) <= rps + 1
+    assert limited >= (n - 1) / rps * 0.95 and free < limited / 2, (free, limited)
+    assert budgeted.take_counts()["primary"]["budget_wait_seconds"] > 0
+
+
+def test_token_bucket_unlimited_never_waits():
+    bucket = TokenBucket(0)
+    started = time.monotonic()
+    assert all(bucket.acquire() == 0.0 for _ in range(10_000))
+    assert time.monotonic() - started < 1.0
+
+
+def test_token_bucket_charges_a_batch_for_each_of_its_calls():
+    bucket = TokenBucket(50)
+    bucket.acquire(1)  # the one token it holds
+    started = time.monotonic()
+    bucket.acquire(10)  # ten calls in one batch: 10 / 50 s
+    assert 0.18 <= time.monotonic() - started < 0.5
+
+
+# ---------------------------------------------------------------------------- a wide eth_getLogs timing out
+
+
+def slow_wide_get_logs(max_blocks: int, seconds: float):
+    """Holds an eth_getLogs over more than `max_blocks` blocks for `seconds`, past the client's timeout."""
+    def fault(body):
+        if isinstance(body, dict) and body.get("method") == "eth_getLogs":
+            query = body["params"][0]
+            if int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1 > max_blocks:
+                time.sleep(seconds)
+        return None
+
+    return fault
+
+
+def test_rpc_client_wide_get_logs_timeout_is_range_timed_out_not_a_provider_failure(anvil_node, faulty_rpc):
+    proxy = faulty_rpc(slow_wide_get_logs(4, 1.0))
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=0.4)
+    for _ in range(4):  # more than the breaker's threshold
+        with pytest.raises(RangeTimedOut, match="over 10 blocks timed out") as raised:
+            client.get_logs(0, 9, ["0x" + "11" * 20])
+    assert raised.value.provider == "primary"
+    primary = client.providers[0]
+    assert primary.breaker.state == "closed" and primary.failures == 0
+    assert client.get_logs(0, 3, ["0x" + "11" * 20]) == [] and client.last_provider is primary
+
+
+def test_rpc_client_single_block_get_logs_timeout_is_a_provider_failure(anvil_node, faulty_rpc):
+    proxy = faulty_rpc(slow_wide_get_logs(0, 1.0))  # every eth_getLogs is slow, even over one block
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=0.4)
+    assert client.get_logs(0, 0, ["0x" + "11" * 20]) == []
+    assert client.providers[0].failures == 1 and client.last_provider.role == "fallback"

@@ -12,6 +12,8 @@ from django.urls import path, reverse
 from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from .db_router import replica_reads, with_replica_reads
+
 
 # The sidebar's order: what staff work in every day first, then the records, then the framework's own apps.
 APP_ORDER = ["chain", "disputes", "ops", "alerts", "audit"]
@@ -90,6 +92,10 @@ class BackofficeAdminSite(admin.AdminSite):
         return super().login(request, extra_context)
 
     def index(self, request, extra_context=None):
+        """The dashboard reads from the replica when one is usable (backoffice.db_router): it only shows."""
+        return with_replica_reads(request, self._dashboard_index, extra_context)
+
+    def _dashboard_index(self, request, extra_context=None):
         from ops import dashboard
 
         context = {**(extra_context or {}), **dashboard.dashboard_context(request)}
@@ -103,7 +109,8 @@ class BackofficeAdminSite(admin.AdminSite):
         return [
             path("otp/", otp_view, name="otp"),
             path("step-up/", stepup_view, name="stepup"),
-            path("dashboard/<str:chart>.csv", self.admin_view(dashboard.chart_csv), name="dashboard_chart_csv"),
+            path("dashboard/<str:chart>.csv", self.admin_view(replica_reads(dashboard.chart_csv)),
+                 name="dashboard_chart_csv"),
             *super().get_urls(),
         ]
 

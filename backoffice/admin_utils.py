@@ -14,7 +14,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connections, router, transaction
 from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import get_script_prefix, reverse
@@ -24,6 +24,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from backoffice.audit.services import record_audit
+from backoffice.db_router import ReplicaChangelistMixin, replica_alias
 
 COUNT_CAP = 10_000
 ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -41,7 +42,7 @@ class CappedCountPaginator(Paginator):
     def count(self) -> int:
         qs = self.object_list
         if not qs.query.where:
-            with connection.cursor() as cur:
+            with connections[qs.db].cursor() as cur:  # the page's own database: the replica on replica reads
                 cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table])
                 row = cur.fetchone()
             if row and row[0] and row[0] > COUNT_CAP:
@@ -166,8 +167,9 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
         if field_path != field.name or field.model is not model:
             return  # a related path: Django's own query
         table, column = model._meta.db_table, field.column
-        qn = connection.ops.quote_name
-        with connection.cursor() as cur:
+        db = connections[router.db_for_read(model)]  # the page's own database: the replica on replica reads
+        qn = db.ops.quote_name
+        with db.cursor() as cur:
             cur.execute(
                 f"WITH RECURSIVE t(v) AS ((SELECT {qn(column)} FROM {qn(table)} ORDER BY 1 LIMIT 1) UNION ALL "
                 f"SELECT (SELECT {qn(column)} FROM {qn(table)} WHERE {qn(column)} > t.v ORDER BY 1 LIMIT 1) "
@@ -213,8 +215,9 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class ReadOnlyMirrorAdmin(ReadOnlyAdminMixin, FastRowsMixin, admin.ModelAdmin):
-    """The chain is the source of truth: staff look, the sync writes."""
+class ReadOnlyMirrorAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, FastRowsMixin, admin.ModelAdmin):
+    """The chain is the source of truth: staff look, the sync writes. The lists read from the replica when one
+    is configured (backoffice.db_router); detail pages and actions read the primary."""
 
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -267,7 +270,9 @@ def export_csv_action(fields: list[str], filename: str):
 
     @admin.action(description="Export selected to CSV")
     def export_csv(modeladmin, request, queryset):
-        return csv_response(filename, fields, queryset.values_list(*fields).iterator(chunk_size=2000))
+        # Read-only: from the replica when usable. Bound now, because the rows stream after the view returns.
+        rows = queryset.using(replica_alias()).values_list(*fields).iterator(chunk_size=2000)
+        return csv_response(filename, fields, rows)
 
     return export_csv
 

@@ -7,6 +7,7 @@ numeric port) is checked here, so that a typo stops the settings instead of the 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -28,8 +29,8 @@ COMMON_PARAMETERS = ("host", "port", "sslmode", "sslrootcert", "sslcert", "sslke
 DJANGO_KEYS = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST", "port": "PORT"}
 
 
-def _refuse(problem: str, fix: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"DATABASE_URL {problem}: {fix}.")
+def _refuse(problem: str, fix: str, *, setting: str = "DATABASE_URL") -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{setting} {problem}: {fix}.")
 
 
 def _redact(message: str, url: str) -> str:
@@ -43,36 +44,38 @@ def _redact(message: str, url: str) -> str:
     return message
 
 
-def database_settings(url: str) -> dict[str, Any]:
-    """DATABASES['default'] (ENGINE, NAME, USER, PASSWORD, HOST, PORT, OPTIONS) for a postgres:// URL.
+def database_settings(url: str, setting: str = "DATABASE_URL") -> dict[str, Any]:
+    """A DATABASES entry (ENGINE, NAME, USER, PASSWORD, HOST, PORT, OPTIONS) for a postgres:// URL.
 
-    Raises ImproperlyConfigured naming the bad part of the URL and how to fix it.
+    Raises ImproperlyConfigured naming `setting` (DATABASE_URL, DATABASE_REPLICA_URL), the bad part of the URL
+    and how to fix it.
     """
+    refuse = functools.partial(_refuse, setting=setting)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
         shown = f"starts with {scheme[:20]!r}://" if sep else "has no scheme"
-        raise _refuse(f"must start with postgres:// (it {shown})",
+        raise refuse(f"must start with postgres:// (it {shown})",
                       "write postgres://USER:PASSWORD@HOST:5432/NAME, or postgres://USER@%2Fvar%2Frun%2Fpostgresql/NAME "
                       "for a Unix socket")
     try:
         params = conninfo_to_dict(f"{SCHEMES[scheme.lower()]}://{rest}")
     except ProgrammingError as exc:
-        raise _refuse(f"is not a URL libpq accepts ({_redact(str(exc).strip(), url)})",
+        raise refuse(f"is not a URL libpq accepts ({_redact(str(exc).strip(), url)})",
                       f"use libpq's query parameters ({', '.join(COMMON_PARAMETERS)}), percent-encode '/', '@', ':' "
                       "and '%' inside names and passwords, and set Django's connection age with DB_CONN_MAX_AGE, "
                       "not in the URL") from None
     for name, allowed in CHOICES.items():
         if name in params and params[name] not in allowed:
-            raise _refuse(f"has {name}={params[name]!r}", f"use one of {', '.join(allowed)}")
+            raise refuse(f"has {name}={params[name]!r}", f"use one of {', '.join(allowed)}")
     for port in params.get("port", "").split(","):
         if port and not port.isdigit():
-            raise _refuse(f"has port {port!r}", "write the port as a number, e.g. :5432 or ?port=5432")
+            raise refuse(f"has port {port!r}", "write the port as a number, e.g. :5432 or ?port=5432")
     if "connect_timeout" in params:
         if not params["connect_timeout"].isdigit():
-            raise _refuse(f"has connect_timeout={params['connect_timeout']!r}", "write a number of seconds, e.g. 5")
+            raise refuse(f"has connect_timeout={params['connect_timeout']!r}", "write a number of seconds, e.g. 5")
         params["connect_timeout"] = int(params["connect_timeout"])
     if not params.get("dbname"):
-        raise _refuse("names no database", "end the URL with the database name, e.g. /p2p_escrow")
+        raise refuse("names no database", "end the URL with the database name, e.g. /p2p_escrow")
     config: dict[str, Any] = {"ENGINE": ENGINE, **{key: "" for key in DJANGO_KEYS.values()}, "OPTIONS": {}}
     for name, value in params.items():
         if name in DJANGO_KEYS:

@@ -133,15 +133,69 @@ def start_postgres() -> tuple[str, bool]:
         _pg_run([_pg_bin("initdb"), "-D", str(PG_DIR), "--auth=trust", "-U", "postgres",
                  "--encoding=UTF8", "--locale=C.UTF-8"])
     port = free_port()
-    # Development/test tuning: durability is not needed for a throw-away local cluster.
-    opts = (f"-h 127.0.0.1 -p {port} -k {PG_DIR} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c shared_buffers=256MB -c max_connections=200 "
-            "-c work_mem=32MB -c maintenance_work_mem=256MB -c max_wal_size=2GB -c TimeZone=UTC")
     _pg_run([_pg_bin("pg_ctl"), "-D", str(PG_DIR), "-w", "-t", "60", "-l", str(PG_DIR / "server.log"),
-             "-o", opts, "start"])
+             "-o", _pg_options(port, PG_DIR), "start"])
     _ensure_database(port)
     _say(f"PostgreSQL 16 on 127.0.0.1:{port}")
     return _pg_url(port), True
+
+
+def _pg_options(port: int, socket_dir: Path) -> str:
+    """postgres options of the embedded clusters (the primary and its test/benchmark replicas).
+
+    Development/test tuning: durability is not needed for a throw-away local cluster. Streaming replication works
+    with initdb's defaults (wal_level=replica, max_wal_senders=10, and pg_hba.conf's `host replication all
+    127.0.0.1/32 trust`), written out here so that nothing turns it off unnoticed; full_page_writes=off is safe for
+    pg_basebackup, which forces full-page writes while it copies. A hot standby needs max_connections (and the other
+    limits) at least the primary's: both use these options.
+    """
+    return (f"-h 127.0.0.1 -p {port} -k {socket_dir} -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c shared_buffers=256MB -c max_connections=200 "
+            "-c work_mem=32MB -c maintenance_work_mem=256MB -c max_wal_size=2GB -c TimeZone=UTC "
+            "-c wal_level=replica -c max_wal_senders=10 -c hot_standby=on -c hot_standby_feedback=on")
+
+
+def start_replica(primary: dict, data_dir: Path) -> int:
+    """A streaming replica of the PostgreSQL server `primary` (a Django settings dict) on a free loopback port,
+    for tests and benchmarks; returns its port. The caller stops it with stop_replica(data_dir).
+
+    pg_basebackup -R copies the whole cluster and writes standby.signal and primary_conninfo, so the replica then
+    follows the primary by streaming replication. `data_dir` must not exist yet; its parent must be writable.
+    """
+    data_dir = Path(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # postgres runs as PG_SYSTEM_USER: it must own the directory it writes
+        import pwd
+
+        _pgserver().utils.ensure_prefix_permissions(data_dir.parent)
+        pw = pwd.getpwnam(PG_SYSTEM_USER)
+        os.chown(data_dir.parent, pw.pw_uid, pw.pw_gid)
+    env = {**os.environ, "PGPASSWORD": primary.get("PASSWORD") or ""}
+    try:
+        _pg_run([_pg_bin("pg_basebackup"), "-h", primary.get("HOST") or "127.0.0.1",
+                 "-p", str(primary.get("PORT") or 5432), "-U", primary.get("USER") or "postgres",
+                 "-D", str(data_dir), "-R", "-X", "stream", "-c", "fast", "--no-sync"], env=env)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"pg_basebackup from {primary.get('HOST')}:{primary.get('PORT')} failed: {exc.stderr.strip()} "
+                           "(the primary needs wal_level=replica, a role with REPLICATION and a pg_hba.conf "
+                           "`host replication` line for this address)") from None
+    port = free_port()
+    _pg_run([_pg_bin("pg_ctl"), "-D", str(data_dir), "-w", "-t", "120", "-l", str(data_dir / "server.log"),
+             "-o", _pg_options(port, data_dir), "start"])
+    _say(f"PostgreSQL replica of {primary.get('HOST')}:{primary.get('PORT')} on 127.0.0.1:{port}")
+    return port
+
+
+def restart_replica(data_dir: Path, port: int) -> None:
+    """Start a stopped replica again on the same port (it resumes streaming where it stopped)."""
+    _pg_run([_pg_bin("pg_ctl"), "-D", str(data_dir), "-w", "-t", "120", "-l", str(Path(data_dir) / "server.log"),
+             "-o", _pg_options(port, Path(data_dir)), "start"])
+
+
+def stop_replica(data_dir: Path, *, mode: str = "fast") -> None:
+    """Stop a replica started by start_replica; mode "immediate" kills it (no shutdown checkpoint), as a crash would."""
+    if (Path(data_dir) / "postmaster.pid").exists():
+        _pg_run([_pg_bin("pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "stop"])
 
 
 def _pg_url(port: int) -> str:

@@ -130,6 +130,22 @@ if "connect_timeout" in DATABASES["default"]["OPTIONS"] and env.str("DB_CONNECT_
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=5))
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_p2p_escrow")}
 
+# A read replica (PostgreSQL streaming replication of the primary), optional. backoffice.db_router sends it the
+# reads of the read-only admin pages only (changelists of the mirror, the dashboard, reports, CSV exports), and
+# only while its lag stays under DATABASE_REPLICA_MAX_LAG_SECONDS; everything else reads and writes the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+DATABASE_REPLICA_MAX_LAG_SECONDS = env.float("DATABASE_REPLICA_MAX_LAG_SECONDS", default=30.0)
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = database_settings(DATABASE_REPLICA_URL, setting="DATABASE_REPLICA_URL")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    # A dead replica must cost a page little: libpq's shortest connect timeout (2 s) unless the URL sets one, and
+    # the router then reads the primary until the next check (backoffice.replica).
+    DATABASES["replica"]["OPTIONS"].setdefault("connect_timeout", 2)
+    # Under the test runner the replica mirrors the test database instead of getting a throw-away one of its own.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["backoffice.db_router.ReplicaRouter"]
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -1,4 +1,4 @@
-"""Support for tests and benchmarks: a client session that has passed the second factor."""
+"""Support for tests and benchmarks: a client session that has passed the second factor; a run-time replica alias."""
 from __future__ import annotations
 
 import time
@@ -18,3 +18,34 @@ def verify_second_factor(client, user) -> None:
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session[STEPUP_AT] = time.time()
     session.save()
+
+
+def register_replica(port: int, host: str = "127.0.0.1") -> None:
+    """Add the `replica` database alias at run time, pointing at a replica of the primary's cluster on host:port
+    (tests and benchmarks, whose replica starts after Django's settings are read). Same database name, user and
+    options as the primary; under the test runner it mirrors the test database, so nothing flushes it."""
+    import copy
+
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    from . import replica
+
+    primary = connections[DEFAULT_DB_ALIAS].settings_dict
+    config = copy.deepcopy(primary)
+    config.update(HOST=host, PORT=str(port), TEST={**primary.get("TEST", {}), "MIRROR": DEFAULT_DB_ALIAS})
+    config["OPTIONS"] = {**primary.get("OPTIONS", {}), "connect_timeout": 2}
+    connections.settings[replica.REPLICA] = config
+    replica.reset()
+
+
+def unregister_replica() -> None:
+    """Remove the alias register_replica added (closing this thread's connection to it)."""
+    from django.db import connections
+
+    from . import replica
+
+    if replica.REPLICA in connections.settings:
+        connections[replica.REPLICA].close()
+        del connections[replica.REPLICA]
+        del connections.settings[replica.REPLICA]
+    replica.reset()

@@ -10,10 +10,21 @@ the last three against a stock `ModelAdmin` of the same model and columns on a t
 (search_fields on the same columns as icontains, default paginator, no list_select_related).
 The top-sellers snapshot is refreshed once first, as the refresh-top-sellers beat would have done;
 its own time is reported. The seeded database is reused when it already holds the orders.
+
+Then the same pages read from a read replica, against the same pages on the primary (`*_replica_p95_ms`, baseline =
+the primary): a streaming replica of the benchmark's cluster made with pg_basebackup -R after the seed (so it
+copies the million orders and then streams), waited for until it has replayed the primary's WAL, then measured in
+alternating blocks (replica, primary, replica, primary) so that a neighbour's load falls on both. Each figure also
+gives the queries the page sent to each database, and the replica's set-up and catch-up time. On one machine the
+replica cannot be faster than the primary (same disks, same two cores): the figure shows what a page pays for
+reading a replica (the lag check included), not the load it takes off a primary on its own host.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import time
 
 from .common import STOCK_PREFIX, figure, million_orders, percentile, staff_login, stock_admin_urlconf, timed_ms
 
@@ -141,3 +152,76 @@ def main() -> None:
                    p50=round(statistics.median(ours), 3), baseline_p50=round(statistics.median(stock), 3),
                    queries_per_page=ours_queries, baseline_queries_per_page=stock_queries, orders=orders,
                    runs=RUNS, baseline_runs=STOCK_RUNS)
+
+    replica_figures(client, orders, wallet)
+
+
+REPLICA_BLOCKS = 4  # alternating replica / primary blocks of RUNS // 2 requests each
+
+
+def replica_figures(client, orders: int, wallet: str) -> None:
+    from django.conf import settings
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.test.utils import CaptureQueriesContext
+
+    from backoffice import devservices, replica
+    from backoffice.testing import register_replica, unregister_replica
+
+    data_dir = devservices.DATA_DIR / "replicas" / f"bench-{os.getpid()}" / "data"
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
+    started = time.perf_counter()
+    port = devservices.start_replica(connections[DEFAULT_DB_ALIAS].settings_dict, data_dir)
+    basebackup_s = time.perf_counter() - started
+    max_lag = settings.DATABASE_REPLICA_MAX_LAG_SECONDS
+    register_replica(port)
+    try:
+        replay_wait_s = replica.wait_for_replay(timeout=900)
+        catch_up_s = time.perf_counter() - started
+
+        def use_replica(on: bool) -> None:
+            # A negative limit makes every measured lag too high: the router then reads the primary, after the same
+            # (cached) lag check a page pays on the replica.
+            settings.DATABASE_REPLICA_MAX_LAG_SECONDS = max_lag if on else -1.0
+            replica.reset()
+            status = replica.replica_status(fresh=True)
+            assert status.usable is on, status
+
+        def queries(url: str) -> tuple[int, int]:
+            with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica, \
+                    CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+                response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+            return len(on_replica.captured_queries), len(on_primary.captured_queries)
+
+        pages = [
+            ("dashboard_replica_p95_ms", "/admin/"),
+            ("orders_changelist_replica_p95_ms", "/admin/chain/order/"),
+            ("order_search_wallet_replica_p95_ms", f"/admin/chain/order/?q={wallet}"),
+            ("userprofiles_changelist_replica_p95_ms", "/admin/chain/userprofile/"),
+            ("audit_log_changelist_replica_p95_ms", "/admin/audit/auditlog/"),
+        ]
+        for name, url in pages:
+            timings: dict[bool, list[float]] = {True: [], False: []}
+            counts = {}
+            for block in range(REPLICA_BLOCKS):
+                on = block % 2 == 0
+                use_replica(on)
+                for _ in range(3):  # warm this database's buffers and plans for the page
+                    client.get(url)
+                counts[on] = queries(url)
+                timings[on] += timed_ms(lambda: client.get(url), RUNS // 2)
+            use_replica(True)
+            status = replica.replica_status(fresh=True)
+            ours, primary = timings[True], timings[False]
+            figure(name, percentile(ours, 95), "ms", baseline=percentile(primary, 95),
+                   p50=round(statistics.median(ours), 3), baseline_p50=round(statistics.median(primary), 3),
+                   queries_on_replica=counts[True][0], queries_on_primary=counts[True][1],
+                   baseline_queries_on_replica=counts[False][0], baseline_queries_on_primary=counts[False][1],
+                   replica_lag_seconds=status.lag_seconds, orders=orders, runs=len(ours), baseline_runs=len(primary))
+        figure("replica_catch_up_s", catch_up_s, "s", basebackup_s=round(basebackup_s, 1),
+               replay_wait_s=round(replay_wait_s, 1), orders=orders)
+    finally:
+        settings.DATABASE_REPLICA_MAX_LAG_SECONDS = max_lag
+        unregister_replica()
+        devservices.stop_replica(data_dir)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)

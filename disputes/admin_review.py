@@ -136,6 +136,8 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     ordering = ("disputed_at", "id")  # oldest first
     sortable_by = ("age", "amount_with_token", "chain_name", "deadline")
     actions = None
+    # The queue is where reviewers pick up work: a dispute opened a moment ago must be in it, so it reads the primary.
+    replica_changelist = False
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status="disputed")

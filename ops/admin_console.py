@@ -19,6 +19,7 @@ from backoffice.admin_utils import (
     admin_page,
     errors_to_form,
 )
+from backoffice.db_router import ReplicaChangelistMixin
 from backoffice.security import stepup_required
 
 from . import actions, console
@@ -34,7 +35,7 @@ from .models import (
 
 
 @admin.register(OpsReport)
-class OpsReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OpsReportAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     empty_message = ("No report yet: the daily operations check runs at 08:00 UTC (runbook §4). To run it now: Periodic "
                      "tasks → daily-operations-check → Run selected tasks.")
     list_display = ("kind", "created_at", "status")

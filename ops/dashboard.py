@@ -21,6 +21,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 
+from backoffice import replica
 from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
 from backoffice.durations import age, human_duration
@@ -172,10 +173,26 @@ def _backup_tile(now: datetime) -> Tile:
                 url=_url("ops_backuprun_changelist"))
 
 
+def _replica_tile() -> Tile | None:
+    """The read replica's lag, and where the read-only pages read from because of it (only when one is configured)."""
+    status = replica.replica_status()
+    if not status.configured:
+        return None
+    if status.usable:
+        value, state, detail = f"lag {status.lag_seconds:.1f} s", "ok", "read-only pages read the replica"
+    else:
+        value = f"lag {status.lag_seconds:.1f} s" if status.lag_seconds is not None else "not used"
+        state = "warning" if status.reachable else "error"
+        detail = f"pages read the primary: {status.reason}"
+    if status.replay_paused:
+        detail += "; replay paused"
+    return Tile(key="db-replica", title="database replica", value=value, status=state, detail=detail)
+
+
 def tiles(now: datetime | None = None) -> list[Tile]:
     now = now or timezone.now()
-    return [*_health_tiles(), *_sync_tiles(now), *_contract_tiles(), _dispute_tile(now), _secret_tile(),
-            _incident_tile(), _alert_tile(), _backup_tile(now)]
+    return [*_health_tiles(), *filter(None, [_replica_tile()]), *_sync_tiles(now), *_contract_tiles(),
+            _dispute_tile(now), _secret_tile(), _incident_tile(), _alert_tile(), _backup_tile(now)]
 
 
 # ---------------------------------------------------------------------------------------------- chart data

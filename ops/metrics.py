@@ -157,6 +157,32 @@ def _ops() -> list:
     return [overdue, alerts, conns, disk, backup_age, restore_age]
 
 
+def _replica() -> list:
+    """The read replica (only when one is configured): up, lag, and whether pages read from it."""
+    from backoffice import replica
+
+    status = replica.replica_status()
+    if not status.configured:
+        return []
+    up = GaugeMetricFamily("db_replica_up", "1 when the read replica answers and is a standby in recovery")
+    up.add_metric([], 1.0 if status.reachable else 0.0)
+    in_use = GaugeMetricFamily("db_replica_in_use", "1 when the read-only pages read from the replica "
+                               "(reachable, lag within DATABASE_REPLICA_MAX_LAG_SECONDS)")
+    in_use.add_metric([], 1.0 if status.usable else 0.0)
+    out = [up, in_use]
+    if status.lag_seconds is not None:
+        lag = GaugeMetricFamily("db_replica_lag_seconds", "How stale the read replica may be: 0 when it has replayed "
+                                "all the primary's WAL, else the age of its newest replayed transaction")
+        lag.add_metric([], status.lag_seconds)
+        out.append(lag)
+    if status.behind_bytes is not None:
+        behind = GaugeMetricFamily("db_replica_behind_bytes", "WAL the primary has written and the replica has not "
+                                   "replayed")
+        behind.add_metric([], float(status.behind_bytes))
+        out.append(behind)
+    return out
+
+
 def _redis() -> list:
     from .health import TASKS_DONE_KEY, celery_counts, redis_client
 
@@ -227,7 +253,7 @@ def _collect() -> list:
         scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")
         scrape_ok.add_metric([], 0.0)
         families.append(scrape_ok)
-    families += _redis()
+    families += _replica() + _redis()
     return families
 
 

@@ -10,11 +10,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "k" * 50
 
 
-def load_settings(**env: str) -> subprocess.CompletedProcess:
+def load_settings(expression: str = "settings.DEBUG", **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL", "DJANGO_ENV",
-                                                                "ALLOWED_HOSTS"}}
+                                                                "ALLOWED_HOSTS", "DATABASE_REPLICA_URL"}}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({expression})"],
         cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "backoffice.settings", **env},
         capture_output=True, text=True, timeout=60,
     )
@@ -61,3 +61,25 @@ def test_development_settings_need_no_configuration():
     result = load_settings()
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_replica_settings_add_a_replica_alias_with_a_short_connect_timeout():
+    result = load_settings("sorted(settings.DATABASES), settings.DATABASES['replica']['HOST'], "
+                           "settings.DATABASES['replica']['OPTIONS'], settings.DATABASES['replica']['TEST']['MIRROR'], "
+                           "settings.DATABASE_REPLICA_MAX_LAG_SECONDS",
+                           DATABASE_REPLICA_URL="postgres://ro:pw@replica.internal:5432/p2p_escrow?sslmode=require")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("['default', 'replica'] replica.internal {'sslmode': 'require', "
+                                     "'connect_timeout': 2} default 30.0")
+
+
+def test_replica_settings_are_absent_without_a_replica_url():
+    result = load_settings("sorted(settings.DATABASES)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['default']"
+
+
+def test_replica_settings_refuse_a_bad_url_naming_the_setting():
+    result = load_settings(DATABASE_REPLICA_URL="mysql://ro@replica/p2p_escrow")
+    assert result.returncode != 0
+    assert "DATABASE_REPLICA_URL must start with postgres://" in result.stderr

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 
 from backoffice.admin_utils import CappedCountPaginator, IndexedValuesFilter, ReadOnlyAdminMixin, export_csv_action
+from backoffice.db_router import ReplicaChangelistMixin
 
 from .models import AuditLog
 
@@ -30,7 +31,7 @@ class ActorFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditLogAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "created_at", "actor_label", "as_superuser", "action", "object_type", "object_id",
                     "object_repr", "reason_short")
     # The log is never pruned: the action and object-type choices come from their indexes, not a DISTINCT scan.

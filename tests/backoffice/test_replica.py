@@ -1,0 +1,315 @@
+"""The read replica, on a real streaming replica of the test server: which pages read it, lag, and the fallbacks.
+
+The module's fixture makes a replica of the test PostgreSQL cluster with pg_basebackup -R after the test database
+exists, starts it on a free port and adds the `replica` alias for this module only (every other test runs without
+one). The tests are transactional: rows written inside a test's open transaction would never reach a replica.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import psycopg
+import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from prometheus_client.parser import text_string_to_metric_families
+
+from backoffice import devservices, replica
+from backoffice.db_router import ReplicaRouter, current_read_alias, replica_alias, with_replica_reads
+from backoffice.testing import register_replica, unregister_replica
+from chain import rpc
+from chain.models import Order, OrderStatus
+from disputes.models import Blacklist
+from disputes.services import blacklist_wallet
+from ops import health, metrics
+from tests import factories as f
+from tests.ops.test_health import close_health_pool_connections
+
+REPLICA_DB = pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS, replica.REPLICA])
+
+
+class Replica:
+    """The running replica: its port and data directory, SQL on it as the superuser, stop and start."""
+
+    def __init__(self, port: int, data_dir):
+        self.port, self.data_dir = port, data_dir
+
+    def sql(self, query: str):
+        primary = connections[DEFAULT_DB_ALIAS].settings_dict
+        with psycopg.connect(host="127.0.0.1", port=self.port, dbname=primary["NAME"], user=primary["USER"],
+                             password=primary["PASSWORD"] or None, autocommit=True, connect_timeout=5) as conn:
+            return conn.execute(query).fetchone()
+
+    def stop(self) -> None:
+        devservices.stop_replica(self.data_dir, mode="immediate")  # a crash: no shutdown checkpoint
+
+    def start(self) -> None:
+        devservices.restart_replica(self.data_dir, self.port)
+
+
+@pytest.fixture(scope="module")
+def replica_server(django_db_setup, django_db_blocker):
+    data_dir = devservices.DATA_DIR / "replicas" / f"test-{os.getpid()}" / "data"
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
+    with django_db_blocker.unblock():
+        port = devservices.start_replica(connections[DEFAULT_DB_ALIAS].settings_dict, data_dir)
+        register_replica(port)
+        server = Replica(port, data_dir)
+        try:
+            yield server
+        finally:
+            unregister_replica()
+            devservices.stop_replica(data_dir)
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def live_replica(replica_server, settings):
+    """The replica replaying and caught up with the primary, a fresh measurement, and the default lag limit."""
+    settings.DATABASE_REPLICA_MAX_LAG_SECONDS = 30
+    if replica_server.sql("SELECT pg_is_wal_replay_paused()")[0]:
+        replica_server.sql("SELECT pg_wal_replay_resume()")
+    replica.wait_for_replay()
+    replica.reset()
+    yield replica_server
+    if replica_server.sql("SELECT pg_is_wal_replay_paused()")[0]:
+        replica_server.sql("SELECT pg_wal_replay_resume()")
+    replica.reset()
+
+
+@pytest.fixture
+def quiet_health(settings, tmp_path):
+    """The dashboard's health tiles without chains, and without their threads' connections outliving the test."""
+    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
+    rpc.reset_clients()
+    health.reset_cache()
+    yield
+    health.reset_cache()
+    rpc.reset_clients()
+    close_health_pool_connections()
+
+
+def changelist_ids(client) -> set[int]:
+    response = client.get(reverse("admin:chain_order_changelist"))
+    assert response.status_code == 200
+    return {o.pk for o in response.context_data["cl"].result_list}
+
+
+def tables(ctx: CaptureQueriesContext) -> str:
+    return "\n".join(q["sql"] for q in ctx.captured_queries)
+
+
+# ------------------------------------------------------------------------------------------------ routing rules
+
+
+def test_router_reads_and_writes_the_primary_outside_a_replica_reads_context():
+    router = ReplicaRouter()
+    assert router.db_for_read(Order) == DEFAULT_DB_ALIAS
+    assert router.db_for_write(Order) == DEFAULT_DB_ALIAS
+    assert current_read_alias() == DEFAULT_DB_ALIAS
+
+
+def test_router_migrates_only_the_primary():
+    router = ReplicaRouter()
+    assert router.allow_migrate(DEFAULT_DB_ALIAS, "chain") is True
+    assert router.allow_migrate(replica.REPLICA, "chain") is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replica_alias_is_the_primary_when_no_replica_is_configured(rf):
+    assert not replica.configured()
+    assert replica.replica_status() == replica.NOT_CONFIGURED
+    assert replica_alias() == DEFAULT_DB_ALIAS
+    assert with_replica_reads(rf.get("/"), lambda request: current_read_alias()) == DEFAULT_DB_ALIAS
+
+
+# ------------------------------------------------------------------------------------------------ replica reads
+
+
+@REPLICA_DB
+def test_replica_is_a_streaming_standby_of_the_test_database(live_replica):
+    with connections[replica.REPLICA].cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery(), current_database()")
+        assert cur.fetchone() == (True, connections[DEFAULT_DB_ALIAS].settings_dict["NAME"])
+
+
+@REPLICA_DB
+def test_orders_changelist_reads_the_replica(live_replica, staff_client):
+    shown = f.order()
+    replica.wait_for_replay()
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    hidden = f.order()  # on the primary only: the replica stopped replaying before it
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica, \
+            CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+        ids = changelist_ids(staff_client)
+    assert shown.pk in ids and hidden.pk not in ids
+    assert '"orders"' in tables(on_replica)
+    assert '"orders"' not in tables(on_primary)  # the primary only saw the session, the user and its permissions
+
+
+@REPLICA_DB
+def test_orders_changelist_shows_every_row_once_after_the_replica_catches_up(live_replica, staff_client):
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    written = {f.order().pk for _ in range(5)}
+    live_replica.sql("SELECT pg_wal_replay_resume()")
+    replica.wait_for_replay()
+    response = staff_client.get(reverse("admin:chain_order_changelist"))
+    rows = [o.pk for o in response.context_data["cl"].result_list]
+    assert sorted(rows) == sorted(written)  # nothing lost, nothing twice
+    assert replica.replica_status().usable
+
+
+@REPLICA_DB
+def test_dashboard_reads_the_replica_and_shows_its_lag(live_replica, staff_client, quiet_health):
+    f.order(status=OrderStatus.DISPUTED)
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        response = staff_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert '"orders"' in tables(on_replica) and '"chain_daily_order_stats"' in tables(on_replica)
+    tile = response.content.decode().split('id="tile-db-replica"')[1][:600]
+    assert 'data-status="ok"' in tile and "lag 0.0 s" in tile and "read-only pages read the replica" in tile
+
+
+@REPLICA_DB
+def test_dashboard_chart_csv_reads_the_replica(live_replica, staff_client):
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        response = staff_client.get(reverse("admin:dashboard_chart_csv", args=["volume"]))
+        body = b"".join(response.streaming_content).decode()
+    assert body.startswith("day,orders,completed,volume_usdt,fees_usdt")
+    assert '"chain_daily_order_stats"' in tables(on_replica)
+
+
+@REPLICA_DB
+def test_orders_csv_export_reads_the_replica(live_replica, staff_client):
+    orders = [f.order() for _ in range(3)]
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        response = staff_client.post(reverse("admin:chain_order_changelist"),
+                                     {"action": "export_csv", "_selected_action": [o.pk for o in orders]})
+        lines = b"".join(response.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 1 + 3
+    assert '"orders"' in tables(on_replica)
+
+
+# ------------------------------------------------------------------------------------------------ the primary
+
+
+@REPLICA_DB
+def test_writes_and_their_reads_go_to_the_primary_inside_replica_reads(live_replica, rf, staff_user):
+    wallet = f.wallet()
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+
+    def page(request):
+        assert current_read_alias() == replica.REPLICA
+        entry = blacklist_wallet(actor=staff_user, wallet=wallet, reason="scam reports")  # a service: the primary
+        fresh = Blacklist.objects.filter(wallet=wallet).exists()  # a plain read in the context: the replica
+        return entry, fresh
+
+    entry, seen_on_replica = with_replica_reads(rf.get("/"), page)
+    assert entry.pk and not seen_on_replica
+    assert Blacklist.objects.using(DEFAULT_DB_ALIAS).filter(wallet=wallet).count() == 1
+
+
+@REPLICA_DB
+def test_dispute_review_page_reads_the_primary(live_replica, staff_client):
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    disputed = f.order(status=OrderStatus.DISPUTED)  # not on the replica
+    response = staff_client.get(reverse("admin:disputes_disputedorder_review", args=[disputed.pk]))
+    assert response.status_code == 200 and f"#{disputed.onchain_id}" in response.content.decode()
+    queue = staff_client.get(reverse("admin:disputes_disputedorder_changelist"))
+    assert disputed.pk in {o.pk for o in queue.context_data["cl"].result_list}  # the queue reads the primary too
+
+
+@REPLICA_DB
+def test_changelist_post_runs_on_the_primary(live_replica, staff_client):
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica, \
+            CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+        response = staff_client.post(reverse("admin:chain_order_changelist"), {"action": "export_csv"})
+    assert response.status_code == 200  # nothing selected: the list again, drawn from the primary
+    assert on_replica.captured_queries == [] and '"orders"' in tables(on_primary)
+
+
+# ------------------------------------------------------------------------------------------------ lag and fallback
+
+
+@REPLICA_DB
+def test_replica_lag_is_zero_while_the_primary_is_idle(live_replica):
+    f.order()
+    replica.wait_for_replay()
+    time.sleep(1.5)
+    status = replica.replica_status(fresh=True)
+    replay_age = live_replica.sql("SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())")[0]
+    assert replay_age > 1.4  # what a naive lag would report
+    assert status.usable and status.lag_seconds == 0.0 and status.behind_bytes == 0
+
+
+@REPLICA_DB
+def test_orders_changelist_falls_back_to_the_primary_when_the_replica_lags(live_replica, staff_client, settings):
+    settings.DATABASE_REPLICA_MAX_LAG_SECONDS = 1
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    late = f.order()
+    time.sleep(2.5)
+    replica.reset()  # forget when this process last saw it caught up: the replay timestamp alone bounds the lag
+    status = replica.replica_status()
+    assert status.reachable and not status.usable and status.replay_paused
+    assert status.lag_seconds > 1 and status.behind_bytes > 0
+    assert "DATABASE_REPLICA_MAX_LAG_SECONDS=1" in status.reason
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        assert late.pk in changelist_ids(staff_client)
+    assert '"orders"' not in tables(on_replica)
+
+
+@REPLICA_DB
+def test_metrics_report_the_replica_lag_and_whether_pages_use_it(live_replica, client, settings):
+    settings.METRICS_TOKEN = token = "metrics-token-for-replica-tests-0123"
+    settings.DATABASE_REPLICA_MAX_LAG_SECONDS = 1
+
+    def scrape() -> dict[str, float]:
+        metrics.reset_cache()
+        body = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}").content.decode()
+        return {s.name: s.value for fam in text_string_to_metric_families(body) for s in fam.samples
+                if s.name.startswith("db_replica")}
+
+    assert scrape() == {"db_replica_up": 1.0, "db_replica_in_use": 1.0, "db_replica_lag_seconds": 0.0,
+                        "db_replica_behind_bytes": 0.0}
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    f.order()
+    time.sleep(2.5)
+    replica.reset()
+    lagging = scrape()
+    assert lagging["db_replica_up"] == 1.0 and lagging["db_replica_in_use"] == 0.0
+    assert lagging["db_replica_lag_seconds"] > 1 and lagging["db_replica_behind_bytes"] > 0
+
+
+@REPLICA_DB
+def test_pages_fall_back_to_the_primary_quickly_when_the_replica_is_killed(live_replica, staff_client,
+                                                                           quiet_health):
+    before = f.order()
+    replica.wait_for_replay()
+    assert before.pk in changelist_ids(staff_client)  # from the replica; its status is cached as usable
+    live_replica.stop()
+    try:
+        after = f.order()
+        started = time.monotonic()
+        # The cached status still says usable: the page fails on the replica and runs again on the primary.
+        assert {before.pk, after.pk} <= changelist_ids(staff_client)
+        status = replica.replica_status()
+        assert not status.usable and not status.reachable and "failed mid-page" in status.reason
+        replica.reset()  # a fresh check meets the dead server: refused at once, and remembered
+        assert {before.pk, after.pk} <= changelist_ids(staff_client)
+        assert replica.replica_status().reason.startswith("unreachable")
+        dashboard = staff_client.get(reverse("admin:index"))
+        tile = dashboard.content.decode().split('id="tile-db-replica"')[1][:600]
+        assert dashboard.status_code == 200 and 'data-status="error"' in tile and "not used" in tile
+        assert time.monotonic() - started < 5
+    finally:
+        live_replica.start()
+    replica.wait_for_replay()
+    replica.reset()
+    assert {before.pk, after.pk} <= changelist_ids(staff_client)
+    assert replica.replica_status().usable

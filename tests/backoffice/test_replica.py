@@ -244,8 +244,9 @@ def test_replica_lag_is_zero_while_the_primary_is_idle(live_replica):
     time.sleep(1.5)
     status = replica.replica_status(fresh=True)
     replay_age = live_replica.sql("SELECT EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())")[0]
-    assert replay_age > 1.4  # what a naive lag would report
-    assert status.usable and status.lag_seconds == 0.0 and status.behind_bytes == 0
+    # A naive lag (time since the last replayed commit) grows while nothing is written; ours stays zero. (Any
+    # commit in the cluster resets the naive figure, so its exact size is not asserted.)
+    assert status.usable and status.lag_seconds == 0.0 < replay_age and status.behind_bytes == 0
 
 
 @REPLICA_DB

@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from backoffice.chain_settings import chains_from_env
 from backoffice.database_url import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -226,6 +227,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 DJANGO_CELERY_BEAT_TZ_AWARE = True
+# A queue per job (backoffice.queues): sync.<chain> per chain, actions, checks, alerts.
+CELERY_TASK_ROUTES = ("backoffice.queues.route_task",)
 
 # ---------------------------------------------------------------- Chains
 # Names follow the runbook (BSC_RPC_URL, BSC_RPC_FALLBACK, ...). In development, addresses left
@@ -233,40 +236,11 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE", default=str(BASE_DIR / ".data" / "chain" / "deployment.json")))
 
 
-def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_time: float, poll: float) -> dict:
-    return {
-        "name": name,
-        "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
-        "chain_id": env.int(f"{prefix}_CHAIN_ID", default=chain_id),
-        "rpc_url": env.str(f"{prefix}_RPC_URL", default=""),
-        "rpc_fallback": env.str(f"{prefix}_RPC_FALLBACK", default=""),
-        "escrow": env.str(f"{prefix}_ESCROW_CONTRACT", default=""),
-        "arbitrator_pool": env.str(f"{prefix}_ARBITRATOR_POOL", default=""),
-        "start_block": env.int(f"{prefix}_START_BLOCK", default=0),
-        "confirmations": env.int(f"{prefix}_CONFIRMATIONS", default=confirmations),
-        "block_time": env.float(f"{prefix}_BLOCK_TIME", default=block_time),
-        "poll_seconds": env.float(f"{prefix}_POLL_SECONDS", default=poll),
-        "batch_blocks": env.int(f"{prefix}_SYNC_BATCH_BLOCKS", default=2000),
-        # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
-        # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
-        "owner_mode": env.str(f"{prefix}_OWNER_MODE", default="safe").strip().lower(),
-        "guardian_module": env.str(f"{prefix}_GUARDIAN_MODULE", default=""),
-        # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
-        "min_gas_balance": env.str(f"{prefix}_MIN_GAS_BALANCE", default="0.05"),
-    }
-
-
-# BSC: 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says.
-CHAINS = {
-    "bsc": _chain("BSC", name="BNB Smart Chain", chain_id=56, confirmations=15, block_time=0.75, poll=3.0),
-    "ethereum": _chain("ETH", name="Ethereum", chain_id=1, confirmations=12, block_time=12.0, poll=12.0),
-}
+# CHAINS names the chains (default bsc,ethereum); each reads <PREFIX>_RPC_URL, <PREFIX>_CHAIN_ID, ... with
+# the runbook's prefixes BSC and ETH for its two chains and the upper-cased name for any other (see
+# backoffice.chain_settings and README, "Configuration"). Adding a chain needs only these variables.
+CHAINS = chains_from_env(env.ENVIRON, production=PRODUCTION)
 RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=5.0)
-
-for _key, _spec in CHAINS.items():
-    if _spec["owner_mode"] not in ("safe", "eoa"):
-        raise ImproperlyConfigured(f"{_spec['short'].upper()}_OWNER_MODE is "
-                                   f"{_spec['owner_mode']!r}: use safe (a Safe multisig owns the contracts) or eoa.")
 
 # Signing keys, from the environment or an encrypted keystore file, never the database. Each role
 # signs only what it is for: the owner key only in eoa mode; the relayer only pays the gas of a

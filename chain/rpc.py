@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from backoffice.chain_settings import chain_prefix
+
 logger = logging.getLogger(__name__)
 
 FAILURE_THRESHOLD = 3
@@ -129,7 +131,7 @@ class RpcClient:
         self.chain = chain
         self.providers = [Provider(role, url) for role, url in urls if url]
         if not self.providers:
-            raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain.upper()}_RPC_URL).")
+            raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain_prefix(chain)}_RPC_URL).")
         self.timeout = timeout
         self.last_provider: Provider | None = None
         self._local = threading.local()

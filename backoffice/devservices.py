@@ -285,6 +285,27 @@ ANVIL_CHAINS = {
     "ethereum": {"chain_id": 31337, "block_time": "", "interval_after_deploy": 12, "confirmations": 2,
                  "env": "ETH_RPC_URL"},
 }
+# Any other chain in CHAINS gets a node of its own too: 2 s blocks (as most L2s), a chain id of its own.
+OTHER_ANVIL_CHAIN_ID = 31400
+
+
+def anvil_spec(chain: str) -> dict:
+    """The local node of `chain`: the two runbook chains' above, a generic one for any other."""
+    from backoffice.chain_settings import chain_prefix
+
+    if chain in ANVIL_CHAINS:
+        return ANVIL_CHAINS[chain]
+    # Stable across runs (the deployment file and the mirror then still match after a restart).
+    chain_id = OTHER_ANVIL_CHAIN_ID + sum(map(ord, chain)) % 500
+    return {"chain_id": chain_id, "block_time": "2", "confirmations": 2, "env": f"{chain_prefix(chain)}_RPC_URL"}
+
+
+def local_chains(environ=None) -> dict[str, dict]:
+    """{chain: anvil spec} for every chain CHAINS names (make run starts those without an RPC URL)."""
+    from backoffice.chain_settings import DEFAULT_CHAINS, chain_names
+
+    environ = os.environ if environ is None else environ
+    return {chain: anvil_spec(chain) for chain in chain_names(environ.get("CHAINS", DEFAULT_CHAINS))}
 
 
 def set_interval_mining(url: str, seconds: int) -> None:
@@ -330,7 +351,7 @@ def anvil_bin() -> str:
 def start_anvil(chain: str, *, port: int | None = None, block_time: str | None = None,
                 extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start one anvil node on loopback; returns (process, url). The caller stops it."""
-    spec = ANVIL_CHAINS[chain]
+    spec = anvil_spec(chain)
     port = port or free_port()
     CHAIN_DIR.mkdir(parents=True, exist_ok=True)
     args = [anvil_bin(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(spec["chain_id"]),

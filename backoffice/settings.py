@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from backoffice.chain_settings import chains_from_env
 from backoffice.database_url import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -245,6 +246,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 DJANGO_CELERY_BEAT_TZ_AWARE = True
+# A queue per job (backoffice.queues): sync.<chain> per chain, actions, checks, alerts.
+CELERY_TASK_ROUTES = ("backoffice.queues.route_task",)
 
 # ---------------------------------------------------------------- Chains
 # Names follow the runbook (BSC_RPC_URL, BSC_RPC_FALLBACK, ...). In development, addresses left
@@ -252,55 +255,13 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE", default=str(BASE_DIR / ".data" / "chain" / "deployment.json")))
 
 
-def _chain(prefix: str, *, name: str, chain_id: int, confirmations: int, block_time: float, poll: float) -> dict:
-    return {
-        "name": name,
-        "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
-        "chain_id": env.int(f"{prefix}_CHAIN_ID", default=chain_id),
-        "rpc_url": env.str(f"{prefix}_RPC_URL", default=""),
-        "rpc_fallback": env.str(f"{prefix}_RPC_FALLBACK", default=""),
-        "escrow": env.str(f"{prefix}_ESCROW_CONTRACT", default=""),
-        "arbitrator_pool": env.str(f"{prefix}_ARBITRATOR_POOL", default=""),
-        "start_block": env.int(f"{prefix}_START_BLOCK", default=0),
-        "confirmations": env.int(f"{prefix}_CONFIRMATIONS", default=confirmations),
-        "block_time": env.float(f"{prefix}_BLOCK_TIME", default=block_time),
-        "poll_seconds": env.float(f"{prefix}_POLL_SECONDS", default=poll),
-        "batch_blocks": env.int(f"{prefix}_SYNC_BATCH_BLOCKS", default=2000),
-        # Requests per second each of the chain's providers gets from one process (0: no budget). Unlimited by
-        # default: plans differ by orders of magnitude (a local node, a free tier at ~10/s, a paid one at
-        # hundreds), a guessed number would throttle the fast ones or still exceed the slow ones, and a
-        # provider's own 429s are waited out anyway. Set it to the plan's rate to stay clear of those waits.
-        "max_rps": env.float(f"{prefix}_RPC_MAX_RPS", default=0.0),
-        # eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per window.
-        "max_in_flight": env.int(f"{prefix}_SYNC_MAX_IN_FLIGHT", default=4),
-        # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
-        # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
-        "owner_mode": env.str(f"{prefix}_OWNER_MODE", default="safe").strip().lower(),
-        "guardian_module": env.str(f"{prefix}_GUARDIAN_MODULE", default=""),
-        # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
-        "min_gas_balance": env.str(f"{prefix}_MIN_GAS_BALANCE", default="0.05"),
-    }
-
-
-# BSC: 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says.
-CHAINS = {
-    "bsc": _chain("BSC", name="BNB Smart Chain", chain_id=56, confirmations=15, block_time=0.75, poll=3.0),
-    "ethereum": _chain("ETH", name="Ethereum", chain_id=1, confirmations=12, block_time=12.0, poll=12.0),
-}
+# CHAINS names the chains (default bsc,ethereum); each reads <PREFIX>_RPC_URL, <PREFIX>_CHAIN_ID, ... with
+# the runbook's prefixes BSC and ETH for its two chains and the upper-cased name for any other (see
+# backoffice.chain_settings and README, "Configuration"). Adding a chain needs only these variables.
+CHAINS = chains_from_env(env.ENVIRON, production=PRODUCTION)
 RPC_TIMEOUT_SECONDS = env.float("RPC_TIMEOUT_SECONDS", default=5.0)
 # Longest a call waits out a provider's rate limit (Retry-After or backoff) before trying the next provider.
 RPC_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("RPC_RATE_LIMIT_MAX_WAIT_SECONDS", default=30.0)
-
-for _key, _spec in CHAINS.items():
-    if _spec["owner_mode"] not in ("safe", "eoa"):
-        raise ImproperlyConfigured(f"{_spec['short'].upper()}_OWNER_MODE is "
-                                   f"{_spec['owner_mode']!r}: use safe (a Safe multisig owns the contracts) or eoa.")
-    if _spec["max_rps"] < 0:
-        raise ImproperlyConfigured(f"{_spec['short'].upper()}_RPC_MAX_RPS is {_spec['max_rps']:g}: use a number of "
-                                   f"requests per second, or 0 for no budget.")
-    if _spec["max_in_flight"] < 1:
-        raise ImproperlyConfigured(f"{_spec['short'].upper()}_SYNC_MAX_IN_FLIGHT is {_spec['max_in_flight']}: use 1 "
-                                   f"(one eth_getLogs at a time) or more.")
 
 # Signing keys, from the environment or an encrypted keystore file, never the database. Each role
 # signs only what it is for: the owner key only in eoa mode; the relayer only pays the gas of a

@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import devservices
+from .chain_settings import chain_prefix
 
 PYTHON = sys.executable
 
@@ -27,7 +28,7 @@ def up(argv: list[str]) -> int:
     anvils: list[subprocess.Popen] = []
     try:
         _manage("migrate", "--noinput", "-v", "0", env=env)
-        local = _start_local_chains(anvils)
+        local = _start_local_chains(anvils, env)
         if not local and settings_deployment_file().exists():
             settings_deployment_file().unlink()  # every chain is configured: no stale local addresses
         if local:
@@ -36,22 +37,20 @@ def up(argv: list[str]) -> int:
             # only handed over for a chain someone set to eoa custody.
             env.setdefault("RELAYER_KEY", devservices.anvil_key(devservices.RELAYER_INDEX))
             env.setdefault("KEEPER_KEY", devservices.anvil_key(devservices.KEEPER_INDEX))
-            if any(env.get(f"{devservices.ANVIL_CHAINS[c]['env'].split('_')[0]}_OWNER_MODE", "safe") == "eoa"
-                   for c in local):
+            if any(env.get(f"{chain_prefix(c)}_OWNER_MODE", "safe") == "eoa" for c in local):
                 env.setdefault("OWNER_KEY", devservices.ANVIL_OWNER_KEY)
             # A fresh local chain each run: deploy, and start the mirror from nothing.
             _manage("deploy_local_contracts", "--reset-mirror",
                     *[f"--chain={c}={url}" for c, url in local.items()],
-                    *[f"--custody={c}={env.get(devservices.ANVIL_CHAINS[c]['env'].split('_')[0] + '_OWNER_MODE', 'safe')}"
-                      for c in local],
-                    *[f"--confirmations={c}={devservices.ANVIL_CHAINS[c]['confirmations']}" for c in local],
+                    *[f"--custody={c}={env.get(chain_prefix(c) + '_OWNER_MODE', 'safe')}" for c in local],
+                    *[f"--confirmations={c}={devservices.anvil_spec(c)['confirmations']}" for c in local],
                     f"--timeouts={','.join(map(str, devservices.LOCAL_TIMEOUTS))}", env=env)
-            if set(local) == set(devservices.ANVIL_CHAINS):
+            if set(local) == set(devservices.local_chains(env)):
                 # Every chain is new: the old chains' contract actions and nonces would only leave gaps.
                 _manage("forget_local_actions", env=env)
         for chain, url in local.items():
-            if devservices.ANVIL_CHAINS[chain].get("interval_after_deploy"):
-                devservices.set_interval_mining(url, devservices.ANVIL_CHAINS[chain]["interval_after_deploy"])
+            if devservices.anvil_spec(chain).get("interval_after_deploy"):
+                devservices.set_interval_mining(url, devservices.anvil_spec(chain)["interval_after_deploy"])
         _manage("register_schedules", env=env)
         _manage("ensure_demo_staff", env=env)
         port = int(os.environ.get("PORT", "8000"))
@@ -59,8 +58,7 @@ def up(argv: list[str]) -> int:
             port = devservices.free_port()
         commands = {
             "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            "worker": [PYTHON, "-m", "celery", "-A", "backoffice", "worker", "--loglevel", "INFO",
-                       "--concurrency", "2", "--without-gossip", "--without-mingle"],
+            **worker_commands(env),
             "beat": [PYTHON, "-m", "celery", "-A", "backoffice", "beat", "--loglevel", "INFO"],
         }
         if local:
@@ -96,17 +94,34 @@ def up(argv: list[str]) -> int:
         devservices.stop(started)
 
 
+def worker_commands(env: dict[str, str]) -> dict[str, list[str]]:
+    """The workers of make run, laid out as production runs them (README, "Running in production"): one per
+    chain on its sync queue, so a chain catching up never delays another, and one for everything else."""
+    from .chain_settings import DEFAULT_CHAINS, chain_names
+    from .queues import ACTIONS, ALERTS, CHECKS, DEFAULT, sync_queue
+
+    def worker(name: str, queues: list[str], concurrency: int) -> list[str]:
+        return [PYTHON, "-m", "celery", "-A", "backoffice", "worker", "--loglevel", "INFO", "-Q", ",".join(queues),
+                "-n", f"{name}@%h", "--concurrency", str(concurrency), "--without-gossip", "--without-mingle"]
+
+    # One sync per chain runs at a time anyway (the sync's advisory lock): one process per chain is enough.
+    commands = {f"worker-{chain}": worker(f"sync-{chain}", [sync_queue(chain)], 1)
+                for chain in chain_names(env.get("CHAINS", DEFAULT_CHAINS))}
+    commands["worker"] = worker("main", [ACTIONS, CHECKS, ALERTS, DEFAULT], 2)
+    return commands
+
+
 def settings_deployment_file():
     from pathlib import Path
 
     return Path(os.environ.get("CHAIN_DEPLOYMENT_FILE", devservices.CHAIN_DIR / "deployment.json"))
 
 
-def _start_local_chains(anvils: list[subprocess.Popen]) -> dict[str, str]:
-    """One anvil per chain whose RPC URL is not configured; returns {chain: url}."""
+def _start_local_chains(anvils: list[subprocess.Popen], env: dict[str, str]) -> dict[str, str]:
+    """One anvil per chain CHAINS names whose RPC URL is not configured; returns {chain: url}."""
     started = {}
-    for chain, spec in devservices.ANVIL_CHAINS.items():
-        if os.environ.get(spec["env"]):
+    for chain, spec in devservices.local_chains(env).items():
+        if env.get(spec["env"]):
             continue
         proc, url = devservices.start_anvil(chain)
         anvils.append(proc)

@@ -22,11 +22,11 @@ from backoffice.admin_utils import (
     utc_minute,
 )
 
-from .models import Arbitrator, Chain, DailyOrderStats, Order, OrderStatus, UserProfile
+from .models import Arbitrator, DailyOrderStats, Order, OrderStatus, UserProfile
 
 # Lists show the short forms staff use in the runbook's SQL ("bsc", "resolved_buyer"); filters and
-# detail pages show the long labels.
-CHAIN_LABELS = {Chain.BSC: "BSC", Chain.ETHEREUM: "Ethereum"}
+# detail pages show the long labels. Any other chain is listed by its name.
+CHAIN_LABELS = {"bsc": "BSC", "ethereum": "Ethereum"}
 
 
 def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):

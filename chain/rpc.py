@@ -32,6 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from backoffice.chain_settings import chain_prefix
+
 logger = logging.getLogger(__name__)
 
 FAILURE_THRESHOLD = 3
@@ -262,7 +264,7 @@ class RpcClient:
         self.chain = chain
         self.providers = [Provider(role, url, budget=TokenBucket(max_rps)) for role, url in urls if url]
         if not self.providers:
-            raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain.upper()}_RPC_URL).")
+            raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain_prefix(chain)}_RPC_URL).")
         self.timeout = timeout
         self.rate_limit_max_wait = rate_limit_max_wait
         self.budget_setting = budget_setting or f"{chain.upper()}_RPC_MAX_RPS"

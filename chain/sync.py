@@ -26,6 +26,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from backoffice.chain_settings import chain_prefix
+
 from . import rollup
 from .config import ChainConfig, get_chain_config
 from .fetch import Batch, Prefetcher, token_book
@@ -238,7 +240,7 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         actual = client.chain_id()
         if actual != cfg.chain_id:
             raise SyncConfigError(f"{cfg.key}: the RPC serves chain id {actual}, expected {cfg.chain_id}: "
-                                  f"check {cfg.key.upper()}_RPC_URL and {cfg.key.upper()}_CHAIN_ID.")
+                                  f"check {chain_prefix(cfg.key)}_RPC_URL and {chain_prefix(cfg.key)}_CHAIN_ID.")
         client.verified_chain_id = actual
     cursor = ensure_cursor(cfg)
     head = client.block_number()

@@ -17,7 +17,7 @@ from django.db import connection
 START_TIME = time.time()
 DEADLINE = 0.8
 CACHE_SECONDS = 1.0
-QUEUE_WARNING = 500  # RB-09: > 500 tasks queued
+QUEUE_WARNING = 500  # RB-09: > 500 tasks queued (in any one queue)
 WORKER_HEARTBEAT_KEY = "backoffice:celery:workers"
 WORKER_STALE_SECONDS = 30
 TASKS_DONE_KEY = "backoffice:celery:tasks_done"
@@ -75,23 +75,42 @@ def check_redis() -> dict:
     return result
 
 
-def celery_counts() -> tuple[int, int]:
-    """(workers with a fresh heartbeat, tasks waiting in the default queue)."""
+# The Redis transport keeps a queue as a list named after it, and messages sent with a priority in lists
+# suffixed by the priority step (kombu.transport.redis): a queue's depth is the sum of all of them.
+PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
+
+
+def queue_depths() -> dict[str, int]:
+    """Tasks waiting in each queue a complete set of workers consumes (RB-09), in one round trip."""
+    from backoffice.queues import all_queues
+
+    queues = all_queues()
+    pipe = redis_client().pipeline(transaction=False)
+    for queue in queues:
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{PRIORITY_SEP}{step}" if step else queue)
+    lengths = pipe.execute()
+    n = len(PRIORITY_STEPS)
+    return {queue: sum(lengths[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+
+
+def celery_counts() -> tuple[int, dict[str, int]]:
+    """(workers with a fresh heartbeat, tasks waiting per queue)."""
     client = redis_client()
     now = time.time()
     beats = client.hgetall(WORKER_HEARTBEAT_KEY)
     workers = sum(1 for ts in beats.values() if now - float(ts) < WORKER_STALE_SECONDS)
-    queued = client.llen("celery")
-    return workers, queued
+    return workers, queue_depths()
 
 
 def check_celery() -> dict:
     try:
-        workers, queued = celery_counts()
+        workers, queues = celery_counts()
     except Exception as exc:
         return {"status": "error", "error": _safe_error(exc)}
-    status = "ok" if workers and queued <= QUEUE_WARNING else "warning"
-    return {"status": status, "active_workers": workers, "queued_tasks": queued}
+    # RB-09 per queue: one chain's backlog is a warning even while the other queues are empty.
+    status = "ok" if workers and all(depth <= QUEUE_WARNING for depth in queues.values()) else "warning"
+    return {"status": status, "active_workers": workers, "queued_tasks": sum(queues.values()), "queues": queues}
 
 
 def check_rpc(chain: str) -> dict:

@@ -189,7 +189,7 @@ def _redis() -> list:
     out = []
     try:
         info = redis_client().info("memory")
-        workers, queued = celery_counts()
+        workers, queues = celery_counts()
     except Exception:
         up = GaugeMetricFamily("redis_up", "1 when Redis answers")
         up.add_metric([], 0.0)
@@ -200,8 +200,9 @@ def _redis() -> list:
     used.add_metric([], float(info.get("used_memory", 0)))
     limit = GaugeMetricFamily("redis_maxmemory_bytes", "Redis maxmemory (0 = unlimited)")
     limit.add_metric([], float(info.get("maxmemory", 0)))
-    q = GaugeMetricFamily("celery_tasks_queued", "Tasks waiting in the default Celery queue")
-    q.add_metric([], float(queued))
+    q = GaugeMetricFamily("celery_tasks_queued", "Tasks waiting in each Celery queue", labels=["queue"])
+    for queue, depth in queues.items():
+        q.add_metric([queue], float(depth))
     stats = redis_client().info("stats")
     hits = CounterMetricFamily("redis_keyspace_hits", "Redis keyspace hits")
     hits.add_metric([], float(stats.get("keyspace_hits", 0)))

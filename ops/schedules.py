@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from backoffice.queues import queue_for
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -19,6 +21,11 @@ class Schedule:
     crontab: dict[str, str] | None = None  # minute, hour, day_of_week, day_of_month, month_of_year
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def queue(self) -> str:
+        """The entry's queue, as the task router would choose it (the beat entry carries it visibly too)."""
+        return queue_for(self.task, self.kwargs.get("chain")) or "celery"
 
 
 def schedules() -> list[Schedule]:

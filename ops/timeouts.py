@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 from django.utils import timezone
@@ -44,7 +45,7 @@ def due_timeouts(kind: str, *, now: datetime | None = None, chains: list[str] | 
             "AND a.kind = %s AND a.chain = o.chain AND a.order_onchain_id = o.onchain_id "
             "AND a.status NOT IN ('rejected', 'failed')) "
             f"ORDER BY o.{column} LIMIT %s",
-            [status, now, chains if chains is not None else ["bsc", "ethereum"], kind, limit])
+            [status, now, chains if chains is not None else list(settings.CHAINS), kind, limit])
         return cur.fetchall()
 
 

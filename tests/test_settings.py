@@ -23,6 +23,9 @@ def load_settings(expression: str = "settings.DEBUG", **env: str) -> subprocess.
 def production(**overrides: str) -> subprocess.CompletedProcess:
     env = {"DJANGO_ENV": "production", "SECRET_KEY": GOOD_KEY, "DATABASE_URL": "postgres://u:p@db:5432/p2p_escrow",
            "ALLOWED_HOSTS": "ops.example.com"}
+    for prefix in ("BSC", "ETH"):  # production names every chain's provider and contracts
+        env.update({f"{prefix}_RPC_URL": "https://rpc.example.com", f"{prefix}_ESCROW_CONTRACT": "0x" + "11" * 20,
+                    f"{prefix}_ARBITRATOR_POOL": "0x" + "22" * 20})
     env.update(overrides)
     return load_settings(**{k: v for k, v in env.items() if v is not None})
 

@@ -421,7 +421,12 @@ def _production_env(**extra: str) -> dict:
                                                                "ALLOWED_HOSTS", "REDIS_URL"}}
     return {**keep, "DJANGO_SETTINGS_MODULE": "backoffice.settings", "DJANGO_ENV": "production",
             "SECRET_KEY": secrets.token_urlsafe(50), "DATABASE_URL": "postgres://bo:secret@db:5432/p2p_escrow",
-            "ALLOWED_HOSTS": "backoffice.example.com", **extra}
+            "ALLOWED_HOSTS": "backoffice.example.com",
+            # Production names every chain's provider and contracts (backoffice.chain_settings).
+            **{f"{p}_{k}": v for p in ("BSC", "ETH") for k, v in (("RPC_URL", "https://rpc.example.com"),
+                                                                  ("ESCROW_CONTRACT", "0x" + "11" * 20),
+                                                                  ("ARBITRATOR_POOL", "0x" + "22" * 20))},
+            **extra}
 
 
 def test_deploy_check_with_production_settings_has_no_warnings():

@@ -5,7 +5,7 @@ from .mirror import (  # noqa: F401
     Arbitrator,
     ArbitratorQuerySet,
     CONTRACT_STATUS,
-    Chain,
+    chain_choices,
     CloseReason,
     EventSyncCursor,
     OPEN_STATUSES,

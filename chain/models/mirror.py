@@ -6,6 +6,7 @@ The chain is the source of truth for these rows; only the sync writes them.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import OpClass
 from django.db import models
@@ -20,9 +21,15 @@ AMOUNT = {"max_digits": 96, "decimal_places": 18}
 AMOUNT_CEILING = 10**78  # above every NUMERIC(96,18); CHECKs compare against it so that NaN is refused
 
 
-class Chain(models.TextChoices):
-    BSC = "bsc", "BNB Smart Chain"
-    ETHEREUM = "ethereum", "Ethereum"
+def chain_choices() -> list[tuple[str, str]]:
+    """The configured chains (settings.CHAINS), read when a form or a filter asks. A callable, so that migrations
+    keep a reference to it instead of a list: adding a chain is configuration, never a migration."""
+    return [(key, spec["name"]) for key, spec in settings.CHAINS.items()]
+
+
+# Which chains exist is configuration, not the database's to know; a chain *name* is (backoffice.chain_settings):
+# lower-case letters, digits and _, starting with a letter.
+CHAIN_NAME_CHECK = Q(chain__regex=r"^[a-z][a-z0-9_]*$")
 
 
 class OrderStatus(models.TextChoices):
@@ -140,7 +147,7 @@ class OrderQuerySet(models.QuerySet):
 class Order(models.Model):
     """One escrow order, mirrored from the escrow contract of its chain."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     onchain_id = models.BigIntegerField(verbose_name="order id", help_text="The order id in the escrow contract.")
     buyer = models.ForeignKey(UserProfile, on_delete=models.PROTECT, to_field="wallet", db_column="buyer_wallet",
                               related_name="orders_bought", verbose_name="buyer")
@@ -179,8 +186,9 @@ class Order(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["chain", "onchain_id"], name="orders_chain_onchain_id_uniq"),
-            models.CheckConstraint(condition=Q(chain__in=Chain.values), name="orders_chain_valid",
-                                   violation_error_message="chain must be one of " + ", ".join(Chain.values) + "."),
+            models.CheckConstraint(condition=CHAIN_NAME_CHECK, name="orders_chain_valid",
+                                   violation_error_message="chain must be a chain name: lower-case letters, digits "
+                                                           "and _, starting with a letter."),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="orders_status_valid",
                                    violation_error_message="status must be one of " + ", ".join(OrderStatus.values) + "."),
             # The upper bound also refuses NaN, which PostgreSQL sorts above every number.
@@ -233,7 +241,7 @@ class ArbitratorQuerySet(models.QuerySet):
 class Arbitrator(models.Model):
     """A member of a chain's ArbitratorPool, mirrored from its events."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     wallet = WalletField()
     stake_amount = models.DecimalField(**AMOUNT, db_default=0, help_text="Stake in the chain's native coin.")
     reputation = models.IntegerField(db_default=50, help_text="0–100; below 20 is at risk, below 10 deactivated.")
@@ -250,7 +258,7 @@ class Arbitrator(models.Model):
         ordering = ["-reputation"]
         constraints = [
             models.UniqueConstraint(fields=["chain", "wallet"], name="arbitrators_chain_wallet_uniq"),
-            models.CheckConstraint(condition=Q(chain__in=Chain.values), name="arbitrators_chain_valid"),
+            models.CheckConstraint(condition=CHAIN_NAME_CHECK, name="arbitrators_chain_valid"),
             models.CheckConstraint(condition=Q(reputation__gte=0, reputation__lte=100),
                                    name="arbitrators_reputation_range"),
             models.CheckConstraint(condition=Q(stake_amount__gte=0, stake_amount__lt=AMOUNT_CEILING)
@@ -267,7 +275,7 @@ class Arbitrator(models.Model):
 class EventSyncCursor(models.Model):
     """How far the sync has applied each chain's events (runbook RB-03)."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices, primary_key=True)
+    chain = models.CharField(max_length=16, choices=chain_choices, primary_key=True)
     last_block = models.BigIntegerField(db_default=0, help_text="Last block whose events are applied.")
     last_block_hash = TxHashField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now(), help_text="When the cursor last moved (UTC).")
@@ -281,7 +289,7 @@ class EventSyncCursor(models.Model):
         ordering = ["chain"]
         verbose_name = "sync cursor"
         constraints = [
-            models.CheckConstraint(condition=Q(chain__in=Chain.values), name="event_sync_cursor_chain_valid"),
+            models.CheckConstraint(condition=CHAIN_NAME_CHECK, name="event_sync_cursor_chain_valid"),
             models.CheckConstraint(condition=Q(last_block__gte=0), name="event_sync_cursor_block_non_negative"),
         ]
 

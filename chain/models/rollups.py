@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import models
 
 from ..fields import WalletField
-from .mirror import AMOUNT, Chain
+from .mirror import AMOUNT, chain_choices
 
 
 class DailyOrderStats(models.Model):
@@ -14,7 +14,7 @@ class DailyOrderStats(models.Model):
     transaction), so dashboards and /metrics never scan the orders table.
     """
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     token_symbol = models.CharField(max_length=16)
     day = models.DateField()
     orders = models.IntegerField(default=0)
@@ -45,7 +45,7 @@ class DailyOrderStats(models.Model):
 class ChainState(models.Model):
     """Facts about a chain's contracts kept by the sync and the scheduled checks (cheap to read)."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices, primary_key=True)
+    chain = models.CharField(max_length=16, choices=chain_choices, primary_key=True)
     paused = models.BooleanField(null=True, help_text="From the last Paused/Unpaused event or live check.")
     paused_checked_at = models.DateTimeField(null=True, blank=True)
     solvency_ok = models.BooleanField(null=True, help_text="Escrow balance equals the open orders, per token.")

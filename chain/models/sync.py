@@ -6,13 +6,13 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from ..fields import TxHashField, WalletField
-from .mirror import Chain
+from .mirror import CHAIN_NAME_CHECK, chain_choices
 
 
 class ChainEvent(models.Model):
     """One raw log of the escrow or arbitrator pool, as fetched: the mirror is rebuilt from these."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     block_number = models.BigIntegerField()
     block_hash = TxHashField()
     block_time = models.DateTimeField(help_text="Block timestamp (UTC).")
@@ -35,7 +35,7 @@ class ChainEvent(models.Model):
         constraints = [
             # tx_hash first: the same index serves the admin's search by transaction hash.
             models.UniqueConstraint(fields=["tx_hash", "log_index", "chain"], name="chain_events_idempotency"),
-            models.CheckConstraint(condition=Q(chain__in=Chain.values), name="chain_events_chain_valid"),
+            models.CheckConstraint(condition=CHAIN_NAME_CHECK, name="chain_events_chain_valid"),
         ]
         indexes = [
             models.Index(fields=["chain", "block_number"], name="chain_events_block_idx"),
@@ -52,7 +52,7 @@ class ChainEvent(models.Model):
 class BlockHash(models.Model):
     """Hashes of recently applied blocks (the unconfirmed window), to detect reorgs."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     number = models.BigIntegerField()
     hash = TxHashField()
 
@@ -68,7 +68,7 @@ class BlockHash(models.Model):
 class Token(models.Model):
     """An ERC-20 seen in orders, with the decimals used to turn raw amounts into token units."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     address = WalletField()
     symbol = models.CharField(max_length=16)
     decimals = models.PositiveSmallIntegerField()
@@ -91,7 +91,7 @@ class ProviderState(models.TextChoices):
 class RpcProvider(models.Model):
     """Last known state of one RPC provider's circuit breaker (runbook RB-07), for staff and metrics."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     role = models.CharField(max_length=10, help_text="primary or fallback")
     url = models.CharField(max_length=300, help_text="Shown without credentials or API keys.")
     state = models.CharField(max_length=10, choices=ProviderState.choices, default=ProviderState.CLOSED)
@@ -129,7 +129,7 @@ class RpcProvider(models.Model):
 class ReconciliationDrift(models.Model):
     """A difference between the mirror and the contract's orders(uint256), found by reconciliation."""
 
-    chain = models.CharField(max_length=16, choices=Chain.choices)
+    chain = models.CharField(max_length=16, choices=chain_choices)
     onchain_id = models.BigIntegerField(verbose_name="order id")
     field = models.CharField(max_length=32)
     mirror_value = models.TextField(blank=True)

@@ -7,6 +7,8 @@ from datetime import timezone as dt_timezone
 from django.conf import settings
 from django.db import models
 
+from chain.models import chain_choices
+
 
 class ActionStatus(models.TextChoices):
     PROPOSED = "proposed", "Proposed (awaiting approval)"
@@ -48,7 +50,7 @@ class ContractAction(models.Model):
     proposal, one original transaction per signer nonce, and one live automatic action per order.
     """
 
-    chain = models.CharField(max_length=16, choices=[("bsc", "BNB Smart Chain"), ("ethereum", "Ethereum")])
+    chain = models.CharField(max_length=16, choices=chain_choices)
     kind = models.CharField(max_length=32, choices=ACTION_KINDS)
     params = models.JSONField(default=dict, blank=True, help_text="Validated parameters.")
     description = models.CharField(max_length=300, help_text="The decoded call.")

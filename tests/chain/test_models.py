@@ -169,9 +169,10 @@ def test_orders_refuse_nan_amount():
 
 
 @pytest.mark.django_db
-def test_orders_check_refuses_unknown_chain_and_status():
+def test_orders_check_refuses_a_malformed_chain_name_and_unknown_status():
     order = f.order()
-    assert "orders_chain_valid" in _refused("UPDATE orders SET chain = 'solana' WHERE id = %s", [order.pk])
+    # Which chains exist is configuration (settings.CHAINS); the database refuses what cannot be a chain name.
+    assert "orders_chain_valid" in _refused("UPDATE orders SET chain = 'Solana Mainnet' WHERE id = %s", [order.pk])
     assert "orders_status_valid" in _refused("UPDATE orders SET status = 'lost' WHERE id = %s", [order.pk])
     assert "orders_status_valid" in _refused("UPDATE orders SET status = 'COMPLETED' WHERE id = %s", [order.pk])
     order.refresh_from_db()
@@ -185,11 +186,11 @@ def test_orm_create_refuses_unknown_status():
 
 
 @pytest.mark.django_db
-def test_other_tables_refuse_unknown_chain():
+def test_other_tables_refuse_a_malformed_chain_name():
     assert "arbitrators_chain_valid" in _refused(
-        "INSERT INTO arbitrators (chain, wallet) VALUES ('tron', %s)", [f.wallet()])
+        "INSERT INTO arbitrators (chain, wallet) VALUES ('TRON', %s)", [f.wallet()])
     assert "event_sync_cursor_chain_valid" in _refused(
-        "INSERT INTO event_sync_cursor (chain) VALUES ('tron')")
+        "INSERT INTO event_sync_cursor (chain) VALUES ('1tron')")
     assert not Arbitrator.objects.exists() and not EventSyncCursor.objects.exists()
 
 

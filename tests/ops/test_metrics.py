@@ -129,7 +129,7 @@ def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, mark
     assert ("blockchain_rpc_latency_seconds", (("chain", "bsc"), ("provider", "primary"))) not in m
     assert m[("blockchain_rpc_up", (("chain", "bsc"), ("provider", "primary")))] == 0
     assert m[("blockchain_rpc_using_fallback", bsc)] == 1
-    assert m[("celery_tasks_queued", ())] == 4
+    assert m[("celery_tasks_queued", (("queue", "celery"),))] == 4
     assert m[("celery_workers_active", ())] == 1
     assert m[("p2p_contract_paused", bsc)] == 0
     assert m[("p2p_contract_paused", eth)] == 1

@@ -47,3 +47,25 @@ def test_grafana_dashboard_has_the_runbook_seven_panels():
     for word in ("latency", "Error rate", "Order volume", "sync lag", "connection", "Redis", "Celery"):
         assert any(word.lower() in t.lower() for t in titles), word
     assert all(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+
+
+CHAIN_METRICS = ("p2p_orders_", "blockchain_sync_", "blockchain_rpc_", "blockchain_clock_", "p2p_contract_paused",
+                 "p2p_escrow_solvent", "p2p_open_disputes", "p2p_platform_fees")
+
+
+def test_alert_rules_name_no_chain_so_a_new_chain_is_covered_by_its_label():
+    rules = (PROM / "alerts.yml").read_text()
+    assert not re.search(r'chain\s*=~?\s*"', rules) and "bsc" not in rules and "ethereum" not in rules
+    assert "{{ $labels.chain }}" in rules and "{{ $labels.queue }}" in rules
+
+
+def test_grafana_dashboard_is_templated_by_chain():
+    dashboard = json.loads(DASHBOARD.read_text())
+    variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "chain")
+    assert "label_values(blockchain_sync_last_block, chain)" in variable["definition"]
+    assert variable["includeAll"] and variable["multi"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    per_chain = [e for e in exprs if any(m in e for m in CHAIN_METRICS)]
+    assert len(per_chain) >= 5
+    assert all('{chain=~"$chain"}' in e for e in per_chain), per_chain
+    assert "bsc" not in DASHBOARD.read_text() and "ethereum" not in DASHBOARD.read_text()

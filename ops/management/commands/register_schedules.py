@@ -21,7 +21,8 @@ class Command(BaseCommand):
         created = updated = moved = 0
         for item in schedules():
             defaults = {"task": item.task, "kwargs": json.dumps(item.kwargs, sort_keys=True),
-                        "description": item.description, "interval": None, "crontab": None}
+                        "description": item.description, "interval": None, "crontab": None,
+                        "queue": item.queue}
             if item.every_seconds is not None:
                 # IntervalSchedule stores whole units: sub-second periods are kept in microseconds.
                 micro = round(item.every_seconds * 1_000_000)
@@ -42,10 +43,11 @@ class Command(BaseCommand):
                     setattr(task, key, value)
                 task.save()
                 updated += 1
-            elif task.task != item.task:
-                # Which function runs is code, not a staff setting: follow a task that moved module.
-                task.task = item.task
-                task.save(update_fields=["task"])
+            elif task.task != item.task or task.queue != item.queue:
+                # Which function runs, and on which queue, is code, not a staff setting: follow a task that moved
+                # module or queue.
+                task.task, task.queue = item.task, item.queue
+                task.save(update_fields=["task", "queue"])
                 moved += 1
-        self.stdout.write(f"Schedules: {created} created, {updated} reset, {moved} moved to their task's new path, "
+        self.stdout.write(f"Schedules: {created} created, {updated} reset, {moved} moved to their task's new path or queue, "
                           f"{len(schedules())} defined.")

@@ -1,0 +1,136 @@
+"""The chains, from the environment: CHAINS names them, each reads its variables under its own prefix.
+
+Kept apart from settings.py (and free of Django imports) so that devservices, which runs before
+Django is set up, derives the same prefixes.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_CHAINS = "bsc,ethereum"
+# A chain's name is a model value (max_length=16), a queue name (sync.<name>) and a metrics label.
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+
+# The two chains the runbook names keep its prefixes (BSC_RPC_URL, ETH_RPC_URL) and their known defaults.
+LEGACY = {
+    "bsc": {"prefix": "BSC", "name": "BNB Smart Chain", "chain_id": 56, "confirmations": 15, "block_time": 0.75,
+            "poll": 3.0},  # 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says
+    "ethereum": {"prefix": "ETH", "name": "Ethereum", "chain_id": 1, "confirmations": 12, "block_time": 12.0,
+                 "poll": 12.0},
+}
+# Any other chain: no chain id can be guessed; the rest are safe, slow defaults its variables override.
+GENERIC = {"confirmations": 12, "block_time": 12.0}
+
+
+def chain_prefix(chain: str) -> str:
+    """BSC and ETH for the runbook's two chains, the upper-cased name for any other (base: BASE_RPC_URL)."""
+    return LEGACY[chain]["prefix"] if chain in LEGACY else chain.upper()
+
+
+def chain_names(value: str) -> list[str]:
+    """The CHAINS variable as a list of names, or an error that says what to write instead."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise ImproperlyConfigured(f"CHAINS={value!r} names no chain: set CHAINS to comma-separated chain names, "
+                                   f"e.g. CHAINS={DEFAULT_CHAINS}.")
+    for name in names:
+        if not NAME_RE.match(name):
+            raise ImproperlyConfigured(
+                f"CHAINS={value!r}: {name!r} is not a chain name: use lower-case letters, digits and _, "
+                f"starting with a letter, at most 16 characters (e.g. CHAINS={DEFAULT_CHAINS},base).")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ImproperlyConfigured(f"CHAINS={value!r} names {', '.join(duplicates)} twice: list each chain once.")
+    prefixes: dict[str, str] = {}
+    for name in names:
+        other = prefixes.setdefault(chain_prefix(name), name)
+        if other != name:
+            raise ImproperlyConfigured(f"CHAINS={value!r}: {other} and {name} would both read {chain_prefix(name)}_… "
+                                       f"variables: rename one of them.")
+    return names
+
+
+def _get(environ: Mapping[str, str], key: str) -> str:
+    return environ.get(key, "").strip()
+
+
+def _number(environ: Mapping[str, str], key: str, default, kind):
+    raw = _get(environ, key)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{key}={raw!r} is not a{'n integer' if kind is int else ' number'}: "
+                                   f"set {key} to a number or unset it.") from None
+
+
+def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> dict:
+    """One chain's settings from its <PREFIX>_… variables. A chain with an RPC URL is a remote chain: it must
+    say which chain id it expects and (in production) where its contracts are."""
+    prefix = chain_prefix(chain)
+    known = LEGACY.get(chain, {})
+    rpc_url = _get(environ, f"{prefix}_RPC_URL")
+    missing = []
+    if production and not rpc_url:
+        missing.append(f"{prefix}_RPC_URL")
+    if rpc_url and not known and not _get(environ, f"{prefix}_CHAIN_ID"):
+        missing.append(f"{prefix}_CHAIN_ID")
+    if production:
+        missing += [f"{prefix}_{v}" for v in ("ESCROW_CONTRACT", "ARBITRATOR_POOL") if not _get(environ, f"{prefix}_{v}")]
+    if missing:
+        names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        raise ImproperlyConfigured(
+            f"CHAINS names {chain!r} but {names} {'is' if len(missing) == 1 else 'are'} not set: "
+            f"set {'it' if len(missing) == 1 else 'them'} (see README, Configuration), or remove {chain} from CHAINS.")
+    block_time = _number(environ, f"{prefix}_BLOCK_TIME", known.get("block_time", GENERIC["block_time"]), float)
+    spec = {
+        "name": _get(environ, f"{prefix}_NAME") or known.get("name") or chain.replace("_", " ").title(),
+        "prefix": prefix,
+        "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
+        # 0 until known: in development the local deployment fills it in (chain.config).
+        "chain_id": _number(environ, f"{prefix}_CHAIN_ID", known.get("chain_id", 0), int),
+        "rpc_url": rpc_url,
+        "rpc_fallback": _get(environ, f"{prefix}_RPC_FALLBACK"),
+        "escrow": _get(environ, f"{prefix}_ESCROW_CONTRACT"),
+        "arbitrator_pool": _get(environ, f"{prefix}_ARBITRATOR_POOL"),
+        "start_block": _number(environ, f"{prefix}_START_BLOCK", 0, int),
+        "confirmations": _number(environ, f"{prefix}_CONFIRMATIONS",
+                                 known.get("confirmations", GENERIC["confirmations"]), int),
+        "block_time": block_time,
+        # Another chain is polled once a block, but not more often than every 3 s (BSC's runbook pace).
+        "poll_seconds": _number(environ, f"{prefix}_POLL_SECONDS", known.get("poll", max(3.0, block_time)), float),
+        "batch_blocks": _number(environ, f"{prefix}_SYNC_BATCH_BLOCKS", 2000, int),
+        # Requests per second each of the chain's providers gets from one process (0: no budget). Unlimited by
+        # default: plans differ by orders of magnitude (a local node, a free tier at ~10/s, a paid one at
+        # hundreds), a guessed number would throttle the fast ones or still exceed the slow ones, and a
+        # provider's own 429s are waited out anyway. Set it to the plan's rate to stay clear of those waits.
+        "max_rps": _number(environ, f"{prefix}_RPC_MAX_RPS", 0.0, float),
+        # eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per window.
+        "max_in_flight": _number(environ, f"{prefix}_SYNC_MAX_IN_FLIGHT", 4, int),
+        # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
+        # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
+        "owner_mode": (_get(environ, f"{prefix}_OWNER_MODE") or "safe").lower(),
+        "guardian_module": _get(environ, f"{prefix}_GUARDIAN_MODULE"),
+        # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
+        "min_gas_balance": _get(environ, f"{prefix}_MIN_GAS_BALANCE") or "0.05",
+    }
+    if spec["owner_mode"] not in ("safe", "eoa"):
+        raise ImproperlyConfigured(f"{prefix}_OWNER_MODE is {spec['owner_mode']!r}: use safe (a Safe multisig owns "
+                                   "the contracts) or eoa.")
+    if spec["max_rps"] < 0:
+        raise ImproperlyConfigured(f"{prefix}_RPC_MAX_RPS is {spec['max_rps']:g}: use a number of requests per "
+                                   "second, or 0 for no budget.")
+    if spec["max_in_flight"] < 1:
+        raise ImproperlyConfigured(f"{prefix}_SYNC_MAX_IN_FLIGHT is {spec['max_in_flight']}: use 1 (one eth_getLogs "
+                                   "at a time) or more.")
+    return spec
+
+
+def chains_from_env(environ: Mapping[str, str], *, production: bool) -> dict[str, dict]:
+    """settings.CHAINS: {name: spec} in the order CHAINS lists them."""
+    return {chain: chain_spec(chain, environ, production=production)
+            for chain in chain_names(environ.get("CHAINS", DEFAULT_CHAINS))}

@@ -127,7 +127,7 @@ print(json.dumps({
     "rpc_base": checks.get("rpc_base"),
     "queues": checks["celery"].get("queues"),
     "metrics": [line for line in metrics.splitlines() if 'chain="base"' in line or 'queue="sync.base"' in line],
-    "schedules": {s.name: s.queue for s in schedules() if "base" in s.name},
+    "schedules": {s.name: s.queue for s in schedules() if "-base-" in s.name},
     "beat": list(PeriodicTask.objects.filter(name__contains="base").values_list("name", "queue", "kwargs")),
     "tiles": [t.key for t in _health_tiles() + _sync_tiles(timezone.now()) + _contract_tiles()],
     "status_page": [status_page.status_code, settings.CHAINS["base"]["escrow"].lower() in status_page.content.decode().lower()],

@@ -4,9 +4,9 @@
 (function () {
   function copy(button, value) {
     const done = () => {
-      button.textContent = '✓';
+      button.textContent = 'copied';
       button.title = 'Copied ' + value;
-      setTimeout(() => { button.textContent = '⧉'; button.title = 'Copy ' + value; }, 1200);
+      setTimeout(() => { button.textContent = 'copy'; button.title = 'Copy ' + value; }, 1200);
     };
     if (navigator.clipboard && window.isSecureContext) {
       navigator.clipboard.writeText(value).then(done, () => fallback(value, done));
@@ -32,7 +32,7 @@
       const button = document.createElement('button');
       button.type = 'button';
       button.className = 'copy-value';
-      button.textContent = '⧉';
+      button.textContent = 'copy';
       button.title = 'Copy ' + el.dataset.copy;
       button.setAttribute('aria-label', 'Copy ' + el.dataset.copy);
       button.addEventListener('click', (event) => { event.preventDefault(); copy(button, el.dataset.copy); });

@@ -47,3 +47,20 @@ def staff_user(django_user_model):
 def staff_client(client, staff_user):
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def no_chain(settings, tmp_path):
+    """No chain configured (the health tiles say 'not configured' and call no node); nothing cached between tests,
+    and the health pool's threads do not keep connections to the test database."""
+    from chain import rpc
+    from ops import health
+    from tests.ops.test_health import close_health_pool_connections
+
+    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
+    rpc.reset_clients()
+    health.reset_cache()
+    yield
+    health.reset_cache()
+    rpc.reset_clients()
+    close_health_pool_connections()

@@ -26,13 +26,11 @@ from backoffice.db_router import (
     with_replica_reads,
 )
 from backoffice.testing import register_replica, unregister_replica
-from chain import rpc
 from chain.models import Order, OrderStatus
 from disputes.models import Blacklist
 from disputes.services import blacklist_wallet
-from ops import health, metrics
+from ops import metrics
 from tests import factories as f
-from tests.ops.test_health import close_health_pool_connections
 
 REPLICA_DB = pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS, replica.REPLICA])
 
@@ -84,18 +82,6 @@ def live_replica(replica_server, settings):
     if replica_server.sql("SELECT pg_is_wal_replay_paused()")[0]:
         replica_server.sql("SELECT pg_wal_replay_resume()")
     replica.reset()
-
-
-@pytest.fixture
-def quiet_health(settings, tmp_path):
-    """The dashboard's health tiles without chains, and without their threads' connections outliving the test."""
-    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
-    rpc.reset_clients()
-    health.reset_cache()
-    yield
-    health.reset_cache()
-    rpc.reset_clients()
-    close_health_pool_connections()
 
 
 def changelist_ids(client) -> set[int]:
@@ -169,7 +155,7 @@ def test_orders_changelist_shows_every_row_once_after_the_replica_catches_up(liv
 
 
 @REPLICA_DB
-def test_dashboard_reads_the_replica_and_shows_its_lag(live_replica, staff_client, quiet_health):
+def test_dashboard_reads_the_replica_and_shows_its_lag(live_replica, staff_client, no_chain):
     f.order(status=OrderStatus.DISPUTED)
     replica.wait_for_replay()
     with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
@@ -297,7 +283,7 @@ def test_metrics_report_the_replica_lag_and_whether_pages_use_it(live_replica, c
 
 @REPLICA_DB
 def test_pages_fall_back_to_the_primary_quickly_when_the_replica_is_killed(live_replica, staff_client,
-                                                                           quiet_health):
+                                                                           no_chain):
     before = f.order()
     replica.wait_for_replay()
     assert before.pk in changelist_ids(staff_client)  # from the replica; its status is cached as usable

@@ -6,13 +6,13 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from chain import rollup, rpc
-from ops import charts, health
+from chain import rollup
+from ops import charts
 from tests import factories as f
 
 from .conftest import device_code
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_chain")]
 
 DAILY_CHARTS = ("chart-volume", "chart-disputes", "chart-users")
 # Every printed label's box, in page pixels (getBoundingClientRect) and in the chart's own units (getBBox).
@@ -25,17 +25,6 @@ return Array.from(document.querySelectorAll('svg.dashboard-chart')).map(svg => (
   }),
 }));
 """
-
-
-@pytest.fixture(autouse=True)
-def no_chain(settings, tmp_path):
-    """The dashboard's tiles check no chain: this test is about the charts."""
-    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
-    rpc.reset_clients()
-    health.reset_cache()
-    yield
-    health.reset_cache()
-    rpc.reset_clients()
 
 
 def trade_for_days(days: int) -> None:

@@ -16,7 +16,7 @@ from tests import factories as f
 
 from .conftest import device_code
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_chain")]
 
 TIMESTAMP = re.compile(r"\b(20\d\d-\d\d-\d\d)[ T](\d\d:\d\d)")
 # An age or duration with a minus sign ("−103 h", "-2 d"), the symptom of a chain clock ahead of the server.
@@ -24,20 +24,6 @@ NEGATIVE_AGE = re.compile(r"(?<![\w-])[−-]\s?\d+(?:\.\d+)?\s?(?:s|min|h|d)\b")
 # Pages whose times all come from the chain or the server and are past (deadlines and due dates are elsewhere).
 PAST_ONLY = ("/admin/", "/admin/chain/order/", "/admin/chain/chainevent/", "/admin/chain/userprofile/",
              "/admin/audit/auditlog/")
-
-
-@pytest.fixture(autouse=True)
-def no_chain(settings, tmp_path):
-    """No chain configured: the walk is about the pages (the health tiles then say 'not configured')."""
-    from chain import rpc
-    from ops import health
-
-    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
-    rpc.reset_clients()
-    health.reset_cache()
-    yield
-    health.reset_cache()
-    rpc.reset_clients()
 
 
 def test_walkthrough_every_sidebar_page_one_order_and_one_dispute_read_right(open_browser, make_staff):

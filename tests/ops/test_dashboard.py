@@ -13,30 +13,17 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from backoffice.alerts.services import acknowledge_alert, raise_alert
-from chain import rollup, rpc
+from chain import rollup
 from chain.models import ChainState, EventSyncCursor, OrderStatus, TopSeller
-from ops import console, health
+from ops import console
 from ops.models import SecretSchedule
 from tests import factories as f
-from tests.ops.test_health import close_health_pool_connections
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_chain")]
 
 NOW = datetime.now(timezone.utc)
 TODAY = NOW.date()
 WALLET_S1, WALLET_S2, WALLET_S3 = f.wallet(0x51), f.wallet(0x52), f.wallet(0x53)
-
-
-@pytest.fixture(autouse=True)
-def fresh_health(settings, tmp_path):
-    """No chain configured; the health cache and its threads' connections do not outlive the test."""
-    settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
-    rpc.reset_clients()
-    health.reset_cache()
-    yield
-    health.reset_cache()
-    rpc.reset_clients()
-    close_health_pool_connections()
 
 
 def _noon(days_ago: int) -> datetime:

@@ -1,6 +1,8 @@
 """Backup roles: every staff role sees the Backups page; ops admins download a dump and start a restore test."""
 from django.db import migrations
 
+from backoffice.migration_helpers import grant_permissions
+
 EVERYONE = ["ops.view_backuprun", "ops.view_restoretest"]
 GRANTS = {
     "viewer": EVERYONE,
@@ -12,23 +14,7 @@ GRANTS = {
 }
 
 
-def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    for config in apps.get_app_configs():
-        config.models_module = True
-        create_permissions(config, apps=apps, verbosity=0)
-        config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, labels in GRANTS.items():
-        group = Group.objects.get(name=name)
-        for label in labels:
-            app_label, codename = label.split(".")
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-
-
 class Migration(migrations.Migration):
     dependencies = [("ops", "0018_backups")]
 
-    operations = [migrations.RunPython(grant, migrations.RunPython.noop)]
+    operations = [grant_permissions(GRANTS)]

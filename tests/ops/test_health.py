@@ -15,7 +15,7 @@ import requests
 from django.conf import settings
 from django.db import connections
 
-from backoffice.devservices import _redis_bin, free_port, start_anvil
+from backoffice.devservices import _redis_bin, free_port, running_anvil
 from chain import rpc
 from ops import health
 
@@ -147,36 +147,42 @@ def test_health_with_redis_stopped_is_degraded_and_the_admin_still_works(client,
     assert client.get("/admin/ops/incident/").status_code == 200
 
 
-@pytest.mark.django_db
-@pytest.mark.anvil
-def test_health_with_the_rpc_primary_down_is_degraded_using_the_fallback(client, settings, tmp_path):
+@pytest.fixture
+def deployed_bsc(tmp_path):
+    """A fresh anvil with the contracts deployed: (node url, deployment file, its data). The test points settings
+    at the file (as it is, or after changing it)."""
     from chain.local import deploy_local
 
-    proc, url = start_anvil("bsc", block_time="")
-    try:
+    with running_anvil("bsc", block_time="") as (_proc, url):
         path = tmp_path / "deployment.json"
-        data = deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)
-        data["bsc"]["rpc_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-        data["bsc"]["rpc_fallback"] = url
-        path.write_text(json.dumps(data))
-        settings.CHAIN_DEPLOYMENT_FILE = Path(path)
-        rpc.reset_clients()
+        yield url, path, deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)
 
-        response = client.get("/health")
-        assert response.status_code == 200
-        body = response.json()
-        assert body["status"] == "degraded"
-        bsc = body["checks"]["rpc_bsc"]
-        assert bsc["using_fallback"] is True
-        assert bsc["status"] == "warning"
-        assert bsc["latest_block"] >= 1
-        assert bsc["primary_error"] == "ConnectionError"
-        assert body["checks"]["rpc_eth"] == {"status": "ok", "configured": False}
-        assert_no_secrets(response.content.decode())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
+def use_deployment(settings, path: Path) -> None:
+    settings.CHAIN_DEPLOYMENT_FILE = path
+    rpc.reset_clients()
+
+
+@pytest.mark.django_db
+@pytest.mark.anvil
+def test_health_with_the_rpc_primary_down_is_degraded_using_the_fallback(client, settings, deployed_bsc):
+    url, path, data = deployed_bsc
+    data["bsc"]["rpc_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    data["bsc"]["rpc_fallback"] = url
+    path.write_text(json.dumps(data))
+    use_deployment(settings, path)
+
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    bsc = body["checks"]["rpc_bsc"]
+    assert bsc["using_fallback"] is True
+    assert bsc["status"] == "warning"
+    assert bsc["latest_block"] >= 1
+    assert bsc["primary_error"] == "ConnectionError"
+    assert body["checks"]["rpc_eth"] == {"status": "ok", "configured": False}
+    assert_no_secrets(response.content.decode())
 
 class _ConnectionPerThread:
     """Stands in for django.db.connection in ops.health: one wrapper per thread, to another server."""
@@ -280,39 +286,32 @@ def test_health_is_answered_before_the_session_stack_with_a_content_length(clien
 
 @pytest.mark.django_db
 @pytest.mark.anvil
-def test_health_chain_clock_pushed_ahead_is_degraded_on_health_dashboard_and_metrics(staff_client, settings, tmp_path):
-    from chain.local import deploy_local
+def test_health_chain_clock_pushed_ahead_is_degraded_on_health_dashboard_and_metrics(staff_client, settings,
+                                                                                     deployed_bsc):
+    url, path, _ = deployed_bsc
+    use_deployment(settings, path)
 
-    proc, url = start_anvil("bsc", block_time="")
-    try:
-        path = tmp_path / "deployment.json"
-        deploy_local({"bsc": {"rpc_url": url, "confirmations": 0}}, path=path)
-        settings.CHAIN_DEPLOYMENT_FILE = Path(path)
-        rpc.reset_clients()
-        assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"  # in step with the server
+    assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"  # in step with the server
 
-        ahead = 4 * 86_400 + 7 * 3_600 + 120  # what simulate_market used to do to the demo chain
-        for method, params in (("evm_increaseTime", [ahead]), ("evm_mine", [])):
-            requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=10)
-        health.reset_cache()
+    ahead = 4 * 86_400 + 7 * 3_600 + 120  # what simulate_market used to do to the demo chain
+    for method, params in (("evm_increaseTime", [ahead]), ("evm_mine", [])):
+        requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=10)
+    health.reset_cache()
 
-        body = staff_client.get("/health").json()
-        bsc = body["checks"]["rpc_bsc"]
-        assert body["status"] == "degraded" and bsc["status"] == "warning"
-        assert bsc["clock"].startswith("chain clock ahead of the server by 4 d 7 h")
-        assert ahead - 60 < bsc["clock_skew_seconds"] <= ahead + 5
-        page = staff_client.get("/admin/").content.decode()
-        assert "chain clock ahead of the server by 4 d 7 h" in page
-        metrics = staff_client.get("/metrics").content.decode()
-        skew = re.search(r'^blockchain_clock_skew_seconds\{chain="bsc"\} (\S+)$', metrics, re.M)
-        assert skew and float(skew.group(1)) > ahead - 60
+    body = staff_client.get("/health").json()
+    bsc = body["checks"]["rpc_bsc"]
+    assert body["status"] == "degraded" and bsc["status"] == "warning"
+    assert bsc["clock"].startswith("chain clock ahead of the server by 4 d 7 h")
+    assert ahead - 60 < bsc["clock_skew_seconds"] <= ahead + 5
+    page = staff_client.get("/admin/").content.decode()
+    assert "chain clock ahead of the server by 4 d 7 h" in page
+    metrics = staff_client.get("/metrics").content.decode()
+    skew = re.search(r'^blockchain_clock_skew_seconds\{chain="bsc"\} (\S+)$', metrics, re.M)
+    assert skew and float(skew.group(1)) > ahead - 60
 
-        settings.CHAIN_CLOCK_TOLERANCE_SECONDS = ahead + 60  # a tolerance that covers it: not a problem
-        health.reset_cache()
-        assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    settings.CHAIN_CLOCK_TOLERANCE_SECONDS = ahead + 60  # a tolerance that covers it: not a problem
+    health.reset_cache()
+    assert staff_client.get("/health").json()["checks"]["rpc_bsc"]["status"] == "ok"
 
 
 def test_health_clock_problem_names_direction_and_size_and_respects_the_tolerance(settings):

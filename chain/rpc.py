@@ -451,6 +451,14 @@ class RpcClient:
         return self.call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
                                           "address": addresses}])
 
+    def latest_block(self) -> tuple[int, int]:
+        """(number, timestamp) of the newest block, in one request: the head, and the chain's clock."""
+        block = self.call("eth_getBlockByNumber", ["latest", False])
+        try:
+            return int(block["number"], 16), int(block["timestamp"], 16)
+        except (KeyError, TypeError, ValueError):
+            raise RpcError(0, "the newest block has no number or timestamp") from None
+
     def block_headers(self, numbers: list[int]) -> dict[int, dict]:
         """{number: {"hash", "timestamp"}} for the given blocks, in one batched request."""
         results = self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])

@@ -158,7 +158,7 @@ def head(chain: str) -> int:
 
 def chain_time(chain: str) -> int:
     """The latest block's timestamp: the clock a contract's `block.timestamp` deadlines are checked against."""
-    return int(get_client(chain).call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    return get_client(chain).latest_block()[1]
 
 
 def nonce_of(chain: str, address: str, block: str = "pending") -> int:

@@ -125,7 +125,7 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
         ["chain", "onchain_id", "status", "amount", "token_symbol", "platform_fee", "buyer_id", "seller_id",
          "arbitrator_wallet", "created_at", "updated_at", "created_tx_hash", "last_tx_hash"], "orders.csv")]
     fieldsets = (
-        (None, {"fields": ("chain", "onchain_id", "status", "close_reason", "amount_detail", "fee_detail",
+        (None, {"fields": ("chain", "onchain_id", "status", "close_reason", "amount_with_token", "fee_detail",
                            "token_address", "related")}),
         ("Parties", {"fields": ("buyer_full", "seller_full", "arbitrator_link", "disputed_by")}),
         ("Times (UTC)", {"fields": ("created_at", "updated_at", "delivered_at", "disputed_at", "closed_at",
@@ -133,12 +133,8 @@ class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
         ("Evidence", {"fields": ("evidence_links",)}),
         ("On chain", {"fields": ("created_tx_hash", "created_block", "last_tx_hash", "last_block")}),
     )
-    readonly_fields = ("amount_detail", "fee_detail", "related", "buyer_full", "seller_full", "arbitrator_link",
+    readonly_fields = ("amount_with_token", "fee_detail", "related", "buyer_full", "seller_full", "arbitrator_link",
                        "evidence_links")
-
-    @admin.display(description="amount")
-    def amount_detail(self, obj: Order) -> str:
-        return f"{obj.amount.normalize():f} {obj.token_symbol}"
 
     @admin.display(description="platform fee")
     def fee_detail(self, obj: Order) -> str:

@@ -27,7 +27,6 @@ from backoffice.admin_utils import (
     short_wallet_link,
     utc_minute,
 )
-from backoffice.durations import age, human_duration
 from backoffice.security import stepup_required
 from chain.admin import ExactSearchMixin, OrderColumns
 from chain.models import Arbitrator, Order
@@ -160,9 +159,8 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
     def age(self, obj):
         if obj.disputed_at is None:
             return "—"
-        seconds = age(obj.disputed_at).total_seconds()
-        hours, text = seconds / 3600, human_duration(seconds)
-        if hours >= settings.DISPUTE_SLA_HOURS:
+        text, over_sla = selectors.dispute_age(obj.disputed_at)
+        if over_sla:
             return mark_safe(f'<strong style="color:#ba2121" title="over the {settings.DISPUTE_SLA_HOURS:g} h SLA">'
                              f"{text}</strong>")
         return text

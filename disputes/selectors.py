@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection
 
-from backoffice.durations import age
+from backoffice.durations import age, human_duration
 from chain.models import ChainEvent, Order
 
 
@@ -152,3 +153,9 @@ def order_timeline(order: Order) -> list[ChainEvent]:
     """The order's on-chain history from the raw events, oldest first."""
     return list(ChainEvent.objects.filter(chain=order.chain, order_id=order.onchain_id, decode_error="")
                 .order_by("block_number", "log_index"))
+
+
+def dispute_age(disputed_at: datetime, now: datetime | None = None) -> tuple[str, bool]:
+    """How long a dispute has been open, as staff read it, and whether that is over the review SLA."""
+    seconds = age(disputed_at, now).total_seconds()
+    return human_duration(seconds), seconds >= settings.DISPUTE_SLA_HOURS * 3600

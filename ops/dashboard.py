@@ -24,8 +24,8 @@ from django.utils import timezone
 from backoffice import replica
 from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
-from backoffice.durations import age, human_duration
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
+from disputes.selectors import dispute_age
 
 from . import charts
 from .checks import SYNC_STUCK_AFTER, sync_lag_threshold
@@ -130,9 +130,9 @@ def _dispute_tile(now: datetime) -> Tile:
     oldest = Order.objects.filter(status=OrderStatus.DISPUTED).aggregate(oldest=Min("disputed_at"))["oldest"]
     status, detail = "ok", "none open"
     if oldest is not None:
-        seconds = age(oldest, now).total_seconds()
-        hours, detail = seconds / 3600, f"oldest {human_duration(seconds)}"
-        if hours >= settings.DISPUTE_SLA_HOURS:
+        text, over_sla = dispute_age(oldest, now)
+        detail = f"oldest {text}"
+        if over_sla:
             status, detail = "warning", f"{detail} (over the {settings.DISPUTE_SLA_HOURS} h SLA)"
     return Tile(key="disputes", title="pending disputes", value=pending, status=status, detail=detail,
                 url=_url("disputes_disputedorder_changelist"))

@@ -150,7 +150,9 @@ def wait_for_replay(timeout: float = 60.0) -> float:
     """
     started = time.monotonic()
     with connections[DEFAULT_DB_ALIAS].cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn()::text")
+        # The insert position, not the write position: with synchronous_commit off (the embedded development
+        # cluster) a commit returns before its WAL is written, and the write position can still lie before it.
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
         target = cur.fetchone()[0]
     while True:
         with connections[REPLICA].cursor() as cur:

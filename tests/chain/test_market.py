@@ -26,14 +26,24 @@ def test_market_steps_keep_the_chain_clock_on_the_wall_clock_and_timeouts_fire_i
                 escrow.functions.disputeTimeout().call()) == (seller, buyer, dispute)
         assert escrow.functions.owner().call() == Web3.to_checksum_address(data["custody"]["safe"])
         driver = MarketDriver(w3, data, seed=5, url=url)
+        driver.setup()  # traders funded and approved, arbitrators staked: not part of the timed trading
         started = time.monotonic()
-        # Trade for at least 12 s, and on (up to a minute, on a loaded machine) until a timeout has fired.
-        while time.monotonic() - started < 12 or (
-                driver.stats["expire"] + driver.stats["auto_release"] == 0 and time.monotonic() - started < 60):
+        while time.monotonic() - started < 12:
             driver.step()
             time.sleep(0.05)
         block = w3.eth.get_block("latest")
         assert abs(block["timestamp"] - time.time()) < 60, "the market moved the chain's clock"
-        # Deadlines of seconds passed on their own: orders expired or were auto-released without a clock jump.
-        assert driver.stats["expire"] + driver.stats["auto_release"] > 0, dict(driver.stats)
 
+        # A deadline of seconds passes on its own, in real time: the public timeout call succeeds, no clock jump.
+        # (Shown on one order of our own rather than by the market's random walk, which a loaded machine slows.)
+        buyer_wallet, seller_wallet = (Web3.to_checksum_address(a) for a in driver.traders[:2])
+        token = Web3.to_checksum_address(next(iter(data["tokens"].values())))
+        order_id = escrow.functions.nextOrderId().call()
+        w3.eth.wait_for_transaction_receipt(
+            escrow.functions.createOrder(seller_wallet, token, 10**6).transact({"from": buyer_wallet}), timeout=30)
+        time.sleep(seller + 1.5)
+        w3.provider.make_request("evm_mine", [])  # an idle auto-mined node's newest block is stamped now, not moved
+        receipt = w3.eth.wait_for_transaction_receipt(
+            escrow.functions.autoExpireOrder(order_id).transact({"from": w3.eth.accounts[5]}), timeout=30)
+        assert receipt["status"] == 1
+        assert abs(w3.eth.get_block(receipt["blockNumber"])["timestamp"] - time.time()) < 60

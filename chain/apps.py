@@ -7,4 +7,4 @@ class ChainConfig(AppConfig):
     verbose_name = "Chain mirror"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the custody system checks
+        from . import checks, signals  # noqa: F401 - register the custody system checks, the RPC counters' flush

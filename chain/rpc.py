@@ -512,6 +512,12 @@ def get_client(chain: str) -> RpcClient:
         return client
 
 
+def clients() -> list[tuple[str, RpcClient]]:
+    """This process's clients, by chain."""
+    with _clients_lock:
+        return list(_clients.items())
+
+
 def reset_clients() -> None:
     with _clients_lock:
         _clients.clear()

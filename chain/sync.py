@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from backoffice.chain_settings import chain_prefix
@@ -33,8 +32,9 @@ from .config import ChainConfig, get_chain_config
 from .fetch import Batch, Prefetcher, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
-from .models import BlockHash, EventSyncCursor, RpcProvider
+from .models import BlockHash, EventSyncCursor
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
+from .providers import save_provider_states
 from .rpc import RpcClient, get_client
 
 logger = logging.getLogger(__name__)
@@ -315,15 +315,3 @@ def record_sync_error(chain: str, exc: Exception) -> None:
         if connection.connection is not None and not connection.is_usable():
             connection.close()
         EventSyncCursor.objects.filter(chain=chain).update(last_error=message, last_error_at=timezone.now())
-
-
-def save_provider_states(chain: str, client: RpcClient) -> None:
-    """The breakers' states, and the rate-limit and split counters added to the stored totals."""
-    with contextlib.suppress(Exception):
-        counts = client.take_counts()
-        for snap in client.snapshot():
-            RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
-                k: v for k, v in snap.items() if k != "role"})
-            gained = {k: F(k) + v for k, v in counts.get(snap["role"], {}).items() if v}
-            if gained:
-                RpcProvider.objects.filter(chain=chain, role=snap["role"]).update(**gained)

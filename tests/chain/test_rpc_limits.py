@@ -245,3 +245,37 @@ def test_rpc_client_single_block_get_logs_timeout_is_a_provider_failure(anvil_no
     client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=0.4)
     assert client.get_logs(0, 0, ["0x" + "11" * 20]) == []
     assert client.providers[0].failures == 1 and client.last_provider.role == "fallback"
+
+
+# ---------------------------------------------------------------------------- counters from outside the sync
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_limit_waits_outside_the_sync_reach_the_stored_totals(
+        anvil_node, faulty_rpc, chain_settings, deployment, tmp_path, client):
+    """A Celery task's or a page's RPC calls that waited out a 429 add to chain_rpc_providers (what /metrics
+    reads) when the task or request ends, once each; nothing is written when nothing was counted."""
+    from chain import rpc
+    from chain.models import RpcProvider
+    from ops.tasks import check_contracts
+
+    proxy = faulty_rpc(first_n(2, lambda body: (429, b"{}", {"Retry-After": "0.2"})))
+    chain_settings.CHAIN_DEPLOYMENT_FILE = deployment.write_variant(
+        tmp_path / "limited.json", rpc_url=proxy.url, rpc_fallback=anvil_node.url)
+    rpc.reset_clients()
+
+    def stored() -> float:
+        row = RpcProvider.objects.filter(chain="bsc", role="primary").first()
+        return row.rate_limited if row else 0
+
+    check_contracts.apply()  # eager: the same task_postrun as in a worker
+    assert stored() == 2
+    check_contracts.apply()  # no 429 this time: nothing new to add
+    assert stored() == 2
+
+    proxy.fault = first_n(1, lambda body: (429, b"{}", {"Retry-After": "0.2"}))
+    rpc.get_client("bsc").block_number()  # as a page would, in this (web) process
+    assert stored() == 2, "counted in memory until the request ends"
+    client.get("/admin/login/")
+    assert stored() == 3
+    assert RpcProvider.objects.get(chain="bsc", role="primary").rate_limit_wait_seconds >= 0.5

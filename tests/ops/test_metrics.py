@@ -183,7 +183,7 @@ def test_metrics_alert_rules_pass_promtool_check():
 def test_metrics_count_rate_limit_waits_and_splits_saved_by_several_workers(client, db):
     """Each worker's sync adds what its own client counted since its last save: totals never go backwards."""
     from chain.rpc import RpcClient
-    from chain.sync import save_provider_states
+    from chain.providers import save_provider_states
 
     workers = [RpcClient("bsc", [("primary", "http://primary.example"), ("fallback", "http://fallback.example")])
                for _ in range(2)]

@@ -1,0 +1,47 @@
+"""The RPC providers' stored view (chain_rpc_providers): breaker states from the sync, and the rate-limit,
+budget and split counters from every process that calls a provider (sync, actions, checks, web)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from django.db.models import F
+
+from .models import RpcProvider
+from .rpc import RpcClient, clients
+
+logger = logging.getLogger(__name__)
+
+
+def _add_counts(chain: str, counts: dict[str, dict[str, float]]) -> None:
+    for role, gained in counts.items():
+        gained = {k: F(k) + v for k, v in gained.items() if v}
+        if gained:
+            RpcProvider.objects.get_or_create(chain=chain, role=role)
+            RpcProvider.objects.filter(chain=chain, role=role).update(**gained)
+
+
+def save_provider_states(chain: str, client: RpcClient) -> None:
+    """The breakers' states, and the rate-limit and split counters added to the stored totals."""
+    with contextlib.suppress(Exception):
+        counts = client.take_counts()
+        for snap in client.snapshot():
+            RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
+                k: v for k, v in snap.items() if k != "role"})
+        _add_counts(chain, counts)
+
+
+def flush_rpc_counts() -> int:
+    """Add what this process's clients counted since the last save to the stored totals (after each Celery
+    task and web request; nothing is written when nothing was counted). Returns the providers written."""
+    written = 0
+    for chain, client in clients():
+        counts = {role: c for role, c in client.take_counts().items() if any(c.values())}
+        if not counts:
+            continue
+        try:
+            _add_counts(chain, counts)
+            written += len(counts)
+        except Exception:  # the database is down: the counts are lost, never the task's own result
+            logger.warning("could not save RPC counters of %s", chain, exc_info=True, extra={"chain": chain})
+    return written

@@ -23,7 +23,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_alert_rules_pass_promtool_check():
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 23 rules found" in result.stdout
+    assert "SUCCESS: 25 rules found" in result.stdout
 
 
 def test_alert_rules_pass_their_promtool_unit_tests():
@@ -40,11 +40,12 @@ def test_alert_rules_cover_the_runbook_alert_table():
     assert runbook_rows <= names
 
 
-def test_grafana_dashboard_has_the_runbook_seven_panels():
+def test_grafana_dashboard_has_the_runbook_seven_panels_and_the_replica_and_providers_limits():
     dashboard = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in dashboard["panels"]]
-    assert len(titles) == 7
-    for word in ("latency", "Error rate", "Order volume", "sync lag", "connection", "Redis", "Celery"):
+    assert len(titles) == 9
+    for word in ("latency", "Error rate", "Order volume", "sync lag", "connection", "Redis", "Celery",
+                 "replica lag", "providers' limits"):
         assert any(word.lower() in t.lower() for t in titles), word
     assert all(t["expr"] for p in dashboard["panels"] for t in p["targets"])
 

@@ -94,6 +94,8 @@ def test_contract_action_admin_status_page_shows_the_runbook_reads_and_balance(c
     assert html.count(">balanced<") == 2 and "SHORT" not in html and "surplus" not in html
     usdt = next(t for t in status.tokens if t.symbol == "USDT")
     assert usdt.open_orders_total == 1234 and usdt.escrow_balance == 1234
+    # Amounts read as the value, not with the 18 decimal places of the column (1234.000000000000000000).
+    assert "<td>1234</td>" in html and "1234.0" not in html
 
 
 def test_contract_action_admin_emergency_stop_page_pauses_and_turns_trades_off(chain, alice_client, trades_flag):

@@ -1,4 +1,4 @@
-"""Operations writes: forgetting a discarded local chain's contract actions (alerts: backoffice.alerts)."""
+"""Operations writes: forgetting a discarded local chain's contract actions and alerts (alerts: backoffice.alerts)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
+from backoffice.alerts.services import acknowledge_chain_alerts
 from backoffice.audit.services import record_audit
 
 # The records of contract actions sent to a chain, with the nonces they used (incident links cascade).
@@ -19,7 +20,8 @@ def forget_local_contract_actions(*, actor: Any) -> int:
     A fresh anvil starts every account at nonce 0, so the old actions' signer nonces and Safe nonces
     would make the first new transaction wait forever behind a gap, and their history describes
     transactions that no longer exist. TRUNCATE, because the table refuses row DELETEs by trigger;
-    the audit log keeps what happened to them. Refused in production.
+    the audit log keeps what happened to them. The old chains' open alerts (a pause, a sync stall) describe
+    chains that no longer exist either: they are acknowledged, not deleted. Refused in production.
     """
     if settings.PRODUCTION:
         raise ImproperlyConfigured("Contract actions are a permanent record: never forgotten in production.")
@@ -32,4 +34,6 @@ def forget_local_contract_actions(*, actor: Any) -> int:
             cur.execute(f"TRUNCATE {', '.join(LOCAL_CHAIN_ACTION_TABLES)} CASCADE")
         record_audit(actor=actor, action="forget_local_contract_actions", object_type="ops.contractaction",
                      after={"forgotten": count}, reason="a fresh local chain replaced the one they were sent to")
+        acknowledge_chain_alerts(actor=actor, chains=list(settings.CHAINS),
+                                 reason="a fresh local chain replaced the one the alert was about")
     return count

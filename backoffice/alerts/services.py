@@ -48,3 +48,20 @@ def acknowledge_alert(*, actor: Any, alert: Alert) -> Alert:
             alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
             record_audit(actor=actor, action="acknowledge_alert", obj=alert, after={"key": alert.key})
     return alert
+
+
+def acknowledge_chain_alerts(*, actor: Any, chains: list[str], reason: str) -> int:
+    """Acknowledge every open alert about these chains (the checks' keys read `<check>:<chain>[:…]`), each
+    audited with the reason. For a system actor (a string) the alert records no staff user."""
+    user = actor if getattr(actor, "pk", None) is not None else None
+    done = 0
+    with transaction.atomic():
+        for alert in Alert.objects.select_for_update().filter(acknowledged_at__isnull=True).order_by("pk"):
+            parts = alert.key.split(":")
+            if len(parts) < 2 or parts[1] not in chains:
+                continue
+            alert.acknowledged_at, alert.acknowledged_by = timezone.now(), user
+            alert.save(update_fields=["acknowledged_at", "acknowledged_by"])
+            record_audit(actor=actor, action="acknowledge_alert", obj=alert, after={"key": alert.key}, reason=reason)
+            done += 1
+    return done

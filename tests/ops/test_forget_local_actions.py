@@ -37,6 +37,27 @@ def test_forget_local_actions_empties_actions_and_nonces_and_audits_it(old_actio
     assert verify_audit_chain().ok
 
 
+def test_forget_local_actions_acknowledges_the_old_chains_alerts_only(old_action):
+    from backoffice.alerts.models import Alert
+    from backoffice.alerts.services import raise_alert
+
+    paused = raise_alert(key="contract-paused:ethereum", severity="P0", title="ethereum escrow is PAUSED",
+                         source="check_contracts")
+    gas = raise_alert(key="gas-low:bsc:relayer", severity="P2", title="relayer gas low", source="check_custody")
+    backup = raise_alert(key="backup-failed", severity="P2", title="backup failed", source="backup_database")
+    other = raise_alert(key="secret-overdue:bsc-rpc", severity="P2", title="overdue", source="check_secret_rotations")
+    call_command("forget_local_actions")
+    open_keys = set(Alert.objects.filter(acknowledged_at__isnull=True).values_list("key", flat=True))
+    assert open_keys == {backup.key, other.key}, "only alerts about a chain are the old chain's"
+    for alert in (paused, gas):
+        alert.refresh_from_db()
+        assert alert.acknowledged_at is not None and alert.acknowledged_by is None
+    rows = AuditLog.objects.filter(action="acknowledge_alert").order_by("pk")
+    assert [r.after["key"] for r in rows] == [paused.key, gas.key]
+    assert all(r.actor_label == "system:make-run" and "fresh local chain" in r.reason for r in rows)
+    assert verify_audit_chain().ok
+
+
 def test_forget_local_actions_is_refused_in_production(old_action, settings):
     settings.PRODUCTION = True
     with pytest.raises(ImproperlyConfigured, match="never forgotten in production"):

@@ -182,8 +182,15 @@ def replica_figures(client, orders: int, wallet: str) -> None:
             # A negative limit makes every measured lag too high: the router then reads the primary, after the same
             # (cached) lag check a page pays on the replica.
             settings.DATABASE_REPLICA_MAX_LAG_SECONDS = max_lag if on else -1.0
-            replica.reset()
-            status = replica.replica_status(fresh=True)
+            # A replica that has replayed no transaction yet has no measurable lag, and the primary's background
+            # WAL (running-transactions records) can put it a few bytes behind meanwhile: wait until it is usable.
+            deadline = time.monotonic() + 60
+            while True:
+                replica.reset()
+                status = replica.replica_status(fresh=True)
+                if status.usable is on or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             assert status.usable is on, status
 
         def queries(url: str) -> tuple[int, int]:

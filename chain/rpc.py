@@ -42,6 +42,7 @@ RESET_SECONDS = 30.0
 # half and all of it, so the sync's parallel requests do not come back in lockstep.
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 8.0
+MIN_RATE_LIMIT_WAIT = 0.1  # the shortest wait after a rate-limit answer, whatever it asks
 _ids = itertools.count(1)
 
 
@@ -246,6 +247,7 @@ class Provider:
     opened_wall: datetime | None = None
     budget: TokenBucket = field(default_factory=lambda: TokenBucket(0))
     resume_at: float = 0.0  # time.monotonic() before which it asked not to be called (rate limit)
+    passed_over_until: float = 0.0  # a call gave up waiting for it: later calls go to the next provider until then
     # Counters for /metrics, cumulative in this process; `RpcClient.take_counts` hands out what is new.
     counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     _taken: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
@@ -319,51 +321,32 @@ class RpcClient:
         return body
 
     def _dispatch(self, payload: Any) -> Any:
-        """Send one payload through the first provider that works; mark breakers on the way."""
-        errors = []
+        """Send one payload through the first provider that works; mark breakers on the way.
+
+        A provider's breaker is asked only when its turn comes (asking claims a half-open trial, which a
+        provider never tried would hold for good), and a provider that made this call give up waiting out its
+        rate limit is passed over by the calls that follow for RPC_RATE_LIMIT_MAX_WAIT_SECONDS: a spent daily
+        quota costs one call the wait, not every call."""
+        errors: list[str] = []
         tokens = len(payload) if isinstance(payload, list) else 1  # providers count each call of a batch
         deadline = time.monotonic() + self.rate_limit_max_wait
-        candidates = [p for p in self.providers if p.breaker.allow()] or self.providers[:1]
-        for provider in candidates:
-            attempt = 0
-            while True:
-                pause = provider.resume_at - time.monotonic()
-                if pause > 0:
-                    if time.monotonic() + pause > deadline:  # longer than we may wait: the next provider
-                        provider.breaker.release_trial()
-                        errors.append(f"{provider.role}: rate limited for {pause:.1f} s more")
-                        break
-                    time.sleep(pause)
-                    self._count(provider, "rate_limit_wait_seconds", pause)
-                waited = provider.budget.acquire(tokens)
-                if waited:
-                    self._count(provider, "budget_wait_seconds", waited)
-                provider.calls += 1
-                try:
-                    body = self._post(provider, payload)
-                    if (isinstance(body, dict) and "error" in body
-                            and body["error"].get("code") in _PROVIDER_ERROR_CODES):
-                        raise _TransportError(f"provider error {body['error'].get('code')}: "
-                                              f"{str(body['error'].get('message'))[:200]}")
-                except _RateLimited as exc:
-                    self._rate_limited(provider, exc, attempt)
-                    attempt += 1
-                    continue
-                except RangeTimedOut:
-                    provider.breaker.release_trial()
-                    raise
-                except _TransportError as exc:
-                    self._failed(provider, str(exc))
-                    errors.append(f"{provider.role}: {exc}")
-                    break
-                with self._lock:
-                    provider.breaker.record_success()
-                    provider.last_success_at = datetime.now(timezone.utc)
-                    if self.last_provider is not None and self.last_provider is not provider:
-                        logger.warning("RPC %s now served by %s", self.chain, provider.role,
-                                       extra={"chain": self.chain, "provider": provider.role})
-                    self.last_provider = provider
-                self._local.served_by = provider.role
+        tried = False
+        for provider in self.providers:
+            now = time.monotonic()
+            if provider.passed_over_until > now:
+                errors.append(f"{provider.role}: rate limited, passed over for {provider.passed_over_until - now:.0f} s")
+                continue
+            with self._lock:
+                allowed = provider.breaker.allow()
+            if not allowed:
+                continue
+            tried = True
+            body = self._try(provider, payload, tokens, deadline, errors)
+            if body is not None:
+                return body
+        if not tried and not errors:  # every breaker open: the primary gets a call rather than none
+            body = self._try(self.providers[0], payload, tokens, deadline, errors)
+            if body is not None:
                 return body
         hint = ""
         if any("rate limited" in e for e in errors):
@@ -371,9 +354,59 @@ class RpcClient:
                     f"requests per second, or raise RPC_RATE_LIMIT_MAX_WAIT_SECONDS.")
         raise ProviderUnavailable(f"{self.chain}: every RPC provider failed ({'; '.join(errors) or 'all open'}).{hint}")
 
+    def _try(self, provider: Provider, payload: Any, tokens: int, deadline: float, errors: list[str]) -> Any:
+        """The body from `provider`, waiting out its rate limits until `deadline`; None (and a line in
+        `errors`) when it failed or would make the call wait longer."""
+        attempt = 0
+        while True:
+            pause = provider.resume_at - time.monotonic()
+            if pause > 0:
+                if time.monotonic() + pause > deadline:  # longer than we may wait: the next provider
+                    with self._lock:
+                        provider.breaker.release_trial()
+                        provider.passed_over_until = time.monotonic() + self.rate_limit_max_wait
+                    errors.append(f"{provider.role}: rate limited for {pause:.1f} s more")
+                    return None
+                time.sleep(pause)
+                self._count(provider, "rate_limit_wait_seconds", pause)
+            waited = provider.budget.acquire(tokens)
+            if waited:
+                self._count(provider, "budget_wait_seconds", waited)
+            with self._lock:
+                provider.calls += 1
+            try:
+                body = self._post(provider, payload)
+                if isinstance(body, dict) and "error" in body and body["error"].get("code") in _PROVIDER_ERROR_CODES:
+                    raise _TransportError(f"provider error {body['error'].get('code')}: "
+                                          f"{str(body['error'].get('message'))[:200]}")
+            except _RateLimited as exc:
+                self._rate_limited(provider, exc, attempt)
+                attempt += 1
+                continue
+            except RangeTimedOut:
+                with self._lock:
+                    provider.breaker.release_trial()
+                raise
+            except _TransportError as exc:
+                self._failed(provider, str(exc))
+                errors.append(f"{provider.role}: {exc}")
+                return None
+            with self._lock:
+                provider.breaker.record_success()
+                provider.passed_over_until = 0.0
+                provider.last_success_at = datetime.now(timezone.utc)
+                if self.last_provider is not None and self.last_provider is not provider:
+                    logger.warning("RPC %s now served by %s", self.chain, provider.role,
+                                   extra={"chain": self.chain, "provider": provider.role})
+                self.last_provider = provider
+            self._local.served_by = provider.role
+            return body
+
     def _rate_limited(self, provider: Provider, exc: _RateLimited, attempt: int) -> None:
         """Hold every thread off this provider for the time it asks (or the backoff); not a failure."""
-        delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(attempt)
+        # "Retry-After: 0" (or a date gone by) answered again and again must not become a busy loop: at least
+        # the backoff's first step, so the call's wait limit is reached in time.
+        delay = max(exc.retry_after if exc.retry_after is not None else backoff_seconds(attempt), MIN_RATE_LIMIT_WAIT)
         with self._lock:
             provider.resume_at = max(provider.resume_at, time.monotonic() + delay)
             provider.counts["rate_limited"] += 1

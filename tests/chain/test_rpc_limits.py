@@ -167,6 +167,54 @@ def test_rpc_client_rate_limited_everywhere_names_the_setting_to_change(faulty_r
     assert client.providers[0].breaker.state == "closed" and client.providers[0].failures == 0
 
 
+def test_rpc_client_retry_after_zero_again_and_again_is_no_busy_loop(anvil_node, faulty_rpc):
+    """A provider answering 429 with "Retry-After: 0" forever: the client still waits between tries and gives
+    up on it within its wait limit, then the fallback answers."""
+    proxy = faulty_rpc(lambda body: (429, b"{}", {"Retry-After": "0"}))
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=5,
+                       rate_limit_max_wait=1.0)
+    started = time.monotonic()
+    assert client.block_number() == anvil_node.head()
+    assert time.monotonic() - started < 3.0
+    assert 3 <= len(proxy.requests) <= 12, f"{len(proxy.requests)} requests in a second: a busy loop"
+    assert client.last_provider.role == "fallback" and client.providers[0].failures == 0
+
+
+def test_rpc_client_passes_over_a_provider_whose_limit_outlasted_a_call(anvil_node, faulty_rpc):
+    """A spent quota answering 429 without Retry-After (exponential backoff): the first call waits up to the
+    limit, the calls after it go straight to the fallback instead of paying the same wait each time."""
+    proxy = faulty_rpc(lambda body: (200, rpc_error(body, -32005, "daily request count exceeded, request rate limited")))
+    client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=5,
+                       rate_limit_max_wait=1.0)
+    started = time.monotonic()
+    assert client.block_number() == anvil_node.head()
+    first = time.monotonic() - started
+    tried = len(proxy.requests)
+    started = time.monotonic()
+    for _ in range(5):
+        assert client.block_number() == anvil_node.head()
+    assert time.monotonic() - started < 0.5 and len(proxy.requests) == tried, "passed over, not waited for again"
+    assert 0.5 <= first < 2.5
+    primary = client.providers[0]
+    assert primary.breaker.state == "closed" and primary.failures == 0, "a rate limit is still not a failure"
+
+
+def test_rpc_client_fallback_due_for_its_trial_is_not_locked_out_by_a_working_primary(anvil_node, faulty_rpc):
+    """The fallback's breaker is open and due for its half-open trial while the primary answers: the trial is
+    not claimed by a provider the call never tries, so when the primary dies the fallback still gets its call."""
+    primary_proxy = faulty_rpc()
+    client = RpcClient("bsc", [("primary", primary_proxy.url), ("fallback", anvil_node.url)], timeout=2)
+    fallback = client.providers[1]
+    fallback.breaker.state, fallback.breaker.opened_at = "open", time.monotonic() - 3600  # due for its trial
+    for _ in range(3):
+        assert client.block_number() == anvil_node.head()
+    assert client.last_provider.role == "primary"
+    assert fallback.breaker.state == "open", "untouched: the calls never needed it"
+    primary_proxy.fault = lambda body: (502, b"bad gateway", {})
+    assert client.block_number() == anvil_node.head()
+    assert client.last_provider.role == "fallback" and fallback.breaker.state == "closed"
+
+
 # ---------------------------------------------------------------------------- the request budget
 
 

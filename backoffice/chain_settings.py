@@ -17,11 +17,12 @@ DEFAULT_CHAINS = "bsc,ethereum"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 # The two chains the runbook names keep its prefixes (BSC_RPC_URL, ETH_RPC_URL) and their known defaults.
+# "label" is what lists of orders show: the short form staff use in the runbook ("BSC"); any other chain's is its name.
 LEGACY = {
-    "bsc": {"prefix": "BSC", "name": "BNB Smart Chain", "chain_id": 56, "confirmations": 15, "block_time": 0.75,
-            "poll": 3.0},  # 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says
-    "ethereum": {"prefix": "ETH", "name": "Ethereum", "chain_id": 1, "confirmations": 12, "block_time": 12.0,
-                 "poll": 12.0},
+    "bsc": {"prefix": "BSC", "name": "BNB Smart Chain", "label": "BSC", "chain_id": 56, "confirmations": 15,
+            "block_time": 0.75, "poll": 3.0},  # 0.75 s blocks since mid-2025; polled every 3 s as the runbook says
+    "ethereum": {"prefix": "ETH", "name": "Ethereum", "label": "Ethereum", "chain_id": 1, "confirmations": 12,
+                 "block_time": 12.0, "poll": 12.0},
 }
 # Any other chain: no chain id can be guessed; the rest are safe, slow defaults its variables override.
 GENERIC = {"confirmations": 12, "block_time": 12.0}
@@ -133,8 +134,10 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
             f"CHAINS names {chain!r} but {names} {'is' if len(missing) == 1 else 'are'} not set: "
             f"set {'it' if len(missing) == 1 else 'them'} (see README, Configuration), or remove {chain} from CHAINS.")
     block_time = _number(environ, f"{prefix}_BLOCK_TIME", known.get("block_time", GENERIC["block_time"]), float)
+    name = _get(environ, f"{prefix}_NAME") or known.get("name") or chain.replace("_", " ").title()
     spec = {
-        "name": _get(environ, f"{prefix}_NAME") or known.get("name") or chain.replace("_", " ").title(),
+        "name": name,  # forms, filters and detail pages
+        "label": known.get("label") or name,  # lists (chain.admin)
         "prefix": prefix,
         "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
         # 0 until known: in development the local deployment fills it in (chain.config).

@@ -41,6 +41,8 @@ def test_config_defaults_to_bsc_and_ethereum_with_the_runbook_prefixes():
     assert (chains["bsc"]["prefix"], chains["ethereum"]["prefix"]) == ("BSC", "ETH")
     assert (chains["bsc"]["chain_id"], chains["ethereum"]["chain_id"]) == (56, 1)
     assert chains["ethereum"]["confirmations"] == 20 and chains["bsc"]["confirmations"] == 15
+    assert (chains["bsc"]["name"], chains["ethereum"]["name"]) == ("BNB Smart Chain", "Ethereum")
+    assert (chains["bsc"]["label"], chains["ethereum"]["label"]) == ("BSC", "Ethereum")  # lists' short forms
 
 
 def test_config_a_new_chain_reads_its_upper_cased_name_as_prefix():
@@ -51,7 +53,7 @@ def test_config_a_new_chain_reads_its_upper_cased_name_as_prefix():
     base = chains["base"]
     assert (base["rpc_url"], base["chain_id"], base["block_time"], base["short"]) == ("https://base.example", 8453, 2.0,
                                                                                        "base")
-    assert base["name"] == "Base" and base["poll_seconds"] == 3.0 and base["confirmations"] == 12
+    assert base["name"] == base["label"] == "Base" and base["poll_seconds"] == 3.0 and base["confirmations"] == 12
     assert chains["ethereum"]["rpc_url"] == "https://eth.example" and chains["bsc"]["rpc_url"] == ""
 
 

@@ -5,7 +5,9 @@ Django is set up, derives the same prefixes.
 """
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,11 +17,12 @@ DEFAULT_CHAINS = "bsc,ethereum"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 # The two chains the runbook names keep its prefixes (BSC_RPC_URL, ETH_RPC_URL) and their known defaults.
+# "label" is what lists of orders show: the short form staff use in the runbook ("BSC"); any other chain's is its name.
 LEGACY = {
-    "bsc": {"prefix": "BSC", "name": "BNB Smart Chain", "chain_id": 56, "confirmations": 15, "block_time": 0.75,
-            "poll": 3.0},  # 0.75 s blocks since mid-2025; polled every 3 s as the runbook's beat schedule says
-    "ethereum": {"prefix": "ETH", "name": "Ethereum", "chain_id": 1, "confirmations": 12, "block_time": 12.0,
-                 "poll": 12.0},
+    "bsc": {"prefix": "BSC", "name": "BNB Smart Chain", "label": "BSC", "chain_id": 56, "confirmations": 15,
+            "block_time": 0.75, "poll": 3.0},  # 0.75 s blocks since mid-2025; polled every 3 s as the runbook says
+    "ethereum": {"prefix": "ETH", "name": "Ethereum", "label": "Ethereum", "chain_id": 1, "confirmations": 12,
+                 "block_time": 12.0, "poll": 12.0},
 }
 # Any other chain: no chain id can be guessed; the rest are safe, slow defaults its variables override.
 GENERIC = {"confirmations": 12, "block_time": 12.0}
@@ -62,10 +65,54 @@ def _number(environ: Mapping[str, str], key: str, default, kind):
     if not raw:
         return default
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
+        value = None
+    # float() also reads "nan" and "inf", which pass every range check below (nan > 0 is False, and so is nan <= 0).
+    if value is None or (kind is float and not math.isfinite(value)):
         raise ImproperlyConfigured(f"{key}={raw!r} is not a{'n integer' if kind is int else ' number'}: "
-                                   f"set {key} to a number or unset it.") from None
+                                   f"set {key} to a number or unset it.")
+    return value
+
+
+def _out_of_range(spec: dict, environ: Mapping[str, str]) -> list[str]:
+    """What is wrong with a chain's numbers, one sentence each naming the variable, its value and the fix: a value
+    out of range would not stop the settings but the sync, the schedule or a page later, far from its cause."""
+    p = spec["prefix"]
+    problems = []
+    if _get(environ, f"{p}_CHAIN_ID") and spec["chain_id"] < 1:
+        problems.append(f"{p}_CHAIN_ID is {spec['chain_id']}: use the chain's id (EIP-155, e.g. 8453 for Base), "
+                        "a positive integer")
+    if spec["start_block"] < 0:
+        problems.append(f"{p}_START_BLOCK is {spec['start_block']}: use the block the contracts were deployed in "
+                        "(0 or more), or unset it")
+    if spec["confirmations"] < 0:
+        problems.append(f"{p}_CONFIRMATIONS is {spec['confirmations']}: use 0 (apply blocks as soon as they are "
+                        "mined) or more; the sync reads up to head − confirmations")
+    if spec["block_time"] <= 0:
+        problems.append(f"{p}_BLOCK_TIME is {spec['block_time']:g}: use the chain's seconds per block, more than 0 "
+                        "(e.g. 2, or 0.75)")
+    # IntervalSchedule's smallest unit is a microsecond: anything shorter would be written as every=0.
+    if spec["poll_seconds"] < 1e-6:
+        problems.append(f"{p}_POLL_SECONDS is {spec['poll_seconds']:g}: use the seconds between two polls, more "
+                        "than 0 (e.g. 3), or unset it for the default")
+    if spec["batch_blocks"] < 1:
+        problems.append(f"{p}_SYNC_BATCH_BLOCKS is {spec['batch_blocks']}: use 1 or more blocks per request "
+                        "(2000 when unset)")
+    if spec["max_rps"] < 0:
+        problems.append(f"{p}_RPC_MAX_RPS is {spec['max_rps']:g}: use a number of requests per second, or 0 for "
+                        "no budget")
+    if spec["max_in_flight"] < 1:
+        problems.append(f"{p}_SYNC_MAX_IN_FLIGHT is {spec['max_in_flight']}: use 1 (one eth_getLogs at a time) "
+                        "or more")
+    try:
+        gas = Decimal(spec["min_gas_balance"])
+    except InvalidOperation:
+        gas = None
+    if gas is None or not gas.is_finite() or gas < 0:
+        problems.append(f"{p}_MIN_GAS_BALANCE is {spec['min_gas_balance']!r}: use an amount of the chain's "
+                        "native coin, 0 or more (e.g. 0.05)")
+    return problems
 
 
 def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> dict:
@@ -87,8 +134,10 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
             f"CHAINS names {chain!r} but {names} {'is' if len(missing) == 1 else 'are'} not set: "
             f"set {'it' if len(missing) == 1 else 'them'} (see README, Configuration), or remove {chain} from CHAINS.")
     block_time = _number(environ, f"{prefix}_BLOCK_TIME", known.get("block_time", GENERIC["block_time"]), float)
+    name = _get(environ, f"{prefix}_NAME") or known.get("name") or chain.replace("_", " ").title()
     spec = {
-        "name": _get(environ, f"{prefix}_NAME") or known.get("name") or chain.replace("_", " ").title(),
+        "name": name,  # forms, filters and detail pages
+        "label": known.get("label") or name,  # lists (chain.admin)
         "prefix": prefix,
         "short": prefix.lower(),  # the runbook's short name: rpc_eth, poll-eth-events
         # 0 until known: in development the local deployment fills it in (chain.config).
@@ -121,12 +170,9 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
     if spec["owner_mode"] not in ("safe", "eoa"):
         raise ImproperlyConfigured(f"{prefix}_OWNER_MODE is {spec['owner_mode']!r}: use safe (a Safe multisig owns "
                                    "the contracts) or eoa.")
-    if spec["max_rps"] < 0:
-        raise ImproperlyConfigured(f"{prefix}_RPC_MAX_RPS is {spec['max_rps']:g}: use a number of requests per "
-                                   "second, or 0 for no budget.")
-    if spec["max_in_flight"] < 1:
-        raise ImproperlyConfigured(f"{prefix}_SYNC_MAX_IN_FLIGHT is {spec['max_in_flight']}: use 1 (one eth_getLogs "
-                                   "at a time) or more.")
+    problems = _out_of_range(spec, environ)
+    if problems:
+        raise ImproperlyConfigured("; ".join(problems) + ".")
     return spec
 
 

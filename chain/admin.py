@@ -1,6 +1,7 @@
 """Admin for the chain mirror: read-only, linked, and searchable exactly by wallet, order id and tx hash."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import Q
 from django.urls import reverse
@@ -23,10 +24,6 @@ from backoffice.admin_utils import (
 )
 
 from .models import Arbitrator, DailyOrderStats, Order, OrderStatus, UserProfile
-
-# Lists show the short forms staff use in the runbook's SQL ("bsc", "resolved_buyer"); filters and
-# detail pages show the long labels. Any other chain is listed by its name.
-CHAIN_LABELS = {"bsc": "BSC", "ethereum": "Ethereum"}
 
 
 def exact_search(queryset, term: str, *, wallet_fields=(), hash_fields=(), id_fields=(), text_fields=()):
@@ -98,7 +95,10 @@ class OrderColumns:
 
     @admin.display(description="chain", ordering="chain")
     def chain_name(self, obj: Order) -> str:
-        return CHAIN_LABELS.get(obj.chain, obj.chain)
+        # Lists show the short forms staff use in the runbook ("BSC"), any other chain its configured name (filters
+        # and detail pages show the long names: chain_choices); a chain no longer in CHAINS, its stored value.
+        spec = settings.CHAINS.get(obj.chain)
+        return spec["label"] if spec else obj.chain
 
     @admin.display(description="amount", ordering="amount")
     def amount_with_token(self, obj: Order) -> str:

@@ -77,7 +77,8 @@ def _health_tiles() -> list[Tile]:
     tiles = []
     for name, check in health()["checks"].items():
         facts = [text.format(check[key]) for key, text in HEALTH_FACTS if key in check]
-        detail = check.get("error") or "; ".join(filter(None, [check.get("clock"), ", ".join(facts)]))
+        detail = check.get("error") or "; ".join(filter(None, [check.get("clock"), check.get("unconsumed"),
+                                                                 ", ".join(facts)]))
         value, status = check.get("status", "unknown"), check.get("status", "unknown")
         if check.get("configured") is False:
             value, status, detail = "not configured", "unknown", "no RPC URL or contract addresses (README: configuration)"

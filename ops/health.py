@@ -83,17 +83,43 @@ PRIORITY_SEP, PRIORITY_STEPS = "\x06\x16", (0, 3, 6, 9)
 
 
 def queue_depths() -> dict[str, int]:
-    """Tasks waiting in each queue a complete set of workers consumes (RB-09), in one round trip."""
+    """Tasks waiting in each queue a complete set of workers consumes (RB-09), in one round trip; and in any
+    other sync.<chain> queue that holds tasks (unconsumed_queues tells those apart)."""
     from backoffice.queues import all_queues
 
-    queues = all_queues()
-    pipe = redis_client().pipeline(transaction=False)
+    client = redis_client()
+    configured = all_queues()
+    queues = configured + sorted(_other_sync_queues(client) - set(configured))
+    pipe = client.pipeline(transaction=False)
     for queue in queues:
         for step in PRIORITY_STEPS:
             pipe.llen(f"{queue}{PRIORITY_SEP}{step}" if step else queue)
     lengths = pipe.execute()
     n = len(PRIORITY_STEPS)
-    return {queue: sum(lengths[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+    depths = {queue: sum(lengths[i * n:(i + 1) * n]) for i, queue in enumerate(queues)}
+    return {queue: depth for queue, depth in depths.items() if depth or queue in configured}
+
+
+def _other_sync_queues(client) -> set[str]:
+    """sync.<chain> queues present in Redis (Redis drops a list once it is empty): a chain taken out of CHAINS
+    leaves its queue behind, and its beat entries keep filling it until register_schedules disables them. No
+    worker consumes it, so without this its pile would grow where neither /health nor /metrics look."""
+    from backoffice.chain_settings import NAME_RE
+
+    found = set()
+    for key in client.scan_iter(match="sync.*", count=1000):
+        queue = (key.decode() if isinstance(key, bytes) else key).split(PRIORITY_SEP)[0]
+        if NAME_RE.match(queue.removeprefix("sync.")):
+            found.add(queue)
+    return found
+
+
+def unconsumed_queues(queues: dict[str, int]) -> dict[str, int]:
+    """The queues among `queues` that no worker of the configured chains consumes, with their depth."""
+    from backoffice.queues import all_queues
+
+    configured = set(all_queues())
+    return {queue: depth for queue, depth in queues.items() if queue not in configured}
 
 
 def celery_counts() -> tuple[int, dict[str, int]]:
@@ -112,7 +138,16 @@ def check_celery() -> dict:
         return {"status": "error", "error": _safe_error(exc)}
     # RB-09 per queue: one chain's backlog is a warning even while the other queues are empty.
     status = "ok" if workers and all(depth <= QUEUE_WARNING for depth in queues.values()) else "warning"
-    return {"status": status, "active_workers": workers, "queued_tasks": sum(queues.values()), "queues": queues}
+    result = {"status": status, "active_workers": workers, "queued_tasks": sum(queues.values()), "queues": queues}
+    unconsumed = unconsumed_queues(queues)
+    if unconsumed:
+        # Tasks nobody will run: a warning at any depth, and what to do about it.
+        result.update(status="warning", unconsumed_queues=unconsumed, unconsumed=(
+            f"{', '.join(f'{q} holds {d:,} task(s)' for q, d in unconsumed.items())} for a chain not in CHAINS "
+            f"({', '.join(settings.CHAINS)}): no worker consumes {'it' if len(unconsumed) == 1 else 'them'}. "
+            "Run `manage.py register_schedules` to disable the chain's beat entries, then purge the tasks "
+            f"(`celery -A backoffice purge -Q {','.join(unconsumed)}`), or add the chain back to CHAINS"))
+    return result
 
 
 def check_rpc(chain: str) -> dict:

@@ -184,7 +184,7 @@ def _replica() -> list:
 
 
 def _redis() -> list:
-    from .health import TASKS_DONE_KEY, celery_counts, redis_client
+    from .health import TASKS_DONE_KEY, celery_counts, redis_client, unconsumed_queues
 
     out = []
     try:
@@ -203,6 +203,12 @@ def _redis() -> list:
     q = GaugeMetricFamily("celery_tasks_queued", "Tasks waiting in each Celery queue", labels=["queue"])
     for queue, depth in queues.items():
         q.add_metric([queue], float(depth))
+    orphan = GaugeMetricFamily(
+        "celery_queue_unconsumed", "1 for a sync.<chain> queue holding tasks for a chain not in CHAINS: no worker "
+        "consumes it (its depth is in celery_tasks_queued). Run register_schedules to disable the chain's beat "
+        "entries, then purge the queue", labels=["queue"])
+    for queue in unconsumed_queues(queues):
+        orphan.add_metric([queue], 1.0)
     stats = redis_client().info("stats")
     hits = CounterMetricFamily("redis_keyspace_hits", "Redis keyspace hits")
     hits.add_metric([], float(stats.get("keyspace_hits", 0)))
@@ -214,7 +220,7 @@ def _redis() -> list:
     out += [hits, misses, done]
     w = GaugeMetricFamily("celery_workers_active", "Celery workers with a fresh heartbeat")
     w.add_metric([], float(workers))
-    out += [up, used, limit, q, w]
+    out += [up, used, limit, q, orphan, w]
     return out
 
 

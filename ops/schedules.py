@@ -1,7 +1,8 @@
 """The beat schedule, as code. `manage.py register_schedules` writes it to django-celery-beat by name.
 
 Staff may enable, disable or retime an entry in the admin; re-registering keeps those edits
-(only missing entries are created) unless --reset is given.
+(only missing entries are created) unless --reset is given. The entries of a chain taken out of CHAINS are
+disabled, not deleted, and enabled again if it comes back.
 """
 from __future__ import annotations
 

@@ -355,3 +355,18 @@ def test_order_page_shows_amounts_with_their_token_full_wallets_and_where_to_go_
     assert f">{order.buyer_id}</a>" in page and f'data-copy="{order.seller_id}"' in page
     assert reverse("admin:disputes_disputedorder_review", args=[order.pk]) in page
     assert "raw events" in page
+
+
+def test_admin_order_list_shows_each_chain_by_its_configured_label(staff_client, settings):
+    from backoffice.chain_settings import chains_from_env
+
+    settings.CHAINS = chains_from_env({"CHAINS": "bsc,ethereum,base", "BASE_NAME": "Base Mainnet"}, production=False)
+    for onchain_id, chain in ((201, "bsc"), (202, "ethereum"), (203, "base"), (204, "gone")):
+        f.order(onchain_id=onchain_id, chain=chain)
+    page = staff_client.get(_url(Order)).content.decode()
+    cells = dict(re.findall(r'>#(20\d)</a>.*?<td class="field-chain_name">([^<]*)</td>', page, re.S))
+    # The runbook's two keep their short list forms; a third chain shows its configured name; a chain no longer
+    # in CHAINS its stored value.
+    assert cells == {"201": "BSC", "202": "Ethereum", "203": "Base Mainnet", "204": "gone"}
+    # Filters show the long names, the third chain's too.
+    assert "BNB Smart Chain</a>" in page and "Base Mainnet</a>" in page

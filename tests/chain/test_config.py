@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def test_config_defaults_to_bsc_and_ethereum_with_the_runbook_prefixes():
     assert (chains["bsc"]["prefix"], chains["ethereum"]["prefix"]) == ("BSC", "ETH")
     assert (chains["bsc"]["chain_id"], chains["ethereum"]["chain_id"]) == (56, 1)
     assert chains["ethereum"]["confirmations"] == 20 and chains["bsc"]["confirmations"] == 15
+    assert (chains["bsc"]["name"], chains["ethereum"]["name"]) == ("BNB Smart Chain", "Ethereum")
+    assert (chains["bsc"]["label"], chains["ethereum"]["label"]) == ("BSC", "Ethereum")  # lists' short forms
 
 
 def test_config_a_new_chain_reads_its_upper_cased_name_as_prefix():
@@ -50,7 +53,7 @@ def test_config_a_new_chain_reads_its_upper_cased_name_as_prefix():
     base = chains["base"]
     assert (base["rpc_url"], base["chain_id"], base["block_time"], base["short"]) == ("https://base.example", 8453, 2.0,
                                                                                        "base")
-    assert base["name"] == "Base" and base["poll_seconds"] == 3.0 and base["confirmations"] == 12
+    assert base["name"] == base["label"] == "Base" and base["poll_seconds"] == 3.0 and base["confirmations"] == 12
     assert chains["ethereum"]["rpc_url"] == "https://eth.example" and chains["bsc"]["rpc_url"] == ""
 
 
@@ -90,6 +93,57 @@ def test_config_refuses_a_number_that_is_not_one():
 def test_config_an_unknown_owner_mode_names_the_variable():
     with pytest.raises(ImproperlyConfigured, match="ETH_OWNER_MODE is 'multisig'"):
         chains_from_env({"ETH_OWNER_MODE": "multisig"}, production=False)
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("BASE_SYNC_BATCH_BLOCKS", "0", "BASE_SYNC_BATCH_BLOCKS is 0: use 1 or more"),
+    ("BASE_POLL_SECONDS", "0", "BASE_POLL_SECONDS is 0: use the seconds between two polls, more than 0"),
+    ("BASE_POLL_SECONDS", "-3", "BASE_POLL_SECONDS is -3: use the seconds"),
+    ("BASE_POLL_SECONDS", "0.0000001", "BASE_POLL_SECONDS is 1e-07: use the seconds"),
+    ("BASE_CONFIRMATIONS", "-1", "BASE_CONFIRMATIONS is -1: use 0"),
+    ("BASE_BLOCK_TIME", "0", "BASE_BLOCK_TIME is 0: use the chain's seconds per block"),
+    ("BASE_BLOCK_TIME", "-2", "BASE_BLOCK_TIME is -2: use the chain's seconds per block"),
+    ("BASE_START_BLOCK", "-5", "BASE_START_BLOCK is -5: use the block the contracts were deployed in"),
+    ("BASE_CHAIN_ID", "0", "BASE_CHAIN_ID is 0: use the chain's id"),
+    ("BASE_CHAIN_ID", "-8453", "BASE_CHAIN_ID is -8453: use the chain's id"),
+    ("BASE_RPC_MAX_RPS", "-1", "BASE_RPC_MAX_RPS is -1: use a number of requests per second"),
+    ("BASE_SYNC_MAX_IN_FLIGHT", "0", "BASE_SYNC_MAX_IN_FLIGHT is 0: use 1"),
+    ("BASE_MIN_GAS_BALANCE", "-0.1", "BASE_MIN_GAS_BALANCE is '-0.1': use an amount of the chain's native coin"),
+    ("BASE_MIN_GAS_BALANCE", "lots", "BASE_MIN_GAS_BALANCE is 'lots': use an amount"),
+    ("BASE_MIN_GAS_BALANCE", "NaN", "BASE_MIN_GAS_BALANCE is 'NaN': use an amount"),
+    ("BASE_BLOCK_TIME", "nan", "BASE_BLOCK_TIME='nan' is not a number"),
+    ("BASE_POLL_SECONDS", "inf", "BASE_POLL_SECONDS='inf' is not a number"),
+])
+def test_config_refuses_a_number_out_of_range_naming_variable_value_and_fix(variable, value, message):
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        chains_from_env({"CHAINS": "base", variable: value}, production=False)
+    # Where a worker or beat meets it: the settings stop before anything runs.
+    result = load_settings(CHAINS="bsc,base", **{variable: value})
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_config_refuses_the_runbook_chains_numbers_out_of_range_under_their_prefixes():
+    with pytest.raises(ImproperlyConfigured, match="BSC_SYNC_BATCH_BLOCKS is 0"):
+        chains_from_env({"BSC_SYNC_BATCH_BLOCKS": "0"}, production=False)
+    with pytest.raises(ImproperlyConfigured, match="ETH_CONFIRMATIONS is -12"):
+        chains_from_env({"ETH_CONFIRMATIONS": "-12"}, production=False)
+
+
+def test_config_names_every_number_out_of_range_at_once():
+    with pytest.raises(ImproperlyConfigured) as refused:
+        chains_from_env({"BSC_POLL_SECONDS": "0", "BSC_BLOCK_TIME": "0", "BSC_CONFIRMATIONS": "-1"}, production=False)
+    assert all(name in str(refused.value) for name in ("BSC_POLL_SECONDS", "BSC_BLOCK_TIME", "BSC_CONFIRMATIONS"))
+
+
+def test_config_accepts_the_edges_of_each_range():
+    chain = chains_from_env({"CHAINS": "base", "BASE_CONFIRMATIONS": "0", "BASE_START_BLOCK": "0",
+                             "BASE_SYNC_BATCH_BLOCKS": "1", "BASE_POLL_SECONDS": "0.5", "BASE_BLOCK_TIME": "0.25",
+                             "BASE_RPC_MAX_RPS": "0", "BASE_SYNC_MAX_IN_FLIGHT": "1", "BASE_MIN_GAS_BALANCE": "0",
+                             "BASE_CHAIN_ID": "1"}, production=False)["base"]
+    assert (chain["confirmations"], chain["start_block"], chain["batch_blocks"], chain["poll_seconds"],
+            chain["block_time"], chain["min_gas_balance"]) == (0, 0, 1, 0.5, 0.25, "0")
+    # A chain without a provider may leave its id unknown (0) until a local deployment fills it in.
+    assert chains_from_env({"CHAINS": "base"}, production=False)["base"]["chain_id"] == 0
 
 
 # ------------------------------------------------------------------ a third chain, by environment alone

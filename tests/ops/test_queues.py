@@ -127,6 +127,53 @@ def test_queues_warn_when_one_queue_builds_up(client):
         health.reset_cache()
 
 
+@pytest.mark.django_db
+def test_queues_a_removed_chains_pile_shows_in_health_metrics_and_dashboard(client, settings):
+    """CHAINS no longer names bsc, but its beat entries (until register_schedules runs) kept filling sync.bsc."""
+    from backoffice.chain_settings import chains_from_env
+    from ops import metrics
+    from ops.dashboard import _health_tiles
+
+    settings.METRICS_TOKEN = "queue-test-token"
+    settings.CHAINS = chains_from_env({"CHAINS": "ethereum,base"}, production=False)
+    redis = health.redis_client()
+    keys = ["sync.bsc", "sync.bsc\x06\x166"]
+    redis.delete(*keys)
+    redis.hset(health.WORKER_HEARTBEAT_KEY, "queue-test-worker", time.time())  # a worker: only the pile warns
+    try:
+        redis.rpush("sync.bsc", *["m"] * 40)
+        redis.rpush("sync.bsc\x06\x166", "m", "m")  # priority 6: the same queue
+        health.reset_cache()
+        celery = client.get("/health").json()["checks"]["celery"]
+        assert celery["status"] == "warning"
+        assert celery["queues"]["sync.bsc"] == 42 and celery["unconsumed_queues"] == {"sync.bsc": 42}
+        assert celery["queued_tasks"] == sum(celery["queues"].values()) >= 42
+        assert celery["unconsumed"].startswith("sync.bsc holds 42 task(s) for a chain not in CHAINS (ethereum, base): "
+                                               "no worker consumes it. Run `manage.py register_schedules`")
+        assert "celery -A backoffice purge -Q sync.bsc" in celery["unconsumed"]
+        # The configured queues are reported as before, empty or not; an unconfigured one only while it holds tasks.
+        assert {"sync.ethereum", "sync.base", "actions", "checks", "alerts", "celery"} <= set(celery["queues"])
+        tile = next(t for t in _health_tiles() if t.key == "health-celery")
+        assert tile.status == "warning" and "sync.bsc holds 42 task(s)" in tile.detail
+
+        metrics.reset_cache()
+        body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer queue-test-token").content.decode()
+        assert 'celery_tasks_queued{queue="sync.bsc"} 42.0' in body
+        assert 'celery_queue_unconsumed{queue="sync.bsc"} 1.0' in body
+        assert 'celery_queue_unconsumed{queue="sync.ethereum"}' not in body
+
+        # Purged: nothing left to report.
+        redis.delete(*keys)
+        health.reset_cache()
+        celery = client.get("/health").json()["checks"]["celery"]
+        assert "sync.bsc" not in celery["queues"] and "unconsumed" not in celery and celery["status"] == "ok"
+    finally:
+        redis.delete(*keys)
+        redis.hdel(health.WORKER_HEARTBEAT_KEY, "queue-test-worker")
+        health.reset_cache()
+        metrics.reset_cache()
+
+
 # ------------------------------------------------------------------ real workers
 
 

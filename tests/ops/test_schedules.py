@@ -1,4 +1,5 @@
-"""The beat schedule as code: register_schedules creates every entry once, keeps staff retiming, follows moved tasks."""
+"""The beat schedule as code: register_schedules creates every entry once, keeps staff retiming, follows moved tasks,
+and disables (never deletes) the entries of a chain taken out of CHAINS."""
 from __future__ import annotations
 
 import io
@@ -7,6 +8,7 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from backoffice.chain_settings import chains_from_env
 from ops.schedules import schedules
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +38,62 @@ def test_register_schedules_keeps_staff_retiming_but_follows_a_moved_task():
     sweep.refresh_from_db()
     assert sweep.task == "backoffice.alerts.tasks.sweep_alert_deliveries"
     assert sweep.interval == staff_interval and sweep.enabled is False
+
+
+def set_chains(settings, value: str) -> None:
+    settings.CHAINS = chains_from_env({"CHAINS": value}, production=False)
+
+
+def test_register_schedules_disables_a_removed_chains_entries_keeping_their_timing(settings):
+    register()
+    staff_interval, _ = IntervalSchedule.objects.get_or_create(every=9, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="poll-bsc-events").update(interval=staff_interval)
+
+    set_chains(settings, "ethereum,base")
+    out = register()
+
+    assert "2 disabled" in out
+    assert "Disabled poll-bsc-events: chain 'bsc' is not in CHAINS (ethereum, base)" in out
+    assert "Disabled reconcile-bsc-orders: chain 'bsc'" in out
+    bsc = PeriodicTask.objects.get(name="poll-bsc-events")
+    assert bsc.enabled is False and bsc.interval == staff_interval and bsc.queue == "sync.bsc"
+    assert bsc.description.startswith("Disabled by register_schedules: chain 'bsc' is not in CHAINS.")
+    assert PeriodicTask.objects.get(name="reconcile-bsc-orders").enabled is False
+    assert PeriodicTask.objects.get(name="poll-base-events").enabled is True
+    assert PeriodicTask.objects.get(name="poll-eth-events").enabled is True
+    # Every other entry is left as it was, and a second run changes nothing.
+    assert PeriodicTask.objects.filter(enabled=False).count() == 2
+    assert "0 disabled" in register()
+
+
+def test_register_schedules_enables_again_what_it_disabled_when_the_chain_is_back(settings):
+    register()
+    staff_interval, _ = IntervalSchedule.objects.get_or_create(every=9, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="poll-bsc-events").update(interval=staff_interval)
+    set_chains(settings, "ethereum")
+    register()
+
+    set_chains(settings, "bsc,ethereum")
+    out = register()
+
+    assert "2 enabled again" in out and "0 disabled" in out
+    bsc = PeriodicTask.objects.get(name="poll-bsc-events")
+    assert bsc.enabled is True and bsc.interval == staff_interval
+    assert bsc.description == next(s.description for s in schedules() if s.name == "poll-bsc-events")
+    assert not PeriodicTask.objects.filter(enabled=False).exists()
+
+
+def test_register_schedules_leaves_staff_disabling_and_staff_entries_alone(settings):
+    register()
+    # Staff disabled BSC's reconciliation themselves, and keep an entry of their own for BSC.
+    PeriodicTask.objects.filter(name="reconcile-bsc-orders").update(enabled=False)
+    PeriodicTask.objects.create(name="bsc-extra-sync", task="chain.tasks.sync_chain", kwargs='{"chain": "bsc"}',
+                                interval=PeriodicTask.objects.get(name="poll-bsc-events").interval)
+    set_chains(settings, "ethereum")
+    assert "1 disabled" in register()  # poll-bsc-events only
+
+    set_chains(settings, "bsc,ethereum")
+    assert "1 enabled again" in register()
+    assert PeriodicTask.objects.get(name="poll-bsc-events").enabled is True
+    assert PeriodicTask.objects.get(name="reconcile-bsc-orders").enabled is False  # as staff left it
+    assert PeriodicTask.objects.get(name="bsc-extra-sync").enabled is True

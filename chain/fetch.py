@@ -72,16 +72,22 @@ def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
 def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
                 known_tokens: frozenset[str] | set[str] | None = None) -> Batch:
     """Logs of [from_block, to_block], halving the range when the provider refuses its size or times out on
-    it (the batch then ends earlier). With `known_tokens`, the metadata of any other token an order uses is
+    it (the batch then ends earlier), and never wider than the client's range ceiling after a timeout. With `known_tokens`, the metadata of any other token an order uses is
     read too."""
     while True:
+        ceiling = client.range_ceiling()
+        if ceiling is not None:
+            to_block = min(to_block, from_block + ceiling - 1)
         try:
             raw = client.get_logs(from_block, to_block, cfg.contracts)
             break
         except RpcError as exc:
             if to_block == from_block:
                 raise
-            client.count_split(exc.provider, "timeout" if isinstance(exc, RangeTimedOut) else "too_big")
+            timed_out = isinstance(exc, RangeTimedOut)
+            if timed_out:
+                client.range_timed_out(to_block - from_block + 1)
+            client.count_split(exc.provider, "timeout" if timed_out else "too_big")
             to_block = from_block + (to_block - from_block) // 2
     need = set()
     # The range's last block's hash becomes the cursor's; a log of that block carries it already (on a busy

@@ -43,6 +43,8 @@ RESET_SECONDS = 30.0
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 8.0
 MIN_RATE_LIMIT_WAIT = 0.1  # the shortest wait after a rate-limit answer, whatever it asks
+# How long an eth_getLogs width that timed out caps the following requests before a wider one is tried again.
+RANGE_CEILING_SECONDS = 300.0
 _ids = itertools.count(1)
 
 
@@ -273,6 +275,7 @@ class RpcClient:
         self.last_provider: Provider | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._range_ceiling: tuple[int, float] | None = None  # (blocks, until time.monotonic())
 
     @property
     def _session(self) -> requests.Session:
@@ -417,6 +420,23 @@ class RpcClient:
     def _count(self, provider: Provider, counter: str, amount: float = 1) -> None:
         with self._lock:
             provider.counts[counter] += amount
+
+    def range_ceiling(self) -> int | None:
+        """The widest eth_getLogs (in blocks) to ask for now: half of the narrowest range that timed out in the
+        last RANGE_CEILING_SECONDS, or None. Shared by the sync's fetch threads, so a provider that cannot
+        answer wide ranges costs one timeout per halving, not one per range in flight or per remaining range."""
+        with self._lock:
+            if self._range_ceiling is None or self._range_ceiling[1] <= time.monotonic():
+                return None
+            return self._range_ceiling[0]
+
+    def range_timed_out(self, blocks: int) -> None:
+        """An eth_getLogs over `blocks` blocks timed out: cap the following requests at half of it."""
+        cap = max(1, blocks // 2)
+        with self._lock:
+            if self._range_ceiling is not None and self._range_ceiling[1] > time.monotonic():
+                cap = min(cap, self._range_ceiling[0])
+            self._range_ceiling = (cap, time.monotonic() + RANGE_CEILING_SECONDS)
 
     def count_split(self, role: str | None, reason: str) -> None:
         """An eth_getLogs range halved because the provider refused its size (`too_big`) or timed out."""

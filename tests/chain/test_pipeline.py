@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 
 from chain import fetch, local, pipeline, sync
-from chain.models import BlockHash, ChainEvent, EventSyncCursor
+from chain.models import BlockHash, EventSyncCursor
 from chain.rpc import get_client
 from chain.sync import sync_chain
 

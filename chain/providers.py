@@ -2,9 +2,9 @@
 budget and split counters from every process that calls a provider (sync, actions, checks, web)."""
 from __future__ import annotations
 
-import contextlib
 import logging
 
+from django.db import transaction
 from django.db.models import F
 
 from .models import RpcProvider
@@ -13,6 +13,7 @@ from .rpc import RpcClient, clients
 logger = logging.getLogger(__name__)
 
 
+@transaction.atomic  # all of them or none: counts given back after a failure must not have been added in part
 def _add_counts(chain: str, counts: dict[str, dict[str, float]]) -> None:
     for role, gained in counts.items():
         gained = {k: F(k) + v for k, v in gained.items() if v}
@@ -23,12 +24,15 @@ def _add_counts(chain: str, counts: dict[str, dict[str, float]]) -> None:
 
 def save_provider_states(chain: str, client: RpcClient) -> None:
     """The breakers' states, and the rate-limit and split counters added to the stored totals."""
-    with contextlib.suppress(Exception):
-        counts = client.take_counts()
+    counts = client.take_counts()
+    try:
         for snap in client.snapshot():
             RpcProvider.objects.update_or_create(chain=chain, role=snap["role"], defaults={
                 k: v for k, v in snap.items() if k != "role"})
         _add_counts(chain, counts)
+    except Exception:  # the database is down: the states wait for the next save, the counts with them
+        client.give_back_counts(counts)
+        logger.warning("could not save the RPC providers of %s", chain, exc_info=True, extra={"chain": chain})
 
 
 def flush_rpc_counts() -> int:
@@ -42,6 +46,7 @@ def flush_rpc_counts() -> int:
         try:
             _add_counts(chain, counts)
             written += len(counts)
-        except Exception:  # the database is down: the counts are lost, never the task's own result
+        except Exception:  # the database is down: kept for the next save, and never the task's own failure
+            client.give_back_counts(counts)
             logger.warning("could not save RPC counters of %s", chain, exc_info=True, extra={"chain": chain})
     return written

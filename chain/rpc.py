@@ -453,6 +453,13 @@ class RpcClient:
                 p._taken = dict(p.counts)
         return out
 
+    def give_back_counts(self, counts: dict[str, dict[str, float]]) -> None:
+        """Counts taken (`take_counts`) that could not be saved: the next take hands them out again."""
+        with self._lock:
+            for p in self.providers:
+                for k, v in counts.get(p.role, {}).items():
+                    p._taken[k] -= v
+
     def _failed(self, provider: Provider, message: str) -> None:
         with self._lock:
             was = provider.breaker.state

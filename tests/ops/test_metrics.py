@@ -183,6 +183,32 @@ def test_metrics_alert_rules_pass_promtool_check():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_rpc_counts_that_could_not_be_saved_are_saved_by_the_next_save(client, db, monkeypatch):
+    """The database refusing a save (injected) loses no count: the next save adds them, once."""
+    from django.db import OperationalError
+
+    from chain import providers
+    from chain.rpc import RpcClient
+
+    worker = RpcClient("bsc", [("primary", "http://primary.example"), ("fallback", "http://fallback.example")])
+    worker.providers[0].counts["rate_limited"] += 5
+    worker.count_split("fallback", "timeout")
+    real = providers._add_counts
+
+    def refused(chain, counts):
+        raise OperationalError("the database is restarting")
+
+    monkeypatch.setattr(providers, "_add_counts", refused)
+    providers.save_provider_states("bsc", worker)  # no exception: the sync's own result stands
+    monkeypatch.setattr(providers, "_add_counts", real)
+    worker.providers[0].counts["rate_limited"] += 1
+    providers.save_provider_states("bsc", worker)
+    providers.save_provider_states("bsc", worker)
+    m = scrape(client)
+    assert m[("blockchain_rpc_rate_limited_total", (("chain", "bsc"), ("provider", "primary")))] == 6
+    assert m[("blockchain_getlogs_splits_total", (("chain", "bsc"), ("reason", "timeout")))] == 1
+
+
 def test_metrics_count_rate_limit_waits_and_splits_saved_by_several_workers(client, db):
     """Each worker's sync adds what its own client counted since its last save: totals never go backwards."""
     from chain.rpc import RpcClient

@@ -2,18 +2,29 @@
 
 Lag is measured the way an idle primary cannot fool. `now() - pg_last_xact_replay_timestamp()` on the replica
 is the age of the newest transaction it replayed: it grows while the primary is idle, although the replica then
-lacks nothing. So the primary's WAL position is read first (`pg_current_wal_lsn()`), then the replica's replay
-position (`pg_last_wal_replay_lsn()`):
+lacks nothing. So the primary's WAL position is read first, then the replica's replay position
+(`pg_last_wal_replay_lsn()`):
 
 - replayed up to the primary's position or beyond: the replica holds everything the primary had when asked, the
   lag is 0 (an idle primary, or a replica that keeps up);
 - short of it: the replica is behind, and its staleness is at most the age of the newest transaction it replayed,
   and at most the time since this process last saw it caught up; the lag is the smaller of the two (the second
-  keeps the first write after a long idle spell from reading as an hour of lag).
+  keeps the first write after a long idle spell from reading as an hour of lag). A replica behind that has
+  neither (freshly started, no transaction replayed, never seen caught up here) has an unknown lag and is not
+  used: a few bytes behind may be a commit as well as the server's own background records, so it waits for a
+  check that finds it caught up, which on a streaming replica is the next one.
+
+The primary's position is its WAL *insert* position (`pg_current_wal_insert_lsn()`), not the write position: with
+synchronous_commit off a commit returns before its WAL is written, and the write position can lie before it, so
+a replica lacking a committed transaction would read as caught up. The insert position of a server whose last
+record ended at a WAL page boundary points past the next page's header, where no replica's replay position can
+be; it is taken back to the boundary (`_primary_wal_end`), or an idle primary would look a few bytes ahead until
+its next record (a fresh replica after pg_basebackup's WAL switch, for one).
 
 A measurement is reused for CHECK_SECONDS; a failed one (replica down, unreachable, refusing) for RETRY_SECONDS, so
-a dead replica costs at most one connect timeout per RETRY_SECONDS per process, not one per page. One thread
-measures at a time; the others use the previous result meanwhile.
+a dead replica costs at most one connect timeout per RETRY_SECONDS per process, not one per page. The lag limit is
+therefore approximate: a page may read a replica whose lag grew past DATABASE_REPLICA_MAX_LAG_SECONDS up to
+CHECK_SECONDS ago. One thread measures at a time; the others use the previous result meanwhile.
 """
 from __future__ import annotations
 
@@ -94,9 +105,7 @@ def reset() -> None:
 def _measure() -> ReplicaStatus:
     max_lag = float(settings.DATABASE_REPLICA_MAX_LAG_SECONDS)
     try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cur:  # the primary first: see the module docstring
-            cur.execute("SELECT pg_current_wal_lsn()::text")
-            primary_lsn = cur.fetchone()[0]
+        primary_lsn = _primary_wal_end()  # the primary first: see the module docstring
     except Exception as exc:  # the primary's own trouble shows on its health tile; the replica is not usable
         return ReplicaStatus(configured=True, reason=f"primary WAL position unavailable: {_short(exc)}")
     try:
@@ -137,6 +146,26 @@ def _measure() -> ReplicaStatus:
     return ReplicaStatus(**common, usable=True)
 
 
+# WAL page headers (PostgreSQL's SizeOfXLogShortPHD, and SizeOfXLogLongPHD on a segment's first page, on a 64-bit
+# server): the insert position skips them before the next record.
+_SHORT_PAGE_HEADER, _LONG_PAGE_HEADER = 24, 40
+
+
+def _primary_wal_end() -> str:
+    """The end of the last WAL record the primary inserted (committed or not yet written), as LSN text."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int, "
+                    "pg_size_bytes(current_setting('wal_segment_size'))")
+        insert, block, segment = cur.fetchone()
+    high, low = insert.split("/")
+    position = (int(high, 16) << 32) | int(low, 16)
+    if position % segment == _LONG_PAGE_HEADER:
+        position -= _LONG_PAGE_HEADER
+    elif position % block == _SHORT_PAGE_HEADER:
+        position -= _SHORT_PAGE_HEADER
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -149,11 +178,9 @@ def wait_for_replay(timeout: float = 60.0) -> float:
     Raises TimeoutError naming both positions.
     """
     started = time.monotonic()
-    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
-        # The insert position, not the write position: with synchronous_commit off (the embedded development
-        # cluster) a commit returns before its WAL is written, and the write position can still lie before it.
-        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
-        target = cur.fetchone()[0]
+    # The insert position, not the write position (see the module docstring): with synchronous_commit off (the
+    # embedded development cluster) a commit returns before its WAL is written.
+    target = _primary_wal_end()
     while True:
         with connections[REPLICA].cursor() as cur:
             cur.execute("SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_replay_lsn() >= %s::pg_lsn", [target])

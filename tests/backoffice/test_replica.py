@@ -244,6 +244,28 @@ def test_replica_lag_is_zero_while_the_primary_is_idle(live_replica):
 
 
 @REPLICA_DB
+def test_replica_lag_counts_a_commit_whose_wal_is_not_written_yet(live_replica):
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    order = f.order()  # synchronous_commit is off on the test cluster: the commit returns before its WAL is written
+    status = replica.replica_status(fresh=True)
+    assert live_replica.sql(f"SELECT count(*) FROM orders WHERE id = {order.pk}")[0] == 0
+    assert status.behind_bytes > 0  # not "caught up": the replica lacks a committed order
+
+
+@REPLICA_DB
+def test_replica_of_an_idle_primary_just_past_a_wal_page_header_is_caught_up(live_replica):
+    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
+        cur.execute("SELECT pg_switch_wal()")
+        cur.execute("SELECT (pg_current_wal_insert_lsn() - pg_current_wal_lsn())::int")
+        # The next record goes after the new segment's 40-byte page header: the insert position points there.
+        assert cur.fetchone()[0] == 40
+    replica.wait_for_replay(timeout=10)
+    replica.reset()
+    status = replica.replica_status()
+    assert status.usable and status.behind_bytes == 0 and status.lag_seconds == 0
+
+
+@REPLICA_DB
 def test_orders_changelist_falls_back_to_the_primary_when_the_replica_lags(live_replica, staff_client, settings):
     settings.DATABASE_REPLICA_MAX_LAG_SECONDS = 1
     live_replica.sql("SELECT pg_wal_replay_pause()")

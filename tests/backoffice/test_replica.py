@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import time
 
 import psycopg
@@ -126,6 +127,17 @@ def test_replica_is_a_streaming_standby_of_the_test_database(live_replica):
     with connections[replica.REPLICA].cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery(), current_database()")
         assert cur.fetchone() == (True, connections[DEFAULT_DB_ALIAS].settings_dict["NAME"])
+
+
+@REPLICA_DB
+def test_replica_connection_has_keepalives_a_tcp_user_timeout_and_a_statement_timeout(live_replica):
+    with connections[replica.REPLICA].cursor() as cur:
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone()[0] == "30s"
+    with socket.socket(fileno=os.dup(connections[replica.REPLICA].connection.fileno())) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
 
 
 @REPLICA_DB

@@ -24,13 +24,26 @@ its next record (a fresh replica after pg_basebackup's WAL switch, for one).
 A measurement is reused for CHECK_SECONDS; a failed one (replica down, unreachable, refusing) for RETRY_SECONDS, so
 a dead replica costs at most one connect timeout per RETRY_SECONDS per process, not one per page. The lag limit is
 therefore approximate: a page may read a replica whose lag grew past DATABASE_REPLICA_MAX_LAG_SECONDS up to
-CHECK_SECONDS ago. One thread measures at a time; the others use the previous result meanwhile.
+CHECK_SECONDS ago.
+
+One thread measures at a time. Once the last measurement has expired, the others do not use it while that thread
+asks again: the replica may have stopped answering since, and every page sent to it would hang with the check
+(a hung replica must cost the web tier one thread per process for a few seconds, not all of them). They read the
+primary until the check ends, which is bounded: the connection is opened within its connect_timeout, and a
+replica that does not answer on an open connection within CHECK_TIMEOUT_SECONDS has its socket shut down
+(`_hang_up_after`) and counts as unreachable. Pages already reading the replica when it hangs are bounded by the
+connection's own timeouts (keepalives, tcp_user_timeout, statement_timeout: backoffice.database_url).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -41,6 +54,7 @@ logger = logging.getLogger(__name__)
 REPLICA = "replica"  # the DATABASES alias DATABASE_REPLICA_URL configures
 CHECK_SECONDS = 5.0
 RETRY_SECONDS = 15.0
+CHECK_TIMEOUT_SECONDS = 2.0  # for the replica's answer on an open connection (the check's query takes milliseconds)
 
 
 @dataclass(frozen=True)
@@ -72,10 +86,10 @@ def replica_status(*, fresh: bool = False) -> ReplicaStatus:
     now = time.monotonic()
     with _lock:
         cached = _state["status"]
-        if cached is not None and not fresh and (now < _state["expires"] or _state["checking"]):
+        if cached is not None and not fresh and now < _state["expires"]:
             return cached
-        if _state["checking"]:
-            return cached or ReplicaStatus(configured=True, reason="first check in progress: reading the primary")
+        if _state["checking"]:  # expired, and another thread is asking again: see the module docstring
+            return _while_checking(cached)
         _state["checking"] = True
     status = None
     try:
@@ -87,6 +101,15 @@ def replica_status(*, fresh: bool = False) -> ReplicaStatus:
                 _state["expires"] = time.monotonic() + (CHECK_SECONDS if status.reachable else RETRY_SECONDS)
             _state["checking"] = False
     return status
+
+
+def _while_checking(cached: ReplicaStatus | None) -> ReplicaStatus:
+    if cached is None:
+        return ReplicaStatus(configured=True, reason="first check in progress: reading the primary")
+    if not cached.usable:
+        return cached
+    return dataclasses.replace(cached, usable=False, reason=f"last check over {CHECK_SECONDS:g} s old and the next one "
+                                                            "not answered yet: reading the primary meanwhile")
 
 
 def mark_failed(reason: str) -> None:
@@ -108,23 +131,34 @@ def _measure() -> ReplicaStatus:
         primary_lsn = _primary_wal_end()  # the primary first: see the module docstring
     except Exception as exc:  # the primary's own trouble shows on its health tile; the replica is not usable
         return ReplicaStatus(configured=True, reason=f"primary WAL position unavailable: {_short(exc)}")
+    conn = connections[REPLICA]
+    hung = threading.Event()
+    row = error = None
     try:
-        with connections[REPLICA].cursor() as cur:
-            cur.execute(
-                "SELECT pg_is_in_recovery(), "
-                "(%s::pg_lsn - pg_last_wal_replay_lsn())::bigint, "
-                "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8, "
-                "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END",
-                [primary_lsn])
-            in_recovery, behind, replay_age, paused = cur.fetchone()
+        with _hang_up_after(CHECK_TIMEOUT_SECONDS, conn, hung):
+            conn.close_if_health_check_failed()  # Django's SELECT 1 on a kept connection (CONN_HEALTH_CHECKS)
+        if not hung.is_set():
+            conn.ensure_connection()  # a new connection: within its connect_timeout
+            with _hang_up_after(CHECK_TIMEOUT_SECONDS, conn, hung), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_is_in_recovery(), "
+                    "(%s::pg_lsn - pg_last_wal_replay_lsn())::bigint, "
+                    "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8, "
+                    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END",
+                    [primary_lsn])
+                row = cur.fetchone()
     except Exception as exc:
-        # A broken persistent connection must not be reused by the next check or page.
+        error = exc
+    if hung.is_set() or row is None:
+        # A broken (or hung up) persistent connection must not be reused by the next check or page.
         try:
-            connections[REPLICA].close()
+            conn.close()
         except Exception:
             pass
-        logger.warning("database replica unreachable, reading the primary", extra={"error": _short(exc)})
-        return ReplicaStatus(configured=True, reason=f"unreachable: {_short(exc)}")
+        problem = f"did not answer within {CHECK_TIMEOUT_SECONDS:g} s" if hung.is_set() else _short(error)
+        logger.warning("database replica unreachable, reading the primary", extra={"error": problem})
+        return ReplicaStatus(configured=True, reason=f"unreachable: {problem}")
+    in_recovery, behind, replay_age, paused = row
     if not in_recovery:
         # A promoted former replica has its own history from the promotion on: never read it as a copy.
         return ReplicaStatus(configured=True, reason="not a standby (pg_is_in_recovery() is false): promoted, or "
@@ -144,6 +178,38 @@ def _measure() -> ReplicaStatus:
     if lag > max_lag:
         return ReplicaStatus(**common, reason=f"lag {lag:.1f} s over DATABASE_REPLICA_MAX_LAG_SECONDS={max_lag:g}")
     return ReplicaStatus(**common, usable=True)
+
+
+@contextlib.contextmanager
+def _hang_up_after(seconds: float, conn, hung: threading.Event) -> Iterator[None]:
+    """Shut the socket of `conn`'s open connection down (and set `hung`) if the block has not ended within `seconds`.
+
+    libpq then fails the query at once, where a replica that hangs on an open connection would hold the thread
+    until TCP gives up, or forever when something still acknowledges the packets. The socket is reached through a
+    duplicate of its descriptor: a connection closed meanwhile cannot make this touch another one's.
+    """
+    raw = conn.connection
+    if raw is None or raw.closed:
+        yield  # nothing open: a connect has its own timeout
+        return
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+
+    def hang_up() -> None:
+        hung.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, hang_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        sock.close()
 
 
 # WAL page headers (PostgreSQL's SizeOfXLogShortPHD, and SizeOfXLogLongPHD on a segment's first page, on a 64-bit

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 
 import psycopg
@@ -55,6 +56,64 @@ class Replica:
         devservices.restart_replica(self.data_dir, self.port)
 
 
+class StallingProxy:
+    """A TCP proxy in front of the replica that can stop forwarding without closing anything: to the back office, a
+    replica that hangs (packets dropped on an open connection), which a real server cannot be made to do on demand.
+    Stalled, it still accepts connections (the kernel does), and neither forwards them nor answers."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.closed = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self.forwarding.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.forwarding.set()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self.forwarding.wait()
+        if self.closed:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets.append(upstream)
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                self.forwarding.wait()  # stalled: what was read is held, and nothing more is read
+                if self.closed:
+                    return
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 @pytest.fixture(scope="module")
 def replica_server(django_db_setup, django_db_blocker):
     data_dir = devservices.DATA_DIR / "replicas" / f"test-{os.getpid()}" / "data"
@@ -83,6 +142,21 @@ def live_replica(replica_server, settings):
     if replica_server.sql("SELECT pg_is_wal_replay_paused()")[0]:
         replica_server.sql("SELECT pg_wal_replay_resume()")
     replica.reset()
+
+
+@pytest.fixture
+def stalling_replica(live_replica, monkeypatch):
+    """The replica alias pointed at the live replica through a StallingProxy; measurements expire after 0.5 s."""
+    monkeypatch.setattr(replica, "CHECK_SECONDS", 0.5)
+    proxy = StallingProxy(live_replica.port)
+    unregister_replica()
+    register_replica(proxy.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        unregister_replica()
+        register_replica(live_replica.port)
 
 
 def changelist_ids(client) -> set[int]:
@@ -342,3 +416,52 @@ def test_pages_fall_back_to_the_primary_quickly_when_the_replica_is_killed(live_
     replica.reset()
     assert {before.pk, after.pk} <= changelist_ids(staff_client)
     assert replica.replica_status().usable
+
+
+@REPLICA_DB
+def test_pages_read_the_primary_within_seconds_when_the_replica_hangs(stalling_replica, staff_client):
+    before = f.order()
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        assert before.pk in changelist_ids(staff_client)  # through the proxy; the connection is kept
+    assert '"orders"' in tables(on_replica)
+    stalling_replica.stall()
+    after = f.order()
+    time.sleep(replica.CHECK_SECONDS)  # the status cached as usable expires: the next page checks again
+    started = time.monotonic()
+    with CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+        assert {before.pk, after.pk} <= changelist_ids(staff_client)
+    # The check's query on the kept connection gets no answer: its socket is shut down after CHECK_TIMEOUT_SECONDS.
+    assert time.monotonic() - started < replica.CHECK_TIMEOUT_SECONDS + 1.5
+    assert '"orders"' in tables(on_primary)
+    status = replica.replica_status()
+    assert not status.usable and status.reason == "unreachable: did not answer within 2 s"
+    started = time.monotonic()
+    assert after.pk in changelist_ids(staff_client)  # remembered: no page waits on the replica until RETRY_SECONDS
+    assert time.monotonic() - started < 1
+
+
+@REPLICA_DB
+def test_other_threads_read_the_primary_while_a_check_waits_on_a_hung_replica(stalling_replica):
+    assert replica.replica_status(fresh=True).usable
+    stalling_replica.stall()
+    time.sleep(replica.CHECK_SECONDS)
+    checked: list[replica.ReplicaStatus] = []
+
+    def check() -> None:
+        try:
+            checked.append(replica.replica_status())  # a new connection in this thread: connect_timeout (2 s)
+        finally:
+            connections.close_all()
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    meanwhile = replica.replica_status()
+    assert time.monotonic() - started < 0.1
+    assert checker.is_alive() and not meanwhile.usable and "reading the primary meanwhile" in meanwhile.reason
+    assert replica_alias() == DEFAULT_DB_ALIAS
+    checker.join(timeout=10)
+    assert not checker.is_alive() and not checked[0].usable and checked[0].reason.startswith("unreachable")
+

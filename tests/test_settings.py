@@ -15,7 +15,8 @@ def load_settings(expression: str = "settings.DEBUG", **env: str) -> subprocess.
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL", "DJANGO_ENV",
                                                                 "ALLOWED_HOSTS", "DATABASE_REPLICA_URL"}}
     return subprocess.run(
-        [sys.executable, "-c", f"import django, json; django.setup(); from django.conf import settings; print({expression})"],
+        [sys.executable, "-c",
+         f"import django, json; django.setup(); from django.conf import settings; print({expression})"],
         cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "backoffice.settings", **env},
         capture_output=True, text=True, timeout=60,
     )

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
-from backoffice import devservices, replica
+from backoffice import admin_utils, devservices, replica
 from backoffice.db_router import (
     ReplicaRouter,
     current_read_alias,
@@ -271,6 +271,54 @@ def test_orders_csv_export_reads_the_replica(live_replica, staff_client):
         lines = b"".join(response.streaming_content).decode().strip().splitlines()
     assert len(lines) == 1 + 3
     assert '"orders"' in tables(on_replica)
+
+
+def export_orders(client, orders):
+    response = client.post(reverse("admin:chain_order_changelist"),
+                           {"action": "export_csv", "_selected_action": [o.pk for o in orders]})
+    assert response.status_code == 200
+    return response
+
+
+@REPLICA_DB
+def test_orders_csv_export_reads_the_primary_when_the_replica_dies_before_its_query(live_replica, staff_client):
+    orders = [f.order() for _ in range(3)]
+    replica.wait_for_replay()
+    assert replica.replica_status(fresh=True).usable  # cached: the export will pick the replica
+    live_replica.stop()
+    try:
+        with CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+            response = export_orders(staff_client, orders)
+        assert '"orders"' in tables(on_primary)  # the query ran before the view returned, on the primary
+        lines = b"".join(response.streaming_content).decode().strip().splitlines()
+        assert len(lines) == 1 + 3 and not any("EXPORT FAILED" in line for line in lines)
+        assert "failed at an export's start" in replica.replica_status().reason
+    finally:
+        live_replica.start()
+
+
+@REPLICA_DB
+def test_orders_csv_export_that_loses_the_replica_mid_stream_ends_with_an_error_line(live_replica, staff_client,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(admin_utils, "EXPORT_CHUNK_ROWS", 2)
+    orders = [f.order() for _ in range(5)]
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        response = export_orders(staff_client, orders)
+    assert '"orders"' in tables(on_replica)
+    stream = iter(response.streaming_content)
+    head = [next(stream) for _ in range(3)]  # the header and the first chunk's two rows, fetched by the view
+    live_replica.stop()
+    try:
+        rest = list(stream)  # the next chunk's fetch meets the dead replica
+        lines = b"".join(head + rest).decode().strip().splitlines()
+        assert len(lines) == 1 + 2 + 1
+        assert lines[-1].startswith("EXPORT FAILED after 2 rows (OperationalError): this file is incomplete.")
+        assert "failed mid-export" in replica.replica_status().reason
+        again = b"".join(export_orders(staff_client, orders).streaming_content).decode().strip().splitlines()
+        assert len(again) == 1 + 5 and "EXPORT FAILED" not in again[-1]  # exporting again reads the primary
+    finally:
+        live_replica.start()
 
 
 # ------------------------------------------------------------------------------------------------ the primary

@@ -83,3 +83,23 @@ def database_settings(url: str, setting: str = "DATABASE_URL") -> dict[str, Any]
         else:
             config["OPTIONS"][name] = value
     return config
+
+
+# A replica that hangs (packets dropped on an open connection, a server that accepts and never answers) must not
+# hold a web thread for long: libpq's shortest connect timeout; TCP keepalives, so that an idle socket whose peer went
+# silent is closed after ~11 s (5 s idle, then 3 probes 2 s apart); tcp_user_timeout, so that a query the peer never
+# acknowledges fails after 10 s; and a statement timeout, so that a query the replica runs (or waits on: a recovery
+# conflict) ends after 30 s. The page then reads the primary (backoffice.db_router).
+REPLICA_CONNECTION_DEFAULTS = {"connect_timeout": 2, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                               "keepalives_count": 3, "tcp_user_timeout": 10_000}
+REPLICA_STATEMENT_TIMEOUT = "30s"
+
+
+def replica_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The replica alias's OPTIONS: `options` (from DATABASE_REPLICA_URL) with the defaults above for what it does
+    not set; a statement_timeout goes into libpq's `options` unless that already names one."""
+    merged = {**REPLICA_CONNECTION_DEFAULTS, **options}
+    server = merged.get("options", "")
+    if "statement_timeout" not in server:
+        merged["options"] = f"{server} -c statement_timeout={REPLICA_STATEMENT_TIMEOUT}".strip()
+    return merged

@@ -13,12 +13,17 @@ a copy up to DATABASE_REPLICA_MAX_LAG_SECONDS old. Even inside the context:
   the primary: a revoked permission takes effect at once;
 - the replica is used only while backoffice.replica says it is usable (reachable, a standby, lag within the
   limit); a query that fails on it mid-page makes the page run again on the primary.
+
+A CSV export streams after its view has returned, outside any context: `streamed_rows` runs its query on the
+replica (or the primary) before the view returns, so that the same fallback applies.
 """
 from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import logging
+from collections.abc import Iterable, Iterator
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.template.response import SimpleTemplateResponse
@@ -26,6 +31,9 @@ from django.template.response import SimpleTemplateResponse
 from . import replica
 
 logger = logging.getLogger(__name__)
+
+# What a replica that died, hung up or cancelled a query raises.
+READ_ERRORS = (OperationalError, InterfaceError)
 
 # The alias the current page reads from; None outside a replica-reads context (then: the primary).
 _read_alias: contextvars.ContextVar[str | None] = contextvars.ContextVar("replica_reads", default=None)
@@ -88,16 +96,57 @@ def with_replica_reads(request, view, *args, **kwargs):
         if isinstance(response, SimpleTemplateResponse) and not response.is_rendered:
             response.render()
         return response
-    except (OperationalError, InterfaceError) as exc:
+    except READ_ERRORS as exc:
         logger.warning("a read-only page failed on the database replica; reading the primary",
                        extra={"path": request.path, "error": str(exc).strip()[:200]})
-        broken = connections[alias].connection is None or not connections[alias].is_usable()
-        if broken:
-            replica.mark_failed(f"failed mid-page: {str(exc).strip()[:160]}")
-            connections[alias].close()
+        _failed_on(alias, exc, "mid-page")
     finally:
         _read_alias.reset(token)
     return view(request, *args, **kwargs)
+
+
+def _failed_on(alias: str, exc: Exception, where: str) -> None:
+    """A query failed on the replica: if the connection is broken (not a cancelled query), close it and skip the
+    replica until its next check."""
+    if connections[alias].connection is None or not connections[alias].is_usable():
+        replica.mark_failed(f"failed {where}: {str(exc).strip()[:160]}")
+        connections[alias].close()
+
+
+def streamed_rows(queryset, *, chunk_size: int) -> Iterator:
+    """The rows of a read-only queryset, for a response that streams them after the view returns (a CSV export):
+    from the replica when it is usable, else from the primary.
+
+    The query runs now, before the view returns, not when the response starts streaming: the first chunk is fetched
+    here (in autocommit Django declares a WITH HOLD server-side cursor, whose DECLARE runs the whole query). So a
+    replica that is down, hangs up or cancels the query makes the export read the primary, as a page would, and a
+    primary that fails gives an error page, not a file. A replica failure after that, while the rows stream, is
+    raised to whoever iterates (csv_response ends the file with an error line): rows are never repeated or silently
+    dropped. A broken connection marks the replica failed first, so that exporting again reads the primary.
+    """
+    alias = replica_alias()
+    if alias != DEFAULT_DB_ALIAS:
+        rows = queryset.using(alias).iterator(chunk_size=chunk_size)
+        try:
+            first = list(itertools.islice(rows, 1))
+        except READ_ERRORS as exc:
+            logger.warning("an export's query failed on the database replica; reading the primary",
+                           extra={"error": str(exc).strip()[:200]})
+            _failed_on(alias, exc, "at an export's start")
+        else:
+            return _marking_failure(alias, itertools.chain(first, rows))
+    rows = queryset.using(DEFAULT_DB_ALIAS).iterator(chunk_size=chunk_size)
+    return itertools.chain(list(itertools.islice(rows, 1)), rows)
+
+
+def _marking_failure(alias: str, rows: Iterable) -> Iterator:
+    try:
+        yield from rows
+    except READ_ERRORS as exc:
+        logger.warning("an export failed on the database replica while streaming",
+                       extra={"error": str(exc).strip()[:200]})
+        _failed_on(alias, exc, "mid-export")
+        raise
 
 
 def replica_reads(view):

@@ -2,24 +2,48 @@
 
 Lag is measured the way an idle primary cannot fool. `now() - pg_last_xact_replay_timestamp()` on the replica
 is the age of the newest transaction it replayed: it grows while the primary is idle, although the replica then
-lacks nothing. So the primary's WAL position is read first (`pg_current_wal_lsn()`), then the replica's replay
-position (`pg_last_wal_replay_lsn()`):
+lacks nothing. So the primary's WAL position is read first, then the replica's replay position
+(`pg_last_wal_replay_lsn()`):
 
 - replayed up to the primary's position or beyond: the replica holds everything the primary had when asked, the
   lag is 0 (an idle primary, or a replica that keeps up);
 - short of it: the replica is behind, and its staleness is at most the age of the newest transaction it replayed,
   and at most the time since this process last saw it caught up; the lag is the smaller of the two (the second
-  keeps the first write after a long idle spell from reading as an hour of lag).
+  keeps the first write after a long idle spell from reading as an hour of lag). A replica behind that has
+  neither (freshly started, no transaction replayed, never seen caught up here) has an unknown lag and is not
+  used: a few bytes behind may be a commit as well as the server's own background records, so it waits for a
+  check that finds it caught up, which on a streaming replica is the next one.
+
+The primary's position is its WAL *insert* position (`pg_current_wal_insert_lsn()`), not the write position: with
+synchronous_commit off a commit returns before its WAL is written, and the write position can lie before it, so
+a replica lacking a committed transaction would read as caught up. The insert position of a server whose last
+record ended at a WAL page boundary points past the next page's header, where no replica's replay position can
+be; it is taken back to the boundary (`_primary_wal_end`), or an idle primary would look a few bytes ahead until
+its next record (a fresh replica after pg_basebackup's WAL switch, for one).
 
 A measurement is reused for CHECK_SECONDS; a failed one (replica down, unreachable, refusing) for RETRY_SECONDS, so
-a dead replica costs at most one connect timeout per RETRY_SECONDS per process, not one per page. One thread
-measures at a time; the others use the previous result meanwhile.
+a dead replica costs at most one connect timeout per RETRY_SECONDS per process, not one per page. The lag limit is
+therefore approximate: a page may read a replica whose lag grew past DATABASE_REPLICA_MAX_LAG_SECONDS up to
+CHECK_SECONDS ago.
+
+One thread measures at a time. Once the last measurement has expired, the others do not use it while that thread
+asks again: the replica may have stopped answering since, and every page sent to it would hang with the check
+(a hung replica must cost the web tier one thread per process for a few seconds, not all of them). They read the
+primary until the check ends, which is bounded: the connection is opened within its connect_timeout, and a
+replica that does not answer on an open connection within CHECK_TIMEOUT_SECONDS has its socket shut down
+(`_hang_up_after`) and counts as unreachable. Pages already reading the replica when it hangs are bounded by the
+connection's own timeouts (keepalives, tcp_user_timeout, statement_timeout: backoffice.database_url).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -30,6 +54,7 @@ logger = logging.getLogger(__name__)
 REPLICA = "replica"  # the DATABASES alias DATABASE_REPLICA_URL configures
 CHECK_SECONDS = 5.0
 RETRY_SECONDS = 15.0
+CHECK_TIMEOUT_SECONDS = 2.0  # for the replica's answer on an open connection (the check's query takes milliseconds)
 
 
 @dataclass(frozen=True)
@@ -61,10 +86,10 @@ def replica_status(*, fresh: bool = False) -> ReplicaStatus:
     now = time.monotonic()
     with _lock:
         cached = _state["status"]
-        if cached is not None and not fresh and (now < _state["expires"] or _state["checking"]):
+        if cached is not None and not fresh and now < _state["expires"]:
             return cached
-        if _state["checking"]:
-            return cached or ReplicaStatus(configured=True, reason="first check in progress: reading the primary")
+        if _state["checking"]:  # expired, and another thread is asking again: see the module docstring
+            return _while_checking(cached)
         _state["checking"] = True
     status = None
     try:
@@ -76,6 +101,15 @@ def replica_status(*, fresh: bool = False) -> ReplicaStatus:
                 _state["expires"] = time.monotonic() + (CHECK_SECONDS if status.reachable else RETRY_SECONDS)
             _state["checking"] = False
     return status
+
+
+def _while_checking(cached: ReplicaStatus | None) -> ReplicaStatus:
+    if cached is None:
+        return ReplicaStatus(configured=True, reason="first check in progress: reading the primary")
+    if not cached.usable:
+        return cached
+    return dataclasses.replace(cached, usable=False, reason=f"last check over {CHECK_SECONDS:g} s old and the next one "
+                                                            "not answered yet: reading the primary meanwhile")
 
 
 def mark_failed(reason: str) -> None:
@@ -94,28 +128,37 @@ def reset() -> None:
 def _measure() -> ReplicaStatus:
     max_lag = float(settings.DATABASE_REPLICA_MAX_LAG_SECONDS)
     try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cur:  # the primary first: see the module docstring
-            cur.execute("SELECT pg_current_wal_lsn()::text")
-            primary_lsn = cur.fetchone()[0]
+        primary_lsn = _primary_wal_end()  # the primary first: see the module docstring
     except Exception as exc:  # the primary's own trouble shows on its health tile; the replica is not usable
         return ReplicaStatus(configured=True, reason=f"primary WAL position unavailable: {_short(exc)}")
+    conn = connections[REPLICA]
+    hung = threading.Event()
+    row = error = None
     try:
-        with connections[REPLICA].cursor() as cur:
-            cur.execute(
-                "SELECT pg_is_in_recovery(), "
-                "(%s::pg_lsn - pg_last_wal_replay_lsn())::bigint, "
-                "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8, "
-                "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END",
-                [primary_lsn])
-            in_recovery, behind, replay_age, paused = cur.fetchone()
+        with _hang_up_after(CHECK_TIMEOUT_SECONDS, conn, hung):
+            conn.close_if_health_check_failed()  # Django's SELECT 1 on a kept connection (CONN_HEALTH_CHECKS)
+        if not hung.is_set():
+            conn.ensure_connection()  # a new connection: within its connect_timeout
+            with _hang_up_after(CHECK_TIMEOUT_SECONDS, conn, hung), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_is_in_recovery(), "
+                    "(%s::pg_lsn - pg_last_wal_replay_lsn())::bigint, "
+                    "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8, "
+                    "CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END",
+                    [primary_lsn])
+                row = cur.fetchone()
     except Exception as exc:
-        # A broken persistent connection must not be reused by the next check or page.
+        error = exc
+    if hung.is_set() or row is None:
+        # A broken (or hung up) persistent connection must not be reused by the next check or page.
         try:
-            connections[REPLICA].close()
+            conn.close()
         except Exception:
             pass
-        logger.warning("database replica unreachable, reading the primary", extra={"error": _short(exc)})
-        return ReplicaStatus(configured=True, reason=f"unreachable: {_short(exc)}")
+        problem = f"did not answer within {CHECK_TIMEOUT_SECONDS:g} s" if hung.is_set() else _short(error)
+        logger.warning("database replica unreachable, reading the primary", extra={"error": problem})
+        return ReplicaStatus(configured=True, reason=f"unreachable: {problem}")
+    in_recovery, behind, replay_age, paused = row
     if not in_recovery:
         # A promoted former replica has its own history from the promotion on: never read it as a copy.
         return ReplicaStatus(configured=True, reason="not a standby (pg_is_in_recovery() is false): promoted, or "
@@ -137,6 +180,58 @@ def _measure() -> ReplicaStatus:
     return ReplicaStatus(**common, usable=True)
 
 
+@contextlib.contextmanager
+def _hang_up_after(seconds: float, conn, hung: threading.Event) -> Iterator[None]:
+    """Shut the socket of `conn`'s open connection down (and set `hung`) if the block has not ended within `seconds`.
+
+    libpq then fails the query at once, where a replica that hangs on an open connection would hold the thread
+    until TCP gives up, or forever when something still acknowledges the packets. The socket is reached through a
+    duplicate of its descriptor: a connection closed meanwhile cannot make this touch another one's.
+    """
+    raw = conn.connection
+    if raw is None or raw.closed:
+        yield  # nothing open: a connect has its own timeout
+        return
+    sock = socket.socket(fileno=os.dup(raw.fileno()))
+
+    def hang_up() -> None:
+        hung.set()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(seconds, hang_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        sock.close()
+
+
+# WAL page headers (PostgreSQL's SizeOfXLogShortPHD, and SizeOfXLogLongPHD on a segment's first page, on a 64-bit
+# server): the insert position skips them before the next record.
+_SHORT_PAGE_HEADER, _LONG_PAGE_HEADER = 24, 40
+
+
+def _primary_wal_end() -> str:
+    """The end of the last WAL record the primary inserted (committed or not yet written), as LSN text."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int, "
+                    "pg_size_bytes(current_setting('wal_segment_size'))")
+        insert, block, segment = cur.fetchone()
+    high, low = insert.split("/")
+    position = (int(high, 16) << 32) | int(low, 16)
+    if position % segment == _LONG_PAGE_HEADER:
+        position -= _LONG_PAGE_HEADER
+    elif position % block == _SHORT_PAGE_HEADER:
+        position -= _SHORT_PAGE_HEADER
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -149,11 +244,9 @@ def wait_for_replay(timeout: float = 60.0) -> float:
     Raises TimeoutError naming both positions.
     """
     started = time.monotonic()
-    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
-        # The insert position, not the write position: with synchronous_commit off (the embedded development
-        # cluster) a commit returns before its WAL is written, and the write position can still lie before it.
-        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
-        target = cur.fetchone()[0]
+    # The insert position, not the write position (see the module docstring): with synchronous_commit off (the
+    # embedded development cluster) a commit returns before its WAL is written.
+    target = _primary_wal_end()
     while True:
         with connections[REPLICA].cursor() as cur:
             cur.execute("SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_replay_lsn() >= %s::pg_lsn", [target])

@@ -10,7 +10,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from backoffice.chain_settings import chains_from_env
-from backoffice.database_url import database_settings
+from backoffice.database_url import database_settings, replica_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -141,9 +141,9 @@ if DATABASE_REPLICA_URL:
     DATABASES["replica"] = database_settings(DATABASE_REPLICA_URL, setting="DATABASE_REPLICA_URL")
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
     DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
-    # A dead replica must cost a page little: libpq's shortest connect timeout (2 s) unless the URL sets one, and
-    # the router then reads the primary until the next check (backoffice.replica).
-    DATABASES["replica"]["OPTIONS"].setdefault("connect_timeout", 2)
+    # A dead or hung replica must cost a page little: connect, keepalive, TCP and statement timeouts unless the URL
+    # sets them (backoffice.database_url.replica_options); the router then reads the primary until the next check.
+    DATABASES["replica"]["OPTIONS"] = replica_options(DATABASES["replica"]["OPTIONS"])
     # Under the test runner the replica mirrors the test database instead of getting a throw-away one of its own.
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["backoffice.db_router.ReplicaRouter"]

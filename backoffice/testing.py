@@ -23,17 +23,21 @@ def verify_second_factor(client, user) -> None:
 def register_replica(port: int, host: str = "127.0.0.1") -> None:
     """Add the `replica` database alias at run time, pointing at a replica of the primary's cluster on host:port
     (tests and benchmarks, whose replica starts after Django's settings are read). Same database name, user and
-    options as the primary; under the test runner it mirrors the test database, so nothing flushes it."""
+    options as the primary, with the replica's own timeouts (those DATABASE_REPLICA_URL gets); under the test runner
+    it mirrors the test database, so nothing flushes it."""
     import copy
 
     from django.db import DEFAULT_DB_ALIAS, connections
 
     from . import replica
+    from .database_url import replica_options
 
     primary = connections[DEFAULT_DB_ALIAS].settings_dict
     config = copy.deepcopy(primary)
     config.update(HOST=host, PORT=str(port), TEST={**primary.get("TEST", {}), "MIRROR": DEFAULT_DB_ALIAS})
-    config["OPTIONS"] = {**primary.get("OPTIONS", {}), "connect_timeout": 2}
+    # The replica's own defaults (DATABASE_REPLICA_URL's), not the primary's connect timeout.
+    options = {k: v for k, v in primary.get("OPTIONS", {}).items() if k != "connect_timeout"}
+    config["OPTIONS"] = replica_options(options)
     connections.settings[replica.REPLICA] = config
     replica.reset()
 

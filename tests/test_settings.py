@@ -1,6 +1,7 @@
 """Production settings refuse unsafe configuration; development needs none."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ def load_settings(expression: str = "settings.DEBUG", **env: str) -> subprocess.
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DATABASE_URL", "DJANGO_ENV",
                                                                 "ALLOWED_HOSTS", "DATABASE_REPLICA_URL"}}
     return subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); from django.conf import settings; print({expression})"],
+        [sys.executable, "-c",
+         f"import django, json; django.setup(); from django.conf import settings; print({expression})"],
         cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "backoffice.settings", **env},
         capture_output=True, text=True, timeout=60,
     )
@@ -66,14 +68,33 @@ def test_development_settings_need_no_configuration():
     assert result.stdout.strip() == "True"
 
 
-def test_replica_settings_add_a_replica_alias_with_a_short_connect_timeout():
+def test_replica_settings_add_a_replica_alias_with_short_timeouts():
     result = load_settings("sorted(settings.DATABASES), settings.DATABASES['replica']['HOST'], "
-                           "settings.DATABASES['replica']['OPTIONS'], settings.DATABASES['replica']['TEST']['MIRROR'], "
-                           "settings.DATABASE_REPLICA_MAX_LAG_SECONDS",
+                           "settings.DATABASES['replica']['TEST']['MIRROR'], settings.DATABASE_REPLICA_MAX_LAG_SECONDS",
                            DATABASE_REPLICA_URL="postgres://ro:pw@replica.internal:5432/p2p_escrow?sslmode=require")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("['default', 'replica'] replica.internal {'sslmode': 'require', "
-                                     "'connect_timeout': 2} default 30.0")
+    assert result.stdout.strip() == "['default', 'replica'] replica.internal default 30.0"
+    assert replica_options("postgres://ro:pw@replica.internal:5432/p2p_escrow?sslmode=require") == {
+        "sslmode": "require", "connect_timeout": 2, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+        "keepalives_count": 3, "tcp_user_timeout": 10000, "options": "-c statement_timeout=30s"}
+
+
+def test_replica_settings_keep_the_timeouts_the_url_sets():
+    url = ("postgres://ro:pw@replica.internal/p2p_escrow?connect_timeout=5&keepalives_idle=30&tcp_user_timeout=0"
+           "&options=-c%20statement_timeout%3D5min%20-c%20search_path%3Dpublic")
+    options = replica_options(url)
+    assert options["connect_timeout"] == 5 and options["keepalives_idle"] == "30" and options["tcp_user_timeout"] == "0"
+    assert options["options"] == "-c statement_timeout=5min -c search_path=public"
+    assert options["keepalives"] == 1  # what the URL leaves out keeps its default
+    other = replica_options("postgres://ro@replica.internal/p2p_escrow?options=-c%20search_path%3Dpublic")
+    assert other["options"] == "-c search_path=public -c statement_timeout=30s"
+
+
+def replica_options(url: str) -> dict:
+    result = load_settings("json.dumps(settings.DATABASES['replica']['OPTIONS'], sort_keys=True)",
+                           DATABASE_REPLICA_URL=url)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_replica_settings_are_absent_without_a_replica_url():

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import threading
 import time
 
 import psycopg
@@ -18,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
-from backoffice import devservices, replica
+from backoffice import admin_utils, devservices, replica
 from backoffice.db_router import (
     ReplicaRouter,
     current_read_alias,
@@ -54,6 +56,64 @@ class Replica:
         devservices.restart_replica(self.data_dir, self.port)
 
 
+class StallingProxy:
+    """A TCP proxy in front of the replica that can stop forwarding without closing anything: to the back office, a
+    replica that hangs (packets dropped on an open connection), which a real server cannot be made to do on demand.
+    Stalled, it still accepts connections (the kernel does), and neither forwards them nor answers."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.forwarding = threading.Event()
+        self.forwarding.set()
+        self.closed = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self) -> None:
+        self.forwarding.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.forwarding.set()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self.forwarding.wait()
+        if self.closed:
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.sockets.append(upstream)
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                self.forwarding.wait()  # stalled: what was read is held, and nothing more is read
+                if self.closed:
+                    return
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 @pytest.fixture(scope="module")
 def replica_server(django_db_setup, django_db_blocker):
     data_dir = devservices.DATA_DIR / "replicas" / f"test-{os.getpid()}" / "data"
@@ -82,6 +142,21 @@ def live_replica(replica_server, settings):
     if replica_server.sql("SELECT pg_is_wal_replay_paused()")[0]:
         replica_server.sql("SELECT pg_wal_replay_resume()")
     replica.reset()
+
+
+@pytest.fixture
+def stalling_replica(live_replica, monkeypatch):
+    """The replica alias pointed at the live replica through a StallingProxy; measurements expire after 0.5 s."""
+    monkeypatch.setattr(replica, "CHECK_SECONDS", 0.5)
+    proxy = StallingProxy(live_replica.port)
+    unregister_replica()
+    register_replica(proxy.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        unregister_replica()
+        register_replica(live_replica.port)
 
 
 def changelist_ids(client) -> set[int]:
@@ -126,6 +201,17 @@ def test_replica_is_a_streaming_standby_of_the_test_database(live_replica):
     with connections[replica.REPLICA].cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery(), current_database()")
         assert cur.fetchone() == (True, connections[DEFAULT_DB_ALIAS].settings_dict["NAME"])
+
+
+@REPLICA_DB
+def test_replica_connection_has_keepalives_a_tcp_user_timeout_and_a_statement_timeout(live_replica):
+    with connections[replica.REPLICA].cursor() as cur:
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone()[0] == "30s"
+    with socket.socket(fileno=os.dup(connections[replica.REPLICA].connection.fileno())) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
 
 
 @REPLICA_DB
@@ -187,6 +273,54 @@ def test_orders_csv_export_reads_the_replica(live_replica, staff_client):
     assert '"orders"' in tables(on_replica)
 
 
+def export_orders(client, orders):
+    response = client.post(reverse("admin:chain_order_changelist"),
+                           {"action": "export_csv", "_selected_action": [o.pk for o in orders]})
+    assert response.status_code == 200
+    return response
+
+
+@REPLICA_DB
+def test_orders_csv_export_reads_the_primary_when_the_replica_dies_before_its_query(live_replica, staff_client):
+    orders = [f.order() for _ in range(3)]
+    replica.wait_for_replay()
+    assert replica.replica_status(fresh=True).usable  # cached: the export will pick the replica
+    live_replica.stop()
+    try:
+        with CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+            response = export_orders(staff_client, orders)
+        assert '"orders"' in tables(on_primary)  # the query ran before the view returned, on the primary
+        lines = b"".join(response.streaming_content).decode().strip().splitlines()
+        assert len(lines) == 1 + 3 and not any("EXPORT FAILED" in line for line in lines)
+        assert "failed at an export's start" in replica.replica_status().reason
+    finally:
+        live_replica.start()
+
+
+@REPLICA_DB
+def test_orders_csv_export_that_loses_the_replica_mid_stream_ends_with_an_error_line(live_replica, staff_client,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(admin_utils, "EXPORT_CHUNK_ROWS", 2)
+    orders = [f.order() for _ in range(5)]
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        response = export_orders(staff_client, orders)
+    assert '"orders"' in tables(on_replica)
+    stream = iter(response.streaming_content)
+    head = [next(stream) for _ in range(3)]  # the header and the first chunk's two rows, fetched by the view
+    live_replica.stop()
+    try:
+        rest = list(stream)  # the next chunk's fetch meets the dead replica
+        lines = b"".join(head + rest).decode().strip().splitlines()
+        assert len(lines) == 1 + 2 + 1
+        assert lines[-1].startswith("EXPORT FAILED after 2 rows (OperationalError): this file is incomplete.")
+        assert "failed mid-export" in replica.replica_status().reason
+        again = b"".join(export_orders(staff_client, orders).streaming_content).decode().strip().splitlines()
+        assert len(again) == 1 + 5 and "EXPORT FAILED" not in again[-1]  # exporting again reads the primary
+    finally:
+        live_replica.start()
+
+
 # ------------------------------------------------------------------------------------------------ the primary
 
 
@@ -241,6 +375,28 @@ def test_replica_lag_is_zero_while_the_primary_is_idle(live_replica):
     # The server itself writes a few bytes now and then (the bgwriter's running-transactions record), which the
     # replica replays within milliseconds: "idle" means a lag well under a second, not one that grows.
     assert status.usable and status.lag_seconds < 1.0 and status.lag_seconds < replay_age
+
+
+@REPLICA_DB
+def test_replica_lag_counts_a_commit_whose_wal_is_not_written_yet(live_replica):
+    live_replica.sql("SELECT pg_wal_replay_pause()")
+    order = f.order()  # synchronous_commit is off on the test cluster: the commit returns before its WAL is written
+    status = replica.replica_status(fresh=True)
+    assert live_replica.sql(f"SELECT count(*) FROM orders WHERE id = {order.pk}")[0] == 0
+    assert status.behind_bytes > 0  # not "caught up": the replica lacks a committed order
+
+
+@REPLICA_DB
+def test_replica_of_an_idle_primary_just_past_a_wal_page_header_is_caught_up(live_replica):
+    with connections[DEFAULT_DB_ALIAS].cursor() as cur:
+        cur.execute("SELECT pg_switch_wal()")
+        cur.execute("SELECT (pg_current_wal_insert_lsn() - pg_current_wal_lsn())::int")
+        # The next record goes after the new segment's 40-byte page header: the insert position points there.
+        assert cur.fetchone()[0] == 40
+    replica.wait_for_replay(timeout=10)
+    replica.reset()
+    status = replica.replica_status()
+    assert status.usable and status.behind_bytes == 0 and status.lag_seconds == 0
 
 
 @REPLICA_DB
@@ -308,3 +464,52 @@ def test_pages_fall_back_to_the_primary_quickly_when_the_replica_is_killed(live_
     replica.reset()
     assert {before.pk, after.pk} <= changelist_ids(staff_client)
     assert replica.replica_status().usable
+
+
+@REPLICA_DB
+def test_pages_read_the_primary_within_seconds_when_the_replica_hangs(stalling_replica, staff_client):
+    before = f.order()
+    replica.wait_for_replay()
+    with CaptureQueriesContext(connections[replica.REPLICA]) as on_replica:
+        assert before.pk in changelist_ids(staff_client)  # through the proxy; the connection is kept
+    assert '"orders"' in tables(on_replica)
+    stalling_replica.stall()
+    after = f.order()
+    time.sleep(replica.CHECK_SECONDS)  # the status cached as usable expires: the next page checks again
+    started = time.monotonic()
+    with CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary:
+        assert {before.pk, after.pk} <= changelist_ids(staff_client)
+    # The check's query on the kept connection gets no answer: its socket is shut down after CHECK_TIMEOUT_SECONDS.
+    assert time.monotonic() - started < replica.CHECK_TIMEOUT_SECONDS + 1.5
+    assert '"orders"' in tables(on_primary)
+    status = replica.replica_status()
+    assert not status.usable and status.reason == "unreachable: did not answer within 2 s"
+    started = time.monotonic()
+    assert after.pk in changelist_ids(staff_client)  # remembered: no page waits on the replica until RETRY_SECONDS
+    assert time.monotonic() - started < 1
+
+
+@REPLICA_DB
+def test_other_threads_read_the_primary_while_a_check_waits_on_a_hung_replica(stalling_replica):
+    assert replica.replica_status(fresh=True).usable
+    stalling_replica.stall()
+    time.sleep(replica.CHECK_SECONDS)
+    checked: list[replica.ReplicaStatus] = []
+
+    def check() -> None:
+        try:
+            checked.append(replica.replica_status())  # a new connection in this thread: connect_timeout (2 s)
+        finally:
+            connections.close_all()
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    meanwhile = replica.replica_status()
+    assert time.monotonic() - started < 0.1
+    assert checker.is_alive() and not meanwhile.usable and "reading the primary meanwhile" in meanwhile.reason
+    assert replica_alias() == DEFAULT_DB_ALIAS
+    checker.join(timeout=10)
+    assert not checker.is_alive() and not checked[0].usable and checked[0].reason.startswith("unreachable")
+

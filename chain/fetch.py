@@ -72,8 +72,8 @@ def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
 def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
                 known_tokens: frozenset[str] | set[str] | None = None) -> Batch:
     """Logs of [from_block, to_block], halving the range when the provider refuses its size or times out on
-    it (the batch then ends earlier), and never wider than the client's range ceiling after a timeout. With `known_tokens`, the metadata of any other token an order uses is
-    read too."""
+    it (the batch then ends earlier), and never wider than the client's range ceiling after a timeout. With
+    `known_tokens`, the metadata of any other token an order uses is read too."""
     while True:
         ceiling = client.range_ceiling()
         if ceiling is not None:

@@ -14,7 +14,6 @@ from django.utils.html import format_html
 
 from backoffice.admin_utils import (
     AuditedConfigAdmin,
-    CappedCountPaginator,
     ReadOnlyAdminMixin,
     admin_page,
     errors_to_form,
@@ -202,12 +201,9 @@ class IncidentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:ops_incident_open"))
 
     def save_model(self, request, obj, form, change):
-        from django.db import transaction
-
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            record_audit(actor=request.user, action="change_incident", obj=obj,
-                         after={f: str(form.cleaned_data.get(f)) for f in form.changed_data})
+        # The change form's links (orders, actions, alerts) are saved next, in the same transaction (the admin's).
+        console.save_incident_details(actor=request.user, incident=obj,
+                                      changed={f: str(form.cleaned_data.get(f)) for f in form.changed_data})
 
     def open_view(self, request):
         if not request.user.has_perm("ops.add_incident"):

@@ -109,6 +109,18 @@ def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime
     return incident
 
 
+def save_incident_details(*, actor: Any, incident: Incident, changed: dict[str, str]) -> Incident:
+    """Staff edited an incident's title, runbook, summary or links on its page: saved and audited (`changed`: the
+    edited fields, as shown). Status and roles move only through `advance_incident`."""
+    require_perm(actor, "ops.change_incident", "update incidents", allow_system=False)
+    if not (incident.title or "").strip():
+        raise ValidationError({"title": "Give the incident a short title."})
+    with transaction.atomic():
+        incident.save()
+        record_audit(actor=actor, action="change_incident", obj=incident, after=changed)
+    return incident
+
+
 def add_incident_event(*, actor: Any, incident: Incident, text: str, at: datetime | None = None) -> IncidentEvent:
     require_perm(actor, "ops.change_incident", "update incidents", allow_system=False)
     text = (text or "").strip()

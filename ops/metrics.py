@@ -80,7 +80,8 @@ def _chain() -> list:
                                  labels=["chain"])
     limited = CounterMetricFamily("blockchain_rpc_rate_limited", "Rate-limit answers waited out (not failures)",
                                   labels=["chain", "provider"])
-    limit_wait = CounterMetricFamily("blockchain_rpc_rate_limit_wait_seconds", "Seconds requests spent waiting out rate limits (summed over requests: "
+    limit_wait = CounterMetricFamily("blockchain_rpc_rate_limit_wait_seconds",
+                                     "Seconds requests spent waiting out rate limits (summed over requests: "
                                      "4 fetch threads waiting 1 s count 4 s)",
                                      labels=["chain", "provider"])
     budget_wait = CounterMetricFamily("blockchain_rpc_budget_wait_seconds",

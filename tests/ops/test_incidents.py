@@ -239,3 +239,18 @@ def test_incidents_monthly_report_december_ends_at_new_year(staff_user):
     incident_row(staff_user, "P2", datetime(2026, 1, 1, 0, 0, tzinfo=UTC), 1, 1)
     assert monthly_incident_report(2025, 12)["P2"]["count"] == 1
     assert monthly_incident_report(2026, 1)["P2"]["count"] == 1
+
+
+def test_incident_page_edits_title_summary_and_links_audited(incident, staff_client):
+    """The incident's own page saves an edited title, summary and linked orders, and audits what changed."""
+    order = factories.order()
+    url = reverse("admin:ops_incident_change", args=[incident.pk])
+    response = staff_client.post(url, {"title": "bsc escrow paused by the guardian", "runbook": "RB-05",
+                                       "summary": "Paused at 12:07 UTC.", "affected_orders": str(order.pk),
+                                       "alerts": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    incident.refresh_from_db()
+    assert incident.title == "bsc escrow paused by the guardian" and incident.summary == "Paused at 12:07 UTC."
+    assert list(incident.affected_orders.all()) == [order]
+    row = AuditLog.objects.filter(action="change_incident").get()
+    assert row.after["title"] == "bsc escrow paused by the guardian" and "affected_orders" in row.after

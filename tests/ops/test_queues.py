@@ -22,7 +22,6 @@ from django.core.management import call_command
 from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
-from backoffice import queues
 from backoffice.celery import app
 from backoffice.devservices import running_anvil, stop_process
 from backoffice.supervisor import worker_commands

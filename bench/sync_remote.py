@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .common import bench_env, figure
-from .sync import build_history
+from .sync import CpuSeconds, build_history
 
 LATENCY = 0.05
 MAX_LOGS = 10_000
@@ -131,10 +131,11 @@ def remote(url: str, tmp: Path) -> None:
         reset_clients()
         local.reset_mirror()
         proxy.take()
+        cpu = CpuSeconds()
         started = time.monotonic()
         result = sync_chain("bsc", max_seconds=10**9)
         seconds = time.monotonic() - started
-        counts = proxy.take()
+        counts = {**proxy.take(), "cpu_seconds": cpu.used()}  # worker: the sync and the proxy's threads
         say(f"{in_flight} in flight, {latency * 1000:.0f} ms: {result.events} events, {result.batches} batches, "
             f"{seconds:.2f} s, {counts}")
         return seconds, result, counts

@@ -70,8 +70,9 @@ class PlatformFlagAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        if obj.key == "TRADES_ENABLED" and form.cleaned_data["value"] is True:
-            # Turning trading back on goes through the resume path (four eyes), not a form.
+        if obj.key == "TRADES_ENABLED" and form.cleaned_data["value"] is True and "value" in form.changed_data:
+            # Turning trading back on goes through the resume path (four eyes), not a form (saving it while it
+            # is on, e.g. to reword its description, is no turning on).
             raise PermissionDenied("Use Contract actions → Resume to turn trading back on.")
         actions.set_platform_flag(actor=request.user, key=obj.key, value=form.cleaned_data["value"],
                                   reason=form.cleaned_data["reason"])

@@ -531,6 +531,9 @@ def set_platform_flag(*, actor: Any, key: str, value: Any, reason: str) -> Platf
         flag = PlatformFlag.objects.select_for_update().filter(key=key).first()
         if flag is None:
             raise ValidationError({"key": f"Unknown platform setting {key!r}."})
+        if isinstance(flag.value, bool) and not isinstance(value, bool):
+            # A switch stays a switch: 1 or "true" would read as on to some code and not to other.
+            raise ValidationError({"value": f"{key} is a switch: set it to true or false (JSON), not {value!r}."})
         before = {"value": flag.value}
         flag.value, flag.updated_by = value, actor if getattr(actor, "pk", None) else None
         flag.save(update_fields=["value", "updated_by", "updated_at"])

@@ -56,6 +56,12 @@ class FlagForm(forms.ModelForm):
         model = PlatformFlag
         fields = ("value",)
 
+    def clean_value(self):
+        value = self.cleaned_data["value"]
+        if self.instance.pk and isinstance(self.instance.value, bool) and not isinstance(value, bool):
+            raise forms.ValidationError(f"{self.instance.key} is a switch: true or false (JSON), not {value!r}.")
+        return value
+
 
 @admin.register(PlatformFlag)
 class PlatformFlagAdmin(admin.ModelAdmin):

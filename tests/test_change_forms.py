@@ -110,3 +110,20 @@ def test_trading_flag_form_saves_while_on_but_never_turns_trading_back_on(world)
         assert response.status_code == 403
         assert PlatformFlag.objects.get(pk=flag.pk).value is False
         transaction.set_rollback(True)
+
+
+@pytest.mark.parametrize("value", ["1", '"true"', "0"])
+def test_trading_flag_form_takes_only_true_or_false(world, value):  # noqa: F811
+    """A switch set to 1 or "true" would read as on to some code and not to other: refused, naming the fix."""
+    from ops.models import PlatformFlag
+
+    client = Client()
+    client.cookies["sessionid"] = world["sessions"][SU]
+    flag = world["objects"]["ops_platformflag"]
+    url = reverse("admin:ops_platformflag_change", args=[flag.pk])
+    with transaction.atomic():
+        PlatformFlag.objects.filter(pk=flag.pk).update(value=False)
+        response = client.post(url, {"value": value, "reason": "try", "_save": "Save"})
+        assert response.status_code == 200 and "is a switch: true or false" in response.content.decode()
+        assert PlatformFlag.objects.get(pk=flag.pk).value is False
+        transaction.set_rollback(True)

@@ -26,6 +26,11 @@ class Param:
     abi_type: str  # address, bool, uint256, uint16, uint64
     label: str
     help: str = ""
+    # The contract's own limits (P2PEscrow.sol), checked here so a bad value is a field error naming the fix
+    # rather than a reverted simulation: the smallest and largest number, and whether the zero address is refused.
+    low: int = 0
+    high: int | None = None
+    nonzero: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,19 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
                (Param("token", "address", "token", "ERC-20 contract address."),
                 Param("supported", "bool", "supported", "true to accept the token in new orders, false to stop.")),
                "Add or remove a supported token", "Runbook §8: setSupportedToken(address,bool)."),
-    ActionKind("set_treasury", "setTreasury", (Param("treasury", "address", "new treasury", "Should be a multisig."),),
+    ActionKind("set_treasury", "setTreasury", (Param("treasury", "address", "new treasury", "Should be a multisig.",
+                                                     nonzero=True),),
                "Change the treasury", "Runbook §8: where platform fees go from now on."),
     ActionKind("set_platform_fee", "setPlatformFeeBps",
-               (Param("bps", "uint16", "fee (basis points)", "100 = 1%. At most 1000 (10%)."),),
+               (Param("bps", "uint16", "fee (basis points)", "100 = 1%. At most 1000 (10%).", high=1000),),
                "Change the platform fee", "Applies to orders created after it is confirmed."),
     ActionKind("set_arbitrator_fee", "setArbitratorFeeBps",
-               (Param("bps", "uint16", "arbitrator share (basis points of the fee)", "5000 = half the fee."),),
+               (Param("bps", "uint16", "arbitrator share (basis points of the fee)", "5000 = half the fee. At most 10000.",
+                      high=10_000),),
                "Change the arbitrator's share of the fee", "Applies to disputes resolved after it is confirmed."),
     ActionKind("set_timeouts", "setTimeouts",
-               (Param("seller_timeout", "uint64", "seller timeout (s)"), Param("buyer_timeout", "uint64",
-                "buyer timeout (s)"), Param("dispute_timeout", "uint64", "dispute timeout (s)")),
+               (Param("seller_timeout", "uint64", "seller timeout (s)", low=1), Param("buyer_timeout", "uint64",
+                "buyer timeout (s)", low=1), Param("dispute_timeout", "uint64", "dispute timeout (s)", low=1)),
                "Change the order timeouts", "Applies to deadlines set after it is confirmed."),
     ActionKind("auto_expire", "autoExpireOrder", (ORDER_ID,), "Auto-expire an order (refund the buyer)",
                "Runbook §8: the seller missed the delivery deadline."),
@@ -78,10 +85,10 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
                "Resolve a dispute as owner", "The fallback when the arbitrator missed the dispute deadline."),
     ActionKind("transfer_ownership", "transferOwnership",
                (Param("new_owner", "address", "new owner", "The Safe that will own the escrow (README: moving to a "
-                      "Safe). Check the address twice: a wrong one loses the contract."),),
+                      "Safe). Check the address twice: a wrong one loses the contract.", nonzero=True),),
                "Transfer the escrow's ownership", "Moves every owner power of the escrow to the new owner."),
     ActionKind("transfer_pool_ownership", "transferOwnership",
-               (Param("new_owner", "address", "new owner", "The same Safe as the escrow's owner."),),
+               (Param("new_owner", "address", "new owner", "The same Safe as the escrow's owner.", nonzero=True),),
                "Transfer the arbitrator pool's ownership", "Moves every owner power of the pool to the new owner.",
                contract="pool"),
 )}
@@ -90,7 +97,11 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
 def _clean(param: Param, raw: Any) -> Any:
     field = param.name
     if param.abi_type == "address":
-        return canonical_wallet(str(raw) if raw is not None else "", field=field)
+        wallet = canonical_wallet(str(raw) if raw is not None else "", field=field)
+        if param.nonzero and int(wallet, 16) == 0:
+            raise ValidationError({field: f"{param.label} cannot be the zero address (the contract refuses it): "
+                                          "paste the real address."})
+        return wallet
     if param.abi_type == "bool":
         if isinstance(raw, bool):
             return raw
@@ -105,8 +116,10 @@ def _clean(param: Param, raw: Any) -> Any:
         value = int(str(raw).strip()) if not isinstance(raw, int) or isinstance(raw, bool) else raw
     except (TypeError, ValueError):
         raise ValidationError({field: f"{param.label} must be a whole number."}) from None
-    if value < 0 or value >= 2**bits:
-        raise ValidationError({field: f"{param.label} must be between 0 and {2**bits - 1}."})
+    high = 2**bits - 1 if param.high is None else param.high
+    if value < param.low or value > high:
+        raise ValidationError({field: f"{param.label} must be between {param.low} and {high}"
+                                      f"{' (the contract refuses more)' if param.high is not None else ''}."})
     return value
 
 

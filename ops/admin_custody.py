@@ -75,8 +75,10 @@ class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"Registered {key.address} as your signing key.")
                 return HttpResponseRedirect(reverse("admin:ops_staffsigningkey_changelist"))
-        challenge = form.data.get("challenge") if form.is_bound else None
-        challenge = challenge or custody.signing_key_challenge(user=request.user)
+        # The challenge posted back keeps the signature it carries valid; a refused one (expired, altered) is
+        # replaced by a fresh one to sign, or signing again would fail again.
+        keep = form.is_bound and "challenge" not in form.errors
+        challenge = (form.data.get("challenge") if keep else None) or custody.signing_key_challenge(user=request.user)
         form.initial["challenge"] = challenge
         if form.is_bound:
             form.data = form.data.copy()

@@ -64,7 +64,7 @@ def register_signing_key(*, actor: Any, address: str, challenge: str, signature:
     try:
         claims = signing.loads(token, salt=CHALLENGE_SALT, max_age=settings.SIGNING_CHALLENGE_SECONDS)
     except signing.SignatureExpired:
-        raise ValidationError({"challenge": "The challenge expired: reload the page and sign the new one."}) from None
+        raise ValidationError({"challenge": "The challenge expired: sign the new one shown here with the same key."}) from None
     except signing.BadSignature:
         raise ValidationError({"challenge": "The challenge was altered or is not ours: sign the message exactly "
                                             "as the page shows it."}) from None

@@ -77,6 +77,19 @@ def test_register_signing_key_expired_challenge_is_refused(approver, settings):
                                      signature=signed(account, challenge))
 
 
+def test_register_page_offers_a_fresh_challenge_after_an_expired_one(staff_client, staff_user, settings):
+    from django.urls import reverse
+
+    account = Account.create()
+    old = custody.signing_key_challenge(user=staff_user)
+    settings.SIGNING_CHALLENGE_SECONDS = -1
+    page = staff_client.post(reverse("admin:ops_staffsigningkey_register"), {
+        "address": account.address, "challenge": old, "signature": signed(account, old), "label": "laptop"})
+    assert page.status_code == 200 and "sign the new one shown here" in page.content.decode()
+    assert page.context["challenge"] != old and "Token: " in page.context["challenge"]
+    assert not StaffSigningKey.objects.filter(address=account.address.lower()).exists()
+
+
 def test_register_signing_key_one_address_belongs_to_one_person(approver, other):
     account = Account.create()
     for user in (approver, other):

@@ -365,9 +365,12 @@ def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
 
 def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
     receipt = transactions.receipt(action.chain, action.tx_hash)
-    if receipt is None:
-        consumed = transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce
-        if consumed:
+    if receipt is None and transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce:
+        # The nonce is used, but the receipt was read first: this very transaction may have been mined
+        # between the two reads, or the provider that answered the receipt lags (after a failover). Read
+        # it again before blaming another transaction, or a mined, successful action would become failed.
+        receipt = transactions.receipt(action.chain, action.tx_hash)
+        if receipt is None:
             winner = next((a for a in _others_with_nonce(action) if a.tx_hash
                            and transactions.receipt(action.chain, a.tx_hash) is not None), None)
             if winner is not None:
@@ -379,6 +382,7 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                       outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
             return
+    if receipt is None:
         if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
             # Crashed before (or lost after) the broadcast: send the very same bytes again.
             if send_signed_action(action=action).status == ActionStatus.SENT and action.status == ActionStatus.SIGNED:

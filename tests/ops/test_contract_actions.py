@@ -301,6 +301,27 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
     assert AuditLog.objects.filter(action="mark_contract_action_confirmed", object_id=str(sent.pk)).count() == 1
 
 
+def test_contract_action_mined_while_its_receipt_lags_is_confirmed_not_failed(chain, alice, bob, monkeypatch):
+    action = approved(alice, bob, "set_treasury", {"treasury": NEW_TREASURY})
+    start, nonce_before = chain.head() + 1, chain.owner_nonce()
+    sent = actions.execute_contract_action(actor=alice, action=action)
+    assert chain.w3.eth.wait_for_transaction_receipt(sent.tx_hash, timeout=30)["status"] == 1
+    real_receipt = transactions.receipt
+    asked = []
+
+    def lagging_receipt(chain_name, tx_hash):
+        # The provider that answers first has not indexed the block yet (as after a failover); the nonce
+        # read that follows already counts the transaction.
+        asked.append(tx_hash)
+        return None if len(asked) == 1 else real_receipt(chain_name, tx_hash)
+
+    monkeypatch.setattr(transactions, "receipt", lagging_receipt)
+    counts = actions.advance_contract_actions(chain="bsc")
+    assert asked[0] == sent.tx_hash and counts["failed"] == 0
+    assert_one_treasury_change(chain, sent, start, nonce_before)
+    assert not AuditLog.objects.filter(action="mark_contract_action_failed").exists()
+
+
 # ---------------------------------------------------------------------------- stuck transaction
 
 

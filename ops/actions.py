@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
@@ -428,7 +428,8 @@ def _others_with_nonce(action: ContractAction) -> list[ContractAction]:
 
 def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
     """Propose a replacement of a stuck transaction: same call, same nonce, fees raised ≥ 12.5% when
-    executed. It goes through the same approval path (a different person approves it)."""
+    executed. It goes through the same approval path (a different person approves it), except in Safe and
+    guardian custody: there it re-sends the same signed SafeTx (or pause), so it is approved at once."""
     require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
     if not reason:
@@ -441,21 +442,30 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
     if root.replacements.filter(status__in=AWAITING).exists():
         raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
                                          "execution: approve, execute or reject that one first."})
-    signed_payload = {}
+    proposed_by, signed_payload = actor, {}
     if root.custody in (Custody.SAFE, Custody.GUARDIAN):
         # Only the relayer's fee changes: the same execTransaction, with the signatures the owners already
-        # gave, so it needs no new approval (the owners' decision is the SafeTx, not the gas price).
+        # gave, so it needs no new approval (the owners' decision is the SafeTx, not the gas price). So it is
+        # recorded as that decision, the root's proposer and approver, who satisfied the four-eyes constraint
+        # once already (the approver asking for the higher fee would otherwise approve their own proposal).
+        # Whoever asked for it is the actor of its audit row.
+        proposed_by = root.proposed_by
         signed_payload = {"safe_address": root.safe_address, "safe_nonce": root.safe_nonce,
                           "typed_data": root.typed_data, "signing_hash": root.signing_hash,
                           "status": ActionStatus.APPROVED, "approved_by": root.approved_by,
                           "approved_at": timezone.now()}
     with transaction.atomic():
-        replacement = ContractAction.objects.create(
-            chain=action.chain, kind=action.kind, params=action.params, description=action.description,
-            to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
-            reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=root,
-            proposal_simulation=action.proposal_simulation, custody=root.custody, tx_to=root.tx_to,
-            tx_data=root.tx_data, **signed_payload)
+        try:
+            with transaction.atomic():
+                replacement = ContractAction.objects.create(
+                    chain=action.chain, kind=action.kind, params=action.params, description=action.description,
+                    to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
+                    reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=proposed_by,
+                    replaces=root, proposal_simulation=action.proposal_simulation, custody=root.custody,
+                    tx_to=root.tx_to, tx_data=root.tx_data, **signed_payload)
+        except IntegrityError:  # someone else replaced it at the same moment (one pending replacement per nonce)
+            raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval "
+                                             "or execution: approve, execute or reject that one first."}) from None
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
                      after={**_snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
     return replacement

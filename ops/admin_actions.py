@@ -207,6 +207,9 @@ class ContractActionAdmin(admin.ModelAdmin):
 
         def run(form):
             done = actions.replace_contract_action(actor=request.user, action=action, reason=form.cleaned_data["reason"])
+            if done.status == ActionStatus.APPROVED:
+                return self._done(request, done, f"Replacement #{done.pk} for nonce {action.nonce}: the same signed "
+                                                 "transaction, ready to execute with fees raised by at least 12.5%.")
             return self._done(request, done, f"Replacement #{done.pk} proposed for nonce {action.nonce}; it needs "
                                              "approval, then executes with fees raised by at least 12.5%.")
         return self._confirm(request, action, verb="replace", perm="ops.add_contractaction", run=run,

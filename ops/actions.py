@@ -271,9 +271,7 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         action.save()
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
                      after=_snapshot(action), reason=action.reason)
-    action = send_signed_action(action=action)
-    _finish_resume(actor, action)
-    return action
+    return send_signed_action(action=action)
 
 
 def _prepare_signed_call(action: ContractAction) -> str | ContractAction:
@@ -398,22 +396,26 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
         if action.receipt_block != receipt["block"]:
             ContractAction.objects.filter(pk=action.pk).update(receipt_block=receipt["block"])
         return
-    if receipt["status"] == 1:
-        mark_action(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
-              confirmed_at=timezone.now())
-        counts["confirmed"] += 1
-    else:
-        mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
-              outcome="the transaction reverted on chain (receipt status 0)")
-        counts["failed"] += 1
-    for other in _others_with_nonce(action):
-        if other.status in AWAITING:
-            mark_action(other, ActionStatus.REJECTED, only_from=AWAITING,
-                  outcome=f"not needed: action #{action.pk} with the same nonce was mined")
-        elif other.status in IN_FLIGHT:
-            mark_action(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
-                  outcome=f"nonce {action.nonce} used by action #{action.pk}")
-            counts["replaced"] += 1
+    # One transaction: the outcome, the attempts it replaced and, for a resume, the trading flag; a crash
+    # in between would leave trading off with nothing left to confirm.
+    with transaction.atomic():
+        if receipt["status"] == 1:
+            action = mark_action(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,),
+                                 receipt_block=receipt["block"], confirmed_at=timezone.now())
+            counts["confirmed"] += 1
+        else:
+            mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+                  outcome="the transaction reverted on chain (receipt status 0)")
+            counts["failed"] += 1
+        for other in _others_with_nonce(action):
+            if other.status in AWAITING:
+                mark_action(other, ActionStatus.REJECTED, only_from=AWAITING,
+                      outcome=f"not needed: action #{action.pk} with the same nonce was mined")
+            elif other.status in IN_FLIGHT:
+                mark_action(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
+                      outcome=f"nonce {action.nonce} used by action #{action.pk}")
+                counts["replaced"] += 1
+        _finish_resume(action)
 
 
 def _nonce_group(root: ContractAction) -> list[ContractAction]:
@@ -588,7 +590,7 @@ def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
 def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
     """Approve a resume request's unpauses (a different person from the requester). An approver who may
     also execute sends them at once; otherwise they wait, approved, for an operator to execute.
-    TRADES_ENABLED comes back on when the last unpause of the request is sent (see `_finish_resume`)."""
+    TRADES_ENABLED comes back on when the last unpause of the request is confirmed (see `_finish_resume`)."""
     actions = list(ContractAction.objects.filter(group=group, kind="unpause", status=ActionStatus.PROPOSED))
     if not actions:
         raise ValidationError({"group": f"No pending resume request {group!r}."})
@@ -598,14 +600,16 @@ def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
     return approved
 
 
-def _finish_resume(actor: Any, action: ContractAction) -> None:
-    """After an unpause of a resume request is sent: when none of the request is left to send,
-    trading is enabled again (the kill switch's second half)."""
-    if action.kind != "unpause" or not action.group.startswith("resume-"):
+def _finish_resume(action: ContractAction) -> None:
+    """After an unpause of a resume request is confirmed (by `advance_contract_actions`): when none of the
+    request is left to send or confirm, trading is enabled again (the kill switch's second half). Not when it
+    is sent: until it is mined and confirmed the escrow is still paused, and the unpause may revert or stall.
+    A replacement of an unpause counts for its original's request."""
+    root = action.replaces if action.replaces_id else action
+    if action.kind != "unpause" or not root.group.startswith("resume-") or action.status != ActionStatus.CONFIRMED:
         return
-    if action.status not in IN_FLIGHT:
-        return
-    pending = ContractAction.objects.filter(group=action.group, kind="unpause", status__in=AWAITING)
+    pending = ContractAction.objects.filter(Q(group=root.group) | Q(replaces__group=root.group), kind="unpause",
+                                            status__in=(*AWAITING, *IN_FLIGHT))
     if not pending.exists():
-        set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True,
-                          reason=f"resume {action.group}: every unpause was sent")
+        set_platform_flag(actor="system:actions", key="TRADES_ENABLED", value=True,
+                          reason=f"resume {root.group}: every unpause was confirmed")

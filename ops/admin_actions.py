@@ -349,10 +349,12 @@ class ContractActionAdmin(admin.ModelAdmin):
                         raise PermissionDenied
                     done = actions.approve_resume(actor=request.user, group=group)
                     if all(a.status in IN_FLIGHT for a in done):
-                        self.message_user(request, f"Resumed: {len(done)} unpause(s) sent, TRADES_ENABLED on.")
+                        self.message_user(request, f"Resumed: {len(done)} unpause(s) sent; TRADES_ENABLED comes "
+                                                   "back on when they are confirmed on chain.")
                     else:
                         self.message_user(request, f"Approved {len(done)} unpause(s): an operator executes them "
-                                                   "from the list; TRADES_ENABLED comes back on when they are sent.")
+                                                   "from the list; TRADES_ENABLED comes back on when they are "
+                                                   "confirmed on chain.")
                 else:
                     if not request.user.has_perm("ops.add_contractaction"):
                         raise PermissionDenied

@@ -425,11 +425,43 @@ def test_emergency_stop_pauses_and_turns_trades_off_then_resume_needs_a_second_p
     assert chain.escrow.functions.paused().call() is True
     assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
 
+    chain.automine(False)
     done = actions.approve_resume(actor=bob, group=group)
     assert [a.status for a in done] == [ActionStatus.SENT]
+    actions.advance_contract_actions(chain="bsc")
+    assert chain.escrow.functions.paused().call() is True  # sent, not mined: trading stays off
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
+    chain.rpc("evm_mine")
+    chain.automine(True)
+    assert actions.advance_contract_actions(chain="bsc")["confirmed"] == 1
     assert chain.escrow.functions.paused().call() is False
     assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is True
+    assert AuditLog.objects.filter(action="set_platform_flag", actor_label="system:actions").count() == 1
     assert verify_audit_chain().ok
+
+
+def test_resume_whose_unpause_was_replaced_turns_trades_on_when_the_replacement_is_confirmed(chain, alice, bob,
+                                                                                            trades_flag, monkeypatch):
+    actions.emergency_stop(actor=alice, reason="exploit suspected", chains=["bsc"])
+    [requested] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
+    real_broadcast = transactions.broadcast
+
+    def dead(*args, **kwargs):
+        raise ProviderUnavailable("every provider failed")
+
+    monkeypatch.setattr(transactions, "broadcast", dead)
+    [stuck] = actions.approve_resume(actor=bob, group=requested.group)
+    assert stuck.status == ActionStatus.SIGNED
+    monkeypatch.setattr(transactions, "broadcast", real_broadcast)
+    replacement = actions.replace_contract_action(actor=alice, action=stuck, reason="stuck at a low fee")
+    actions.approve_contract_action(actor=bob, action=replacement)
+    assert actions.execute_contract_action(actor=bob, action=replacement).status == ActionStatus.SENT
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
+    actions.advance_contract_actions(chain="bsc")
+    statuses = dict(ContractAction.objects.filter(kind="unpause").values_list("pk", "status"))
+    assert statuses == {stuck.pk: ActionStatus.REPLACED, replacement.pk: ActionStatus.CONFIRMED}
+    assert chain.escrow.functions.paused().call() is False
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is True
 
 
 # ---------------------------------------------------------------------------- the key stays secret

@@ -59,8 +59,16 @@ def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, tra
     unpause = custody.add_action_signature(actor=bob, action=unpause,
                                            signature=sign_typed(safe_chain, bob.account, unpause.typed_data))
     assert unpause.status == ActionStatus.APPROVED
+    safe_chain.automine(False)
     sent = actions.execute_contract_action(actor=bob, action=unpause)
     assert sent.status == ActionStatus.SENT, sent.outcome
+    actions.advance_contract_actions(chain="bsc")
+    assert PlatformFlag.get("TRADES_ENABLED") is False  # sent, not yet mined
+    safe_chain.rpc("evm_mine")
+    safe_chain.automine(True)
+    actions.advance_contract_actions(chain="bsc")
+    unpause.refresh_from_db()
+    assert unpause.status == ActionStatus.CONFIRMED
     assert safe_chain.escrow.functions.paused().call() is False
     assert PlatformFlag.get("TRADES_ENABLED") is True
 

@@ -280,6 +280,8 @@ KEEPER_KEYSTORE_PASSWORD = env.str("KEEPER_KEYSTORE_PASSWORD", default="")
 # How long a staff key-registration challenge, and a guardian's pause signature, stay valid.
 SIGNING_CHALLENGE_SECONDS = env.int("SIGNING_CHALLENGE_SECONDS", default=600)
 GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)
+# A timeout action whose simulation reverted: the order is proposed again only after this long (not every run).
+TIMEOUT_RETRY_SECONDS = env.int("TIMEOUT_RETRY_SECONDS", default=3600)
 
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

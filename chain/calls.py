@@ -177,7 +177,7 @@ def decode_calldata(data: str, contract: str = "escrow") -> tuple[str, dict[str,
 @lru_cache(maxsize=1)
 def _errors() -> dict[bytes, tuple[str, list[str]]]:
     table = {}
-    for name in ("P2PEscrow", "ArbitratorPool", "TestToken"):
+    for name in ("P2PEscrow", "ArbitratorPool", "TestToken", "PauseGuardianModule"):
         for item in load_artifact(name)["abi"]:
             if item["type"] == "error":
                 types = [i["type"] for i in item["inputs"]]

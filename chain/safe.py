@@ -108,9 +108,15 @@ def typed_data_hash(typed: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- signatures
 
 
-def normalize_signature(signature: str) -> bytes:
+SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
+
+def normalize_signature(signature: str, *, typed_only: bool = False) -> bytes:
     """65 bytes r ‖ s ‖ v with v in 27/28 (EIP-712) or 31/32 (eth_sign, Safe's v+4 form). Wallets that return
-    v as 0/1 are accepted and moved to 27/28."""
+    v as 0/1 are accepted and moved to 27/28.
+
+    `typed_only` is for a contract that verifies with OpenZeppelin's ECDSA (PauseGuardianModule): it knows no
+    eth_sign form and refuses a high s, so such a signature would only revert there."""
     text = (signature or "").strip()
     try:
         raw = _bytes(text)
@@ -123,6 +129,12 @@ def normalize_signature(signature: str) -> bytes:
         raw = raw[:64] + bytes([v + 27])
     elif v not in (27, 28, 31, 32):
         raise BadSignature(f"the signature's v byte is {v}: expected 27 or 28 (an EIP-712 signature).")
+    if typed_only and v in (31, 32):
+        raise BadSignature(f"the signature's v byte is {v}, an eth_sign (personal message) signature, which the "
+                           "guardian module cannot verify: sign the typed data (eth_signTypedData_v4) instead.")
+    if typed_only and int.from_bytes(raw[32:64], "big") > SECP256K1_HALF_N:
+        raise BadSignature("the signature has a high s value, which the guardian module refuses: sign the typed "
+                           "data (eth_signTypedData_v4) with a standard wallet, which gives a low s.")
     return raw
 
 

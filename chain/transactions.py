@@ -161,6 +161,12 @@ def chain_time(chain: str) -> int:
     return get_client(chain).latest_block()[1]
 
 
+def escrow_paused(chain: str, escrow: str) -> bool:
+    """The escrow's paused() at the latest block: while it is true every owner or keeper call on orders reverts."""
+    selector = "0x5c975abb"  # paused()
+    return int(get_client(chain).call("eth_call", [{"to": escrow, "data": selector}, "latest"]), 16) != 0
+
+
 def nonce_of(chain: str, address: str, block: str = "pending") -> int:
     return int(get_client(chain).call("eth_getTransactionCount", [address, block]), 16)
 

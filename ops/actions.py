@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
@@ -271,9 +271,7 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         action.save()
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
                      after=_snapshot(action), reason=action.reason)
-    action = send_signed_action(action=action)
-    _finish_resume(actor, action)
-    return action
+    return send_signed_action(action=action)
 
 
 def _prepare_signed_call(action: ContractAction) -> str | ContractAction:
@@ -365,9 +363,12 @@ def advance_contract_actions(*, chain: str | None = None) -> dict[str, int]:
 
 def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
     receipt = transactions.receipt(action.chain, action.tx_hash)
-    if receipt is None:
-        consumed = transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce
-        if consumed:
+    if receipt is None and transactions.nonce_of(action.chain, action.signer_address, "latest") > action.nonce:
+        # The nonce is used, but the receipt was read first: this very transaction may have been mined
+        # between the two reads, or the provider that answered the receipt lags (after a failover). Read
+        # it again before blaming another transaction, or a mined, successful action would become failed.
+        receipt = transactions.receipt(action.chain, action.tx_hash)
+        if receipt is None:
             winner = next((a for a in _others_with_nonce(action) if a.tx_hash
                            and transactions.receipt(action.chain, a.tx_hash) is not None), None)
             if winner is not None:
@@ -379,6 +380,7 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                       outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
             return
+    if receipt is None:
         if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
             # Crashed before (or lost after) the broadcast: send the very same bytes again.
             if send_signed_action(action=action).status == ActionStatus.SENT and action.status == ActionStatus.SIGNED:
@@ -394,22 +396,26 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
         if action.receipt_block != receipt["block"]:
             ContractAction.objects.filter(pk=action.pk).update(receipt_block=receipt["block"])
         return
-    if receipt["status"] == 1:
-        mark_action(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
-              confirmed_at=timezone.now())
-        counts["confirmed"] += 1
-    else:
-        mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
-              outcome="the transaction reverted on chain (receipt status 0)")
-        counts["failed"] += 1
-    for other in _others_with_nonce(action):
-        if other.status in AWAITING:
-            mark_action(other, ActionStatus.REJECTED, only_from=AWAITING,
-                  outcome=f"not needed: action #{action.pk} with the same nonce was mined")
-        elif other.status in IN_FLIGHT:
-            mark_action(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
-                  outcome=f"nonce {action.nonce} used by action #{action.pk}")
-            counts["replaced"] += 1
+    # One transaction: the outcome, the attempts it replaced and, for a resume, the trading flag; a crash
+    # in between would leave trading off with nothing left to confirm.
+    with transaction.atomic():
+        if receipt["status"] == 1:
+            action = mark_action(action, ActionStatus.CONFIRMED, only_from=(ActionStatus.SENT,),
+                                 receipt_block=receipt["block"], confirmed_at=timezone.now())
+            counts["confirmed"] += 1
+        else:
+            mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
+                  outcome="the transaction reverted on chain (receipt status 0)")
+            counts["failed"] += 1
+        for other in _others_with_nonce(action):
+            if other.status in AWAITING:
+                mark_action(other, ActionStatus.REJECTED, only_from=AWAITING,
+                      outcome=f"not needed: action #{action.pk} with the same nonce was mined")
+            elif other.status in IN_FLIGHT:
+                mark_action(other, ActionStatus.REPLACED, only_from=IN_FLIGHT,
+                      outcome=f"nonce {action.nonce} used by action #{action.pk}")
+                counts["replaced"] += 1
+        _finish_resume(action)
 
 
 def _nonce_group(root: ContractAction) -> list[ContractAction]:
@@ -424,7 +430,8 @@ def _others_with_nonce(action: ContractAction) -> list[ContractAction]:
 
 def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
     """Propose a replacement of a stuck transaction: same call, same nonce, fees raised ≥ 12.5% when
-    executed. It goes through the same approval path (a different person approves it)."""
+    executed. It goes through the same approval path (a different person approves it), except in Safe and
+    guardian custody: there it re-sends the same signed SafeTx (or pause), so it is approved at once."""
     require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
     if not reason:
@@ -437,21 +444,30 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
     if root.replacements.filter(status__in=AWAITING).exists():
         raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
                                          "execution: approve, execute or reject that one first."})
-    signed_payload = {}
+    proposed_by, signed_payload = actor, {}
     if root.custody in (Custody.SAFE, Custody.GUARDIAN):
         # Only the relayer's fee changes: the same execTransaction, with the signatures the owners already
-        # gave, so it needs no new approval (the owners' decision is the SafeTx, not the gas price).
+        # gave, so it needs no new approval (the owners' decision is the SafeTx, not the gas price). So it is
+        # recorded as that decision, the root's proposer and approver, who satisfied the four-eyes constraint
+        # once already (the approver asking for the higher fee would otherwise approve their own proposal).
+        # Whoever asked for it is the actor of its audit row.
+        proposed_by = root.proposed_by
         signed_payload = {"safe_address": root.safe_address, "safe_nonce": root.safe_nonce,
                           "typed_data": root.typed_data, "signing_hash": root.signing_hash,
                           "status": ActionStatus.APPROVED, "approved_by": root.approved_by,
                           "approved_at": timezone.now()}
     with transaction.atomic():
-        replacement = ContractAction.objects.create(
-            chain=action.chain, kind=action.kind, params=action.params, description=action.description,
-            to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
-            reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=actor, replaces=root,
-            proposal_simulation=action.proposal_simulation, custody=root.custody, tx_to=root.tx_to,
-            tx_data=root.tx_data, **signed_payload)
+        try:
+            with transaction.atomic():
+                replacement = ContractAction.objects.create(
+                    chain=action.chain, kind=action.kind, params=action.params, description=action.description,
+                    to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
+                    reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=proposed_by,
+                    replaces=root, proposal_simulation=action.proposal_simulation, custody=root.custody,
+                    tx_to=root.tx_to, tx_data=root.tx_data, **signed_payload)
+        except IntegrityError:  # someone else replaced it at the same moment (one pending replacement per nonce)
+            raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval "
+                                             "or execution: approve, execute or reject that one first."}) from None
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
                      after={**_snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
     return replacement
@@ -577,7 +593,7 @@ def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
 def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
     """Approve a resume request's unpauses (a different person from the requester). An approver who may
     also execute sends them at once; otherwise they wait, approved, for an operator to execute.
-    TRADES_ENABLED comes back on when the last unpause of the request is sent (see `_finish_resume`)."""
+    TRADES_ENABLED comes back on when the last unpause of the request is confirmed (see `_finish_resume`)."""
     actions = list(ContractAction.objects.filter(group=group, kind="unpause", status=ActionStatus.PROPOSED))
     if not actions:
         raise ValidationError({"group": f"No pending resume request {group!r}."})
@@ -587,14 +603,16 @@ def approve_resume(*, actor: Any, group: str) -> list[ContractAction]:
     return approved
 
 
-def _finish_resume(actor: Any, action: ContractAction) -> None:
-    """After an unpause of a resume request is sent: when none of the request is left to send,
-    trading is enabled again (the kill switch's second half)."""
-    if action.kind != "unpause" or not action.group.startswith("resume-"):
+def _finish_resume(action: ContractAction) -> None:
+    """After an unpause of a resume request is confirmed (by `advance_contract_actions`): when none of the
+    request is left to send or confirm, trading is enabled again (the kill switch's second half). Not when it
+    is sent: until it is mined and confirmed the escrow is still paused, and the unpause may revert or stall.
+    A replacement of an unpause counts for its original's request."""
+    root = action.replaces if action.replaces_id else action
+    if action.kind != "unpause" or not root.group.startswith("resume-") or action.status != ActionStatus.CONFIRMED:
         return
-    if action.status not in IN_FLIGHT:
-        return
-    pending = ContractAction.objects.filter(group=action.group, kind="unpause", status__in=AWAITING)
+    pending = ContractAction.objects.filter(Q(group=root.group) | Q(replaces__group=root.group), kind="unpause",
+                                            status__in=(*AWAITING, *IN_FLIGHT))
     if not pending.exists():
-        set_platform_flag(actor=actor, key="TRADES_ENABLED", value=True,
-                          reason=f"resume {action.group}: every unpause was sent")
+        set_platform_flag(actor="system:actions", key="TRADES_ENABLED", value=True,
+                          reason=f"resume {root.group}: every unpause was confirmed")

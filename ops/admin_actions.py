@@ -207,6 +207,9 @@ class ContractActionAdmin(admin.ModelAdmin):
 
         def run(form):
             done = actions.replace_contract_action(actor=request.user, action=action, reason=form.cleaned_data["reason"])
+            if done.status == ActionStatus.APPROVED:
+                return self._done(request, done, f"Replacement #{done.pk} for nonce {action.nonce}: the same signed "
+                                                 "transaction, ready to execute with fees raised by at least 12.5%.")
             return self._done(request, done, f"Replacement #{done.pk} proposed for nonce {action.nonce}; it needs "
                                              "approval, then executes with fees raised by at least 12.5%.")
         return self._confirm(request, action, verb="replace", perm="ops.add_contractaction", run=run,
@@ -346,10 +349,12 @@ class ContractActionAdmin(admin.ModelAdmin):
                         raise PermissionDenied
                     done = actions.approve_resume(actor=request.user, group=group)
                     if all(a.status in IN_FLIGHT for a in done):
-                        self.message_user(request, f"Resumed: {len(done)} unpause(s) sent, TRADES_ENABLED on.")
+                        self.message_user(request, f"Resumed: {len(done)} unpause(s) sent; TRADES_ENABLED comes "
+                                                   "back on when they are confirmed on chain.")
                     else:
                         self.message_user(request, f"Approved {len(done)} unpause(s): an operator executes them "
-                                                   "from the list; TRADES_ENABLED comes back on when they are sent.")
+                                                   "from the list; TRADES_ENABLED comes back on when they are "
+                                                   "confirmed on chain.")
                 else:
                     if not request.user.has_perm("ops.add_contractaction"):
                         raise PermissionDenied

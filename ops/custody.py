@@ -187,7 +187,7 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
         raise ValidationError({"signature": f"Action #{action.pk} is sent with the server's key: it takes no "
                                             "staff signature."})
     try:
-        raw = chain_safe.normalize_signature(signature)
+        raw = chain_safe.normalize_signature(signature, typed_only=action.custody == Custody.GUARDIAN)
     except chain_safe.BadSignature as exc:
         raise ValidationError({"signature": str(exc)}) from None
     text = "0x" + raw.hex()

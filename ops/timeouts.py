@@ -3,19 +3,22 @@
 Rule-bound, so no human approval: the system proposes and executes. Exactly once per order, even
 with two workers: a partial unique index allows one live automatic action per (chain, kind, order),
 and the losing insert is skipped. An order whose on-chain state already moved fails its
-simulation and is skipped (recorded as rejected with the reason).
+simulation and is skipped (recorded as rejected with the reason), and is not proposed again for
+TIMEOUT_RETRY_SECONDS; a chain whose escrow is paused is skipped whole (every call would revert).
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
-from chain.config import configured_chains
+from chain import transactions
+from chain.config import configured_chains, get_chain_config
+from chain.rpc import ProviderUnavailable, RpcError
 
 from . import actions
 from .models import IN_FLIGHT, ActionStatus
@@ -31,28 +34,49 @@ TIMEOUT_KINDS = {
 
 def due_timeouts(kind: str, *, now: datetime | None = None, chains: list[str] | None = None,
                  limit: int = 200) -> list[tuple[str, int]]:
-    """(chain, order id) of orders past the deadline with no live automatic action, oldest first.
+    """(chain, order id) of orders past the deadline with no live automatic action, and none rejected in the
+    last TIMEOUT_RETRY_SECONDS, oldest first.
 
     One index range scan on the partial index of the status (orders_seller_timeout_idx /
     orders_buyer_timeout_idx), whatever the size of the orders table.
     """
     status, column = TIMEOUT_KINDS[kind]
     now = now or timezone.now()
+    # A rejected proposal (its simulation reverted) is retried only after a while, not on every run: until the
+    # mirror catches up with the order, or whatever made it revert is gone, each run would only add a row.
+    retry_after = now - timedelta(seconds=settings.TIMEOUT_RETRY_SECONDS)
     with connection.cursor() as cur:
         cur.execute(
             f"SELECT o.chain, o.onchain_id FROM orders o WHERE o.status = %s AND o.{column} < %s "
             "AND o.chain = ANY(%s) AND NOT EXISTS (SELECT 1 FROM ops_contract_actions a WHERE a.is_automatic "
             "AND a.kind = %s AND a.chain = o.chain AND a.order_onchain_id = o.onchain_id "
-            "AND a.status NOT IN ('rejected', 'failed')) "
+            "AND (a.status NOT IN ('rejected', 'failed') OR (a.status = 'rejected' AND a.proposed_at > %s))) "
             f"ORDER BY o.{column} LIMIT %s",
-            [status, now, chains if chains is not None else list(settings.CHAINS), kind, limit])
+            [status, now, chains if chains is not None else list(settings.CHAINS), kind, retry_after, limit])
         return cur.fetchall()
+
+
+def _unpaused(chains: list[str]) -> list[str]:
+    """The chains whose escrow is not paused (one paused() read each): while it is paused every timeout
+    call reverts, so proposing one would only record a rejected action per due order, run after run."""
+    live = []
+    for chain in chains:
+        try:
+            paused = transactions.escrow_paused(chain, get_chain_config(chain).escrow)
+        except (ProviderUnavailable, RpcError) as exc:
+            logger.warning("timeouts on %s skipped: paused() unreadable: %s", chain, exc, extra={"chain": chain})
+            continue
+        if paused:
+            logger.info("timeouts on %s skipped: the escrow is paused", chain, extra={"chain": chain})
+            continue
+        live.append(chain)
+    return live
 
 
 def submit_due_timeouts(*, kind: str, limit: int = 50) -> dict[str, int]:
     """Propose and execute the due automatic actions of one kind. Safe to run on two workers at once."""
     counts = {"submitted": 0, "skipped": 0, "duplicate": 0}
-    chains = configured_chains()
+    chains = _unpaused(configured_chains())
     if not chains:
         return counts
     for chain, order_id in due_timeouts(kind, chains=chains, limit=limit):

@@ -301,6 +301,27 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
     assert AuditLog.objects.filter(action="mark_contract_action_confirmed", object_id=str(sent.pk)).count() == 1
 
 
+def test_contract_action_mined_while_its_receipt_lags_is_confirmed_not_failed(chain, alice, bob, monkeypatch):
+    action = approved(alice, bob, "set_treasury", {"treasury": NEW_TREASURY})
+    start, nonce_before = chain.head() + 1, chain.owner_nonce()
+    sent = actions.execute_contract_action(actor=alice, action=action)
+    assert chain.w3.eth.wait_for_transaction_receipt(sent.tx_hash, timeout=30)["status"] == 1
+    real_receipt = transactions.receipt
+    asked = []
+
+    def lagging_receipt(chain_name, tx_hash):
+        # The provider that answers first has not indexed the block yet (as after a failover); the nonce
+        # read that follows already counts the transaction.
+        asked.append(tx_hash)
+        return None if len(asked) == 1 else real_receipt(chain_name, tx_hash)
+
+    monkeypatch.setattr(transactions, "receipt", lagging_receipt)
+    counts = actions.advance_contract_actions(chain="bsc")
+    assert asked[0] == sent.tx_hash and counts["failed"] == 0
+    assert_one_treasury_change(chain, sent, start, nonce_before)
+    assert not AuditLog.objects.filter(action="mark_contract_action_failed").exists()
+
+
 # ---------------------------------------------------------------------------- stuck transaction
 
 
@@ -404,11 +425,43 @@ def test_emergency_stop_pauses_and_turns_trades_off_then_resume_needs_a_second_p
     assert chain.escrow.functions.paused().call() is True
     assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
 
+    chain.automine(False)
     done = actions.approve_resume(actor=bob, group=group)
     assert [a.status for a in done] == [ActionStatus.SENT]
+    actions.advance_contract_actions(chain="bsc")
+    assert chain.escrow.functions.paused().call() is True  # sent, not mined: trading stays off
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
+    chain.rpc("evm_mine")
+    chain.automine(True)
+    assert actions.advance_contract_actions(chain="bsc")["confirmed"] == 1
     assert chain.escrow.functions.paused().call() is False
     assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is True
+    assert AuditLog.objects.filter(action="set_platform_flag", actor_label="system:actions").count() == 1
     assert verify_audit_chain().ok
+
+
+def test_resume_whose_unpause_was_replaced_turns_trades_on_when_the_replacement_is_confirmed(chain, alice, bob,
+                                                                                            trades_flag, monkeypatch):
+    actions.emergency_stop(actor=alice, reason="exploit suspected", chains=["bsc"])
+    [requested] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
+    real_broadcast = transactions.broadcast
+
+    def dead(*args, **kwargs):
+        raise ProviderUnavailable("every provider failed")
+
+    monkeypatch.setattr(transactions, "broadcast", dead)
+    [stuck] = actions.approve_resume(actor=bob, group=requested.group)
+    assert stuck.status == ActionStatus.SIGNED
+    monkeypatch.setattr(transactions, "broadcast", real_broadcast)
+    replacement = actions.replace_contract_action(actor=alice, action=stuck, reason="stuck at a low fee")
+    actions.approve_contract_action(actor=bob, action=replacement)
+    assert actions.execute_contract_action(actor=bob, action=replacement).status == ActionStatus.SENT
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is False
+    actions.advance_contract_actions(chain="bsc")
+    statuses = dict(ContractAction.objects.filter(kind="unpause").values_list("pk", "status"))
+    assert statuses == {stuck.pk: ActionStatus.REPLACED, replacement.pk: ActionStatus.CONFIRMED}
+    assert chain.escrow.functions.paused().call() is False
+    assert PlatformFlag.objects.get(key="TRADES_ENABLED").value is True
 
 
 # ---------------------------------------------------------------------------- the key stays secret

@@ -59,8 +59,16 @@ def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, tra
     unpause = custody.add_action_signature(actor=bob, action=unpause,
                                            signature=sign_typed(safe_chain, bob.account, unpause.typed_data))
     assert unpause.status == ActionStatus.APPROVED
+    safe_chain.automine(False)
     sent = actions.execute_contract_action(actor=bob, action=unpause)
     assert sent.status == ActionStatus.SENT, sent.outcome
+    actions.advance_contract_actions(chain="bsc")
+    assert PlatformFlag.get("TRADES_ENABLED") is False  # sent, not yet mined
+    safe_chain.rpc("evm_mine")
+    safe_chain.automine(True)
+    actions.advance_contract_actions(chain="bsc")
+    unpause.refresh_from_db()
+    assert unpause.status == ActionStatus.CONFIRMED
     assert safe_chain.escrow.functions.paused().call() is False
     assert PlatformFlag.get("TRADES_ENABLED") is True
 
@@ -139,3 +147,59 @@ def test_guardian_resume_page_in_safe_custody_sends_the_requester_to_sign(safe_c
     assert response.status_code == 302 and response["Location"] == sign_url
     # The pending request links the next owner to the same signing page, not to a database approval.
     assert f'href="{sign_url}"' in client.get(url).content.decode()
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def eth_sign_form(node, account: str, digest: str) -> str:
+    """The digest signed as a personal message (eth_sign), in the Safe's v + 4 form: valid for a Safe, not for
+    the module's OpenZeppelin ECDSA."""
+    raw = bytes.fromhex(node.rpc("eth_sign", [account, digest])[2:])
+    return "0x" + (raw[:64] + bytes([raw[64] + 4])).hex()
+
+
+def high_s_form(signature: str) -> str:
+    """The same signature's malleable twin (n - s, the other v): ecrecover accepts it, OpenZeppelin refuses it."""
+    raw = bytes.fromhex(signature[2:])
+    s = SECP256K1_N - int.from_bytes(raw[32:64], "big")
+    v = raw[64] if raw[64] >= 27 else raw[64] + 27
+    return "0x" + (raw[:32] + s.to_bytes(32, "big") + bytes([55 - v])).hex()
+
+
+@pytest.mark.parametrize("form", ["eth_sign", "high_s"])
+def test_guardian_pause_signature_the_module_cannot_verify_is_refused_and_the_pause_survives(safe_chain, staff, form):
+    alice = staff["alice"]
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    typed = sign_typed(safe_chain, alice.account, pause.typed_data)
+    bad = eth_sign_form(safe_chain, alice.account, pause.signing_hash) if form == "eth_sign" else high_s_form(typed)
+    with pytest.raises(ValidationError) as err:
+        custody.add_action_signature(actor=alice, action=pause, signature=bad)
+    assert "eth_signTypedData_v4" in " ".join(err.value.messages)
+    pause.refresh_from_db()
+    assert pause.status == ActionStatus.PROPOSED and not pause.signatures.exists() and not pause.raw_tx
+    assert safe_chain.module.functions.nonce().call() == pause.safe_nonce
+    # Nothing was burned: the typed-data signature still pauses at once.
+    done = custody.add_action_signature(actor=alice, action=pause, signature=typed)
+    assert done.status == ActionStatus.SENT, done.outcome
+    assert safe_chain.escrow.functions.paused().call() is True
+
+
+def test_guardian_module_reverts_are_named(safe_chain, staff):
+    from chain import safe as chain_safe
+    from chain import transactions
+
+    alice, dave = staff["alice"], staff["dave"]
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    deadline = int(pause.typed_data["message"]["deadline"])
+
+    def reason(signature: str) -> str:
+        data = chain_safe.pause_by_signature_calldata(deadline=deadline, signature=bytes.fromhex(signature[2:]))
+        sim = transactions.simulate("bsc", to=safe_chain.module.address, data=data, sender=safe_chain.relayer)
+        assert not sim.ok
+        return sim.reason
+
+    assert reason(eth_sign_form(safe_chain, alice.account, pause.signing_hash)) == "ECDSAInvalidSignature()"
+    high_s = high_s_form(sign_typed(safe_chain, alice.account, pause.typed_data))
+    assert reason(high_s).startswith("ECDSAInvalidSignatureS(")
+    assert reason(sign_typed(safe_chain, dave.account, pause.typed_data)) == f"NotGuardian({dave.account.lower()})"

@@ -217,3 +217,43 @@ def test_safe_one_person_counts_once_whatever_keys_they_hold_enforced_by_the_dat
     with pytest.raises(IntegrityError), transaction.atomic():
         ActionSignature.objects.create(action=action, signer_address=staff["carol"].account.lower(), signed_by=bob,
                                        signature="0x" + "11" * 65, source="pasted")
+
+
+def test_safe_stuck_transaction_replaced_by_its_approver_resends_the_same_safetx(safe_chain, staff, monkeypatch,
+                                                                                  client):
+    from django.urls import reverse
+
+    from chain.rpc import ProviderUnavailable
+
+    alice, bob = staff["alice"], staff["bob"]
+    nonce_before = safe_chain.safe_nonce()
+    action = sign(safe_chain, sign(safe_chain, propose_treasury(alice), alice), bob)
+    assert action.approved_by == bob
+
+    def dead_rpc(*args, **kwargs):
+        raise ProviderUnavailable("injected: connection dropped")
+
+    real = transactions.broadcast
+    monkeypatch.setattr(transactions, "broadcast", dead_rpc)
+    stuck = actions.execute_contract_action(actor=alice, action=action)
+    assert stuck.status == ActionStatus.SIGNED
+    monkeypatch.setattr(transactions, "broadcast", real)
+    # The approver asks for the higher fee, from the action's page: no IntegrityError, no 500.
+    client.force_login(bob)
+    response = client.post(reverse("admin:ops_contractaction_replace", args=[stuck.pk]),
+                           {"reason": "stuck at a low fee"})
+    replacement = ContractAction.objects.get(replaces=stuck)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:ops_contractaction_change", args=[replacement.pk])
+    # The same signed SafeTx, recorded as the owners' decision it is; bob is the actor of its audit row.
+    assert replacement.status == ActionStatus.APPROVED and replacement.tx_data == stuck.tx_data
+    assert (replacement.proposed_by, replacement.approved_by) == (alice, bob)
+    assert AuditLog.objects.get(action="replace_contract_action", object_id=str(replacement.pk)).actor_label == "bob"
+    sent = actions.execute_contract_action(actor=bob, action=replacement)
+    assert sent.status == ActionStatus.SENT and sent.nonce == stuck.nonce, sent.outcome
+    assert sent.max_fee_per_gas >= stuck.max_fee_per_gas * 1125 / 1000
+    assert confirm(sent).status == ActionStatus.CONFIRMED
+    stuck.refresh_from_db()
+    assert stuck.status == ActionStatus.REPLACED
+    assert safe_chain.escrow.functions.treasury().call().lower() == NEW_TREASURY
+    assert safe_chain.safe_nonce() == nonce_before + 1 and len(safe_chain.logs("TreasuryUpdated", 0)) == 1

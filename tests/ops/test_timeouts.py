@@ -120,3 +120,48 @@ def test_submit_due_timeouts_skips_orders_that_already_moved_on_chain(short_time
         assert f"InvalidStatus({current})" in action.outcome
     assert chain.nonce_of(chain.keeper, "pending") == nonce_before
     assert chain.order(confirmed)["status"] == "completed" and chain.order(cancelled)["status"] == "cancelled"
+
+
+def test_submit_due_timeouts_skips_a_chain_whose_escrow_is_paused(short_timeouts, monkeypatch):
+    from chain import transactions
+
+    chain = short_timeouts
+    order = chain.create_order(amount=300 * 10**18)
+    assert sync_chain("bsc").malformed == 0
+    wait_past(chain, chain.order(order)["seller_deadline"])
+    chain.send(chain.escrow.functions.pause(), chain.owner)
+    real_simulate, simulated = transactions.simulate, []
+
+    def counting_simulate(*args, **kwargs):
+        simulated.append(kwargs.get("data"))
+        return real_simulate(*args, **kwargs)
+
+    monkeypatch.setattr(transactions, "simulate", counting_simulate)
+    for _ in range(3):
+        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
+    assert not ContractAction.objects.exists() and not simulated
+    assert not AuditLog.objects.filter(action="propose_contract_action").exists()
+
+    chain.send(chain.escrow.functions.unpause(), chain.owner)
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 1, "skipped": 0, "duplicate": 0}
+    assert live_automatic("auto_expire", order).count() == 1
+
+
+def test_submit_due_timeouts_proposes_a_rejected_order_again_only_after_the_retry_delay(short_timeouts, settings):
+    chain = short_timeouts
+    settings.TIMEOUT_RETRY_SECONDS = 3600
+    cancelled = chain.create_order(amount=600 * 10**18)
+    assert sync_chain("bsc").malformed == 0  # the mirror says funded
+    chain.send(chain.escrow.functions.cancelOrder(cancelled), chain.seller)  # not synced
+    wait_past(chain, chain.order(cancelled)["seller_deadline"])
+
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
+    for _ in range(2):
+        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
+    (rejected,) = ContractAction.objects.filter(kind="auto_expire", order_onchain_id=cancelled)
+    assert rejected.status == ActionStatus.REJECTED
+    assert AuditLog.objects.filter(action="propose_contract_action").count() == 1
+
+    settings.TIMEOUT_RETRY_SECONDS = 0  # the delay is over
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
+    assert ContractAction.objects.filter(kind="auto_expire", order_onchain_id=cancelled).count() == 2

@@ -239,7 +239,11 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
     except chain_safe.BadSignature as exc:
         raise ValidationError({"signature": str(exc)}) from None
     text = "0x" + raw.hex()
-    used = ActionSignature.objects.filter(signature=text).exclude(action=action).select_related("action").first()
+    # A signature over another hash is refused by name (a replay). The same bytes on another action with the same
+    # hash are no replay: a re-proposal of a rejected SafeTx at the same Safe nonce has that hash, and wallets
+    # sign deterministically, so its owners give byte-identical signatures again.
+    used = (ActionSignature.objects.filter(signature=text).exclude(action=action)
+            .exclude(action__signing_hash=action.signing_hash).select_related("action").first())
     if used is not None:
         raise ValidationError({"signature": f"This signature by {_who(used.signer_address)} was given to action "
                                             f"#{used.action_id} (nonce {used.action.safe_nonce}): a signature is "

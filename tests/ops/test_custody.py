@@ -1,4 +1,5 @@
-"""Custody services on a real anvil: a signature counts only while its key, its signer and their role hold."""
+"""Custody services on a real anvil: a signature counts only while its key, its signer and their role hold;
+a rejected SafeTx proposed again takes its owners' signatures again."""
 from __future__ import annotations
 
 import pytest
@@ -81,3 +82,17 @@ def test_signing_page_says_why_a_signature_no_longer_counts(safe_chain, staff, c
                 reverse("admin:ops_contractaction_change", args=[action.pk])):
         page = client.get(url).content.decode()
         assert "key was revoked" in page and "another owner must sign in its place" in page, url
+
+
+def test_reproposal_of_a_rejected_safetx_takes_the_same_owners_signatures(safe_chain, staff):
+    alice, bob, carol = staff["alice"], staff["bob"], staff["carol"]
+    first = sign(safe_chain, propose_treasury(alice), alice)
+    actions.reject_contract_action(actor=carol, action=first, reason="reason too vague")
+    second = propose_treasury(alice)
+    assert second.signing_hash == first.signing_hash
+    second = sign(safe_chain, second, alice)  # byte-identical to the signature given to #first
+    assert second.signatures.get().signature == first.signatures.get().signature
+    second = sign(safe_chain, second, bob)
+    assert second.status == ActionStatus.APPROVED
+    assert confirm(actions.execute_contract_action(actor=alice, action=second)).status == ActionStatus.CONFIRMED
+    assert safe_chain.escrow.functions.treasury().call().lower() == NEW_TREASURY

@@ -1,5 +1,5 @@
 """Custody services on a real anvil: a signature counts only while its key, its signer and their role hold;
-a rejected SafeTx proposed again takes its owners' signatures again."""
+one open action per SafeTx; a rejected SafeTx proposed again takes its owners' signatures again."""
 from __future__ import annotations
 
 import pytest
@@ -96,3 +96,13 @@ def test_reproposal_of_a_rejected_safetx_takes_the_same_owners_signatures(safe_c
     assert second.status == ActionStatus.APPROVED
     assert confirm(actions.execute_contract_action(actor=alice, action=second)).status == ActionStatus.CONFIRMED
     assert safe_chain.escrow.functions.treasury().call().lower() == NEW_TREASURY
+
+
+def test_proposal_of_a_safetx_already_open_is_refused_naming_the_open_action(safe_chain, staff):
+    alice, bob = staff["alice"], staff["bob"]
+    first = sign(safe_chain, propose_treasury(alice), alice)
+    with pytest.raises(ValidationError) as err:
+        propose_treasury(bob)
+    text = " ".join(err.value.messages)
+    assert f"#{first.pk}" in text and first.signing_hash in text and "nothing was proposed" in text
+    assert type(first).objects.filter(signing_hash=first.signing_hash).count() == 1

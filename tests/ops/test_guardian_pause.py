@@ -65,6 +65,18 @@ def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, tra
     assert PlatformFlag.get("TRADES_ENABLED") is True
 
 
+def test_guardian_second_resume_request_names_the_unpause_already_waiting(safe_chain, staff, trades_on):
+    alice = staff["alice"]
+    [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
+    custody.add_action_signature(actor=alice, action=pause,
+                                 signature=sign_typed(safe_chain, alice.account, pause.typed_data))
+    [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
+    with pytest.raises(ValidationError) as err:
+        actions.request_resume(actor=staff["bob"], reason="fixed, again", chains=["bsc"])
+    assert f"#{unpause.pk}" in " ".join(err.value.messages)
+    assert ContractAction.objects.filter(kind="unpause").count() == 1
+
+
 def test_guardian_route_is_for_pause_only_in_the_database(safe_chain, staff):
     pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
     fields = {f.attname: getattr(pause, f.attname) for f in ContractAction._meta.concrete_fields if f.name != "id"}

@@ -21,6 +21,7 @@ from django.utils import timezone
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import safe as chain_safe
+from chain import transactions
 from chain.addresses import canonical_wallet
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -223,12 +224,18 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
 
     `actor` must be active staff holding the role (`required_role`: the execute role for a guardian pause).
     The signature must recover to a key registered to `actor`, that address must be a current owner
-    of the Safe (or a guardian), and the Safe's nonce must still be the SafeTx's. When the counting
-    signatures (`tally`) then reach the threshold with four eyes, the action becomes approved. A guardian's
-    pause is executed at once (RB-05). Raises ValidationError naming the signer otherwise.
+    of the Safe (or a guardian), and the Safe's nonce must still be the SafeTx's; a guardian pause must
+    be signed before its deadline (chain time). When the counting signatures (`tally`) then reach the
+    threshold with four eyes, the action becomes approved. A guardian's pause is executed at once
+    (RB-05). Raises ValidationError naming the signer otherwise; nothing is recorded then.
     """
     if actor is None or isinstance(actor, str) or not actor.is_active or not actor.is_staff:
         raise PermissionDenied("Only an active staff member can sign.")
+    if action.custody == Custody.GUARDIAN and not actor.has_perm("ops.execute_contractaction"):
+        # Refused before anything is recorded: the signature would approve a pause its signer may not send.
+        raise PermissionDenied(f"{actor.get_username()} may not sign a guardian pause: signing it sends the pause at "
+                               "once, which takes the execute role (ops.execute_contractaction). Ask an operator "
+                               "who holds it and a guardian key to sign.")
     if not any(actor.has_perm(p) for p in required_role(action, actor.pk)):
         raise PermissionDenied(f"{actor.get_username()} may not sign contract actions.")
     if action.custody not in (Custody.SAFE, Custody.GUARDIAN):
@@ -263,8 +270,16 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
                                             f"{key.user.get_username()}: each person submits their own signature."})
     try:
         signers = current_signers(action)
+        chain_now = transactions.chain_time(action.chain) if action.custody == Custody.GUARDIAN else 0
     except (ProviderUnavailable, RpcError) as exc:
         raise _rpc_error(action.chain, exc, "the signature was not recorded") from None
+    if action.custody == Custody.GUARDIAN and int(action.typed_data["message"]["deadline"]) <= chain_now:
+        # The module checks the deadline against block.timestamp: recorded, it would approve a pause that
+        # can only fail at execution.
+        raise ValidationError({"signature": f"The guardian pause #{action.pk} could be signed until "
+                                            f"{action.guardian_deadline:%Y-%m-%d %H:%M:%S} UTC (chain time): it "
+                                            "expired, and nothing was recorded. Start the pause again (Emergency "
+                                            "stop…) and sign the new one at once."})
     if signers.nonce != action.safe_nonce:
         mark_stale_actions(chain=action.chain)
         raise ValidationError({"signature": f"The {'Safe' if signers.kind == 'owner' else 'module'}'s nonce is now "

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
@@ -135,6 +135,8 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
     if "order_id" in cleaned:
         order_onchain_id = cleaned["order_id"]
     with transaction.atomic():
+        if route == Custody.SAFE:
+            _refuse_open_safe_tx(fixed["signing_hash"])
         action = ContractAction.objects.create(
             chain=chain, kind=kind, params=cleaned, description=calls.describe(kind, cleaned)[:300], to_address=to,
             calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
@@ -147,6 +149,21 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
         record_audit(actor=actor if not automatic else SYSTEM, action="propose_contract_action", obj=action,
                      after=_snapshot(action), reason=reason)
     return action
+
+
+def _refuse_open_safe_tx(signing_hash: str) -> None:
+    """One open action per SafeTx: a second would let owners' signatures gather on the same hash outside the
+    review of the first (each action counts its own signatures). Call inside the creating transaction: the
+    advisory lock makes two proposals of one SafeTx wait for each other, so the second sees the first."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"safe-tx:{signing_hash}"])
+    open_action = (ContractAction.objects.filter(signing_hash=signing_hash, status__in=[*AWAITING, *IN_FLIGHT])
+                   .order_by("pk").first())
+    if open_action is not None:
+        raise ValidationError({"params": f"Action #{open_action.pk} ({open_action.description}, "
+                                         f"{open_action.get_status_display().lower()}) is this same SafeTx (Safe "
+                                         f"nonce {open_action.safe_nonce}, hash {signing_hash}): sign, execute or "
+                                         f"reject #{open_action.pk} instead; nothing was proposed."})
 
 
 def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
@@ -578,15 +595,19 @@ def emergency_stop(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
 def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[ContractAction]:
     """Propose unpause on every paused chain; `approve_resume` by someone else executes them."""
     group = f"resume-{uuid.uuid4().hex[:12]}"
-    proposed = []
+    proposed, skipped = [], []
     for chain in chains:
         try:
             proposed.append(propose_contract_action(actor=actor, chain=chain, kind="unpause", params={},
                                                     reason=f"resume: {reason}", group=group))
         except ValidationError as exc:
             logger.info("resume: %s skipped: %s", chain, "; ".join(exc.messages), extra={"chain": chain})
+            skipped.append(f"{chain}: {'; '.join(exc.messages)}")
     if not proposed:
-        raise ValidationError({"chains": "No chain is paused: nothing to resume."})
+        # Not always "not paused": an unpause already waiting for signatures is refused too (one open action
+        # per SafeTx), and the person must be sent to it.
+        raise ValidationError({"chains": "Nothing to resume: no unpause was proposed ("
+                                         + " | ".join(skipped or ["no chain"]) + ")."})
     return proposed
 
 

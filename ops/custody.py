@@ -21,6 +21,7 @@ from django.utils import timezone
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import safe as chain_safe
+from chain import transactions
 from chain.addresses import canonical_wallet
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -97,7 +98,8 @@ def _expected(user: Any, token: str) -> str:
 
 
 def revoke_signing_key(*, actor: Any, key: StaffSigningKey, reason: str) -> StaffSigningKey:
-    """Withdraw a key (its owner, or an ops admin). Signatures already given stay, but no new one is accepted."""
+    """Withdraw a key (its owner, or an ops admin). No new signature is accepted from it, and those it already
+    gave stop counting toward any action not yet sent (`tally` checks the key again at execution)."""
     if key.user_id != actor.pk:
         require_perm(actor, "ops.change_staffsigningkey", "revoke another person's signing key")
     reason = (reason or "").strip()
@@ -152,14 +154,61 @@ class Tally:
         return len(self.valid) >= self.threshold and self.four_eyes
 
 
+def required_role(action: ContractAction, user_id: int | None) -> tuple[str, ...]:
+    """The permissions of which a signer must hold one, now, for their signature to count on `action`.
+
+    A guardian's signature sends the pause at once, so it takes the execute role; a SafeTx signature is an
+    approval, except the proposer's own, which stands with either proposing or approving.
+    """
+    if action.custody == Custody.GUARDIAN:
+        return ("ops.execute_contractaction",)
+    if user_id is not None and user_id == action.proposed_by_id:
+        return ("ops.add_contractaction", "ops.approve_contractaction")
+    return ("ops.approve_contractaction",)
+
+
+def signature_problems(action: ContractAction, addresses: tuple[str, ...] | None) -> dict[int, str]:
+    """Why each of the action's recorded signatures no longer counts, by signature id (absent: it counts).
+
+    A signature counts while its address is an owner (or guardian) on chain, its key is not revoked, and its
+    signer is an active staff member who still holds the role (`required_role`): revoking a key,
+    deactivating a person or taking their role withdraws their signatures from everything not yet sent.
+    `addresses` None (the chain could not be read) checks only the database.
+    """
+    sigs = list(action.signatures.select_related("signed_by"))
+    keys = {k.address: k for k in StaffSigningKey.objects.filter(address__in=[s.signer_address for s in sigs])}
+    role, other = ("a guardian", "another guardian") if action.custody == Custody.GUARDIAN \
+        else ("an owner", "another owner")
+    problems = {}
+    for sig in sigs:
+        user, key = sig.signed_by, keys.get(sig.signer_address)
+        roles = required_role(action, user.pk)
+        if addresses is not None and sig.signer_address not in addresses:
+            why = f"no longer {role}"
+        elif key is None or key.user_id != user.pk:
+            why = f"the key is no longer registered to {user.get_username()}"
+        elif key.revoked_at:
+            why = f"the key was revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC"
+        elif not user.is_active or not user.is_staff:
+            why = f"{user.get_username()}'s account is deactivated"
+        elif not any(user.has_perm(p) for p in roles):
+            why = f"{user.get_username()} no longer holds the {' or '.join(roles)} role"
+        else:
+            continue
+        problems[sig.pk] = f"{why}: its signature no longer counts; {other} must sign in its place"
+    return problems
+
+
 def tally(action: ContractAction, signers: Signers) -> Tally:
+    """The signatures that count now (see `signature_problems`), and whether they reach the threshold."""
     valid, invalid, people = {}, [], set()
+    problems = signature_problems(action, signers.addresses)
     for sig in action.signatures.all():
-        if sig.signer_address in signers.addresses:
+        if sig.pk in problems:
+            invalid.append(f"{_who(sig.signer_address)}: {problems[sig.pk]}")
+        else:
             valid[sig.signer_address] = bytes.fromhex(sig.signature[2:])
             people.add(sig.signed_by_id)
-        else:
-            invalid.append(f"{_who(sig.signer_address)}: no longer {'a guardian' if signers.kind == 'guardian' else 'an owner'}")
     # A pause needs one guardian (RB-05); anything else needs a person besides the proposer.
     four_eyes = bool(people) if action.kind == "pause" and action.custody == Custody.GUARDIAN \
         else bool(people - {action.proposed_by_id})
@@ -173,15 +222,21 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
                          source: str = SignatureSource.PASTED) -> ContractAction:
     """Verify one staff signature over the action's typed data and record it (audited).
 
+    `actor` must be active staff holding the role (`required_role`: the execute role for a guardian pause).
     The signature must recover to a key registered to `actor`, that address must be a current owner
-    of the Safe (or a guardian), and the Safe's nonce must still be the SafeTx's. When the
-    signatures then reach the threshold with four eyes, the action becomes approved. A guardian's
-    pause is executed at once (RB-05). Raises ValidationError naming the signer otherwise.
+    of the Safe (or a guardian), and the Safe's nonce must still be the SafeTx's; a guardian pause must
+    be signed before its deadline (chain time). When the counting signatures (`tally`) then reach the
+    threshold with four eyes, the action becomes approved. A guardian's pause is executed at once
+    (RB-05). Raises ValidationError naming the signer otherwise; nothing is recorded then.
     """
-    if actor is None or isinstance(actor, str):
-        raise PermissionDenied("Only a staff member can sign.")
-    if not (actor.has_perm("ops.approve_contractaction") or action.proposed_by_id == actor.pk
-            or (action.custody == Custody.GUARDIAN and actor.has_perm("ops.execute_contractaction"))):
+    if actor is None or isinstance(actor, str) or not actor.is_active or not actor.is_staff:
+        raise PermissionDenied("Only an active staff member can sign.")
+    if action.custody == Custody.GUARDIAN and not actor.has_perm("ops.execute_contractaction"):
+        # Refused before anything is recorded: the signature would approve a pause its signer may not send.
+        raise PermissionDenied(f"{actor.get_username()} may not sign a guardian pause: signing it sends the pause at "
+                               "once, which takes the execute role (ops.execute_contractaction). Ask an operator "
+                               "who holds it and a guardian key to sign.")
+    if not any(actor.has_perm(p) for p in required_role(action, actor.pk)):
         raise PermissionDenied(f"{actor.get_username()} may not sign contract actions.")
     if action.custody not in (Custody.SAFE, Custody.GUARDIAN):
         raise ValidationError({"signature": f"Action #{action.pk} is sent with the server's key: it takes no "
@@ -191,7 +246,11 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
     except chain_safe.BadSignature as exc:
         raise ValidationError({"signature": str(exc)}) from None
     text = "0x" + raw.hex()
-    used = ActionSignature.objects.filter(signature=text).exclude(action=action).select_related("action").first()
+    # A signature over another hash is refused by name (a replay). The same bytes on another action with the same
+    # hash are no replay: a re-proposal of a rejected SafeTx at the same Safe nonce has that hash, and wallets
+    # sign deterministically, so its owners give byte-identical signatures again.
+    used = (ActionSignature.objects.filter(signature=text).exclude(action=action)
+            .exclude(action__signing_hash=action.signing_hash).select_related("action").first())
     if used is not None:
         raise ValidationError({"signature": f"This signature by {_who(used.signer_address)} was given to action "
                                             f"#{used.action_id} (nonce {used.action.safe_nonce}): a signature is "
@@ -211,8 +270,16 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
                                             f"{key.user.get_username()}: each person submits their own signature."})
     try:
         signers = current_signers(action)
+        chain_now = transactions.chain_time(action.chain) if action.custody == Custody.GUARDIAN else 0
     except (ProviderUnavailable, RpcError) as exc:
         raise _rpc_error(action.chain, exc, "the signature was not recorded") from None
+    if action.custody == Custody.GUARDIAN and int(action.typed_data["message"]["deadline"]) <= chain_now:
+        # The module checks the deadline against block.timestamp: recorded, it would approve a pause that
+        # can only fail at execution.
+        raise ValidationError({"signature": f"The guardian pause #{action.pk} could be signed until "
+                                            f"{action.guardian_deadline:%Y-%m-%d %H:%M:%S} UTC (chain time): it "
+                                            "expired, and nothing was recorded. Start the pause again (Emergency "
+                                            "stop…) and sign the new one at once."})
     if signers.nonce != action.safe_nonce:
         mark_stale_actions(chain=action.chain)
         raise ValidationError({"signature": f"The {'Safe' if signers.kind == 'owner' else 'module'}'s nonce is now "
@@ -238,8 +305,11 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
         before = {"status": action.status}
         counted = tally(action, signers)
         if counted.met and action.status == ActionStatus.PROPOSED:
-            first_other = next((s.signed_by for s in action.signatures.select_related("signed_by")
-                                if s.signed_by_id != action.proposed_by_id or action.kind == "pause"), actor)
+            # Approved again after being sent back for signatures: the database keeps the first approver as
+            # recorded (it never changes); this signature's audit row says who completed it this time.
+            first_other = action.approved_by or next(
+                (s.signed_by for s in action.signatures.select_related("signed_by") if s.signer_address in counted.valid
+                 and (s.signed_by_id != action.proposed_by_id or action.kind == "pause")), actor)
             action.status, action.approved_by, action.approved_at = ActionStatus.APPROVED, first_other, timezone.now()
             action.save(update_fields=["status", "approved_by", "approved_at"])
         record_audit(actor=actor, action="add_action_signature", obj=action, before=before,

@@ -15,7 +15,7 @@ from chain import transactions
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
-from .custody import current_signers
+from .custody import current_signers, signature_problems
 from .models import (
     BackupRun,
     BackupStatus,
@@ -108,9 +108,10 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
         signers = None
         summary["error"] = f"could not read the {'module' if action.custody == Custody.GUARDIAN else 'Safe'}: {exc}"
     rows = []
+    problems = signature_problems(action, signers.addresses if signers else None)
     for sig in action.signatures.select_related("signed_by"):
         rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(), "source": sig.get_source_display(),
-                     "at": sig.created_at, "valid": signers is None or sig.signer_address in signers.addresses})
+                     "at": sig.created_at, "valid": sig.pk not in problems, "why": problems.get(sig.pk, "")})
     summary["signatures"] = rows
     summary["valid_count"] = sum(1 for r in rows if r["valid"])
     return summary

@@ -73,6 +73,52 @@ def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, tra
     assert PlatformFlag.get("TRADES_ENABLED") is True
 
 
+def test_guardian_pause_signature_after_its_deadline_is_refused_and_not_recorded(safe_chain, staff, settings):
+    alice = staff["alice"]
+    settings.GUARDIAN_PAUSE_SECONDS = 5
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    signature = sign_typed(safe_chain, alice.account, pause.typed_data)
+    safe_chain.increase_time(10)
+    with pytest.raises(ValidationError) as err:
+        custody.add_action_signature(actor=alice, action=pause, signature=signature)
+    text = " ".join(err.value.messages)
+    assert "expired" in text and "nothing was recorded" in text and "Start the pause again" in text
+    pause.refresh_from_db()
+    assert pause.status == ActionStatus.PROPOSED and not pause.signatures.exists()
+    assert safe_chain.escrow.functions.paused().call() is False
+
+
+def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_recorded(safe_chain, staff):
+    from django.contrib.auth.models import Permission
+    from django.core.exceptions import PermissionDenied
+
+    alice, bob = staff["alice"], staff["bob"]
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    bob.is_superuser = False
+    bob.save(update_fields=["is_superuser"])
+    bob.user_permissions.set(Permission.objects.filter(
+        content_type__app_label="ops", codename__in=["view_contractaction", "approve_contractaction"]))
+    approver = type(bob).objects.get(pk=bob.pk)  # a guardian key, the approve role, not the execute role
+    with pytest.raises(PermissionDenied, match="execute role"):
+        custody.add_action_signature(actor=approver, action=pause,
+                                     signature=sign_typed(safe_chain, bob.account, pause.typed_data))
+    pause.refresh_from_db()
+    assert pause.status == ActionStatus.PROPOSED and not pause.signatures.exists()
+    assert safe_chain.escrow.functions.paused().call() is False
+
+
+def test_guardian_second_resume_request_names_the_unpause_already_waiting(safe_chain, staff, trades_on):
+    alice = staff["alice"]
+    [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
+    custody.add_action_signature(actor=alice, action=pause,
+                                 signature=sign_typed(safe_chain, alice.account, pause.typed_data))
+    [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
+    with pytest.raises(ValidationError) as err:
+        actions.request_resume(actor=staff["bob"], reason="fixed, again", chains=["bsc"])
+    assert f"#{unpause.pk}" in " ".join(err.value.messages)
+    assert ContractAction.objects.filter(kind="unpause").count() == 1
+
+
 def test_guardian_route_is_for_pause_only_in_the_database(safe_chain, staff):
     pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
     fields = {f.attname: getattr(pause, f.attname) for f in ContractAction._meta.concrete_fields if f.name != "id"}

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -214,11 +215,15 @@ def _fail_backup(run: BackupRun, *, actor: Any, error: str, started: float) -> B
 
 
 def _fail_interrupted_runs(*, actor: Any) -> None:
-    """Under the backup lock nothing is dumping: a 'running' row or a `.partial` file is a dead run's debris."""
+    """Under the backup lock nothing dumps this database: a 'running' row or a `.partial` file of this database is
+    a dead run's debris. Another database's partial files (a second installation sharing BACKUP_DIR) are its own."""
     directory, _ = backup_dir()
     if directory.is_dir():
-        for stray in directory.glob(f".*{PARTIAL_SUFFIX}"):
-            stray.unlink(missing_ok=True)
+        ours = re.compile(rf"\.{re.escape(connection.settings_dict['NAME'])}-\d{{8}}T\d{{6}}Z-\d+\.dump"
+                          rf"{re.escape(PARTIAL_SUFFIX)}")
+        for stray in directory.iterdir():
+            if ours.fullmatch(stray.name):
+                stray.unlink(missing_ok=True)
     for run in BackupRun.objects.filter(status=BackupStatus.RUNNING):
         error = ("interrupted: the process running it stopped before it finished (worker killed or restarted); "
                  "its partial file was removed. The next scheduled backup runs as usual.")

@@ -324,13 +324,30 @@ def test_backup_command_exits_non_zero_naming_the_cause(settings, tmp_path):
         call_command("backup_database")
 
 
+def _partial_name(database: str, run_id: int) -> str:
+    return f".{database}-20261205T030000Z-{run_id}.dump.partial"
+
+
 def test_backup_interrupted_run_is_marked_failed_and_its_partial_removed(backup_dir):
     dead = BackupRun.objects.create(started_at=timezone.now() - timedelta(hours=1), trigger="schedule",
                                     actor_label="system:test")
-    (backup_dir / ".p2p-dead.dump.partial").write_bytes(b"PGDMP half")
+    (backup_dir / _partial_name(connection.settings_dict["NAME"], dead.pk)).write_bytes(b"PGDMP half")
 
     run = backups.run_backup(actor="system:test")
 
     dead.refresh_from_db()
     assert dead.status == BackupStatus.FAILED and "interrupted" in dead.error
     assert sorted(p.name for p in backup_dir.iterdir()) == [Path(run.file_path).name]
+
+
+def test_backup_leaves_another_databases_partial_file_alone(backup_dir):
+    # A second installation dumping into the same BACKUP_DIR may be writing this file right now.
+    theirs = [backup_dir / _partial_name("other_db", 7),
+              backup_dir / _partial_name(connection.settings_dict["NAME"] + "-staging", 7)]
+    for path in theirs:
+        path.write_bytes(b"PGDMP being written")
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.OK, run.error
+    assert all(path.exists() for path in theirs)

@@ -183,11 +183,20 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
                                       f"for the traceback, fix the cause and run manage.py backup_database again.")
         run.status, run.finished_at = BackupStatus.OK, timezone.now()
         run.duration_seconds = round(time.monotonic() - started, 3)
-        with transaction.atomic():
-            run.save()
-            record_audit(actor=actor, action="backup_database", obj=run,
-                         after={"status": run.status, "file": run.file_path, "sha256": run.sha256,
-                                "size_bytes": run.size_bytes, "row_counts": run.row_counts})
+        try:
+            with transaction.atomic():
+                run.save()
+                record_audit(actor=actor, action="backup_database", obj=run,
+                             after={"status": run.status, "file": run.file_path, "sha256": run.sha256,
+                                    "size_bytes": run.size_bytes, "row_counts": run.row_counts})
+        except Exception as exc:
+            # A dump no good run vouches for must not lie in BACKUP_DIR looking like one.
+            Path(run.file_path).unlink(missing_ok=True)
+            logger.exception("backup #%s could not be recorded", run.pk)
+            return _fail_backup(run, actor=actor, started=started,
+                                error=f"the dump was written but recording it failed ({exc.__class__.__name__}: "
+                                      f"{exc}); the file was removed: check the database and run manage.py "
+                                      f"backup_database again.")
         logger.info("backup #%s written: %s (%s bytes)", run.pk, run.file_path, run.size_bytes)
         try:
             prune_backups(actor=actor)
@@ -258,61 +267,85 @@ def _snapshot_facts(cur) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def _dump(run: BackupRun) -> None:
-    """pg_dump into a hidden temporary file, hashing as it streams; fsync; rename. Fills in the run's figures."""
+    """pg_dump into a hidden temporary file, hashing as it streams; fsync; commit the snapshot's transaction;
+    rename. Fills in the run's figures. Any fault removes the file: none is left that no good run vouches for."""
     directory = _check_directory()
     pg_dump = _require_binary("pg_dump")
     db = connection.settings_dict
     final = directory / f"{db['NAME']}-{run.started_at:%Y%m%dT%H%M%SZ}-{run.pk}.dump"
     partial = directory / f".{final.name}{PARTIAL_SUFFIX}"
-    digest, size = hashlib.sha256(), 0
     version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    # One REPEATABLE READ transaction exports the snapshot pg_dump reads, so the recorded row counts are those
-    # of the dump itself, whatever the sync writes meanwhile. It stays open until pg_dump has finished.
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT pg_export_snapshot()")
-        snapshot = cur.fetchone()[0]
-        counts, schema = _snapshot_facts(cur)
-        with tempfile.TemporaryFile() as stderr:
-            proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password"],
-                                    stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db))
-            try:
-                try:
-                    with open_partial_file(partial) as out:
-                        while chunk := proc.stdout.read(CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            size += len(chunk)
-                        out.flush()
-                        os.fsync(out.fileno())
-                except OSError as exc:
-                    proc.kill()
-                    if exc.errno == errno.ENOSPC:
-                        raise BackupFailed(
-                            f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the "
-                            f"volume holding BACKUP_DIR ({directory}) or point BACKUP_DIR at a larger one, then "
-                            f"run manage.py backup_database again.") from exc
-                    raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR ({directory}) "
-                                       f"and its volume, then run again.") from exc
-                finally:
-                    proc.stdout.close()
-                    returncode = proc.wait()
-                if returncode != 0:
-                    stderr.seek(0)
-                    raise BackupFailed(_explain_tool_failure("pg_dump", stderr.read().decode(errors="replace"),
-                                                             returncode))
-                with open(partial, "rb") as check:
-                    magic = check.read(len(DUMP_MAGIC))
-                if magic != DUMP_MAGIC:
-                    raise BackupFailed(f"pg_dump ({pg_dump}) wrote {size} bytes that are not a custom-format "
-                                       f"archive: check that PG_BIN_DIR holds PostgreSQL's own pg_dump.")
-                os.rename(partial, final)
-            except BaseException:
-                partial.unlink(missing_ok=True)
+    dumped = False
+    try:
+        try:
+            # One REPEATABLE READ transaction exports the snapshot pg_dump reads, so the recorded row counts are
+            # those of the dump itself, whatever the sync writes meanwhile. It stays open, idle, until pg_dump has
+            # finished: the server's idle_in_transaction_session_timeout and statement_timeout must not end it.
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                cur.execute("SET LOCAL statement_timeout = 0")
+                cur.execute("SELECT pg_export_snapshot()")
+                snapshot = cur.fetchone()[0]
+                counts, schema = _snapshot_facts(cur)
+                size, sha256 = _pg_dump_into(partial, pg_dump=pg_dump, snapshot=snapshot, db=db)
+                dumped = True
+        except DatabaseError as exc:
+            if not dumped:
                 raise
-    _fsync_dir(directory)  # the rename itself must survive a crash
-    run.file_path, run.size_bytes, run.sha256 = str(final), size, digest.hexdigest()
+            raise BackupFailed(
+                f"the database connection holding the dump's snapshot failed before the backup was recorded ({exc}): "
+                f"the dump was discarded; check the server's log (a restart, a dropped connection, a session "
+                f"timeout) and run manage.py backup_database again.") from exc
+        # Renamed only now: a complete-looking file exists only once nothing before it can fail.
+        os.rename(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        _fsync_dir(directory)  # the rename itself must survive a crash
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    run.file_path, run.size_bytes, run.sha256 = str(final), size, sha256
     run.row_counts, run.schema_version, run.pg_dump_version = counts, schema, version[:100]
+
+
+def _pg_dump_into(partial: Path, *, pg_dump: Path, snapshot: str, db: dict) -> tuple[int, str]:
+    """Stream pg_dump's archive of `snapshot` into `partial`, fsynced; (size, SHA-256). Raises BackupFailed."""
+    digest, size = hashlib.sha256(), 0
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password"],
+                                stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db))
+        try:
+            with open_partial_file(partial) as out:
+                while chunk := proc.stdout.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            proc.kill()
+            if exc.errno == errno.ENOSPC:
+                raise BackupFailed(
+                    f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the volume "
+                    f"holding BACKUP_DIR ({partial.parent}) or point BACKUP_DIR at a larger one, then run "
+                    f"manage.py backup_database again.") from exc
+            raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR ({partial.parent}) "
+                               f"and its volume, then run again.") from exc
+        finally:
+            proc.stdout.close()
+            returncode = proc.wait()
+        if returncode != 0:
+            stderr.seek(0)
+            raise BackupFailed(_explain_tool_failure("pg_dump", stderr.read().decode(errors="replace"), returncode))
+    with open(partial, "rb") as check:
+        magic = check.read(len(DUMP_MAGIC))
+    if magic != DUMP_MAGIC:
+        raise BackupFailed(f"pg_dump ({pg_dump}) wrote {size} bytes that are not a custom-format archive: check "
+                           f"that PG_BIN_DIR holds PostgreSQL's own pg_dump.")
+    return size, digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

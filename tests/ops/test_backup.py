@@ -75,6 +75,30 @@ def _failed_check(test) -> str:
     return next(c["name"] for c in test.checks if not c["ok"])
 
 
+def _wrapped_pg_dump(settings, tmp_path, *, after: str) -> None:
+    """PG_BIN_DIR with the real pg_dump run by a shell script that then runs `after` (the fault to inject), and the
+    real pg_restore and psql."""
+    real = backups.pg_binary("pg_dump").parent
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_dump").write_text(f'#!/bin/sh\n"{real}/pg_dump" "$@"\nrc=$?\n{after}\nexit $rc\n')
+    (fake / "pg_dump").chmod(0o755)
+    for name in ("pg_restore", "psql"):
+        (fake / name).symlink_to(real / name)
+    settings.PG_BIN_DIR = str(fake)
+
+
+def _psql_command(sql: str) -> str:
+    """A psql command line (for a fake's script) running `sql` on the test database as the tests connect to it."""
+    from psycopg.conninfo import make_conninfo
+
+    db = connection.settings_dict
+    conninfo = make_conninfo(dbname=db["NAME"], user=db["USER"] or None, host=db["HOST"] or None,
+                             port=db["PORT"] or None, password=db["PASSWORD"] or None)
+    psql = backups.pg_binary("pg_dump").parent / "psql"
+    return f"\"{psql}\" -X -q -d '{conninfo}' -c \"{sql}\" >/dev/null 2>&1"
+
+
 def test_backup_and_restore_test_round_trip_with_seeded_data(seeded, backup_dir):
     run = backups.run_backup(actor="system:test")
 
@@ -351,3 +375,33 @@ def test_backup_leaves_another_databases_partial_file_alone(backup_dir):
 
     assert run.status == BackupStatus.OK, run.error
     assert all(path.exists() for path in theirs)
+
+
+def test_backup_survives_the_servers_idle_in_transaction_timeout(backup_dir, settings, tmp_path):
+    # The snapshot's transaction idles while pg_dump works: here pg_dump "works" 1.5 s past a 0.5 s timeout.
+    _wrapped_pg_dump(settings, tmp_path, after="sleep 1.5")
+    name = connection.settings_dict["NAME"]
+    _sql(f"ALTER DATABASE \"{name}\" SET idle_in_transaction_session_timeout = '500ms'")
+    connection.close()
+    try:
+        run = backups.run_backup(actor="system:test")
+    finally:
+        connection.close()
+        _sql(f"ALTER DATABASE \"{name}\" RESET idle_in_transaction_session_timeout")
+        connection.close()
+
+    assert run.status == BackupStatus.OK, run.error
+    assert sorted(p.name for p in backup_dir.iterdir()) == [Path(run.file_path).name]
+
+
+def test_backup_connection_lost_before_commit_leaves_no_complete_file(backup_dir, settings, tmp_path):
+    # Once pg_dump has finished, the session holding the snapshot is killed (a restart, a dropped connection).
+    _wrapped_pg_dump(settings, tmp_path, after=_psql_command(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'idle in transaction' AND pid <> pg_backend_pid()"))
+
+    run = backups.run_backup(actor="system:test")
+
+    assert run.status == BackupStatus.FAILED
+    assert "holding the dump's snapshot failed" in run.error and "discarded" in run.error
+    assert run.file_path == "" and list(backup_dir.iterdir()) == []

@@ -11,8 +11,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -52,6 +54,12 @@ DUMP_MAGIC = b"PGDMP"  # the first bytes of every custom-format archive
 RESTORE_ALIAS = "restore_test"
 # A queued restore test whose task was lost stops blocking new requests after this long.
 QUEUED_TEST_EXPIRES = timedelta(hours=2)
+# A backup still running this long after BACKUP_TIMEOUT_SECONDS is stuck outside pg_dump (whose deadline has passed):
+# a run refused because of it raises an alert instead of only being refused.
+STUCK_GRACE = timedelta(minutes=15)
+# A stopped pg_dump / pg_restore gets this long to cancel its queries (its SIGTERM handler does) before SIGKILL.
+STOP_GRACE_SECONDS = 10
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 
 
 class BackupFailed(Exception):
@@ -113,12 +121,55 @@ def _explain_tool_failure(tool: str, stderr: str, returncode: int) -> str:
     if "server version" in stderr and "mismatch" in stderr:
         return (f"{tool} is older than the database server ({last}): set PG_BIN_DIR to the client binaries of the "
                 f"server's major version.")
+    if "LOCK TABLE" in stderr and ("statement timeout" in stderr or "lock timeout" in stderr):
+        return _lock_wait_message(f"{tool}: {last}")
     if "could not connect" in stderr or "connection to server" in stderr:
         return f"{tool} could not connect to the database ({last}): check DATABASE_URL and that the server is up."
     if "input file is too short" in stderr or "unexpected end of file" in stderr or "could not read" in stderr:
         return (f"{tool} found the dump truncated ({last}): the file is incomplete; restore an older good backup "
                 f"and find out why it was cut short (disk, copy, retention).")
     return f"{tool} exited with status {returncode}: {last}"
+
+
+def _lock_wait_message(detail: str) -> str:
+    return (f"a table stayed locked longer than BACKUP_LOCK_WAIT_SECONDS ({settings.BACKUP_LOCK_WAIT_SECONDS} s) "
+            f"({detail}): find the session holding it (SELECT pid, state, query FROM pg_stat_activity WHERE pid = "
+            f"ANY(pg_blocking_pids(...))), let it finish or end it, then run manage.py backup_database again.")
+
+
+def _timeout_message(tool: str) -> str:
+    return (f"{tool} ran longer than BACKUP_TIMEOUT_SECONDS ({settings.BACKUP_TIMEOUT_SECONDS} s) and was stopped: "
+            f"find what slowed it (the server's load, the network, the disk of BACKUP_DIR) and run it again; raise "
+            f"BACKUP_TIMEOUT_SECONDS if the database has outgrown it.")
+
+
+@contextmanager
+def _deadline(proc: subprocess.Popen, seconds: float) -> Iterator[threading.Event]:
+    """Stop `proc` and its process group (pg_restore's parallel workers) once it has run `seconds`: SIGTERM first,
+    so that pg_dump / pg_restore cancel their queries on the server, then SIGKILL. The event says it was stopped."""
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is not None:
+                return
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                continue
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
 
 
 def _try_lock(key: int) -> bool:
@@ -166,6 +217,15 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
         running = BackupRun.objects.filter(status=BackupStatus.RUNNING).order_by("-started_at").first()
         since = f" (#{running.pk}, started {running.started_at:%Y-%m-%d %H:%M} UTC by {running.actor_label})" \
             if running else ""
+        logger.warning("backup by %s refused: another is running%s", _label(actor), since)
+        if running is not None and _is_stuck(running):
+            raise_alert(key="backup-stuck", severity="P2", source="backup_database",
+                        title=f"Database backup #{running.pk} is stuck; backups are refused meanwhile",
+                        message=f"Backup #{running.pk} has been running since {running.started_at:%Y-%m-%d %H:%M} "
+                                f"UTC, longer than BACKUP_TIMEOUT_SECONDS allows, and holds the backup lock: "
+                                f"{_label(actor)} was refused. Find the worker or command running it (pg_stat_activity "
+                                f"shows its session waiting or idle in transaction) and stop it; the next run marks "
+                                f"it interrupted.")
         raise ValidationError(f"A backup is already running{since}: one runs at a time; wait for it to finish "
                               f"and see its result on the Backups page.")
     try:
@@ -208,6 +268,10 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
         return run
     finally:
         _unlock(BACKUP_LOCK_KEY)
+
+
+def _is_stuck(run: BackupRun) -> bool:
+    return timezone.now() - run.started_at > timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS) + STUCK_GRACE
 
 
 def _fail_backup(run: BackupRun, *, actor: Any, error: str, started: float) -> BackupRun:
@@ -285,12 +349,16 @@ def _dump(run: BackupRun) -> None:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 cur.execute("SET LOCAL statement_timeout = 0")
+                # The counts wait for a locked table no longer than pg_dump does (--lock-wait-timeout).
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.BACKUP_LOCK_WAIT_SECONDS}s"])
                 cur.execute("SELECT pg_export_snapshot()")
                 snapshot = cur.fetchone()[0]
                 counts, schema = _snapshot_facts(cur)
                 size, sha256 = _pg_dump_into(partial, pg_dump=pg_dump, snapshot=snapshot, db=db)
                 dumped = True
         except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise BackupFailed(_lock_wait_message(str(exc).strip())) from exc
             if not dumped:
                 raise
             raise BackupFailed(
@@ -315,28 +383,32 @@ def _pg_dump_into(partial: Path, *, pg_dump: Path, snapshot: str, db: dict) -> t
     """Stream pg_dump's archive of `snapshot` into `partial`, fsynced; (size, SHA-256). Raises BackupFailed."""
     digest, size = hashlib.sha256(), 0
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password"],
-                                stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db))
-        try:
-            with open_partial_file(partial) as out:
-                while chunk := proc.stdout.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            proc.kill()
-            if exc.errno == errno.ENOSPC:
-                raise BackupFailed(
-                    f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the volume "
-                    f"holding BACKUP_DIR ({partial.parent}) or point BACKUP_DIR at a larger one, then run "
-                    f"manage.py backup_database again.") from exc
-            raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR ({partial.parent}) "
-                               f"and its volume, then run again.") from exc
-        finally:
-            proc.stdout.close()
-            returncode = proc.wait()
+        proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password",
+                                 f"--lock-wait-timeout={settings.BACKUP_LOCK_WAIT_SECONDS * 1000}"],
+                                stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db), start_new_session=True)
+        with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
+            try:
+                with open_partial_file(partial) as out:
+                    while chunk := proc.stdout.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                proc.kill()
+                if exc.errno == errno.ENOSPC:
+                    raise BackupFailed(
+                        f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the volume "
+                        f"holding BACKUP_DIR ({partial.parent}) or point BACKUP_DIR at a larger one, then run "
+                        f"manage.py backup_database again.") from exc
+                raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR "
+                                   f"({partial.parent}) and its volume, then run again.") from exc
+            finally:
+                proc.stdout.close()
+                returncode = proc.wait()
+        if expired.is_set():
+            raise BackupFailed(_timeout_message("pg_dump"))
         if returncode != 0:
             stderr.seek(0)
             raise BackupFailed(_explain_tool_failure("pg_dump", stderr.read().decode(errors="replace"), returncode))
@@ -571,11 +643,16 @@ def _restore(path: Path, scratch: str) -> str:
     db = {**connection.settings_dict, "NAME": scratch}
     # Parallel jobs rebuild the big indexes side by side; --exit-on-error: any error fails the test.
     jobs = str(max(1, min(4, os.cpu_count() or 1)))
-    result = subprocess.run([str(pg_restore), "--exit-on-error", "--no-owner", "--no-privileges", "--jobs", jobs,
+    proc = subprocess.Popen([str(pg_restore), "--exit-on-error", "--no-owner", "--no-privileges", "--jobs", jobs,
                              "--no-password", "--dbname", scratch, str(path)],
-                            capture_output=True, text=True, env=_libpq_env(db))
-    if result.returncode != 0:
-        raise BackupFailed(_explain_tool_failure("pg_restore", result.stderr, result.returncode))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_libpq_env(db),
+                            start_new_session=True)
+    with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
+        _, stderr = proc.communicate()
+    if expired.is_set():
+        raise BackupFailed(_timeout_message("pg_restore"))
+    if proc.returncode != 0:
+        raise BackupFailed(_explain_tool_failure("pg_restore", stderr, proc.returncode))
     return f"restored into {scratch} with {jobs} jobs"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
@@ -405,3 +405,118 @@ def test_backup_connection_lost_before_commit_leaves_no_complete_file(backup_dir
     assert run.status == BackupStatus.FAILED
     assert "holding the dump's snapshot failed" in run.error and "discarded" in run.error
     assert run.file_path == "" and list(backup_dir.iterdir()) == []
+
+
+def _run_backup_in_thread(timeout: float) -> tuple[dict, threading.Thread]:
+    """run_backup in a thread joined with `timeout`, so that a hang fails the test instead of hanging the suite."""
+    result = {}
+
+    def run():
+        try:
+            result["run"] = backups.run_backup(actor="system:test")
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            result["exc"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result, thread
+
+
+@pytest.mark.parametrize("table", ["django_session", "orders"])
+def test_backup_locked_table_fails_after_the_lock_wait_instead_of_hanging(backup_dir, settings, table):
+    # orders is also counted in the snapshot's own transaction; django_session only by pg_dump.
+    settings.BACKUP_LOCK_WAIT_SECONDS = 1
+    holder = connections.create_connection("default")
+    holder.set_autocommit(False)
+    with holder.cursor() as cur:
+        cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    try:
+        result, thread = _run_backup_in_thread(30)
+        assert not thread.is_alive(), "the backup hung on the locked table"
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(60)
+
+    run = result["run"]
+    assert run.status == BackupStatus.FAILED
+    assert "BACKUP_LOCK_WAIT_SECONDS (1 s)" in run.error and "pg_stat_activity" in run.error
+    assert list(backup_dir.iterdir()) == []
+    assert backups.run_backup(actor="system:test").status == BackupStatus.OK  # the lock was released
+
+
+def test_backup_pg_dump_past_the_deadline_is_stopped_and_fails(backup_dir, settings, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    pid_file = tmp_path / "pg_dump.pid"
+    (fake / "pg_dump").write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'pg_dump (PostgreSQL) 16.0'; exit 0; }\n"
+                                  f"echo $$ > {pid_file}\nprintf 'PGDMP'\nexec sleep 60\n")
+    (fake / "pg_dump").chmod(0o755)
+    settings.PG_BIN_DIR = str(fake)
+    settings.BACKUP_TIMEOUT_SECONDS = 1
+
+    result, thread = _run_backup_in_thread(30)
+
+    assert not thread.is_alive(), "the backup waited for pg_dump past its deadline"
+    run = result["run"]
+    assert run.status == BackupStatus.FAILED
+    assert "pg_dump ran longer than BACKUP_TIMEOUT_SECONDS (1 s) and was stopped" in run.error
+    assert list(backup_dir.iterdir()) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_restore_test_pg_restore_past_the_deadline_is_stopped_and_fails(seeded, backup_dir, settings, tmp_path):
+    backups.run_backup(actor="system:test")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pg_restore").write_text("#!/bin/sh\nexec sleep 120\n")
+    (fake / "pg_restore").chmod(0o755)
+    settings.PG_BIN_DIR = str(fake)
+    settings.BACKUP_TIMEOUT_SECONDS = 1
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert _failed_check(test) == "restore"
+    assert "pg_restore ran longer than BACKUP_TIMEOUT_SECONDS (1 s)" in test.error
+    assert test.checks[-1]["name"] == "drop_scratch_database" and test.checks[-1]["ok"]
+    assert _scratch_databases() == []
+
+
+def test_backup_scheduled_run_refused_by_a_stuck_run_raises_an_alert(backup_dir, settings, caplog):
+    from ops import tasks
+
+    settings.BACKUP_TIMEOUT_SECONDS = 3600
+    stuck = BackupRun.objects.create(started_at=timezone.now() - timedelta(hours=5), trigger="schedule",
+                                     actor_label="system:backup_database")
+    holder = connections.create_connection("default")  # the stuck run's session, holding the backup lock
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", [backups.BACKUP_LOCK_KEY])
+    try:
+        result = tasks.backup_database()
+    finally:
+        holder.close()
+
+    assert "refused" in result
+    alert = Alert.objects.get(key="backup-stuck")
+    assert alert.severity == "P2" and f"#{stuck.pk}" in alert.title and "BACKUP_TIMEOUT_SECONDS" in alert.message
+    assert any("refused" in r.getMessage() for r in caplog.records if r.name == "ops.backups")
+
+
+def test_backup_refused_by_a_run_within_its_deadline_raises_no_alert(backup_dir, settings):
+    settings.BACKUP_TIMEOUT_SECONDS = 3600
+    BackupRun.objects.create(started_at=timezone.now() - timedelta(minutes=5), trigger="command",
+                             actor_label="ops-admin")
+    holder = connections.create_connection("default")
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", [backups.BACKUP_LOCK_KEY])
+    try:
+        with pytest.raises(ValidationError, match="already running"):
+            backups.run_backup(actor="system:backup_database")
+    finally:
+        holder.close()
+
+    assert not Alert.objects.filter(key="backup-stuck").exists()

@@ -501,7 +501,6 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
     if not _try_lock(RESTORE_LOCK_KEY):
         raise ValidationError("A restore test is already running: one runs at a time; wait for its result.")
     try:
-        _drop_stale_scratch_databases()
         if restore_test_id is not None:
             test = RestoreTest.objects.get(pk=restore_test_id)
             if test.status != RestoreTestStatus.QUEUED:
@@ -515,6 +514,7 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         test.save(update_fields=["status", "started_at", "scratch_database"])
         started, checks, error = time.monotonic(), [], ""
         try:
+            _drop_stale_scratch_databases()
             if test.backup is None:
                 raise BackupFailed("there is no good backup to test: run manage.py backup_database first.")
             _restore_and_check(test.backup, test.scratch_database, checks)
@@ -539,20 +539,39 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         _unlock(RESTORE_LOCK_KEY)
 
 
-def _scratch_prefix() -> str:
-    return f"{connection.settings_dict['NAME']}_restore_test_"[:50]
+# Scratch databases are named restore_test_<tag>_<test id>: never derived by truncating the live database's name (a
+# prefix of it could match <name>_restored, <name>_old or the live database itself), at most 41 bytes (PostgreSQL's
+# limit is 63), and told apart from another installation's on the same server by the tag.
+SCRATCH_PREFIX = "restore_test_"
+
+
+def _scratch_tag() -> str:
+    """The first 8 hex digits of the SHA-256 of this installation's database name."""
+    return hashlib.sha256(connection.settings_dict["NAME"].encode()).hexdigest()[:8]
 
 
 def _scratch_name(test: RestoreTest) -> str:
-    return f"{_scratch_prefix()}{test.pk}"
+    return f"{SCRATCH_PREFIX}{_scratch_tag()}_{test.pk}"
+
+
+def is_scratch_database(name: str) -> bool:
+    """Exactly a name _scratch_name gives this installation: the only databases a restore test ever drops."""
+    return re.fullmatch(rf"{SCRATCH_PREFIX}{_scratch_tag()}_[0-9]+", name) is not None
 
 
 def _drop_stale_scratch_databases() -> None:
     """Under the restore lock no test is restoring: a scratch database left by a killed run is dropped."""
     with connection.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [_scratch_prefix()])
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                    [f"{SCRATCH_PREFIX}{_scratch_tag()}_"])
+        stale = [name for (name,) in cur.fetchall() if is_scratch_database(name)]
+        for name in stale:
+            try:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except DatabaseError as exc:
+                raise BackupFailed(f"could not drop the scratch database {name} left by an interrupted restore "
+                                   f"test ({exc}): drop it by hand (DROP DATABASE \"{name}\").") from exc
+            logger.warning("dropped the scratch database %s left by an interrupted restore test", name)
 
 
 @contextmanager

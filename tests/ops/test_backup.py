@@ -67,8 +67,14 @@ def _sql(statement: str, params=None):
 
 def _scratch_databases() -> list[str]:
     with connection.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [backups._scratch_prefix() + "%"])
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, 'restore_test_')")
         return [r[0] for r in cur.fetchall()]
+
+
+def _databases() -> set[str]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT datname FROM pg_database")
+        return {r[0] for r in cur.fetchall()}
 
 
 def _failed_check(test) -> str:
@@ -520,3 +526,39 @@ def test_backup_refused_by_a_run_within_its_deadline_raises_no_alert(backup_dir,
         holder.close()
 
     assert not Alert.objects.filter(key="backup-stuck").exists()
+
+
+def test_restore_test_drops_only_its_own_stale_scratch_databases(seeded, backup_dir):
+    name = connection.settings_dict["NAME"]
+    tag = hashlib.sha256(name.encode()).hexdigest()[:8]
+    # A manual restore (README), names that merely start like a scratch database, another installation's scratch
+    # database on the same server, and this installation's own leftover from a killed test.
+    others = [f"{name}_restored", f"{name}_restore_test_notes", f"restore_test_{tag}_7_keep",
+              "restore_test_0badc0de_7"]
+    stale = f"restore_test_{tag}_999"
+    for database in [*others, stale]:
+        _sql(f'DROP DATABASE IF EXISTS "{database}"')
+        _sql(f'CREATE DATABASE "{database}"')
+    backups.run_backup(actor="system:test")
+    try:
+        test = backups.run_restore_test(actor="system:test")
+        remaining = _databases()
+    finally:
+        for database in others:
+            _sql(f'DROP DATABASE IF EXISTS "{database}"')
+
+    assert set(others) <= remaining
+    assert test.status == RestoreTestStatus.PASSED, test.error
+    assert test.scratch_database == f"restore_test_{tag}_{test.pk}"
+    assert stale not in remaining and test.scratch_database not in remaining
+
+
+def test_restore_test_scratch_name_does_not_depend_on_the_length_of_the_database_name(monkeypatch):
+    test = backups.RestoreTest(pk=123456789)
+    for name in ("p2p", "marketplace_backoffice_production_eu_west_1_primary_database_x"):  # 3 and 63 bytes
+        monkeypatch.setitem(connection.settings_dict, "NAME", name)
+        scratch = backups._scratch_name(test)
+        assert scratch.startswith("restore_test_") and scratch.endswith("_123456789")
+        assert len(scratch.encode()) <= 63 and not name.startswith(scratch[:-len("123456789")])
+        assert backups.is_scratch_database(scratch)
+        assert not backups.is_scratch_database(name) and not backups.is_scratch_database(f"{name}_old")

@@ -93,14 +93,30 @@ def pg_binary(name: str) -> Path:
     return Path(found) if found else Path(name)
 
 
-def _libpq_env(db: dict) -> dict[str, str]:
-    """The connection as libpq environment variables: the password never appears on a command line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    values = {"PGHOST": db.get("HOST"), "PGPORT": db.get("PORT"), "PGUSER": db.get("USER"),
-              "PGPASSWORD": db.get("PASSWORD"), "PGDATABASE": db.get("NAME"),
-              "PGSSLMODE": (db.get("OPTIONS") or {}).get("sslmode"), "PGCONNECT_TIMEOUT": "10"}
-    env.update({k: str(v) for k, v in values.items() if v})
-    return env
+# DATABASES keys that are Django's own names for libpq keywords (OPTIONS holds the rest under libpq's names).
+DJANGO_LIBPQ_KEYS = {"NAME": "dbname", "USER": "user", "PASSWORD": "password", "HOST": "host", "PORT": "port"}
+
+
+def _libpq_connection(db: dict) -> tuple[str, dict[str, str]]:
+    """(conninfo, environment) for pg_dump / pg_restore to connect exactly as Django's own connection does.
+
+    Every libpq keyword of the DATABASES entry goes into the conninfo passed as --dbname: NAME, USER, HOST, PORT and
+    OPTIONS (sslmode, sslrootcert, target_session_attrs, application_name, ...), so that a dump is verified, and
+    taken from the primary, as the web's connection is. Django-only OPTIONS (isolation_level, pool, ...) are left
+    out. The password goes into PGPASSWORD, never on a command line (ps shows those). The environment's PG*
+    variables stay: libpq honours them for Django's connection too.
+    """
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    params = {"dbname": db.get("NAME"), **(db.get("OPTIONS") or {})}
+    params.update({libpq: db[key] for key, libpq in DJANGO_LIBPQ_KEYS.items() if db.get(key)})
+    params = {k: str(v) for k, v in params.items() if k in keywords and v is not None and v != ""}
+    env = dict(os.environ)
+    if "password" in params:
+        env["PGPASSWORD"] = params.pop("password")
+    return make_conninfo("", **params), env
 
 
 def _require_binary(name: str) -> Path:
@@ -383,9 +399,11 @@ def _pg_dump_into(partial: Path, *, pg_dump: Path, snapshot: str, db: dict) -> t
     """Stream pg_dump's archive of `snapshot` into `partial`, fsynced; (size, SHA-256). Raises BackupFailed."""
     digest, size = hashlib.sha256(), 0
     with tempfile.TemporaryFile() as stderr:
+        conninfo, env = _libpq_connection(db)
         proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password",
-                                 f"--lock-wait-timeout={settings.BACKUP_LOCK_WAIT_SECONDS * 1000}"],
-                                stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db), start_new_session=True)
+                                 f"--lock-wait-timeout={settings.BACKUP_LOCK_WAIT_SECONDS * 1000}",
+                                 f"--dbname={conninfo}"],
+                                stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
         with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
             try:
                 with open_partial_file(partial) as out:
@@ -659,12 +677,12 @@ def _restore(path: Path, scratch: str) -> str:
     pg_restore = _require_binary("pg_restore")
     with connection.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{scratch}" TEMPLATE template0')
-    db = {**connection.settings_dict, "NAME": scratch}
+    conninfo, env = _libpq_connection({**connection.settings_dict, "NAME": scratch})
     # Parallel jobs rebuild the big indexes side by side; --exit-on-error: any error fails the test.
     jobs = str(max(1, min(4, os.cpu_count() or 1)))
     proc = subprocess.Popen([str(pg_restore), "--exit-on-error", "--no-owner", "--no-privileges", "--jobs", jobs,
-                             "--no-password", "--dbname", scratch, str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_libpq_env(db),
+                             "--no-password", f"--dbname={conninfo}", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
         _, stderr = proc.communicate()

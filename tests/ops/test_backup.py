@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -562,3 +563,51 @@ def test_restore_test_scratch_name_does_not_depend_on_the_length_of_the_database
         assert len(scratch.encode()) <= 63 and not name.startswith(scratch[:-len("123456789")])
         assert backups.is_scratch_database(scratch)
         assert not backups.is_scratch_database(name) and not backups.is_scratch_database(f"{name}_old")
+
+
+def test_backup_connects_with_every_libpq_option_of_the_database_settings(monkeypatch):
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = {**connection.settings_dict, "NAME": "p2p_escrow", "USER": "backoffice", "PASSWORD": "s3cret pw",
+          "HOST": "db-primary.internal,db-standby.internal", "PORT": "5432,5432",
+          "OPTIONS": {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/db-ca.pem",
+                      "target_session_attrs": "read-write", "application_name": "backoffice", "connect_timeout": 5,
+                      "isolation_level": 1, "server_side_binding": True}}  # the last two are Django's own
+    monkeypatch.setenv("PGSSLCRL", "/etc/ssl/db.crl")  # honoured by Django's connection: pg_dump's too
+
+    conninfo, env = backups._libpq_connection(db)
+
+    assert conninfo_to_dict(conninfo) == {
+        "dbname": "p2p_escrow", "user": "backoffice", "host": "db-primary.internal,db-standby.internal",
+        "port": "5432,5432", "sslmode": "verify-full", "sslrootcert": "/etc/ssl/db-ca.pem",
+        "target_session_attrs": "read-write", "application_name": "backoffice", "connect_timeout": "5"}
+    assert "s3cret" not in conninfo and env["PGPASSWORD"] == "s3cret pw"
+    assert env["PGSSLCRL"] == "/etc/ssl/db.crl"
+
+
+def test_backup_pg_dump_connects_with_the_settings_application_name(backup_dir, settings, monkeypatch):
+    # pg_dump waits on a locked table long enough to be seen in pg_stat_activity, under the settings' name.
+    settings.BACKUP_LOCK_WAIT_SECONDS = 30
+    holder = connections.create_connection("default")
+    holder.set_autocommit(False)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLE django_session IN ACCESS EXCLUSIVE MODE")
+    options = {**connection.settings_dict["OPTIONS"], "application_name": "backoffice-backup-probe"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    seen = []
+    try:
+        result, thread = _run_backup_in_thread(0)
+        deadline = time.monotonic() + 20
+        while not seen and time.monotonic() < deadline:
+            with connection.cursor() as cur:
+                cur.execute("SELECT query FROM pg_stat_activity WHERE application_name = %s "
+                            "AND wait_event_type = 'Lock'", ["backoffice-backup-probe"])
+                seen = [r[0] for r in cur.fetchall()]
+            time.sleep(0.1)
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(60)
+
+    assert seen and seen[0].startswith("LOCK TABLE"), "pg_dump did not connect with the settings' application_name"
+    assert result["run"].status == BackupStatus.OK, result["run"].error

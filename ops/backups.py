@@ -447,15 +447,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def prune_backups(*, actor: Any, now: datetime | None = None) -> list[int]:
-    """Remove the files of good backups older than BACKUP_RETENTION_DAYS, never the newest good one (audited).
+    """Remove the files of good backups older than BACKUP_RETENTION_DAYS (audited). Never removed: the newest good
+    one, and the backup of the newest passed restore test with every good one after it (while newer backups fail
+    their restore tests, the last one proven to restore must stay).
 
     The row stays, with `file_deleted_at`: the history of backups is kept, only the dumps go.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.BACKUP_RETENTION_DAYS)
     newest = BackupRun.objects.good().order_by("-finished_at", "-id").values_list("pk", flat=True).first()
+    candidates = BackupRun.objects.good().filter(finished_at__lt=cutoff).exclude(pk=newest)
+    proven = (RestoreTest.objects.filter(status=RestoreTestStatus.PASSED).order_by("-finished_at", "-id")
+              .select_related("backup").first())
+    if proven is not None:
+        candidates = candidates.filter(finished_at__lt=proven.backup.finished_at).exclude(pk=proven.backup_id)
     removed = []
-    for run in BackupRun.objects.good().filter(finished_at__lt=cutoff).exclude(pk=newest).order_by("id"):
+    for run in candidates.order_by("id"):
         with transaction.atomic():
             BackupRun.objects.filter(pk=run.pk).update(file_deleted_at=now)
             record_audit(actor=actor, action="remove_backup_file", obj=run, after={"file": run.file_path},

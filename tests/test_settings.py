@@ -114,3 +114,10 @@ def test_backup_settings_refuse_a_lock_wait_or_timeout_below_one_second():
         result = load_settings(**{name: "0"})
         assert result.returncode != 0
         assert f"{name}=0" in result.stderr and "1 or more" in result.stderr
+
+
+def test_backup_settings_refuse_a_retention_below_one_day():
+    for value in ("0", "-3"):
+        result = load_settings(BACKUP_RETENTION_DAYS=value)
+        assert result.returncode != 0
+        assert f"BACKUP_RETENTION_DAYS={value}" in result.stderr and "1 or more" in result.stderr

@@ -24,7 +24,7 @@ from backoffice.audit.models import AuditLog
 from backoffice.audit.services import record_audit
 from disputes.models import Blacklist
 from ops import backups
-from ops.models import BackupRun, BackupStatus, ContractAction, RestoreTestStatus
+from ops.models import BackupRun, BackupStatus, ContractAction, RestoreTest, RestoreTestStatus
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -248,6 +248,29 @@ def test_backup_retention_keeps_the_last_good_backup(backup_dir, settings):
     # A fresh backup: the 40-day-old one is no longer the last good one, and goes.
     fresh = backups.run_backup(actor="system:test")
     assert [p.name for p in backup_dir.iterdir()] == [Path(fresh.file_path).name]
+
+
+def _restore_test(backup, status: str, *, days_ago: float):
+    at = timezone.now() - timedelta(days=days_ago)
+    return RestoreTest.objects.create(backup=backup, actor_label="system:test", created_at=at, started_at=at,
+                                      finished_at=at, status=status,
+                                      error="" if status == RestoreTestStatus.PASSED else "row counts differ")
+
+
+def test_backup_retention_keeps_the_last_backup_that_passed_a_restore_test(backup_dir, settings):
+    settings.BACKUP_RETENTION_DAYS = 30
+    runs = [backups.run_backup(actor="system:test") for _ in range(4)]
+    for days, run in zip((60, 50, 45, 40), runs):
+        BackupRun.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=days))
+    # runs[1] restored whole; the newer ones did not: runs[1] is the last backup known to come back.
+    _restore_test(runs[1], RestoreTestStatus.PASSED, days_ago=49)
+    _restore_test(runs[2], RestoreTestStatus.FAILED, days_ago=44)
+    _restore_test(runs[3], RestoreTestStatus.FAILED, days_ago=39)
+
+    removed = backups.prune_backups(actor="system:test")
+
+    assert removed == [runs[0].pk]
+    assert sorted(p.name for p in backup_dir.iterdir()) == sorted(Path(r.file_path).name for r in runs[1:])
 
 
 def test_backup_two_concurrent_runs_one_refused(backup_dir, monkeypatch):
@@ -555,7 +578,7 @@ def test_restore_test_drops_only_its_own_stale_scratch_databases(seeded, backup_
 
 
 def test_restore_test_scratch_name_does_not_depend_on_the_length_of_the_database_name(monkeypatch):
-    test = backups.RestoreTest(pk=123456789)
+    test = RestoreTest(pk=123456789)
     for name in ("p2p", "marketplace_backoffice_production_eu_west_1_primary_database_x"):  # 3 and 63 bytes
         monkeypatch.setitem(connection.settings_dict, "NAME", name)
         scratch = backups._scratch_name(test)

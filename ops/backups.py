@@ -28,6 +28,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.migrations.loader import MigrationLoader
+from django.db.models import Q
 from django.db.utils import load_backend
 from django.utils import timezone
 
@@ -526,6 +527,7 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
     if not _try_lock(RESTORE_LOCK_KEY):
         raise ValidationError("A restore test is already running: one runs at a time; wait for its result.")
     try:
+        _fail_interrupted_restore_tests(actor=actor, requested=restore_test_id)
         if restore_test_id is not None:
             test = RestoreTest.objects.get(pk=restore_test_id)
             if test.status != RestoreTestStatus.QUEUED:
@@ -562,6 +564,31 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         return test
     finally:
         _unlock(RESTORE_LOCK_KEY)
+
+
+def _fail_interrupted_restore_tests(*, actor: Any, requested: int | None) -> None:
+    """Under the restore lock no test runs: a 'running' row is a killed worker's, and a 'queued' one older than
+    QUEUED_TEST_EXPIRES lost its task (the one this call was asked to run aside). Both are marked failed, audited, so
+    that the Backups page stops showing them as pending; their scratch database goes with the stale ones."""
+    now = timezone.now()
+    stale = RestoreTest.objects.filter(Q(status=RestoreTestStatus.RUNNING)
+                                       | Q(status=RestoreTestStatus.QUEUED, created_at__lt=now - QUEUED_TEST_EXPIRES))
+    if requested is not None:
+        stale = stale.exclude(pk=requested, status=RestoreTestStatus.QUEUED)
+    for test in stale:
+        if test.status == RestoreTestStatus.RUNNING:
+            error = ("interrupted: the process running it stopped before it finished (worker killed or restarted); "
+                     "its scratch database is dropped by the next test. Start another from the Backups page.")
+        else:
+            hours = int(QUEUED_TEST_EXPIRES.total_seconds() // 3600)
+            error = (f"interrupted: no worker ran it within {hours} h of its request (the task was lost, or no "
+                     f"worker serves its queue); check the workers and start another from the Backups page.")
+        with transaction.atomic():
+            if RestoreTest.objects.filter(pk=test.pk, status=test.status).update(
+                    status=RestoreTestStatus.FAILED, error=error, finished_at=now):
+                record_audit(actor=actor, action="test_backup_restore", obj=test, after={"status": "failed"},
+                             reason=error)
+        logger.warning("restore test #%s marked failed: %s", test.pk, error)
 
 
 # Scratch databases are named restore_test_<tag>_<test id>: never derived by truncating the live database's name (a

@@ -634,3 +634,40 @@ def test_backup_pg_dump_connects_with_the_settings_application_name(backup_dir, 
 
     assert seen and seen[0].startswith("LOCK TABLE"), "pg_dump did not connect with the settings' application_name"
     assert result["run"].status == BackupStatus.OK, result["run"].error
+
+
+def test_restore_test_marks_tests_left_running_or_queued_too_long_as_interrupted(seeded, backup_dir):
+    backup = backups.run_backup(actor="system:test")
+    long_ago = timezone.now() - timedelta(hours=3)
+    killed = RestoreTest.objects.create(backup=backup, actor_label="system:test", created_at=long_ago,
+                                        started_at=long_ago, status=RestoreTestStatus.RUNNING,
+                                        scratch_database=backups._scratch_name(RestoreTest(pk=999_998)))
+    lost = RestoreTest.objects.create(backup=backup, actor_label="ops-admin", created_at=long_ago)
+    waiting = RestoreTest.objects.create(backup=backup, actor_label="ops-admin",
+                                         created_at=timezone.now() - timedelta(minutes=10))
+
+    test = backups.run_restore_test(actor="system:test")
+
+    assert test.status == RestoreTestStatus.PASSED, test.error
+    killed.refresh_from_db(), lost.refresh_from_db(), waiting.refresh_from_db()
+    assert killed.status == RestoreTestStatus.FAILED and "worker killed" in killed.error
+    assert lost.status == RestoreTestStatus.FAILED and "no worker ran it within 2 h" in lost.error
+    assert killed.finished_at is not None and lost.finished_at is not None
+    assert waiting.status == RestoreTestStatus.QUEUED  # its task may still come
+    for interrupted in (killed, lost):
+        assert AuditLog.objects.filter(action="test_backup_restore", object_id=str(interrupted.pk),
+                                       reason__startswith="interrupted").exists()
+
+
+def test_restore_test_task_for_a_test_queued_long_ago_still_runs_it(seeded, backup_dir):
+    from ops import tasks
+
+    backup = backups.run_backup(actor="system:test")
+    late = RestoreTest.objects.create(backup=backup, actor_label="ops-admin",
+                                      created_at=timezone.now() - timedelta(hours=3))
+
+    result = tasks.test_backup_restore(restore_test_id=late.pk)
+
+    late.refresh_from_db()
+    assert result == {"restore_test": late.pk, "status": RestoreTestStatus.PASSED}
+    assert late.status == RestoreTestStatus.PASSED, late.error

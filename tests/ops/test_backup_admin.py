@@ -68,6 +68,20 @@ def test_backups_page_shows_runs_and_restore_tests_with_download_links_only_for_
     assert AuditLog.objects.filter(action="download_backup", object_id=str(backup.pk)).exists()
 
 
+def test_backups_download_needs_a_fresh_step_up(client, staff, tmp_path):
+    from tests.staff_helpers import STEPUP, make_stepup_stale
+
+    backup = _backup(tmp_path)
+    download = reverse("admin:ops_backuprun_download", args=[backup.pk])
+    client.force_login(staff("ops admin"))
+    make_stepup_stale(client)
+
+    response = client.get(download)
+
+    assert response.status_code == 302 and response["Location"].startswith(STEPUP)
+    assert not AuditLog.objects.filter(action="download_backup").exists()
+
+
 def test_backups_restore_test_button_queues_an_audited_test(client, staff, tmp_path,
                                                            django_capture_on_commit_callbacks):
     backup = _backup(tmp_path)

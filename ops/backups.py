@@ -691,6 +691,9 @@ def _register_scratch_connection(scratch: str) -> None:
 
 
 def _verify_checksum(backup: BackupRun, path: Path) -> str:
+    if backup.file_deleted_at is not None:
+        raise BackupFailed(f"the dump of {backup} was removed by retention on {backup.file_deleted_at:%Y-%m-%d %H:%M} "
+                           f"UTC (BACKUP_RETENTION_DAYS): test a newer good backup.")
     if not path.is_file():
         raise BackupFailed(f"the dump {path} is missing: it was moved or deleted outside retention; take a new "
                            f"backup (manage.py backup_database) and find out who removed it.")

@@ -671,3 +671,28 @@ def test_restore_test_task_for_a_test_queued_long_ago_still_runs_it(seeded, back
     late.refresh_from_db()
     assert result == {"restore_test": late.pk, "status": RestoreTestStatus.PASSED}
     assert late.status == RestoreTestStatus.PASSED, late.error
+
+
+def test_restore_test_command_refuses_a_failed_backup_without_paging(backup_dir):
+    bad = BackupRun.objects.create(started_at=timezone.now(), finished_at=timezone.now(), status="failed",
+                                   error="the disk is full", trigger="schedule", actor_label="system:test")
+
+    with pytest.raises(CommandError, match=f"--backup {bad.pk}: .* has no dump to test \\(the disk is full\\); "
+                                           f"pick a good backup"):
+        call_command("test_backup_restore", "--backup", str(bad.pk))
+
+    assert not RestoreTest.objects.exists() and not Alert.objects.exists()
+
+
+def test_restore_test_of_a_backup_removed_by_retention_says_so(backup_dir, settings):
+    settings.BACKUP_RETENTION_DAYS = 30
+    old, _ = backups.run_backup(actor="system:test"), backups.run_backup(actor="system:test")
+    BackupRun.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=40))
+    assert backups.prune_backups(actor="system:test") == [old.pk]
+
+    with pytest.raises(CommandError, match="its file was removed by retention on .* pick a newer good backup"):
+        call_command("test_backup_restore", "--backup", str(old.pk))
+    assert not RestoreTest.objects.exists() and not Alert.objects.exists()
+
+    test = backups.run_restore_test(actor="system:test", backup=BackupRun.objects.get(pk=old.pk))
+    assert _failed_check(test) == "checksum" and "removed by retention" in test.error

@@ -140,6 +140,18 @@ def test_metrics_export_the_ages_of_the_last_good_backup_and_restore_test(client
     assert m[("backup_restore_test_last_success_age_seconds", ())] == pytest.approx(3 * 86400, abs=60)
 
 
+def test_metrics_export_an_age_of_zero_as_zero_not_never(client, settings, tmp_path):
+    # A finish time ahead of the server's clock is clamped to an age of zero: that is "just now", not +Inf.
+    settings.METRICS_TOKEN = TOKEN
+    _passed_test(_backup(tmp_path, hours_ago=-0.1), days_ago=-0.01)
+    metrics.reset_cache()
+
+    m = scrape(client)
+
+    assert m[("backup_last_success_age_seconds", ())] == 0
+    assert m[("backup_restore_test_last_success_age_seconds", ())] == 0
+
+
 def test_daily_check_mentions_the_last_backup_and_restore_test(tmp_path):
     _passed_test(_backup(tmp_path, hours_ago=5), days_ago=9)
 

@@ -60,7 +60,8 @@ QUEUED_TEST_EXPIRES = timedelta(hours=2)
 STUCK_GRACE = timedelta(minutes=15)
 # A stopped pg_dump / pg_restore gets this long to cancel its queries (its SIGTERM handler does) before SIGKILL.
 STOP_GRACE_SECONDS = 10
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATEs: a lock_timeout, a missing privilege
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 class BackupFailed(Exception):
@@ -713,7 +714,16 @@ def _verify_checksum(backup: BackupRun, path: Path) -> str:
 def _restore(path: Path, scratch: str) -> str:
     pg_restore = _require_binary("pg_restore")
     with connection.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{scratch}" TEMPLATE template0')
+        try:
+            cur.execute(f'CREATE DATABASE "{scratch}" TEMPLATE template0')
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            cur.execute("SELECT current_user")
+            user = cur.fetchone()[0]
+            raise BackupFailed(f"the database user {user} may not create the scratch database ({exc}): grant it "
+                               f"CREATEDB (ALTER ROLE \"{user}\" CREATEDB), which the restore test needs to restore "
+                               f"into a database of its own and drop it afterwards.") from exc
     conninfo, env = _libpq_connection({**connection.settings_dict, "NAME": scratch})
     # Parallel jobs rebuild the big indexes side by side; --exit-on-error: any error fails the test.
     jobs = str(max(1, min(4, os.cpu_count() or 1)))

@@ -696,3 +696,23 @@ def test_restore_test_of_a_backup_removed_by_retention_says_so(backup_dir, setti
 
     test = backups.run_restore_test(actor="system:test", backup=BackupRun.objects.get(pk=old.pk))
     assert _failed_check(test) == "checksum" and "removed by retention" in test.error
+
+
+def test_restore_test_without_createdb_says_to_grant_it(seeded, backup_dir):
+    backups.run_backup(actor="system:test")
+    # The back office's tables are this role's, as a deployment's are its user's; only CREATEDB is missing.
+    _sql("CREATE ROLE bo_no_createdb NOLOGIN NOCREATEDB")
+    _sql("GRANT ALL ON ALL TABLES IN SCHEMA public TO bo_no_createdb")
+    _sql("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO bo_no_createdb")
+    try:
+        _sql("SET ROLE bo_no_createdb")
+        test = backups.run_restore_test(actor="system:test")
+    finally:
+        _sql("RESET ROLE")
+        _sql("DROP OWNED BY bo_no_createdb")
+        _sql("DROP ROLE bo_no_createdb")
+
+    assert _failed_check(test) == "restore"
+    assert "bo_no_createdb may not create the scratch database" in test.error
+    assert 'ALTER ROLE "bo_no_createdb" CREATEDB' in test.error and "unexpected" not in test.error
+    assert _scratch_databases() == []

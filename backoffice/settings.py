@@ -289,10 +289,24 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 # Backups (ops/backups.py): pg_dump/pg_restore from PG_BIN_DIR (empty: in development and tests the binaries of
 # the pgserver wheel that runs the embedded PostgreSQL, in production those on PATH), custom-format dumps in
 # BACKUP_DIR (empty: .data/backups, created on first use; a configured directory is never created, since a
-# missing one usually means an unmounted backup volume), removed after BACKUP_RETENTION_DAYS except the newest good one.
+# missing one usually means an unmounted backup volume), removed after BACKUP_RETENTION_DAYS except the newest good one
+# and the newest one whose restore test passed (with those after it).
+# pg_dump waits at most BACKUP_LOCK_WAIT_SECONDS for the locks it takes on every table (an ALTER TABLE or a LOCK TABLE
+# holding one fails the backup instead of hanging it), and pg_dump, or a restore test's pg_restore, is stopped after
+# BACKUP_TIMEOUT_SECONDS: a hung run would hold the backup lock and refuse every next one.
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
 BACKUP_DIR = env.str("BACKUP_DIR", default="")
 BACKUP_RETENTION_DAYS = env.int("BACKUP_RETENTION_DAYS", default=30)
+if BACKUP_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured(f"BACKUP_RETENTION_DAYS={BACKUP_RETENTION_DAYS} would remove every backup but the "
+                               f"newest as soon as it is taken: set it to a number of days of 1 or more (e.g. 30), or "
+                               f"unset it for the default of 30.")
+BACKUP_LOCK_WAIT_SECONDS = env.int("BACKUP_LOCK_WAIT_SECONDS", default=300)
+BACKUP_TIMEOUT_SECONDS = env.int("BACKUP_TIMEOUT_SECONDS", default=4 * 3600)
+for _name, _fix in (("BACKUP_LOCK_WAIT_SECONDS", "e.g. 300"), ("BACKUP_TIMEOUT_SECONDS", "e.g. 14400 (4 hours)")):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]} would fail every backup at once: set it to a number "
+                                   f"of seconds of 1 or more ({_fix}), or unset it for the default.")
 
 # Trust and safety: a dispute older than this is over its review SLA (queue and review page).
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=48)

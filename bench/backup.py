@@ -30,14 +30,15 @@ def main() -> None:
     directory.mkdir(parents=True)
     settings.BACKUP_DIR = str(directory)
     pg_dump = backups.pg_binary("pg_dump")
-    env = backups._libpq_env(connection.settings_dict)
+    conninfo, env = backups._libpq_connection(connection.settings_dict)
 
     plain, ours, run = [], [], None
     try:
         for i in range(ROUNDS):
             target = directory / f"plain-{i}.dump"
             started = time.perf_counter()
-            subprocess.run([str(pg_dump), "--format=custom", "--no-password", "-f", str(target)], env=env, check=True)
+            subprocess.run([str(pg_dump), "--format=custom", "--no-password", "-f", str(target),
+                            f"--dbname={conninfo}"], env=env, check=True)
             plain.append(time.perf_counter() - started)
             target.unlink()
             started = time.perf_counter()

@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from backoffice.admin_utils import ReadOnlyAdminMixin, utc_minute
+from backoffice.security import stepup_required
 
 from . import backups
 from .models import BackupRun, BackupStatus, RestoreTest
@@ -112,6 +113,8 @@ class BackupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         }
         return super().changelist_view(request, {**(extra_context or {}), **context})
 
+    # A dump holds every password hash, TOTP key and session: a fresh one-time code first, even for a GET.
+    @stepup_required
     def download_view(self, request, pk: int):
         if not request.user.has_perm(DOWNLOAD_PERM):
             raise PermissionDenied

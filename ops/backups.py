@@ -9,9 +9,12 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -25,6 +28,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.migrations.loader import MigrationLoader
+from django.db.models import Q
 from django.db.utils import load_backend
 from django.utils import timezone
 
@@ -51,6 +55,13 @@ DUMP_MAGIC = b"PGDMP"  # the first bytes of every custom-format archive
 RESTORE_ALIAS = "restore_test"
 # A queued restore test whose task was lost stops blocking new requests after this long.
 QUEUED_TEST_EXPIRES = timedelta(hours=2)
+# A backup still running this long after BACKUP_TIMEOUT_SECONDS is stuck outside pg_dump (whose deadline has passed):
+# a run refused because of it raises an alert instead of only being refused.
+STUCK_GRACE = timedelta(minutes=15)
+# A stopped pg_dump / pg_restore gets this long to cancel its queries (its SIGTERM handler does) before SIGKILL.
+STOP_GRACE_SECONDS = 10
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATEs: a lock_timeout, a missing privilege
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 class BackupFailed(Exception):
@@ -84,14 +95,30 @@ def pg_binary(name: str) -> Path:
     return Path(found) if found else Path(name)
 
 
-def _libpq_env(db: dict) -> dict[str, str]:
-    """The connection as libpq environment variables: the password never appears on a command line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    values = {"PGHOST": db.get("HOST"), "PGPORT": db.get("PORT"), "PGUSER": db.get("USER"),
-              "PGPASSWORD": db.get("PASSWORD"), "PGDATABASE": db.get("NAME"),
-              "PGSSLMODE": (db.get("OPTIONS") or {}).get("sslmode"), "PGCONNECT_TIMEOUT": "10"}
-    env.update({k: str(v) for k, v in values.items() if v})
-    return env
+# DATABASES keys that are Django's own names for libpq keywords (OPTIONS holds the rest under libpq's names).
+DJANGO_LIBPQ_KEYS = {"NAME": "dbname", "USER": "user", "PASSWORD": "password", "HOST": "host", "PORT": "port"}
+
+
+def _libpq_connection(db: dict) -> tuple[str, dict[str, str]]:
+    """(conninfo, environment) for pg_dump / pg_restore to connect exactly as Django's own connection does.
+
+    Every libpq keyword of the DATABASES entry goes into the conninfo passed as --dbname: NAME, USER, HOST, PORT and
+    OPTIONS (sslmode, sslrootcert, target_session_attrs, application_name, ...), so that a dump is verified, and
+    taken from the primary, as the web's connection is. Django-only OPTIONS (isolation_level, pool, ...) are left
+    out. The password goes into PGPASSWORD, never on a command line (ps shows those). The environment's PG*
+    variables stay: libpq honours them for Django's connection too.
+    """
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    params = {"dbname": db.get("NAME"), **(db.get("OPTIONS") or {})}
+    params.update({libpq: db[key] for key, libpq in DJANGO_LIBPQ_KEYS.items() if db.get(key)})
+    params = {k: str(v) for k, v in params.items() if k in keywords and v is not None and v != ""}
+    env = dict(os.environ)
+    if "password" in params:
+        env["PGPASSWORD"] = params.pop("password")
+    return make_conninfo("", **params), env
 
 
 def _require_binary(name: str) -> Path:
@@ -112,12 +139,55 @@ def _explain_tool_failure(tool: str, stderr: str, returncode: int) -> str:
     if "server version" in stderr and "mismatch" in stderr:
         return (f"{tool} is older than the database server ({last}): set PG_BIN_DIR to the client binaries of the "
                 f"server's major version.")
+    if "LOCK TABLE" in stderr and ("statement timeout" in stderr or "lock timeout" in stderr):
+        return _lock_wait_message(f"{tool}: {last}")
     if "could not connect" in stderr or "connection to server" in stderr:
         return f"{tool} could not connect to the database ({last}): check DATABASE_URL and that the server is up."
     if "input file is too short" in stderr or "unexpected end of file" in stderr or "could not read" in stderr:
         return (f"{tool} found the dump truncated ({last}): the file is incomplete; restore an older good backup "
                 f"and find out why it was cut short (disk, copy, retention).")
     return f"{tool} exited with status {returncode}: {last}"
+
+
+def _lock_wait_message(detail: str) -> str:
+    return (f"a table stayed locked longer than BACKUP_LOCK_WAIT_SECONDS ({settings.BACKUP_LOCK_WAIT_SECONDS} s) "
+            f"({detail}): find the session holding it (SELECT pid, state, query FROM pg_stat_activity WHERE pid = "
+            f"ANY(pg_blocking_pids(...))), let it finish or end it, then run manage.py backup_database again.")
+
+
+def _timeout_message(tool: str) -> str:
+    return (f"{tool} ran longer than BACKUP_TIMEOUT_SECONDS ({settings.BACKUP_TIMEOUT_SECONDS} s) and was stopped: "
+            f"find what slowed it (the server's load, the network, the disk of BACKUP_DIR) and run it again; raise "
+            f"BACKUP_TIMEOUT_SECONDS if the database has outgrown it.")
+
+
+@contextmanager
+def _deadline(proc: subprocess.Popen, seconds: float) -> Iterator[threading.Event]:
+    """Stop `proc` and its process group (pg_restore's parallel workers) once it has run `seconds`: SIGTERM first,
+    so that pg_dump / pg_restore cancel their queries on the server, then SIGKILL. The event says it was stopped."""
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.poll() is not None:
+                return
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                continue
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
 
 
 def _try_lock(key: int) -> bool:
@@ -165,6 +235,15 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
         running = BackupRun.objects.filter(status=BackupStatus.RUNNING).order_by("-started_at").first()
         since = f" (#{running.pk}, started {running.started_at:%Y-%m-%d %H:%M} UTC by {running.actor_label})" \
             if running else ""
+        logger.warning("backup by %s refused: another is running%s", _label(actor), since)
+        if running is not None and _is_stuck(running):
+            raise_alert(key="backup-stuck", severity="P2", source="backup_database",
+                        title=f"Database backup #{running.pk} is stuck; backups are refused meanwhile",
+                        message=f"Backup #{running.pk} has been running since {running.started_at:%Y-%m-%d %H:%M} "
+                                f"UTC, longer than BACKUP_TIMEOUT_SECONDS allows, and holds the backup lock: "
+                                f"{_label(actor)} was refused. Find the worker or command running it (pg_stat_activity "
+                                f"shows its session waiting or idle in transaction) and stop it; the next run marks "
+                                f"it interrupted.")
         raise ValidationError(f"A backup is already running{since}: one runs at a time; wait for it to finish "
                               f"and see its result on the Backups page.")
     try:
@@ -182,11 +261,20 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
                                       f"for the traceback, fix the cause and run manage.py backup_database again.")
         run.status, run.finished_at = BackupStatus.OK, timezone.now()
         run.duration_seconds = round(time.monotonic() - started, 3)
-        with transaction.atomic():
-            run.save()
-            record_audit(actor=actor, action="backup_database", obj=run,
-                         after={"status": run.status, "file": run.file_path, "sha256": run.sha256,
-                                "size_bytes": run.size_bytes, "row_counts": run.row_counts})
+        try:
+            with transaction.atomic():
+                run.save()
+                record_audit(actor=actor, action="backup_database", obj=run,
+                             after={"status": run.status, "file": run.file_path, "sha256": run.sha256,
+                                    "size_bytes": run.size_bytes, "row_counts": run.row_counts})
+        except Exception as exc:
+            # A dump no good run vouches for must not lie in BACKUP_DIR looking like one.
+            Path(run.file_path).unlink(missing_ok=True)
+            logger.exception("backup #%s could not be recorded", run.pk)
+            return _fail_backup(run, actor=actor, started=started,
+                                error=f"the dump was written but recording it failed ({exc.__class__.__name__}: "
+                                      f"{exc}); the file was removed: check the database and run manage.py "
+                                      f"backup_database again.")
         logger.info("backup #%s written: %s (%s bytes)", run.pk, run.file_path, run.size_bytes)
         try:
             prune_backups(actor=actor)
@@ -198,6 +286,10 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
         return run
     finally:
         _unlock(BACKUP_LOCK_KEY)
+
+
+def _is_stuck(run: BackupRun) -> bool:
+    return timezone.now() - run.started_at > timedelta(seconds=settings.BACKUP_TIMEOUT_SECONDS) + STUCK_GRACE
 
 
 def _fail_backup(run: BackupRun, *, actor: Any, error: str, started: float) -> BackupRun:
@@ -214,11 +306,15 @@ def _fail_backup(run: BackupRun, *, actor: Any, error: str, started: float) -> B
 
 
 def _fail_interrupted_runs(*, actor: Any) -> None:
-    """Under the backup lock nothing is dumping: a 'running' row or a `.partial` file is a dead run's debris."""
+    """Under the backup lock nothing dumps this database: a 'running' row or a `.partial` file of this database is
+    a dead run's debris. Another database's partial files (a second installation sharing BACKUP_DIR) are its own."""
     directory, _ = backup_dir()
     if directory.is_dir():
-        for stray in directory.glob(f".*{PARTIAL_SUFFIX}"):
-            stray.unlink(missing_ok=True)
+        ours = re.compile(rf"\.{re.escape(connection.settings_dict['NAME'])}-\d{{8}}T\d{{6}}Z-\d+\.dump"
+                          rf"{re.escape(PARTIAL_SUFFIX)}")
+        for stray in directory.iterdir():
+            if ours.fullmatch(stray.name):
+                stray.unlink(missing_ok=True)
     for run in BackupRun.objects.filter(status=BackupStatus.RUNNING):
         error = ("interrupted: the process running it stopped before it finished (worker killed or restarted); "
                  "its partial file was removed. The next scheduled backup runs as usual.")
@@ -253,61 +349,95 @@ def _snapshot_facts(cur) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def _dump(run: BackupRun) -> None:
-    """pg_dump into a hidden temporary file, hashing as it streams; fsync; rename. Fills in the run's figures."""
+    """pg_dump into a hidden temporary file, hashing as it streams; fsync; commit the snapshot's transaction;
+    rename. Fills in the run's figures. Any fault removes the file: none is left that no good run vouches for."""
     directory = _check_directory()
     pg_dump = _require_binary("pg_dump")
     db = connection.settings_dict
     final = directory / f"{db['NAME']}-{run.started_at:%Y%m%dT%H%M%SZ}-{run.pk}.dump"
     partial = directory / f".{final.name}{PARTIAL_SUFFIX}"
-    digest, size = hashlib.sha256(), 0
     version = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    # One REPEATABLE READ transaction exports the snapshot pg_dump reads, so the recorded row counts are those
-    # of the dump itself, whatever the sync writes meanwhile. It stays open until pg_dump has finished.
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT pg_export_snapshot()")
-        snapshot = cur.fetchone()[0]
-        counts, schema = _snapshot_facts(cur)
-        with tempfile.TemporaryFile() as stderr:
-            proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password"],
-                                    stdout=subprocess.PIPE, stderr=stderr, env=_libpq_env(db))
-            try:
-                try:
-                    with open_partial_file(partial) as out:
-                        while chunk := proc.stdout.read(CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            size += len(chunk)
-                        out.flush()
-                        os.fsync(out.fileno())
-                except OSError as exc:
-                    proc.kill()
-                    if exc.errno == errno.ENOSPC:
-                        raise BackupFailed(
-                            f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the "
-                            f"volume holding BACKUP_DIR ({directory}) or point BACKUP_DIR at a larger one, then "
-                            f"run manage.py backup_database again.") from exc
-                    raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR ({directory}) "
-                                       f"and its volume, then run again.") from exc
-                finally:
-                    proc.stdout.close()
-                    returncode = proc.wait()
-                if returncode != 0:
-                    stderr.seek(0)
-                    raise BackupFailed(_explain_tool_failure("pg_dump", stderr.read().decode(errors="replace"),
-                                                             returncode))
-                with open(partial, "rb") as check:
-                    magic = check.read(len(DUMP_MAGIC))
-                if magic != DUMP_MAGIC:
-                    raise BackupFailed(f"pg_dump ({pg_dump}) wrote {size} bytes that are not a custom-format "
-                                       f"archive: check that PG_BIN_DIR holds PostgreSQL's own pg_dump.")
-                os.rename(partial, final)
-            except BaseException:
-                partial.unlink(missing_ok=True)
+    dumped = False
+    try:
+        try:
+            # One REPEATABLE READ transaction exports the snapshot pg_dump reads, so the recorded row counts are
+            # those of the dump itself, whatever the sync writes meanwhile. It stays open, idle, until pg_dump has
+            # finished: the server's idle_in_transaction_session_timeout and statement_timeout must not end it.
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                cur.execute("SET LOCAL statement_timeout = 0")
+                # The counts wait for a locked table no longer than pg_dump does (--lock-wait-timeout).
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.BACKUP_LOCK_WAIT_SECONDS}s"])
+                cur.execute("SELECT pg_export_snapshot()")
+                snapshot = cur.fetchone()[0]
+                counts, schema = _snapshot_facts(cur)
+                size, sha256 = _pg_dump_into(partial, pg_dump=pg_dump, snapshot=snapshot, db=db)
+                dumped = True
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise BackupFailed(_lock_wait_message(str(exc).strip())) from exc
+            if not dumped:
                 raise
-    _fsync_dir(directory)  # the rename itself must survive a crash
-    run.file_path, run.size_bytes, run.sha256 = str(final), size, digest.hexdigest()
+            raise BackupFailed(
+                f"the database connection holding the dump's snapshot failed before the backup was recorded ({exc}): "
+                f"the dump was discarded; check the server's log (a restart, a dropped connection, a session "
+                f"timeout) and run manage.py backup_database again.") from exc
+        # Renamed only now: a complete-looking file exists only once nothing before it can fail.
+        os.rename(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    try:
+        _fsync_dir(directory)  # the rename itself must survive a crash
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    run.file_path, run.size_bytes, run.sha256 = str(final), size, sha256
     run.row_counts, run.schema_version, run.pg_dump_version = counts, schema, version[:100]
+
+
+def _pg_dump_into(partial: Path, *, pg_dump: Path, snapshot: str, db: dict) -> tuple[int, str]:
+    """Stream pg_dump's archive of `snapshot` into `partial`, fsynced; (size, SHA-256). Raises BackupFailed."""
+    digest, size = hashlib.sha256(), 0
+    with tempfile.TemporaryFile() as stderr:
+        conninfo, env = _libpq_connection(db)
+        proc = subprocess.Popen([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--no-password",
+                                 f"--lock-wait-timeout={settings.BACKUP_LOCK_WAIT_SECONDS * 1000}",
+                                 f"--dbname={conninfo}"],
+                                stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
+        with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
+            try:
+                with open_partial_file(partial) as out:
+                    while chunk := proc.stdout.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                proc.kill()
+                if exc.errno == errno.ENOSPC:
+                    raise BackupFailed(
+                        f"the disk is full: writing {partial.name} failed ({exc.strerror}); free space on the volume "
+                        f"holding BACKUP_DIR ({partial.parent}) or point BACKUP_DIR at a larger one, then run "
+                        f"manage.py backup_database again.") from exc
+                raise BackupFailed(f"writing {partial} failed ({exc.strerror}): check BACKUP_DIR "
+                                   f"({partial.parent}) and its volume, then run again.") from exc
+            finally:
+                proc.stdout.close()
+                returncode = proc.wait()
+        if expired.is_set():
+            raise BackupFailed(_timeout_message("pg_dump"))
+        if returncode != 0:
+            stderr.seek(0)
+            raise BackupFailed(_explain_tool_failure("pg_dump", stderr.read().decode(errors="replace"), returncode))
+    with open(partial, "rb") as check:
+        magic = check.read(len(DUMP_MAGIC))
+    if magic != DUMP_MAGIC:
+        raise BackupFailed(f"pg_dump ({pg_dump}) wrote {size} bytes that are not a custom-format archive: check "
+                           f"that PG_BIN_DIR holds PostgreSQL's own pg_dump.")
+    return size, digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -319,15 +449,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def prune_backups(*, actor: Any, now: datetime | None = None) -> list[int]:
-    """Remove the files of good backups older than BACKUP_RETENTION_DAYS, never the newest good one (audited).
+    """Remove the files of good backups older than BACKUP_RETENTION_DAYS (audited). Never removed: the newest good
+    one, and the backup of the newest passed restore test with every good one after it (while newer backups fail
+    their restore tests, the last one proven to restore must stay).
 
     The row stays, with `file_deleted_at`: the history of backups is kept, only the dumps go.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.BACKUP_RETENTION_DAYS)
     newest = BackupRun.objects.good().order_by("-finished_at", "-id").values_list("pk", flat=True).first()
+    candidates = BackupRun.objects.good().filter(finished_at__lt=cutoff).exclude(pk=newest)
+    proven = (RestoreTest.objects.filter(status=RestoreTestStatus.PASSED).order_by("-finished_at", "-id")
+              .select_related("backup").first())
+    if proven is not None:
+        candidates = candidates.filter(finished_at__lt=proven.backup.finished_at).exclude(pk=proven.backup_id)
     removed = []
-    for run in BackupRun.objects.good().filter(finished_at__lt=cutoff).exclude(pk=newest).order_by("id"):
+    for run in candidates.order_by("id"):
         with transaction.atomic():
             BackupRun.objects.filter(pk=run.pk).update(file_deleted_at=now)
             record_audit(actor=actor, action="remove_backup_file", obj=run, after={"file": run.file_path},
@@ -391,7 +528,7 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
     if not _try_lock(RESTORE_LOCK_KEY):
         raise ValidationError("A restore test is already running: one runs at a time; wait for its result.")
     try:
-        _drop_stale_scratch_databases()
+        _fail_interrupted_restore_tests(actor=actor, requested=restore_test_id)
         if restore_test_id is not None:
             test = RestoreTest.objects.get(pk=restore_test_id)
             if test.status != RestoreTestStatus.QUEUED:
@@ -405,6 +542,7 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         test.save(update_fields=["status", "started_at", "scratch_database"])
         started, checks, error = time.monotonic(), [], ""
         try:
+            _drop_stale_scratch_databases()
             if test.backup is None:
                 raise BackupFailed("there is no good backup to test: run manage.py backup_database first.")
             _restore_and_check(test.backup, test.scratch_database, checks)
@@ -429,20 +567,64 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         _unlock(RESTORE_LOCK_KEY)
 
 
-def _scratch_prefix() -> str:
-    return f"{connection.settings_dict['NAME']}_restore_test_"[:50]
+def _fail_interrupted_restore_tests(*, actor: Any, requested: int | None) -> None:
+    """Under the restore lock no test runs: a 'running' row is a killed worker's, and a 'queued' one older than
+    QUEUED_TEST_EXPIRES lost its task (the one this call was asked to run aside). Both are marked failed, audited, so
+    that the Backups page stops showing them as pending; their scratch database goes with the stale ones."""
+    now = timezone.now()
+    stale = RestoreTest.objects.filter(Q(status=RestoreTestStatus.RUNNING)
+                                       | Q(status=RestoreTestStatus.QUEUED, created_at__lt=now - QUEUED_TEST_EXPIRES))
+    if requested is not None:
+        stale = stale.exclude(pk=requested, status=RestoreTestStatus.QUEUED)
+    for test in stale:
+        if test.status == RestoreTestStatus.RUNNING:
+            error = ("interrupted: the process running it stopped before it finished (worker killed or restarted); "
+                     "its scratch database is dropped by the next test. Start another from the Backups page.")
+        else:
+            hours = int(QUEUED_TEST_EXPIRES.total_seconds() // 3600)
+            error = (f"interrupted: no worker ran it within {hours} h of its request (the task was lost, or no "
+                     f"worker serves its queue); check the workers and start another from the Backups page.")
+        with transaction.atomic():
+            if RestoreTest.objects.filter(pk=test.pk, status=test.status).update(
+                    status=RestoreTestStatus.FAILED, error=error, finished_at=now):
+                record_audit(actor=actor, action="test_backup_restore", obj=test, after={"status": "failed"},
+                             reason=error)
+        logger.warning("restore test #%s marked failed: %s", test.pk, error)
+
+
+# Scratch databases are named restore_test_<tag>_<test id>: never derived by truncating the live database's name (a
+# prefix of it could match <name>_restored, <name>_old or the live database itself), at most 41 bytes (PostgreSQL's
+# limit is 63), and told apart from another installation's on the same server by the tag.
+SCRATCH_PREFIX = "restore_test_"
+
+
+def _scratch_tag() -> str:
+    """The first 8 hex digits of the SHA-256 of this installation's database name."""
+    return hashlib.sha256(connection.settings_dict["NAME"].encode()).hexdigest()[:8]
 
 
 def _scratch_name(test: RestoreTest) -> str:
-    return f"{_scratch_prefix()}{test.pk}"
+    return f"{SCRATCH_PREFIX}{_scratch_tag()}_{test.pk}"
+
+
+def is_scratch_database(name: str) -> bool:
+    """Exactly a name _scratch_name gives this installation: the only databases a restore test ever drops."""
+    return re.fullmatch(rf"{SCRATCH_PREFIX}{_scratch_tag()}_[0-9]+", name) is not None
 
 
 def _drop_stale_scratch_databases() -> None:
     """Under the restore lock no test is restoring: a scratch database left by a killed run is dropped."""
     with connection.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [_scratch_prefix()])
-        for (name,) in cur.fetchall():
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                    [f"{SCRATCH_PREFIX}{_scratch_tag()}_"])
+        stale = [name for (name,) in cur.fetchall() if is_scratch_database(name)]
+        for name in stale:
+            try:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except DatabaseError as exc:
+                raise BackupFailed(f"could not drop the scratch database {name} left by an interrupted restore "
+                                   f"test ({exc}): drop it by hand (DROP DATABASE \"{name}\").") from exc
+            logger.warning("dropped the scratch database %s left by an interrupted restore test", name)
 
 
 @contextmanager
@@ -510,6 +692,9 @@ def _register_scratch_connection(scratch: str) -> None:
 
 
 def _verify_checksum(backup: BackupRun, path: Path) -> str:
+    if backup.file_deleted_at is not None:
+        raise BackupFailed(f"the dump of {backup} was removed by retention on {backup.file_deleted_at:%Y-%m-%d %H:%M} "
+                           f"UTC (BACKUP_RETENTION_DAYS): test a newer good backup.")
     if not path.is_file():
         raise BackupFailed(f"the dump {path} is missing: it was moved or deleted outside retention; take a new "
                            f"backup (manage.py backup_database) and find out who removed it.")
@@ -529,15 +714,29 @@ def _verify_checksum(backup: BackupRun, path: Path) -> str:
 def _restore(path: Path, scratch: str) -> str:
     pg_restore = _require_binary("pg_restore")
     with connection.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{scratch}" TEMPLATE template0')
-    db = {**connection.settings_dict, "NAME": scratch}
+        try:
+            cur.execute(f'CREATE DATABASE "{scratch}" TEMPLATE template0')
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            cur.execute("SELECT current_user")
+            user = cur.fetchone()[0]
+            raise BackupFailed(f"the database user {user} may not create the scratch database ({exc}): grant it "
+                               f"CREATEDB (ALTER ROLE \"{user}\" CREATEDB), which the restore test needs to restore "
+                               f"into a database of its own and drop it afterwards.") from exc
+    conninfo, env = _libpq_connection({**connection.settings_dict, "NAME": scratch})
     # Parallel jobs rebuild the big indexes side by side; --exit-on-error: any error fails the test.
     jobs = str(max(1, min(4, os.cpu_count() or 1)))
-    result = subprocess.run([str(pg_restore), "--exit-on-error", "--no-owner", "--no-privileges", "--jobs", jobs,
-                             "--no-password", "--dbname", scratch, str(path)],
-                            capture_output=True, text=True, env=_libpq_env(db))
-    if result.returncode != 0:
-        raise BackupFailed(_explain_tool_failure("pg_restore", result.stderr, result.returncode))
+    proc = subprocess.Popen([str(pg_restore), "--exit-on-error", "--no-owner", "--no-privileges", "--jobs", jobs,
+                             "--no-password", f"--dbname={conninfo}", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    with _deadline(proc, settings.BACKUP_TIMEOUT_SECONDS) as expired:
+        _, stderr = proc.communicate()
+    if expired.is_set():
+        raise BackupFailed(_timeout_message("pg_restore"))
+    if proc.returncode != 0:
+        raise BackupFailed(_explain_tool_failure("pg_restore", stderr, proc.returncode))
     return f"restored into {scratch} with {jobs} jobs"
 
 

@@ -152,10 +152,11 @@ def _ops() -> list:
 
     health = backup_health()
     backup_age = GaugeMetricFamily("backup_last_success_age_seconds", "Seconds since the last good backup finished")
-    backup_age.add_metric([], health.backup_age.total_seconds() if health.backup_age else float("inf"))
+    backup_age.add_metric([], health.backup_age.total_seconds() if health.backup_age is not None else float("inf"))
     restore_age = GaugeMetricFamily("backup_restore_test_last_success_age_seconds",
                                     "Seconds since the last passed restore test finished")
-    restore_age.add_metric([], health.restore_test_age.total_seconds() if health.restore_test_age else float("inf"))
+    restore_age.add_metric([], health.restore_test_age.total_seconds() if health.restore_test_age is not None
+                           else float("inf"))
     return [overdue, alerts, conns, disk, backup_age, restore_age]
 
 

@@ -107,3 +107,17 @@ def test_replica_settings_refuse_a_bad_url_naming_the_setting():
     result = load_settings(DATABASE_REPLICA_URL="mysql://ro@replica/p2p_escrow")
     assert result.returncode != 0
     assert "DATABASE_REPLICA_URL must start with postgres://" in result.stderr
+
+
+def test_backup_settings_refuse_a_lock_wait_or_timeout_below_one_second():
+    for name in ("BACKUP_LOCK_WAIT_SECONDS", "BACKUP_TIMEOUT_SECONDS"):
+        result = load_settings(**{name: "0"})
+        assert result.returncode != 0
+        assert f"{name}=0" in result.stderr and "1 or more" in result.stderr
+
+
+def test_backup_settings_refuse_a_retention_below_one_day():
+    for value in ("0", "-3"):
+        result = load_settings(BACKUP_RETENTION_DAYS=value)
+        assert result.returncode != 0
+        assert f"BACKUP_RETENTION_DAYS={value}" in result.stderr and "1 or more" in result.stderr

@@ -68,6 +68,20 @@ def test_backups_page_shows_runs_and_restore_tests_with_download_links_only_for_
     assert AuditLog.objects.filter(action="download_backup", object_id=str(backup.pk)).exists()
 
 
+def test_backups_download_needs_a_fresh_step_up(client, staff, tmp_path):
+    from tests.staff_helpers import STEPUP, make_stepup_stale
+
+    backup = _backup(tmp_path)
+    download = reverse("admin:ops_backuprun_download", args=[backup.pk])
+    client.force_login(staff("ops admin"))
+    make_stepup_stale(client)
+
+    response = client.get(download)
+
+    assert response.status_code == 302 and response["Location"].startswith(STEPUP)
+    assert not AuditLog.objects.filter(action="download_backup").exists()
+
+
 def test_backups_restore_test_button_queues_an_audited_test(client, staff, tmp_path,
                                                            django_capture_on_commit_callbacks):
     backup = _backup(tmp_path)
@@ -124,6 +138,18 @@ def test_metrics_export_the_ages_of_the_last_good_backup_and_restore_test(client
     m = scrape(client)
     assert m[("backup_last_success_age_seconds", ())] == pytest.approx(7200, abs=60)
     assert m[("backup_restore_test_last_success_age_seconds", ())] == pytest.approx(3 * 86400, abs=60)
+
+
+def test_metrics_export_an_age_of_zero_as_zero_not_never(client, settings, tmp_path):
+    # A finish time ahead of the server's clock is clamped to an age of zero: that is "just now", not +Inf.
+    settings.METRICS_TOKEN = TOKEN
+    _passed_test(_backup(tmp_path, hours_ago=-0.1), days_ago=-0.01)
+    metrics.reset_cache()
+
+    m = scrape(client)
+
+    assert m[("backup_last_success_age_seconds", ())] == 0
+    assert m[("backup_restore_test_last_success_age_seconds", ())] == 0
 
 
 def test_daily_check_mentions_the_last_backup_and_restore_test(tmp_path):

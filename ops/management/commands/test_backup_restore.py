@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from ops.backups import run_restore_test
-from ops.models import BackupRun, RestoreTestStatus
+from ops.models import BackupRun, BackupStatus, RestoreTestStatus
 
 
 class Command(BaseCommand):
@@ -21,6 +21,15 @@ class Command(BaseCommand):
             chosen = BackupRun.objects.filter(pk=backup).first()
             if chosen is None:
                 raise CommandError(f"--backup {backup}: no such backup; see the Backups page for the ids.")
+            # Refused here, not failed as a test: a backup that never had a whole file is no news to page about.
+            if chosen.status != BackupStatus.OK:
+                raise CommandError(f"--backup {backup}: {chosen} has no dump to test ({chosen.error or 'not finished'})"
+                                   f"; pick a good backup on the Backups page, or leave out --backup to test the "
+                                   f"newest good one.")
+            if chosen.file_deleted_at is not None:
+                raise CommandError(f"--backup {backup}: its file was removed by retention on "
+                                   f"{chosen.file_deleted_at:%Y-%m-%d %H:%M} UTC (BACKUP_RETENTION_DAYS); pick a newer "
+                                   f"good backup, or leave out --backup to test the newest good one.")
         try:
             test = run_restore_test(actor="system:test_backup_restore command", backup=chosen)
         except ValidationError as exc:

@@ -93,37 +93,39 @@ def test_change_form_saves_back_as_it_is_shown(world, model):  # noqa: F811 - th
     assert response.status_code == 302, f"{model}: {response.status_code} {errors}"
 
 
-def test_trading_flag_form_saves_while_on_but_never_turns_trading_back_on(world):  # noqa: F811
+@pytest.fixture
+def flag_off(world):  # noqa: F811
+    """A superuser's client and the TRADES_ENABLED page, trading turned off, in a savepoint rolled back after."""
+    from ops.models import PlatformFlag
+
+    client = Client()
+    client.cookies["sessionid"] = world["sessions"][SU]
+    flag = world["objects"]["ops_platformflag"]
+    with transaction.atomic():
+        PlatformFlag.objects.filter(pk=flag.pk).update(value=False)
+        yield client, reverse("admin:ops_platformflag_change", args=[flag.pk]), flag
+        transaction.set_rollback(True)
+
+
+def test_trading_flag_form_saves_while_on_but_never_turns_trading_back_on(flag_off):
     """TRADES_ENABLED goes back on only through Resume (four eyes); the form may still save it while it is on."""
     from ops.models import PlatformFlag
 
-    client = Client()
-    client.cookies["sessionid"] = world["sessions"][SU]
-    flag = world["objects"]["ops_platformflag"]
-    url = reverse("admin:ops_platformflag_change", args=[flag.pk])
-    with transaction.atomic():
-        PlatformFlag.objects.filter(pk=flag.pk).update(value=False)
-        parser = FormValues()
-        parser.feed(client.get(url).content.decode())
-        assert parser.data["value"] == ["false"], "shown off"
-        response = client.post(url, {**parser.data, "value": "true", "reason": "back to normal", "_save": "Save"})
-        assert response.status_code == 403
-        assert PlatformFlag.objects.get(pk=flag.pk).value is False
-        transaction.set_rollback(True)
+    client, url, flag = flag_off
+    parser = FormValues()
+    parser.feed(client.get(url).content.decode())
+    assert parser.data["value"] == ["false"], "shown off"
+    response = client.post(url, {**parser.data, "value": "true", "reason": "back to normal", "_save": "Save"})
+    assert response.status_code == 403
+    assert PlatformFlag.objects.get(pk=flag.pk).value is False
 
 
 @pytest.mark.parametrize("value", ["1", '"true"', "0"])
-def test_trading_flag_form_takes_only_true_or_false(world, value):  # noqa: F811
+def test_trading_flag_form_takes_only_true_or_false(flag_off, value):
     """A switch set to 1 or "true" would read as on to some code and not to other: refused, naming the fix."""
     from ops.models import PlatformFlag
 
-    client = Client()
-    client.cookies["sessionid"] = world["sessions"][SU]
-    flag = world["objects"]["ops_platformflag"]
-    url = reverse("admin:ops_platformflag_change", args=[flag.pk])
-    with transaction.atomic():
-        PlatformFlag.objects.filter(pk=flag.pk).update(value=False)
-        response = client.post(url, {"value": value, "reason": "try", "_save": "Save"})
-        assert response.status_code == 200 and "is a switch: true or false" in response.content.decode()
-        assert PlatformFlag.objects.get(pk=flag.pk).value is False
-        transaction.set_rollback(True)
+    client, url, flag = flag_off
+    response = client.post(url, {"value": value, "reason": "try", "_save": "Save"})
+    assert response.status_code == 200 and "is a switch: true or false" in response.content.decode()
+    assert PlatformFlag.objects.get(pk=flag.pk).value is False

@@ -167,15 +167,16 @@ def required_role(action: ContractAction, user_id: int | None) -> tuple[str, ...
     return ("ops.approve_contractaction",)
 
 
-def signature_problems(action: ContractAction, addresses: tuple[str, ...] | None) -> dict[int, str]:
-    """Why each of the action's recorded signatures no longer counts, by signature id (absent: it counts).
+def signature_problems(action: ContractAction, sigs: list[ActionSignature],
+                       addresses: tuple[str, ...] | None) -> dict[int, str]:
+    """Why each of the action's recorded signatures `sigs` (read with their `signed_by`) no longer counts, by
+    signature id (absent: it counts).
 
     A signature counts while its address is an owner (or guardian) on chain, its key is not revoked, and its
     signer is an active staff member who still holds the role (`required_role`): revoking a key,
     deactivating a person or taking their role withdraws their signatures from everything not yet sent.
     `addresses` None (the chain could not be read) checks only the database.
     """
-    sigs = list(action.signatures.select_related("signed_by"))
     keys = {k.address: k for k in StaffSigningKey.objects.filter(address__in=[s.signer_address for s in sigs])}
     role, other = ("a guardian", "another guardian") if action.custody == Custody.GUARDIAN \
         else ("an owner", "another owner")
@@ -202,8 +203,9 @@ def signature_problems(action: ContractAction, addresses: tuple[str, ...] | None
 def tally(action: ContractAction, signers: Signers) -> Tally:
     """The signatures that count now (see `signature_problems`), and whether they reach the threshold."""
     valid, invalid, people = {}, [], set()
-    problems = signature_problems(action, signers.addresses)
-    for sig in action.signatures.all():
+    sigs = list(action.signatures.select_related("signed_by"))
+    problems = signature_problems(action, sigs, signers.addresses)
+    for sig in sigs:
         if sig.pk in problems:
             invalid.append(f"{_who(sig.signer_address)}: {problems[sig.pk]}")
         else:

@@ -108,8 +108,9 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
         signers = None
         summary["error"] = f"could not read the {'module' if action.custody == Custody.GUARDIAN else 'Safe'}: {exc}"
     rows = []
-    problems = signature_problems(action, signers.addresses if signers else None)
-    for sig in action.signatures.select_related("signed_by"):
+    sigs = list(action.signatures.select_related("signed_by"))
+    problems = signature_problems(action, sigs, signers.addresses if signers else None)
+    for sig in sigs:
         rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(), "source": sig.get_source_display(),
                      "at": sig.created_at, "valid": sig.pk not in problems, "why": problems.get(sig.pk, "")})
     summary["signatures"] = rows

@@ -458,9 +458,10 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
         raise ValidationError({"status": f"Action #{action.pk} is {action.get_status_display().lower()}: only a "
                                          "signed or sent transaction can be replaced."})
     root = action.replaces if action.replaces_id else action
+    busy = ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
+                                      "execution: approve, execute or reject that one first."})
     if root.replacements.filter(status__in=AWAITING).exists():
-        raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval or "
-                                         "execution: approve, execute or reject that one first."})
+        raise busy
     proposed_by, signed_payload = actor, {}
     if root.custody in (Custody.SAFE, Custody.GUARDIAN):
         # Only the relayer's fee changes: the same execTransaction, with the signatures the owners already
@@ -483,8 +484,7 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
                     replaces=root, proposal_simulation=action.proposal_simulation, custody=root.custody,
                     tx_to=root.tx_to, tx_data=root.tx_data, **signed_payload)
         except IntegrityError:  # someone else replaced it at the same moment (one pending replacement per nonce)
-            raise ValidationError({"status": f"Nonce {root.nonce} already has a replacement waiting for approval "
-                                             "or execution: approve, execute or reject that one first."}) from None
+            raise busy from None
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
                      after={**_snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
     return replacement
@@ -556,6 +556,14 @@ def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> Contra
 # ---------------------------------------------------------------------------- kill switch
 
 
+def flag_value_problem(flag: PlatformFlag, value: Any) -> str:
+    """What is wrong with `value` for `flag`, or "": a switch stays a switch (1 or "true" would read as on to
+    some code and not to other). The flag form shows it on its field; `set_platform_flag` enforces it."""
+    if isinstance(flag.value, bool) and not isinstance(value, bool):
+        return f"{flag.key} is a switch: true or false (JSON), not {value!r}."
+    return ""
+
+
 def set_platform_flag(*, actor: Any, key: str, value: Any, reason: str) -> PlatformFlag:
     reason = (reason or "").strip()
     if not reason:
@@ -564,9 +572,9 @@ def set_platform_flag(*, actor: Any, key: str, value: Any, reason: str) -> Platf
         flag = PlatformFlag.objects.select_for_update().filter(key=key).first()
         if flag is None:
             raise ValidationError({"key": f"Unknown platform setting {key!r}."})
-        if isinstance(flag.value, bool) and not isinstance(value, bool):
-            # A switch stays a switch: 1 or "true" would read as on to some code and not to other.
-            raise ValidationError({"value": f"{key} is a switch: set it to true or false (JSON), not {value!r}."})
+        problem = flag_value_problem(flag, value)
+        if problem:
+            raise ValidationError({"value": problem})
         before = {"value": flag.value}
         flag.value, flag.updated_by = value, actor if getattr(actor, "pk", None) else None
         flag.save(update_fields=["value", "updated_by", "updated_at"])

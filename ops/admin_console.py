@@ -58,8 +58,9 @@ class FlagForm(forms.ModelForm):
 
     def clean_value(self):
         value = self.cleaned_data["value"]
-        if self.instance.pk and isinstance(self.instance.value, bool) and not isinstance(value, bool):
-            raise forms.ValidationError(f"{self.instance.key} is a switch: true or false (JSON), not {value!r}.")
+        problem = actions.flag_value_problem(self.instance, value) if self.instance.pk else ""
+        if problem:
+            raise forms.ValidationError(problem)
         return value
 
 

@@ -19,18 +19,24 @@ def move_content_types(app_label, models):
     return migrations.RunPython(forward, backward)
 
 
+def create_all_permissions(apps) -> None:
+    """Create every model's permissions now: on a fresh database post_migrate has not run yet when a migration
+    needs them."""
+    from django.contrib.auth.management import create_permissions
+
+    for config in apps.get_app_configs():
+        config.models_module = True
+        create_permissions(config, apps=apps, verbosity=0)
+        config.models_module = None
+
+
 def grant_permissions(grants: dict[str, list[str]]):
     """A RunPython that adds "app.codename" permissions to existing role groups ({group name: [labels]}).
 
     Permissions are created first: on a fresh database post_migrate has not run yet when a migration needs them.
     """
     def grant(apps, schema_editor):
-        from django.contrib.auth.management import create_permissions
-
-        for config in apps.get_app_configs():
-            config.models_module = True
-            create_permissions(config, apps=apps, verbosity=0)
-            config.models_module = None
+        create_all_permissions(apps)
         Group = apps.get_model("auth", "Group")
         Permission = apps.get_model("auth", "Permission")
         for name, labels in grants.items():

@@ -1,6 +1,8 @@
 """Staff roles as groups: least privilege, each sees and does only what it needs."""
 from django.db import migrations
 
+from backoffice.migration_helpers import create_all_permissions
+
 VIEW = [
     "chain.view_order", "chain.view_userprofile", "chain.view_arbitrator", "chain.view_eventsynccursor",
     "chain.view_chainevent", "chain.view_rpcprovider", "chain.view_token", "chain.view_reconciliationdrift",
@@ -21,12 +23,7 @@ ROLES = {
 
 
 def create_roles(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    for config in apps.get_app_configs():
-        config.models_module = True
-        create_permissions(config, apps=apps, verbosity=0)
-        config.models_module = None
+    create_all_permissions(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     for name, perms in ROLES.items():

@@ -508,7 +508,7 @@ def test_other_threads_read_the_primary_while_a_check_waits_on_a_hung_replica(st
     time.sleep(0.5)
     started = time.monotonic()
     meanwhile = replica.replica_status()
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.5, "answered at once, not after the 2 s check"
     assert checker.is_alive() and not meanwhile.usable and "reading the primary meanwhile" in meanwhile.reason
     assert replica_alias() == DEFAULT_DB_ALIAS
     checker.join(timeout=10)

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
@@ -137,15 +137,22 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
     with transaction.atomic():
         if route == Custody.SAFE:
             _refuse_open_safe_tx(fixed["signing_hash"])
-        action = ContractAction.objects.create(
-            chain=chain, kind=kind, params=cleaned, description=calls.describe(kind, cleaned)[:300], to_address=to,
-            calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
-            is_automatic=automatic, order_onchain_id=order_onchain_id, group=group,
-            proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(), custody=route,
-            # Rule-bound automation is approved by its rule; everything else waits for a second person.
-            status=(ActionStatus.REJECTED if not simulation.ok else
-                    ActionStatus.APPROVED if automatic else ActionStatus.PROPOSED),
-            outcome="" if simulation.ok else f"simulation reverted: {simulation.reason}", **fixed)
+        try:
+            with transaction.atomic():
+                action = ContractAction.objects.create(
+                    chain=chain, kind=kind, params=cleaned, description=calls.describe(kind, cleaned)[:300],
+                    to_address=to, calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
+                    is_automatic=automatic, order_onchain_id=order_onchain_id, group=group,
+                    proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(),
+                    custody=route,
+                    # Rule-bound automation is approved by its rule; everything else waits for a second person.
+                    status=(ActionStatus.REJECTED if not simulation.ok else
+                            ActionStatus.APPROVED if automatic else ActionStatus.PROPOSED),
+                    outcome="" if simulation.ok else f"simulation reverted: {simulation.reason}", **fixed)
+        except IntegrityError:
+            if route == Custody.SAFE:  # the same SafeTx proposed at the same moment: name the one that won
+                _refuse_open_safe_tx(fixed["signing_hash"])
+            raise
         record_audit(actor=actor if not automatic else SYSTEM, action="propose_contract_action", obj=action,
                      after=_snapshot(action), reason=reason)
     return action
@@ -153,10 +160,8 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
 
 def _refuse_open_safe_tx(signing_hash: str) -> None:
     """One open action per SafeTx: a second would let owners' signatures gather on the same hash outside the
-    review of the first (each action counts its own signatures). Call inside the creating transaction: the
-    advisory lock makes two proposals of one SafeTx wait for each other, so the second sees the first."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"safe-tx:{signing_hash}"])
+    review of the first (each action counts its own signatures). The database holds the rule (the constraint
+    contract_actions_one_open_per_safe_tx); this check names the open action in the refusal."""
     open_action = (ContractAction.objects.filter(signing_hash=signing_hash, status__in=[*AWAITING, *IN_FLIGHT])
                    .order_by("pk").first())
     if open_action is not None:

@@ -106,3 +106,17 @@ def test_proposal_of_a_safetx_already_open_is_refused_naming_the_open_action(saf
     text = " ".join(err.value.messages)
     assert f"#{first.pk}" in text and first.signing_hash in text and "nothing was proposed" in text
     assert type(first).objects.filter(signing_hash=first.signing_hash).count() == 1
+
+
+def test_database_refuses_a_second_open_action_for_one_safetx(safe_chain, staff):
+    """The rule holds below the service too (a bulk path, a second writer): only replacements share the hash."""
+    from django.db import IntegrityError, transaction
+
+    first = propose_treasury(staff["alice"])
+    clone = type(first).objects.get(pk=first.pk)
+    clone.pk = None
+    with pytest.raises(IntegrityError, match="contract_actions_one_open_per_safe_tx"), transaction.atomic():
+        clone.save(force_insert=True)
+    actions.reject_contract_action(actor=staff["carol"], action=first, reason="proposed twice by mistake")
+    clone.save(force_insert=True)  # the first is closed: the SafeTx may be proposed again
+    assert type(first).objects.filter(signing_hash=first.signing_hash).count() == 2

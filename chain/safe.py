@@ -26,6 +26,12 @@ SAFE_TX_FIELDS = [
     {"name": "gasToken", "type": "address"}, {"name": "refundReceiver", "type": "address"},
     {"name": "nonce", "type": "uint256"},
 ]
+# Safe v1.4.1's storage: keccak256("guard_manager.guard.address") and keccak256("fallback_manager.handler.address");
+# its module list is a linked list read from the sentinel.
+GUARD_SLOT = "0x4a204f620c8c5ccdca3fd54d003badd85ba500436a431f0cbda4f558c93c34c8"
+FALLBACK_HANDLER_SLOT = "0x6c9a6c4a39284e37ed1cf53d337577d14212a4870fb976a4366c693b939918d5"
+SENTINEL = "0x0000000000000000000000000000000000000001"
+MAX_MODULES_READ = 50
 PAUSE_FIELDS = [{"name": "escrow", "type": "address"}, {"name": "nonce", "type": "uint256"},
                 {"name": "deadline", "type": "uint256"}]
 
@@ -199,6 +205,11 @@ class SafeState:
     nonce: int
     version: str
     block: int
+    # What else can move the Safe's funds or block it: an enabled module executes with no owner signature,
+    # a guard can veto every execTransaction, the fallback handler answers calls the Safe does not know.
+    modules: tuple[str, ...] = ()
+    guard: str = ZERO_ADDRESS
+    fallback_handler: str = ZERO_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -234,15 +245,25 @@ def has_code(chain: str, address: str) -> bool:
 
 
 def read_safe(chain: str, safe: str) -> SafeState:
-    """Owners, threshold and nonce at one block (one batched request)."""
+    """Owners, threshold, nonce, modules, guard and fallback handler at one block (one batched request)."""
     client = get_client(chain)
     block = hex(client.block_number())
     calls = [("eth_call", [{"to": safe, "data": _hex(_selector(sig))}, block])
              for sig in ("getOwners()", "getThreshold()", "nonce()", "VERSION()")]
-    owners, threshold, nonce, version = (_bytes(r) for r in client.batch(calls))
+    modules_page = _selector("getModulesPaginated(address,uint256)") + abi_encode(
+        ["address", "uint256"], [SENTINEL, MAX_MODULES_READ])
+    calls += [("eth_call", [{"to": safe, "data": _hex(modules_page)}, block]),
+              ("eth_getStorageAt", [safe, GUARD_SLOT, block]), ("eth_getStorageAt", [safe, FALLBACK_HANDLER_SLOT, block])]
+    owners, threshold, nonce, version, modules, guard, handler = (_bytes(r) for r in client.batch(calls))
     return SafeState(address=safe.lower(), owners=tuple(a.lower() for a in abi_decode(["address[]"], owners)[0]),
                      threshold=abi_decode(["uint256"], threshold)[0], nonce=abi_decode(["uint256"], nonce)[0],
-                     version=abi_decode(["string"], version)[0], block=int(block, 16))
+                     version=abi_decode(["string"], version)[0], block=int(block, 16),
+                     modules=tuple(m.lower() for m in abi_decode(["address[]", "address"], modules)[0]),
+                     guard=_slot_address(guard), fallback_handler=_slot_address(handler))
+
+
+def _slot_address(word: bytes) -> str:
+    return "0x" + word.rjust(32, b"\0")[-20:].hex()
 
 
 def confirm_safe_tx_hash(chain: str, safe: str, *, to: str, data: str, nonce: int) -> str:
@@ -278,4 +299,24 @@ def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "
         custody.safe = read_safe(chain, owner)
         if guardian_module:
             custody.guardian = read_guardians(chain, guardian_module, owner)
+        custody.errors += unknown_safe_powers(custody.safe, guardian_module)
     return custody
+
+
+def unknown_safe_powers(safe: SafeState, guardian_module: str = "") -> list[str]:
+    """What the back office did not set up and the owners may not know of: a module other than the guardian
+    (it executes anything, with no owner signature), a transaction guard (it can veto every execution)."""
+    problems = []
+    unknown = [m for m in safe.modules if m != guardian_module.lower()]
+    if unknown:
+        problems.append(f"the Safe {safe.address} has module(s) {', '.join(unknown)} enabled that the back office "
+                        "does not know: a module moves the Safe's funds and calls the escrow with no owner signature. "
+                        "Unless every owner knows it, disable it (Safe disableModule) now")
+    if len(safe.modules) >= MAX_MODULES_READ:
+        problems.append(f"the Safe {safe.address} has {MAX_MODULES_READ} or more modules enabled: only the first "
+                        f"{MAX_MODULES_READ} were read")
+    if safe.guard != ZERO_ADDRESS:
+        problems.append(f"a transaction guard {safe.guard} is set on the Safe {safe.address}: every execTransaction "
+                        "passes through it and it can refuse them all. Unless every owner knows it, remove it "
+                        "(Safe setGuard to the zero address)")
+    return problems

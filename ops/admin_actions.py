@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action, hex_cell
 from backoffice.security import stepup_required
 from chain import devwallet
+from chain import safe as chain_safe
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import read_contract_status
@@ -309,7 +310,8 @@ class ContractActionAdmin(admin.ModelAdmin):
             raise Http404(f"Unknown chain {chain!r}.")
         return admin_page(self, request, "admin/ops/contractaction/status.html", title=f"Contract status — {chain}",
                           status=read_contract_status(chain), chains=self._chains(),
-                          config=get_chain_config(chain), custody=custody_status(chain))
+                          config=get_chain_config(chain), custody=custody_status(chain),
+                          zero_address=chain_safe.ZERO_ADDRESS)
 
     @stepup_required
     def emergency_stop_view(self, request):

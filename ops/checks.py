@@ -132,8 +132,9 @@ def check_contracts() -> list[str]:
 
 
 def check_custody() -> list[str]:
-    """Who owns the contracts, compared with the last check: a Safe's owners, threshold or guardians changed
-    (the back office never changes them) or a new owner is a P1; a relayer or keeper low on gas is a P2."""
+    """Who owns the contracts, compared with the last check: a Safe's owners, threshold, guardians, modules, guard
+    or fallback handler changed (the back office never changes them) or a new owner is a P1; so is, at every
+    check, a module or guard the back office does not know; a relayer or keeper low on gas is a P2."""
     from .selectors import custody_status
 
     raised = []
@@ -145,13 +146,16 @@ def check_custody() -> list[str]:
         snapshot = {"owner": c.owner, "pool_owner": c.pool_owner, "is_safe": c.is_safe,
                     "owners": sorted(c.safe.owners) if c.safe else [], "threshold": c.safe.threshold if c.safe else None,
                     "guardians": sorted(c.guardian.guardians) if c.guardian else [],
-                    "module_enabled": c.guardian.enabled if c.guardian else None}
+                    "module_enabled": c.guardian.enabled if c.guardian else None,
+                    "modules": sorted(c.safe.modules) if c.safe else [], "guard": c.safe.guard if c.safe else None,
+                    "fallback_handler": c.safe.fallback_handler if c.safe else None}
         with transaction.atomic():
             state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
             before, state.custody_snapshot, state.custody_checked_at = state.custody_snapshot, snapshot, timezone.now()
             state.save(update_fields=["custody_snapshot", "custody_checked_at"])
-        if before and before != snapshot:
-            changes = [f"{k}: {before.get(k)} → {snapshot[k]}" for k in snapshot if before.get(k) != snapshot[k]]
+        # The first check records; a key the last snapshot did not hold yet (added since an upgrade) is no change.
+        changes = [f"{k}: {before[k]} → {snapshot[k]}" for k in snapshot if k in (before or {}) and before[k] != snapshot[k]]
+        if changes:
             raise_alert(key=f"custody-changed:{chain}", severity="P1", source="check_custody",
                         title=f"{chain}: contract custody changed outside the back office",
                         message="; ".join(changes) + ". Check with every Safe owner that this was intended.")

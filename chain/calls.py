@@ -41,7 +41,7 @@ class ActionKind:
     label: str
     description: str
     irreversible: bool = True
-    contract: str = "escrow"  # or "pool": the ArbitratorPool
+    contract: str = "escrow"  # or "pool": the ArbitratorPool; "safe": the owning Safe itself (no function)
 
     @property
     def signature(self) -> str:
@@ -91,7 +91,13 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
                (Param("new_owner", "address", "new owner", "The same Safe as the escrow's owner.", nonzero=True),),
                "Transfer the arbitrator pool's ownership", "Moves every owner power of the pool to the new owner.",
                contract="pool"),
+    # The Safe's own "reject transaction": a SafeTx to the Safe with no data and no value. It does nothing but
+    # use its nonce, so a rejected SafeTx waiting on that nonce can never execute, whoever holds its signatures.
+    ActionKind("cancel_safe_tx", "", (), "Cancel a SafeTx on chain", "Uses up the Safe nonce of a rejected SafeTx "
+               "with a transaction that does nothing.", irreversible=False, contract="safe"),
 )}
+# What staff may choose on the propose page: a cancel is proposed from the rejected action it cancels.
+PROPOSABLE = {key: spec for key, spec in KINDS.items() if spec.contract != "safe"}
 
 
 def _clean(param: Param, raw: Any) -> Any:
@@ -148,6 +154,8 @@ def clean_params(kind: str, raw: dict[str, Any]) -> dict[str, Any]:
 
 def encode(kind: str, params: dict[str, Any]) -> str:
     spec = KINDS[kind]
+    if not spec.function:  # a call with no data (the Safe's cancel)
+        return "0x"
     args = [params[p.name] for p in spec.params]
     body = abi_encode([p.abi_type for p in spec.params], args) if spec.params else b""
     return "0x" + (spec.selector + body).hex()
@@ -156,6 +164,8 @@ def encode(kind: str, params: dict[str, Any]) -> str:
 def describe(kind: str, params: dict[str, Any]) -> str:
     """The decoded call, as staff read it: setTreasury(treasury=0xAbC…)."""
     spec = KINDS[kind]
+    if not spec.function:
+        return "no call: uses up the Safe nonce (cancels the SafeTx waiting on it)"
     parts = []
     for p in spec.params:
         value = params.get(p.name)

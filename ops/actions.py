@@ -94,11 +94,12 @@ def simulate_action(action: ContractAction) -> dict[str, Any]:
 
 def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[str, Any], reason: str,
                             order_onchain_id: int | None = None, group: str = "",
-                            automatic: bool = False) -> ContractAction:
+                            automatic: bool = False, safe_nonce: int | None = None) -> ContractAction:
     """Validate, encode and simulate an owner call, and record it as proposed (audited).
 
     Raises ValidationError naming the field for bad parameters, a missing reason, an unconfigured
-    chain, or a simulation that reverts (with the decoded reason); nothing is written then.
+    chain, a Safe no longer at `safe_nonce` (when given: a cancel targets one nonce), or a simulation that
+    reverts (with the decoded reason); nothing is written then.
     """
     require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
@@ -109,12 +110,22 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
         raise ValidationError({"chain": f"{chain} is not configured: set its RPC URL and contract addresses."})
     cleaned = calls.clean_params(kind, params)
     data = calls.encode(kind, cleaned)
-    to = (cfg.arbitrator_pool if calls.KINDS[kind].contract == "pool" else cfg.escrow).lower()
+    contract = calls.KINDS[kind].contract
+    to = (cfg.arbitrator_pool if contract == "pool" else cfg.escrow).lower()
     route = Custody.KEEPER if automatic else Custody.SAFE if cfg.is_safe else Custody.OWNER_KEY
+    if contract == "safe" and route != Custody.SAFE:
+        raise ValidationError({"kind": f"{calls.KINDS[kind].label} is for Safe custody only: {chain}'s owner is "
+                                       "not a Safe, nothing was proposed."})
     fixed: dict[str, Any] = {"tx_to": to}
     if route == Custody.SAFE:
         state = _safe_of(cfg)
         sender = state.address
+        if contract == "safe":
+            to = state.address
+        if safe_nonce is not None and state.nonce != safe_nonce:
+            why = ("was used: the SafeTx on it can no longer execute" if state.nonce > safe_nonce else
+                   f"is not reached yet: the Safe is at nonce {state.nonce}")
+            raise ValidationError({"safe_nonce": f"Safe nonce {safe_nonce} {why}; nothing was proposed."})
         typed = chain_safe.safe_tx_typed_data(chain_id=cfg.chain_id, safe=state.address, to=to, data=data,
                                               nonce=state.nonce)
         digest = chain_safe.typed_data_hash(typed)
@@ -169,6 +180,25 @@ def _refuse_open_safe_tx(signing_hash: str) -> None:
                                          f"{open_action.get_status_display().lower()}) is this same SafeTx (Safe "
                                          f"nonce {open_action.safe_nonce}, hash {signing_hash}): sign, execute or "
                                          f"reject #{open_action.pk} instead; nothing was proposed."})
+
+
+def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
+    """Propose the Safe's own rejection of a rejected SafeTx: a SafeTx to the Safe itself, no data, on the same
+    nonce. Rejecting an action in the back office does not void its owners' signatures: whoever holds enough
+    of them can still execute it until that Safe nonce is used. The cancel needs the threshold like any SafeTx.
+
+    Refused (nothing proposed) unless `action` is a rejected Safe action whose nonce is the Safe's nonce now.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required: say why the SafeTx must never execute."})
+    if action.custody != Custody.SAFE or action.status != ActionStatus.REJECTED:
+        raise ValidationError({"status": f"Action #{action.pk} is a {action.get_custody_display()} action, "
+                                         f"{action.get_status_display().lower()}: only a rejected SafeTx is cancelled "
+                                         "on chain (reject it first)."})
+    return propose_contract_action(actor=actor, chain=action.chain, kind="cancel_safe_tx", params={},
+                                   reason=f"{reason} (cancels #{action.pk} at Safe nonce {action.safe_nonce})",
+                                   safe_nonce=action.safe_nonce)
 
 
 def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:

@@ -53,6 +53,10 @@ EXECUTE_WARNING = {
     Custody.GUARDIAN: "The relayer sends the guardian's pause signature to the guardian module. It cannot be undone.",
     Custody.KEEPER: "The keeper key sends this public timeout call. It cannot be undone.",
 }
+CANCEL_WARNING = ("Rejecting a SafeTx here does not void its owners' signatures: whoever holds enough of them can "
+                  "still execute it on chain until its Safe nonce is used. This proposes a SafeTx to the Safe itself "
+                  "that does nothing, on the same nonce; once the owners sign it and it executes, the rejected one "
+                  "can never execute. Any other action executed on that nonce has the same effect.")
 
 
 @admin.register(ContractAction)
@@ -95,6 +99,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             path("<int:pk>/reject/", wrap(self.reject_view), name="ops_contractaction_reject"),
             path("<int:pk>/execute/", wrap(self.execute_view), name="ops_contractaction_execute"),
             path("<int:pk>/replace/", wrap(self.replace_view), name="ops_contractaction_replace"),
+            path("<int:pk>/cancel-on-chain/", wrap(self.cancel_view), name="ops_contractaction_cancel"),
             path("<int:pk>/sign/", wrap(self.sign_view), name="ops_contractaction_sign"),
             path("<int:pk>/typed-data.json", wrap(self.typed_data_view), name="ops_contractaction_typed_data"),
             path("sign-group/<str:group>/", wrap(self.sign_group_view), name="ops_contractaction_sign_group"),
@@ -118,6 +123,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         action = get_object_or_404(ContractAction, pk=object_id)
         user = request.user
         signed = action.custody in (Custody.SAFE, Custody.GUARDIAN)
+        signing = signing_summary(action) if signed else None
         can = {
             "approve": not signed and action.status == ActionStatus.PROPOSED
             and user.has_perm("ops.approve_contractaction") and action.proposed_by_id != user.pk,
@@ -127,10 +133,11 @@ class ContractActionAdmin(admin.ModelAdmin):
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
             "replace": action.status in IN_FLIGHT
             and user.has_perm("ops.add_contractaction"),
+            "cancel": bool(signing and signing["exposed"]) and user.has_perm("ops.add_contractaction")
+            and not any(c.status in (*AWAITING, *IN_FLIGHT) for c in signing["cancels"]),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
-                                                                   "action_obj": action,
-                                                                   "signing": signing_summary(action) if signed else None})
+                                                                   "action_obj": action, "signing": signing})
 
     @staticmethod
     def _chains():
@@ -215,6 +222,18 @@ class ContractActionAdmin(admin.ModelAdmin):
                                              "approval, then executes with fees raised by at least 12.5%.")
         return self._confirm(request, action, verb="replace", perm="ops.add_contractaction", run=run,
                              form_class=ReasonForm)
+
+    def cancel_view(self, request, pk: int):
+        action = get_object_or_404(ContractAction, pk=pk)
+
+        def run(form):
+            cancel = actions.propose_safe_tx_cancel(actor=request.user, action=action,
+                                                    reason=form.cleaned_data["reason"])
+            return self._done(request, cancel, f"Proposed #{cancel.pk}: a SafeTx that does nothing on Safe nonce "
+                                               f"{cancel.safe_nonce}. Once the owners sign and it executes, #{action.pk} "
+                                               "can never execute.")
+        return self._confirm(request, action, verb="cancel on chain", perm="ops.add_contractaction", run=run,
+                             form_class=ReasonForm, warning=CANCEL_WARNING)
 
     def typed_data_view(self, request, pk: int):
         """The EIP-712 payload as a file, for `cast wallet sign --data --from-file` or any other signer."""

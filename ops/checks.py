@@ -12,9 +12,10 @@ from backoffice.alerts.services import raise_alert
 from backoffice.durations import age
 from chain.config import configured_chains, get_chain_config
 from chain.models import ChainState, EventSyncCursor
+from chain.safe import SafeState
 
 from . import health as health_checks
-from .models import OpsReport, PlatformFlag, SecretSchedule
+from .models import ActionStatus, ContractAction, Custody, OpsReport, PlatformFlag, SecretSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def check_custody() -> list[str]:
                         title=f"{chain}: contract custody changed outside the back office",
                         message="; ".join(changes) + ". Check with every Safe owner that this was intended.")
             raised.append(f"custody-changed:{chain}")
+        if c.safe:
+            raised += _rejected_but_executable(chain, c.safe)
         for problem in c.errors:
             raise_alert(key=f"custody-mismatch:{chain}", severity="P1", source="check_custody",
                         title=f"{chain}: custody does not match the configuration", message=problem)
@@ -171,6 +174,27 @@ def check_custody() -> list[str]:
                             message=(f"{gas.address} holds {gas.balance} (minimum {get_chain_config(chain).min_gas_balance})"
                                      if gas.address else gas.error) + f": top it up, or {gas.role} transactions stop.")
                 raised.append(f"gas-low:{chain}:{gas.role}")
+    return raised
+
+
+def _rejected_but_executable(chain: str, safe: SafeState) -> list[str]:
+    """A P2 per rejected SafeTx on the Safe's current nonce that holds the threshold of current owners' signatures:
+    rejecting it in the back office did not void them, and anyone holding them can execute it until the nonce is
+    used (its page offers "Cancel on chain")."""
+    raised = []
+    rejected = (ContractAction.objects.filter(chain=chain, custody=Custody.SAFE, status=ActionStatus.REJECTED,
+                                              safe_address=safe.address, safe_nonce=safe.nonce)
+                .prefetch_related("signatures"))
+    for action in rejected:
+        held = {s.signer_address for s in action.signatures.all()} & set(safe.owners)
+        if len(held) >= safe.threshold:
+            key = f"safe-tx-executable:{chain}:{action.pk}"
+            raise_alert(key=key, severity="P2", source="check_custody",
+                        title=f"{chain}: rejected SafeTx #{action.pk} can still execute on chain",
+                        message=f"#{action.pk} ({action.description}) holds {len(held)} current owners' signatures "
+                                f"of {safe.threshold} needed on Safe nonce {safe.nonce}: whoever holds them can "
+                                f"execute it. Open #{action.pk} and use “Cancel on chain…”.")
+            raised.append(key)
     return raised
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from chain.calls import KINDS
+from chain.calls import KINDS, PROPOSABLE
 
 PARAM_FIELDS = {
     "token": forms.CharField(required=False, max_length=42, help_text="setSupportedToken: ERC-20 address."),
@@ -23,7 +23,7 @@ PARAM_FIELDS = {
 
 class ProposeActionForm(forms.Form):
     chain = forms.ChoiceField(choices=[])
-    kind = forms.ChoiceField(label="action", choices=[(k.key, f"{k.label} — {k.signature}") for k in KINDS.values()])
+    kind = forms.ChoiceField(label="action", choices=[(k.key, f"{k.label} — {k.signature}") for k in PROPOSABLE.values()])
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
                              help_text="Required: why this call is needed (it is written to the audit log).")
 

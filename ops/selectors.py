@@ -17,6 +17,7 @@ from chain.rpc import ProviderUnavailable, RpcError
 
 from .custody import current_signers, signature_problems
 from .models import (
+    ActionStatus,
     BackupRun,
     BackupStatus,
     ContractAction,
@@ -95,6 +96,12 @@ def custody_status(chain: str) -> CustodyStatus:
     return status
 
 
+def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
+    """The cancels proposed on the same Safe nonce as `action`, newest first."""
+    return list(ContractAction.objects.filter(kind="cancel_safe_tx", chain=action.chain, safe_address=action.safe_address,
+                                              safe_nonce=action.safe_nonce).exclude(pk=action.pk).order_by("-pk"))
+
+
 def signing_summary(action: ContractAction) -> dict[str, Any]:
     """What a signer needs to see: the SafeTx (or pause) in words, who signed, and what the chain says now."""
     summary: dict[str, Any] = {"custody": action.custody, "safe": action.safe_address, "nonce": action.safe_nonce,
@@ -115,6 +122,14 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
                      "at": sig.created_at, "valid": sig.pk not in problems, "why": problems.get(sig.pk, "")})
     summary["signatures"] = rows
     summary["valid_count"] = sum(1 for r in rows if r["valid"])
+    # A rejected SafeTx is void only in the back office: on chain, its current owners' signatures (a revoked key
+    # signs on chain all the same) execute it until its nonce is used. `executable`: enough of them are held.
+    summary["onchain_count"] = len({r["address"] for r in rows} & set(signers.addresses)) if signers else 0
+    summary["exposed"] = bool(signers and action.custody == Custody.SAFE and action.status == ActionStatus.REJECTED
+                              and signers.nonce == action.safe_nonce and summary["onchain_count"])
+    summary["executable"] = summary["exposed"] and summary["onchain_count"] >= signers.threshold
+    if summary["exposed"]:
+        summary["cancels"] = safe_tx_cancels(action)
     return summary
 
 

@@ -125,6 +125,7 @@ PAGES = {
     "ops_contractaction_reject": (only(CA, SU), only(CA, SU)),
     "ops_contractaction_execute": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_replace": (only(CO, SU), only(CO, SU)),
+    "ops_contractaction_cancel": (only(CO, SU), only(CO, SU)),  # proposes the Safe's no-op on a rejected SafeTx
     "ops_contractaction_status": (ALL, ALL),
     "ops_contractaction_emergency_stop": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_resume": (only(CO, CA, SU), only(CO, CA, SU)),  # operators request, approvers approve
@@ -369,7 +370,7 @@ def _url(name: str, world: dict) -> str:
         return reverse("admin:" + name, args=[objects["disputes_disputedorder"].pk])
     if name == "auth_user_password_change":
         return reverse("admin:auth_user_password_change", args=[objects["auth_user"].pk])
-    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_rotate",
+    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_cancel", "_rotate",
                    "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
         if name.endswith(suffix):
             model = name[: -len(suffix)]

@@ -37,6 +37,7 @@ ACTION_KINDS = [
     ("auto_expire", "autoExpireOrder(uint256)"), ("auto_release", "autoReleaseToSeller(uint256)"),
     ("owner_resolve", "ownerResolveDispute(uint256,bool)"), ("transfer_ownership", "transferOwnership(address)"),
     ("transfer_pool_ownership", "ArbitratorPool.transferOwnership(address)"),
+    ("cancel_safe_tx", "Safe: cancel a SafeTx (no call, uses its nonce)"),
 ]
 IN_FLIGHT = (ActionStatus.SIGNED, ActionStatus.SENT)
 AWAITING = (ActionStatus.PROPOSED, ActionStatus.APPROVED)  # open, nothing signed yet

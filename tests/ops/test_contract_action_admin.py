@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -135,3 +136,11 @@ def test_contract_action_command_scripts_the_whole_runbook_step(chain, alice, bo
             "--reason", "typo")
     with pytest.raises(CommandError, match="no active staff user"):
         run("approve", str(action.pk), "--as", "mallory")
+
+
+def test_cancel_kind_is_for_safe_custody_only_and_not_on_the_propose_form(chain, alice):
+    from ops.forms import ProposeActionForm
+
+    with pytest.raises(ValidationError, match="for Safe custody only"):
+        actions.propose_contract_action(actor=alice, chain="bsc", kind="cancel_safe_tx", params={}, reason="x")
+    assert "cancel_safe_tx" not in dict(ProposeActionForm().fields["kind"].choices)

@@ -286,7 +286,7 @@ TIMEOUT_RETRY_SECONDS = env.int("TIMEOUT_RETRY_SECONDS", default=3600)
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
-# Backups (ops/backups.py): pg_dump/pg_restore from PG_BIN_DIR (empty: in development and tests the binaries of
+# Backups (ops/backups/): pg_dump/pg_restore from PG_BIN_DIR (empty: in development and tests the binaries of
 # the pgserver wheel that runs the embedded PostgreSQL, in production those on PATH), custom-format dumps in
 # BACKUP_DIR (empty: .data/backups, created on first use; a configured directory is never created, since a
 # missing one usually means an unmounted backup volume), removed after BACKUP_RETENTION_DAYS except the newest good one

@@ -23,6 +23,7 @@ def main() -> None:
     from django.db import connection
 
     from ops import backups
+    from ops.backups.tools import _libpq_connection
     from ops.models import BackupTrigger
 
     directory = ROOT / ".data" / "bench-backups"
@@ -30,7 +31,7 @@ def main() -> None:
     directory.mkdir(parents=True)
     settings.BACKUP_DIR = str(directory)
     pg_dump = backups.pg_binary("pg_dump")
-    conninfo, env = backups._libpq_connection(connection.settings_dict)
+    conninfo, env = _libpq_connection(connection.settings_dict)
 
     plain, ours, run = [], [], None
     try:

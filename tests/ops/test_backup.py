@@ -24,6 +24,7 @@ from backoffice.audit.models import AuditLog
 from backoffice.audit.services import record_audit
 from disputes.models import Blacklist
 from ops import backups
+from ops.backups import dump, restore, tools
 from ops.models import BackupRun, BackupStatus, ContractAction, RestoreTest, RestoreTestStatus
 from tests import factories as f
 
@@ -275,14 +276,14 @@ def test_backup_retention_keeps_the_last_backup_that_passed_a_restore_test(backu
 
 def test_backup_two_concurrent_runs_one_refused(backup_dir, monkeypatch):
     inside, release = threading.Event(), threading.Event()
-    real_open = backups.open_partial_file
+    real_open = dump.open_partial_file
 
     def slow_open(path):
         inside.set()
         assert release.wait(30)
         return real_open(path)
 
-    monkeypatch.setattr(backups, "open_partial_file", slow_open)
+    monkeypatch.setattr(dump, "open_partial_file", slow_open)
     result = {}
 
     def first():
@@ -345,7 +346,7 @@ def test_backup_missing_pg_dump_fails_naming_pg_bin_dir(backup_dir, settings, tm
 
 def test_backup_full_disk_leaves_no_file(backup_dir, monkeypatch):
     # /dev/full answers every write with ENOSPC: the kernel's own full disk.
-    monkeypatch.setattr(backups, "open_partial_file", lambda path: (path.touch(), open("/dev/full", "wb"))[1])
+    monkeypatch.setattr(dump, "open_partial_file", lambda path: (path.touch(), open("/dev/full", "wb"))[1])
 
     run = backups.run_backup(actor="system:test")
 
@@ -581,7 +582,7 @@ def test_restore_test_scratch_name_does_not_depend_on_the_length_of_the_database
     test = RestoreTest(pk=123456789)
     for name in ("p2p", "marketplace_backoffice_production_eu_west_1_primary_database_x"):  # 3 and 63 bytes
         monkeypatch.setitem(connection.settings_dict, "NAME", name)
-        scratch = backups._scratch_name(test)
+        scratch = restore._scratch_name(test)
         assert scratch.startswith("restore_test_") and scratch.endswith("_123456789")
         assert len(scratch.encode()) <= 63 and not name.startswith(scratch[:-len("123456789")])
         assert backups.is_scratch_database(scratch)
@@ -598,7 +599,7 @@ def test_backup_connects_with_every_libpq_option_of_the_database_settings(monkey
                       "isolation_level": 1, "server_side_binding": True}}  # the last two are Django's own
     monkeypatch.setenv("PGSSLCRL", "/etc/ssl/db.crl")  # honoured by Django's connection: pg_dump's too
 
-    conninfo, env = backups._libpq_connection(db)
+    conninfo, env = tools._libpq_connection(db)
 
     assert conninfo_to_dict(conninfo) == {
         "dbname": "p2p_escrow", "user": "backoffice", "host": "db-primary.internal,db-standby.internal",
@@ -641,7 +642,7 @@ def test_restore_test_marks_tests_left_running_or_queued_too_long_as_interrupted
     long_ago = timezone.now() - timedelta(hours=3)
     killed = RestoreTest.objects.create(backup=backup, actor_label="system:test", created_at=long_ago,
                                         started_at=long_ago, status=RestoreTestStatus.RUNNING,
-                                        scratch_database=backups._scratch_name(RestoreTest(pk=999_998)))
+                                        scratch_database=restore._scratch_name(RestoreTest(pk=999_998)))
     lost = RestoreTest.objects.create(backup=backup, actor_label="ops-admin", created_at=long_ago)
     waiting = RestoreTest.objects.create(backup=backup, actor_label="ops-admin",
                                          created_at=timezone.now() - timedelta(minutes=10))

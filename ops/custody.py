@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +20,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from backoffice.alerts.services import raise_alert
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import safe as chain_safe
@@ -330,7 +333,9 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
 
 def mark_stale_actions(*, chain: str | None = None) -> int:
     """Mark awaiting Safe and guardian actions whose nonce was consumed (by another action, or outside the
-    back office) as stale: they can never execute, and are never sent."""
+    back office), and guardian pauses whose signature deadline passed, as stale: they can never execute, and
+    are never sent. An emergency pause that expired unsent raises a P1 (after its own transaction): the escrow
+    was not paused by it."""
     from . import actions
 
     count = 0
@@ -339,14 +344,22 @@ def mark_stale_actions(*, chain: str | None = None) -> int:
     if chain:
         qs = qs.filter(chain=chain)
     seen: dict[tuple[str, str], int] = {}
+    chain_now: dict[str, int] = {}
     for action in qs:
         key = (action.chain, action.tx_to)
-        if key not in seen:
-            try:
+        try:
+            if key not in seen:
                 seen[key] = current_signers(action).nonce
-            except (ProviderUnavailable, RpcError) as exc:
-                logger.warning("stale check of action %s skipped: %s", action.pk, exc, extra={"chain": action.chain})
-                continue
+            if action.custody == Custody.GUARDIAN and action.chain not in chain_now:
+                chain_now[action.chain] = transactions.chain_time(action.chain)
+        except (ProviderUnavailable, RpcError) as exc:
+            logger.warning("stale check of action %s skipped: %s", action.pk, exc, extra={"chain": action.chain})
+            continue
+        if action.custody == Custody.GUARDIAN and seen[key] <= action.safe_nonce \
+                and int(action.typed_data["message"]["deadline"]) <= chain_now[action.chain]:
+            _expire_guardian_pause(action)
+            count += 1
+            continue
         if seen[key] > action.safe_nonce:
             winner = ContractAction.objects.filter(chain=action.chain, tx_to=action.tx_to, safe_nonce=action.safe_nonce,
                                                    status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED]).first()
@@ -356,3 +369,16 @@ def mark_stale_actions(*, chain: str | None = None) -> int:
                                         "it again if it is still needed")
             count += 1
     return count
+
+
+def _expire_guardian_pause(action: ContractAction) -> None:
+    from . import actions
+
+    closed = datetime.fromtimestamp(int(action.typed_data["message"]["deadline"]), tz=dt_timezone.utc)
+    actions.mark_action(action, ActionStatus.STALE, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+                        outcome=f"no guardian signed before the pause signature's deadline "
+                                f"({closed:%Y-%m-%d %H:%M:%S} UTC): nothing was sent")
+    raise_alert(key=f"guardian-pause-expired:{action.chain}:{action.pk}", severity="P1", source="contract_actions",
+                title=f"{action.chain}: emergency pause #{action.pk} expired unsigned, the escrow is NOT paused",
+                message=f"No guardian signed pause #{action.pk} ({action.reason}) before {closed:%Y-%m-%d %H:%M:%S} "
+                        "UTC. If trading must still stop, run Emergency stop again and have a guardian sign at once.")

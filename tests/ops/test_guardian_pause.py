@@ -88,6 +88,25 @@ def test_guardian_pause_signature_after_its_deadline_is_refused_and_not_recorded
     assert safe_chain.escrow.functions.paused().call() is False
 
 
+def test_guardian_pause_left_unsigned_past_its_deadline_goes_stale_with_a_p1(safe_chain, staff, settings):
+    from backoffice.alerts.models import Alert
+
+    settings.GUARDIAN_PAUSE_SECONDS = 5
+    waiting = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
+    assert actions.advance_contract_actions(chain="bsc")["stale"] == 0, "inside its window: still waiting"
+    waiting.refresh_from_db()
+    assert waiting.status == ActionStatus.PROPOSED
+    safe_chain.increase_time(10)
+    safe_chain.mine()
+    assert actions.advance_contract_actions(chain="bsc")["stale"] == 1
+    waiting.refresh_from_db()
+    assert waiting.status == ActionStatus.STALE and "no guardian signed before" in waiting.outcome
+    alert = Alert.objects.get(key=f"guardian-pause-expired:bsc:{waiting.pk}")
+    assert alert.severity == "P1" and "NOT paused" in alert.title
+    assert safe_chain.escrow.functions.paused().call() is False
+    assert actions.advance_contract_actions(chain="bsc")["stale"] == 0, "once"
+
+
 def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_recorded(safe_chain, staff):
     from django.contrib.auth.models import Permission
     from django.core.exceptions import PermissionDenied

@@ -115,7 +115,30 @@ def revoke_signing_key(*, actor: Any, key: StaffSigningKey, reason: str) -> Staf
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         record_audit(actor=actor, action="revoke_signing_key", obj=key, after={"address": key.address}, reason=reason)
+    _recount_approved(key)
     return key
+
+
+def _recount_approved(key: StaffSigningKey) -> None:
+    """Approved Safe actions the revoked key signed go back to collecting signatures at once when the rest no
+    longer reach the threshold, so no list shows them ready to execute. Best effort: the chain is read for the
+    owners, and when it cannot be, execution counts again anyway (`tally` in `_prepare_signed_call`)."""
+    from . import actions
+
+    signed = ContractAction.objects.filter(status=ActionStatus.APPROVED, custody=Custody.SAFE,
+                                           signatures__signer_address=key.address).distinct()
+    for action in signed:
+        try:
+            counted = tally(action, current_signers(action))
+        except (ProviderUnavailable, RpcError) as exc:
+            logger.warning("recount of action %s after a revoked key skipped: %s", action.pk, exc,
+                           extra={"chain": action.chain})
+            continue
+        if not counted.met:
+            outcome = (f"back to collecting signatures: {key.address} was revoked, {len(counted.valid)} valid "
+                       f"signature(s) of {counted.threshold} needed; another owner must sign in its place")
+            actions.mark_action(action, ActionStatus.PROPOSED, only_from=(ActionStatus.APPROVED,), outcome=outcome,
+                                audit_reason=outcome)
 
 
 # ---------------------------------------------------------------------------- reading who may sign

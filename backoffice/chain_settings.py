@@ -105,6 +105,10 @@ def _out_of_range(spec: dict, environ: Mapping[str, str]) -> list[str]:
     if spec["max_in_flight"] < 1:
         problems.append(f"{p}_SYNC_MAX_IN_FLIGHT is {spec['max_in_flight']}: use 1 (one eth_getLogs at a time) "
                         "or more")
+    bad = [a for a in spec["safe_known_modules"] if not re.fullmatch(r"0x[0-9a-f]{40}", a)]
+    if bad:
+        problems.append(f"{p}_SAFE_KNOWN_MODULES holds {', '.join(bad)}: use 0x-prefixed 20-byte addresses separated "
+                        "by commas")
     try:
         gas = Decimal(spec["min_gas_balance"])
     except InvalidOperation:
@@ -164,6 +168,10 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
         "owner_mode": (_get(environ, f"{prefix}_OWNER_MODE") or "safe").lower(),
         "guardian_module": _get(environ, f"{prefix}_GUARDIAN_MODULE"),
+        # Modules and a transaction guard the Safe's owners installed on purpose: the custody check names any
+        # other at every run (a module moves funds with no owner signature; a guard can refuse every execution).
+        "safe_known_modules": [a.strip().lower() for a in _get(environ, f"{prefix}_SAFE_KNOWN_MODULES").split(",")
+                               if a.strip()],
         # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
         "min_gas_balance": _get(environ, f"{prefix}_MIN_GAS_BALANCE") or "0.05",
     }

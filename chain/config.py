@@ -24,6 +24,7 @@ class ChainConfig:
     batch_blocks: int
     owner_mode: str = "safe"
     guardian_module: str = ""
+    safe_known_modules: tuple[str, ...] = ()  # modules and guard the Safe's owners installed on purpose
     min_gas_balance: str = "0.05"
     max_rps: float = 0.0  # per-provider request budget (0: none)
     max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
@@ -67,7 +68,8 @@ def get_chain_config(chain: str) -> ChainConfig:
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
         "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
-        max_in_flight=int(base.get("max_in_flight", 4)))
+        max_in_flight=int(base.get("max_in_flight", 4)),
+        safe_known_modules=tuple(base.get("safe_known_modules", ())))
     local = _local_deployment().get(chain)
     if local:
         # Environment wins; the local deployment only fills what the environment left unset.

@@ -289,7 +289,8 @@ def pause_digest(chain: str, module: str, deadline: int) -> str:
     return _hex(_call(chain, module, "pauseDigest(uint256)", abi_encode(["uint256"], [deadline]))[:32])
 
 
-def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "") -> Custody:
+def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "",
+                 known_modules: tuple[str, ...] = ()) -> Custody:
     """The owner of both contracts and, when it is a Safe, its state and the guardian module's."""
     owner, pool_owner = owner_of(chain, escrow), owner_of(chain, pool)
     custody = Custody(chain=chain, owner=owner, pool_owner=pool_owner, is_safe=has_code(chain, owner))
@@ -299,24 +300,26 @@ def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "
         custody.safe = read_safe(chain, owner)
         if guardian_module:
             custody.guardian = read_guardians(chain, guardian_module, owner)
-        custody.errors += unknown_safe_powers(custody.safe, guardian_module)
+        custody.errors += unknown_safe_powers(custody.safe, guardian_module, known_modules)
     return custody
 
 
-def unknown_safe_powers(safe: SafeState, guardian_module: str = "") -> list[str]:
-    """What the back office did not set up and the owners may not know of: a module other than the guardian
-    (it executes anything, with no owner signature), a transaction guard (it can veto every execution)."""
+def unknown_safe_powers(safe: SafeState, guardian_module: str = "", known: tuple[str, ...] = ()) -> list[str]:
+    """What the back office did not set up and the owners did not declare (`known`: <CHAIN>_SAFE_KNOWN_MODULES):
+    a module other than the guardian (it executes anything, with no owner signature), a transaction guard (it can
+    veto every execution)."""
     problems = []
-    unknown = [m for m in safe.modules if m != guardian_module.lower()]
+    unknown = [m for m in safe.modules if m != guardian_module.lower() and m not in known]
     if unknown:
         problems.append(f"the Safe {safe.address} has module(s) {', '.join(unknown)} enabled that the back office "
                         "does not know: a module moves the Safe's funds and calls the escrow with no owner signature. "
-                        "Unless every owner knows it, disable it (Safe disableModule) now")
+                        "Disable it (Safe disableModule) now, unless every owner knows it: then list it in "
+                        "<CHAIN>_SAFE_KNOWN_MODULES")
     if len(safe.modules) >= MAX_MODULES_READ:
         problems.append(f"the Safe {safe.address} has {MAX_MODULES_READ} or more modules enabled: only the first "
                         f"{MAX_MODULES_READ} were read")
-    if safe.guard != ZERO_ADDRESS:
+    if safe.guard != ZERO_ADDRESS and safe.guard not in known:
         problems.append(f"a transaction guard {safe.guard} is set on the Safe {safe.address}: every execTransaction "
-                        "passes through it and it can refuse them all. Unless every owner knows it, remove it "
-                        "(Safe setGuard to the zero address)")
+                        "passes through it and it can refuse them all. Remove it (Safe setGuard to the zero address), "
+                        "unless every owner knows it: then list it in <CHAIN>_SAFE_KNOWN_MODULES")
     return problems

@@ -94,12 +94,13 @@ def simulate_action(action: ContractAction) -> dict[str, Any]:
 
 def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[str, Any], reason: str,
                             order_onchain_id: int | None = None, group: str = "",
-                            automatic: bool = False, safe_nonce: int | None = None) -> ContractAction:
+                            automatic: bool = False, safe_nonce: int | None = None,
+                            safe_address: str = "") -> ContractAction:
     """Validate, encode and simulate an owner call, and record it as proposed (audited).
 
     Raises ValidationError naming the field for bad parameters, a missing reason, an unconfigured
-    chain, a Safe no longer at `safe_nonce` (when given: a cancel targets one nonce), or a simulation that
-    reverts (with the decoded reason); nothing is written then.
+    chain, a Safe other than `safe_address` or no longer at `safe_nonce` (when given: a cancel targets one nonce
+    of one Safe), or a simulation that reverts (with the decoded reason); nothing is written then.
     """
     require_perm(actor, "ops.add_contractaction", "propose contract actions")
     reason = (reason or "").strip()
@@ -122,6 +123,10 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
         sender = state.address
         if contract == "safe":
             to = state.address
+        if safe_address and state.address != safe_address.lower():
+            raise ValidationError({"safe_nonce": f"The escrow is now owned by {state.address}, not the Safe "
+                                                 f"{safe_address}: a SafeTx of the old Safe is cancelled with the old "
+                                                 "Safe's own tools; nothing was proposed."})
         if safe_nonce is not None and state.nonce != safe_nonce:
             why = ("was used: the SafeTx on it can no longer execute" if state.nonce > safe_nonce else
                    f"is not reached yet: the Safe is at nonce {state.nonce}")
@@ -187,18 +192,25 @@ def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -
     nonce. Rejecting an action in the back office does not void its owners' signatures: whoever holds enough
     of them can still execute it until that Safe nonce is used. The cancel needs the threshold like any SafeTx.
 
-    Refused (nothing proposed) unless `action` is a rejected Safe action whose nonce is the Safe's nonce now.
+    Refused (nothing proposed) unless `action` is a closed SafeTx (`selectors.exposed_safe_txs`: rejected, or
+    failed without using its nonce, and not open again under another action) whose Safe still owns the escrow
+    and is at its nonce now.
     """
+    from .selectors import exposed_safe_txs
+
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required: say why the SafeTx must never execute."})
-    if action.custody != Custody.SAFE or action.status != ActionStatus.REJECTED:
+    if not exposed_safe_txs().filter(pk=action.pk).exists():
+        again = ContractAction.objects.filter(signing_hash=action.signing_hash,
+                                              status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=action.pk)
+        why = (f"the same SafeTx is open again as #{again[0].pk}: reject that one first" if again.exists() else
+               "only a rejected or failed SafeTx is cancelled on chain (reject it first)")
         raise ValidationError({"status": f"Action #{action.pk} is a {action.get_custody_display()} action, "
-                                         f"{action.get_status_display().lower()}: only a rejected SafeTx is cancelled "
-                                         "on chain (reject it first)."})
+                                         f"{action.get_status_display().lower()}: {why}."})
     return propose_contract_action(actor=actor, chain=action.chain, kind="cancel_safe_tx", params={},
                                    reason=f"{reason} (cancels #{action.pk} at Safe nonce {action.safe_nonce})",
-                                   safe_nonce=action.safe_nonce)
+                                   safe_nonce=action.safe_nonce, safe_address=action.safe_address)
 
 
 def approve_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
+from backoffice.alerts.models import Alert
 from backoffice.alerts.services import raise_alert
 from backoffice.durations import age
 from chain.config import configured_chains, get_chain_config
@@ -15,7 +16,7 @@ from chain.models import ChainState, EventSyncCursor
 from chain.safe import SafeState
 
 from . import health as health_checks
-from .models import ActionStatus, ContractAction, Custody, OpsReport, PlatformFlag, SecretSchedule
+from .models import OpsReport, PlatformFlag, SecretSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +164,9 @@ def check_custody() -> list[str]:
             raised.append(f"custody-changed:{chain}")
         if c.safe:
             raised += _rejected_but_executable(chain, c.safe)
-        for problem in c.errors:
+        if c.errors:  # one alert naming every problem: one per problem under one key would keep only the last
             raise_alert(key=f"custody-mismatch:{chain}", severity="P1", source="check_custody",
-                        title=f"{chain}: custody does not match the configuration", message=problem)
+                        title=f"{chain}: custody does not match the configuration", message=". ".join(c.errors) + ".")
             raised.append(f"custody-mismatch:{chain}")
         for gas in status.gas:
             if gas.low:
@@ -178,19 +179,21 @@ def check_custody() -> list[str]:
 
 
 def _rejected_but_executable(chain: str, safe: SafeState) -> list[str]:
-    """A P2 per rejected SafeTx on the Safe's current nonce that holds the threshold of current owners' signatures:
-    rejecting it in the back office did not void them, and anyone holding them can execute it until the nonce is
-    used (its page offers "Cancel on chain")."""
+    """A P2, once per action, for each closed SafeTx (rejected, or failed without using its nonce) on the Safe's
+    current nonce that holds the threshold of current owners' signatures: closing it in the back office did not
+    void them, and anyone holding them can execute it until the nonce is used (its page offers "Cancel on
+    chain"). Not while the same SafeTx is open again (proposed anew: the owners want it)."""
+    from .selectors import exposed_safe_txs
+
     raised = []
-    rejected = (ContractAction.objects.filter(chain=chain, custody=Custody.SAFE, status=ActionStatus.REJECTED,
-                                              safe_address=safe.address, safe_nonce=safe.nonce)
-                .prefetch_related("signatures"))
-    for action in rejected:
+    closed = (exposed_safe_txs().filter(chain=chain, safe_address=safe.address, safe_nonce=safe.nonce)
+              .prefetch_related("signatures"))
+    for action in closed:
         held = {s.signer_address for s in action.signatures.all()} & set(safe.owners)
-        if len(held) >= safe.threshold:
-            key = f"safe-tx-executable:{chain}:{action.pk}"
+        key = f"safe-tx-executable:{chain}:{action.pk}"
+        if len(held) >= safe.threshold and not Alert.objects.filter(key=key).exists():
             raise_alert(key=key, severity="P2", source="check_custody",
-                        title=f"{chain}: rejected SafeTx #{action.pk} can still execute on chain",
+                        title=f"{chain}: {action.get_status_display().lower()} SafeTx #{action.pk} can still execute on chain",
                         message=f"#{action.pk} ({action.description}) holds {len(held)} current owners' signatures "
                                 f"of {safe.threshold} needed on Safe nonce {safe.nonce}: whoever holds them can "
                                 f"execute it. Open #{action.pk} and use “Cancel on chain…”.")

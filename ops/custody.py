@@ -395,13 +395,27 @@ def mark_stale_actions(*, chain: str | None = None) -> int:
 
 
 def _expire_guardian_pause(action: ContractAction) -> None:
+    """Stale, saying what happened by the status it had (unsigned, or signed but never sent); then a P1 if the
+    escrow is not paused (by another way meanwhile). Nothing when the action moved on before the lock (sent)."""
     from . import actions
 
+    action.refresh_from_db()
+    if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
+        return
     closed = datetime.fromtimestamp(int(action.typed_data["message"]["deadline"]), tz=dt_timezone.utc)
-    actions.mark_action(action, ActionStatus.STALE, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
-                        outcome=f"no guardian signed before the pause signature's deadline "
-                                f"({closed:%Y-%m-%d %H:%M:%S} UTC): nothing was sent")
-    raise_alert(key=f"guardian-pause-expired:{action.chain}:{action.pk}", severity="P1", source="contract_actions",
-                title=f"{action.chain}: emergency pause #{action.pk} expired unsigned, the escrow is NOT paused",
-                message=f"No guardian signed pause #{action.pk} ({action.reason}) before {closed:%Y-%m-%d %H:%M:%S} "
-                        "UTC. If trading must still stop, run Emergency stop again and have a guardian sign at once.")
+    what = ("no guardian signed it" if action.status == ActionStatus.PROPOSED else
+            "a guardian signed it but it was not sent")
+    moved = actions.mark_action(action, ActionStatus.STALE, only_from=(action.status,),
+                                outcome=f"{what} before the pause signature's deadline "
+                                        f"({closed:%Y-%m-%d %H:%M:%S} UTC): nothing was sent")
+    if moved.status != ActionStatus.STALE:
+        return
+    try:
+        paused = transactions.escrow_paused(action.chain, action.to_address)
+    except (ProviderUnavailable, RpcError):
+        paused = False  # unknown: say so rather than stay silent about an emergency stop that did not happen
+    if not paused:
+        raise_alert(key=f"guardian-pause-expired:{action.chain}:{action.pk}", severity="P1", source="contract_actions",
+                    title=f"{action.chain}: emergency pause #{action.pk} expired unsent, the escrow is NOT paused",
+                    message=f"Pause #{action.pk} ({action.reason}): {what} before {closed:%Y-%m-%d %H:%M:%S} UTC. "
+                            "If trading must still stop, run Emergency stop again and have a guardian sign at once.")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from backoffice.durations import age, human_duration
@@ -17,6 +18,8 @@ from chain.rpc import ProviderUnavailable, RpcError
 
 from .custody import current_signers, signature_problems
 from .models import (
+    AWAITING,
+    IN_FLIGHT,
     ActionStatus,
     BackupRun,
     BackupStatus,
@@ -78,7 +81,8 @@ def custody_status(chain: str) -> CustodyStatus:
         return status
     try:
         status.custody = chain_safe.read_custody(chain, escrow=cfg.escrow, pool=cfg.arbitrator_pool,
-                                                 guardian_module=cfg.guardian_module)
+                                                 guardian_module=cfg.guardian_module,
+                                                 known_modules=cfg.safe_known_modules)
     except (ProviderUnavailable, RpcError) as exc:
         status.error = f"RPC unreachable: {exc}"
         return status
@@ -94,6 +98,16 @@ def custody_status(chain: str) -> CustodyStatus:
                               .values_list("address", "user__username"))
     status.gas = gas_accounts(chain)
     return status
+
+
+def exposed_safe_txs() -> QuerySet[ContractAction]:
+    """Closed SafeTxs whose owners' signatures still execute them on chain while their Safe nonce is unused:
+    rejected, or failed without using the nonce (a reverted execTransaction even publishes the signatures).
+    Not a cancel (it does nothing), nor a SafeTx open again under another action (re-proposed: wanted)."""
+    open_again = ContractAction.objects.filter(signing_hash=OuterRef("signing_hash"),
+                                               status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=OuterRef("pk"))
+    return (ContractAction.objects.filter(custody=Custody.SAFE, status__in=[ActionStatus.REJECTED, ActionStatus.FAILED])
+            .exclude(kind="cancel_safe_tx").exclude(Exists(open_again)))
 
 
 def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
@@ -125,8 +139,8 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     # A rejected SafeTx is void only in the back office: on chain, its current owners' signatures (a revoked key
     # signs on chain all the same) execute it until its nonce is used. `executable`: enough of them are held.
     summary["onchain_count"] = len({r["address"] for r in rows} & set(signers.addresses)) if signers else 0
-    summary["exposed"] = bool(signers and action.custody == Custody.SAFE and action.status == ActionStatus.REJECTED
-                              and signers.nonce == action.safe_nonce and summary["onchain_count"])
+    summary["exposed"] = bool(signers and summary["onchain_count"] and signers.nonce == action.safe_nonce
+                              and exposed_safe_txs().filter(pk=action.pk).exists())
     summary["executable"] = summary["exposed"] and summary["onchain_count"] >= signers.threshold
     if summary["exposed"]:
         summary["cancels"] = safe_tx_cancels(action)

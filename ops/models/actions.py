@@ -139,10 +139,12 @@ class ContractAction(models.Model):
             models.UniqueConstraint(fields=["replaces"], condition=models.Q(status__in=["proposed", "approved"]),
                                     name="contract_actions_one_pending_replacement"),
             # One open action per SafeTx (its replacements, only the relayer's fee raised, share the hash):
-            # a second would gather owners' signatures on the same hash outside the first one's review.
+            # a second would gather owners' signatures on the same hash outside the first one's review. Guardian
+            # pauses are not SafeTxs: two in one block share a hash, and both may wait for a guardian.
             models.UniqueConstraint(fields=["signing_hash"],
-                                    condition=models.Q(status__in=["proposed", "approved", "signed", "sent"],
-                                                       replaces__isnull=True) & ~models.Q(signing_hash=""),
+                                    condition=models.Q(custody="safe", status__in=["proposed", "approved", "signed",
+                                                                                   "sent"], replaces__isnull=True)
+                                    & ~models.Q(signing_hash=""),
                                     name="contract_actions_one_open_per_safe_tx",
                                     violation_error_message="This SafeTx already has an open action."),
             models.UniqueConstraint(fields=["chain", "kind", "order_onchain_id"],

@@ -111,6 +111,7 @@ def test_config_an_unknown_owner_mode_names_the_variable():
     ("BASE_MIN_GAS_BALANCE", "-0.1", "BASE_MIN_GAS_BALANCE is '-0.1': use an amount of the chain's native coin"),
     ("BASE_MIN_GAS_BALANCE", "lots", "BASE_MIN_GAS_BALANCE is 'lots': use an amount"),
     ("BASE_MIN_GAS_BALANCE", "NaN", "BASE_MIN_GAS_BALANCE is 'NaN': use an amount"),
+    ("BASE_SAFE_KNOWN_MODULES", "0x12,vault", "BASE_SAFE_KNOWN_MODULES holds 0x12, vault: use 0x-prefixed 20-byte"),
     ("BASE_BLOCK_TIME", "nan", "BASE_BLOCK_TIME='nan' is not a number"),
     ("BASE_POLL_SECONDS", "inf", "BASE_POLL_SECONDS='inf' is not a number"),
 ])

@@ -61,6 +61,24 @@ def test_custody_check_names_a_guard_and_a_changed_fallback_handler(safe_chain):
     assert "transaction guard" in open_alert("custody-mismatch:bsc").message
 
 
+def test_custody_mismatch_alert_names_every_problem_at_once(safe_chain):
+    """A module and a guard together: one alert holding both (one key per chain keeps only its last message)."""
+    module = Web3.to_checksum_address("0x" + "4d" * 20)
+    safe_chain.exec_as_owners(safe_chain.safe.functions.enableModule(module))
+    safe_chain.rpc("anvil_setStorageAt", [safe_chain.safe.address, chain_safe.GUARD_SLOT,
+                                          "0x" + STRANGER[2:].lower().rjust(64, "0")])
+    checks.check_custody()
+    message = open_alert("custody-mismatch:bsc").message
+    assert module.lower() in message and "disableModule" in message
+    assert f"transaction guard {STRANGER.lower()}" in message
+
+
+def test_custody_check_leaves_modules_and_guard_the_owners_declared(safe_chain, settings):
+    safe_chain.exec_as_owners(safe_chain.safe.functions.enableModule(STRANGER))
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "safe_known_modules": [STRANGER.lower()]}}
+    assert "custody-mismatch:bsc" not in checks.check_custody()
+
+
 def test_custody_check_after_an_upgrade_takes_new_fields_as_recorded_not_changed(safe_chain):
     checks.check_custody()
     state = ChainState.objects.get(chain="bsc")

@@ -88,6 +88,15 @@ def test_guardian_pause_signature_after_its_deadline_is_refused_and_not_recorded
     assert safe_chain.escrow.functions.paused().call() is False
 
 
+def test_guardian_pause_started_twice_in_one_block_gives_two_pauses_waiting(safe_chain, staff):
+    """Two operators reacting to one incident in the same block: the same module nonce and deadline, so the same
+    hash; both wait for a guardian (one open action per SafeTx is for SafeTxs, not guardian pauses)."""
+    first = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05: drained wallet")
+    second = actions.pause_now(actor=staff["bob"], chain="bsc", reason="RB-05: same incident")
+    assert first.signing_hash == second.signing_hash
+    assert {first.status, second.status} == {ActionStatus.PROPOSED}
+
+
 def test_guardian_pause_left_unsigned_past_its_deadline_goes_stale_with_a_p1(safe_chain, staff, settings):
     from backoffice.alerts.models import Alert
 
@@ -100,11 +109,25 @@ def test_guardian_pause_left_unsigned_past_its_deadline_goes_stale_with_a_p1(saf
     safe_chain.mine()
     assert actions.advance_contract_actions(chain="bsc")["stale"] == 1
     waiting.refresh_from_db()
-    assert waiting.status == ActionStatus.STALE and "no guardian signed before" in waiting.outcome
+    assert waiting.status == ActionStatus.STALE and "no guardian signed it before" in waiting.outcome
     alert = Alert.objects.get(key=f"guardian-pause-expired:bsc:{waiting.pk}")
     assert alert.severity == "P1" and "NOT paused" in alert.title
     assert safe_chain.escrow.functions.paused().call() is False
     assert actions.advance_contract_actions(chain="bsc")["stale"] == 0, "once"
+
+
+def test_guardian_pause_expiring_after_the_escrow_was_paused_another_way_raises_nothing(safe_chain, staff, settings):
+    from backoffice.alerts.models import Alert
+
+    settings.GUARDIAN_PAUSE_SECONDS = 5
+    waiting = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
+    safe_chain.exec_as_owners(safe_chain.escrow.functions.pause())  # the owners paused it through the Safe
+    safe_chain.increase_time(10)
+    safe_chain.mine()
+    actions.advance_contract_actions(chain="bsc")
+    waiting.refresh_from_db()
+    assert waiting.status == ActionStatus.STALE
+    assert not Alert.objects.filter(key__startswith="guardian-pause-expired").exists()
 
 
 def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_recorded(safe_chain, staff):

@@ -137,3 +137,21 @@ def test_revoked_key_leaves_an_action_approved_while_the_others_still_reach_the_
     action.refresh_from_db()
     assert action.status == ActionStatus.APPROVED, "alice and carol still make two of three"
     assert confirm(actions.execute_contract_action(actor=alice, action=action)).status == ActionStatus.CONFIRMED
+
+
+def test_proposal_losing_a_race_for_the_same_safetx_names_the_winner(safe_chain, staff, monkeypatch):
+    """The check ran before the other proposal committed (as in a race): the index refuses the insert, and the
+    refusal still names the open action instead of a database error."""
+    first = propose_treasury(staff["alice"])
+    real, checks_run = actions._refuse_open_safe_tx, []
+
+    def checked_too_early(signing_hash):
+        checks_run.append(signing_hash)
+        if len(checks_run) > 1:
+            real(signing_hash)
+
+    monkeypatch.setattr(actions, "_refuse_open_safe_tx", checked_too_early)
+    with pytest.raises(ValidationError) as err:
+        propose_treasury(staff["bob"])
+    assert f"#{first.pk}" in " ".join(err.value.messages) and len(checks_run) == 2
+    assert type(first).objects.filter(signing_hash=first.signing_hash).count() == 1

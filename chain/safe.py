@@ -300,15 +300,22 @@ def read_custody(chain: str, *, escrow: str, pool: str, guardian_module: str = "
         custody.safe = read_safe(chain, owner)
         if guardian_module:
             custody.guardian = read_guardians(chain, guardian_module, owner)
-        custody.errors += unknown_safe_powers(custody.safe, guardian_module, known_modules)
+            if not custody.guardian.enabled:
+                custody.errors.append(f"the guardian module {guardian_module.lower()} is not enabled on the Safe "
+                                      f"{owner}: an emergency pause needs the Safe's threshold. Enable it (a SafeTx "
+                                      "enableModule)")
+        custody.errors += safe_problems(custody.safe, guardian_module, known_modules)
     return custody
 
 
-def unknown_safe_powers(safe: SafeState, guardian_module: str = "", known: tuple[str, ...] = ()) -> list[str]:
-    """What the back office did not set up and the owners did not declare (`known`: <CHAIN>_SAFE_KNOWN_MODULES):
-    a module other than the guardian (it executes anything, with no owner signature), a transaction guard (it can
-    veto every execution)."""
+def safe_problems(safe: SafeState, guardian_module: str = "", known: tuple[str, ...] = ()) -> list[str]:
+    """What undoes four eyes on chain: a threshold of one; and what the back office did not set up and the owners
+    did not declare (`known`: <CHAIN>_SAFE_KNOWN_MODULES): a module other than the guardian (it executes
+    anything, with no owner signature), a transaction guard (it can veto every execution)."""
     problems = []
+    if safe.threshold < 2:
+        problems.append(f"the Safe {safe.address} needs {safe.threshold} signature of {len(safe.owners)}: one owner "
+                        "acts alone. Raise the threshold to 2 or more (a SafeTx changeThreshold)")
     unknown = [m for m in safe.modules if m != guardian_module.lower() and m not in known]
     if unknown:
         problems.append(f"the Safe {safe.address} has module(s) {', '.join(unknown)} enabled that the back office "

@@ -97,3 +97,12 @@ def test_contract_status_page_lists_the_safes_modules_guard_and_handler(safe_cha
     assert f"<code>{safe_chain.module.address.lower()}</code> (the guardian module)" in page
     assert f"<code>{STRANGER.lower()}</code>" in page and "disableModule" in page
     assert f"<code>{chain_safe.ZERO_ADDRESS}</code> (none)" in page
+
+
+def test_custody_check_names_a_threshold_of_one_and_a_disabled_guardian_module(safe_chain):
+    safe_chain.exec_as_owners(safe_chain.safe.functions.changeThreshold(1))
+    safe_chain.exec_as_owners(safe_chain.safe.functions.disableModule(chain_safe.SENTINEL, safe_chain.module.address))
+    assert "custody-mismatch:bsc" in checks.check_custody()
+    message = open_alert("custody-mismatch:bsc").message
+    assert "needs 1 signature of 3: one owner acts alone" in message and "changeThreshold" in message
+    assert f"the guardian module {safe_chain.module.address.lower()} is not enabled" in message

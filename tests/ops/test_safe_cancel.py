@@ -119,6 +119,12 @@ def test_rejected_safetx_page_warns_and_offers_the_cancel(safe_chain, staff, cli
                                                                            args=[cancel.pk])
     page = client.get(reverse("admin:ops_contractaction_change", args=[rejected.pk])).content.decode()
     assert f"#{cancel.pk}</a> (proposed" in page and cancel_url not in page, "one open cancel: no second button"
+    # The owners sign the cancel on the same signing page as any SafeTx, the call said in words.
+    sign_page = client.get(reverse("admin:ops_contractaction_sign", args=[cancel.pk]))
+    assert sign_page.status_code == 200 and "no call: uses up the Safe nonce" in sign_page.content.decode()
+    typed = client.get(reverse("admin:ops_contractaction_typed_data", args=[cancel.pk])).json()
+    assert typed["message"]["to"].lower() == rejected.safe_address and typed["message"]["data"] == "0x"
+    assert int(typed["message"]["nonce"]) == rejected.safe_nonce
     # Once the nonce is used, the warning and the button go.
     cancel = sign(safe_chain, sign(safe_chain, cancel, alice), staff["bob"])
     confirm(actions.execute_contract_action(actor=alice, action=cancel))

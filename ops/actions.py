@@ -201,11 +201,14 @@ def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required: say why the SafeTx must never execute."})
+    if action.kind == "cancel_safe_tx":
+        raise ValidationError({"kind": f"#{action.pk} is itself a cancel: it is made harmless by executing the action "
+                                       f"wanted on Safe nonce {action.safe_nonce}."})
     if not exposed_safe_txs().filter(pk=action.pk).exists():
-        again = ContractAction.objects.filter(signing_hash=action.signing_hash,
-                                              status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=action.pk)
-        why = (f"the same SafeTx is open again as #{again[0].pk}: reject that one first" if again.exists() else
-               "only a rejected or failed SafeTx is cancelled on chain (reject it first)")
+        again = ContractAction.objects.filter(custody=Custody.SAFE, signing_hash=action.signing_hash,
+                                              status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=action.pk).first()
+        why = (f"the same SafeTx is open again as #{again.pk}: reject that one first" if again and action.signing_hash
+               else "only a rejected or failed SafeTx is cancelled on chain (reject it first)")
         raise ValidationError({"status": f"Action #{action.pk} is a {action.get_custody_display()} action, "
                                          f"{action.get_status_display().lower()}: {why}."})
     return propose_contract_action(actor=actor, chain=action.chain, kind="cancel_safe_tx", params={},
@@ -440,9 +443,10 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                       outcome=f"nonce {action.nonce} used by action #{winner.pk}")
                 counts["replaced"] += 1
             else:
-                mark_action(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
-                      outcome=f"nonce {action.nonce} was used by another transaction of the signer")
+                failed = mark_action(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
+                                     outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
+                _pause_failed(failed)
             return
     if receipt is None:
         if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
@@ -468,8 +472,9 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                                  receipt_block=receipt["block"], confirmed_at=timezone.now())
             counts["confirmed"] += 1
         else:
-            mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,), receipt_block=receipt["block"],
-                  outcome="the transaction reverted on chain (receipt status 0)")
+            action = mark_action(action, ActionStatus.FAILED, only_from=(ActionStatus.SENT,),
+                                 receipt_block=receipt["block"], outcome="the transaction reverted on chain (receipt "
+                                                                         "status 0)")
             counts["failed"] += 1
         for other in _others_with_nonce(action):
             if other.status in AWAITING:
@@ -480,6 +485,13 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                       outcome=f"nonce {action.nonce} used by action #{action.pk}")
                 counts["replaced"] += 1
         _finish_resume(action)
+    _pause_failed(action)
+
+
+def _pause_failed(action: ContractAction) -> None:
+    """An emergency pause through the guardian module that failed on chain: the escrow was not paused by it."""
+    if action.status == ActionStatus.FAILED and action.custody == Custody.GUARDIAN:
+        custody.alert_pause_not_done(action, f"its transaction failed ({action.outcome})")
 
 
 def _nonce_group(root: ContractAction) -> list[ContractAction]:

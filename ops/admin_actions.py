@@ -133,7 +133,8 @@ class ContractActionAdmin(admin.ModelAdmin):
             "execute": action.status == ActionStatus.APPROVED and user.has_perm("ops.execute_contractaction"),
             "replace": action.status in IN_FLIGHT
             and user.has_perm("ops.add_contractaction"),
-            "cancel": bool(signing and signing["exposed"]) and user.has_perm("ops.add_contractaction")
+            "cancel": bool(signing and signing["exposed"]) and action.kind != "cancel_safe_tx"
+            and user.has_perm("ops.add_contractaction")
             and not any(c.status in (*AWAITING, *IN_FLIGHT) for c in signing["cancels"]),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,

@@ -163,7 +163,7 @@ def check_custody() -> list[str]:
                         message="; ".join(changes) + ". Check with every Safe owner that this was intended.")
             raised.append(f"custody-changed:{chain}")
         if c.safe:
-            raised += _rejected_but_executable(chain, c.safe)
+            raised += _closed_but_executable(chain, c.safe)
         if c.errors:  # one alert naming every problem: one per problem under one key would keep only the last
             raise_alert(key=f"custody-mismatch:{chain}", severity="P1", source="check_custody",
                         title=f"{chain}: custody does not match the configuration", message=". ".join(c.errors) + ".")
@@ -178,26 +178,30 @@ def check_custody() -> list[str]:
     return raised
 
 
-def _rejected_but_executable(chain: str, safe: SafeState) -> list[str]:
-    """A P2, once per action, for each closed SafeTx (rejected, or failed without using its nonce) on the Safe's
-    current nonce that holds the threshold of current owners' signatures: closing it in the back office did not
-    void them, and anyone holding them can execute it until the nonce is used (its page offers "Cancel on
-    chain"). Not while the same SafeTx is open again (proposed anew: the owners want it)."""
-    from .selectors import exposed_safe_txs
+def _closed_but_executable(chain: str, safe: SafeState) -> list[str]:
+    """A P2, once per SafeTx, for a closed SafeTx (rejected, or failed without using its nonce) on the Safe's
+    current nonce whose actions together hold the threshold of current owners' signatures: closing it in the back
+    office did not void them (and the same SafeTx proposed, signed and rejected twice holds both halves), so
+    whoever holds them can execute it until the nonce is used. Not while the same SafeTx is open again."""
+    from .selectors import exposed_safe_txs, safe_tx_signers
 
     raised = []
-    closed = (exposed_safe_txs().filter(chain=chain, safe_address=safe.address, safe_nonce=safe.nonce)
-              .prefetch_related("signatures"))
-    for action in closed:
-        held = {s.signer_address for s in action.signatures.all()} & set(safe.owners)
-        key = f"safe-tx-executable:{chain}:{action.pk}"
-        if len(held) >= safe.threshold and not Alert.objects.filter(key=key).exists():
-            raise_alert(key=key, severity="P2", source="check_custody",
-                        title=f"{chain}: {action.get_status_display().lower()} SafeTx #{action.pk} can still execute on chain",
-                        message=f"#{action.pk} ({action.description}) holds {len(held)} current owners' signatures "
-                                f"of {safe.threshold} needed on Safe nonce {safe.nonce}: whoever holds them can "
-                                f"execute it. Open #{action.pk} and use “Cancel on chain…”.")
-            raised.append(key)
+    by_hash: dict[str, list] = {}
+    for action in exposed_safe_txs().filter(chain=chain, safe_address=safe.address, safe_nonce=safe.nonce).order_by("pk"):
+        by_hash.setdefault(action.signing_hash, []).append(action)
+    for signing_hash, closed in by_hash.items():
+        held = safe_tx_signers(signing_hash) & set(safe.owners)
+        key = f"safe-tx-executable:{chain}:{signing_hash}"
+        if len(held) < safe.threshold or Alert.objects.filter(key=key).exists():
+            continue
+        latest, names = closed[-1], ", ".join(f"#{a.pk}" for a in closed)
+        then = ("Execute the action wanted on that nonce first, or its signers must accept that it uses the nonce up"
+                if latest.kind == "cancel_safe_tx" else f"Open #{latest.pk} and use “Cancel on chain…”")
+        raise_alert(key=key, severity="P2", source="check_custody",
+                    title=f"{chain}: closed SafeTx {names} can still execute on chain",
+                    message=f"{latest.description} on Safe nonce {safe.nonce}: {names} hold {len(held)} current owners' "
+                            f"signatures of {safe.threshold} needed, and whoever holds them can execute it. {then}.")
+        raised.append(key)
     return raised
 
 

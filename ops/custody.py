@@ -408,14 +408,19 @@ def _expire_guardian_pause(action: ContractAction) -> None:
     moved = actions.mark_action(action, ActionStatus.STALE, only_from=(action.status,),
                                 outcome=f"{what} before the pause signature's deadline "
                                         f"({closed:%Y-%m-%d %H:%M:%S} UTC): nothing was sent")
-    if moved.status != ActionStatus.STALE:
-        return
+    if moved.status == ActionStatus.STALE:
+        alert_pause_not_done(action, f"{what} before {closed:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def alert_pause_not_done(action: ContractAction, what: str) -> None:
+    """A P1 for a guardian pause that ended without pausing (expired, or failed on chain), unless the escrow is
+    paused anyway (by another way meanwhile). Call after the action's own transaction."""
     try:
         paused = transactions.escrow_paused(action.chain, action.to_address)
     except (ProviderUnavailable, RpcError):
         paused = False  # unknown: say so rather than stay silent about an emergency stop that did not happen
     if not paused:
         raise_alert(key=f"guardian-pause-expired:{action.chain}:{action.pk}", severity="P1", source="contract_actions",
-                    title=f"{action.chain}: emergency pause #{action.pk} expired unsent, the escrow is NOT paused",
-                    message=f"Pause #{action.pk} ({action.reason}): {what} before {closed:%Y-%m-%d %H:%M:%S} UTC. "
-                            "If trading must still stop, run Emergency stop again and have a guardian sign at once.")
+                    title=f"{action.chain}: emergency pause #{action.pk} did not pause, the escrow is NOT paused",
+                    message=f"Pause #{action.pk} ({action.reason}): {what}. If trading must still stop, run Emergency "
+                            "stop again and have a guardian sign at once.")

@@ -20,6 +20,7 @@ from .custody import current_signers, signature_problems
 from .models import (
     AWAITING,
     IN_FLIGHT,
+    ActionSignature,
     ActionStatus,
     BackupRun,
     BackupStatus,
@@ -102,12 +103,20 @@ def custody_status(chain: str) -> CustodyStatus:
 
 def exposed_safe_txs() -> QuerySet[ContractAction]:
     """Closed SafeTxs whose owners' signatures still execute them on chain while their Safe nonce is unused:
-    rejected, or failed without using the nonce (a reverted execTransaction even publishes the signatures).
-    Not a cancel (it does nothing), nor a SafeTx open again under another action (re-proposed: wanted)."""
-    open_again = ContractAction.objects.filter(signing_hash=OuterRef("signing_hash"),
-                                               status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=OuterRef("pk"))
+    rejected, or failed without using the nonce (a reverted execTransaction even publishes the signatures); a
+    cancel too (it uses the nonce up, under whatever waits on it). Not a SafeTx open again under another action
+    (proposed anew: wanted)."""
+    open_again = ContractAction.objects.filter(custody=Custody.SAFE, signing_hash=OuterRef("signing_hash"),
+                                               status__in=[*AWAITING, *IN_FLIGHT])
     return (ContractAction.objects.filter(custody=Custody.SAFE, status__in=[ActionStatus.REJECTED, ActionStatus.FAILED])
-            .exclude(kind="cancel_safe_tx").exclude(Exists(open_again)))
+            .exclude(Exists(open_again)))
+
+
+def safe_tx_signers(signing_hash: str) -> set[str]:
+    """Every address that signed this SafeTx under any action (a rejected SafeTx proposed again is signed again:
+    on chain, the signatures of all of them add up)."""
+    return set(ActionSignature.objects.filter(action__custody=Custody.SAFE, action__signing_hash=signing_hash)
+               .values_list("signer_address", flat=True))
 
 
 def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
@@ -138,10 +147,11 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     summary["valid_count"] = sum(1 for r in rows if r["valid"])
     # A rejected SafeTx is void only in the back office: on chain, its current owners' signatures (a revoked key
     # signs on chain all the same) execute it until its nonce is used. `executable`: enough of them are held.
-    summary["onchain_count"] = len({r["address"] for r in rows} & set(signers.addresses)) if signers else 0
-    summary["exposed"] = bool(signers and summary["onchain_count"] and signers.nonce == action.safe_nonce
-                              and exposed_safe_txs().filter(pk=action.pk).exists())
-    summary["executable"] = summary["exposed"] and summary["onchain_count"] >= signers.threshold
+    closed = bool(signers and signers.nonce == action.safe_nonce and exposed_safe_txs().filter(pk=action.pk).exists())
+    held = safe_tx_signers(action.signing_hash) & set(signers.addresses) if closed else set()
+    summary["onchain_count"] = len(held)  # of current owners, over every action of this SafeTx
+    summary["exposed"] = bool(held)
+    summary["executable"] = summary["exposed"] and len(held) >= signers.threshold
     if summary["exposed"]:
         summary["cancels"] = safe_tx_cancels(action)
     return summary

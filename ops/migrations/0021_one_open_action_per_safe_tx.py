@@ -1,12 +1,13 @@
 # One open action per SafeTx, held by the database. Before the index is built, any duplicates the older code let
-# through (the same SafeTx proposed twice and still awaiting signatures) are closed: the one already in flight, or
-# else the first proposed, stays open; the others become stale, saying which one they duplicate.
+# through (the same SafeTx proposed twice and still open) are closed: the most advanced stays open (in flight, else
+# approved, else the one holding most signatures, else the first); the others become rejected, saying which one
+# they duplicate, so that a signature they hold is still counted by the custody check ("can still execute").
 
 from django.conf import settings
 from django.db import migrations, models
 
 OPEN = ["proposed", "approved", "signed", "sent"]
-AWAITING = ["proposed", "approved"]
+IN_FLIGHT = ["signed", "sent"]
 
 
 def close_duplicates(apps, schema_editor):
@@ -15,11 +16,15 @@ def close_duplicates(apps, schema_editor):
     hashes = (open_safe.values("signing_hash").annotate(n=models.Count("pk")).filter(n__gt=1)
               .values_list("signing_hash", flat=True))
     for signing_hash in hashes:
-        rows = list(open_safe.filter(signing_hash=signing_hash).order_by("pk"))
-        keep = next((r for r in rows if r.status not in AWAITING), rows[0])
+        rows = list(open_safe.filter(signing_hash=signing_hash).annotate(signed=models.Count("signatures")))
+        flying = [r.pk for r in rows if r.status in IN_FLIGHT]
+        if len(flying) > 1:
+            raise RuntimeError(f"Contract actions {flying} are the same SafeTx {signing_hash} and both in flight: "
+                               "let `manage.py contract_action recover` settle them, then migrate again.")
+        keep = min(rows, key=lambda r: (r.status not in IN_FLIGHT, r.status != "approved", -r.signed, r.pk))
         for row in rows:
-            if row.pk != keep.pk and row.status in AWAITING:
-                row.status = "stale"
+            if row.pk != keep.pk:
+                row.status = "rejected"
                 row.outcome = (f"closed by migration 0021: action #{keep.pk} is the same SafeTx (one open action per "
                                "SafeTx); nothing was sent")
                 row.save(update_fields=["status", "outcome"])

@@ -130,6 +130,29 @@ def test_guardian_pause_expiring_after_the_escrow_was_paused_another_way_raises_
     assert not Alert.objects.filter(key__startswith="guardian-pause-expired").exists()
 
 
+def test_guardian_pause_whose_transaction_fails_raises_a_p1_naming_it(safe_chain, staff):
+    """Signed and sent, but its relayer nonce went to another transaction before it was mined (dropped from the
+    pool): failed, the escrow not paused, and someone is paged."""
+    from backoffice.alerts.models import Alert
+
+    alice = staff["alice"]
+    pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
+    safe_chain.automine(False)
+    sent = custody.add_action_signature(actor=alice, action=pause,
+                                        signature=sign_typed(safe_chain, alice.account, pause.typed_data))
+    assert sent.status == ActionStatus.SENT
+    safe_chain.rpc("anvil_dropTransaction", [sent.tx_hash])
+    safe_chain.rpc("eth_sendTransaction", [{"from": safe_chain.relayer, "to": safe_chain.relayer, "value": "0x0",
+                                            "nonce": hex(sent.nonce)}])
+    safe_chain.mine()
+    safe_chain.automine(True)
+    assert actions.advance_contract_actions(chain="bsc")["failed"] == 1
+    sent.refresh_from_db()
+    assert sent.status == ActionStatus.FAILED and safe_chain.escrow.functions.paused().call() is False
+    alert = Alert.objects.get(key=f"guardian-pause-expired:bsc:{sent.pk}")
+    assert alert.severity == "P1" and "NOT paused" in alert.title and "its transaction failed" in alert.message
+
+
 def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_recorded(safe_chain, staff):
     from django.contrib.auth.models import Permission
     from django.core.exceptions import PermissionDenied

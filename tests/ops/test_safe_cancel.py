@@ -75,8 +75,9 @@ def test_rejected_safetx_holding_the_threshold_raises_a_p2_once(safe_chain, staf
         reason="typo")
     assert not any(k.startswith("safe-tx-executable") for k in checks.check_custody()), "one of two: not executable"
     rejected = signed_then_rejected(safe_chain, staff)
-    key = f"safe-tx-executable:bsc:{rejected.pk}"
-    assert key in checks.check_custody() and f"safe-tx-executable:bsc:{one_signature.pk}" not in checks.check_custody()
+    key = f"safe-tx-executable:bsc:{rejected.signing_hash}"
+    assert key in checks.check_custody()
+    assert f"safe-tx-executable:bsc:{one_signature.signing_hash}" not in checks.check_custody()
     alert = Alert.objects.get(key=key, acknowledged_at__isnull=True)
     assert alert.severity == "P2" and "Cancel on chain" in alert.message
     Alert.objects.filter(key=key).update(acknowledged_at=alert.created_at)
@@ -130,3 +131,36 @@ def test_rejected_safetx_page_warns_and_offers_the_cancel(safe_chain, staff, cli
     confirm(actions.execute_contract_action(actor=alice, action=cancel))
     page = client.get(reverse("admin:ops_contractaction_change", args=[rejected.pk])).content.decode()
     assert "Rejected here, but not on chain" not in page and cancel_url not in page
+
+
+def test_safetx_signed_half_under_each_of_two_rejected_actions_is_flagged_executable(safe_chain, staff, client):
+    """Alice signs #A, it is rejected; the same SafeTx proposed again as #B, Bob signs, it is rejected: neither
+    holds two signatures, but together they execute it on chain."""
+    alice, bob, carol = staff["alice"], staff["bob"], staff["carol"]
+    first = actions.reject_contract_action(actor=carol, action=sign(safe_chain, propose_treasury(alice), alice),
+                                           reason="typo in the reason")
+    second = actions.reject_contract_action(actor=carol, action=sign(safe_chain, propose_treasury(bob), bob),
+                                            reason="not now")
+    assert second.signing_hash == first.signing_hash and second.signatures.count() == 1
+    both = exec_call(first)
+    sigs = {s.signer_address: bytes.fromhex(s.signature.removeprefix("0x"))
+            for s in (*first.signatures.all(), *second.signatures.all())}
+    both["data"] = chain_safe.exec_transaction_calldata(to=first.to_address, data=first.calldata,
+                                                        signatures=chain_safe.pack_signatures(sigs))
+    safe_chain.w3.eth.call({**both, "from": safe_chain.accounts[19]})  # the risk is real
+    key = f"safe-tx-executable:bsc:{first.signing_hash}"
+    assert key in checks.check_custody()
+    assert f"#{first.pk}, #{second.pk}" in Alert.objects.get(key=key).title
+    client.force_login(alice)
+    page = client.get(reverse("admin:ops_contractaction_change", args=[second.pk])).content.decode()
+    assert "Anyone holding them can execute it now." in page
+
+
+def test_a_cancel_is_not_itself_cancelled(safe_chain, staff):
+    alice = staff["alice"]
+    cancel = actions.propose_safe_tx_cancel(actor=alice, action=signed_then_rejected(safe_chain, staff),
+                                            reason="abandoned")
+    cancel = actions.reject_contract_action(actor=staff["carol"], action=cancel, reason="changed our minds")
+    with pytest.raises(ValidationError, match="itself a cancel"):
+        actions.propose_safe_tx_cancel(actor=alice, action=cancel, reason="drill")
+

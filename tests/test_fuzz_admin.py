@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.django_db,
               pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")]  # large reprs of junk
 
 hsettings.register_profile(
-    "admin-fuzz", max_examples=50, deadline=None, derandomize=False, print_blob=True,
+    "admin-fuzz", max_examples=50, deadline=None, print_blob=True,  # derandomized unless HYPOTHESIS_PROFILE=explore
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 FUZZ = hsettings.get_profile("admin-fuzz")
 WALLET = re.compile(r"^0x[0-9a-f]{40}$")

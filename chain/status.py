@@ -8,9 +8,12 @@ from django.db import connection
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
+from backoffice.durations import human_duration
+
 from .config import get_chain_config
 from .mirror import units
-from .models import OPEN_STATUSES, EventSyncCursor, Token
+from .fetch import read_token_metadata
+from .models import OPEN_STATUSES, ChainEvent, EventSyncCursor, Token
 from .rpc import ProviderUnavailable, RpcError, get_client
 
 
@@ -59,7 +62,26 @@ class ContractStatus:
     treasury: str = ""
     arbitrator_pool: str = ""
     next_order_id: int | None = None
+    platform_fee_bps: int | None = None
+    arbitrator_fee_bps: int | None = None
+    timeouts: tuple[int, int, int] | None = None  # seller, buyer, dispute (seconds)
+    native_balance: Decimal | None = None  # the escrow never needs the native coin: any is stray
+    treasury_is_contract: bool | None = None  # the runbook wants a multisig there
     tokens: list[TokenStatus] = field(default_factory=list)
+
+    @property
+    def timeouts_text(self) -> str:
+        if not self.timeouts:
+            return ""
+        return ", ".join(f"{name} {human_duration(seconds)} ({seconds} s)"
+                         for name, seconds in zip(("seller", "buyer", "dispute"), self.timeouts))
+
+    def owner_settings(self) -> dict:
+        """What only the owner changes, as the custody-style check compares it run after run."""
+        return {"treasury": self.treasury, "arbitrator_pool": self.arbitrator_pool,
+                "platform_fee_bps": self.platform_fee_bps, "arbitrator_fee_bps": self.arbitrator_fee_bps,
+                "timeouts": list(self.timeouts) if self.timeouts else None,
+                "supported_tokens": sorted(t.address for t in self.tokens if t.supported)}
 
     @property
     def solvent(self) -> bool:
@@ -68,6 +90,10 @@ class ContractStatus:
     @property
     def balanced(self) -> bool:
         return all(t.matches for t in self.tokens)
+
+
+# The escrow's owner-set numbers, read with the runbook's §8 calls (the fee before changing it, 002).
+SETTINGS = ("platformFeeBps", "arbitratorFeeBps", "sellerTimeout", "buyerTimeout", "disputeTimeout")
 
 
 def open_order_totals(chain: str) -> dict[str, Decimal]:
@@ -88,6 +114,13 @@ def read_contract_status(chain: str) -> ContractStatus:
     tokens = {t.address: t for t in Token.objects.filter(chain=chain)}
     for symbol, address in cfg.tokens.items():
         tokens.setdefault(address.lower(), Token(chain=chain, address=address.lower(), symbol=symbol, decimals=18))
+    # Every token the owner ever set (supported or not): one no order used yet is still read, so a token
+    # supported outside the back office shows here and in the settings watch.
+    for address in set(ChainEvent.objects.owner_events(chain).filter(event="SupportedTokenSet")
+                       .values_list("args__token", flat=True)) - set(tokens):
+        if isinstance(address, str):
+            symbol, decimals = read_token_metadata(client, address)
+            tokens[address.lower()] = Token(chain=chain, address=address.lower(), symbol=symbol, decimals=decimals)
     esc = cfg.escrow
     try:
         block = client.block_number()
@@ -97,12 +130,18 @@ def read_contract_status(chain: str) -> ContractStatus:
             ("eth_call", [{"to": esc, "data": _selector("treasury()")}, hex(block)]),
             ("eth_call", [{"to": esc, "data": _selector("arbitratorPool()")}, hex(block)]),
             ("eth_call", [{"to": esc, "data": _selector("nextOrderId()")}, hex(block)]),
+            *[("eth_call", [{"to": esc, "data": _selector(f"{name}()")}, hex(block)]) for name in SETTINGS],
+            ("eth_getBalance", [esc, hex(block)]),
         ]
         answers = client.batch(base)
         status.paused = abi_decode(["bool"], bytes.fromhex(answers[0][2:]))[0]
         status.treasury = abi_decode(["address"], bytes.fromhex(answers[1][2:]))[0].lower()
         status.arbitrator_pool = abi_decode(["address"], bytes.fromhex(answers[2][2:]))[0].lower()
         status.next_order_id = abi_decode(["uint256"], bytes.fromhex(answers[3][2:]))[0]
+        fee, arbitrator_fee, *timeouts = (int(a, 16) for a in answers[4:4 + len(SETTINGS)])
+        status.platform_fee_bps, status.arbitrator_fee_bps, status.timeouts = fee, arbitrator_fee, tuple(timeouts)
+        status.native_balance = units(int(answers[-1], 16), 18)
+        status.treasury_is_contract = client.call("eth_getCode", [status.treasury, hex(block)]) not in ("0x", "0x0", "")
         per_token = []
         balance_of = _selector("balanceOf(address)")
         for address in tokens:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -107,7 +107,9 @@ def check_sync() -> list[str]:
 
 
 def check_contracts() -> list[str]:
-    """paused() == true is a P0 (alert table); solvency short is a P0 too. Both kept on ChainState."""
+    """paused() == true is a P0 (alert table); solvency short is a P0 too. Both kept on ChainState. An owner
+    setting (treasury, pool, fees, timeouts, supported tokens) that changed since the last check with no contract
+    action of the back office making it is a P1: the owners' own tools, or someone holding their keys."""
     from chain.status import read_contract_status
 
     raised = []
@@ -117,10 +119,22 @@ def check_contracts() -> list[str]:
             continue
         detail = {t.symbol: {"escrow": str(t.escrow_balance_at_cursor), "open_orders": str(t.open_orders_total)}
                   for t in status.tokens}
+        now, settings_now = timezone.now(), status.owner_settings()
         with transaction.atomic():
-            ChainState.objects.update_or_create(chain=chain, defaults={
-                "paused": status.paused, "paused_checked_at": timezone.now(), "solvency_ok": status.balanced,
-                "solvency_checked_at": timezone.now(), "solvency_detail": detail})
+            state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
+            before, since = state.contract_settings, state.contract_settings_checked_at
+            state.paused, state.paused_checked_at, state.solvency_ok = status.paused, now, status.balanced
+            state.solvency_checked_at, state.solvency_detail = now, detail
+            state.contract_settings, state.contract_settings_checked_at = settings_now, now
+            state.save(update_fields=["paused", "paused_checked_at", "solvency_ok", "solvency_checked_at",
+                                      "solvency_detail", "contract_settings", "contract_settings_checked_at"])
+        unexplained = _settings_changed_outside(chain, before or {}, settings_now, since)
+        if unexplained:
+            raise_alert(key=f"contract-settings-changed:{chain}", severity="P1", source="check_contracts",
+                        title=f"{chain}: escrow settings changed outside the back office",
+                        message="; ".join(unexplained) + ". No contract action of the back office made this: check "
+                                "with every Safe owner that it was intended, and read the contract status page.")
+            raised.append(f"contract-settings-changed:{chain}")
         if status.paused:
             raise_alert(key=f"contract-paused:{chain}", severity="P0", source="check_contracts",
                         title=f"{chain} escrow is PAUSED", message="RB-05: all trading is blocked on this chain.")
@@ -131,6 +145,38 @@ def check_contracts() -> list[str]:
                         title=f"{chain} escrow holds less than its open orders", message="; ".join(short))
             raised.append(f"escrow-insolvent:{chain}")
     return raised
+
+
+# Which action kind sets which owner setting, and the parameters it would carry for a value.
+SETTING_ACTIONS = {
+    "treasury": ("set_treasury", lambda v: {"treasury": v}),
+    "platform_fee_bps": ("set_platform_fee", lambda v: {"bps": v}),
+    "arbitrator_fee_bps": ("set_arbitrator_fee", lambda v: {"bps": v}),
+    "timeouts": ("set_timeouts", lambda v: dict(zip(("seller_timeout", "buyer_timeout", "dispute_timeout"), v))),
+}
+
+
+def _settings_changed_outside(chain: str, before: dict, now: dict, since: datetime | None) -> list[str]:
+    """Each change from `before` to `now` that no sent or confirmed back-office action explains (same kind, same
+    value, sent since a day before the last check: it may have waited in the mempool across that check)."""
+    from .models import ActionStatus, ContractAction
+
+    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
+    if since is not None:
+        made = made.filter(sent_at__gte=since - timedelta(days=1))
+    made = list(made.values_list("kind", "params"))
+    out = []
+    for key, value in now.items():
+        if key not in before or before[key] == value:
+            continue  # first check, a setting recorded since an upgrade, or no change
+        if key == "supported_tokens":
+            for token, supported in [*((t, True) for t in value if t not in before[key]),
+                                     *((t, False) for t in before[key] if t not in value)]:
+                if ("set_supported_token", {"token": token, "supported": supported}) not in made:
+                    out.append(f"token {token} {'now' if supported else 'no longer'} supported")
+        elif key not in SETTING_ACTIONS or (SETTING_ACTIONS[key][0], SETTING_ACTIONS[key][1](value)) not in made:
+            out.append(f"{key}: {before[key]} → {value}")
+    return out
 
 
 def check_custody() -> list[str]:

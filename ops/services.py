@@ -9,6 +9,7 @@ from django.db import connection, transaction
 
 from backoffice.alerts.services import acknowledge_chain_alerts
 from backoffice.audit.services import record_audit
+from chain.models import ChainState
 
 # The records of contract actions sent to a chain, with the nonces they used (incident links cascade).
 LOCAL_CHAIN_ACTION_TABLES = ("ops_action_signatures", "ops_contract_actions", "ops_signer_nonces")
@@ -21,7 +22,8 @@ def forget_local_contract_actions(*, actor: Any) -> int:
     would make the first new transaction wait forever behind a gap, and their history describes
     transactions that no longer exist. TRUNCATE, because the table refuses row DELETEs by trigger;
     the audit log keeps what happened to them. The old chains' open alerts (a pause, a sync stall) describe
-    chains that no longer exist either: they are acknowledged, not deleted. Refused in production.
+    chains that no longer exist either: they are acknowledged, not deleted; the custody and settings snapshots
+    the checks compare with are forgotten. Refused in production.
     """
     if settings.PRODUCTION:
         raise ImproperlyConfigured("Contract actions are a permanent record: never forgotten in production.")
@@ -36,4 +38,6 @@ def forget_local_contract_actions(*, actor: Any) -> int:
                      after={"forgotten": count}, reason="a fresh local chain replaced the one they were sent to")
         acknowledge_chain_alerts(actor=actor, chains=list(settings.CHAINS),
                                  reason="a fresh local chain replaced the one the alert was about")
+        # The custody and settings checks compare with what they saw last: on the old chain, not this one.
+        ChainState.objects.filter(chain__in=list(settings.CHAINS)).update(custody_snapshot=None, contract_settings=None)
     return count

@@ -14,3 +14,11 @@ def token_units(value) -> str:
     if isinstance(value, Decimal) and value.is_finite():
         return f"{value.normalize():f}"
     return "" if value is None else str(value)
+
+
+@register.filter
+def divide_bps(value) -> str:
+    """Basis points as a percentage: 250 → '2.5%'."""
+    if not isinstance(value, int):
+        return ""
+    return f"{(Decimal(value) / 100).normalize():f}%"

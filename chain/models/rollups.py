@@ -54,6 +54,10 @@ class ChainState(models.Model):
     custody_snapshot = models.JSONField(null=True, blank=True,
                                         help_text="Owner, Safe owners, threshold and guardians at the last check.")
     custody_checked_at = models.DateTimeField(null=True, blank=True)
+    contract_settings = models.JSONField(null=True, blank=True,
+                                         help_text="Treasury, pool, fees, timeouts and supported tokens at the last "
+                                                   "check.")
+    contract_settings_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "chain_state"

@@ -9,8 +9,16 @@ from ..fields import TxHashField, WalletField
 from .mirror import CHAIN_NAME_CHECK, chain_choices
 
 
+class ChainEventQuerySet(models.QuerySet):
+    def owner_events(self, chain: str) -> ChainEventQuerySet:
+        """The events of no order and no arbitrator (settings, pause, ownership), through their own index."""
+        return self.filter(chain=chain, order_id__isnull=True, wallet__isnull=True)
+
+
 class ChainEvent(models.Model):
     """One raw log of the escrow or arbitrator pool, as fetched: the mirror is rebuilt from these."""
+
+    objects = ChainEventQuerySet.as_manager()
 
     chain = models.CharField(max_length=16, choices=chain_choices)
     block_number = models.BigIntegerField()
@@ -43,6 +51,9 @@ class ChainEvent(models.Model):
                          condition=Q(order_id__isnull=False)),
             models.Index(fields=["chain", "wallet"], name="chain_events_wallet_idx", condition=Q(wallet__isnull=False)),
             models.Index(fields=["chain"], name="chain_events_malformed_idx", condition=~Q(decode_error="")),
+            # The owner's few events (settings, pause, ownership) among millions of order events.
+            models.Index(fields=["chain", "event"], name="chain_events_owner_idx",
+                         condition=Q(order_id__isnull=True, wallet__isnull=True)),
         ]
 
     def __str__(self) -> str:

@@ -63,3 +63,14 @@ def test_forget_local_actions_is_refused_in_production(old_action, settings):
     with pytest.raises(ImproperlyConfigured, match="never forgotten in production"):
         forget_local_contract_actions(actor="system:make-run")
     assert ContractAction.objects.filter(pk=old_action.pk).exists()
+
+
+def test_forget_local_actions_forgets_the_old_chains_custody_and_settings_snapshots(old_action):
+    from chain.models import ChainState
+
+    ChainState.objects.create(chain="bsc", custody_snapshot={"owner": "0x" + "11" * 20},
+                              contract_settings={"platform_fee_bps": 100})
+    call_command("forget_local_actions")
+    state = ChainState.objects.get(chain="bsc")
+    assert state.custody_snapshot is None and state.contract_settings is None, "the new chain's first check records"
+

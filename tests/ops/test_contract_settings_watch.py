@@ -1,0 +1,65 @@
+"""The owner settings watch on a real anvil: the status page reads the fees, timeouts and stray native coin; a
+setting changed with no contract action of the back office is a P1, one the back office made is not."""
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from web3 import Web3
+
+from backoffice.alerts.models import Alert
+from chain.models import ChainState
+from chain.sync import sync_chain
+from ops import checks
+
+from .test_contract_actions import run_to_confirmed
+
+pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
+
+KEY = "contract-settings-changed:bsc"
+
+
+def open_alert() -> Alert | None:
+    return Alert.objects.filter(key=KEY, acknowledged_at__isnull=True).first()
+
+
+def test_settings_changed_outside_the_back_office_raise_a_p1_naming_each(chain):
+    assert checks.check_contracts() == [] and ChainState.objects.get(chain="bsc").contract_settings["platform_fee_bps"] == 100
+    chain.send(chain.escrow.functions.setPlatformFeeBps(250), chain.owner)  # the owner's own tools, not ours
+    newcomer = Web3.to_checksum_address("0x" + "77" * 20)
+    chain.send(chain.escrow.functions.setSupportedToken(newcomer, True), chain.owner)
+    chain.send(chain.escrow.functions.setSupportedToken(chain.tokens["USDC"].address, False), chain.owner)
+    sync_chain("bsc")  # a token no order used yet is known from its SupportedTokenSet event
+    assert KEY in checks.check_contracts()
+    alert = open_alert()
+    assert alert.severity == "P1"
+    assert "platform_fee_bps: 100 → 250" in alert.message and f"token {newcomer.lower()} now supported" in alert.message
+    assert f"token {chain.tokens['USDC'].address.lower()} no longer supported" in alert.message
+    alert.acknowledged_at = alert.created_at
+    alert.save(update_fields=["acknowledged_at"])
+    assert KEY not in checks.check_contracts(), "recorded: no change since"
+
+
+def test_settings_the_back_office_changed_raise_nothing(chain, alice, bob):
+    checks.check_contracts()
+    run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})
+    run_to_confirmed(alice, bob, "set_timeouts", {"seller_timeout": 3600, "buyer_timeout": 7200,
+                                                   "dispute_timeout": 86400})
+    assert KEY not in checks.check_contracts() and open_alert() is None
+    assert ChainState.objects.get(chain="bsc").contract_settings["timeouts"] == [3600, 7200, 86400]
+
+
+def test_a_back_office_action_does_not_explain_a_different_value(chain, alice, bob):
+    checks.check_contracts()
+    run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})
+    chain.send(chain.escrow.functions.setPlatformFeeBps(900), chain.owner)
+    assert KEY in checks.check_contracts() and "platform_fee_bps: 100 → 900" in open_alert().message
+
+
+def test_status_page_shows_fees_timeouts_native_coin_and_a_plain_treasury(chain, alice, client):
+    client.force_login(alice)
+    chain.rpc("anvil_setBalance", [chain.escrow.address, hex(3 * 10**17)])
+    html = client.get(reverse("admin:ops_contractaction_status", args=["bsc"])).content.decode()
+    assert "<td>100 (1%)</td>" in html and "5000 (50% of the platform fee)" in html
+    assert "seller 1 d (86400 s), buyer 3 d (259200 s), dispute 3 d (259200 s)" in html
+    assert "0.3 — <strong>the escrow never needs it" in html
+    assert "a plain account: the runbook (§8) wants a multisig" in html  # the demo treasury is anvil account 1

@@ -282,6 +282,10 @@ SIGNING_CHALLENGE_SECONDS = env.int("SIGNING_CHALLENGE_SECONDS", default=600)
 GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)
 # A timeout action whose simulation reverted: the order is proposed again only after this long (not every run).
 TIMEOUT_RETRY_SECONDS = env.int("TIMEOUT_RETRY_SECONDS", default=3600)
+# The actions check (P2s): a transaction signed or sent this long ago and still not mined is stuck; an order still
+# funded or delivered this long past its seller or buyer deadline means the timeout keeper is not doing its job.
+ACTION_STUCK_SECONDS = env.int("ACTION_STUCK_SECONDS", default=900)
+TIMEOUT_OVERDUE_SECONDS = env.int("TIMEOUT_OVERDUE_SECONDS", default=7200)
 
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
 
+from backoffice.alerts.services import raise_alert
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain import calls, transactions
@@ -446,7 +447,7 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                 failed = mark_action(action, ActionStatus.FAILED, only_from=IN_FLIGHT,
                                      outcome=f"nonce {action.nonce} was used by another transaction of the signer")
                 counts["failed"] += 1
-                _pause_failed(failed)
+                _alert_failed(failed)
             return
     if receipt is None:
         if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
@@ -485,13 +486,21 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                       outcome=f"nonce {action.nonce} used by action #{action.pk}")
                 counts["replaced"] += 1
         _finish_resume(action)
-    _pause_failed(action)
+    _alert_failed(action)
 
 
-def _pause_failed(action: ContractAction) -> None:
-    """An emergency pause through the guardian module that failed on chain: the escrow was not paused by it."""
-    if action.status == ActionStatus.FAILED and action.custody == Custody.GUARDIAN:
+def _alert_failed(action: ContractAction) -> None:
+    """A failed action pages (after its own transaction): an emergency pause through the guardian module a P1
+    (the escrow was not paused by it), any other a P2 (staff believe it done; it changed nothing on chain)."""
+    if action.status != ActionStatus.FAILED:
+        return
+    if action.custody == Custody.GUARDIAN:
         custody.alert_pause_not_done(action, f"its transaction failed ({action.outcome})")
+        return
+    raise_alert(key=f"action-failed:{action.chain}:{action.pk}", severity="P2", source="contract_actions",
+                title=f"{action.chain}: contract action #{action.pk} failed on chain",
+                message=f"#{action.pk} {action.description}: {action.outcome}. It changed nothing on chain: propose "
+                        "it again if it is still needed.")
 
 
 def _nonce_group(root: ContractAction) -> list[ContractAction]:

@@ -5,12 +5,14 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
 from backoffice.alerts.services import raise_alert
-from backoffice.durations import age
+from backoffice.durations import age, human_duration
 from chain.config import configured_chains, get_chain_config
 from chain.models import ChainState, EventSyncCursor
 from chain.safe import SafeState
@@ -144,6 +146,50 @@ def check_contracts() -> list[str]:
             raise_alert(key=f"escrow-insolvent:{chain}", severity="P0", source="check_contracts",
                         title=f"{chain} escrow holds less than its open orders", message="; ".join(short))
             raised.append(f"escrow-insolvent:{chain}")
+    return raised
+
+
+def check_contract_actions() -> list[str]:
+    """Runbook §5 ("auto-expire/release stops") and the 002 failure alert: per chain, transactions signed or sent
+    ACTION_STUCK_SECONDS ago and not mined (P2: replace them), and orders still funded or delivered
+    TIMEOUT_OVERDUE_SECONDS past their seller or buyer deadline (P2: the timeout keeper is not doing its job; not
+    while the escrow is paused, when it skips the chain on purpose). A failed action pages when it fails."""
+    from .models import IN_FLIGHT, ContractAction
+    from .timeouts import TIMEOUT_KINDS
+
+    now, raised = timezone.now(), []
+    stuck_since = now - timedelta(seconds=settings.ACTION_STUCK_SECONDS)
+    overdue_since = now - timedelta(seconds=settings.TIMEOUT_OVERDUE_SECONDS)
+    paused = set(ChainState.objects.filter(paused=True).values_list("chain", flat=True))
+    for chain in configured_chains():
+        stuck = list(ContractAction.objects.filter(chain=chain, status__in=IN_FLIGHT)
+                     .filter(Q(sent_at__lt=stuck_since) | Q(sent_at__isnull=True, approved_at__lt=stuck_since))
+                     .order_by("pk").values_list("pk", flat=True)[:20])
+        if stuck:
+            raise_alert(key=f"actions-stuck:{chain}", severity="P2", source="check_contract_actions",
+                        title=f"{chain}: {len(stuck)} contract transaction(s) not mined after "
+                              f"{human_duration(settings.ACTION_STUCK_SECONDS)}",
+                        message=f"Actions {', '.join(f'#{pk}' for pk in stuck)}: signed or sent, not mined. Open each "
+                                "and use “Replace stuck tx…” (fees raised 12.5%), or check the relayer's gas.")
+            raised.append(f"actions-stuck:{chain}")
+        if chain in paused:
+            continue
+        overdue = []
+        with connection.cursor() as cur:
+            for kind, (status, column) in TIMEOUT_KINDS.items():
+                # The keeper's own partial index (status, deadline): a range scan of the overdue rows only.
+                cur.execute(f"SELECT count(*), min({column}) FROM orders WHERE chain = %s AND status = %s "
+                            f"AND {column} < %s", [chain, status, overdue_since])
+                count, oldest = cur.fetchone()
+                if count:
+                    overdue.append(f"{count} {status} order(s) past the {column.replace('_', ' ')} (oldest "
+                                   f"{oldest:%Y-%m-%d %H:%M} UTC) still waiting for {kind}")
+        if overdue:
+            raise_alert(key=f"timeouts-overdue:{chain}", severity="P2", source="check_contract_actions",
+                        title=f"{chain}: order timeouts overdue", message="; ".join(overdue) + ". Runbook §5: check "
+                        "the check-seller/buyer-timeouts schedules, the actions worker and the keeper's gas; the "
+                        "rejected timeout actions say why (Contract actions, filter automatic).")
+            raised.append(f"timeouts-overdue:{chain}")
     return raised
 
 

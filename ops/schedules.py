@@ -63,10 +63,15 @@ def schedules() -> list[Schedule]:
         Schedule(name="check-sync", task="ops.tasks.check_sync", every_seconds=60,
                  description="RB-03: cursor unchanged for 10 minutes (P1), lag over 100 blocks (P2)."),
         Schedule(name="check-contracts", task="ops.tasks.check_contracts", every_seconds=60,
-                 description="Alert table: paused() == true (P0); escrow solvency against open orders."),
+                 description="Alert table: paused() == true (P0); escrow solvency against open orders; owner "
+                             "settings changed outside the back office (P1)."),
         Schedule(name="check-custody", task="ops.tasks.check_custody", every_seconds=120,
-                 description="Custody: Safe owners, threshold or guardians changed outside the back office (P1); "
+                 description="Custody: Safe owners, threshold, guardians, modules or guard changed outside the back "
+                             "office, or a module or guard nobody declared (P1); a closed SafeTx still executable, "
                              "relayer or keeper low on gas (P2)."),
+        Schedule(name="check-contract-actions", task="ops.tasks.check_contract_actions", every_seconds=300,
+                 description="Runbook §5: transactions not mined after ACTION_STUCK_SECONDS, order timeouts overdue "
+                             "by TIMEOUT_OVERDUE_SECONDS (P2)."),
         Schedule(name="check-large-orders", task="ops.tasks.check_large_orders", every_seconds=300,
                  description="Alert table: a single order over 5,000 USDT (P3)."),
         Schedule(name="check-secret-rotations", task="ops.tasks.check_secret_rotations", crontab={"minute": "0", "hour": "7", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},

@@ -1,0 +1,61 @@
+"""The actions check on a real anvil: a transaction not mined for too long, order timeouts the keeper left
+overdue, and a failed action, each page someone (P2)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backoffice.alerts.models import Alert
+from chain.models import ChainState, Order
+from chain.sync import sync_chain
+from ops import actions, checks
+from ops.models import ActionStatus, ContractAction
+
+from .test_contract_actions import approved
+
+pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
+
+
+def alert(key: str) -> Alert:
+    return Alert.objects.get(key=key, acknowledged_at__isnull=True)
+
+
+def test_a_transaction_not_mined_for_too_long_is_reported_stuck(chain, alice, bob, settings):
+    settings.ACTION_STUCK_SECONDS = 600
+    chain.automine(False)
+    sent = actions.execute_contract_action(actor=alice, action=approved(alice, bob, "set_platform_fee", {"bps": 150}))
+    assert sent.status == ActionStatus.SENT
+    assert "actions-stuck:bsc" not in checks.check_contract_actions(), "just sent"
+    ContractAction.objects.filter(pk=sent.pk).update(sent_at=timezone.now() - timedelta(minutes=11))
+    assert "actions-stuck:bsc" in checks.check_contract_actions()
+    found = alert("actions-stuck:bsc")
+    assert found.severity == "P2" and f"#{sent.pk}" in found.message and "Replace stuck tx" in found.message
+
+
+def test_orders_left_past_their_deadline_are_reported_unless_the_escrow_is_paused(chain, settings):
+    settings.TIMEOUT_OVERDUE_SECONDS = 3600
+    order_id = chain.create_order()
+    sync_chain("bsc")
+    assert "timeouts-overdue:bsc" not in checks.check_contract_actions()
+    # The keeper never came (a stopped worker): the mirrored deadline is three hours gone.
+    Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
+    assert "timeouts-overdue:bsc" in checks.check_contract_actions()
+    assert "1 funded order(s) past the seller deadline" in alert("timeouts-overdue:bsc").message
+    Alert.objects.filter(key="timeouts-overdue:bsc").update(acknowledged_at=timezone.now())
+    ChainState.objects.update_or_create(chain="bsc", defaults={"paused": True})
+    assert "timeouts-overdue:bsc" not in checks.check_contract_actions(), "paused: the keeper skips it on purpose"
+
+
+def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
+    chain.automine(False)
+    sent = actions.execute_contract_action(actor=alice, action=approved(alice, bob, "set_platform_fee", {"bps": 150}))
+    chain.rpc("anvil_dropTransaction", [sent.tx_hash])  # its nonce goes to another transaction of the owner
+    chain.rpc("eth_sendTransaction", [{"from": chain.owner, "to": chain.owner, "value": "0x0", "nonce": hex(sent.nonce)}])
+    chain.mine()
+    chain.automine(True)
+    assert actions.advance_contract_actions(chain="bsc")["failed"] == 1
+    found = alert(f"action-failed:bsc:{sent.pk}")
+    assert found.severity == "P2" and "changed nothing on chain" in found.message
+    assert chain.escrow.functions.platformFeeBps().call() == 100

@@ -285,6 +285,10 @@ TIMEOUT_RETRY_SECONDS = env.int("TIMEOUT_RETRY_SECONDS", default=3600)
 # The actions check (P2s): a transaction signed or sent this long ago and still not mined is stuck; an order still
 # funded or delivered this long past its seller or buyer deadline means the timeout keeper is not doing its job.
 ACTION_STUCK_SECONDS = env.int("ACTION_STUCK_SECONDS", default=900)
+# The token symbols worth one US dollar each: the large-order rule ("a single order over 5,000 USDT") compares only
+# these with LARGE_ORDER_USDT; 3 WBTC is not 3 USDT, and the back office has no price for other tokens.
+USD_STABLECOINS = [s.strip().upper() for s in env.str("USD_STABLECOINS", default="USDT,USDC,BUSD,DAI,FDUSD,TUSD")
+                   .split(",") if s.strip()]
 TIMEOUT_OVERDUE_SECONDS = env.int("TIMEOUT_OVERDUE_SECONDS", default=7200)
 
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).

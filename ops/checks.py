@@ -298,12 +298,14 @@ def _closed_but_executable(chain: str, safe: SafeState) -> list[str]:
 
 
 def check_large_orders(window: timedelta = timedelta(hours=1)) -> int:
-    """Alert table: a single order over 5,000 USDT (P3, information), once per order."""
+    """Alert table: a single order over 5,000 USDT (P3, information), once per order; in a USD stablecoin
+    (USD_STABLECOINS), the only tokens whose amount is a dollar amount."""
     limit = Decimal(str(PlatformFlag.get("LARGE_ORDER_USDT", 5000)))
     since = timezone.now() - window
     with connection.cursor() as cur:
         cur.execute("SELECT chain, onchain_id, amount, token_symbol FROM orders WHERE created_at > %s AND amount > %s "
-                    "ORDER BY created_at LIMIT 100", [since, limit])
+                    "AND upper(token_symbol) = ANY(%s) ORDER BY created_at LIMIT 100",
+                    [since, limit, settings.USD_STABLECOINS])
         rows = cur.fetchall()
     for chain, onchain_id, amount, symbol in rows:
         raise_alert(key=f"large-order:{chain}:{onchain_id}", severity="P3", source="check_large_orders",

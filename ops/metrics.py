@@ -55,9 +55,11 @@ def _business() -> list:
     (total, disp), = _rows("SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'disputed') FROM orders "
                            "WHERE created_at > NOW() - INTERVAL '24 hours'")
     rate.add_metric([], disp / total if total else 0.0)
-    large = GaugeMetricFamily("p2p_large_orders_1h", "Orders over LARGE_ORDER_USDT created in the last hour")
+    large = GaugeMetricFamily("p2p_large_orders_1h", "Orders over LARGE_ORDER_USDT (in USD stablecoins) created in "
+                                                     "the last hour")
     (n_large,), = _rows("SELECT COUNT(*) FROM orders WHERE created_at > NOW() - INTERVAL '1 hour' AND amount > "
-                        "COALESCE((SELECT (value #>> '{}')::numeric FROM ops_platform_flags WHERE key = 'LARGE_ORDER_USDT'), 5000)")
+                        "COALESCE((SELECT (value #>> '{}')::numeric FROM ops_platform_flags WHERE key = 'LARGE_ORDER_USDT'), 5000) "
+                        "AND upper(token_symbol) = ANY(%s)", [settings.USD_STABLECOINS])
     large.add_metric([], float(n_large))
     return [created, completed, disputed, expired, fees, open_disputes, rate, large]
 

@@ -136,6 +136,17 @@ def test_checks_large_orders_alert_once_per_order_over_5000(db):
     assert Alert.objects.filter(key__startswith="large-order:").count() == 2
 
 
+def test_checks_large_orders_compare_only_dollar_tokens_with_the_dollar_threshold(db, settings):
+    """3 WBTC is not 3 dollars, nor 6,000 of a cheap token 6,000 dollars: only USD stablecoins are compared."""
+    settings.USD_STABLECOINS = ["USDT", "USDC"]
+    recent = timezone.now() - timedelta(minutes=5)
+    usdc = factories.order(status="funded", amount="7000", token_symbol="usdc", created_at=recent)
+    factories.order(status="funded", amount="6000", token_symbol="SHIB", created_at=recent)
+    factories.order(status="funded", amount="3", token_symbol="WBTC", created_at=recent)
+    assert checks.check_large_orders() == 1
+    assert set(alerts("large-order:")) == {f"large-order:bsc:{usdc.onchain_id}"}
+
+
 # ------------------------------------------------------------------------------------------ secrets
 
 

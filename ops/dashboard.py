@@ -67,18 +67,20 @@ def _url(name: str, *args, query: str = "") -> str:
 
 # What a health tile says under its status, with units: (check key, text).
 HEALTH_FACTS = (("latency_ms", "latency {} ms"), ("latest_block", "block {:,}"), ("active_workers", "{} worker(s)"),
-                ("queued_tasks", "{:,} queued"), ("memory_used_pct", "memory {}% used"))
+                ("queued_tasks", "{:,} queued"), ("memory_used_pct", "memory {}% used"),
+                ("schedules", "{} schedules"))
 
 
 def _health_tiles() -> list[Tile]:
-    links = {"celery": _url("django_celery_beat_periodictask_changelist")}
+    links = {"celery": _url("django_celery_beat_periodictask_changelist"),
+             "beat": _url("django_celery_beat_periodictask_changelist")}
     for chain, cfg in settings.CHAINS.items():
         links[f"rpc_{cfg['short']}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
     tiles = []
     for name, check in health()["checks"].items():
         facts = [text.format(check[key]) for key, text in HEALTH_FACTS if key in check]
         detail = check.get("error") or "; ".join(filter(None, [check.get("clock"), check.get("unconsumed"),
-                                                                 ", ".join(facts)]))
+                                                                 check.get("problem"), ", ".join(facts)]))
         value, status = check.get("status", "unknown"), check.get("status", "unknown")
         if check.get("configured") is False:
             value, status, detail = "not configured", "unknown", "no RPC URL or contract addresses (README: configuration)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from django.conf import settings
@@ -185,8 +186,66 @@ def clock_problem(skew_seconds: float) -> str:
             "(check the node, or fail over to another provider)")
 
 
+# Beat's scheduler writes an entry's last_run_at every few minutes (django-celery-beat syncs every 3 min), so an
+# entry is late only past its period plus this, or half its period for the daily and weekly ones.
+BEAT_SLACK_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    name: str
+    enabled: bool
+    seconds_since_run: float | None  # None: never ran, nor was it changed (a fresh entry counts from then)
+    max_gap_seconds: float
+
+    @property
+    def late(self) -> bool:
+        slack = max(BEAT_SLACK_SECONDS, self.max_gap_seconds / 2)
+        return self.enabled and self.seconds_since_run is not None and self.seconds_since_run > self.max_gap_seconds + slack
+
+
+def schedule_runs() -> list[ScheduleRun]:
+    """Every beat entry of the code's schedule with its last run: a dead beat, or one that lost the database,
+    leaves them all late; an entry staff disabled is not late, but shown (a disabled check raises nothing)."""
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from .schedules import schedules
+
+    rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in schedules()])}
+    now, out = timezone.now(), []
+    for schedule in schedules():
+        task = rows.get(schedule.name)
+        since = task.last_run_at or task.date_changed if task else None
+        out.append(ScheduleRun(schedule.name, bool(task and task.enabled),
+                               (now - since).total_seconds() if since else None, schedule.max_gap_seconds))
+    return out
+
+
+def check_beat() -> dict:
+    """Who watches the checks: beat itself. Late entries are a warning (nothing is checked or synced on time)."""
+    try:
+        runs = schedule_runs()
+    except Exception as exc:
+        return {"status": "error", "error": _safe_error(exc)}
+    missing = [r.name for r in runs if r.seconds_since_run is None]
+    late = [r.name for r in runs if r.late]
+    disabled = [r.name for r in runs if not r.enabled and r.seconds_since_run is not None]
+    result = {"status": "warning" if late or missing else "ok", "schedules": len(runs), "late": late,
+              "disabled": disabled}
+    if late:
+        result["problem"] = (f"{len(late)} schedule(s) have not run on time ({', '.join(late[:5])}"
+                             f"{'…' if len(late) > 5 else ''}): check that celery beat is running")
+    if missing:
+        result["missing"] = missing
+        result["problem"] = (result.get("problem", "") + "; " if late else "") + (
+            f"{', '.join(missing[:5])} not registered: run `manage.py register_schedules`")
+    return result
+
+
 def checks() -> dict[str, Callable[[], dict]]:
-    table: dict[str, Callable[[], dict]] = {"database": check_database, "redis": check_redis, "celery": check_celery}
+    table: dict[str, Callable[[], dict]] = {"database": check_database, "redis": check_redis, "celery": check_celery,
+                                            "beat": check_beat}
     for chain, cfg in settings.CHAINS.items():
         table[f"rpc_{cfg['short']}"] = (lambda c=chain: check_rpc(c))
     return table

@@ -159,7 +159,25 @@ def _ops() -> list:
                                     "Seconds since the last passed restore test finished")
     restore_age.add_metric([], health.restore_test_age.total_seconds() if health.restore_test_age is not None
                            else float("inf"))
-    return [overdue, alerts, conns, disk, backup_age, restore_age]
+    return [overdue, alerts, conns, disk, backup_age, restore_age, *_beat()]
+
+
+def _beat() -> list:
+    """Who watches the checks: every beat entry's time since its last run and whether it is late or disabled."""
+    from .health import schedule_runs
+
+    since = GaugeMetricFamily("celery_beat_schedule_seconds_since_run", "Seconds since beat last sent the entry",
+                              labels=["schedule"])
+    late = GaugeMetricFamily("celery_beat_schedule_late", "1 when an enabled entry missed its period (beat down?)",
+                             labels=["schedule"])
+    enabled = GaugeMetricFamily("celery_beat_schedule_enabled", "1 when the entry is enabled, 0 when staff disabled "
+                                "it (or it is not registered)", labels=["schedule"])
+    for run in schedule_runs():
+        if run.seconds_since_run is not None:
+            since.add_metric([run.name], run.seconds_since_run)
+        late.add_metric([run.name], float(run.late))
+        enabled.add_metric([run.name], float(run.enabled))
+    return [since, late, enabled]
 
 
 def _replica() -> list:

@@ -24,6 +24,18 @@ class Schedule:
     description: str = ""
 
     @property
+    def max_gap_seconds(self) -> float:
+        """The longest an enabled entry may go without a run: its interval, or its crontab's period."""
+        if self.every_seconds:
+            return float(self.every_seconds)
+        cron = self.crontab or {}
+        if cron.get("day_of_month", "*") != "*" or cron.get("month_of_year", "*") != "*":
+            return 31 * 86_400.0
+        if cron.get("day_of_week", "*") != "*":
+            return 7 * 86_400.0
+        return 86_400.0 if cron.get("hour", "*") != "*" else 3_600.0
+
+    @property
     def queue(self) -> str:
         """The entry's queue, as the task router would choose it (the beat entry carries it visibly too)."""
         return queue_for(self.task, self.kwargs.get("chain")) or "celery"

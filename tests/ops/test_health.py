@@ -104,7 +104,7 @@ def test_health_returns_the_runbook_shape_without_secrets(client):
     assert body["version"]
     assert isinstance(body["uptime_seconds"], int) and body["uptime_seconds"] >= 0
     checks = body["checks"]
-    assert set(checks) == {"database", "redis", "celery", "rpc_bsc", "rpc_eth"}
+    assert set(checks) == {"database", "redis", "celery", "beat", "rpc_bsc", "rpc_eth"}
     assert checks["database"]["status"] == "ok" and checks["database"]["latency_ms"] >= 0
     assert checks["redis"]["status"] in ("ok", "warning")
     assert checks["redis"]["latency_ms"] >= 0 and checks["redis"]["memory_used_mb"] > 0

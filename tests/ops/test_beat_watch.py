@@ -1,0 +1,57 @@
+"""Who watches the checks: every beat entry's last run, in /health, /metrics and its alert rules (promtool tests)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from ops import health
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def registered():
+    call_command("register_schedules", verbosity=0)
+    PeriodicTask.objects.update(last_run_at=timezone.now())
+
+
+def test_beat_check_is_ok_while_every_entry_runs_on_time(registered):
+    result = health.check_beat()
+    assert result["status"] == "ok" and result["late"] == [] and result["schedules"] == len(health.schedule_runs())
+
+
+def test_beat_check_names_entries_that_missed_their_period(registered):
+    """A dead beat: the one-minute check has not run for half an hour; the daily backup's last run is fine."""
+    PeriodicTask.objects.filter(name="check-contracts").update(last_run_at=timezone.now() - timedelta(minutes=30))
+    PeriodicTask.objects.filter(name="backup-database").update(last_run_at=timezone.now() - timedelta(hours=20))
+    result = health.check_beat()
+    assert result["status"] == "warning" and result["late"] == ["check-contracts"]
+    assert "check that celery beat is running" in result["problem"]
+
+
+def test_beat_check_shows_a_disabled_entry_without_calling_it_late(registered):
+    PeriodicTask.objects.filter(name="check-custody").update(enabled=False,
+                                                             last_run_at=timezone.now() - timedelta(days=2))
+    result = health.check_beat()
+    assert result["status"] == "ok" and result["disabled"] == ["check-custody"]
+
+
+def test_beat_check_names_entries_never_registered(db):
+    result = health.check_beat()
+    assert result["status"] == "warning" and "register_schedules" in result["problem"]
+
+
+def test_metrics_export_each_entrys_last_run_late_and_enabled(registered, client, settings):
+    from .test_metrics import TOKEN, scrape
+
+    settings.METRICS_TOKEN = TOKEN
+    PeriodicTask.objects.filter(name="check-contracts").update(last_run_at=timezone.now() - timedelta(minutes=30))
+    m = scrape(client)
+    assert m[("celery_beat_schedule_late", (("schedule", "check-contracts"),))] == 1
+    assert m[("celery_beat_schedule_late", (("schedule", "check-custody"),))] == 0
+    assert m[("celery_beat_schedule_enabled", (("schedule", "check-custody"),))] == 1
+    assert m[("celery_beat_schedule_seconds_since_run", (("schedule", "check-contracts"),))] >= 1800

@@ -30,6 +30,12 @@ def sync_lag_threshold() -> int:
     return int(PlatformFlag.get("SYNC_LAG_ALERT_BLOCKS", 100))
 
 
+def _rows(sql: str, params=None) -> list[tuple]:
+    with connection.cursor() as cur:
+        cur.execute(sql, params or [])
+        return cur.fetchall()
+
+
 def _one(sql: str, params=None) -> dict:
     with connection.cursor() as cur:
         cur.execute(sql, params or [])
@@ -60,7 +66,12 @@ def daily_operations_check() -> OpsReport:
                    + (f" — OVER {BACKUP_MAX_AGE.total_seconds() / 3600:.0f} h" if backups.backup_stale else "")
                    + f"; last passed restore test {age_text(backups.restore_test_age)}"
                    + (f" — OVER {RESTORE_TEST_MAX_AGE.days} days" if backups.restore_test_stale else ""))
+    # The runbook's "error count" item: what the checks raised in the day, and what is still waiting for someone.
+    raised_24h = dict(_rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE created_at > NOW() - INTERVAL '24 hours' "
+                            "GROUP BY severity ORDER BY severity"))
+    still_open = _one("SELECT COUNT(*) AS n FROM ops_alerts WHERE acknowledged_at IS NULL")["n"]
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
+            "alerts_24h": raised_24h, "alerts_open": still_open,
             "pending_disputes": pending, "sync": cursors, "database_size": size,
             "redis_memory_mb": checks.get("redis", {}).get("memory_used_mb"),
             "celery_workers": checks.get("celery", {}).get("active_workers"),
@@ -76,7 +87,10 @@ def daily_operations_check() -> OpsReport:
              f"5. Database size: {size}",
              f"6. Redis memory: {data['redis_memory_mb']} MB",
              f"7. Celery workers: {data['celery_workers']}",
-             f"8. Backups: {backup_line}"]
+             f"8. Backups: {backup_line}",
+             f"9. Alerts 24 h: {sum(raised_24h.values())} raised"
+             + (f" ({', '.join(f'{k} {v}' for k, v in raised_24h.items())})" if raised_24h else "")
+             + f"; {still_open} open, not acknowledged"]
     report = OpsReport.objects.create(kind="daily_check", status=status, data=data, text="\n".join(lines))
     raise_alert(key=f"daily-check:{timezone.now():%Y-%m-%d}", severity="P3", source="daily_check",
                 title=f"Daily operations check: {status}", message=report.text)

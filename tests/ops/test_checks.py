@@ -56,6 +56,11 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
     o(status="disputed", amount="70", created_at=timezone.now() - timedelta(days=3))  # pending, not in 24 h
     o(status="completed", amount="999", created_at=timezone.now() - timedelta(days=2))
     cursor("bsc", last=900, head=912)
+    from backoffice.alerts.services import raise_alert
+
+    raise_alert(key="sync-lag:bsc", severity="P2", title="bsc lag", source="check_sync")
+    old = raise_alert(key="gas-low:bsc:relayer", severity="P2", title="relayer gas", source="check_custody")
+    Alert.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
 
     report = checks.daily_operations_check()
 
@@ -64,7 +69,7 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
     assert stored.status in ("ok", "degraded")
     data = stored.data
     assert data["health"] == stored.status
-    assert set(data["checks"]) == {"database", "redis", "celery", "rpc_bsc", "rpc_eth"}
+    assert set(data["checks"]) == {"database", "redis", "celery", "beat", "rpc_bsc", "rpc_eth"}
     day = data["orders_24h"]
     assert {k: int(v) for k, v in day.items() if k != "volume"} == {"total": 5, "completed": 2, "disputed": 1,
                                                                    "cancelled": 1, "expired": 1}
@@ -76,8 +81,9 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
     lines = stored.text.splitlines()
     assert lines[0].startswith("P2P Escrow daily check")
     for n, section in enumerate(("Health", "Orders 24 h", "Pending disputes", "Sync", "Database size",
-                                 "Redis memory", "Celery workers"), start=1):
+                                 "Redis memory", "Celery workers", "Backups", "Alerts 24 h"), start=1):
         assert lines[n].startswith(f"{n}. {section}:"), lines[n]
+    assert lines[9] == "9. Alerts 24 h: 1 raised (P2 1); 2 open, not acknowledged"
     assert "5 total, 2 completed, 1 disputed, 1 cancelled, 1 expired" in stored.text
     assert "bsc block 900 lag 12" in stored.text
 

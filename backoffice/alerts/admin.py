@@ -59,8 +59,8 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(AlertChannel)
 class AlertChannelAdmin(AuditedConfigAdmin):
-    empty_message = ("No alert channel yet: alerts only show here and on the dashboard. Add a Telegram bot or a webhook so"
-                     " they reach people (runbook §2).")
+    empty_message = ("No alert channel yet: alerts only show here and on the dashboard. Add a Telegram bot, a webhook or "
+                     "PagerDuty (the runbook pages P0 and P1 there) so they reach people (runbook §2).")
     list_display = ("name", "kind", "enabled", "min_severity", "target", "consecutive_failures", "open_until",
                     "last_error")
     list_filter = ("kind", "enabled")
@@ -68,6 +68,8 @@ class AlertChannelAdmin(AuditedConfigAdmin):
 
     @admin.display(description="target")
     def target(self, obj: AlertChannel) -> str:
+        if obj.kind == "pagerduty":
+            return f"{obj.url or 'PagerDuty events API'} (routing key in ${obj.secret_env})"
         return obj.url or f"chat {obj.chat_id}"
 
 

@@ -1,4 +1,4 @@
-"""Alert delivery to Telegram and webhooks: retries with backoff, quiet repeats, a breaker per channel.
+"""Alert delivery to Telegram, webhooks and PagerDuty: retries with backoff, quiet repeats, a breaker per channel.
 
 `raise_alert` (backoffice.alerts.services) decides *whether* an occurrence is worth sending (a new alert, or a
 repeat after the quiet period); this module sends it, one AlertDelivery per channel.
@@ -26,6 +26,9 @@ BREAKER_FAILURES = 5
 BREAKER_OPEN = timedelta(minutes=5)
 TIMEOUT = 5.0
 TELEGRAM_API = "https://api.telegram.org"
+PAGERDUTY_EVENTS = "https://events.pagerduty.com/v2/enqueue"
+# PagerDuty's severities for ours: its escalation policies page on critical and error.
+PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning", "P3": "info"}
 
 
 class DeliveryError(Exception):
@@ -56,6 +59,19 @@ def _send(channel: AlertChannel, alert: Alert) -> None:
             raise DeliveryError(f"the bot token variable {channel.secret_env or '(none)'} is not set")
         url = f"{(channel.url or TELEGRAM_API).rstrip('/')}/bot{secret}/sendMessage"
         body = json.dumps({"chat_id": channel.chat_id, "text": format_text(alert), "disable_web_page_preview": True})
+        headers = {"Content-Type": "application/json"}
+    elif channel.kind == ChannelKind.PAGERDUTY:
+        if not secret:
+            raise DeliveryError(f"the routing key variable {channel.secret_env or '(none)'} is not set")
+        url = channel.url or PAGERDUTY_EVENTS
+        # One incident per alert (a re-raise after an acknowledgement is a new alert, so a new incident); PagerDuty
+        # folds repeats with the same dedup_key into it.
+        body = json.dumps({"routing_key": secret, "event_action": "trigger", "dedup_key": f"{alert.key}#{alert.pk}",
+                           "payload": {"summary": f"[{alert.severity}] {alert.title}"[:1024],
+                                       "severity": PAGERDUTY_SEVERITY[alert.severity], "source": "escrow-back-office",
+                                       "component": alert.source, "timestamp": alert.created_at.isoformat(),
+                                       "custom_details": {"message": alert.message, "occurrences": alert.occurrences,
+                                                          "key": alert.key}}})
         headers = {"Content-Type": "application/json"}
     else:
         url = channel.url

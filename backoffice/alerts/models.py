@@ -48,6 +48,7 @@ SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
 class ChannelKind(models.TextChoices):
     TELEGRAM = "telegram", "Telegram bot"
     WEBHOOK = "webhook", "Generic webhook (JSON POST)"
+    PAGERDUTY = "pagerduty", "PagerDuty (Events API v2)"
 
 
 class AlertChannel(models.Model):
@@ -59,11 +60,13 @@ class AlertChannel(models.Model):
     min_severity = models.CharField(max_length=2, choices=AlertSeverity.choices, default="P3",
                                     help_text="Send alerts of this severity and worse (P0 is the worst).")
     url = models.URLField(max_length=300, blank=True, default="",
-                          help_text="Webhook: the URL. Telegram: the API base (default https://api.telegram.org).")
+                          help_text="Webhook: the URL. Telegram: the API base (default https://api.telegram.org). "
+                                    "PagerDuty: the events endpoint (default https://events.pagerduty.com/v2/enqueue).")
     chat_id = models.CharField(max_length=64, blank=True, default="", help_text="Telegram: the chat id.")
     secret_env = models.CharField(max_length=64, blank=True, default="",
                                   help_text="Name of the environment variable holding the bot token / webhook "
-                                            "secret (e.g. TELEGRAM_BOT_TOKEN). The value is never stored here.")
+                                            "secret / PagerDuty integration (routing) key (e.g. TELEGRAM_BOT_TOKEN). "
+                                            "The value is never stored here.")
     consecutive_failures = models.IntegerField(default=0)
     open_until = models.DateTimeField(null=True, blank=True,
                                       help_text="Circuit breaker: no delivery attempts before this time.")
@@ -73,9 +76,11 @@ class AlertChannel(models.Model):
         db_table = "ops_alert_channels"
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http") | Q(kind="telegram", chat_id__gt=""),
+            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http") | Q(kind="telegram", chat_id__gt="")
+                                   | Q(kind="pagerduty", secret_env__gt=""),
                                    name="alert_channels_configured",
-                                   violation_error_message="A webhook needs a URL; a Telegram channel needs a chat id."),
+                                   violation_error_message="A webhook needs a URL; a Telegram channel needs a chat id; "
+                                                           "a PagerDuty channel needs the variable of its routing key."),
         ]
 
     def __str__(self) -> str:

@@ -112,6 +112,38 @@ def test_alerting_webhook_posts_the_alert_with_a_valid_hmac_signature(db, receiv
     assert hmac.compare_digest(request["headers"]["X-Backoffice-Signature"], expected)
 
 
+def test_alerting_pagerduty_triggers_an_event_with_routing_key_severity_and_dedup_key(db, receiver, monkeypatch):
+    monkeypatch.setenv("TEST_PAGERDUTY_ROUTING_KEY", "R0UT1NGKEY0123456789abcdef012345")
+    AlertChannel.objects.create(name="on-call", kind="pagerduty", url=f"{receiver.url}/v2/enqueue",
+                                secret_env="TEST_PAGERDUTY_ROUTING_KEY", min_severity="P1")
+    alert = new_alert(key="contract-paused:bsc", severity="P0", title="bsc escrow is PAUSED", source="check_contracts")
+    [planned] = alerting.plan_deliveries(alert)
+    assert alerting.attempt_delivery(planned.pk) == ("sent", None)
+    [request] = receiver.requests
+    body = json.loads(request["body"])
+    assert request["path"] == "/v2/enqueue" and body["routing_key"] == "R0UT1NGKEY0123456789abcdef012345"
+    assert body["event_action"] == "trigger" and body["dedup_key"] == f"contract-paused:bsc#{alert.pk}"
+    assert body["payload"]["severity"] == "critical" and body["payload"]["summary"] == "[P0] bsc escrow is PAUSED"
+    assert body["payload"]["component"] == "check_contracts" and body["payload"]["custom_details"]["message"] == "RB-03"
+    assert alerting.plan_deliveries(new_alert(severity="P2")) == [], "the pager wants P1 and worse only"
+
+
+def test_alerting_pagerduty_without_its_routing_key_fails_naming_the_variable(db, receiver):
+    AlertChannel.objects.create(name="on-call", kind="pagerduty", url=receiver.url, secret_env="UNSET_ROUTING_KEY")
+    [planned] = alerting.plan_deliveries(new_alert(severity="P0"))
+    status, retry = alerting.attempt_delivery(planned.pk)
+    planned.refresh_from_db()
+    assert status == "pending" and retry and "UNSET_ROUTING_KEY is not set" in planned.last_error
+    assert receiver.requests == []
+
+
+def test_alerting_pagerduty_channel_needs_its_routing_key_variable_in_the_database(db):
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError, match="alert_channels_configured"), transaction.atomic():
+        AlertChannel.objects.create(name="on-call", kind="pagerduty")
+
+
 def test_alerting_webhook_without_a_secret_sends_no_signature(db, receiver):
     webhook(receiver, secret_env="")
     [planned] = alerting.plan_deliveries(new_alert())

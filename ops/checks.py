@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -43,6 +44,41 @@ def _one(sql: str, params=None) -> dict:
         return dict(zip(names, cur.fetchone()))
 
 
+def _growth_per_day(size_bytes: int) -> float | None:
+    """The database's growth in bytes per day, from the oldest daily check of the last eight days to now."""
+    since = timezone.now() - timedelta(days=8)
+    first = (OpsReport.objects.filter(kind="daily_check", created_at__gte=since, data__has_key="database_bytes")
+             .order_by("created_at").first())
+    if first is None:
+        return None
+    days = (timezone.now() - first.created_at).total_seconds() / 86_400
+    return (size_bytes - int(first.data["database_bytes"])) / days if days >= 0.5 else None
+
+
+def vacuum_database() -> OpsReport:
+    """Runbook §5, weekly (`vacuumdb -z`): VACUUM (ANALYZE) of the whole database, outside any transaction, one
+    at a time (an advisory lock); a stored report with its duration, and a P3 alert when it fails."""
+    started = time.monotonic()
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext('ops-vacuum'))")
+        if not cur.fetchone()[0]:
+            return OpsReport.objects.create(kind="vacuum", status="skipped", data={},
+                                            text="Another VACUUM (ANALYZE) is running: skipped.")
+        try:
+            cur.execute("VACUUM (ANALYZE)")
+            status, text = "ok", f"VACUUM (ANALYZE) of the database took {time.monotonic() - started:.1f} s."
+        except DatabaseError as exc:
+            status, text = "failed", f"VACUUM (ANALYZE) failed after {time.monotonic() - started:.1f} s: {exc}"
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(hashtext('ops-vacuum'))")
+    report = OpsReport.objects.create(kind="vacuum", status=status, text=text,
+                                      data={"seconds": round(time.monotonic() - started, 1)})
+    if status == "failed":
+        raise_alert(key=f"vacuum-failed:{timezone.now():%Y-%m-%d}", severity="P3", source="vacuum_database",
+                    title="Weekly VACUUM (ANALYZE) failed", message=text)
+    return report
+
+
 def daily_operations_check() -> OpsReport:
     """Runbook §4 as a stored report, sent to the alert channels (P3, information)."""
     checks = health_checks.run_checks()
@@ -57,7 +93,9 @@ def daily_operations_check() -> OpsReport:
     cursors = [{"chain": c.chain, "last_block": c.last_block, "lag": c.lag_blocks,
                 "seconds_since_update": int(age(c.updated_at).total_seconds())}
                for c in EventSyncCursor.objects.all()]
-    size = _one("SELECT pg_size_pretty(pg_database_size(current_database())) AS size")["size"]
+    size, size_bytes = _one("SELECT pg_size_pretty(pg_database_size(current_database())) AS size, "
+                            "pg_database_size(current_database()) AS bytes").values()
+    growth = _growth_per_day(size_bytes)
     from .selectors import BACKUP_MAX_AGE, RESTORE_TEST_MAX_AGE, age_text, backup_health
 
     backups = backup_health()
@@ -72,7 +110,8 @@ def daily_operations_check() -> OpsReport:
     still_open = _one("SELECT COUNT(*) AS n FROM ops_alerts WHERE acknowledged_at IS NULL")["n"]
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
             "alerts_24h": raised_24h, "alerts_open": still_open,
-            "pending_disputes": pending, "sync": cursors, "database_size": size,
+            "pending_disputes": pending, "sync": cursors, "database_size": size, "database_bytes": size_bytes,
+            "database_growth_bytes_per_day": growth,
             "redis_memory_mb": checks.get("redis", {}).get("memory_used_mb"),
             "celery_workers": checks.get("celery", {}).get("active_workers"),
             "backups": {"last_good_backup_age_s": _seconds(backups.backup_age),
@@ -84,7 +123,8 @@ def daily_operations_check() -> OpsReport:
              f"3. Pending disputes: {pending}",
              "4. Sync: " + "; ".join(f"{c['chain']} block {c['last_block']} lag {c['lag']} "
                                       f"({c['seconds_since_update']} s ago)" for c in cursors),
-             f"5. Database size: {size}",
+             f"5. Database size: {size}" + (f", {'+' if growth >= 0 else '−'}{abs(growth) / 1e6:.1f} MB/day over the "
+                                            "last week (runbook: growth rate × months to 80%)" if growth is not None else ""),
              f"6. Redis memory: {data['redis_memory_mb']} MB",
              f"7. Celery workers: {data['celery_workers']}",
              f"8. Backups: {backup_line}",

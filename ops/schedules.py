@@ -100,6 +100,10 @@ def schedules() -> list[Schedule]:
                  crontab={"minute": "0", "hour": "5", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook 001 §2, weekly (Sunday 05:00 UTC): restore the newest backup into a scratch "
                              "database and check checksum, migrations, row counts and the audit chain."),
+        Schedule(name="vacuum-database", task="ops.tasks.vacuum_database",
+                 crontab={"minute": "0", "hour": "4", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
+                 description="Runbook §5, weekly (Sunday 04:00 UTC): VACUUM (ANALYZE) of the database (vacuumdb -z); "
+                             "a report in Ops reports."),
         Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries", every_seconds=300,
                  description="Retry alert deliveries whose task was lost."),
     ]

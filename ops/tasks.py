@@ -86,6 +86,14 @@ def check_sync() -> list:
 
 
 @shared_task(ignore_result=True)
+def vacuum_database() -> str:
+    from . import checks
+
+    close_old_connections()
+    return checks.vacuum_database().status
+
+
+@shared_task(ignore_result=True)
 def check_contract_actions() -> list:
     from . import checks
 

@@ -5,6 +5,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
@@ -201,3 +202,28 @@ def test_checks_recalculate_user_tiers_follows_the_rules(db):
     assert tiers[desk.wallet] == "gold"
     assert changed == 7  # every profile above changed (lost and old were gold, idle bronze)
     assert checks.recalculate_user_tiers() == 0  # only changed rows are written
+
+
+# ------------------------------------------------------------------------------------------ maintenance
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_database_runs_vacuum_analyze_and_stores_a_report():
+    factories.order(status="funded", amount="10")
+    report = checks.vacuum_database()
+    assert report.kind == "vacuum" and report.status == "ok" and "VACUUM (ANALYZE)" in report.text
+    with connection.cursor() as cur:  # what it did, read back from PostgreSQL's own statistics
+        cur.execute("SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                    "WHERE relname = 'orders'")
+        assert cur.fetchone()[0] is True
+
+
+def test_daily_check_gives_the_database_growth_per_day_from_a_week_of_reports(db):
+    first = checks.daily_operations_check()
+    assert first.data["database_growth_bytes_per_day"] is None, "no earlier report: no rate"
+    OpsReport.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(days=4),
+                                                 data={**first.data, "database_bytes": first.data["database_bytes"]
+                                                       - 40_000_000})
+    second = checks.daily_operations_check()
+    assert second.data["database_growth_bytes_per_day"] == pytest.approx(10_000_000, rel=0.05)
+    assert "+10.0 MB/day over the last week" in second.text.splitlines()[5]

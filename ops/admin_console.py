@@ -21,7 +21,7 @@ from backoffice.admin_utils import (
 from backoffice.db_router import ReplicaChangelistMixin
 from backoffice.security import stepup_required
 
-from . import actions, console
+from . import actions, console, selectors, services
 from .models import (
     Incident,
     IncidentStatus,
@@ -46,6 +46,54 @@ class OpsReportAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     @admin.display(description="report")
     def report(self, obj: OpsReport) -> str:
         return format_html("<pre>{}</pre>", obj.text)
+
+    def get_urls(self):
+        return [path("database/", self.admin_site.admin_view(self.database_view), name="ops_opsreport_database"),
+                *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        can = request.user.has_perm("ops.view_database_activity")
+        return super().changelist_view(request, {**(extra_context or {}), "database_link": can})
+
+    @stepup_required(methods=("POST",))
+    def database_view(self, request):
+        """RB-02 on this back office's database: connections by state, the longest queries, and (ops admins, with
+        a reason and a fresh code) ending the connections idle for over 10 minutes."""
+        if not request.user.has_perm("ops.view_database_activity"):
+            raise PermissionDenied
+        form = EndIdleForm(request.POST or None)
+        if request.method == "POST":
+            if not request.user.has_perm("ops.terminate_idle_connections"):
+                raise PermissionDenied
+            if form.is_valid():
+                try:
+                    ended = services.terminate_idle_connections(actor=request.user, reason=form.cleaned_data["reason"],
+                                                                pids=form.cleaned_data["pids"])
+                except ValidationError as exc:
+                    errors_to_form(form, exc)
+                else:
+                    self.message_user(request, f"Ended {len(ended)} idle connection(s)"
+                                               f"{': ' + ', '.join(map(str, ended)) if ended else ''}.", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:ops_opsreport_database"))
+        activity = selectors.database_activity()
+        used = sum(n for _, n in activity.by_state)
+        if request.method != "POST" or form.is_valid():
+            form = EndIdleForm(initial={"pids": ",".join(str(c["pid"]) for c in activity.idle_long)})
+        return admin_page(self, request, "admin/ops/opsreport/database.html", title="Database connections (RB-02)",
+                          activity=activity, used=used, form=form,
+                          can_end=request.user.has_perm("ops.terminate_idle_connections"))
+
+
+class EndIdleForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                             help_text="Required; written to the audit log with the connections ended.")
+    pids = forms.CharField(widget=forms.HiddenInput, required=False)  # the connections the page showed
+
+    def clean_pids(self) -> list[int]:
+        try:
+            return [int(p) for p in self.cleaned_data["pids"].split(",") if p.strip()]
+        except ValueError:
+            raise forms.ValidationError("Reload the page: the list of connections is not valid.") from None
 
 
 class FlagForm(forms.ModelForm):

@@ -73,7 +73,7 @@ HEALTH_FACTS = (("latency_ms", "latency {} ms"), ("latest_block", "block {:,}"),
 
 def _health_tiles() -> list[Tile]:
     links = {"celery": _url("django_celery_beat_periodictask_changelist"),
-             "beat": _url("django_celery_beat_periodictask_changelist")}
+             "beat": _url("django_celery_beat_periodictask_changelist"), "database": _url("ops_opsreport_database")}
     for chain, cfg in settings.CHAINS.items():
         links[f"rpc_{cfg['short']}"] = _url("chain_rpcprovider_changelist", query=f"chain__exact={chain}")
     tiles = []

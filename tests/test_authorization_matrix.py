@@ -127,6 +127,7 @@ PAGES = {
     "ops_contractaction_replace": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_cancel": (only(CO, SU), only(CO, SU)),  # proposes the Safe's no-op on a rejected SafeTx
     "ops_contractaction_status": (ALL, ALL),
+    "ops_opsreport_database": (only(OA, SU), only(OA, SU)),  # RB-02: the queries may show data; ending is ops
     "ops_contractaction_emergency_stop": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_resume": (only(CO, CA, SU), only(CO, CA, SU)),  # operators request, approvers approve
     # Safe custody: approvers (and the proposer) sign; the typed data is readable by everyone who sees actions

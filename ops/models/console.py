@@ -23,6 +23,8 @@ class OpsReport(models.Model):
     class Meta:
         db_table = "ops_reports"
         ordering = ["-created_at"]
+        permissions = [("view_database_activity", "Can see the database's connections and running queries (RB-02)"),
+                       ("terminate_idle_connections", "Can end idle database connections (RB-02)")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.created_at:%Y-%m-%d %H:%M}"

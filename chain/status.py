@@ -77,11 +77,12 @@ class ContractStatus:
                          for name, seconds in zip(("seller", "buyer", "dispute"), self.timeouts))
 
     def owner_settings(self) -> dict:
-        """What only the owner changes, as the custody-style check compares it run after run."""
-        return {"treasury": self.treasury, "arbitrator_pool": self.arbitrator_pool,
-                "platform_fee_bps": self.platform_fee_bps, "arbitrator_fee_bps": self.arbitrator_fee_bps,
-                "timeouts": list(self.timeouts) if self.timeouts else None,
-                "supported_tokens": sorted(t.address for t in self.tokens if t.supported)}
+        """What only the owner changes, as the settings check compares it run after run, with the escrow and the
+        block it was read at (a redeployed escrow starts a new record; an older read never replaces a newer)."""
+        return {"escrow": self.escrow, "block": self.block, "treasury": self.treasury,
+                "arbitrator_pool": self.arbitrator_pool, "platform_fee_bps": self.platform_fee_bps,
+                "arbitrator_fee_bps": self.arbitrator_fee_bps, "timeouts": list(self.timeouts) if self.timeouts else None,
+                "tokens": {t.address: t.supported for t in self.tokens}}
 
     @property
     def solvent(self) -> bool:
@@ -91,6 +92,9 @@ class ContractStatus:
     def balanced(self) -> bool:
         return all(t.matches for t in self.tokens)
 
+
+# (chain, address) → (symbol, decimals) of tokens known only from the owner's SupportedTokenSet events.
+_owner_token_metadata: dict[tuple[str, str], tuple[str, int]] = {}
 
 # The escrow's owner-set numbers, read with the runbook's §8 calls (the fee before changing it, 002).
 SETTINGS = ("platformFeeBps", "arbitratorFeeBps", "sellerTimeout", "buyerTimeout", "disputeTimeout")
@@ -119,7 +123,10 @@ def read_contract_status(chain: str) -> ContractStatus:
     for address in set(ChainEvent.objects.owner_events(chain).filter(event="SupportedTokenSet")
                        .values_list("args__token", flat=True)) - set(tokens):
         if isinstance(address, str):
-            symbol, decimals = read_token_metadata(client, address)
+            key = (chain, address.lower())
+            if key not in _owner_token_metadata:  # read once per process: it never changes, and a non-token logs
+                _owner_token_metadata[key] = read_token_metadata(client, address)
+            symbol, decimals = _owner_token_metadata[key]
             tokens[address.lower()] = Token(chain=chain, address=address.lower(), symbol=symbol, decimals=decimals)
     esc = cfg.escrow
     try:

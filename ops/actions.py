@@ -491,9 +491,9 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
 
 def _alert_failed(action: ContractAction) -> None:
     """A failed action pages (after its own transaction): an emergency pause through the guardian module a P1
-    (the escrow was not paused by it), any other a P2 (staff believe it done; it changed nothing on chain)."""
-    if action.status != ActionStatus.FAILED:
-        return
+    (the escrow was not paused by it), any other staff action a P2 (staff believe it done; it changed nothing)."""
+    if action.status != ActionStatus.FAILED or action.is_automatic:
+        return  # a keeper's timeout call loses races by design (anyone may call it); it is proposed again anyway
     if action.custody == Custody.GUARDIAN:
         custody.alert_pause_not_done(action, f"its transaction failed ({action.outcome})")
         return

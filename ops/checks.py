@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
@@ -57,20 +57,26 @@ def _growth_per_day(size_bytes: int) -> float | None:
 
 def vacuum_database() -> OpsReport:
     """Runbook §5, weekly (`vacuumdb -z`): VACUUM (ANALYZE) of the whole database, outside any transaction, one
-    at a time (an advisory lock); a stored report with its duration, and a P3 alert when it fails."""
+    at a time (an advisory lock), with no statement timeout (a role's own would cancel it every week); a stored
+    report with its duration whatever happened, and a P3 alert when it fails."""
     started = time.monotonic()
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext('ops-vacuum'))")
-        if not cur.fetchone()[0]:
-            return OpsReport.objects.create(kind="vacuum", status="skipped", data={},
-                                            text="Another VACUUM (ANALYZE) is running: skipped.")
-        try:
-            cur.execute("VACUUM (ANALYZE)")
-            status, text = "ok", f"VACUUM (ANALYZE) of the database took {time.monotonic() - started:.1f} s."
-        except DatabaseError as exc:
-            status, text = "failed", f"VACUUM (ANALYZE) failed after {time.monotonic() - started:.1f} s: {exc}"
-        finally:
-            cur.execute("SELECT pg_advisory_unlock(hashtext('ops-vacuum'))")
+    status, text = "failed", ""
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext('ops-vacuum'))")
+            if not cur.fetchone()[0]:
+                return OpsReport.objects.create(kind="vacuum", status="skipped", data={},
+                                                text="Another VACUUM (ANALYZE) is running: skipped.")
+            try:
+                cur.execute("SET statement_timeout = 0")
+                cur.execute("VACUUM (ANALYZE)")
+                status, text = "ok", f"VACUUM (ANALYZE) of the database took {time.monotonic() - started:.1f} s."
+            finally:
+                cur.execute("RESET statement_timeout")
+                cur.execute("SELECT pg_advisory_unlock(hashtext('ops-vacuum'))")
+    except DatabaseError as exc:
+        connection.close()  # a connection that died mid-way is not reused
+        text = text or f"VACUUM (ANALYZE) failed after {time.monotonic() - started:.1f} s: {exc}"
     report = OpsReport.objects.create(kind="vacuum", status=status, text=text,
                                       data={"seconds": round(time.monotonic() - started, 1)})
     if status == "failed":
@@ -178,19 +184,24 @@ def check_contracts() -> list[str]:
         now, settings_now = timezone.now(), status.owner_settings()
         with transaction.atomic():
             state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
-            before, since = state.contract_settings, state.contract_settings_checked_at
+            before, since = state.contract_settings or {}, state.contract_settings_checked_at
             state.paused, state.paused_checked_at, state.solvency_ok = status.paused, now, status.balanced
             state.solvency_checked_at, state.solvency_detail = now, detail
-            state.contract_settings, state.contract_settings_checked_at = settings_now, now
-            state.save(update_fields=["paused", "paused_checked_at", "solvency_ok", "solvency_checked_at",
-                                      "solvency_detail", "contract_settings", "contract_settings_checked_at"])
-        unexplained = _settings_changed_outside(chain, before or {}, settings_now, since)
-        if unexplained:
-            raise_alert(key=f"contract-settings-changed:{chain}", severity="P1", source="check_contracts",
-                        title=f"{chain}: escrow settings changed outside the back office",
-                        message="; ".join(unexplained) + ". No contract action of the back office made this: check "
-                                "with every Safe owner that it was intended, and read the contract status page.")
-            raised.append(f"contract-settings-changed:{chain}")
+            fields = ["paused", "paused_checked_at", "solvency_ok", "solvency_checked_at", "solvency_detail"]
+            # A run that read an older block (an overlapping run, a lagging provider) records nothing over a newer.
+            if not (before.get("escrow") == settings_now["escrow"] and (before.get("block") or 0) > status.block):
+                state.contract_settings, state.contract_settings_checked_at = settings_now, now
+                fields += ["contract_settings", "contract_settings_checked_at"]
+            state.save(update_fields=fields)
+            # In the same transaction: a crash cannot record the change and lose its alert.
+            unexplained = (_settings_changed_outside(chain, before, settings_now, since)
+                           if "contract_settings" in fields and before.get("escrow") == settings_now["escrow"] else [])
+            if unexplained:
+                raise_alert(key=f"contract-settings-changed:{chain}", severity="P1", source="check_contracts",
+                            title=f"{chain}: escrow settings changed outside the back office",
+                            message="; ".join(unexplained) + ". No contract action of the back office made this: "
+                                    "check with every Safe owner that it was intended, and read the contract status page.")
+                raised.append(f"contract-settings-changed:{chain}")
         if status.paused:
             raise_alert(key=f"contract-paused:{chain}", severity="P0", source="check_contracts",
                         title=f"{chain} escrow is PAUSED", message="RB-05: all trading is blocked on this chain.")
@@ -217,7 +228,7 @@ def check_contract_actions() -> list[str]:
     paused = set(ChainState.objects.filter(paused=True).values_list("chain", flat=True))
     for chain in configured_chains():
         stuck = list(ContractAction.objects.filter(chain=chain, status__in=IN_FLIGHT)
-                     .filter(Q(sent_at__lt=stuck_since) | Q(sent_at__isnull=True, approved_at__lt=stuck_since))
+                     .annotate(since=Coalesce("sent_at", "signed_at")).filter(since__lt=stuck_since)
                      .order_by("pk").values_list("pk", flat=True)[:20])
         if stuck:
             raise_alert(key=f"actions-stuck:{chain}", severity="P2", source="check_contract_actions",
@@ -226,14 +237,18 @@ def check_contract_actions() -> list[str]:
                         message=f"Actions {', '.join(f'#{pk}' for pk in stuck)}: signed or sent, not mined. Open each "
                                 "and use “Replace stuck tx…” (fees raised 12.5%), or check the relayer's gas.")
             raised.append(f"actions-stuck:{chain}")
-        if chain in paused:
-            continue
+        if chain in paused or _unpaused_since(chain, overdue_since):
+            continue  # paused, the keeper skips it on purpose; just unpaused, it is working through the backlog
         overdue = []
         with connection.cursor() as cur:
             for kind, (status, column) in TIMEOUT_KINDS.items():
-                # The keeper's own partial index (status, deadline): a range scan of the overdue rows only.
-                cur.execute(f"SELECT count(*), min({column}) FROM orders WHERE chain = %s AND status = %s "
-                            f"AND {column} < %s", [chain, status, overdue_since])
+                # The keeper's own partial index (status, deadline): a range scan of the overdue rows only; an order
+                # whose timeout action is in flight is the stuck check's business, not this one's.
+                cur.execute(f"SELECT count(*), min({column}) FROM orders o WHERE chain = %s AND status = %s "
+                            f"AND {column} < %s AND NOT EXISTS (SELECT 1 FROM ops_contract_actions a WHERE "
+                            "a.is_automatic AND a.kind = %s AND a.chain = o.chain AND a.order_onchain_id = o.onchain_id "
+                            "AND a.status IN ('proposed', 'approved', 'signed', 'sent'))",
+                            [chain, status, overdue_since, kind])
                 count, oldest = cur.fetchone()
                 if count:
                     overdue.append(f"{count} {status} order(s) past the {column.replace('_', ' ')} (oldest "
@@ -247,6 +262,13 @@ def check_contract_actions() -> list[str]:
     return raised
 
 
+def _unpaused_since(chain: str, when: datetime) -> bool:
+    """Whether the escrow was unpaused after `when` (its Unpaused event, through the owner events' index)."""
+    from chain.models import ChainEvent
+
+    return ChainEvent.objects.owner_events(chain).filter(event="Unpaused", block_time__gt=when).exists()
+
+
 # Which action kind sets which owner setting, and the parameters it would carry for a value.
 SETTING_ACTIONS = {
     "treasury": ("set_treasury", lambda v: {"treasury": v}),
@@ -257,26 +279,43 @@ SETTING_ACTIONS = {
 
 
 def _settings_changed_outside(chain: str, before: dict, now: dict, since: datetime | None) -> list[str]:
-    """Each change from `before` to `now` that no sent or confirmed back-office action explains (same kind, same
-    value, sent since a day before the last check: it may have waited in the mempool across that check)."""
+    """Each change from `before` to `now` (same escrow) that no sent or confirmed back-office action explains
+    (same kind, same value, sent since a day before the last check: it may have waited in the mempool across
+    that check). A token the back office learns of (from its event, as the sync catches up) counts only if the
+    owner set it after the last check's block."""
+    changes = []  # (message, kind, params)
+    for key, value in now.items():
+        if key in ("escrow", "block") or key not in before or before[key] == value:
+            continue  # the record's own fields, a setting recorded since an upgrade, or no change
+        if key == "tokens":
+            set_after = _tokens_set_after(chain, before.get("block") or 0)
+            for token, supported in value.items():
+                if before[key].get(token, None if token in set_after else supported) != supported:
+                    changes.append((f"token {token} {'now' if supported else 'no longer'} supported",
+                                    "set_supported_token", {"token": token, "supported": supported}))
+        elif key in SETTING_ACTIONS:
+            kind, params = SETTING_ACTIONS[key][0], SETTING_ACTIONS[key][1](value)
+            changes.append((f"{key}: {before[key]} → {value}", kind, params))
+        else:
+            changes.append((f"{key}: {before[key]} → {value}", "", {}))
+    if not changes:
+        return []
     from .models import ActionStatus, ContractAction
 
-    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
+    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED],
+                                         kind__in={kind for _, kind, _ in changes if kind})
     if since is not None:
         made = made.filter(sent_at__gte=since - timedelta(days=1))
-    made = list(made.values_list("kind", "params"))
-    out = []
-    for key, value in now.items():
-        if key not in before or before[key] == value:
-            continue  # first check, a setting recorded since an upgrade, or no change
-        if key == "supported_tokens":
-            for token, supported in [*((t, True) for t in value if t not in before[key]),
-                                     *((t, False) for t in before[key] if t not in value)]:
-                if ("set_supported_token", {"token": token, "supported": supported}) not in made:
-                    out.append(f"token {token} {'now' if supported else 'no longer'} supported")
-        elif key not in SETTING_ACTIONS or (SETTING_ACTIONS[key][0], SETTING_ACTIONS[key][1](value)) not in made:
-            out.append(f"{key}: {before[key]} → {value}")
-    return out
+    done = list(made.values_list("kind", "params"))
+    return [message for message, kind, params in changes if (kind, params) not in done]
+
+
+def _tokens_set_after(chain: str, block: int) -> set[str]:
+    """The tokens whose SupportedTokenSet the owner emitted after `block` (its few events, through their index)."""
+    from chain.models import ChainEvent
+
+    rows = ChainEvent.objects.owner_events(chain).filter(event="SupportedTokenSet", block_number__gt=block)
+    return {str(args.get("token", "")).lower() for args in rows.values_list("args", flat=True)}
 
 
 def check_custody() -> list[str]:

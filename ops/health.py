@@ -210,15 +210,18 @@ def schedule_runs() -> list[ScheduleRun]:
     from django.utils import timezone
     from django_celery_beat.models import PeriodicTask
 
-    from .schedules import schedules
+    from .schedules import schedules, stored_max_gap_seconds
 
-    rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in schedules()])}
+    rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in schedules()])
+            .select_related("interval", "crontab")}
     now, out = timezone.now(), []
     for schedule in schedules():
         task = rows.get(schedule.name)
         since = task.last_run_at or task.date_changed if task else None
+        # The period as staff may have retimed it in the admin, else the code's.
+        gap = (stored_max_gap_seconds(task) if task else None) or schedule.max_gap_seconds
         out.append(ScheduleRun(schedule.name, bool(task and task.enabled),
-                               (now - since).total_seconds() if since else None, schedule.max_gap_seconds))
+                               (now - since).total_seconds() if since else None, gap))
     return out
 
 

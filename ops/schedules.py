@@ -25,20 +25,36 @@ class Schedule:
 
     @property
     def max_gap_seconds(self) -> float:
-        """The longest an enabled entry may go without a run: its interval, or its crontab's period."""
-        if self.every_seconds:
-            return float(self.every_seconds)
-        cron = self.crontab or {}
-        if cron.get("day_of_month", "*") != "*" or cron.get("month_of_year", "*") != "*":
-            return 31 * 86_400.0
-        if cron.get("day_of_week", "*") != "*":
-            return 7 * 86_400.0
-        return 86_400.0 if cron.get("hour", "*") != "*" else 3_600.0
+        return max_gap_seconds(self.every_seconds, self.crontab)
 
     @property
     def queue(self) -> str:
         """The entry's queue, as the task router would choose it (the beat entry carries it visibly too)."""
         return queue_for(self.task, self.kwargs.get("chain")) or "celery"
+
+
+def max_gap_seconds(every_seconds: float | None, crontab: dict[str, str] | None) -> float:
+    """The longest an enabled entry may go without a run: its interval, or its crontab's period."""
+    if every_seconds:
+        return float(every_seconds)
+    cron = crontab or {}
+    if cron.get("day_of_month", "*") != "*" or cron.get("month_of_year", "*") != "*":
+        return 31 * 86_400.0
+    if cron.get("day_of_week", "*") != "*":
+        return 7 * 86_400.0
+    return 86_400.0 if cron.get("hour", "*") != "*" else 3_600.0
+
+
+def stored_max_gap_seconds(task: Any) -> float | None:
+    """The same for a django-celery-beat PeriodicTask as staff may have retimed it; None for another kind."""
+    if task.interval_id:
+        return task.interval.every * {"days": 86_400, "hours": 3_600, "minutes": 60, "seconds": 1,
+                                       "microseconds": 1e-6}[task.interval.period]
+    if task.crontab_id:
+        c = task.crontab
+        return max_gap_seconds(None, {"minute": c.minute, "hour": c.hour, "day_of_week": c.day_of_week,
+                                      "day_of_month": c.day_of_month, "month_of_year": c.month_of_year})
+    return None
 
 
 def schedules() -> list[Schedule]:

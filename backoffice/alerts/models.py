@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -85,6 +86,13 @@ class AlertChannel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self) -> None:
+        """PagerDuty pages people (the runbook sends it P0 and P1 only): a P2 or P3 floor there would open an
+        incident for every daily check and large order."""
+        if self.kind == ChannelKind.PAGERDUTY and SEVERITY_RANK.get(self.min_severity, 3) > SEVERITY_RANK["P1"]:
+            raise ValidationError({"min_severity": "PagerDuty pages people: send it P1 and worse (P0, P1); P2 and P3 "
+                                                   "go to Telegram or a webhook."})
 
     def wants(self, severity: str) -> bool:
         return self.enabled and SEVERITY_RANK[severity] <= SEVERITY_RANK[self.min_severity]

@@ -55,3 +55,12 @@ def test_metrics_export_each_entrys_last_run_late_and_enabled(registered, client
     assert m[("celery_beat_schedule_late", (("schedule", "check-custody"),))] == 0
     assert m[("celery_beat_schedule_enabled", (("schedule", "check-custody"),))] == 1
     assert m[("celery_beat_schedule_seconds_since_run", (("schedule", "check-contracts"),))] >= 1800
+
+
+def test_beat_check_measures_an_entry_by_its_period_as_staff_retimed_it(registered):
+    from django_celery_beat.models import IntervalSchedule
+
+    hourly, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.HOURS)
+    PeriodicTask.objects.filter(name="check-large-orders").update(
+        interval=hourly, last_run_at=timezone.now() - timedelta(minutes=50))
+    assert health.check_beat()["late"] == [], "hourly now: fifty minutes is on time"

@@ -59,3 +59,24 @@ def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
     found = alert(f"action-failed:bsc:{sent.pk}")
     assert found.severity == "P2" and "changed nothing on chain" in found.message
     assert chain.escrow.functions.platformFeeBps().call() == 100
+
+
+def test_orders_overdue_after_a_recent_unpause_wait_for_the_keeper(chain, settings):
+    settings.TIMEOUT_OVERDUE_SECONDS = 3600
+    order_id = chain.create_order()
+    chain.send(chain.escrow.functions.pause(), chain.owner)
+    chain.send(chain.escrow.functions.unpause(), chain.owner)
+    sync_chain("bsc")
+    Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
+    assert "timeouts-overdue:bsc" not in checks.check_contract_actions(), "unpaused just now: the keeper catches up"
+
+
+def test_a_keeper_timeout_that_loses_its_race_pages_nobody(db):
+    """Anyone may call the timeout functions; the keeper proposes again by itself."""
+    lost = ContractAction(pk=10**6, chain="bsc", kind="auto_expire", is_automatic=True, status=ActionStatus.FAILED,
+                          custody="keeper", description="autoExpireOrder(order_id=7)", outcome="reverted")
+    actions._alert_failed(lost)
+    assert not Alert.objects.filter(key__startswith="action-failed").exists()
+    lost.is_automatic, lost.custody = False, "owner_key"  # the same failure of a staff action pages
+    actions._alert_failed(lost)
+    assert Alert.objects.filter(key=f"action-failed:bsc:{10**6}").exists()

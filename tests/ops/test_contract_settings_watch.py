@@ -63,3 +63,31 @@ def test_status_page_shows_fees_timeouts_native_coin_and_a_plain_treasury(chain,
     assert "seller 1 d (86400 s), buyer 3 d (259200 s), dispute 3 d (259200 s)" in html
     assert "0.3 — <strong>the escrow never needs it" in html
     assert "a plain account: the runbook (§8) wants a multisig" in html  # the demo treasury is anvil account 1
+
+
+def test_a_token_the_back_office_learns_of_later_is_no_change(chain):
+    """Supported before the first check, but known only once the sync reads its event: nothing changed on chain."""
+    earlier = Web3.to_checksum_address("0x" + "78" * 20)
+    chain.send(chain.escrow.functions.setSupportedToken(earlier, True), chain.owner)
+    checks.check_contracts()  # before the sync: the token is not known yet
+    sync_chain("bsc")
+    assert KEY not in checks.check_contracts() and open_alert() is None
+    assert ChainState.objects.get(chain="bsc").contract_settings["tokens"][earlier.lower()] is True
+
+
+def test_a_redeployed_escrow_starts_a_new_record_instead_of_a_p1(chain):
+    checks.check_contracts()
+    state = ChainState.objects.get(chain="bsc")
+    ChainState.objects.filter(pk=state.pk).update(contract_settings={
+        **state.contract_settings, "escrow": "0x" + "99" * 20, "platform_fee_bps": 700})
+    assert KEY not in checks.check_contracts()
+    assert ChainState.objects.get(chain="bsc").contract_settings["escrow"] == chain.escrow.address.lower()
+
+
+def test_an_older_read_never_replaces_a_newer_record(chain):
+    checks.check_contracts()
+    state = ChainState.objects.get(chain="bsc")
+    ahead = {**state.contract_settings, "block": state.contract_settings["block"] + 1000, "platform_fee_bps": 700}
+    ChainState.objects.filter(pk=state.pk).update(contract_settings=ahead)
+    assert KEY not in checks.check_contracts(), "a lagging provider's read: no comparison, no alert"
+    assert ChainState.objects.get(chain="bsc").contract_settings == ahead

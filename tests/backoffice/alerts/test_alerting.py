@@ -317,3 +317,13 @@ def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_m
     assert AuditLog.objects.filter(action="acknowledge_alert", actor_label="olga").count() == 1
     again = client.get(url).content.decode()
     assert 'name="_acknowledge"' not in again and "Acknowledged by olga" in again
+
+
+def test_alerting_pagerduty_channel_refuses_a_floor_below_p1(db):
+    from django.core.exceptions import ValidationError
+
+    channel = AlertChannel(name="on-call", kind="pagerduty", secret_env="PD_KEY", min_severity="P3")
+    with pytest.raises(ValidationError, match="PagerDuty pages people"):
+        channel.full_clean()
+    channel.min_severity = "P1"
+    channel.full_clean()

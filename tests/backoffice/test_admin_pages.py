@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def test_empty_changelist_says_what_empty_means_and_what_to_do(staff_client):
     page = staff_client.get(reverse("admin:alerts_alertchannel_changelist")).content.decode()
-    assert 'class="empty-state"' in page and "Add a Telegram bot or a webhook" in page
+    assert 'class="empty-state"' in page and "Add a Telegram bot, a webhook or PagerDuty" in page
 
 
 def test_empty_search_result_offers_to_clear_the_search_not_the_empty_list_text(staff_client):

@@ -122,10 +122,11 @@ class DisputeNote(models.Model):
 
 
 class ReviewFlag(models.Model):
-    """A wallet flagged for human review (repeat offender, new account with many disputes). Never a blacklisting."""
+    """A wallet flagged for human review (repeat offender, new account with many disputes, orders created too
+    fast). Never a blacklisting."""
 
     wallet = WalletField()
-    role = models.CharField(max_length=10, help_text="seller, buyer or account")
+    role = models.CharField(max_length=10, help_text="seller, buyer, account or velocity (orders created too fast)")
     reason = models.TextField()
     disputes = models.IntegerField(default=0)
     created_at = models.DateTimeField(db_default=Now())

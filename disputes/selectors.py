@@ -55,6 +55,16 @@ def repeat_offenders(role: str, *, days: int = 7, limit: int = 10, minimum: int 
         f"ORDER BY disputes DESC, wallet LIMIT %s", [days, minimum, limit])
 
 
+def fast_order_makers(*, hours: int = 2, minimum: int = 11, limit: int = 50) -> list[dict]:
+    """Runbook 002 ("high risk order volume"): wallets that created `minimum` or more orders in the last `hours`
+    (the buyer creates an order), most first: one range scan of the window's orders on their created_at index."""
+    return _rows(
+        "SELECT o.buyer_wallet AS wallet, COUNT(*) AS orders, p.is_blacklisted FROM orders o "
+        "JOIN user_profiles p ON p.wallet = o.buyer_wallet WHERE o.created_at > NOW() - make_interval(hours => %s) "
+        "GROUP BY o.buyer_wallet, p.is_blacklisted HAVING COUNT(*) >= %s ORDER BY orders DESC, wallet LIMIT %s",
+        [hours, minimum, limit])
+
+
 def new_accounts_high_dispute_rate(*, account_days: int = 7, min_orders: int = 3, min_rate_pct: int = 30,
                                    limit: int = 20) -> list[dict]:
     """RB-04 step 3: accounts first seen in the last `account_days` whose orders since are often disputed.

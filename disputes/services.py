@@ -208,6 +208,27 @@ def flag_repeat_offenders(*, days: int = 7, minimum: int = 3) -> int:
     return flagged
 
 
+def flag_fast_order_makers(*, hours: int = 2, minimum: int = 11) -> int:
+    """Scheduled: flag for review the wallets that created more than ten orders in two hours (runbook 002). Never
+    blacklists anyone; one open flag per wallet."""
+    from .selectors import fast_order_makers
+
+    flagged = 0
+    for row in fast_order_makers(hours=hours, minimum=minimum):
+        if row["is_blacklisted"]:
+            continue
+        with transaction.atomic():
+            flag, created = ReviewFlag.objects.get_or_create(
+                wallet=row["wallet"], role="velocity", resolved_at__isnull=True,
+                defaults={"reason": f"{row['orders']} orders created in {hours} h (runbook 002: more than "
+                                    f"{minimum - 1} in {hours} h is high-risk order volume)"})
+            if created:
+                record_audit(actor="system:order-velocity", action="flag_for_review", obj=flag,
+                             after={"wallet": flag.wallet, "role": "velocity", "orders": row["orders"]})
+                flagged += 1
+    return flagged
+
+
 def resolve_review_flag(*, actor: Any, flag: ReviewFlag, resolution: str) -> ReviewFlag:
     require_perm(actor, "disputes.review_dispute", "resolve review flags")
     resolution = (resolution or "").strip()

@@ -20,6 +20,12 @@ def flag_repeat_offenders() -> int:
 
 
 @shared_task(ignore_result=True)
+def flag_fast_order_makers() -> int:
+    close_old_connections()
+    return services.flag_fast_order_makers()
+
+
+@shared_task(ignore_result=True)
 def check_dispute_rate() -> bool:
     close_old_connections()
     return services.check_dispute_rate()

@@ -84,6 +84,9 @@ def schedules() -> list[Schedule]:
                  every_seconds=300, description="Lift blacklist entries whose expiry has passed (audited)."),
         Schedule(name="flag-repeat-offenders", task="disputes.tasks.flag_repeat_offenders", every_seconds=3600,
                  description="RB-04: flag repeat offenders for review (never blacklists)."),
+        Schedule(name="flag-fast-order-makers", task="disputes.tasks.flag_fast_order_makers", every_seconds=900,
+                 description="Runbook 002: flag for review the wallets that created more than 10 orders in 2 h "
+                             "(never blacklists)."),
         Schedule(name="check-dispute-rate", task="disputes.tasks.check_dispute_rate", every_seconds=900,
                  description="RB-04 trigger: alert when the 24 h dispute rate passes the threshold (20%)."),
         Schedule(name="daily-operations-check", task="ops.tasks.daily_operations_check", crontab={"minute": "0", "hour": "8", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},

@@ -125,3 +125,22 @@ def test_check_dispute_rate_uses_the_platform_threshold():
 
     assert services.check_dispute_rate() is True
     assert Alert.objects.get().key == "dispute-rate-24h"
+
+
+# ---------------------------------------------------------------- order velocity (runbook 002)
+
+
+def test_flag_fast_order_makers_flags_more_than_ten_orders_in_two_hours_once():
+    fast, steady, banned = f.profile(), f.profile(), f.profile()
+    Blacklist.objects.create(wallet=banned.wallet, reason="fraud")
+    _orders(11, OrderStatus.FUNDED, buyer=fast, created_at=ago(minutes=30))
+    _orders(10, OrderStatus.FUNDED, buyer=steady, created_at=ago(minutes=30))  # ten is the runbook's limit
+    _orders(5, OrderStatus.FUNDED, buyer=steady, created_at=ago(hours=3))  # outside the window
+    _orders(12, OrderStatus.FUNDED, buyer=banned, created_at=ago(minutes=30))  # already blacklisted
+
+    assert services.flag_fast_order_makers() == 1
+    flag = ReviewFlag.objects.get()
+    assert (flag.wallet, flag.role) == (fast.wallet, "velocity") and flag.reason.startswith("11 orders created in 2 h")
+    assert services.flag_fast_order_makers() == 0, "one open flag per wallet"
+    assert Blacklist.objects.count() == 1, "flags, never blacklists"
+    assert AuditLog.objects.get(action="flag_for_review").actor_label == "system:order-velocity"

@@ -126,16 +126,18 @@ def streamed_rows(queryset, *, chunk_size: int) -> Iterator:
     """
     alias = replica_alias()
     if alias != DEFAULT_DB_ALIAS:
-        rows = queryset.using(alias).iterator(chunk_size=chunk_size)
         try:
-            first = list(itertools.islice(rows, 1))
+            return _marking_failure(alias, _run_now(queryset.using(alias), chunk_size))
         except READ_ERRORS as exc:
             logger.warning("an export's query failed on the database replica; reading the primary",
                            extra={"error": str(exc).strip()[:200]})
             _failed_on(alias, exc, "at an export's start")
-        else:
-            return _marking_failure(alias, itertools.chain(first, rows))
-    rows = queryset.using(DEFAULT_DB_ALIAS).iterator(chunk_size=chunk_size)
+    return _run_now(queryset.using(DEFAULT_DB_ALIAS), chunk_size)
+
+
+def _run_now(queryset, chunk_size: int) -> Iterator:
+    """The queryset's rows, its query run (and its first chunk fetched) now rather than at the first row read."""
+    rows = queryset.iterator(chunk_size=chunk_size)
     return itertools.chain(list(itertools.islice(rows, 1)), rows)
 
 

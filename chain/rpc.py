@@ -426,17 +426,20 @@ class RpcClient:
         last RANGE_CEILING_SECONDS, or None. Shared by the sync's fetch threads, so a provider that cannot
         answer wide ranges costs one timeout per halving, not one per range in flight or per remaining range."""
         with self._lock:
-            if self._range_ceiling is None or self._range_ceiling[1] <= time.monotonic():
-                return None
-            return self._range_ceiling[0]
+            return self._live_ceiling()
 
     def range_timed_out(self, blocks: int) -> None:
         """An eth_getLogs over `blocks` blocks timed out: cap the following requests at half of it."""
         cap = max(1, blocks // 2)
         with self._lock:
-            if self._range_ceiling is not None and self._range_ceiling[1] > time.monotonic():
-                cap = min(cap, self._range_ceiling[0])
-            self._range_ceiling = (cap, time.monotonic() + RANGE_CEILING_SECONDS)
+            live = self._live_ceiling()
+            self._range_ceiling = (cap if live is None else min(cap, live), time.monotonic() + RANGE_CEILING_SECONDS)
+
+    def _live_ceiling(self) -> int | None:
+        """The ceiling while it lasts (call under self._lock)."""
+        if self._range_ceiling is None or self._range_ceiling[1] <= time.monotonic():
+            return None
+        return self._range_ceiling[0]
 
     def count_split(self, role: str | None, reason: str) -> None:
         """An eth_getLogs range halved because the provider refused its size (`too_big`) or timed out."""

@@ -179,13 +179,18 @@ def _refuse_open_safe_tx(signing_hash: str) -> None:
     """One open action per SafeTx: a second would let owners' signatures gather on the same hash outside the
     review of the first (each action counts its own signatures). The database holds the rule (the constraint
     contract_actions_one_open_per_safe_tx); this check names the open action in the refusal."""
-    open_action = (ContractAction.objects.filter(signing_hash=signing_hash, status__in=[*AWAITING, *IN_FLIGHT])
-                   .order_by("pk").first())
+    open_action = _open_safe_tx(signing_hash)
     if open_action is not None:
         raise ValidationError({"params": f"Action #{open_action.pk} ({open_action.description}, "
                                          f"{open_action.get_status_display().lower()}) is this same SafeTx (Safe "
                                          f"nonce {open_action.safe_nonce}, hash {signing_hash}): sign, execute or "
                                          f"reject #{open_action.pk} instead; nothing was proposed."})
+
+
+def _open_safe_tx(signing_hash: str, *, besides: int | None = None) -> ContractAction | None:
+    """The open Safe action of this SafeTx (the index allows one), other than action `besides`."""
+    return (ContractAction.objects.filter(custody=Custody.SAFE, signing_hash=signing_hash,
+                                          status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=besides).order_by("pk").first())
 
 
 def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
@@ -206,9 +211,8 @@ def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -
         raise ValidationError({"kind": f"#{action.pk} is itself a cancel: it is made harmless by executing the action "
                                        f"wanted on Safe nonce {action.safe_nonce}."})
     if not exposed_safe_txs().filter(pk=action.pk).exists():
-        again = ContractAction.objects.filter(custody=Custody.SAFE, signing_hash=action.signing_hash,
-                                              status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=action.pk).first()
-        why = (f"the same SafeTx is open again as #{again.pk}: reject that one first" if again and action.signing_hash
+        again = _open_safe_tx(action.signing_hash, besides=action.pk) if action.custody == Custody.SAFE else None
+        why = (f"the same SafeTx is open again as #{again.pk}: reject that one first" if again
                else "only a rejected or failed SafeTx is cancelled on chain (reject it first)")
         raise ValidationError({"status": f"Action #{action.pk} is a {action.get_custody_display()} action, "
                                          f"{action.get_status_display().lower()}: {why}."})
@@ -368,7 +372,7 @@ def _prepare_signed_call(action: ContractAction) -> str | ContractAction:
                     audit_reason=outcome)
         raise ValidationError({"signatures": outcome[0].upper() + outcome[1:] + "."})
     if action.custody == Custody.GUARDIAN:
-        deadline = int(action.typed_data["message"]["deadline"])
+        deadline = action.guardian_deadline_seconds
         try:
             chain_now = transactions.chain_time(action.chain)
         except (ProviderUnavailable, RpcError) as exc:

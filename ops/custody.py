@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.conf import settings
@@ -301,7 +299,7 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
         chain_now = transactions.chain_time(action.chain) if action.custody == Custody.GUARDIAN else 0
     except (ProviderUnavailable, RpcError) as exc:
         raise _rpc_error(action.chain, exc, "the signature was not recorded") from None
-    if action.custody == Custody.GUARDIAN and int(action.typed_data["message"]["deadline"]) <= chain_now:
+    if action.custody == Custody.GUARDIAN and action.guardian_deadline_seconds <= chain_now:
         # The module checks the deadline against block.timestamp: recorded, it would approve a pause that
         # can only fail at execution.
         raise ValidationError({"signature": f"The guardian pause #{action.pk} could be signed until "
@@ -379,7 +377,7 @@ def mark_stale_actions(*, chain: str | None = None) -> int:
             logger.warning("stale check of action %s skipped: %s", action.pk, exc, extra={"chain": action.chain})
             continue
         if action.custody == Custody.GUARDIAN and seen[key] <= action.safe_nonce \
-                and int(action.typed_data["message"]["deadline"]) <= chain_now[action.chain]:
+                and action.guardian_deadline_seconds <= chain_now[action.chain]:
             _expire_guardian_pause(action)
             count += 1
             continue
@@ -402,7 +400,7 @@ def _expire_guardian_pause(action: ContractAction) -> None:
     action.refresh_from_db()
     if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):
         return
-    closed = datetime.fromtimestamp(int(action.typed_data["message"]["deadline"]), tz=dt_timezone.utc)
+    closed = action.guardian_deadline
     what = ("no guardian signed it" if action.status == ActionStatus.PROPOSED else
             "a guardian signed it but it was not sent")
     moved = actions.mark_action(action, ActionStatus.STALE, only_from=(action.status,),

@@ -171,10 +171,17 @@ class ContractAction(models.Model):
         return f"#{self.pk} {self.chain} {self.description}"
 
     @property
-    def guardian_deadline(self) -> datetime | None:
-        """When a guardian's pause signature stops being accepted (the module compares it with block time)."""
+    def guardian_deadline_seconds(self) -> int | None:
+        """When a guardian's pause signature stops being accepted, in block time (unix seconds: the module compares
+        it with block.timestamp)."""
         deadline = (self.typed_data or {}).get("message", {}).get("deadline") if self.custody == Custody.GUARDIAN else None
-        return datetime.fromtimestamp(int(deadline), tz=dt_timezone.utc) if deadline is not None else None
+        return int(deadline) if deadline is not None else None
+
+    @property
+    def guardian_deadline(self) -> datetime | None:
+        """The same as a UTC time, to show."""
+        seconds = self.guardian_deadline_seconds
+        return datetime.fromtimestamp(seconds, tz=dt_timezone.utc) if seconds is not None else None
 
 
 class SignerNonce(models.Model):

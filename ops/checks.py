@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -393,12 +392,13 @@ def _closed_but_executable(chain: str, safe: SafeState) -> list[str]:
 def check_large_orders(window: timedelta = timedelta(hours=1)) -> int:
     """Alert table: a single order over 5,000 USDT (P3, information), once per order; in a USD stablecoin
     (USD_STABLECOINS), the only tokens whose amount is a dollar amount."""
-    limit = Decimal(str(PlatformFlag.get("LARGE_ORDER_USDT", 5000)))
-    since = timezone.now() - window
+    from .selectors import large_order_rule
+
+    rule, params = large_order_rule()
+    limit = params[0]
     with connection.cursor() as cur:
-        cur.execute("SELECT chain, onchain_id, amount, token_symbol FROM orders WHERE created_at > %s AND amount > %s "
-                    "AND upper(token_symbol) = ANY(%s) ORDER BY created_at LIMIT 100",
-                    [since, limit, settings.USD_STABLECOINS])
+        cur.execute(f"SELECT chain, onchain_id, amount, token_symbol FROM orders WHERE created_at > %s AND {rule} "
+                    "ORDER BY created_at LIMIT 100", [timezone.now() - window, *params])
         rows = cur.fetchall()
     for chain, onchain_id, amount, symbol in rows:
         raise_alert(key=f"large-order:{chain}:{onchain_id}", severity="P3", source="check_large_orders",

@@ -57,9 +57,10 @@ def _business() -> list:
     rate.add_metric([], disp / total if total else 0.0)
     large = GaugeMetricFamily("p2p_large_orders_1h", "Orders over LARGE_ORDER_USDT (in USD stablecoins) created in "
                                                      "the last hour")
-    (n_large,), = _rows("SELECT COUNT(*) FROM orders WHERE created_at > NOW() - INTERVAL '1 hour' AND amount > "
-                        "COALESCE((SELECT (value #>> '{}')::numeric FROM ops_platform_flags WHERE key = 'LARGE_ORDER_USDT'), 5000) "
-                        "AND upper(token_symbol) = ANY(%s)", [settings.USD_STABLECOINS])
+    from .selectors import large_order_rule  # the check's own rule: gauge and alert agree
+
+    rule, params = large_order_rule()
+    (n_large,), = _rows(f"SELECT COUNT(*) FROM orders WHERE created_at > NOW() - INTERVAL '1 hour' AND {rule}", params)
     large.add_metric([], float(n_large))
     return [created, completed, disputed, expired, fees, open_disputes, rate, large]
 

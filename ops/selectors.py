@@ -119,6 +119,18 @@ def safe_tx_signers(signing_hash: str) -> set[str]:
                .values_list("signer_address", flat=True))
 
 
+def large_order_rule() -> tuple[str, list]:
+    """The alert table's large-order rule ("a single order over 5,000 USDT") as a condition on `orders` and its
+    parameters: over LARGE_ORDER_USDT, in a USD stablecoin (USD_STABLECOINS), the only tokens whose amount is a
+    dollar amount. The check and the /metrics gauge both use it, so they agree."""
+    from django.conf import settings
+
+    from .models import PlatformFlag
+
+    limit = Decimal(str(PlatformFlag.get("LARGE_ORDER_USDT", 5000)))
+    return "amount > %s AND upper(token_symbol) = ANY(%s)", [limit, settings.USD_STABLECOINS]
+
+
 def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
     """The cancels proposed on the same Safe nonce as `action`, newest first."""
     return list(ContractAction.objects.filter(kind="cancel_safe_tx", chain=action.chain, safe_address=action.safe_address,

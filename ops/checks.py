@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -28,12 +29,6 @@ SYNC_STUCK_AFTER = timedelta(minutes=10)
 def sync_lag_threshold() -> int:
     """RB-03: lag (blocks) over which the sync is a P2; the platform setting, 100 when unset."""
     return int(PlatformFlag.get("SYNC_LAG_ALERT_BLOCKS", 100))
-
-
-def _rows(sql: str, params=None) -> list[tuple]:
-    with connection.cursor() as cur:
-        cur.execute(sql, params or [])
-        return cur.fetchall()
 
 
 def _one(sql: str, params=None) -> dict:
@@ -110,9 +105,9 @@ def daily_operations_check() -> OpsReport:
                    + f"; last passed restore test {age_text(backups.restore_test_age)}"
                    + (f" — OVER {RESTORE_TEST_MAX_AGE.days} days" if backups.restore_test_stale else ""))
     # The runbook's "error count" item: what the checks raised in the day, and what is still waiting for someone.
-    raised_24h = dict(_rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE created_at > NOW() - INTERVAL '24 hours' "
-                            "GROUP BY severity ORDER BY severity"))
-    still_open = _one("SELECT COUNT(*) AS n FROM ops_alerts WHERE acknowledged_at IS NULL")["n"]
+    raised_24h = dict(Alert.objects.filter(created_at__gt=timezone.now() - timedelta(hours=24)).values("severity")
+                      .annotate(n=Count("pk")).order_by("severity").values_list("severity", "n"))
+    still_open = Alert.objects.filter(acknowledged_at__isnull=True).count()
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
             "alerts_24h": raised_24h, "alerts_open": still_open,
             "pending_disputes": pending, "sync": cursors, "database_size": size, "database_bytes": size_bytes,

@@ -212,10 +212,11 @@ def schedule_runs() -> list[ScheduleRun]:
 
     from .schedules import schedules, stored_max_gap_seconds
 
-    rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in schedules()])
+    defined = schedules()
+    rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in defined])
             .select_related("interval", "crontab")}
     now, out = timezone.now(), []
-    for schedule in schedules():
+    for schedule in defined:
         task = rows.get(schedule.name)
         since = task.last_run_at or task.date_changed if task else None
         # The period as staff may have retimed it in the admin, else the code's.

@@ -75,6 +75,22 @@ def _number(environ: Mapping[str, str], key: str, default, kind):
     return value
 
 
+# (variable suffix, spec key, what makes a value wrong, the fix) for a chain's plain numbers.
+_RANGES = (
+    ("START_BLOCK", "start_block", lambda v: v < 0,
+     "use the block the contracts were deployed in (0 or more), or unset it"),
+    ("CONFIRMATIONS", "confirmations", lambda v: v < 0,
+     "use 0 (apply blocks as soon as they are mined) or more; the sync reads up to head − confirmations"),
+    ("BLOCK_TIME", "block_time", lambda v: v <= 0, "use the chain's seconds per block, more than 0 (e.g. 2, or 0.75)"),
+    # IntervalSchedule's smallest unit is a microsecond: anything shorter would be written as every=0.
+    ("POLL_SECONDS", "poll_seconds", lambda v: v < 1e-6,
+     "use the seconds between two polls, more than 0 (e.g. 3), or unset it for the default"),
+    ("SYNC_BATCH_BLOCKS", "batch_blocks", lambda v: v < 1, "use 1 or more blocks per request (2000 when unset)"),
+    ("RPC_MAX_RPS", "max_rps", lambda v: v < 0, "use a number of requests per second, or 0 for no budget"),
+    ("SYNC_MAX_IN_FLIGHT", "max_in_flight", lambda v: v < 1, "use 1 (one eth_getLogs at a time) or more"),
+)
+
+
 def _out_of_range(spec: dict, environ: Mapping[str, str]) -> list[str]:
     """What is wrong with a chain's numbers, one sentence each naming the variable, its value and the fix: a value
     out of range would not stop the settings but the sync, the schedule or a page later, far from its cause."""
@@ -83,28 +99,10 @@ def _out_of_range(spec: dict, environ: Mapping[str, str]) -> list[str]:
     if _get(environ, f"{p}_CHAIN_ID") and spec["chain_id"] < 1:
         problems.append(f"{p}_CHAIN_ID is {spec['chain_id']}: use the chain's id (EIP-155, e.g. 8453 for Base), "
                         "a positive integer")
-    if spec["start_block"] < 0:
-        problems.append(f"{p}_START_BLOCK is {spec['start_block']}: use the block the contracts were deployed in "
-                        "(0 or more), or unset it")
-    if spec["confirmations"] < 0:
-        problems.append(f"{p}_CONFIRMATIONS is {spec['confirmations']}: use 0 (apply blocks as soon as they are "
-                        "mined) or more; the sync reads up to head − confirmations")
-    if spec["block_time"] <= 0:
-        problems.append(f"{p}_BLOCK_TIME is {spec['block_time']:g}: use the chain's seconds per block, more than 0 "
-                        "(e.g. 2, or 0.75)")
-    # IntervalSchedule's smallest unit is a microsecond: anything shorter would be written as every=0.
-    if spec["poll_seconds"] < 1e-6:
-        problems.append(f"{p}_POLL_SECONDS is {spec['poll_seconds']:g}: use the seconds between two polls, more "
-                        "than 0 (e.g. 3), or unset it for the default")
-    if spec["batch_blocks"] < 1:
-        problems.append(f"{p}_SYNC_BATCH_BLOCKS is {spec['batch_blocks']}: use 1 or more blocks per request "
-                        "(2000 when unset)")
-    if spec["max_rps"] < 0:
-        problems.append(f"{p}_RPC_MAX_RPS is {spec['max_rps']:g}: use a number of requests per second, or 0 for "
-                        "no budget")
-    if spec["max_in_flight"] < 1:
-        problems.append(f"{p}_SYNC_MAX_IN_FLIGHT is {spec['max_in_flight']}: use 1 (one eth_getLogs at a time) "
-                        "or more")
+    for suffix, key, wrong, fix in _RANGES:
+        if wrong(spec[key]):
+            value = f"{spec[key]:g}" if isinstance(spec[key], float) else spec[key]
+            problems.append(f"{p}_{suffix} is {value}: {fix}")
     bad = [a for a in spec["safe_known_modules"] if not re.fullmatch(r"0x[0-9a-f]{40}", a)]
     if bad:
         problems.append(f"{p}_SAFE_KNOWN_MODULES holds {', '.join(bad)}: use 0x-prefixed 20-byte addresses separated "

@@ -194,18 +194,23 @@ def flag_repeat_offenders(*, days: int = 7, minimum: int = 3) -> int:
     flagged = 0
     for role in ("seller", "buyer"):
         for row in repeat_offenders(role, days=days, minimum=minimum, limit=50):
-            if row["is_blacklisted"]:
-                continue
-            with transaction.atomic():
-                flag, created = ReviewFlag.objects.get_or_create(
-                    wallet=row["wallet"], role=role, resolved_at__isnull=True,
-                    defaults={"reason": f"{row['disputes']} open disputes as {role} in {days} days (RB-04)",
-                              "disputes": row["disputes"]})
-                if created:
-                    record_audit(actor="system:repeat-offenders", action="flag_for_review", obj=flag,
-                                 after={"wallet": flag.wallet, "role": role, "disputes": flag.disputes})
-                    flagged += 1
+            if not row["is_blacklisted"]:
+                flagged += _flag_for_review(
+                    wallet=row["wallet"], role=role, actor="system:repeat-offenders", disputes=row["disputes"],
+                    reason=f"{row['disputes']} open disputes as {role} in {days} days (RB-04)",
+                    noted={"disputes": row["disputes"]})
     return flagged
+
+
+def _flag_for_review(*, wallet: str, role: str, reason: str, actor: str, noted: dict, disputes: int = 0) -> bool:
+    """One open review flag per wallet and role; a new one is audited (with `noted`). True when it is new."""
+    with transaction.atomic():
+        flag, created = ReviewFlag.objects.get_or_create(wallet=wallet, role=role, resolved_at__isnull=True,
+                                                         defaults={"reason": reason, "disputes": disputes})
+        if created:
+            record_audit(actor=actor, action="flag_for_review", obj=flag,
+                         after={"wallet": flag.wallet, "role": role, **noted})
+    return created
 
 
 def flag_fast_order_makers(*, hours: int = 2, minimum: int = 11) -> int:
@@ -215,17 +220,11 @@ def flag_fast_order_makers(*, hours: int = 2, minimum: int = 11) -> int:
 
     flagged = 0
     for row in fast_order_makers(hours=hours, minimum=minimum):
-        if row["is_blacklisted"]:
-            continue
-        with transaction.atomic():
-            flag, created = ReviewFlag.objects.get_or_create(
-                wallet=row["wallet"], role="velocity", resolved_at__isnull=True,
-                defaults={"reason": f"{row['orders']} orders created in {hours} h (runbook 002: more than "
-                                    f"{minimum - 1} in {hours} h is high-risk order volume)"})
-            if created:
-                record_audit(actor="system:order-velocity", action="flag_for_review", obj=flag,
-                             after={"wallet": flag.wallet, "role": "velocity", "orders": row["orders"]})
-                flagged += 1
+        if not row["is_blacklisted"]:
+            flagged += _flag_for_review(
+                wallet=row["wallet"], role="velocity", actor="system:order-velocity", noted={"orders": row["orders"]},
+                reason=f"{row['orders']} orders created in {hours} h (runbook 002: more than {minimum - 1} in "
+                       f"{hours} h is high-risk order volume)")
     return flagged
 
 

@@ -210,6 +210,11 @@ def age_text(elapsed: timedelta | None) -> str:
 # ---------------------------------------------------------------------------------------------- RB-02
 
 
+# RB-02 step 3's connections, on this database: idle for longer than %s seconds, never the asking connection.
+IDLE_LONG = ("datname = current_database() AND state = 'idle' AND state_change < clock_timestamp() - "
+             "make_interval(secs => %s) AND pid <> pg_backend_pid()")
+
+
 @dataclass(frozen=True)
 class DatabaseActivity:
     by_state: list[tuple[str, int]]      # RB-02 step 1: connections by state
@@ -233,9 +238,7 @@ def database_activity(*, idle_seconds: int = 600) -> DatabaseActivity:
         running = [dict(zip(("pid", "seconds", "state", "query", "application", "waiting_on"), row))
                    for row in cur.fetchall()]
         cur.execute("SELECT pid, EXTRACT(EPOCH FROM clock_timestamp() - state_change), application_name, "
-                    "client_addr::text FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle' "
-                    "AND state_change < clock_timestamp() - make_interval(secs => %s) AND pid <> pg_backend_pid() "
-                    "ORDER BY state_change", [idle_seconds])
+                    f"client_addr::text FROM pg_stat_activity WHERE {IDLE_LONG} ORDER BY state_change", [idle_seconds])
         idle_long = [dict(zip(("pid", "seconds", "application", "client"), row)) for row in cur.fetchall()]
         cur.execute("SELECT current_setting('max_connections')::int")
         (max_connections,) = cur.fetchone()

@@ -12,6 +12,8 @@ from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain.models import ChainState
 
+from .selectors import IDLE_LONG
+
 # The records of contract actions sent to a chain, with the nonces they used (incident links cascade).
 LOCAL_CHAIN_ACTION_TABLES = ("ops_action_signatures", "ops_contract_actions", "ops_signer_nonces")
 
@@ -55,10 +57,9 @@ def terminate_idle_connections(*, actor: Any, reason: str, pids: list[int], idle
     with transaction.atomic():
         with connection.cursor() as cur:
             # Chosen first, ended after: in one WHERE, PostgreSQL may call pg_terminate_backend before the filters.
-            cur.execute("WITH idle AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND state = 'idle' AND state_change < clock_timestamp() - make_interval(secs => %s) "
-                        "AND pid <> pg_backend_pid() AND pid = ANY(%s)) "
-                        "SELECT pid FROM idle WHERE pg_terminate_backend(pid)", [idle_seconds, list(pids)])
+            cur.execute(f"WITH idle AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE {IDLE_LONG} "
+                        "AND pid = ANY(%s)) SELECT pid FROM idle WHERE pg_terminate_backend(pid)",
+                        [idle_seconds, list(pids)])
             ended = sorted(pid for (pid,) in cur.fetchall())
         record_audit(actor=actor, action="terminate_idle_connections", object_type="database",
                      after={"ended": ended, "idle_seconds": idle_seconds}, reason=reason)

@@ -148,8 +148,7 @@ def read_contract_status(chain: str) -> ContractStatus:
         fee, arbitrator_fee, *timeouts = (int(a, 16) for a in answers[4:4 + len(SETTINGS)])
         status.platform_fee_bps, status.arbitrator_fee_bps, status.timeouts = fee, arbitrator_fee, tuple(timeouts)
         status.native_balance = units(int(answers[-1], 16), 18)
-        status.treasury_is_contract = client.call("eth_getCode", [status.treasury, hex(block)]) not in ("0x", "0x0", "")
-        per_token = []
+        per_token = [("eth_getCode", [status.treasury, hex(block)])]  # in the same round trip as the tokens
         balance_of = _selector("balanceOf(address)")
         for address in tokens:
             per_token += [
@@ -158,7 +157,8 @@ def read_contract_status(chain: str) -> ContractStatus:
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(status.treasury)}, hex(block)]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, at_cursor]),
             ]
-        results = client.batch(per_token)
+        code, *results = client.batch(per_token)
+        status.treasury_is_contract = code not in ("0x", "0x0", "")
     except (ProviderUnavailable, RpcError) as exc:
         status.error = str(exc)
         return status

@@ -14,7 +14,6 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from .db_router import replica_reads, with_replica_reads
 
-
 # The sidebar's order: what staff work in every day first, then the records, then the framework's own apps.
 APP_ORDER = ["chain", "disputes", "ops", "alerts", "audit"]
 
@@ -96,13 +95,13 @@ class BackofficeAdminSite(admin.AdminSite):
         return with_replica_reads(request, self._dashboard_index, extra_context)
 
     def _dashboard_index(self, request, extra_context=None):
-        from ops import dashboard
+        from ops.monitoring import dashboard
 
         context = {**(extra_context or {}), **dashboard.dashboard_context(request)}
         return super().index(request, context)
 
     def get_urls(self):
-        from ops import dashboard
+        from ops.monitoring import dashboard
 
         from .otp_views import otp_view, stepup_view
 

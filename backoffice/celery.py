@@ -8,6 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backoffice.settings")
 app = Celery("backoffice")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The ops app keeps its tasks in its rooms (their names stay ops.tasks.*: beat's tables hold them).
+app.autodiscover_tasks(["ops.actions", "ops.backups", "ops.monitoring"])
 
 # Workers publish a heartbeat that /health reads.
-import ops.heartbeat  # noqa: E402,F401
+import ops.monitoring.heartbeat  # noqa: E402,F401

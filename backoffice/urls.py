@@ -3,8 +3,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from ops import views as ops_views
-
+from ops.monitoring import views as ops_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

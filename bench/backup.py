@@ -22,7 +22,7 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from ops import backups
+    from ops.backups import services as backups
     from ops.backups.tools import _libpq_connection
     from ops.models import BackupTrigger
 

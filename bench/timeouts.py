@@ -1,6 +1,6 @@
 """timeouts: finding the orders due for auto-expiry and auto-release among 1,000,000 orders (runbook §5).
 
-`timeout_scan_ms` is the p95 of `ops.timeouts.due_timeouts` (both kinds, both chains, limit 200) against
+`timeout_scan_ms` is the p95 of `ops.actions.timeouts.due_timeouts` (both kinds, both chains, limit 200) against
 a naive ORM loop over every order in the same run. The seeded database is reused when it already
 holds the orders (seeding takes about a minute).
 """
@@ -21,7 +21,7 @@ def main() -> None:
 
     from chain.models import Order
     from chain.seeding import SEED_CHAINS
-    from ops.timeouts import due_timeouts
+    from ops.actions.timeouts import due_timeouts
 
     chains = list(SEED_CHAINS)  # the seeded orders' chains, whatever CHAINS configures
 

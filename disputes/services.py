@@ -12,6 +12,7 @@ from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from chain.addresses import canonical_wallet
 from chain.models import Order
+from ops.actions.services import propose_contract_action
 
 from .models import Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
 
@@ -151,8 +152,6 @@ def recommend_resolution(*, actor: Any, order: Order, recommendation: str, note:
 def propose_owner_resolution(*, actor: Any, order: Order, favor_buyer: bool, reason: str):
     """'Resolve for buyer/seller' when the arbitrator missed the dispute deadline: proposes the owner's
     ownerResolveDispute as a contract action, which a different person must approve."""
-    from ops.actions import propose_contract_action
-
     # The role is checked first, so a reviewer is refused as such whatever the order's state.
     require_perm(actor, "ops.add_contractaction", "propose contract actions")
     if order.status != "disputed":

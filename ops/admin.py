@@ -20,11 +20,9 @@ class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
 admin.site.unregister(AccessAttempt)
 admin.site.register(AccessAttempt, AccessAttemptAdmin)
 
-# Contract actions (confirmation pages, status, kill switch), the operations console (reports, flags, secrets,
-# incidents), custody (signing keys) and backups each have an admin module of their own.
-from . import (  # noqa: E402
-    admin_actions,  # noqa: F401
-    admin_backups,  # noqa: F401
-    admin_console,  # noqa: F401
-    admin_custody,  # noqa: F401
-)
+# Each room registers its own admins: owner actions and signing keys, the console (reports, flags, secrets,
+# incidents, database activity), backups.
+from .actions import admin as actions_admin  # noqa: E402,F401
+from .actions import admin_keys  # noqa: E402,F401
+from .backups import admin as backups_admin  # noqa: E402,F401
+from .console import admin as console_admin  # noqa: E402,F401

@@ -1,4 +1,5 @@
-"""The ops app: health, metrics, scheduled checks, contract actions and custody, and the operations console."""
+"""The ops app, in rooms: owner actions (`actions`), the console (`console`), backups (`backups`) and monitoring
+(`monitoring`); the models of all four stay in `ops.models` (Django's app registry)."""
 from django.apps import AppConfig
 
 
@@ -7,6 +8,7 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from . import auth_audit, metrics  # noqa: F401 - auth_audit connects its signal receivers
+        from .console import auth_audit  # noqa: F401 - connects its signal receivers
+        from .monitoring import metrics
 
         metrics.register()

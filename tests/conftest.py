@@ -64,7 +64,7 @@ def no_chain(settings, tmp_path):
     """No chain configured (the health tiles say 'not configured' and call no node); nothing cached between tests,
     and the health pool's threads do not keep connections to the test database."""
     from chain import rpc
-    from ops import health
+    from ops.monitoring import health
     from tests.ops.test_health import close_health_pool_connections
 
     settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"

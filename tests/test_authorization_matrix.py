@@ -257,11 +257,11 @@ def _build_world() -> dict:
     from disputes.models import Blacklist, ReviewFlag
     from ops.models import (
         BackupRun,
-        RestoreTest,
         ContractAction,
         Incident,
         OpsReport,
         PlatformFlag,
+        RestoreTest,
         SecretRotation,
         SecretSchedule,
         StaffSigningKey,

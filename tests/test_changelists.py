@@ -28,7 +28,7 @@ from chain.models import (
 )
 from disputes.models import DisputeCase, ReviewFlag
 from disputes.services import blacklist_wallet
-from ops import console
+from ops.console import services as console
 from ops.models import (
     BackupRun,
     ContractAction,

@@ -18,6 +18,7 @@ from backoffice.alerts.services import raise_alert
 from backoffice.audit.selectors import verify_audit_chain
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
+from backoffice.tasking import send_task
 
 from ..models import BackupRun, RestoreTest, RestoreTestStatus
 from .common import (
@@ -38,8 +39,6 @@ from .restore_checks import _check_audit_triggers, _compare_counts, _migrate_che
 
 def request_restore_test(*, actor: Any) -> RestoreTest:
     """Queue a restore test of the newest good backup (the ops admins' button); the worker runs it (audited)."""
-    from .. import tasks
-
     require_perm(actor, "ops.test_backuprun", "start a restore test")
     backup = BackupRun.objects.good().first()
     if backup is None:
@@ -54,7 +53,8 @@ def request_restore_test(*, actor: Any) -> RestoreTest:
         test = RestoreTest.objects.create(backup=backup, requested_by=_user(actor), actor_label=_label(actor),
                                           created_at=timezone.now())
         record_audit(actor=actor, action="request_restore_test", obj=test, after={"backup": backup.pk})
-        transaction.on_commit(lambda: tasks.test_backup_restore.delay(restore_test_id=test.pk))
+        # By name: the task module calls this one (ops.backups.tasks), so it is not imported here.
+        transaction.on_commit(lambda: send_task("ops.tasks.test_backup_restore", restore_test_id=test.pk))
     return test
 
 

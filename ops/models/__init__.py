@@ -9,7 +9,7 @@ from .actions import (  # noqa: F401
     PlatformFlag,
     SignerNonce,
 )
-from .custody import ActionSignature, SignatureSource, StaffSigningKey  # noqa: F401
+from .backups import BackupRun, BackupStatus, BackupTrigger, RestoreTest, RestoreTestStatus  # noqa: F401
 from .console import (  # noqa: F401
     INCIDENT_FLOW,
     Incident,
@@ -20,4 +20,4 @@ from .console import (  # noqa: F401
     SecretRotation,
     SecretSchedule,
 )
-from .backups import BackupRun, BackupStatus, BackupTrigger, RestoreTest, RestoreTestStatus  # noqa: F401
+from .custody import ActionSignature, SignatureSource, StaffSigningKey  # noqa: F401

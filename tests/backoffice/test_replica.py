@@ -31,7 +31,7 @@ from backoffice.testing import register_replica, unregister_replica
 from chain.models import Order, OrderStatus
 from disputes.models import Blacklist
 from disputes.services import blacklist_wallet
-from ops import metrics
+from ops.monitoring import metrics
 from tests import factories as f
 
 REPLICA_DB = pytest.mark.django_db(transaction=True, databases=[DEFAULT_DB_ALIAS, replica.REPLICA])

@@ -7,7 +7,7 @@ import pytest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from chain import rollup
-from ops import charts
+from ops.monitoring import charts
 from tests import factories as f
 
 from .conftest import device_code

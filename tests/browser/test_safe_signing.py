@@ -15,7 +15,7 @@ import requests
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from web3 import Web3
 
-from ops import custody
+from ops.actions import services as actions
 from ops.models import ActionStatus, ContractAction, StaffSigningKey
 
 from .conftest import device_code
@@ -99,10 +99,10 @@ def login(open_browser, user):
 
 
 def register_directly(user, rpc_url: str, account: str) -> None:
-    challenge = custody.signing_key_challenge(user=user)
+    challenge = actions.signing_key_challenge(user=user)
     signature = requests.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "personal_sign",
                                              "params": ["0x" + challenge.encode().hex(), account]}).json()["result"]
-    custody.register_signing_key(actor=user, address=account, challenge=challenge, signature=signature)
+    actions.register_signing_key(actor=user, address=account, challenge=challenge, signature=signature)
 
 
 def test_safe_action_is_signed_by_two_owners_in_the_browser_and_executed(open_browser, make_staff,

@@ -158,13 +158,13 @@ from django.core.management import call_command
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 from chain.sync import sync_chain
-from ops import health
+from ops.monitoring import health
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from backoffice.testing import verify_second_factor
 from django.utils import timezone
-from ops.dashboard import _contract_tiles, _health_tiles, _sync_tiles
-from ops.schedules import schedules
+from ops.monitoring.dashboard import _contract_tiles, _health_tiles, _sync_tiles
+from ops.monitoring.schedules import schedules
 
 synced = sync_chain("base")
 call_command("register_schedules", stdout=io.StringIO())

@@ -313,7 +313,7 @@ def test_rate_limit_waits_outside_the_sync_reach_the_stored_totals(
     reads) when the task or request ends, once each; nothing is written when nothing was counted."""
     from chain import rpc
     from chain.models import RpcProvider
-    from ops.tasks import check_contracts
+    from ops.monitoring.tasks import check_contracts
 
     proxy = faulty_rpc(first_n(2, lambda body: (429, b"{}", {"Retry-After": "0.2"})))
     chain_settings.CHAIN_DEPLOYMENT_FILE = deployment.write_variant(

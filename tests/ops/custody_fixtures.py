@@ -106,10 +106,10 @@ def personal_sign(node: LocalChain, account: str, message: str) -> str:
 
 
 def register_key(node: LocalChain, user, account: str):
-    from ops import custody
+    from ops.actions import services as actions
 
-    challenge = custody.signing_key_challenge(user=user)
-    return custody.register_signing_key(actor=user, address=account, challenge=challenge,
+    challenge = actions.signing_key_challenge(user=user)
+    return actions.register_signing_key(actor=user, address=account, challenge=challenge,
                                         signature=personal_sign(node, account, challenge))
 
 

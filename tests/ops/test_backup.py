@@ -23,8 +23,8 @@ from backoffice.alerts.models import Alert
 from backoffice.audit.models import AuditLog
 from backoffice.audit.services import record_audit
 from disputes.models import Blacklist
-from ops import backups
 from ops.backups import dump, restore, tools
+from ops.backups import services as backups
 from ops.models import BackupRun, BackupStatus, ContractAction, RestoreTest, RestoreTestStatus
 from tests import factories as f
 
@@ -518,7 +518,7 @@ def test_restore_test_pg_restore_past_the_deadline_is_stopped_and_fails(seeded, 
 
 
 def test_backup_scheduled_run_refused_by_a_stuck_run_raises_an_alert(backup_dir, settings, caplog):
-    from ops import tasks
+    from ops.backups import tasks
 
     settings.BACKUP_TIMEOUT_SECONDS = 3600
     stuck = BackupRun.objects.create(started_at=timezone.now() - timedelta(hours=5), trigger="schedule",
@@ -661,7 +661,7 @@ def test_restore_test_marks_tests_left_running_or_queued_too_long_as_interrupted
 
 
 def test_restore_test_task_for_a_test_queued_long_ago_still_runs_it(seeded, backup_dir):
-    from ops import tasks
+    from ops.backups import tasks
 
     backup = backups.run_backup(actor="system:test")
     late = RestoreTest.objects.create(backup=backup, actor_label="ops-admin",

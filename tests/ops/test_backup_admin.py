@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.audit.models import AuditLog
-from ops import checks, dashboard, metrics
 from ops.models import BackupRun, RestoreTest, RestoreTestStatus
+from ops.monitoring import dashboard, metrics
+from ops.monitoring.checks import daily as daily_checks
 from tests.ops.test_metrics import TOKEN, scrape
 
 pytestmark = pytest.mark.django_db
@@ -155,7 +156,7 @@ def test_metrics_export_an_age_of_zero_as_zero_not_never(client, settings, tmp_p
 def test_daily_check_mentions_the_last_backup_and_restore_test(tmp_path):
     _passed_test(_backup(tmp_path, hours_ago=5), days_ago=9)
 
-    report = checks.daily_operations_check()
+    report = daily_checks.daily_operations_check()
 
     assert "8. Backups: last good backup 5 h ago (0.0 MB); last passed restore test 9 d ago — OVER 8 days" \
         in report.text

@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from ops import health
+from ops.monitoring import health
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from ops import charts
+from ops.monitoring import charts
 
 _, _, PLOT_W, _ = charts._plot_area(charts.WIDTH, charts.HEIGHT)
 

@@ -11,8 +11,11 @@ from django.utils import timezone
 from backoffice.alerts.models import Alert
 from chain import rpc
 from chain.models import EventSyncCursor, UserProfile
-from ops import checks, health
 from ops.models import OpsReport, SecretSchedule
+from ops.monitoring import health
+from ops.monitoring.checks import business as business_checks
+from ops.monitoring.checks import daily as daily_checks
+from ops.monitoring.checks import sync as sync_checks
 from tests import factories
 from tests.ops.test_health import close_health_pool_connections
 
@@ -63,7 +66,7 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
     old = raise_alert(key="gas-low:bsc:relayer", severity="P2", title="relayer gas", source="check_custody")
     Alert.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
 
-    report = checks.daily_operations_check()
+    report = daily_checks.daily_operations_check()
 
     stored = OpsReport.objects.get(pk=report.pk)
     assert stored.kind == "daily_check"
@@ -100,14 +103,14 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
 
 def test_checks_sync_raises_sync_stuck_when_the_cursor_has_not_moved_for_ten_minutes(db):
     cursor("bsc", last=1000, head=1003, minutes_ago=11)
-    assert checks.check_sync() == ["sync-stuck:bsc"]
+    assert sync_checks.check_sync() == ["sync-stuck:bsc"]
     alert = alerts()["sync-stuck:bsc"]
     assert alert.severity == "P1" and "RB-03" in alert.message
 
 
 def test_checks_sync_raises_sync_lag_over_100_blocks(db):
     cursor("bsc", last=1000, head=1101)
-    assert checks.check_sync() == ["sync-lag:bsc"]
+    assert sync_checks.check_sync() == ["sync-lag:bsc"]
     alert = alerts()["sync-lag:bsc"]
     assert alert.severity == "P2" and "101 blocks" in alert.title
 
@@ -115,13 +118,13 @@ def test_checks_sync_raises_sync_lag_over_100_blocks(db):
 def test_checks_sync_raises_nothing_when_healthy(db):
     cursor("bsc", last=1000, head=1100, minutes_ago=9)  # 100 blocks is the threshold, not over it
     cursor("ethereum", last=5, head=900, minutes_ago=60)  # not configured here: not watched
-    assert checks.check_sync() == []
+    assert sync_checks.check_sync() == []
     assert not alerts("sync-")
 
 
 def test_checks_sync_stuck_and_lagging_raises_both(db):
     cursor("bsc", last=1000, head=1500, minutes_ago=30)
-    assert checks.check_sync() == ["sync-stuck:bsc", "sync-lag:bsc"]
+    assert sync_checks.check_sync() == ["sync-stuck:bsc", "sync-lag:bsc"]
 
 
 # ------------------------------------------------------------------------------------------ large orders
@@ -134,8 +137,8 @@ def test_checks_large_orders_alert_once_per_order_over_5000(db):
     factories.order(status="funded", amount="100", created_at=timezone.now() - timedelta(minutes=5))
     factories.order(status="funded", amount="9000", created_at=timezone.now() - timedelta(hours=2))  # outside window
 
-    assert checks.check_large_orders() == 2
-    assert checks.check_large_orders() == 2  # the next run sees them again …
+    assert business_checks.check_large_orders() == 2
+    assert business_checks.check_large_orders() == 2  # the next run sees them again …
     found = alerts("large-order:")
     assert set(found) == {f"large-order:bsc:{big.onchain_id}", f"large-order:bsc:{just.onchain_id}"}  # … one each
     assert found[f"large-order:bsc:{big.onchain_id}"].severity == "P3"
@@ -150,7 +153,7 @@ def test_checks_large_orders_compare_only_dollar_tokens_with_the_dollar_threshol
     usdc = factories.order(status="funded", amount="7000", token_symbol="usdc", created_at=recent)
     factories.order(status="funded", amount="6000", token_symbol="SHIB", created_at=recent)
     factories.order(status="funded", amount="3", token_symbol="WBTC", created_at=recent)
-    assert checks.check_large_orders() == 1
+    assert business_checks.check_large_orders() == 1
     assert set(alerts("large-order:")) == {f"large-order:bsc:{usdc.onchain_id}"}
 
 
@@ -165,7 +168,7 @@ def test_checks_secret_rotations_alert_overdue_p2_and_due_p3(db):
     SecretSchedule.objects.create(name="PINATA_API_KEY", interval_days=365, last_rotated_at=now - timedelta(days=10))
     SecretSchedule.objects.create(name="Contract owner key", interval_days=None)
 
-    assert sorted(checks.check_secret_rotations()) == ["DB_PASSWORD", "JWT_SECRET"]
+    assert sorted(business_checks.check_secret_rotations()) == ["DB_PASSWORD", "JWT_SECRET"]
     found = alerts("secret-")
     assert set(found) == {"secret-overdue:JWT_SECRET", "secret-due:DB_PASSWORD"}
     assert found["secret-overdue:JWT_SECRET"].severity == "P2"
@@ -190,7 +193,7 @@ def test_checks_recalculate_user_tiers_follows_the_rules(db):
     for _ in range(60):
         factories.order(seller=old, buyer=desk, amount="500", created_at=timezone.now() - timedelta(days=100))
 
-    changed = checks.recalculate_user_tiers()
+    changed = business_checks.recalculate_user_tiers()
 
     tiers = dict(UserProfile.objects.values_list("wallet", "tier"))
     assert tiers[gold.wallet] == "gold"
@@ -201,7 +204,7 @@ def test_checks_recalculate_user_tiers_follows_the_rules(db):
     assert tiers[idle.wallet] == "new"
     assert tiers[desk.wallet] == "gold"
     assert changed == 7  # every profile above changed (lost and old were gold, idle bronze)
-    assert checks.recalculate_user_tiers() == 0  # only changed rows are written
+    assert business_checks.recalculate_user_tiers() == 0  # only changed rows are written
 
 
 # ------------------------------------------------------------------------------------------ maintenance
@@ -210,7 +213,7 @@ def test_checks_recalculate_user_tiers_follows_the_rules(db):
 @pytest.mark.django_db(transaction=True)
 def test_vacuum_database_runs_vacuum_analyze_and_stores_a_report():
     factories.order(status="funded", amount="10")
-    report = checks.vacuum_database()
+    report = daily_checks.vacuum_database()
     assert report.kind == "vacuum" and report.status == "ok" and "VACUUM (ANALYZE)" in report.text
     with connection.cursor() as cur:  # what it did, read back from PostgreSQL's own statistics
         cur.execute("SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL FROM pg_stat_user_tables "
@@ -219,11 +222,11 @@ def test_vacuum_database_runs_vacuum_analyze_and_stores_a_report():
 
 
 def test_daily_check_gives_the_database_growth_per_day_from_a_week_of_reports(db):
-    first = checks.daily_operations_check()
+    first = daily_checks.daily_operations_check()
     assert first.data["database_growth_bytes_per_day"] is None, "no earlier report: no rate"
     OpsReport.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(days=4),
                                                  data={**first.data, "database_bytes": first.data["database_bytes"]
                                                        - 40_000_000})
-    second = checks.daily_operations_check()
+    second = daily_checks.daily_operations_check()
     assert second.data["database_growth_bytes_per_day"] == pytest.approx(10_000_000, rel=0.05)
     assert "+10.0 MB/day over the last week" in second.text.splitlines()[5]

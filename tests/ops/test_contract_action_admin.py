@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from chain.sync import sync_chain
-from ops import actions
+from ops.actions import services as actions
 from ops.models import ActionStatus, ContractAction, PlatformFlag
 
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
@@ -139,7 +139,7 @@ def test_contract_action_command_scripts_the_whole_runbook_step(chain, alice, bo
 
 
 def test_cancel_kind_is_for_safe_custody_only_and_not_on_the_propose_form(chain, alice):
-    from ops.forms import ProposeActionForm
+    from ops.actions.forms import ProposeActionForm
 
     with pytest.raises(ValidationError, match="for Safe custody only"):
         actions.propose_contract_action(actor=alice, chain="bsc", kind="cancel_safe_tx", params={}, reason="x")

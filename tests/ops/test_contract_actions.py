@@ -14,7 +14,8 @@ from backoffice.audit.selectors import verify_audit_chain
 from backoffice.devservices import ANVIL_OWNER_KEY
 from chain import transactions
 from chain.rpc import ProviderUnavailable
-from ops import actions
+from ops.actions import services as actions
+from ops.actions import transitions
 from ops.models import ActionStatus, ContractAction, PlatformFlag
 
 from .conftest import DAY
@@ -253,7 +254,7 @@ def test_contract_action_crash_after_signing_before_broadcast_is_finished_by_rec
 def test_contract_action_crash_after_broadcast_before_commit_sends_once(chain, alice, bob, monkeypatch):
     action = approved(alice, bob, "set_treasury", {"treasury": NEW_TREASURY})
     start, nonce_before = chain.head() + 1, chain.owner_nonce()
-    real_mark = actions.mark_action
+    real_mark = transitions.mark_action
     crashed = []
 
     def crash_on_first_sent(action, status, **kwargs):
@@ -262,7 +263,7 @@ def test_contract_action_crash_after_broadcast_before_commit_sends_once(chain, a
             raise RuntimeError("worker killed after the broadcast")
         return real_mark(action, status, **kwargs)
 
-    monkeypatch.setattr(actions, "mark_action", crash_on_first_sent)
+    monkeypatch.setattr(transitions, "mark_action", crash_on_first_sent)
     with pytest.raises(RuntimeError, match="worker killed"):
         actions.execute_contract_action(actor=alice, action=action)
     action.refresh_from_db()
@@ -280,7 +281,7 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
     sent = actions.execute_contract_action(actor=alice, action=action)
     assert sent.status == ActionStatus.SENT
     chain.mine()
-    real_mark = actions.mark_action
+    real_mark = transitions.mark_action
     crashed = []
 
     def crash_on_first_confirm(action, status, **kwargs):
@@ -289,7 +290,7 @@ def test_contract_action_crash_after_receipt_before_confirmation_confirms_once(c
             raise RuntimeError("worker killed before recording the confirmation")
         return real_mark(action, status, **kwargs)
 
-    monkeypatch.setattr(actions, "mark_action", crash_on_first_confirm)
+    monkeypatch.setattr(transitions, "mark_action", crash_on_first_confirm)
     with pytest.raises(RuntimeError, match="worker killed"):
         actions.advance_contract_actions(chain="bsc")
     sent.refresh_from_db()

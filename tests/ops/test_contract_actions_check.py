@@ -10,8 +10,10 @@ from django.utils import timezone
 from backoffice.alerts.models import Alert
 from chain.models import ChainState, Order
 from chain.sync import sync_chain
-from ops import actions, checks
+from ops.actions import advance
+from ops.actions import services as actions
 from ops.models import ActionStatus, ContractAction
+from ops.monitoring.checks import actions as action_checks
 
 from .test_contract_actions import approved
 
@@ -27,9 +29,9 @@ def test_a_transaction_not_mined_for_too_long_is_reported_stuck(chain, alice, bo
     chain.automine(False)
     sent = actions.execute_contract_action(actor=alice, action=approved(alice, bob, "set_platform_fee", {"bps": 150}))
     assert sent.status == ActionStatus.SENT
-    assert "actions-stuck:bsc" not in checks.check_contract_actions(), "just sent"
+    assert "actions-stuck:bsc" not in action_checks.check_contract_actions(), "just sent"
     ContractAction.objects.filter(pk=sent.pk).update(sent_at=timezone.now() - timedelta(minutes=11))
-    assert "actions-stuck:bsc" in checks.check_contract_actions()
+    assert "actions-stuck:bsc" in action_checks.check_contract_actions()
     found = alert("actions-stuck:bsc")
     assert found.severity == "P2" and f"#{sent.pk}" in found.message and "Replace stuck tx" in found.message
 
@@ -38,14 +40,14 @@ def test_orders_left_past_their_deadline_are_reported_unless_the_escrow_is_pause
     settings.TIMEOUT_OVERDUE_SECONDS = 3600
     order_id = chain.create_order()
     sync_chain("bsc")
-    assert "timeouts-overdue:bsc" not in checks.check_contract_actions()
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions()
     # The keeper never came (a stopped worker): the mirrored deadline is three hours gone.
     Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
-    assert "timeouts-overdue:bsc" in checks.check_contract_actions()
+    assert "timeouts-overdue:bsc" in action_checks.check_contract_actions()
     assert "1 funded order(s) past the seller deadline" in alert("timeouts-overdue:bsc").message
     Alert.objects.filter(key="timeouts-overdue:bsc").update(acknowledged_at=timezone.now())
     ChainState.objects.update_or_create(chain="bsc", defaults={"paused": True})
-    assert "timeouts-overdue:bsc" not in checks.check_contract_actions(), "paused: the keeper skips it on purpose"
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "paused: the keeper skips it on purpose"
 
 
 def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
@@ -68,15 +70,15 @@ def test_orders_overdue_after_a_recent_unpause_wait_for_the_keeper(chain, settin
     chain.send(chain.escrow.functions.unpause(), chain.owner)
     sync_chain("bsc")
     Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
-    assert "timeouts-overdue:bsc" not in checks.check_contract_actions(), "unpaused just now: the keeper catches up"
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "unpaused just now: the keeper catches up"
 
 
 def test_a_keeper_timeout_that_loses_its_race_pages_nobody(db):
     """Anyone may call the timeout functions; the keeper proposes again by itself."""
     lost = ContractAction(pk=10**6, chain="bsc", kind="auto_expire", is_automatic=True, status=ActionStatus.FAILED,
                           custody="keeper", description="autoExpireOrder(order_id=7)", outcome="reverted")
-    actions._alert_failed(lost)
+    advance._alert_failed(lost)
     assert not Alert.objects.filter(key__startswith="action-failed").exists()
     lost.is_automatic, lost.custody = False, "owner_key"  # the same failure of a staff action pages
-    actions._alert_failed(lost)
+    advance._alert_failed(lost)
     assert Alert.objects.filter(key=f"action-failed:bsc:{10**6}").exists()

@@ -9,7 +9,7 @@ from web3 import Web3
 from backoffice.alerts.models import Alert
 from chain.models import ChainState
 from chain.sync import sync_chain
-from ops import checks
+from ops.monitoring.checks import contracts as contract_checks
 
 from .test_contract_actions import run_to_confirmed
 
@@ -23,36 +23,36 @@ def open_alert() -> Alert | None:
 
 
 def test_settings_changed_outside_the_back_office_raise_a_p1_naming_each(chain):
-    assert checks.check_contracts() == [] and ChainState.objects.get(chain="bsc").contract_settings["platform_fee_bps"] == 100
+    assert contract_checks.check_contracts() == [] and ChainState.objects.get(chain="bsc").contract_settings["platform_fee_bps"] == 100
     chain.send(chain.escrow.functions.setPlatformFeeBps(250), chain.owner)  # the owner's own tools, not ours
     newcomer = Web3.to_checksum_address("0x" + "77" * 20)
     chain.send(chain.escrow.functions.setSupportedToken(newcomer, True), chain.owner)
     chain.send(chain.escrow.functions.setSupportedToken(chain.tokens["USDC"].address, False), chain.owner)
     sync_chain("bsc")  # a token no order used yet is known from its SupportedTokenSet event
-    assert KEY in checks.check_contracts()
+    assert KEY in contract_checks.check_contracts()
     alert = open_alert()
     assert alert.severity == "P1"
     assert "platform_fee_bps: 100 → 250" in alert.message and f"token {newcomer.lower()} now supported" in alert.message
     assert f"token {chain.tokens['USDC'].address.lower()} no longer supported" in alert.message
     alert.acknowledged_at = alert.created_at
     alert.save(update_fields=["acknowledged_at"])
-    assert KEY not in checks.check_contracts(), "recorded: no change since"
+    assert KEY not in contract_checks.check_contracts(), "recorded: no change since"
 
 
 def test_settings_the_back_office_changed_raise_nothing(chain, alice, bob):
-    checks.check_contracts()
+    contract_checks.check_contracts()
     run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})
     run_to_confirmed(alice, bob, "set_timeouts", {"seller_timeout": 3600, "buyer_timeout": 7200,
                                                    "dispute_timeout": 86400})
-    assert KEY not in checks.check_contracts() and open_alert() is None
+    assert KEY not in contract_checks.check_contracts() and open_alert() is None
     assert ChainState.objects.get(chain="bsc").contract_settings["timeouts"] == [3600, 7200, 86400]
 
 
 def test_a_back_office_action_does_not_explain_a_different_value(chain, alice, bob):
-    checks.check_contracts()
+    contract_checks.check_contracts()
     run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})
     chain.send(chain.escrow.functions.setPlatformFeeBps(900), chain.owner)
-    assert KEY in checks.check_contracts() and "platform_fee_bps: 100 → 900" in open_alert().message
+    assert KEY in contract_checks.check_contracts() and "platform_fee_bps: 100 → 900" in open_alert().message
 
 
 def test_status_page_shows_fees_timeouts_native_coin_and_a_plain_treasury(chain, alice, client):
@@ -69,25 +69,25 @@ def test_a_token_the_back_office_learns_of_later_is_no_change(chain):
     """Supported before the first check, but known only once the sync reads its event: nothing changed on chain."""
     earlier = Web3.to_checksum_address("0x" + "78" * 20)
     chain.send(chain.escrow.functions.setSupportedToken(earlier, True), chain.owner)
-    checks.check_contracts()  # before the sync: the token is not known yet
+    contract_checks.check_contracts()  # before the sync: the token is not known yet
     sync_chain("bsc")
-    assert KEY not in checks.check_contracts() and open_alert() is None
+    assert KEY not in contract_checks.check_contracts() and open_alert() is None
     assert ChainState.objects.get(chain="bsc").contract_settings["tokens"][earlier.lower()] is True
 
 
 def test_a_redeployed_escrow_starts_a_new_record_instead_of_a_p1(chain):
-    checks.check_contracts()
+    contract_checks.check_contracts()
     state = ChainState.objects.get(chain="bsc")
     ChainState.objects.filter(pk=state.pk).update(contract_settings={
         **state.contract_settings, "escrow": "0x" + "99" * 20, "platform_fee_bps": 700})
-    assert KEY not in checks.check_contracts()
+    assert KEY not in contract_checks.check_contracts()
     assert ChainState.objects.get(chain="bsc").contract_settings["escrow"] == chain.escrow.address.lower()
 
 
 def test_an_older_read_never_replaces_a_newer_record(chain):
-    checks.check_contracts()
+    contract_checks.check_contracts()
     state = ChainState.objects.get(chain="bsc")
     ahead = {**state.contract_settings, "block": state.contract_settings["block"] + 1000, "platform_fee_bps": 700}
     ChainState.objects.filter(pk=state.pk).update(contract_settings=ahead)
-    assert KEY not in checks.check_contracts(), "a lagging provider's read: no comparison, no alert"
+    assert KEY not in contract_checks.check_contracts(), "a lagging provider's read: no comparison, no alert"
     assert ChainState.objects.get(chain="bsc").contract_settings == ahead

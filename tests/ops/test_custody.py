@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from web3 import Web3
 
-from ops import actions, custody
+from ops.actions import propose
+from ops.actions import services as actions
 from ops.models import ActionStatus
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
@@ -29,7 +30,7 @@ def only_roles(user, *codenames: str):
 
 
 def withdraw_revoke(bob):
-    custody.revoke_signing_key(actor=bob, key=bob.signing_keys.get(), reason="laptop stolen")
+    actions.revoke_signing_key(actor=bob, key=bob.signing_keys.get(), reason="laptop stolen")
 
 
 def withdraw_deactivate(bob):
@@ -143,14 +144,14 @@ def test_proposal_losing_a_race_for_the_same_safetx_names_the_winner(safe_chain,
     """The check ran before the other proposal committed (as in a race): the index refuses the insert, and the
     refusal still names the open action instead of a database error."""
     first = propose_treasury(staff["alice"])
-    real, checks_run = actions._refuse_open_safe_tx, []
+    real, checks_run = propose.refuse_open_safe_tx, []
 
     def checked_too_early(signing_hash):
         checks_run.append(signing_hash)
         if len(checks_run) > 1:
             real(signing_hash)
 
-    monkeypatch.setattr(actions, "_refuse_open_safe_tx", checked_too_early)
+    monkeypatch.setattr(propose, "refuse_open_safe_tx", checked_too_early)
     with pytest.raises(ValidationError) as err:
         propose_treasury(staff["bob"])
     assert f"#{first.pk}" in " ".join(err.value.messages) and len(checks_run) == 2

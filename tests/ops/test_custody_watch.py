@@ -9,7 +9,7 @@ from web3 import Web3
 from backoffice.alerts.models import Alert
 from chain import safe as chain_safe
 from chain.models import ChainState
-from ops import checks
+from ops.monitoring.checks import custody as custody_checks
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
 
@@ -23,37 +23,37 @@ def open_alert(key: str) -> Alert | None:
 
 
 def test_custody_check_records_first_then_names_an_owner_added_outside(safe_chain):
-    assert checks.check_custody() == [] and open_alert("custody-changed:bsc") is None
+    assert custody_checks.check_custody() == [] and open_alert("custody-changed:bsc") is None
     snapshot = ChainState.objects.get(chain="bsc").custody_snapshot
     assert snapshot["modules"] == [safe_chain.module.address.lower()] and snapshot["threshold"] == 2
     safe_chain.exec_as_owners(safe_chain.safe.functions.addOwnerWithThreshold(STRANGER, 2))
-    assert "custody-changed:bsc" in checks.check_custody()
+    assert "custody-changed:bsc" in custody_checks.check_custody()
     alert = open_alert("custody-changed:bsc")
     assert alert.severity == "P1" and STRANGER.lower() in alert.message and "owners" in alert.message
 
 
 def test_custody_check_names_a_module_enabled_outside_at_every_check(safe_chain):
-    checks.check_custody()
+    custody_checks.check_custody()
     safe_chain.exec_as_owners(safe_chain.safe.functions.enableModule(STRANGER))
     state = chain_safe.read_safe("bsc", safe_chain.safe.address)
     assert set(state.modules) == {STRANGER.lower(), safe_chain.module.address.lower()}
-    raised = checks.check_custody()
+    raised = custody_checks.check_custody()
     assert {"custody-changed:bsc", "custody-mismatch:bsc"} <= set(raised)
     mismatch = open_alert("custody-mismatch:bsc")
     assert mismatch.severity == "P1" and STRANGER.lower() in mismatch.message and "disableModule" in mismatch.message
     assert safe_chain.module.address.lower() not in mismatch.message, "the guardian module is known"
     mismatch.acknowledged_at = mismatch.created_at
     mismatch.save(update_fields=["acknowledged_at"])
-    assert checks.check_custody() == ["custody-mismatch:bsc"], "no change any more, but the module is still there"
+    assert custody_checks.check_custody() == ["custody-mismatch:bsc"], "no change any more, but the module is still there"
 
 
 def test_custody_check_names_a_guard_and_a_changed_fallback_handler(safe_chain):
-    checks.check_custody()
+    custody_checks.check_custody()
     # setGuard wants a contract answering ERC-165; what the check reads is the Safe's guard slot, so it is written
     # there as setGuard would.
     for slot in (chain_safe.GUARD_SLOT, chain_safe.FALLBACK_HANDLER_SLOT):
         safe_chain.rpc("anvil_setStorageAt", [safe_chain.safe.address, slot, "0x" + STRANGER[2:].lower().rjust(64, "0")])
-    raised = checks.check_custody()
+    raised = custody_checks.check_custody()
     assert {"custody-changed:bsc", "custody-mismatch:bsc"} <= set(raised)
     changed = open_alert("custody-changed:bsc").message
     assert f"guard: {chain_safe.ZERO_ADDRESS} → {STRANGER.lower()}" in changed
@@ -67,7 +67,7 @@ def test_custody_mismatch_alert_names_every_problem_at_once(safe_chain):
     safe_chain.exec_as_owners(safe_chain.safe.functions.enableModule(module))
     safe_chain.rpc("anvil_setStorageAt", [safe_chain.safe.address, chain_safe.GUARD_SLOT,
                                           "0x" + STRANGER[2:].lower().rjust(64, "0")])
-    checks.check_custody()
+    custody_checks.check_custody()
     message = open_alert("custody-mismatch:bsc").message
     assert module.lower() in message and "disableModule" in message
     assert f"transaction guard {STRANGER.lower()}" in message
@@ -76,15 +76,15 @@ def test_custody_mismatch_alert_names_every_problem_at_once(safe_chain):
 def test_custody_check_leaves_modules_and_guard_the_owners_declared(safe_chain, settings):
     safe_chain.exec_as_owners(safe_chain.safe.functions.enableModule(STRANGER))
     settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "safe_known_modules": [STRANGER.lower()]}}
-    assert "custody-mismatch:bsc" not in checks.check_custody()
+    assert "custody-mismatch:bsc" not in custody_checks.check_custody()
 
 
 def test_custody_check_after_an_upgrade_takes_new_fields_as_recorded_not_changed(safe_chain):
-    checks.check_custody()
+    custody_checks.check_custody()
     state = ChainState.objects.get(chain="bsc")
     old = {k: v for k, v in state.custody_snapshot.items() if k not in ("modules", "guard", "fallback_handler")}
     ChainState.objects.filter(pk=state.pk).update(custody_snapshot=old)
-    assert checks.check_custody() == [] and open_alert("custody-changed:bsc") is None
+    assert custody_checks.check_custody() == [] and open_alert("custody-changed:bsc") is None
     assert "modules" in ChainState.objects.get(chain="bsc").custody_snapshot
 
 
@@ -102,7 +102,7 @@ def test_contract_status_page_lists_the_safes_modules_guard_and_handler(safe_cha
 def test_custody_check_names_a_threshold_of_one_and_a_disabled_guardian_module(safe_chain):
     safe_chain.exec_as_owners(safe_chain.safe.functions.changeThreshold(1))
     safe_chain.exec_as_owners(safe_chain.safe.functions.disableModule(chain_safe.SENTINEL, safe_chain.module.address))
-    assert "custody-mismatch:bsc" in checks.check_custody()
+    assert "custody-mismatch:bsc" in custody_checks.check_custody()
     message = open_alert("custody-mismatch:bsc").message
     assert "needs 1 signature of 3: one owner acts alone" in message and "changeThreshold" in message
     assert f"the guardian module {safe_chain.module.address.lower()} is not enabled" in message

@@ -15,7 +15,7 @@ from django.urls import reverse
 from backoffice.alerts.services import acknowledge_alert, raise_alert
 from chain import rollup
 from chain.models import ChainState, EventSyncCursor, OrderStatus, TopSeller
-from ops import console
+from ops.console import services as console
 from ops.models import SecretSchedule
 from tests import factories as f
 

@@ -13,7 +13,7 @@ from django.db import connection
 from django.urls import reverse
 
 from backoffice.audit.models import AuditLog
-from ops import selectors, services
+from ops.console import selectors, services
 
 pytestmark = pytest.mark.django_db
 

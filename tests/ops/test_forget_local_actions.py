@@ -8,8 +8,8 @@ from django.db import DatabaseError, transaction
 
 from backoffice.audit.models import AuditLog
 from backoffice.audit.selectors import verify_audit_chain
+from ops.actions.local import forget_local_contract_actions
 from ops.models import ContractAction, SignerNonce
-from ops.services import forget_local_contract_actions
 from tests import factories as f
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
-from ops import actions, custody
+from ops.actions import services as actions
 from ops.models import ActionStatus, ContractAction, Custody, PlatformFlag
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
@@ -29,7 +29,7 @@ def test_guardian_emergency_stop_pauses_with_one_person(safe_chain, staff, trade
     [pause] = stop
     assert pause.custody == Custody.GUARDIAN and pause.status == ActionStatus.PROPOSED
     assert safe_chain.escrow.functions.paused().call() is False
-    done = custody.add_action_signature(actor=alice, action=pause,
+    done = actions.add_action_signature(actor=alice, action=pause,
                                         signature=sign_typed(safe_chain, alice.account, pause.typed_data))
     assert done.status == ActionStatus.SENT, done.outcome
     assert safe_chain.escrow.functions.paused().call() is True
@@ -41,7 +41,7 @@ def test_guardian_emergency_stop_pauses_with_one_person(safe_chain, staff, trade
 def test_guardian_pause_signature_of_a_non_guardian_is_refused(safe_chain, staff):
     pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
     with pytest.raises(ValidationError, match="not a guardian"):
-        custody.add_action_signature(actor=staff["dave"], action=pause,
+        actions.add_action_signature(actor=staff["dave"], action=pause,
                                      signature=sign_typed(safe_chain, staff["dave"].account, pause.typed_data))
     assert safe_chain.escrow.functions.paused().call() is False
 
@@ -49,14 +49,14 @@ def test_guardian_pause_signature_of_a_non_guardian_is_refused(safe_chain, staff
 def test_guardian_unpause_goes_through_the_safe_threshold(safe_chain, staff, trades_on):
     alice, bob = staff["alice"], staff["bob"]
     [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
-    custody.add_action_signature(actor=alice, action=pause,
+    actions.add_action_signature(actor=alice, action=pause,
                                  signature=sign_typed(safe_chain, alice.account, pause.typed_data))
     [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
     assert unpause.custody == Custody.SAFE
-    unpause = custody.add_action_signature(actor=alice, action=unpause,
+    unpause = actions.add_action_signature(actor=alice, action=unpause,
                                            signature=sign_typed(safe_chain, alice.account, unpause.typed_data))
     assert unpause.status == ActionStatus.PROPOSED  # a guardian alone cannot unpause
-    unpause = custody.add_action_signature(actor=bob, action=unpause,
+    unpause = actions.add_action_signature(actor=bob, action=unpause,
                                            signature=sign_typed(safe_chain, bob.account, unpause.typed_data))
     assert unpause.status == ActionStatus.APPROVED
     safe_chain.automine(False)
@@ -80,7 +80,7 @@ def test_guardian_pause_signature_after_its_deadline_is_refused_and_not_recorded
     signature = sign_typed(safe_chain, alice.account, pause.typed_data)
     safe_chain.increase_time(10)
     with pytest.raises(ValidationError) as err:
-        custody.add_action_signature(actor=alice, action=pause, signature=signature)
+        actions.add_action_signature(actor=alice, action=pause, signature=signature)
     text = " ".join(err.value.messages)
     assert "expired" in text and "nothing was recorded" in text and "Start the pause again" in text
     pause.refresh_from_db()
@@ -138,7 +138,7 @@ def test_guardian_pause_whose_transaction_fails_raises_a_p1_naming_it(safe_chain
     alice = staff["alice"]
     pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
     safe_chain.automine(False)
-    sent = custody.add_action_signature(actor=alice, action=pause,
+    sent = actions.add_action_signature(actor=alice, action=pause,
                                         signature=sign_typed(safe_chain, alice.account, pause.typed_data))
     assert sent.status == ActionStatus.SENT
     safe_chain.rpc("anvil_dropTransaction", [sent.tx_hash])
@@ -165,7 +165,7 @@ def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_reco
         content_type__app_label="ops", codename__in=["view_contractaction", "approve_contractaction"]))
     approver = type(bob).objects.get(pk=bob.pk)  # a guardian key, the approve role, not the execute role
     with pytest.raises(PermissionDenied, match="execute role"):
-        custody.add_action_signature(actor=approver, action=pause,
+        actions.add_action_signature(actor=approver, action=pause,
                                      signature=sign_typed(safe_chain, bob.account, pause.typed_data))
     pause.refresh_from_db()
     assert pause.status == ActionStatus.PROPOSED and not pause.signatures.exists()
@@ -175,7 +175,7 @@ def test_guardian_pause_signature_needs_the_execute_role_before_anything_is_reco
 def test_guardian_second_resume_request_names_the_unpause_already_waiting(safe_chain, staff, trades_on):
     alice = staff["alice"]
     [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
-    custody.add_action_signature(actor=alice, action=pause,
+    actions.add_action_signature(actor=alice, action=pause,
                                  signature=sign_typed(safe_chain, alice.account, pause.typed_data))
     [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"])
     with pytest.raises(ValidationError) as err:
@@ -195,12 +195,12 @@ def test_guardian_pause_signature_is_used_once(safe_chain, staff):
     alice = staff["alice"]
     pause = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill")
     signature = sign_typed(safe_chain, alice.account, pause.typed_data)
-    assert custody.add_action_signature(actor=alice, action=pause, signature=signature).status == ActionStatus.SENT
+    assert actions.add_action_signature(actor=alice, action=pause, signature=signature).status == ActionStatus.SENT
     safe_chain.as_safe(safe_chain.escrow.functions.unpause())
     again = actions.pause_now(actor=alice, chain="bsc", reason="RB-05 drill again")
     assert again.safe_nonce == pause.safe_nonce + 1
     with pytest.raises(ValidationError, match=f"#{pause.pk}"):
-        custody.add_action_signature(actor=alice, action=again, signature=signature)
+        actions.add_action_signature(actor=alice, action=again, signature=signature)
     assert safe_chain.escrow.functions.paused().call() is False
 
 
@@ -247,7 +247,7 @@ def test_guardian_resume_page_in_safe_custody_sends_the_requester_to_sign(safe_c
 
     alice = staff["alice"]
     [pause] = actions.emergency_stop(actor=alice, reason="RB-05 drill", chains=["bsc"])
-    custody.add_action_signature(actor=alice, action=pause, signature=sign_typed(safe_chain, alice.account,
+    actions.add_action_signature(actor=alice, action=pause, signature=sign_typed(safe_chain, alice.account,
                                                                                  pause.typed_data))
     client.force_login(alice)
     url = reverse("admin:ops_contractaction_resume")
@@ -285,13 +285,13 @@ def test_guardian_pause_signature_the_module_cannot_verify_is_refused_and_the_pa
     typed = sign_typed(safe_chain, alice.account, pause.typed_data)
     bad = eth_sign_form(safe_chain, alice.account, pause.signing_hash) if form == "eth_sign" else high_s_form(typed)
     with pytest.raises(ValidationError) as err:
-        custody.add_action_signature(actor=alice, action=pause, signature=bad)
+        actions.add_action_signature(actor=alice, action=pause, signature=bad)
     assert "eth_signTypedData_v4" in " ".join(err.value.messages)
     pause.refresh_from_db()
     assert pause.status == ActionStatus.PROPOSED and not pause.signatures.exists() and not pause.raw_tx
     assert safe_chain.module.functions.nonce().call() == pause.safe_nonce
     # Nothing was burned: the typed-data signature still pauses at once.
-    done = custody.add_action_signature(actor=alice, action=pause, signature=typed)
+    done = actions.add_action_signature(actor=alice, action=pause, signature=typed)
     assert done.status == ActionStatus.SENT, done.outcome
     assert safe_chain.escrow.functions.paused().call() is True
 

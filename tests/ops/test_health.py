@@ -17,7 +17,7 @@ from django.db import connections
 
 from backoffice.devservices import _redis_bin, free_port, running_anvil
 from chain import rpc
-from ops import health
+from ops.monitoring import health
 
 IP_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.audit.models import AuditLog
-from ops.console import (
+from ops.console.services import (
     add_incident_event,
     advance_incident,
     complete_postmortem,

@@ -8,9 +8,9 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 
 from chain.sync import sync_chain
-from ops import actions
+from ops.actions import services as actions
+from ops.actions.timeouts import submit_due_timeouts
 from ops.models import ActionStatus, ContractAction, Custody
-from ops.timeouts import submit_due_timeouts
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
 from .test_timeouts import TIMEOUT, wait_past

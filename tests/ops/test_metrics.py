@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chain.models import ChainState, EventSyncCursor, RpcProvider
 from chain.rollup import rebuild_all
-from ops import metrics
-from ops.health import WORKER_HEARTBEAT_KEY, redis_client
 from ops.models import SecretSchedule
+from ops.monitoring import metrics
+from ops.monitoring.health import WORKER_HEARTBEAT_KEY, redis_client
 from tests import factories
 from tests.ops.test_health import own_redis  # noqa: F401 - a fixture: a Redis of the test's own
 
@@ -153,9 +153,9 @@ def test_metrics_scrape_does_not_scan_the_orders_table(client, market):
 def test_metrics_with_redis_stopped_still_scrape_the_database_part(client, market, own_redis):  # noqa: F811
     own_redis.terminate()
     own_redis.wait(timeout=10)
-    import ops.health
+    import ops.monitoring.health
 
-    ops.health._redis_client = None
+    ops.monitoring.health._redis_client = None
     m = scrape(client)
     assert m[("redis_up", ())] == 0
     assert m[("p2p_orders_completed_total", (("chain", "bsc"),))] == 4
@@ -211,8 +211,8 @@ def test_rpc_counts_that_could_not_be_saved_are_saved_by_the_next_save(client, d
 
 def test_metrics_count_rate_limit_waits_and_splits_saved_by_several_workers(client, db):
     """Each worker's sync adds what its own client counted since its last save: totals never go backwards."""
-    from chain.rpc import RpcClient
     from chain.providers import save_provider_states
+    from chain.rpc import RpcClient
 
     workers = [RpcClient("bsc", [("primary", "http://primary.example"), ("fallback", "http://fallback.example")])
                for _ in range(2)]

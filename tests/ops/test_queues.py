@@ -26,8 +26,8 @@ from backoffice.celery import app
 from backoffice.devservices import running_anvil, stop_process
 from backoffice.supervisor import worker_commands
 from chain.models import EventSyncCursor
-from ops import health
-from ops.schedules import schedules
+from ops.monitoring import health
+from ops.monitoring.schedules import schedules
 from tests.local_http import LocalHttpServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_queues_depth_of_each_queue_in_health_and_metrics(client, settings):
         assert celery["queues"]["sync.bsc"] == 7 and celery["queues"]["actions"] == 1
         assert celery["queues"]["checks"] == 2 and celery["queues"]["sync.ethereum"] == 0
         assert set(celery["queues"]) == {"sync.bsc", "sync.ethereum", "actions", "checks", "alerts", "celery"}
-        from ops import metrics
+        from ops.monitoring import metrics
 
         metrics.reset_cache()
         body = client.get("/metrics", HTTP_AUTHORIZATION="Bearer queue-test-token").content.decode()
@@ -130,8 +130,8 @@ def test_queues_warn_when_one_queue_builds_up(client):
 def test_queues_a_removed_chains_pile_shows_in_health_metrics_and_dashboard(client, settings):
     """CHAINS no longer names bsc, but its beat entries (until register_schedules runs) kept filling sync.bsc."""
     from backoffice.chain_settings import chains_from_env
-    from ops import metrics
-    from ops.dashboard import _health_tiles
+    from ops.monitoring import metrics
+    from ops.monitoring.dashboard import _health_tiles
 
     settings.METRICS_TOKEN = "queue-test-token"
     settings.CHAINS = chains_from_env({"CHAINS": "ethereum,base"}, production=False)

@@ -11,7 +11,8 @@ from web3 import Web3
 from backoffice.audit.models import AuditLog
 from backoffice.audit.selectors import verify_audit_chain
 from chain import transactions
-from ops import actions, custody
+from ops.actions import services as actions
+from ops.actions import transitions
 from ops.models import IN_FLIGHT, ActionSignature, ActionStatus, ContractAction, Custody
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
@@ -28,7 +29,7 @@ def propose_treasury(actor, treasury=NEW_TREASURY) -> ContractAction:
 
 
 def sign(node, action: ContractAction, user) -> ContractAction:
-    return custody.add_action_signature(actor=user, action=action, signature=sign_typed(node, user.account,
+    return actions.add_action_signature(actor=user, action=action, signature=sign_typed(node, user.account,
                                                                                           action.typed_data))
 
 
@@ -93,7 +94,7 @@ def test_safe_signature_over_another_nonce_or_calldata_is_refused(safe_chain, st
     other = {**action.typed_data, "message": {**action.typed_data["message"], field: value}}
     signature = sign_typed(safe_chain, staff["bob"].account, other)
     with pytest.raises(ValidationError) as err:
-        custody.add_action_signature(actor=staff["bob"], action=action, signature=signature)
+        actions.add_action_signature(actor=staff["bob"], action=action, signature=signature)
     text = " ".join(err.value.messages)
     assert "bob" in text and "recovers to 0x" in text and "another SafeTx" in text
     assert not ActionSignature.objects.filter(action=action).exists()
@@ -106,7 +107,7 @@ def test_safe_signature_replayed_from_an_executed_safetx_is_refused(safe_chain, 
     bobs = first.signatures.get(signed_by=bob).signature
     second = propose_treasury(alice, "0x00000000000000000000000000000000000000cc")
     with pytest.raises(ValidationError) as err:
-        custody.add_action_signature(actor=bob, action=second, signature=bobs)
+        actions.add_action_signature(actor=bob, action=second, signature=bobs)
     text = " ".join(err.value.messages)
     assert f"#{first.pk}" in text and "bob" in text and bob.account.lower() in text
 
@@ -181,7 +182,7 @@ def test_safe_crash_after_broadcast_before_commit_has_one_on_chain_effect(safe_c
     alice, bob = staff["alice"], staff["bob"]
     nonce_before = safe_chain.safe_nonce()
     action = sign(safe_chain, sign(safe_chain, propose_treasury(alice), alice), bob)
-    real = actions.mark_action
+    real = transitions.mark_action
     crashed = []
 
     def crash_on_first_sent(target, status, **kwargs):
@@ -190,12 +191,12 @@ def test_safe_crash_after_broadcast_before_commit_has_one_on_chain_effect(safe_c
             raise RuntimeError("injected crash after broadcast")
         return real(target, status, **kwargs)
 
-    monkeypatch.setattr(actions, "mark_action", crash_on_first_sent)
+    monkeypatch.setattr(transitions, "mark_action", crash_on_first_sent)
     with pytest.raises(RuntimeError):
         actions.execute_contract_action(actor=alice, action=action)
     action.refresh_from_db()
     assert action.status == ActionStatus.SIGNED
-    monkeypatch.setattr(actions, "mark_action", real)
+    monkeypatch.setattr(transitions, "mark_action", real)
     assert confirm(action).status == ActionStatus.CONFIRMED
     assert confirm(action).status == ActionStatus.CONFIRMED  # running recovery again changes nothing
     assert len(safe_chain.logs("TreasuryUpdated", 0)) == 1

@@ -9,8 +9,9 @@ from web3 import Web3
 
 from backoffice.alerts.models import Alert
 from chain import safe as chain_safe
-from ops import actions, checks
+from ops.actions import services as actions
 from ops.models import ActionStatus, ContractAction
+from ops.monitoring.checks import custody as custody_checks
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
 from .test_safe import NEW_TREASURY, confirm, propose_treasury, sign
@@ -73,15 +74,15 @@ def test_rejected_safetx_holding_the_threshold_raises_a_p2_once(safe_chain, staf
     one_signature = actions.reject_contract_action(
         actor=staff["carol"], action=sign(safe_chain, propose_treasury(alice, "0x" + "cc" * 20), alice),
         reason="typo")
-    assert not any(k.startswith("safe-tx-executable") for k in checks.check_custody()), "one of two: not executable"
+    assert not any(k.startswith("safe-tx-executable") for k in custody_checks.check_custody()), "one of two: not executable"
     rejected = signed_then_rejected(safe_chain, staff)
     key = f"safe-tx-executable:bsc:{rejected.signing_hash}"
-    assert key in checks.check_custody()
-    assert f"safe-tx-executable:bsc:{one_signature.signing_hash}" not in checks.check_custody()
+    assert key in custody_checks.check_custody()
+    assert f"safe-tx-executable:bsc:{one_signature.signing_hash}" not in custody_checks.check_custody()
     alert = Alert.objects.get(key=key, acknowledged_at__isnull=True)
     assert alert.severity == "P2" and "Cancel on chain" in alert.message
     Alert.objects.filter(key=key).update(acknowledged_at=alert.created_at)
-    assert key not in checks.check_custody(), "once per action: acknowledged, it does not page every two minutes"
+    assert key not in custody_checks.check_custody(), "once per action: acknowledged, it does not page every two minutes"
     assert Alert.objects.filter(key=key).count() == 1
 
 
@@ -91,7 +92,7 @@ def test_rejected_safetx_proposed_again_is_not_offered_a_cancel(safe_chain, staf
     rejected = signed_then_rejected(safe_chain, staff)
     again = propose_treasury(alice)
     assert again.signing_hash == rejected.signing_hash
-    assert not any(k.startswith("safe-tx-executable") for k in checks.check_custody())
+    assert not any(k.startswith("safe-tx-executable") for k in custody_checks.check_custody())
     with pytest.raises(ValidationError, match=f"the same SafeTx is open again as #{again.pk}"):
         actions.propose_safe_tx_cancel(actor=alice, action=rejected, reason="drill")
 
@@ -149,7 +150,7 @@ def test_safetx_signed_half_under_each_of_two_rejected_actions_is_flagged_execut
                                                         signatures=chain_safe.pack_signatures(sigs))
     safe_chain.w3.eth.call({**both, "from": safe_chain.accounts[19]})  # the risk is real
     key = f"safe-tx-executable:bsc:{first.signing_hash}"
-    assert key in checks.check_custody()
+    assert key in custody_checks.check_custody()
     assert f"#{first.pk}, #{second.pk}" in Alert.objects.get(key=key).title
     client.force_login(alice)
     page = client.get(reverse("admin:ops_contractaction_change", args=[second.pk])).content.decode()

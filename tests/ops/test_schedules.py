@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backoffice.chain_settings import chains_from_env
-from ops.schedules import schedules
+from ops.monitoring.schedules import schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +38,38 @@ def test_register_schedules_keeps_staff_retiming_but_follows_a_moved_task():
     sweep.refresh_from_db()
     assert sweep.task == "backoffice.alerts.tasks.sweep_alert_deliveries"
     assert sweep.interval == staff_interval and sweep.enabled is False
+
+
+# The ops entries as a database held them before ops/ was split into rooms (tasks then lived in ops/tasks.py).
+BEFORE_THE_ROOMS = {
+    "advance-contract-actions": "ops.tasks.advance_contract_actions", "check-seller-timeouts":
+    "ops.tasks.check_seller_timeouts", "check-buyer-timeouts": "ops.tasks.check_buyer_timeouts",
+    "verify-audit-chain": "ops.tasks.verify_audit_chain", "daily-operations-check": "ops.tasks.daily_operations_check",
+    "check-sync": "ops.tasks.check_sync", "check-contracts": "ops.tasks.check_contracts",
+    "check-custody": "ops.tasks.check_custody", "check-contract-actions": "ops.tasks.check_contract_actions",
+    "check-large-orders": "ops.tasks.check_large_orders", "check-secret-rotations": "ops.tasks.check_secret_rotations",
+    "update-user-tiers": "ops.tasks.recalculate_user_tiers", "backup-database": "ops.tasks.backup_database",
+    "test-backup-restore": "ops.tasks.test_backup_restore", "vacuum-database": "ops.tasks.vacuum_database",
+}
+
+
+def test_register_schedules_on_a_database_from_before_the_rooms_keeps_every_task_name_and_a_worker_has_them():
+    """The split of ops/ into rooms kept the task names (beat's rows, queued messages and the queue routes hold
+    them): a database written before it needs no change, and a worker (autodiscovery) registers every name."""
+    from backoffice.celery import app
+
+    register()
+    staff_interval, _ = IntervalSchedule.objects.get_or_create(every=7, period=IntervalSchedule.MINUTES)
+    for name, task in BEFORE_THE_ROOMS.items():
+        PeriodicTask.objects.filter(name=name).update(task=task, interval=staff_interval, crontab=None)
+    assert "0 moved" in register()
+    stored = dict(PeriodicTask.objects.filter(name__in=BEFORE_THE_ROOMS).values_list("name", "task"))
+    assert stored == BEFORE_THE_ROOMS
+    assert set(PeriodicTask.objects.filter(name__in=BEFORE_THE_ROOMS).values_list("interval", flat=True)) == {
+        staff_interval.pk}
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover every room's tasks
+    missing = set(PeriodicTask.objects.values_list("task", flat=True)) - set(app.tasks)
+    assert missing == set()
 
 
 def set_chains(settings, value: str) -> None:

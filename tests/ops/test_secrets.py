@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from backoffice.audit.models import AuditLog
-from ops.console import record_secret_rotation, update_secret_schedule
+from ops.console.services import record_secret_rotation, update_secret_schedule
 from ops.models import SecretRotation, SecretSchedule
 
 NEW_VALUE = "n3w-Secret-Value-that-must-never-be-stored-7f3a"

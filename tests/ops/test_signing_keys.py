@@ -9,7 +9,7 @@ from eth_account.messages import encode_defunct
 
 from backoffice.audit.models import AuditLog
 from backoffice.audit.selectors import verify_audit_chain
-from ops import custody
+from ops.actions import services as actions
 from ops.models import StaffSigningKey
 
 pytestmark = pytest.mark.django_db
@@ -32,8 +32,8 @@ def other(django_user_model):
 
 def test_register_signing_key_with_a_signed_challenge_is_recorded_and_audited(approver):
     account = Account.create()
-    challenge = custody.signing_key_challenge(user=approver)
-    key = custody.register_signing_key(actor=approver, address=account.address, challenge=challenge,
+    challenge = actions.signing_key_challenge(user=approver)
+    key = actions.register_signing_key(actor=approver, address=account.address, challenge=challenge,
                                        signature=signed(account, challenge), label="laptop")
     assert key.address == account.address.lower() and key.user == approver and key.is_active
     row = AuditLog.objects.get(action="register_signing_key")
@@ -44,17 +44,17 @@ def test_register_signing_key_with_a_signed_challenge_is_recorded_and_audited(ap
 def test_register_signing_key_accepts_the_challenge_as_a_browser_form_sends_it(approver):
     # Browsers submit form fields with CRLF line breaks; the wallet signed the LF text the page showed.
     account = Account.create()
-    challenge = custody.signing_key_challenge(user=approver)
-    key = custody.register_signing_key(actor=approver, address=account.address,
+    challenge = actions.signing_key_challenge(user=approver)
+    key = actions.register_signing_key(actor=approver, address=account.address,
                                        challenge=challenge.replace("\n", "\r\n"), signature=signed(account, challenge))
     assert key.challenge == challenge
 
 
 def test_register_signing_key_signed_by_another_address_names_it(approver):
     mine, theirs = Account.create(), Account.create()
-    challenge = custody.signing_key_challenge(user=approver)
+    challenge = actions.signing_key_challenge(user=approver)
     with pytest.raises(ValidationError) as err:
-        custody.register_signing_key(actor=approver, address=mine.address, challenge=challenge,
+        actions.register_signing_key(actor=approver, address=mine.address, challenge=challenge,
                                      signature=signed(theirs, challenge))
     assert theirs.address.lower() in " ".join(err.value.messages)
     assert not StaffSigningKey.objects.exists()
@@ -62,18 +62,18 @@ def test_register_signing_key_signed_by_another_address_names_it(approver):
 
 def test_register_signing_key_with_someone_elses_challenge_is_refused(approver, other):
     account = Account.create()
-    challenge = custody.signing_key_challenge(user=other)
+    challenge = actions.signing_key_challenge(user=other)
     with pytest.raises(ValidationError, match="another user"):
-        custody.register_signing_key(actor=approver, address=account.address, challenge=challenge,
+        actions.register_signing_key(actor=approver, address=account.address, challenge=challenge,
                                      signature=signed(account, challenge))
 
 
 def test_register_signing_key_expired_challenge_is_refused(approver, settings):
     account = Account.create()
-    challenge = custody.signing_key_challenge(user=approver)
+    challenge = actions.signing_key_challenge(user=approver)
     settings.SIGNING_CHALLENGE_SECONDS = -1
     with pytest.raises(ValidationError, match="expired"):
-        custody.register_signing_key(actor=approver, address=account.address, challenge=challenge,
+        actions.register_signing_key(actor=approver, address=account.address, challenge=challenge,
                                      signature=signed(account, challenge))
 
 
@@ -81,7 +81,7 @@ def test_register_page_offers_a_fresh_challenge_after_an_expired_one(staff_clien
     from django.urls import reverse
 
     account = Account.create()
-    old = custody.signing_key_challenge(user=staff_user)
+    old = actions.signing_key_challenge(user=staff_user)
     settings.SIGNING_CHALLENGE_SECONDS = -1
     page = staff_client.post(reverse("admin:ops_staffsigningkey_register"), {
         "address": account.address, "challenge": old, "signature": signed(account, old), "label": "laptop"})
@@ -93,20 +93,20 @@ def test_register_page_offers_a_fresh_challenge_after_an_expired_one(staff_clien
 def test_register_signing_key_one_address_belongs_to_one_person(approver, other):
     account = Account.create()
     for user in (approver, other):
-        challenge = custody.signing_key_challenge(user=user)
+        challenge = actions.signing_key_challenge(user=user)
         if user is approver:
-            custody.register_signing_key(actor=user, address=account.address, challenge=challenge,
+            actions.register_signing_key(actor=user, address=account.address, challenge=challenge,
                                          signature=signed(account, challenge))
         else:
             with pytest.raises(ValidationError, match="already registered to erin"):
-                custody.register_signing_key(actor=user, address=account.address, challenge=challenge,
+                actions.register_signing_key(actor=user, address=account.address, challenge=challenge,
                                              signature=signed(account, challenge))
 
 
 def test_register_signing_key_bad_signature_says_what_to_paste(approver):
     with pytest.raises(ValidationError, match="132 hex digits"):
-        custody.register_signing_key(actor=approver, address=Account.create().address,
-                                     challenge=custody.signing_key_challenge(user=approver), signature="0x1234")
+        actions.register_signing_key(actor=approver, address=Account.create().address,
+                                     challenge=actions.signing_key_challenge(user=approver), signature="0x1234")
 
 
 def test_signing_key_command_registers_from_a_keystore(approver, tmp_path):

@@ -13,9 +13,9 @@ from django.db import connection
 
 from backoffice.audit.models import AuditLog
 from chain.sync import sync_chain
-from ops import actions
+from ops.actions import services as actions
+from ops.actions.timeouts import due_timeouts, submit_due_timeouts
 from ops.models import ActionStatus, ContractAction
-from ops.timeouts import due_timeouts, submit_due_timeouts
 
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from ops.backups import run_backup
+from ops.backups.services import run_backup
 from ops.models import BackupStatus, BackupTrigger
 
 

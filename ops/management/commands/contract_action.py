@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from chain.keystore import KeystoreError, sign_typed_data
-from ops import actions, custody
+from ops.actions import services as actions
 from ops.models import ContractAction, Custody, SignatureSource
 
 
@@ -129,7 +129,7 @@ class Command(BaseCommand):
             signature = sign_typed_data(Path(keystore), keystore_password(password_file), action.typed_data)
         except KeystoreError as exc:
             raise CommandError(f"--keystore: {exc}") from None
-        return custody.add_action_signature(actor=actor, action=action, signature=signature,
+        return actions.add_action_signature(actor=actor, action=action, signature=signature,
                                             source=SignatureSource.KEYSTORE)
 
     def do_sign(self, id, user, keystore=None, password_file=None, **_):

@@ -46,12 +46,12 @@ class Command(BaseCommand):
         """The demo signer's owner address, registered the way staff do it: by signing the challenge."""
         from backoffice.devservices import anvil_key
         from chain.keystore import sign_text_with_key
-        from ops import custody
+        from ops.actions import services as actions
         from ops.models import StaffSigningKey
 
-        challenge = custody.signing_key_challenge(user=user)
+        challenge = actions.signing_key_challenge(user=user)
         address, signature = sign_text_with_key(anvil_key(index), challenge)
         if StaffSigningKey.objects.filter(address=address).exists():
             return
-        custody.register_signing_key(actor=user, address=address, challenge=challenge, signature=signature,
+        actions.register_signing_key(actor=user, address=address, challenge=challenge, signature=signature,
                                      label="demo (anvil development account)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from ops.services import forget_local_contract_actions
+from ops.actions.local import forget_local_contract_actions
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""register_schedules: write the beat schedule (ops.schedules) into django-celery-beat, idempotently."""
+"""register_schedules: write the beat schedule (ops.monitoring.schedules) into django-celery-beat, idempotently."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from backoffice.queues import CHAIN_TASKS
-from ops.schedules import schedules
+from ops.monitoring.schedules import schedules
 
-# The per-chain entries this command writes (ops.schedules): poll-<short>-events, reconcile-<short>-orders.
+# The per-chain entries this command writes (ops.monitoring.schedules): poll-<short>-events, reconcile-<short>-orders.
 CHAIN_ENTRY_RE = re.compile(r"^(poll-[a-z0-9_]+-events|reconcile-[a-z0-9_]+-orders)$")
 # Put in front of the description of an entry this command disabled, so that it knows to enable the entry again
 # when its chain comes back (and never one that staff disabled themselves).

@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from chain.keystore import KeystoreError, sign_text
-from ops import custody
+from ops.actions import services as actions
 from ops.management.commands.contract_action import add_keystore_arguments, keystore_password
 from ops.models import StaffSigningKey
 
@@ -39,11 +39,11 @@ class Command(BaseCommand):
             raise CommandError(f"--as {opts['user']}: no active staff user of that name.")
         if not opts.get("keystore"):
             raise CommandError("--keystore FILE is required: the key that will sign contract actions.")
-        challenge = custody.signing_key_challenge(user=user)
+        challenge = actions.signing_key_challenge(user=user)
         try:
             address, signature = sign_text(Path(opts["keystore"]), keystore_password(opts.get("password_file")),
                                            challenge)
-            key = custody.register_signing_key(actor=user, address=address, challenge=challenge, signature=signature,
+            key = actions.register_signing_key(actor=user, address=address, challenge=challenge, signature=signature,
                                                label=opts["label"])
         except KeystoreError as exc:
             raise CommandError(f"--keystore: {exc}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from ops.backups import run_restore_test
+from ops.backups.services import run_restore_test
 from ops.models import BackupRun, BackupStatus, RestoreTestStatus
 
 

@@ -1,18 +1,17 @@
-"""Operations writes: forgetting a discarded local chain's contract actions and alerts (alerts: backoffice.alerts)."""
+"""Forgetting a discarded local chain's contract actions (and acknowledging its alerts), for `make run`'s fresh
+chains.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 
 from backoffice.alerts.services import acknowledge_chain_alerts
 from backoffice.audit.services import record_audit
-from backoffice.permissions import require_perm
 from chain.models import ChainState
-
-from .selectors import IDLE_LONG
 
 # The records of contract actions sent to a chain, with the nonces they used (incident links cascade).
 LOCAL_CHAIN_ACTION_TABLES = ("ops_action_signatures", "ops_contract_actions", "ops_signer_nonces")
@@ -44,23 +43,3 @@ def forget_local_contract_actions(*, actor: Any) -> int:
         # The custody and settings checks compare with what they saw last: on the old chain, not this one.
         ChainState.objects.filter(chain__in=list(settings.CHAINS)).update(custody_snapshot=None, contract_settings=None)
     return count
-
-
-def terminate_idle_connections(*, actor: Any, reason: str, pids: list[int], idle_seconds: int = 600) -> list[int]:
-    """RB-02 step 3: end the connections `pids` (those the page showed) that are still idle for longer than
-    `idle_seconds` (10 minutes) on this database, never the caller's own nor one running a query; audited with
-    the pids ended. Needs a reason."""
-    require_perm(actor, "ops.terminate_idle_connections", "end idle database connections")
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": "A reason is required: say why the connections must go (RB-02)."})
-    with transaction.atomic():
-        with connection.cursor() as cur:
-            # Chosen first, ended after: in one WHERE, PostgreSQL may call pg_terminate_backend before the filters.
-            cur.execute(f"WITH idle AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE {IDLE_LONG} "
-                        "AND pid = ANY(%s)) SELECT pid FROM idle WHERE pg_terminate_backend(pid)",
-                        [idle_seconds, list(pids)])
-            ended = sorted(pid for (pid,) in cur.fetchall())
-        record_audit(actor=actor, action="terminate_idle_connections", object_type="database",
-                     after={"ended": ended, "idle_seconds": idle_seconds}, reason=reason)
-    return ended

@@ -1,35 +1,21 @@
-"""Reads for the operations pages: custody (who owns the contracts, who may sign), an action's signatures, and
-the age of the last good backup and restore test."""
+"""Reads for the owner-action pages: custody (who owns the contracts, who may sign, the gas accounts), an action's
+signatures, and the closed SafeTxs whose signatures could still execute them on chain.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Exists, OuterRef, QuerySet
-from django.utils import timezone
 
-from backoffice.durations import age, human_duration
 from chain import safe as chain_safe
 from chain import transactions
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
+from ops.models import AWAITING, IN_FLIGHT, ActionSignature, ActionStatus, ContractAction, Custody, StaffSigningKey
 
-from .custody import current_signers, signature_problems
-from .models import (
-    AWAITING,
-    IN_FLIGHT,
-    ActionSignature,
-    ActionStatus,
-    BackupRun,
-    BackupStatus,
-    ContractAction,
-    Custody,
-    RestoreTest,
-    RestoreTestStatus,
-    StaffSigningKey,
-)
+from . import counting
 
 WEI = Decimal(10**18)
 
@@ -119,18 +105,6 @@ def safe_tx_signers(signing_hash: str) -> set[str]:
                .values_list("signer_address", flat=True))
 
 
-def large_order_rule() -> tuple[str, list]:
-    """The alert table's large-order rule ("a single order over 5,000 USDT") as a condition on `orders` and its
-    parameters: over LARGE_ORDER_USDT, in a USD stablecoin (USD_STABLECOINS), the only tokens whose amount is a
-    dollar amount. The check and the /metrics gauge both use it, so they agree."""
-    from django.conf import settings
-
-    from .models import PlatformFlag
-
-    limit = Decimal(str(PlatformFlag.get("LARGE_ORDER_USDT", 5000)))
-    return "amount > %s AND upper(token_symbol) = ANY(%s)", [limit, settings.USD_STABLECOINS]
-
-
 def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
     """The cancels proposed on the same Safe nonce as `action`, newest first."""
     return list(ContractAction.objects.filter(kind="cancel_safe_tx", chain=action.chain, safe_address=action.safe_address,
@@ -143,7 +117,7 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
                                "hash": action.signing_hash, "typed_data": action.typed_data, "error": "",
                                "typed_id": f"typed-{action.pk}"}
     try:
-        signers = current_signers(action)
+        signers = counting.current_signers(action)
         summary.update(owners=signers.addresses, threshold=signers.threshold, chain_nonce=signers.nonce,
                        stale=signers.nonce > (action.safe_nonce or 0))
     except (ProviderUnavailable, RpcError) as exc:
@@ -151,7 +125,7 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
         summary["error"] = f"could not read the {'module' if action.custody == Custody.GUARDIAN else 'Safe'}: {exc}"
     rows = []
     sigs = list(action.signatures.select_related("signed_by"))
-    problems = signature_problems(action, sigs, signers.addresses if signers else None)
+    problems = counting.signature_problems(action, sigs, signers.addresses if signers else None)
     for sig in sigs:
         rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(), "source": sig.get_source_display(),
                      "at": sig.created_at, "valid": sig.pk not in problems, "why": problems.get(sig.pk, "")})
@@ -167,79 +141,3 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     if summary["exposed"]:
         summary["cancels"] = safe_tx_cancels(action)
     return summary
-
-
-# ---------------------------------------------------------------------------------------------- backups
-
-# The alert rules' thresholds (ops/prometheus/alerts.yml): a daily backup, a weekly restore test, each with slack.
-BACKUP_MAX_AGE = timedelta(hours=26)
-RESTORE_TEST_MAX_AGE = timedelta(days=8)
-
-
-@dataclass
-class BackupHealth:
-    last_backup: BackupRun | None
-    last_restore_test: RestoreTest | None
-    backup_age: timedelta | None
-    restore_test_age: timedelta | None
-
-    @property
-    def backup_stale(self) -> bool:
-        return self.backup_age is None or self.backup_age > BACKUP_MAX_AGE
-
-    @property
-    def restore_test_stale(self) -> bool:
-        return self.restore_test_age is None or self.restore_test_age > RESTORE_TEST_MAX_AGE
-
-
-def backup_health(now: datetime | None = None) -> BackupHealth:
-    """The last good backup and the last passed restore test, with their ages (two index-free reads of small tables)."""
-    now = now or timezone.now()
-    backup = BackupRun.objects.filter(status=BackupStatus.OK).order_by("-finished_at").first()
-    test = (RestoreTest.objects.filter(status=RestoreTestStatus.PASSED).select_related("backup")
-            .order_by("-finished_at").first())
-    return BackupHealth(backup, test, age(backup.finished_at, now) if backup else None,
-                        age(test.finished_at, now) if test else None)
-
-
-def age_text(elapsed: timedelta | None) -> str:
-    """'12 min ago' / '5 h 3 min ago' / '3 d 2 h ago' / 'never'."""
-    return "never" if elapsed is None else f"{human_duration(elapsed.total_seconds())} ago"
-
-
-# ---------------------------------------------------------------------------------------------- RB-02
-
-
-# RB-02 step 3's connections, on this database: idle for longer than %s seconds, never the asking connection.
-IDLE_LONG = ("datname = current_database() AND state = 'idle' AND state_change < clock_timestamp() - "
-             "make_interval(secs => %s) AND pid <> pg_backend_pid()")
-
-
-@dataclass(frozen=True)
-class DatabaseActivity:
-    by_state: list[tuple[str, int]]      # RB-02 step 1: connections by state
-    running: list[dict[str, Any]]        # step 2: the ten longest non-idle queries
-    idle_long: list[dict[str, Any]]      # step 3: what "end idle connections" would end
-    max_connections: int
-
-
-def database_activity(*, idle_seconds: int = 600) -> DatabaseActivity:
-    """The runbook's RB-02 queries on this back office's own database (never another's), this page's own
-    connection left out."""
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute("SELECT COALESCE(state, 'background'), count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() GROUP BY 1 ORDER BY 2 DESC")
-        by_state = cur.fetchall()
-        cur.execute("SELECT pid, EXTRACT(EPOCH FROM clock_timestamp() - query_start), state, left(query, 120), "
-                    "application_name, wait_event_type FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' "
-                    "AND pid <> pg_backend_pid() ORDER BY query_start LIMIT 10")
-        running = [dict(zip(("pid", "seconds", "state", "query", "application", "waiting_on"), row))
-                   for row in cur.fetchall()]
-        cur.execute("SELECT pid, EXTRACT(EPOCH FROM clock_timestamp() - state_change), application_name, "
-                    f"client_addr::text FROM pg_stat_activity WHERE {IDLE_LONG} ORDER BY state_change", [idle_seconds])
-        idle_long = [dict(zip(("pid", "seconds", "application", "client"), row)) for row in cur.fetchall()]
-        cur.execute("SELECT current_setting('max_connections')::int")
-        (max_connections,) = cur.fetchone()
-    return DatabaseActivity(by_state, running, idle_long, max_connections)

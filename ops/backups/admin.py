@@ -13,9 +13,9 @@ from django.utils.html import format_html, format_html_join
 
 from backoffice.admin_utils import ReadOnlyAdminMixin, utc_minute
 from backoffice.security import stepup_required
+from ops.models import BackupRun, BackupStatus, RestoreTest
 
-from . import backups
-from .models import BackupRun, BackupStatus, RestoreTest
+from . import services as backups
 from .selectors import RESTORE_TEST_MAX_AGE, age_text, backup_health
 
 DOWNLOAD_PERM = "ops.download_backuprun"

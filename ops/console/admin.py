@@ -20,9 +20,7 @@ from backoffice.admin_utils import (
 )
 from backoffice.db_router import ReplicaChangelistMixin
 from backoffice.security import stepup_required
-
-from . import actions, console, selectors, services
-from .models import (
+from ops.models import (
     Incident,
     IncidentStatus,
     OpsReport,
@@ -31,6 +29,8 @@ from .models import (
     SecretRotation,
     SecretSchedule,
 )
+
+from . import selectors, services
 
 
 @admin.register(OpsReport)
@@ -106,7 +106,7 @@ class FlagForm(forms.ModelForm):
 
     def clean_value(self):
         value = self.cleaned_data["value"]
-        problem = actions.flag_value_problem(self.instance, value) if self.instance.pk else ""
+        problem = services.flag_value_problem(self.instance, value) if self.instance.pk else ""
         if problem:
             raise forms.ValidationError(problem)
         return value
@@ -129,7 +129,7 @@ class PlatformFlagAdmin(admin.ModelAdmin):
             # Turning trading back on goes through the resume path (four eyes), not a form (saving it while it
             # is on, e.g. to reword its description, is no turning on).
             raise PermissionDenied("Use Contract actions → Resume to turn trading back on.")
-        actions.set_platform_flag(actor=request.user, key=obj.key, value=form.cleaned_data["value"],
+        services.set_platform_flag(actor=request.user, key=obj.key, value=form.cleaned_data["value"],
                                   reason=form.cleaned_data["reason"])
 
 
@@ -178,7 +178,7 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
         form = RotationForm(request.POST or None, steps=secret.steps)
         if request.method == "POST" and form.is_valid():
             try:
-                rotation = console.record_secret_rotation(actor=request.user, secret=secret, **form.cleaned_data)
+                rotation = services.record_secret_rotation(actor=request.user, secret=secret, **form.cleaned_data)
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
@@ -258,7 +258,7 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         # The change form's links (orders, actions, alerts) are saved next, in the same transaction (the admin's).
-        console.save_incident_details(actor=request.user, incident=obj,
+        services.save_incident_details(actor=request.user, incident=obj,
                                       changed={f: str(form.cleaned_data.get(f)) for f in form.changed_data})
 
     def open_view(self, request):
@@ -267,7 +267,7 @@ class IncidentAdmin(admin.ModelAdmin):
         form = IncidentOpenForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                incident = console.open_incident(actor=request.user, **form.cleaned_data)
+                incident = services.open_incident(actor=request.user, **form.cleaned_data)
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
@@ -293,11 +293,11 @@ class IncidentAdmin(admin.ModelAdmin):
                 raise ValidationError(form.errors.as_text())
             op, text = form.cleaned_data["op"], form.cleaned_data["text"]
             if op == "event":
-                console.add_incident_event(actor=request.user, incident=incident, text=text)
+                services.add_incident_event(actor=request.user, incident=incident, text=text)
             elif op == "postmortem":
-                console.complete_postmortem(actor=request.user, incident=incident, text=text)
+                services.complete_postmortem(actor=request.user, incident=incident, text=text)
             else:
-                console.advance_incident(actor=request.user, incident=incident, to=op, note=text,
+                services.advance_incident(actor=request.user, incident=incident, to=op, note=text,
                                          commander=form.cleaned_data["commander"],
                                          ops_lead=form.cleaned_data["ops_lead"],
                                          comms_lead=form.cleaned_data["comms_lead"],
@@ -320,5 +320,5 @@ class IncidentAdmin(admin.ModelAdmin):
             self.message_user(request, "year and month must be numbers, e.g. ?year=2026&month=11.", messages.ERROR)
             year, month = now.year, now.month
         return admin_page(self, request, "admin/ops/incident/report.html", title=f"Incidents {year}-{month:02d}",
-                          report=console.monthly_incident_report(year, month), year=year, month=month,
+                          report=services.monthly_incident_report(year, month), year=year, month=month,
                           statuses=IncidentStatus)

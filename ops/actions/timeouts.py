@@ -19,9 +19,9 @@ from django.utils import timezone
 from chain import transactions
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
+from ops.models import IN_FLIGHT, ActionStatus
 
-from . import actions
-from .models import IN_FLIGHT, ActionStatus
+from . import services as actions
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,12 @@ from django.conf import settings
 from django.db import connection
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ops.backups.selectors import backup_health
+from ops.models import SecretSchedule
+
+from .health import TASKS_DONE_KEY, celery_counts, health, redis_client, schedule_runs, unconsumed_queues
+from .selectors import large_order_rule
+
 CACHE_SECONDS = 2.0
 _lock = threading.Lock()
 _cache: dict = {"at": 0.0, "families": None, "refreshing": False}
@@ -57,8 +63,6 @@ def _business() -> list:
     rate.add_metric([], disp / total if total else 0.0)
     large = GaugeMetricFamily("p2p_large_orders_1h", "Orders over LARGE_ORDER_USDT (in USD stablecoins) created in "
                                                      "the last hour")
-    from .selectors import large_order_rule  # the check's own rule: gauge and alert agree
-
     rule, params = large_order_rule()
     (n_large,), = _rows(f"SELECT COUNT(*) FROM orders WHERE created_at > NOW() - INTERVAL '1 hour' AND {rule}", params)
     large.add_metric([], float(n_large))
@@ -122,8 +126,6 @@ def _chain() -> list:
 def _clock_skew():
     """The newest block's timestamp minus the server's clock, per chain, from the shared health result (cached:
     a scrape adds no RPC call of its own while /health or the dashboard has just run the checks)."""
-    from .health import health
-
     skew = GaugeMetricFamily("blockchain_clock_skew_seconds",
                              "Newest block's timestamp minus the server's clock (> 0: the chain is ahead)",
                              labels=["chain"])
@@ -137,8 +139,6 @@ def _clock_skew():
 
 def _ops() -> list:
     overdue = GaugeMetricFamily("p2p_secret_rotations_overdue", "Secrets past their rotation date")
-    from .models import SecretSchedule  # overdue as the rotation check and the dashboard define it
-
     overdue.add_metric([], float(SecretSchedule.states().count("overdue")))
     alerts = GaugeMetricFamily("p2p_alerts_open", "Unacknowledged alerts", labels=["severity"])
     for severity, n in _rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE acknowledged_at IS NULL "
@@ -151,22 +151,18 @@ def _ops() -> list:
     usage = shutil.disk_usage(settings.BASE_DIR)
     disk.add_metric([], usage.used / usage.total)
     # +Inf when there has never been one: the age alerts fire from the first scrape of a new installation.
-    from .selectors import backup_health
-
-    health = backup_health()
+    backups = backup_health()
     backup_age = GaugeMetricFamily("backup_last_success_age_seconds", "Seconds since the last good backup finished")
-    backup_age.add_metric([], health.backup_age.total_seconds() if health.backup_age is not None else float("inf"))
+    backup_age.add_metric([], backups.backup_age.total_seconds() if backups.backup_age is not None else float("inf"))
     restore_age = GaugeMetricFamily("backup_restore_test_last_success_age_seconds",
                                     "Seconds since the last passed restore test finished")
-    restore_age.add_metric([], health.restore_test_age.total_seconds() if health.restore_test_age is not None
+    restore_age.add_metric([], backups.restore_test_age.total_seconds() if backups.restore_test_age is not None
                            else float("inf"))
     return [overdue, alerts, conns, disk, backup_age, restore_age, *_beat()]
 
 
 def _beat() -> list:
     """Who watches the checks: every beat entry's time since its last run and whether it is late or disabled."""
-    from .health import schedule_runs
-
     since = GaugeMetricFamily("celery_beat_schedule_seconds_since_run", "Seconds since beat last sent the entry",
                               labels=["schedule"])
     late = GaugeMetricFamily("celery_beat_schedule_late", "1 when an enabled entry missed its period (beat down?)",
@@ -208,8 +204,6 @@ def _replica() -> list:
 
 
 def _redis() -> list:
-    from .health import TASKS_DONE_KEY, celery_counts, redis_client, unconsumed_queues
-
     out = []
     try:
         info = redis_client().info("memory")
@@ -288,7 +282,7 @@ def _collect() -> list:
     return families
 
 
-# The rendered /metrics body (ops.views): one render per RENDER_SECONDS whatever the concurrency.
+# The rendered /metrics body (ops.monitoring.views): one render per RENDER_SECONDS whatever the concurrency.
 RENDER_SECONDS = 1.0
 rendered: dict = {"at": 0.0, "body": b"", "content_type": "text/plain"}
 render_lock = threading.Lock()

@@ -26,11 +26,12 @@ from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
 from disputes.selectors import dispute_age
+from ops.backups.selectors import age_text, backup_health
+from ops.models import Incident, IncidentStatus, SecretSchedule
 
 from . import charts
-from .checks import SYNC_STUCK_AFTER, sync_lag_threshold
+from .checks.sync import SYNC_STUCK_AFTER, sync_lag_threshold
 from .health import health
-from .models import Incident, IncidentStatus, SecretSchedule
 
 WINDOW_DAYS = 30
 CHART_PERMISSION = "chain.view_order"
@@ -167,8 +168,6 @@ def _alert_tile() -> Tile:
 
 def _backup_tile(now: datetime) -> Tile:
     """The last good backup and the last passed restore test, against the alert rules' 26 h and 8 days."""
-    from .selectors import age_text, backup_health
-
     health = backup_health(now)
     status = "error" if health.backup_stale else ("warning" if health.restore_test_stale else "ok")
     return Tile(key="backups", title="last good backup", value=age_text(health.backup_age), status=status,

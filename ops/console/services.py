@@ -1,4 +1,5 @@
-"""Operations console writes: secret rotations, incidents and their timelines, post-mortems."""
+"""Operations console writes: secret rotations, incidents and their timelines, post-mortems, platform flags, and
+ending idle database connections (RB-02)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,22 +8,24 @@ from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
-
-from .models import (
+from ops.models import (
     INCIDENT_FLOW,
     Incident,
     IncidentEvent,
     IncidentStatus,
+    PlatformFlag,
     RotationReason,
     SecretRotation,
     SecretSchedule,
 )
+
+from .selectors import IDLE_LONG
 
 POSTMORTEM_WINDOW = timedelta(hours=48)
 POSTMORTEM_SEVERITIES = ("P0", "P1")
@@ -251,3 +254,50 @@ def monthly_incident_report(year: int, month: int) -> dict:
                                   / len(resolved), 1) if resolved else None,
         }
     return report
+
+
+def flag_value_problem(flag: PlatformFlag, value: Any) -> str:
+    """What is wrong with `value` for `flag`, or "": a switch stays a switch (1 or "true" would read as on to
+    some code and not to other). The flag form shows it on its field; `set_platform_flag` enforces it."""
+    if isinstance(flag.value, bool) and not isinstance(value, bool):
+        return f"{flag.key} is a switch: true or false (JSON), not {value!r}."
+    return ""
+
+
+def set_platform_flag(*, actor: Any, key: str, value: Any, reason: str) -> PlatformFlag:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required to change a platform setting."})
+    with transaction.atomic():
+        flag = PlatformFlag.objects.select_for_update().filter(key=key).first()
+        if flag is None:
+            raise ValidationError({"key": f"Unknown platform setting {key!r}."})
+        problem = flag_value_problem(flag, value)
+        if problem:
+            raise ValidationError({"value": problem})
+        before = {"value": flag.value}
+        flag.value, flag.updated_by = value, actor if getattr(actor, "pk", None) else None
+        flag.save(update_fields=["value", "updated_by", "updated_at"])
+        record_audit(actor=actor, action="set_platform_flag", obj=flag, before=before, after={"value": value},
+                     reason=reason)
+    return flag
+
+
+def terminate_idle_connections(*, actor: Any, reason: str, pids: list[int], idle_seconds: int = 600) -> list[int]:
+    """RB-02 step 3: end the connections `pids` (those the page showed) that are still idle for longer than
+    `idle_seconds` (10 minutes) on this database, never the caller's own nor one running a query; audited with
+    the pids ended. Needs a reason."""
+    require_perm(actor, "ops.terminate_idle_connections", "end idle database connections")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "A reason is required: say why the connections must go (RB-02)."})
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            # Chosen first, ended after: in one WHERE, PostgreSQL may call pg_terminate_backend before the filters.
+            cur.execute(f"WITH idle AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE {IDLE_LONG} "
+                        "AND pid = ANY(%s)) SELECT pid FROM idle WHERE pg_terminate_backend(pid)",
+                        [idle_seconds, list(pids)])
+            ended = sorted(pid for (pid,) in cur.fetchall())
+        record_audit(actor=actor, action="terminate_idle_connections", object_type="database",
+                     after={"ended": ended, "idle_seconds": idle_seconds}, reason=reason)
+    return ended

@@ -8,14 +8,14 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
 from backoffice.admin_utils import ReadOnlyAdminMixin, admin_page, errors_to_form
+from ops.models import StaffSigningKey
 
-from . import custody
+from . import services as actions
 from .forms import ReasonForm, RegisterKeyForm
-from .models import StaffSigningKey
 
 
 def _signs(user) -> bool:
-    return user.is_active and user.is_staff and any(user.has_perm(p) for p in custody.SIGNING_ROLES)
+    return user.is_active and user.is_staff and any(user.has_perm(p) for p in actions.SIGNING_ROLES)
 
 
 @admin.register(StaffSigningKey)
@@ -66,7 +66,7 @@ class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         form = RegisterKeyForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                key = custody.register_signing_key(actor=request.user, address=form.cleaned_data["address"],
+                key = actions.register_signing_key(actor=request.user, address=form.cleaned_data["address"],
                                                    challenge=form.cleaned_data["challenge"],
                                                    signature=form.cleaned_data["signature"],
                                                    label=form.cleaned_data["label"])
@@ -78,7 +78,7 @@ class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         # The challenge posted back keeps the signature it carries valid; a refused one (expired, altered) is
         # replaced by a fresh one to sign, or signing again would fail again.
         keep = form.is_bound and "challenge" not in form.errors
-        challenge = (form.data.get("challenge") if keep else None) or custody.signing_key_challenge(user=request.user)
+        challenge = (form.data.get("challenge") if keep else None) or actions.signing_key_challenge(user=request.user)
         form.initial["challenge"] = challenge
         if form.is_bound:
             form.data = form.data.copy()
@@ -93,7 +93,7 @@ class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         form = ReasonForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                custody.revoke_signing_key(actor=request.user, key=key, reason=form.cleaned_data["reason"])
+                actions.revoke_signing_key(actor=request.user, key=key, reason=form.cleaned_data["reason"])
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:

@@ -17,6 +17,8 @@ from django.db import connection
 
 from backoffice.durations import human_duration
 
+from .schedules import schedules, stored_max_gap_seconds
+
 START_TIME = time.time()
 DEADLINE = 0.8
 CACHE_SECONDS = 1.0
@@ -209,8 +211,6 @@ def schedule_runs() -> list[ScheduleRun]:
     leaves them all late; an entry staff disabled is not late, but shown (a disabled check raises nothing)."""
     from django.utils import timezone
     from django_celery_beat.models import PeriodicTask
-
-    from .schedules import schedules, stored_max_gap_seconds
 
     defined = schedules()
     rows = {t.name: t for t in PeriodicTask.objects.filter(name__in=[s.name for s in defined])

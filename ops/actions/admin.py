@@ -18,10 +18,10 @@ from chain import safe as chain_safe
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import read_contract_status
+from ops.models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignatureSource
 
-from . import actions, custody
+from . import services as actions
 from .forms import ConfirmForm, ProposeActionForm, ReasonForm, SignatureForm
-from .models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignatureSource
 from .selectors import custody_status, signing_summary
 
 
@@ -273,7 +273,7 @@ class ContractActionAdmin(admin.ModelAdmin):
         return self._sign(request, [action], title=f"Sign action #{action.pk}")
 
     def sign_group_view(self, request, group: str):
-        if not any(request.user.has_perm(p) for p in custody.SIGNING_ROLES):
+        if not any(request.user.has_perm(p) for p in actions.SIGNING_ROLES):
             raise PermissionDenied
         todo = list(ContractAction.objects.filter(group=group, status__in=AWAITING,
                                                   custody__in=[Custody.SAFE, Custody.GUARDIAN]).order_by("chain"))
@@ -301,7 +301,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                 if not form.is_valid() or not form.cleaned_data["signature"]:
                     continue
                 try:
-                    done.append(custody.add_action_signature(
+                    done.append(actions.add_action_signature(
                         actor=request.user, action=action, signature=form.cleaned_data["signature"],
                         source=form.cleaned_data["source"] or SignatureSource.PASTED))
                 except ValidationError as exc:

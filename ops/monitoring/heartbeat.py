@@ -8,14 +8,14 @@ import time
 
 from celery.signals import task_postrun, worker_ready, worker_shutdown
 
+from .health import TASKS_DONE_KEY, WORKER_HEARTBEAT_KEY, redis_client
+
 logger = logging.getLogger(__name__)
 INTERVAL = 5.0
 _stop = threading.Event()
 
 
 def _beat(hostname: str) -> None:
-    from .health import WORKER_HEARTBEAT_KEY, redis_client
-
     while not _stop.is_set():
         try:
             redis_client().hset(WORKER_HEARTBEAT_KEY, hostname, time.time())
@@ -31,8 +31,6 @@ def start_heartbeat(sender=None, **kwargs) -> None:
 
 @worker_shutdown.connect
 def stop_heartbeat(sender=None, **kwargs) -> None:
-    from .health import WORKER_HEARTBEAT_KEY, redis_client
-
     _stop.set()
     try:
         redis_client().hdel(WORKER_HEARTBEAT_KEY, sender.hostname)
@@ -43,8 +41,6 @@ def stop_heartbeat(sender=None, **kwargs) -> None:
 @task_postrun.connect
 def count_task(sender=None, state=None, **kwargs) -> None:
     """Task throughput for the Grafana panel: one Redis HINCRBY per finished task."""
-    from .health import TASKS_DONE_KEY, redis_client
-
     try:
         redis_client().hincrby(TASKS_DONE_KEY, (state or "UNKNOWN").lower(), 1)
     except Exception:

@@ -114,13 +114,13 @@ def build_history(url: str, tmp: Path):
     from web3 import Web3
 
     from chain import local
-    from chain.market import MarketDriver
+    from chain.market_bulk import BulkMarketDriver
 
     # eoa custody: the bench measures the sync, and a Safe's setup transactions would only add blocks to wait for.
     deployment = local.deploy_local({"bsc": {"rpc_url": url, "confirmations": 0, "custody": "eoa"}},
                                     path=tmp / "deployment.json")["bsc"]
     w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 120}))
-    driver = MarketDriver(w3, deployment, seed=42, url=url)
+    driver = BulkMarketDriver(w3, deployment, seed=42, url=url)
     driver.setup()
     addresses = [deployment["escrow"].lower(), deployment["arbitrator_pool"].lower()]
     session = requests.Session()

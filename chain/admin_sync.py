@@ -15,7 +15,7 @@ from backoffice.admin_utils import (
 )
 
 from . import services
-from .admin import ExactSearchMixin
+from .admin_search import ExactSearchMixin
 from .config import get_chain_config
 from .models import ChainEvent, EventSyncCursor, Order, ReconciliationDrift, RpcProvider, Token
 

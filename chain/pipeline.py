@@ -19,25 +19,21 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import psycopg.errors
 from django.db import connection, transaction
-from django.utils import timezone
 
 from .config import ChainConfig
 from .events import Log
 from .fetch import Batch
 from .fold import Fold, Writes
 from .mirror import EVENT_COLUMNS, TokenBook, event_lines
-from .models import BlockHash, EventSyncCursor
-
-if TYPE_CHECKING:
-    from .sync import RunCache
+from .models import EventSyncCursor
+from .sync_state import RunCache, advance_cursor
 
 logger = logging.getLogger(__name__)
 
-HASH_WINDOW_MIN = 64
 TARGET_LOGS = 25_000  # logs per transaction: big enough to amortise its fixed writes, small enough to lose little
 CACHE_ORDERS = 200_000  # order states kept across transactions of one run (bounded memory on a long catch-up)
 
@@ -49,33 +45,6 @@ class Interrupted(RuntimeError):
 
 class _Abandoned(RuntimeError):
     """The open transaction was rolled back because the run stopped (the reason is raised elsewhere)."""
-
-
-def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str,
-                   hashes: dict[int, str], head: int, bad: list[Log]) -> None:
-    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor,
-    and record malformed logs for staff (RB-03)."""
-    chain = cfg.key
-    window = max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
-    hashes = {**hashes, to_block: to_hash}
-    BlockHash.objects.bulk_create(
-        [BlockHash(chain=chain, number=n, hash=h) for n, h in hashes.items() if n > to_block - window],
-        update_conflicts=True, unique_fields=["chain", "number"], update_fields=["hash"])
-    BlockHash.objects.filter(chain=chain, number__lte=to_block - window).delete()
-    now = timezone.now()
-    cursor.last_block, cursor.last_block_hash, cursor.updated_at = to_block, to_hash, now
-    cursor.head_block, cursor.head_seen_at = head, now
-    fields = ["last_block", "last_block_hash", "updated_at", "head_block", "head_seen_at"]
-    if bad:
-        first = bad[0]
-        cursor.last_error = (f"{len(bad)} malformed log(s) recorded and skipped, first at block "
-                             f"{first.block_number} tx {first.tx_hash} log {first.log_index}: {first.error}")[:2000]
-        cursor.last_error_at = now
-        fields += ["last_error", "last_error_at"]
-        for log in bad:
-            logger.error("malformed log skipped: %s", log.error, extra={
-                "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
-    cursor.save(update_fields=fields)
 
 
 @dataclass

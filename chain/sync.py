@@ -33,9 +33,10 @@ from .fetch import Batch, Prefetcher, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor
-from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, advance_cursor, run_pipelined
+from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, run_pipelined
 from .providers import save_provider_states
 from .rpc import RpcClient, get_client
+from .sync_state import RunCache, advance_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +45,6 @@ PIPELINE_MIN_BLOCKS = 20
 
 class SyncConfigError(RuntimeError):
     pass
-
-
-@dataclass
-class RunCache:
-    """Order and arbitrator states carried from one batch to the next within one run (under the chain lock).
-
-    Dropped with the run: any error ends the run, so a rolled-back batch never leaves stale states.
-    """
-
-    orders: dict[int, dict] = field(default_factory=dict)
-    persisted: set[int] = field(default_factory=set)
-    arbitrators: dict[str, dict] = field(default_factory=dict)
-
-    def clear(self) -> None:
-        self.orders.clear()
-        self.persisted.clear()
-        self.arbitrators.clear()
 
 
 @dataclass

@@ -5,29 +5,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, admin_page, export_csv_action, link
 from backoffice.security import stepup_required
-from chain.admin import ExactSearchMixin
-from chain.models import UserProfile
+from chain.admin_search import ExactSearchMixin
 
+from . import admin_review  # noqa: F401 - registers the dispute queue, review page, RB-04 reports, arbitrators
 from . import services
+from .admin_profiles import profile_link, with_profile_pk
 from .forms import BlacklistAddForm, LiftForm
 from .imports import MAX_BYTES, parse_blacklist_csv
 from .models import Blacklist
-
-
-def with_profile_pk(queryset):
-    """Each row's user profile id in the same query (a unique-index probe per row), not one query per row."""
-    return queryset.annotate(profile_pk=Subquery(UserProfile.objects.filter(wallet=OuterRef("wallet")).values("pk")[:1]))
-
-
-def profile_link(obj) -> str:
-    pk = getattr(obj, "profile_pk", None)
-    return link(UserProfile(pk=pk), "profile") if pk is not None else "—"
 
 
 class ImportForm(forms.Form):
@@ -168,6 +158,3 @@ class BlacklistAdmin(ExactSearchMixin, admin.ModelAdmin):
         return admin_page(self, request, "admin/disputes/lift_confirm.html", title="Lift blacklistings", entries=active,
                           form=form, action="lift_selected",
                           selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME))
-
-# The dispute queue, review page, RB-04 reports and arbitrator monitoring.
-from . import admin_review  # noqa: E402,F401

@@ -28,10 +28,12 @@ from backoffice.admin_utils import (
     utc_minute,
 )
 from backoffice.security import stepup_required
-from chain.admin import ExactSearchMixin, OrderColumns
+from chain.admin import OrderColumns
+from chain.admin_search import ExactSearchMixin
 from chain.models import Arbitrator, Order
 
 from . import selectors, services
+from .admin_profiles import profile_link, with_profile_pk
 from .models import DisputedOrder, Recommendation, ReviewFlag
 
 
@@ -332,8 +334,6 @@ class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
     actions = ["resolve_selected"]
 
     def get_queryset(self, request):
-        from .admin import with_profile_pk
-
         return with_profile_pk(super().get_queryset(request))
 
     def has_add_permission(self, request) -> bool:
@@ -347,8 +347,6 @@ class ReviewFlagAdmin(ExactSearchMixin, admin.ModelAdmin):
 
     @admin.display(description="profile")
     def profile(self, obj):
-        from .admin import profile_link
-
         return profile_link(obj)
 
     @admin.action(description="Mark selected as reviewed…", permissions=["change"])

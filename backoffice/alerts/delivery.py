@@ -16,6 +16,8 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
+from backoffice.tasking import send_task
+
 from .models import Alert, AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus
 
 logger = logging.getLogger(__name__)
@@ -126,12 +128,12 @@ def attempt_delivery(delivery_id: int) -> tuple[str, int | None]:
 
 def enqueue_deliveries(alert: Alert) -> None:
     """After commit: plan deliveries and hand them to the worker (never inside the caller's transaction)."""
-    from .tasks import deliver_alert
 
     def _go():
         for delivery in plan_deliveries(alert):
             try:
-                deliver_alert.delay(delivery.pk)
+                # By name: the task module imports this one, so importing it back would close a circle.
+                send_task("backoffice.alerts.tasks.deliver_alert", delivery_id=delivery.pk)
             except Exception as exc:  # broker down: the sweep task picks pending deliveries up
                 logger.warning("could not enqueue alert delivery %s: %s", delivery.pk, exc)
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from chain.rpc import CircuitBreaker, ProviderUnavailable, RpcClient, RpcError, redact_url
+from chain.rpc import ProviderUnavailable, RpcClient, RpcError, redact_url
+from chain.rpc_breaker import CircuitBreaker
 from tests.local_http import LocalHttpServer
 
 from .conftest import calldata, dead_url
@@ -206,7 +207,7 @@ def test_rpc_client_treats_a_sick_provider_as_down_and_fails_over(anvil_node, st
     ("daily response size limit exceeded", False),
 ])
 def test_a_refusal_of_the_request_size_is_not_the_providers_fault(message, too_big):
-    from chain.rpc import _refused_as_too_big
+    from chain.rpc_limits import _refused_as_too_big
 
     body = {"error": {"code": -32005, "message": message}}
     assert _refused_as_too_big({"method": "eth_getLogs", "params": []}, body) is too_big

@@ -10,14 +10,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from chain.rpc import (
-    ProviderUnavailable,
-    RangeTimedOut,
-    RpcClient,
-    TokenBucket,
-    _rate_limit_in,
-    retry_after_seconds,
-)
+from chain.rpc import ProviderUnavailable, RangeTimedOut, RpcClient
+from chain.rpc_limits import TokenBucket, _rate_limit_in, retry_after_seconds
 
 pytestmark = pytest.mark.anvil
 

@@ -185,9 +185,9 @@ def test_sync_chain_derives_close_reasons_and_dispute_details_from_the_events(sy
 def test_sync_chain_mirror_equals_the_contract_after_a_market_driver_run(synced, restore_chain, anvil_node,
                                                                          deployment):
     """The same check on activity from chain.market's MarketDriver (make run's driver), added to the market."""
-    market_module = pytest.importorskip("chain.market")
-    driver = market_module.MarketDriver(Web3(Web3.HTTPProvider(anvil_node.url)), deployment.data, seed=3,
-                                        url=anvil_node.url)
+    market_module = pytest.importorskip("chain.market_bulk")
+    driver = market_module.BulkMarketDriver(Web3(Web3.HTTPProvider(anvil_node.url)), deployment.data, seed=3,
+                                            url=anvil_node.url)
     created = driver.bulk_orders(1000, per_block=50)
     assert created >= 1000
     result = sync_chain("bsc")

@@ -55,7 +55,13 @@ def secrets_in_env(monkeypatch):
 def enqueued(monkeypatch):
     """Deliveries handed to the worker (the broker is not under test: the test runs them itself)."""
     ids: list[int] = []
-    monkeypatch.setattr(tasks.deliver_alert, "delay", lambda pk: ids.append(pk))
+
+    def send_task(name, **kwargs):
+        # Only a delivery sent under the alert task's registered name, with its argument, is one the worker runs.
+        if name == tasks.deliver_alert.name:
+            ids.append(kwargs["delivery_id"])
+
+    monkeypatch.setattr(alerting, "send_task", send_task)
     return ids
 
 

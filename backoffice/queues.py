@@ -19,6 +19,8 @@ ROUTES = {
     "ops.tasks.advance_contract_actions": ACTIONS,
     "ops.tasks.check_seller_timeouts": ACTIONS,
     "ops.tasks.check_buyer_timeouts": ACTIONS,
+    # The checks that may pause a chain run beside the contract actions: never behind a daily report.
+    "ops.tasks.check_chain_now": ACTIONS,
     "backoffice.alerts.tasks.deliver_alert": ALERTS,
     "backoffice.alerts.tasks.sweep_alert_deliveries": ALERTS,
 }

@@ -277,6 +277,11 @@ RELAYER_KEYSTORE_PASSWORD = env.str("RELAYER_KEYSTORE_PASSWORD", default="")
 KEEPER_KEY = env.str("KEEPER_KEY", default="")
 KEEPER_KEYSTORE = env.str("KEEPER_KEYSTORE", default="")
 KEEPER_KEYSTORE_PASSWORD = env.str("KEEPER_KEYSTORE_PASSWORD", default="")
+# The automatic pause's key: a guardian of the pause module, and nothing else (check refuses it in production
+# when it is also a Safe owner or the relayer).
+GUARDIAN_KEY = env.str("GUARDIAN_KEY", default="")
+GUARDIAN_KEYSTORE = env.str("GUARDIAN_KEYSTORE", default="")
+GUARDIAN_KEYSTORE_PASSWORD = env.str("GUARDIAN_KEYSTORE_PASSWORD", default="")
 # How long a staff key-registration challenge, and a guardian's pause signature, stay valid.
 SIGNING_CHALLENGE_SECONDS = env.int("SIGNING_CHALLENGE_SECONDS", default=600)
 GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)

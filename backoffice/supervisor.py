@@ -37,6 +37,14 @@ def up(argv: list[str]) -> int:
             # only handed over for a chain someone set to eoa custody.
             env.setdefault("RELAYER_KEY", devservices.anvil_key(devservices.RELAYER_INDEX))
             env.setdefault("KEEPER_KEY", devservices.anvil_key(devservices.KEEPER_INDEX))
+            # RB-05 by itself on the local chains: the server's guardian key pauses when a certain trigger holds.
+            env.setdefault("GUARDIAN_KEY", devservices.anvil_key(devservices.GUARDIAN_INDEX))
+            for chain in local:
+                env.setdefault(f"{chain_prefix(chain)}_AUTO_PAUSE", "on")
+                # A local node is cheap to ask: polled about once a block (at most once a second), so a drain is
+                # seen, confirmed at a later block and paused within a dozen blocks.
+                block_time = float(devservices.anvil_spec(chain).get("block_time") or 12)
+                env.setdefault(f"{chain_prefix(chain)}_POLL_SECONDS", str(max(1.0, block_time)))
             if any(env.get(f"{chain_prefix(c)}_OWNER_MODE", "safe") == "eoa" for c in local):
                 env.setdefault("OWNER_KEY", devservices.ANVIL_OWNER_KEY)
             # A fresh local chain each run: deploy, and start the mirror from nothing.
@@ -96,7 +104,8 @@ def up(argv: list[str]) -> int:
 
 def worker_commands(env: dict[str, str]) -> dict[str, list[str]]:
     """The workers of make run, laid out as production runs them (README, "Running in production"): one per
-    chain on its sync queue, so a chain catching up never delays another, and one for everything else."""
+    chain on its sync queue, so a chain catching up never delays another, one for the contract actions, and one
+    for everything else."""
     from .chain_settings import DEFAULT_CHAINS, chain_names
     from .queues import ACTIONS, ALERTS, CHECKS, DEFAULT, sync_queue
 
@@ -107,7 +116,10 @@ def worker_commands(env: dict[str, str]) -> dict[str, list[str]]:
     # One sync per chain runs at a time anyway (the sync's advisory lock): one process per chain is enough.
     commands = {f"worker-{chain}": worker(f"sync-{chain}", [sync_queue(chain)], 1)
                 for chain in chain_names(env.get("CHAINS", DEFAULT_CHAINS))}
-    commands["worker"] = worker("main", [ACTIONS, CHECKS, ALERTS, DEFAULT], 2)
+    # Contract actions, the keeper and the checks that may pause a chain on their own process: an automatic
+    # pause never waits behind a backup, a report or a slow check.
+    commands["worker-actions"] = worker("actions", [ACTIONS], 1)
+    commands["worker"] = worker("main", [CHECKS, ALERTS, DEFAULT], 2)
     return commands
 
 

@@ -14,8 +14,9 @@ from celery import current_app
 logger = logging.getLogger(__name__)
 
 
-def send_task(name: str, **kwargs: Any) -> None:
-    """Send task `name` with keyword arguments now (routing applies by name, as for `.delay`).
+def send_task(name: str, *, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Send task `name` with keyword arguments now (routing applies by name, as for `.delay`); `options` are
+    Celery's sending options (expires, countdown).
 
     Under CELERY_TASK_ALWAYS_EAGER (a local debugging switch) the task runs here, as `.delay` would run it."""
     app = current_app
@@ -24,4 +25,4 @@ def send_task(name: str, **kwargs: Any) -> None:
             app.loader.import_default_modules()
         app.tasks[name].apply(kwargs=kwargs)
         return
-    app.send_task(name, kwargs=kwargs)
+    app.send_task(name, kwargs=kwargs, **(options or {}))

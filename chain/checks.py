@@ -18,3 +18,47 @@ def owner_key_in_safe_mode(app_configs, **kwargs):
     if settings.PRODUCTION:
         return [Error(message, hint=hint, id="chain.E001")]
     return [Warning(message, hint=hint, id="chain.W001")]
+
+
+def _guardian_problems() -> list[str]:
+    """Why the automatic pause's GUARDIAN_KEY could do more than pause: it is the relayer's key, or an owner of a
+    chain's Safe (then, with another owner, it would reach a 2-of-n threshold alone with the server)."""
+    from . import safe as chain_safe
+    from . import transactions
+    from .config import get_chain_config
+    from .rpc import ProviderUnavailable, RpcError
+
+    try:
+        guardian = transactions.signer_address("guardian")
+    except transactions.SignerUnavailable as exc:
+        return [str(exc)]
+    problems = []
+    for role in ("relayer", "keeper", "owner"):
+        if transactions.has_key(role):
+            try:
+                if transactions.signer_address(role) == guardian:
+                    problems.append(f"GUARDIAN_KEY is the same key as {role.upper()}_KEY")
+            except transactions.SignerUnavailable:
+                pass
+    for chain, spec in settings.CHAINS.items():
+        cfg = get_chain_config(chain)
+        if spec.get("owner_mode") != "safe" or not cfg.is_configured:
+            continue
+        try:
+            owner = chain_safe.owner_of(chain, cfg.escrow)
+            if chain_safe.has_code(chain, owner) and guardian in chain_safe.read_safe(chain, owner).owners:
+                problems.append(f"GUARDIAN_KEY ({guardian}) is an owner of {chain}'s Safe {owner}")
+        except (ProviderUnavailable, RpcError) as exc:
+            problems.append(f"{chain}'s Safe owners could not be read to compare with GUARDIAN_KEY: {exc}")
+    return problems
+
+
+@register(Tags.security)
+def guardian_key_only_pauses(app_configs, **kwargs):
+    """The automatic pause's key must be able to pause and nothing else (the module guarantees the rest)."""
+    if not (settings.GUARDIAN_KEY or settings.GUARDIAN_KEYSTORE):
+        return []
+    hint = ("Give the automatic pause a key of its own, registered only as a guardian of the pause module: never a "
+            "Safe owner's key, the relayer's or the keeper's (README, 'The automatic pause').")
+    level, code = (Error, "chain.E002") if settings.PRODUCTION else (Warning, "chain.W002")
+    return [level(problem, hint=hint, id=code) for problem in _guardian_problems()]

@@ -28,6 +28,7 @@ class ChainConfig:
     min_gas_balance: str = "0.05"
     max_rps: float = 0.0  # per-provider request budget (0: none)
     max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
+    auto_pause: bool = False  # pause by itself when a certain trigger holds (<PREFIX>_AUTO_PAUSE)
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -68,7 +69,7 @@ def get_chain_config(chain: str) -> ChainConfig:
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
         "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
-        max_in_flight=int(base.get("max_in_flight", 4)),
+        max_in_flight=int(base.get("max_in_flight", 4)), auto_pause=base.get("auto_pause", "off") == "on",
         safe_known_modules=tuple(base.get("safe_known_modules", ())))
     local = _local_deployment().get(chain)
     if local:

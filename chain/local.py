@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from web3 import Web3
 
-from backoffice.devservices import ANVIL_ACCOUNTS, DEMO_SAFE_OWNERS, KEEPER_INDEX, RELAYER_INDEX
+from backoffice.devservices import ANVIL_ACCOUNTS, DEMO_SAFE_OWNERS, GUARDIAN_INDEX, KEEPER_INDEX, RELAYER_INDEX
 
 from . import deploy, seeding
 
@@ -23,7 +23,8 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
 
     Account 0 of the node deploys (and in eoa custody owns) the contracts, account 1 is the treasury. In
     "safe" custody (the default) a 2-of-3 Safe of accounts 40, 41 and 42 owns them, the same three are the
-    guardians of its PauseGuardianModule. Accounts 43 (relayer) and 44 (keeper) have no role in any contract.
+    guardians of its PauseGuardianModule, with account 45, the server's own guardian key (the automatic pause: it
+    can pause and nothing else). Accounts 43 (relayer) and 44 (keeper) have no role in any contract.
     """
     for chain, spec in chains.items():
         if spec.get("custody", "safe") not in CUSTODY_MODES:
@@ -44,7 +45,8 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
         if mode == "safe":
             staff = [accounts[i] for i in DEMO_SAFE_OWNERS]
             custody = {**deploy.install_safe_custody(w3, result, owners=staff, threshold=SAFE_THRESHOLD,
-                                                     guardians=staff, deployer=deployer), **roles}
+                                                     guardians=[*staff, accounts[GUARDIAN_INDEX]],
+                                                     deployer=deployer), **roles}
             owner = custody["safe"]
         else:
             custody, owner = {"mode": "eoa", **roles}, deployer

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.services import record_audit
 
 from .config import get_chain_config
@@ -63,6 +63,36 @@ class ReconcileResult:
     at_block: int
     checked: int = 0
     drifted_orders: list[int] = field(default_factory=list)
+    confirmed_orders: list[int] = field(default_factory=list)  # drifted at an earlier block too
+
+
+def _repeatable_read() -> None:
+    """The rest of this transaction reads one snapshot. Only at its start: inside a caller's transaction (a test's)
+    the caller's isolation stands."""
+    if not connection.savepoint_ids:  # the outermost block: nothing ran in this transaction yet
+        with connection.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def _alert_drift(result: ReconcileResult) -> None:
+    """A P1 for orders that differ at two blocks, a P3 observation for those seen once; cleared when they agree."""
+    chain, raised = result.chain, []
+    if result.confirmed_orders:
+        raise_alert(key=f"reconciliation:{chain}", severity="P1", source="reconcile_orders",
+                    title=f"Mirror drift on {chain}: {len(result.confirmed_orders)} order(s) differ from the contract",
+                    message="Orders " + ", ".join(f"#{i}" for i in result.confirmed_orders[:20])
+                            + f" differ at block {result.at_block} and already did at an earlier block (both sides "
+                            "read at one block). See Chain mirror → Reconciliation drift.")
+        raised.append(f"reconciliation:{chain}")
+    observed = [i for i in result.drifted_orders if i not in result.confirmed_orders]
+    if observed:
+        raise_alert(key=f"reconciliation-observed:{chain}", severity="P3", source="reconcile_orders",
+                    title=f"{chain}: {len(observed)} order(s) read different from the contract once",
+                    message="Orders " + ", ".join(f"#{i}" for i in observed[:20]) + f" at block {result.at_block}. "
+                            "It pages (P1) if they still differ at a later block.")
+        raised.append(f"reconciliation-observed:{chain}")
+    settle_alerts(source="reconcile_orders", scope=[f"reconciliation:{chain}", f"reconciliation-observed:{chain}"],
+                  raised=raised)
 
 
 def _mirror_fields(order: Order, decimals: int) -> dict[str, str]:
@@ -93,49 +123,59 @@ def reconcile_orders(*, chain: str, sample: int | None = 200, client: RpcClient 
                      seed: int | None = None) -> ReconcileResult:
     """Compare mirrored orders with the contract's `orders(uint256)` at the cursor's block.
 
-    `sample=None` checks every order. Each difference is recorded as a ReconciliationDrift and one
-    alert is raised for the chain; drift rows of orders that now agree are marked resolved.
+    The cursor and every order compared are read in one snapshot (REPEATABLE READ): a sync committing while the
+    orders are read would otherwise make some of them newer than the block the contract is asked at. `sample=None`
+    checks every order; orders that drifted before are always checked again. Each difference is recorded as a
+    ReconciliationDrift; an order that also differed at an earlier block pages (P1), one seen once is a P3
+    observation; drift rows of orders that now agree are marked resolved.
     """
     cfg = get_chain_config(chain)
     client = client or get_client(chain)
-    cursor = EventSyncCursor.objects.filter(chain=chain).first()
-    if cursor is None:
-        # Nothing is mirrored before the first sync run (a fresh deployment): nothing to compare yet.
-        return ReconcileResult(chain=chain, at_block=0)
-    at_block = cursor.last_block
-    ids = list(Order.objects.filter(chain=chain, created_block__lte=at_block).values_list("id", flat=True))
-    if sample is not None and len(ids) > sample:
-        ids = random.Random(seed).sample(ids, sample)
-    decimals = dict(Token.objects.filter(chain=chain).values_list("address", "decimals"))
-    result = ReconcileResult(chain=chain, at_block=at_block)
+    result, drift_rows, agreed = None, [], []
+    with transaction.atomic():
+        _repeatable_read()
+        cursor = EventSyncCursor.objects.filter(chain=chain).first()
+        if cursor is None:
+            # Nothing is mirrored before the first sync run (a fresh deployment): nothing to compare yet.
+            return ReconcileResult(chain=chain, at_block=0)
+        at_block = cursor.last_block
+        ids = list(Order.objects.filter(chain=chain, created_block__lte=at_block).values_list("id", flat=True))
+        if sample is not None and len(ids) > sample:
+            again = set(Order.objects.filter(chain=chain, created_block__lte=at_block, onchain_id__in=(
+                ReconciliationDrift.objects.filter(chain=chain, resolved_at__isnull=True).values("onchain_id")))
+                .values_list("id", flat=True))
+            ids = sorted(again | set(random.Random(seed).sample(ids, sample)))
+        decimals = dict(Token.objects.filter(chain=chain).values_list("address", "decimals"))
+        result = ReconcileResult(chain=chain, at_block=at_block)
+        for start in range(0, len(ids), 200):
+            orders = list(Order.objects.filter(id__in=ids[start:start + 200]))
+            calls = [("eth_call", [{"to": cfg.escrow, "data": ORDERS_SELECTOR + f"{o.onchain_id:064x}"},
+                                   hex(at_block)]) for o in orders]
+            answers = client.batch(calls)
+            for order, answer in zip(orders, answers, strict=True):
+                dec = decimals.get(order.token_address, 18)
+                mirror = _mirror_fields(order, dec)
+                onchain = _chain_fields(abi_decode(ORDER_TUPLE, bytes.fromhex(answer[2:])), dec)
+                diffs = [(k, mirror[k], onchain[k]) for k in mirror if mirror[k] != onchain[k]]
+                result.checked += 1
+                if diffs:
+                    result.drifted_orders.append(order.onchain_id)
+                    drift_rows += [ReconciliationDrift(chain=chain, onchain_id=order.onchain_id, field=k,
+                                                       mirror_value=m, chain_value=c, at_block=at_block)
+                                   for k, m, c in diffs]
+                else:
+                    agreed.append(order.onchain_id)
     now = timezone.now()
-    for start in range(0, len(ids), 200):
-        orders = list(Order.objects.filter(id__in=ids[start:start + 200]))
-        calls = [("eth_call", [{"to": cfg.escrow, "data": ORDERS_SELECTOR + f"{o.onchain_id:064x}"}, hex(at_block)])
-                 for o in orders]
-        answers = client.batch(calls)
-        drift_rows = []
-        for order, answer in zip(orders, answers):
-            dec = decimals.get(order.token_address, 18)
-            mirror = _mirror_fields(order, dec)
-            onchain = _chain_fields(abi_decode(ORDER_TUPLE, bytes.fromhex(answer[2:])), dec)
-            diffs = [(k, mirror[k], onchain[k]) for k in mirror if mirror[k] != onchain[k]]
-            result.checked += 1
-            if diffs:
-                result.drifted_orders.append(order.onchain_id)
-                drift_rows += [ReconciliationDrift(chain=chain, onchain_id=order.onchain_id, field=k,
-                                                   mirror_value=m, chain_value=c, at_block=at_block)
-                               for k, m, c in diffs]
-        with transaction.atomic():
-            agreed = [o.onchain_id for o in orders if o.onchain_id not in result.drifted_orders]
-            ReconciliationDrift.objects.filter(chain=chain, onchain_id__in=agreed, resolved_at__isnull=True).update(
-                resolved_at=now)
-            ReconciliationDrift.objects.bulk_create(drift_rows)
-    if result.drifted_orders:
-        raise_alert(key=f"reconciliation:{chain}", severity="P1", source="reconcile_orders",
-                    title=f"Mirror drift on {chain}: {len(result.drifted_orders)} order(s) differ from the contract",
-                    message="Orders " + ", ".join(f"#{i}" for i in result.drifted_orders[:20])
-                            + f" differ at block {at_block}. See Chain mirror → Reconciliation drift.")
+    with transaction.atomic():
+        # Drifted at an earlier block too, and not resolved since: the disagreement holds at two blocks.
+        seen_before = set(ReconciliationDrift.objects.filter(
+            chain=chain, onchain_id__in=result.drifted_orders, resolved_at__isnull=True,
+            at_block__lt=result.at_block).values_list("onchain_id", flat=True))
+        result.confirmed_orders = [i for i in result.drifted_orders if i in seen_before]
+        ReconciliationDrift.objects.filter(chain=chain, onchain_id__in=agreed, resolved_at__isnull=True).update(
+            resolved_at=now)
+        ReconciliationDrift.objects.bulk_create(drift_rows)
+        _alert_drift(result)
     logger.info("reconciled %d orders on %s, %d drifted", result.checked, chain, len(result.drifted_orders),
                 extra={"chain": chain})
     return result

@@ -13,8 +13,8 @@ from backoffice.durations import human_duration
 from .config import get_chain_config
 from .mirror import units
 from .fetch import read_token_metadata
-from .models import OPEN_STATUSES, ChainEvent, EventSyncCursor, Token
-from .rpc import ProviderUnavailable, RpcError, get_client
+from .models import OPEN_STATUSES, ChainEvent, Token
+from .rpc import ProviderUnavailable, RpcClient, RpcError, get_client
 
 
 def _selector(signature: str) -> str:
@@ -57,6 +57,7 @@ class ContractStatus:
     error: str = ""
     block: int | None = None
     cursor_block: int | None = None
+    settings_block: int | None = None  # the owner settings and supported tokens were read here (confirmed)
     escrow: str = ""
     paused: bool | None = None
     treasury: str = ""
@@ -79,7 +80,7 @@ class ContractStatus:
     def owner_settings(self) -> dict:
         """What only the owner changes, as the settings check compares it run after run, with the escrow and the
         block it was read at (a redeployed escrow starts a new record; an older read never replaces a newer)."""
-        return {"escrow": self.escrow, "block": self.block, "treasury": self.treasury,
+        return {"escrow": self.escrow, "block": self.settings_block, "treasury": self.treasury,
                 "arbitrator_pool": self.arbitrator_pool, "platform_fee_bps": self.platform_fee_bps,
                 "arbitrator_fee_bps": self.arbitrator_fee_bps, "timeouts": list(self.timeouts) if self.timeouts else None,
                 "tokens": {t.address: t.supported for t in self.tokens}}
@@ -100,21 +101,37 @@ _owner_token_metadata: dict[tuple[str, str], tuple[str, int]] = {}
 SETTINGS = ("platformFeeBps", "arbitratorFeeBps", "sellerTimeout", "buyerTimeout", "disputeTimeout")
 
 
-def open_order_totals(chain: str) -> dict[str, Decimal]:
+def mirror_at_cursor(chain: str) -> tuple[int | None, dict[str, Decimal]]:
+    """The sync cursor's block and the open orders' total per token, in one statement, so one snapshot.
+
+    The sync advances the cursor in the transaction that applies its blocks, so the totals are exactly the
+    mirror's state at that block. Read one after the other, a sync committing in between would make the totals
+    newer than the block the chain is then asked about: the race that paged a false insolvency.
+    """
     with connection.cursor() as cur:
-        cur.execute("SELECT token_address, COALESCE(SUM(amount), 0) FROM orders WHERE chain = %s AND status = ANY(%s) "
-                    "GROUP BY token_address", [chain, list(OPEN_STATUSES)])
-        return {row[0]: row[1] for row in cur.fetchall()}
+        cur.execute("SELECT c.last_block, t.token_address, t.total FROM (VALUES (1)) AS one (x) "
+                    "LEFT JOIN event_sync_cursor c ON c.chain = %s "
+                    "LEFT JOIN (SELECT token_address, COALESCE(SUM(amount), 0) AS total FROM orders "
+                    "           WHERE chain = %s AND status = ANY(%s) GROUP BY token_address) t ON true",
+                    [chain, chain, list(OPEN_STATUSES)])
+        rows = cur.fetchall()
+    return rows[0][0], {address: total for _, address, total in rows if address is not None}
 
 
-def read_contract_status(chain: str) -> ContractStatus:
+def read_contract_status(chain: str, *, client: RpcClient | None = None,
+                         mirror: tuple[int | None, dict[str, Decimal]] | None = None) -> ContractStatus:
+    """The contracts read in two batched requests, with solvency against the mirror: both at the mirror's cursor.
+
+    `client` and `mirror` (a cursor block and the open totals at it) let a drill read a fork of the chain against
+    the mirror as it stood when the fork was made (nothing of ours happens on a fork after it)."""
     cfg = get_chain_config(chain)
     status = ContractStatus(chain=chain, ok=False, escrow=cfg.escrow.lower())
     if not cfg.is_configured:
         status.error = "not configured"
         return status
-    client = get_client(chain)
-    cursor = EventSyncCursor.objects.filter(chain=chain).first()
+    client = client or get_client(chain)
+    # Both sides at one block: the mirror as of its cursor (one snapshot), and the chain asked at that block.
+    cursor_block, totals = mirror if mirror is not None else mirror_at_cursor(chain)
     tokens = {t.address: t for t in Token.objects.filter(chain=chain)}
     for symbol, address in cfg.tokens.items():
         tokens.setdefault(address.lower(), Token(chain=chain, address=address.lower(), symbol=symbol, decimals=18))
@@ -131,13 +148,17 @@ def read_contract_status(chain: str) -> ContractStatus:
     esc = cfg.escrow
     try:
         block = client.block_number()
-        at_cursor = hex(min(cursor.last_block, block)) if cursor and cursor.last_block else hex(block)
+        at_cursor = hex(min(cursor_block, block)) if cursor_block else hex(block)
+        # The owner's settings are read at confirmation depth: a watch that pages on a change must not see one a
+        # reorg takes back. Whether it is paused is read at the head (what trading meets now).
+        settled = max(block - cfg.confirmations, 0)
+        at_settled = hex(settled)
         base = [
             ("eth_call", [{"to": esc, "data": _selector("paused()")}, hex(block)]),
-            ("eth_call", [{"to": esc, "data": _selector("treasury()")}, hex(block)]),
-            ("eth_call", [{"to": esc, "data": _selector("arbitratorPool()")}, hex(block)]),
+            ("eth_call", [{"to": esc, "data": _selector("treasury()")}, at_settled]),
+            ("eth_call", [{"to": esc, "data": _selector("arbitratorPool()")}, at_settled]),
             ("eth_call", [{"to": esc, "data": _selector("nextOrderId()")}, hex(block)]),
-            *[("eth_call", [{"to": esc, "data": _selector(f"{name}()")}, hex(block)]) for name in SETTINGS],
+            *[("eth_call", [{"to": esc, "data": _selector(f"{name}()")}, at_settled]) for name in SETTINGS],
             ("eth_getBalance", [esc, hex(block)]),
         ]
         answers = client.batch(base)
@@ -152,7 +173,7 @@ def read_contract_status(chain: str) -> ContractStatus:
         balance_of = _selector("balanceOf(address)")
         for address in tokens:
             per_token += [
-                ("eth_call", [{"to": esc, "data": _selector("supportedTokens(address)") + _addr_arg(address)}, hex(block)]),
+                ("eth_call", [{"to": esc, "data": _selector("supportedTokens(address)") + _addr_arg(address)}, at_settled]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, hex(block)]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(status.treasury)}, hex(block)]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, at_cursor]),
@@ -162,7 +183,6 @@ def read_contract_status(chain: str) -> ContractStatus:
     except (ProviderUnavailable, RpcError) as exc:
         status.error = str(exc)
         return status
-    totals = open_order_totals(chain)
     for i, (address, token) in enumerate(tokens.items()):
         # "0x": no code at that address yet (a token deployed after the mirror's block) reads as zero.
         supported, esc_bal, tre_bal, esc_cursor = (int(r, 16) if r not in ("0x", "") else 0
@@ -172,6 +192,6 @@ def read_contract_status(chain: str) -> ContractStatus:
             escrow_balance=units(esc_bal, token.decimals), treasury_balance=units(tre_bal, token.decimals),
             open_orders_total=totals.get(address, Decimal(0)),
             escrow_balance_at_cursor=units(esc_cursor, token.decimals)))
-    status.ok, status.block = True, block
-    status.cursor_block = cursor.last_block if cursor else None
+    status.ok, status.block, status.settings_block = True, block, settled
+    status.cursor_block = cursor_block
     return status

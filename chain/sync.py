@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from backoffice.chain_settings import chain_prefix
 
-from . import rollup
+from . import rollup, signals
 from .config import ChainConfig, get_chain_config
 from .fetch import Batch, Prefetcher, token_book
 from .fold import apply_logs
@@ -215,6 +215,9 @@ def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: floa
         finally:
             save_provider_states(chain, client)
             result.seconds = time.monotonic() - started
+    if result.to_block is not None and result.from_block is not None and result.to_block >= result.from_block:
+        signals.blocks_applied.send(sender=SyncResult, chain=chain, from_block=result.from_block,
+                                    to_block=result.to_block)
     return result
 
 

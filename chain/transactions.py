@@ -39,8 +39,9 @@ class SignedTx:
 
 # The server's signing roles and their settings prefix. "owner" exists only in eoa custody; in safe
 # custody the server holds the relayer (pays gas for execTransaction, no role in any contract) and
-# the keeper (calls the public timeout functions).
-ROLES = {"owner": "OWNER", "relayer": "RELAYER", "keeper": "KEEPER"}
+# the keeper (calls the public timeout functions), and may hold a guardian of the pause module (the automatic
+# pause: the module lets it pause and nothing else).
+ROLES = {"owner": "OWNER", "relayer": "RELAYER", "keeper": "KEEPER", "guardian": "GUARDIAN"}
 
 
 @lru_cache(maxsize=None)

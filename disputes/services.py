@@ -251,7 +251,7 @@ def dispute_rate_threshold() -> int:
 
 def check_dispute_rate() -> bool:
     """Scheduled: alert (P2, fraud) when the 24 h dispute rate passes the threshold (default 20%)."""
-    from backoffice.alerts.services import raise_alert
+    from backoffice.alerts.services import raise_alert, settle_alerts
 
     from .selectors import dispute_rate_24h
 
@@ -261,6 +261,8 @@ def check_dispute_rate() -> bool:
         raise_alert(key="dispute-rate-24h", severity="P2", source="check_dispute_rate",
                     title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h (threshold {threshold}%)",
                     message="RB-04: see Trust and safety → RB-04 report for repeat offenders and new accounts.")
+    settle_alerts(source="check_dispute_rate", scope=["dispute-rate-24h"],
+                  raised=["dispute-rate-24h"] if rate.over_threshold else [])
     return rate.over_threshold
 
 

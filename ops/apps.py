@@ -9,6 +9,6 @@ class OpsConfig(AppConfig):
 
     def ready(self) -> None:
         from .console import auth_audit  # noqa: F401 - connects its signal receivers
-        from .monitoring import metrics
+        from .monitoring import metrics, receivers  # noqa: F401 - receivers: the certain checks after a sync
 
         metrics.register()

@@ -73,7 +73,7 @@ def rows(staff_user):
                                   event="OrderCreated", order_id=orders[i].onchain_id)
         ReconciliationDrift.objects.create(chain="bsc", onchain_id=i, field="status", at_block=1)
         alert = raise_alert(key=f"k{i}", severity="P2", title=f"alert {i}", source="test")
-        acknowledge_alert(actor=staff_user, alert=alert)
+        acknowledge_alert(actor=staff_user, alert=alert, verdict="true")
         channel = AlertChannel.objects.create(name=f"hook {i}", kind="webhook", url=f"https://example.org/{i}")
         AlertDelivery.objects.create(alert=alert, channel=channel)
         OpsReport.objects.create(status="ok", data={}, text="all good")

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from backoffice.tasking import send_task
 
-from .models import Alert, AlertChannel, AlertDelivery, ChannelKind, DeliveryStatus
+from .models import Alert, AlertChannel, AlertDelivery, ChannelKind, DeliveryEvent, DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,45 +42,63 @@ def backoff_seconds(attempt: int) -> int:
     return min(5 * 2 ** max(attempt - 1, 0), 600)
 
 
-def plan_deliveries(alert: Alert) -> list[AlertDelivery]:
-    """One pending delivery per enabled channel that wants this severity."""
+def plan_deliveries(alert: Alert, *, resolved: bool = False) -> list[AlertDelivery]:
+    """One pending delivery per enabled channel that wants this severity; a resolution only to the channels that
+    were sent (or are sending) its fire, so no one is told of the end of something they never heard of."""
     channels = [c for c in AlertChannel.objects.filter(enabled=True) if c.wants(alert.severity)]
-    return [AlertDelivery.objects.create(alert=alert, channel=c) for c in channels]
+    if resolved:
+        had_fire = set(alert.deliveries.filter(event=DeliveryEvent.FIRE).exclude(status=DeliveryStatus.FAILED)
+                       .values_list("channel_id", flat=True))
+        channels = [c for c in channels if c.pk in had_fire]
+    event = DeliveryEvent.RESOLVE if resolved else DeliveryEvent.FIRE
+    return [AlertDelivery.objects.create(alert=alert, channel=c, event=event) for c in channels]
 
 
-def format_text(alert: Alert) -> str:
+def format_text(alert: Alert, *, resolved: bool = False) -> str:
+    if resolved:
+        return (f"[RESOLVED] [{alert.severity}] {alert.title}\n{alert.resolution}\n"
+                f"source: {alert.source} · fired {alert.created_at:%Y-%m-%d %H:%M} UTC, resolved "
+                f"{alert.resolved_at:%Y-%m-%d %H:%M} UTC")[:4000]
     repeat = f" (×{alert.occurrences})" if alert.occurrences > 1 else ""
     return (f"[{alert.severity}] {alert.title}{repeat}\n{alert.message}\n"
             f"source: {alert.source} · first {alert.created_at:%Y-%m-%d %H:%M} UTC")[:4000]
 
 
-def _send(channel: AlertChannel, alert: Alert) -> None:
+def _send(channel: AlertChannel, alert: Alert, *, resolved: bool = False) -> None:
     secret = os.environ.get(channel.secret_env, "") if channel.secret_env else ""
     if channel.kind == ChannelKind.TELEGRAM:
         if not secret:
             raise DeliveryError(f"the bot token variable {channel.secret_env or '(none)'} is not set")
         url = f"{(channel.url or TELEGRAM_API).rstrip('/')}/bot{secret}/sendMessage"
-        body = json.dumps({"chat_id": channel.chat_id, "text": format_text(alert), "disable_web_page_preview": True})
+        body = json.dumps({"chat_id": channel.chat_id, "text": format_text(alert, resolved=resolved),
+                           "disable_web_page_preview": True})
         headers = {"Content-Type": "application/json"}
     elif channel.kind == ChannelKind.PAGERDUTY:
         if not secret:
             raise DeliveryError(f"the routing key variable {channel.secret_env or '(none)'} is not set")
         url = channel.url or PAGERDUTY_EVENTS
-        # One incident per alert (a re-raise after an acknowledgement is a new alert, so a new incident); PagerDuty
-        # folds repeats with the same dedup_key into it.
-        body = json.dumps({"routing_key": secret, "event_action": "trigger", "dedup_key": f"{alert.key}#{alert.pk}",
-                           "payload": {"summary": f"[{alert.severity}] {alert.title}"[:1024],
-                                       "severity": PAGERDUTY_SEVERITY[alert.severity], "source": "escrow-back-office",
-                                       "component": alert.source, "timestamp": alert.created_at.isoformat(),
-                                       "custom_details": {"message": alert.message, "occurrences": alert.occurrences,
-                                                          "key": alert.key}}})
+        # One incident per alert (the condition coming back after it resolved is a new alert, so a new incident);
+        # PagerDuty folds repeats with the same dedup_key into it, and a resolve event on that key closes it.
+        dedup = f"{alert.key}#{alert.pk}"
+        if resolved:
+            body = json.dumps({"routing_key": secret, "event_action": "resolve", "dedup_key": dedup})
+        else:
+            body = json.dumps({"routing_key": secret, "event_action": "trigger", "dedup_key": dedup,
+                               "payload": {"summary": f"[{alert.severity}] {alert.title}"[:1024],
+                                           "severity": PAGERDUTY_SEVERITY[alert.severity],
+                                           "source": "escrow-back-office", "component": alert.source,
+                                           "timestamp": alert.created_at.isoformat(),
+                                           "custom_details": {"message": alert.message,
+                                                              "occurrences": alert.occurrences, "key": alert.key}}})
         headers = {"Content-Type": "application/json"}
     else:
         url = channel.url
-        body = json.dumps({"key": alert.key, "severity": alert.severity, "title": alert.title,
-                           "message": alert.message, "source": alert.source, "occurrences": alert.occurrences,
-                           "first_seen": alert.created_at.isoformat(), "last_seen": alert.last_seen_at.isoformat()},
-                          sort_keys=True)
+        payload = {"key": alert.key, "severity": alert.severity, "title": alert.title, "message": alert.message,
+                   "source": alert.source, "occurrences": alert.occurrences, "status": alert.state,
+                   "first_seen": alert.created_at.isoformat(), "last_seen": alert.last_seen_at.isoformat()}
+        if resolved:
+            payload.update(resolved_at=alert.resolved_at.isoformat(), resolution=alert.resolution)
+        body = json.dumps(payload, sort_keys=True)
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["X-Backoffice-Signature"] = "sha256=" + hmac.new(secret.encode(), body.encode(),
@@ -106,7 +124,7 @@ def attempt_delivery(delivery_id: int) -> tuple[str, int | None]:
             return delivery.status, int((channel.open_until - now).total_seconds()) + 1
         delivery.attempts += 1
         try:
-            _send(channel, delivery.alert)
+            _send(channel, delivery.alert, resolved=delivery.event == DeliveryEvent.RESOLVE)
         except DeliveryError as exc:
             delivery.last_error = channel.last_error = str(exc)[:500]
             channel.consecutive_failures += 1
@@ -126,11 +144,12 @@ def attempt_delivery(delivery_id: int) -> tuple[str, int | None]:
         return delivery.status, None
 
 
-def enqueue_deliveries(alert: Alert) -> None:
-    """After commit: plan deliveries and hand them to the worker (never inside the caller's transaction)."""
+def enqueue_deliveries(alert: Alert, *, resolved: bool = False) -> None:
+    """After commit: plan deliveries (of its fire, or its resolution) and hand them to the worker (never inside
+    the caller's transaction)."""
 
     def _go():
-        for delivery in plan_deliveries(alert):
+        for delivery in plan_deliveries(alert, resolved=resolved):
             try:
                 # By name: the task module imports this one, so importing it back would close a circle.
                 send_task("backoffice.alerts.tasks.deliver_alert", delivery_id=delivery.pk)

@@ -14,9 +14,28 @@ class AlertSeverity(models.TextChoices):
     P3 = "P3", "P3 — minor / info"
 
 
-class Alert(models.Model):
-    """An alert raised by the back office's own checks; repeats of an open alert only count up."""
+class Verdict(models.TextChoices):
+    """What staff say an alert was, when they acknowledge it: the alerts' precision is counted from these."""
+    TRUE = "true", "True alarm"
+    FALSE = "false", "False alarm"
+    TEST = "test", "Test or drill"
 
+
+class AlertQuerySet(models.QuerySet):
+    def firing(self):
+        return self.filter(resolved_at__isnull=True)
+
+    def resolved(self):
+        return self.filter(resolved_at__isnull=False)
+
+    def unacknowledged(self):
+        return self.filter(acknowledged_at__isnull=True)
+
+
+class Alert(models.Model):
+    """An alert raised by the back office's own checks: *firing* until the check that raised it sees the condition
+    clear (then *resolved*, by the system), and, separately, *acknowledged* by a person with a verdict. Repeats of a
+    firing alert only count up; once resolved, the condition coming back is a new alert."""
     key = models.CharField(max_length=128, help_text="De-duplication key, e.g. reconciliation:bsc.")
     severity = models.CharField(max_length=2, choices=AlertSeverity.choices)
     title = models.CharField(max_length=200)
@@ -30,17 +49,44 @@ class Alert(models.Model):
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
                                         related_name="+")
+    verdict = models.CharField(max_length=5, choices=Verdict.choices, blank=True, default="",
+                               help_text="True alarm, false alarm or test, given when acknowledged.")
+    resolved_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="When the condition cleared (the system resolves; empty: firing).")
+    resolution = models.CharField(max_length=300, blank=True, default="",
+                                  help_text="How it resolved: the check that saw it clear, or staff closing it.")
+    clean_runs = models.PositiveIntegerField(default=0,
+                                             help_text="Runs of its check in a row that found the condition clear.")
+    flapping = models.BooleanField(default=False,
+                                   help_text="Fired and resolved too often in the last hour: not re-sent until it "
+                                             "settles.")
+    inhibited = models.CharField(max_length=200, blank=True, default="",
+                                 help_text="Why it is not sent: a cause already paging (e.g. the chain is paused).")
+
+    objects = AlertQuerySet.as_manager()
 
     class Meta:
         db_table = "ops_alerts"
         ordering = ["-last_seen_at"]
         constraints = [
-            models.UniqueConstraint(fields=["key"], condition=models.Q(acknowledged_at__isnull=True),
-                                    name="ops_alerts_one_open_per_key"),
+            models.UniqueConstraint(fields=["key"], condition=models.Q(resolved_at__isnull=True),
+                                    name="ops_alerts_one_firing_per_key"),
+            models.CheckConstraint(condition=models.Q(verdict="") | models.Q(acknowledged_at__isnull=False),
+                                   name="ops_alerts_verdict_when_acknowledged",
+                                   violation_error_message="A verdict is given when the alert is acknowledged."),
         ]
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.title}"
+
+    @property
+    def rule(self) -> str:
+        """The rule that raised it: the key's first part (escrow-insolvent:bsc → escrow-insolvent)."""
+        return self.key.split(":", 1)[0]
+
+    @property
+    def state(self) -> str:
+        return "resolved" if self.resolved_at else "firing"
 
 
 SEVERITY_RANK = {"P0": 0, "P1": 1, "P2": 2, "P3": 3}
@@ -105,12 +151,19 @@ class DeliveryStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped (repeat within the quiet period)"
 
 
+class DeliveryEvent(models.TextChoices):
+    FIRE = "fire", "Firing"
+    RESOLVE = "resolve", "Resolved"
+
+
 class AlertDelivery(models.Model):
     """One attempt series to deliver one alert occurrence to one channel."""
 
     alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="deliveries")
     channel = models.ForeignKey(AlertChannel, on_delete=models.PROTECT, related_name="deliveries")
     status = models.CharField(max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    event = models.CharField(max_length=8, choices=DeliveryEvent.choices, default=DeliveryEvent.FIRE,
+                             help_text="The alert firing, or its resolution (sent to the channels that had the fire).")
     attempts = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)

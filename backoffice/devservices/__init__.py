@@ -308,12 +308,13 @@ def set_interval_mining(url: str, seconds: int) -> None:
 # anvil's default mnemonic and its first account's key: published development keys, never holding real value.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 ANVIL_OWNER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"  # index 0, the deployer
-ANVIL_ACCOUNTS = 45
+ANVIL_ACCOUNTS = 46
 # The market driver trades from accounts 2..39, so 40 and up have no market role: the three demo staff who own the
 # local Safe (2 of 3) and are its guardians, the relayer that pays gas for Safe transactions, and the keeper.
 DEMO_SAFE_OWNERS = (40, 41, 42)
 RELAYER_INDEX = 43
 KEEPER_INDEX = 44
+GUARDIAN_INDEX = 45  # the automatic pause's key: a guardian of the pause module, nothing else
 # make run's escrow windows (seller, buyer, dispute) in seconds instead of the contract's days: the demo market's
 # orders expire, auto-release and pass their dispute deadline in real time, so its chain clock stays the wall clock.
 LOCAL_TIMEOUTS = (180, 300, 480)

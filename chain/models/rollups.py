@@ -51,6 +51,12 @@ class ChainState(models.Model):
     solvency_ok = models.BooleanField(null=True, help_text="Escrow balance equals the open orders, per token.")
     solvency_checked_at = models.DateTimeField(null=True, blank=True)
     solvency_detail = models.JSONField(default=dict, blank=True)
+    solvency_block = models.BigIntegerField(null=True, blank=True,
+                                            help_text="The block both sides of the last solvency check were read at "
+                                                      "(the mirror's cursor).")
+    solvency_short_since = models.BigIntegerField(
+        null=True, blank=True, help_text="The first block of the current run of checks that found the escrow short: "
+                                         "short again at a later block is a page, once only an observation.")
     custody_snapshot = models.JSONField(null=True, blank=True,
                                         help_text="Owner, Safe owners, threshold and guardians at the last check.")
     custody_checked_at = models.DateTimeField(null=True, blank=True)
@@ -58,6 +64,12 @@ class ChainState(models.Model):
                                          help_text="Treasury, pool, fees, timeouts and supported tokens at the last "
                                                    "check.")
     contract_settings_checked_at = models.DateTimeField(null=True, blank=True)
+    contract_settings_pending = models.JSONField(
+        null=True, blank=True, help_text="A change of owner settings no back-office action explains, seen once (its "
+                                         "block and what changed): seen again at a later block, it pages.")
+    custody_pending = models.JSONField(
+        null=True, blank=True, help_text="A custody change seen once (its block and what changed): seen again at a "
+                                         "later block, it pages.")
 
     class Meta:
         db_table = "chain_state"

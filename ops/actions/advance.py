@@ -114,8 +114,13 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
 def _alert_failed(action: ContractAction) -> None:
     """A failed action pages (after its own transaction): an emergency pause through the guardian module a P1
     (the escrow was not paused by it), any other staff action a P2 (staff believe it done; it changed nothing)."""
-    if action.status != ActionStatus.FAILED or action.is_automatic:
+    if action.status != ActionStatus.FAILED or action.custody == Custody.KEEPER:
         return  # a keeper's timeout call loses races by design (anyone may call it); it is proposed again anyway
+    if action.custody == Custody.GUARDIAN_KEY:
+        raise_alert(key=f"auto-pause-failed:{action.chain}", severity="P0", source="auto_pause",
+                    title=f"{action.chain}: the automatic pause FAILED on chain — pause it by hand now",
+                    message=f"#{action.pk}: {action.outcome}. RB-05: Emergency stop from the back office.")
+        return
     if action.custody == Custody.GUARDIAN:
         stale.alert_pause_not_done(action, f"its transaction failed ({action.outcome})")
         return

@@ -66,14 +66,16 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
             return prepared  # stale, or sent back for signatures
         tx_data = prepared
     simulation = simulations.simulate_call(action.chain, action.to_address, action.calldata, simulations.simulation_sender(action))
-    if simulation.ok and tx_data != action.calldata:
-        # The outer call too (execTransaction / pauseBySignature from the relayer): the signatures must pass.
+    if simulation.ok and (tx_data != action.calldata or (action.tx_to or action.to_address) != action.to_address):
+        # The outer call too (execTransaction / pauseBySignature from the relayer, the module's pause() from the
+        # guardian key: the same selector as the escrow's, another contract): the signatures, and its gas, count.
         outer = simulations.simulate_call(action.chain, action.tx_to, tx_data, signer)
         simulation = outer if not outer.ok else simulation
         gas_hint = outer.gas
     else:
         gas_hint = simulation.gas
-    actor_label = actor if not action.is_automatic else transitions.SYSTEM
+    # Automation is audited as the rule that ran it: the keeper's label, or the one it names (system:auto-pause).
+    actor_label = actor if not action.is_automatic else (actor if isinstance(actor, str) else transitions.SYSTEM)
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         if action.status != ActionStatus.APPROVED:

@@ -38,8 +38,9 @@ def safe_of(cfg: ChainConfig) -> chain_safe.SafeState:
 
 
 def simulation_sender(action: ContractAction) -> str:
-    """Who makes the contract call: the Safe in safe custody, else the signing key's address."""
-    if action.custody in (Custody.SAFE, Custody.GUARDIAN):
+    """Who makes the contract call: the Safe in safe custody (the module calls through it too), else the signing
+    key's address."""
+    if action.custody in (Custody.SAFE, Custody.GUARDIAN, Custody.GUARDIAN_KEY):
         return action.safe_address
     return transitions.server_signer(transitions.ROLE[action.custody])
 

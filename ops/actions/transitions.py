@@ -30,7 +30,8 @@ def snapshot(action: ContractAction) -> dict[str, Any]:
 
 
 # The server key that signs the transaction of each custody route (none signs as an owner in safe mode).
-ROLE = {Custody.OWNER_KEY: "owner", Custody.SAFE: "relayer", Custody.GUARDIAN: "relayer", Custody.KEEPER: "keeper"}
+ROLE = {Custody.OWNER_KEY: "owner", Custody.SAFE: "relayer", Custody.GUARDIAN: "relayer", Custody.KEEPER: "keeper",
+        Custody.GUARDIAN_KEY: "guardian"}
 
 
 def server_signer(role: str = "owner") -> str:

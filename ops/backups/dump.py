@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.services import record_audit
 
 from ..models import BackupRun, BackupStatus, BackupTrigger
@@ -110,6 +110,8 @@ def run_backup(*, actor: Any, trigger: str = BackupTrigger.SCHEDULE) -> BackupRu
                                       f"{exc}); the file was removed: check the database and run manage.py "
                                       f"backup_database again.")
         logger.info("backup #%s written: %s (%s bytes)", run.pk, run.file_path, run.size_bytes)
+        # A good backup clears a failed or stuck one: the condition they paged for is over.
+        settle_alerts(source="backup_database", scope=["backup-failed", "backup-stuck"], raised=[])
         try:
             prune_backups(actor=actor)
         except OSError as exc:  # the new backup is good; only the old files stay

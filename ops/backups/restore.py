@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.db.utils import load_backend
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.selectors import verify_audit_chain
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
@@ -106,6 +106,8 @@ def run_restore_test(*, actor: Any, restore_test_id: int | None = None,
         if error:
             raise_alert(key="restore-test-failed", severity="P1", source="test_backup_restore",
                         title=f"Restore test of {test.backup or 'the latest backup'} failed", message=error)
+        else:  # a passed test clears a failed one
+            settle_alerts(source="test_backup_restore", scope=["restore-test-failed"], raised=[])
         return test
     finally:
         _unlock(RESTORE_LOCK_KEY)

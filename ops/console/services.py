@@ -112,6 +112,25 @@ def open_incident(*, actor: Any, title: str, severity: str, started_at: datetime
     return incident
 
 
+def open_system_incident(*, source: str, title: str, severity: str, summary: str = "", runbook: str = "",
+                         events: list[tuple[datetime, str]] = (), alerts: list = (), actions: list = ()) -> Incident:
+    """An incident the system opens itself (the automatic pause), with its timeline so far and the alerts and
+    contract actions it concerns (audited as `source`). Staff take it over from there (commander, status)."""
+    now = timezone.now()
+    with transaction.atomic():
+        incident = Incident.objects.create(title=title[:200], severity=severity, summary=summary, runbook=runbook,
+                                           started_at=min([at for at, _ in events] or [now]), detected_at=now,
+                                           created_by=None)
+        for at, text in sorted(events, key=lambda e: e[0]):
+            IncidentEvent.objects.create(incident=incident, at=at, text=text[:2000], author=None)
+        IncidentEvent.objects.create(incident=incident, at=now, text=f"Incident opened ({severity}) by {source}",
+                                     author=None)
+        incident.alerts.add(*alerts)
+        incident.contract_actions.add(*actions)
+        record_audit(actor=source, action="open_incident", obj=incident, after={"title": title, "severity": severity})
+    return incident
+
+
 def save_incident_details(*, actor: Any, incident: Incident, changed: dict[str, str]) -> Incident:
     """Staff edited an incident's title, runbook, summary or links on its page: saved and audited (`changed`: the
     edited fields, as shown). Status and roles move only through `advance_incident`."""

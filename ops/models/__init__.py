@@ -4,6 +4,8 @@ from .actions import (  # noqa: F401
     AWAITING,
     IN_FLIGHT,
     ActionStatus,
+    AutoPauseSwitch,
+    AutoPauseTrigger,
     ContractAction,
     Custody,
     PlatformFlag,
@@ -21,3 +23,4 @@ from .console import (  # noqa: F401
     SecretSchedule,
 )
 from .custody import ActionSignature, SignatureSource, StaffSigningKey  # noqa: F401
+from .monitoring import DrillRun, DrillStatus  # noqa: F401

@@ -28,6 +28,7 @@ class Custody(models.TextChoices):
     SAFE = "safe", "Safe multisig (relayer pays gas)"
     GUARDIAN = "guardian", "Guardian module pause (relayer pays gas)"
     KEEPER = "keeper", "Keeper key (public function)"
+    GUARDIAN_KEY = "guardian_key", "Server guardian key (automatic pause)"
 
 
 ACTION_KINDS = [
@@ -119,9 +120,20 @@ class ContractAction(models.Model):
                 | models.Q(approved_by__isnull=False) | models.Q(is_automatic=True),
                 name="contract_actions_approved_before_signing"),
             models.CheckConstraint(
-                condition=models.Q(is_automatic=False) | models.Q(kind__in=["auto_expire", "auto_release"]),
+                condition=models.Q(is_automatic=False) | models.Q(kind__in=["auto_expire", "auto_release"])
+                | models.Q(kind="pause", custody__in=["guardian_key", "owner_key"]),
                 name="contract_actions_automation_is_rule_bound",
-                violation_error_message="Only auto-expire and auto-release may run without a human."),
+                violation_error_message="Only auto-expire, auto-release and the automatic pause may run without a "
+                                        "human."),
+            models.CheckConstraint(
+                condition=~models.Q(custody="guardian_key") | models.Q(kind="pause", is_automatic=True),
+                name="contract_actions_guardian_key_pauses_only",
+                violation_error_message="The server's guardian key only pauses, and only automatically."),
+            # One automatic pause in flight per chain: two triggers in one run, or two workers, send one.
+            models.UniqueConstraint(fields=["chain"],
+                                    condition=models.Q(kind="pause", is_automatic=True,
+                                                       status__in=["proposed", "approved", "signed", "sent"]),
+                                    name="contract_actions_one_open_auto_pause"),
             models.CheckConstraint(
                 condition=models.Q(is_automatic=True) | models.Q(proposed_by__isnull=False),
                 name="contract_actions_proposer_required"),
@@ -221,3 +233,34 @@ class PlatformFlag(models.Model):
         """The flag's value, or `default` when it was never set (a stored 0 or false is a value)."""
         value = cls.objects.filter(key=key).values_list("value", flat=True).first()
         return default if value is None else value
+
+
+class AutoPauseTrigger(models.TextChoices):
+    """The certain triggers of the automatic pause (RB-05): each holds only at confirmation depth and again at a
+    later block."""
+    INSOLVENT = "escrow-insolvent", "Escrow holds less than its open orders"
+    SETTINGS = "settings-changed", "Escrow settings changed with no back-office action"
+    CUSTODY = "custody-changed", "Safe owners, threshold, modules or guard changed outside the back office"
+    UNKNOWN_MODULE = "unknown-module", "An unknown module is enabled on the Safe"
+
+
+class AutoPauseSwitch(models.Model):
+    """A trigger staff switched off (or on again) for one chain; no row: on. Changed only through
+    `set_auto_pause_trigger` (audited)."""
+    chain = models.CharField(max_length=16, choices=chain_choices)
+    trigger = models.CharField(max_length=32, choices=AutoPauseTrigger.choices)
+    enabled = models.BooleanField(default=True)
+    reason = models.TextField(help_text="Why it was switched.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+
+    class Meta:
+        db_table = "ops_auto_pause_switches"
+        ordering = ["chain", "trigger"]
+        verbose_name = "automatic pause trigger"
+        constraints = [models.UniqueConstraint(fields=["chain", "trigger"], name="ops_auto_pause_switch_uniq"),
+                       models.CheckConstraint(condition=~models.Q(reason=""), name="ops_auto_pause_switch_reason")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} {self.trigger}: {'on' if self.enabled else 'off'}"

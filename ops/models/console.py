@@ -141,7 +141,8 @@ class Incident(models.Model):
     affected_orders = models.ManyToManyField("chain.Order", blank=True, related_name="incidents")
     contract_actions = models.ManyToManyField("ops.ContractAction", blank=True, related_name="incidents")
     alerts = models.ManyToManyField(Alert, blank=True, related_name="incidents")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+", help_text="Empty: opened by the system (an automatic pause).")
 
     class Meta:
         db_table = "ops_incidents"

@@ -158,12 +158,25 @@ def _incident_tile() -> Tile:
                 detail=f"worst {row['worst']}" if row["n"] else "none open", url=_url("ops_incident_changelist"))
 
 
-def _alert_tile() -> Tile:
-    row = Alert.objects.filter(acknowledged_at__isnull=True).aggregate(n=Count("id"), worst=Min("severity"))
-    status = "ok" if not row["n"] else ("error" if row["worst"] in ("P0", "P1") else "warning")
-    return Tile(key="alerts", title="unacknowledged alerts", value=row["n"], status=status,
-                detail=f"worst {row['worst']}" if row["n"] else "all acknowledged",
-                url=_url("alerts_alert_changelist", query="acknowledged_at__isempty=1"))
+def _alert_tiles() -> list[Tile]:
+    """What is firing now, by severity (an inhibited alert counts apart: its cause already pages), and, apart, what
+    resolved by itself but nobody has looked at yet."""
+    firing = dict(Alert.objects.firing().filter(inhibited="").values("severity").annotate(n=Count("id"))
+                  .values_list("severity", "n"))
+    inhibited = Alert.objects.firing().exclude(inhibited="").count()
+    n = sum(firing.values())
+    worst = min(firing) if firing else None
+    status = "ok" if not n else ("error" if worst in ("P0", "P1") else "warning")
+    detail = ", ".join(f"{severity} {count}" for severity, count in sorted(firing.items())) or "none firing"
+    if inhibited:
+        detail += f"; {inhibited} inhibited"
+    resolved = Alert.objects.resolved().unacknowledged().count()
+    return [Tile(key="alerts", title="firing alerts", value=n, status=status, detail=detail,
+                 url=_url("alerts_alert_changelist", query="state=firing")),
+            Tile(key="alerts-resolved", title="resolved, not acknowledged", value=resolved,
+                 status="warning" if resolved else "ok",
+                 detail="cleared by themselves: acknowledge with a verdict" if resolved else "none waiting",
+                 url=_url("alerts_alert_changelist", query="state=resolved_unacknowledged"))]
 
 
 def _backup_tile(now: datetime) -> Tile:
@@ -194,7 +207,7 @@ def _replica_tile() -> Tile | None:
 def tiles(now: datetime | None = None) -> list[Tile]:
     now = now or timezone.now()
     return [*_health_tiles(), *filter(None, [_replica_tile()]), *_sync_tiles(now), *_contract_tiles(),
-            _dispute_tile(now), _secret_tile(), _incident_tile(), _alert_tile(), _backup_tile(now)]
+            _dispute_tile(now), _secret_tile(), _incident_tile(), *_alert_tiles(), _backup_tile(now)]
 
 
 # ---------------------------------------------------------------------------------------------- chart data

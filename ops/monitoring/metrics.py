@@ -141,9 +141,14 @@ def _ops() -> list:
     overdue = GaugeMetricFamily("p2p_secret_rotations_overdue", "Secrets past their rotation date")
     overdue.add_metric([], float(SecretSchedule.states().count("overdue")))
     alerts = GaugeMetricFamily("p2p_alerts_open", "Unacknowledged alerts", labels=["severity"])
-    for severity, n in _rows("SELECT severity, COUNT(*) FROM ops_alerts WHERE acknowledged_at IS NULL "
-                             "GROUP BY severity"):
-        alerts.add_metric([severity], float(n))
+    firing = GaugeMetricFamily("p2p_alerts_firing", "Alerts whose condition holds now (not inhibited)",
+                               labels=["severity"])
+    for severity, unacknowledged, now in _rows(
+            "SELECT severity, COUNT(*) FILTER (WHERE acknowledged_at IS NULL), "
+            "COUNT(*) FILTER (WHERE resolved_at IS NULL AND inhibited = '') FROM ops_alerts "
+            "WHERE acknowledged_at IS NULL OR resolved_at IS NULL GROUP BY severity"):
+        alerts.add_metric([severity], float(unacknowledged))
+        firing.add_metric([severity], float(now))
     conns = GaugeMetricFamily("db_connections_used_ratio", "PostgreSQL connections in use / max_connections")
     (used, limit), = _rows("SELECT (SELECT COUNT(*) FROM pg_stat_activity), current_setting('max_connections')::int")
     conns.add_metric([], used / limit)
@@ -158,7 +163,7 @@ def _ops() -> list:
                                     "Seconds since the last passed restore test finished")
     restore_age.add_metric([], backups.restore_test_age.total_seconds() if backups.restore_test_age is not None
                            else float("inf"))
-    return [overdue, alerts, conns, disk, backup_age, restore_age, *_beat()]
+    return [overdue, alerts, firing, conns, disk, backup_age, restore_age, *_beat()]
 
 
 def _beat() -> list:
@@ -269,10 +274,30 @@ class BackofficeCollector:
         yield from families
 
 
+def _drills() -> list:
+    """RB-05 rehearsed: per chain, the age of the last passed pause drill and the blocks it took to pause."""
+    age = GaugeMetricFamily("p2p_pause_drill_last_passed_age_seconds",
+                            "Seconds since the last passed pause drill (+Inf: never)", labels=["chain"])
+    blocks = GaugeMetricFamily("p2p_pause_drill_pause_blocks", "Blocks from the drain to paused() in the last passed "
+                               "pause drill", labels=["chain"])
+    seconds = GaugeMetricFamily("p2p_pause_drill_pause_seconds", "Seconds from the drain to paused() in the last "
+                                "passed pause drill", labels=["chain"])
+    rows = {chain: (started, pause_blocks, pause_seconds) for chain, started, pause_blocks, pause_seconds in _rows(
+        "SELECT DISTINCT ON (chain) chain, EXTRACT(EPOCH FROM now() - started_at), pause_blocks, pause_seconds "
+        "FROM ops_pause_drills WHERE status = 'passed' ORDER BY chain, started_at DESC")}
+    for chain in settings.CHAINS:
+        started, pause_blocks, pause_seconds = rows.get(chain, (None, None, None))
+        age.add_metric([chain], float(started) if started is not None else float("inf"))
+        if pause_blocks is not None:
+            blocks.add_metric([chain], float(pause_blocks))
+            seconds.add_metric([chain], float(pause_seconds))
+    return [age, blocks, seconds]
+
+
 def _collect() -> list:
     families = []
     try:
-        families += _business() + _chain() + _ops()
+        families += _business() + _chain() + _ops() + _drills()
     except Exception:
         connection.close()
         scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")

@@ -119,6 +119,9 @@ def schedules() -> list[Schedule]:
                  crontab={"minute": "0", "hour": "5", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook 001 §2, weekly (Sunday 05:00 UTC): restore the newest backup into a scratch "
                              "database and check checksum, migrations, row counts and the audit chain."),
+        Schedule(name="check-pause-drills", task="ops.tasks.check_pause_drills",
+                 crontab={"minute": "15", "hour": "7", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+                 description="RB-05 rehearsed: a P2 when a chain that pauses by itself has no passed drill in 30 days."),
         Schedule(name="vacuum-database", task="ops.tasks.vacuum_database",
                  crontab={"minute": "0", "hour": "4", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook §5, weekly (Sunday 04:00 UTC): VACUUM (ANALYZE) of the database (vacuumdb -z); "

@@ -6,11 +6,12 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import close_old_connections
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.selectors import verify_audit_chain as verify_chain
 
 from .checks import actions as action_checks
-from .checks import business, contracts, custody, daily, sync
+from . import drills
+from .checks import business, certain, contracts, custody, daily, sync
 
 
 @shared_task(name="ops.tasks.verify_audit_chain", ignore_result=True)
@@ -20,6 +21,7 @@ def verify_audit_chain() -> dict:
     if not verdict.ok:
         raise_alert(key="audit-chain", severity="P1", source="verify_audit_chain",
                     title=f"audit_log chain broken at row {verdict.first_broken_id}", message=verdict.problem)
+    settle_alerts(source="verify_audit_chain", scope=["audit-chain"], raised=[] if verdict.ok else ["audit-chain"])
     return {"ok": verdict.ok, "rows": verdict.rows_checked, "first_broken_id": verdict.first_broken_id}
 
 
@@ -75,3 +77,23 @@ def check_secret_rotations() -> list:
 def recalculate_user_tiers() -> int:
     close_old_connections()
     return business.recalculate_user_tiers()
+
+
+@shared_task(name="ops.tasks.check_chain_now", ignore_result=True)
+def check_chain_now(chain: str) -> list:
+    """After each sync that applied blocks (on the actions queue): the checks that can pause the chain."""
+    close_old_connections()
+    return certain.check_chain_now(chain=chain)
+
+
+@shared_task(name="ops.tasks.run_pause_drill", ignore_result=True)
+def run_pause_drill(chain: str, actor: str = "system:pause_drill") -> str:
+    """An ops admin's "Run a pause drill" button (the label of who asked is the actor)."""
+    close_old_connections()
+    return drills.run_pause_drill(actor=actor, chain=chain).status
+
+
+@shared_task(name="ops.tasks.check_pause_drills", ignore_result=True)
+def check_pause_drills() -> list:
+    close_old_connections()
+    return drills.check_pause_drills()

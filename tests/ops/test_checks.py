@@ -87,7 +87,8 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
     for n, section in enumerate(("Health", "Orders 24 h", "Pending disputes", "Sync", "Database size",
                                  "Redis memory", "Celery workers", "Backups", "Alerts 24 h"), start=1):
         assert lines[n].startswith(f"{n}. {section}:"), lines[n]
-    assert lines[9] == "9. Alerts 24 h: 1 raised (P2 1); 2 open, not acknowledged"
+    assert lines[9] == "9. Alerts 24 h: 1 raised (P2 1); 2 firing, 2 not acknowledged"
+    assert lines[10].startswith("10. Precision 30 days")
     assert "5 total, 2 completed, 1 disputed, 1 cancelled, 1 expired" in stored.text
     assert "bsc block 900 lag 12" in stored.text
 

@@ -36,7 +36,7 @@ def test_a_transaction_not_mined_for_too_long_is_reported_stuck(chain, alice, bo
     assert found.severity == "P2" and f"#{sent.pk}" in found.message and "Replace stuck tx" in found.message
 
 
-def test_orders_left_past_their_deadline_are_reported_unless_the_escrow_is_paused(chain, settings):
+def test_orders_left_past_their_deadline_are_reported_and_inhibited_while_the_escrow_is_paused(chain, settings):
     settings.TIMEOUT_OVERDUE_SECONDS = 3600
     order_id = chain.create_order()
     sync_chain("bsc")
@@ -44,10 +44,17 @@ def test_orders_left_past_their_deadline_are_reported_unless_the_escrow_is_pause
     # The keeper never came (a stopped worker): the mirrored deadline is three hours gone.
     Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
     assert "timeouts-overdue:bsc" in action_checks.check_contract_actions()
-    assert "1 funded order(s) past the seller deadline" in alert("timeouts-overdue:bsc").message
-    Alert.objects.filter(key="timeouts-overdue:bsc").update(acknowledged_at=timezone.now())
+    found = alert("timeouts-overdue:bsc")
+    assert "1 funded order(s) past the seller deadline" in found.message and found.inhibited == ""
     ChainState.objects.update_or_create(chain="bsc", defaults={"paused": True})
-    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "paused: the keeper skips it on purpose"
+    action_checks.check_contract_actions()
+    found.refresh_from_db()
+    assert found.inhibited == "bsc is paused: the keeper skips it on purpose", "recorded, not sent: the pause paged"
+    ChainState.objects.filter(chain="bsc").update(paused=False)
+    Order.objects.filter(chain="bsc", onchain_id=order_id).update(status="completed")
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions()
+    found.refresh_from_db()
+    assert found.resolved_at is not None and found.resolution.startswith("cleared: check_contract_actions")
 
 
 def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
@@ -70,7 +77,9 @@ def test_orders_overdue_after_a_recent_unpause_wait_for_the_keeper(chain, settin
     chain.send(chain.escrow.functions.unpause(), chain.owner)
     sync_chain("bsc")
     Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
-    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "unpaused just now: the keeper catches up"
+    assert "timeouts-overdue:bsc" in action_checks.check_contract_actions()
+    assert alert("timeouts-overdue:bsc").inhibited.startswith("bsc was unpaused in the last 1 h"), \
+        "unpaused just now: the keeper catches up, nobody is paged"
 
 
 def test_a_keeper_timeout_that_loses_its_race_pages_nobody(db):

@@ -12,7 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from backoffice.alerts.services import acknowledge_alert, raise_alert
+from backoffice.alerts.models import Alert
+from backoffice.alerts.services import acknowledge_alert, raise_alert, resolve_alert
 from chain import rollup
 from chain.models import ChainState, EventSyncCursor, OrderStatus, TopSeller
 from ops.console import services as console
@@ -64,7 +65,10 @@ def market(staff_user):
     raise_alert(key="t1", severity="P1", title="Sync stalled", source="test")
     raise_alert(key="t2", severity="P3", title="Large order", source="test")
     acked = raise_alert(key="t3", severity="P0", title="Old", source="test")
-    acknowledge_alert(actor=staff_user, alert=acked)
+    acknowledge_alert(actor=staff_user, alert=acked, verdict="true")
+    resolve_alert(alert=acked, resolution="cleared")  # acknowledged and resolved: counted by neither tile
+    raise_alert(key="t4", severity="P2", title="Cleared by itself", source="test")
+    resolve_alert(alert=Alert.objects.get(key="t4"), resolution="cleared: test found it clear")
     return orders
 
 
@@ -101,11 +105,13 @@ def test_dashboard_tiles_show_the_fixture_numbers_and_link_to_their_pages(staff_
     assert tiles["disputes"].detail.startswith("oldest 2 d 2 h") and tiles["disputes"].status == "warning"
     assert tiles["secrets"].value == 2 and tiles["secrets"].detail == "1 overdue, 1 due soon"
     assert tiles["incidents"].value == 1 and tiles["incidents"].detail == "worst P2"
-    assert tiles["alerts"].value == 2 and tiles["alerts"].detail == "worst P1"
+    assert tiles["alerts"].value == 2 and tiles["alerts"].detail == "P1 1, P3 1" and tiles["alerts"].status == "error"
+    assert tiles["alerts-resolved"].value == 1 and tiles["alerts-resolved"].status == "warning"
 
     html = response.content.decode()
     for url in ("/admin/disputes/disputedorder/", "/admin/chain/eventsynccursor/", "/admin/ops/secretschedule/",
-                "/admin/ops/incident/", "/admin/alerts/alert/?acknowledged_at__isempty=1",
+                "/admin/ops/incident/", "/admin/alerts/alert/?state=firing",
+                "/admin/alerts/alert/?state=resolved_unacknowledged",
                 reverse("admin:ops_contractaction_status", args=["bsc"])):
         assert f'href="{url}"' in html.replace("&amp;", "&"), url
     assert 'id="tile-disputes"' in html and ">2<" in html.split('id="tile-disputes"')[1][:400]

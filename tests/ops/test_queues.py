@@ -76,11 +76,11 @@ def test_queues_are_carried_by_every_beat_entry():
     assert PeriodicTask.objects.get(name="check-sync").queue == "checks"
 
 
-def test_queues_make_run_starts_a_worker_per_chain_and_one_for_the_rest():
+def test_queues_make_run_starts_a_worker_per_chain_one_for_actions_and_one_for_the_rest():
     commands = worker_commands({"CHAINS": "bsc,ethereum,base"})
     consumed = {name: cmd[cmd.index("-Q") + 1] for name, cmd in commands.items()}
     assert consumed == {"worker-bsc": "sync.bsc", "worker-ethereum": "sync.ethereum", "worker-base": "sync.base",
-                        "worker": "actions,checks,alerts,celery"}
+                        "worker-actions": "actions", "worker": "checks,alerts,celery"}
     hostnames = [cmd[cmd.index("-n") + 1] for cmd in commands.values()]
     assert len(set(hostnames)) == len(hostnames)
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.durations import human_duration
 from chain.config import configured_chains
 from chain.models import ChainEvent, ChainState
@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 def check_contract_actions() -> list[str]:
     """Runbook §5 ("auto-expire/release stops") and the 002 failure alert: per chain, transactions signed or sent
     ACTION_STUCK_SECONDS ago and not mined (P2: replace them), and orders still funded or delivered
-    TIMEOUT_OVERDUE_SECONDS past their seller or buyer deadline (P2: the timeout keeper is not doing its job; not
-    while the escrow is paused, when it skips the chain on purpose). A failed action pages when it fails."""
+    TIMEOUT_OVERDUE_SECONDS past their seller or buyer deadline (P2: the timeout keeper is not doing its job;
+    inhibited while the escrow is paused, when it skips the chain on purpose, and just after an unpause). Each
+    resolves when its check finds it clear. A failed action pages when it fails."""
     now, raised = timezone.now(), []
     stuck_since = now - timedelta(seconds=settings.ACTION_STUCK_SECONDS)
     overdue_since = now - timedelta(seconds=settings.TIMEOUT_OVERDUE_SECONDS)
@@ -39,8 +40,11 @@ def check_contract_actions() -> list[str]:
                         message=f"Actions {', '.join(f'#{pk}' for pk in stuck)}: signed or sent, not mined. Open each "
                                 "and use “Replace stuck tx…” (fees raised 12.5%), or check the relayer's gas.")
             raised.append(f"actions-stuck:{chain}")
-        if chain in paused or _unpaused_since(chain, overdue_since):
-            continue  # paused, the keeper skips it on purpose; just unpaused, it is working through the backlog
+        # Paused, the keeper skips the chain on purpose; just unpaused, it is working through the backlog: overdue
+        # orders are then the pause's doing, which already paged. Recorded, inhibited, not sent.
+        inhibited = (f"{chain} is paused: the keeper skips it on purpose" if chain in paused else
+                     f"{chain} was unpaused in the last {human_duration(settings.TIMEOUT_OVERDUE_SECONDS)}: the "
+                     "keeper is working through the backlog" if _unpaused_since(chain, overdue_since) else "")
         overdue = []
         with connection.cursor() as cur:
             for kind, (status, column) in TIMEOUT_KINDS.items():
@@ -59,8 +63,10 @@ def check_contract_actions() -> list[str]:
             raise_alert(key=f"timeouts-overdue:{chain}", severity="P2", source="check_contract_actions",
                         title=f"{chain}: order timeouts overdue", message="; ".join(overdue) + ". Runbook §5: check "
                         "the check-seller/buyer-timeouts schedules, the actions worker and the keeper's gas; the "
-                        "rejected timeout actions say why (Contract actions, filter automatic).")
+                        "rejected timeout actions say why (Contract actions, filter automatic).", inhibited=inhibited)
             raised.append(f"timeouts-overdue:{chain}")
+    settle_alerts(source="check_contract_actions", raised=raised, scope=[
+        f"{rule}:{chain}" for chain in configured_chains() for rule in ("actions-stuck", "timeouts-overdue")])
     return raised
 
 

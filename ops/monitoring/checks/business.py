@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from ops.models import SecretSchedule
 
 from ..selectors import large_order_rule
@@ -39,13 +39,15 @@ def check_secret_rotations() -> list[str]:
             raise_alert(key=f"secret-overdue:{secret.name}", severity="P2", source="check_secret_rotations",
                         title=f"Secret rotation overdue: {secret.name}",
                         message=f"Due {secret.next_due:%Y-%m-%d}; procedure {secret.procedure}.")
-            raised.append(secret.name)
+            raised.append(f"secret-overdue:{secret.name}")
         elif state == "due":
             raise_alert(key=f"secret-due:{secret.name}", severity="P3", source="check_secret_rotations",
                         title=f"Secret rotation due soon: {secret.name}",
                         message=f"Due {secret.next_due:%Y-%m-%d}; procedure {secret.procedure}.")
-            raised.append(secret.name)
-    return raised
+            raised.append(f"secret-due:{secret.name}")
+    # A rotation recorded (or a retimed schedule) clears them.
+    settle_alerts(source="check_secret_rotations", scope=["secret-overdue", "secret-due"], raised=raised)
+    return [key.split(":", 1)[1] for key in raised]
 
 
 def recalculate_user_tiers() -> int:

@@ -1,62 +1,190 @@
-"""The contracts check: each escrow's paused state and solvency, and its settings changed outside the back office."""
+"""The contracts check: each escrow's paused state and solvency, and its settings changed outside the back office.
+
+Every comparison of the chain with the mirror reads both at one block (the mirror's cursor, in one snapshot), and a
+disagreement pages only when it holds at a confirmed block and again at a later one; seen once, it is a P3
+observation. The same evaluation runs every minute (beat) and as soon as the sync has applied new blocks, and a
+certain finding (insolvent, or settings changed outside the back office, each confirmed) pauses the chain by itself
+where its automatic pause is on (`ops.actions.autopause`).
+"""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from chain.config import configured_chains
 from chain.models import ChainEvent, ChainState
-from chain.status import read_contract_status
-from ops.models import ActionStatus, ContractAction
+from chain.status import ContractStatus, read_contract_status
+from ops.actions import autopause
+from ops.models import ActionStatus, AutoPauseTrigger, ContractAction
 
 logger = logging.getLogger(__name__)
 
+SOURCE = "check_contracts"
+
+
+@dataclass
+class ContractVerdict:
+    """What one evaluation of a chain's contracts found, each finding with the block it holds at."""
+    chain: str
+    status: ContractStatus
+    short: list[str] = field(default_factory=list)  # "USDC short 479.7", at the cursor block
+    insolvent: str = ""  # "", "observed" (first sight) or "confirmed" (again at a later block)
+    short_since: int | None = None
+    short_since_at: datetime | None = None
+    settings_changes: list[str] = field(default_factory=list)
+    settings: str = ""  # "", "observed" or "confirmed"
+    settings_since: int | None = None
+    paused_by_us: str = ""  # the back-office pause that explains paused() (then its P0 is the action's own)
+    raised: list[str] = field(default_factory=list)
+
+
+def evaluate_contract(chain: str) -> ContractVerdict | None:
+    """Read the chain's contracts against the mirror at one block, record what holds (ChainState) and raise or
+    resolve its alerts, under the chain's row lock: a run that read an older block than the last one recorded
+    decides nothing."""
+    status = read_contract_status(chain)
+    if not status.ok:
+        return None
+    verdict = ContractVerdict(chain=chain, status=status)
+    at = status.cursor_block
+    detail = {t.symbol: {"escrow": str(t.escrow_balance_at_cursor), "open_orders": str(t.open_orders_total)}
+              for t in status.tokens}
+    now, settings_now = timezone.now(), status.owner_settings()
+    with transaction.atomic():
+        state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
+        fields = ["paused", "paused_checked_at"]
+        state.paused, state.paused_checked_at = status.paused, now
+        if at is not None and (state.solvency_block is None or at >= state.solvency_block):
+            if not status.solvent:
+                verdict.short = [f"{t.symbol} short {-t.difference}" for t in status.tokens if not t.solvent]
+                if state.solvency_short_since is None:
+                    state.solvency_short_since = at
+                verdict.insolvent = "confirmed" if at > state.solvency_short_since else "observed"
+                verdict.short_since = state.solvency_short_since
+            else:
+                state.solvency_short_since = None
+            state.solvency_ok, state.solvency_block = status.balanced, at
+            state.solvency_checked_at, state.solvency_detail = now, {**detail, "block": at}
+            fields += ["solvency_ok", "solvency_block", "solvency_short_since", "solvency_checked_at",
+                       "solvency_detail"]
+        elif at is not None:  # an older read than the last: it decides nothing
+            verdict.insolvent = "stale"
+        fields += _record_settings(chain, state, settings_now, now, verdict)
+        state.save(update_fields=fields)
+        verdict.paused_by_us = _paused_by_back_office(chain) if status.paused else ""
+        # In the same transaction: a crash cannot record a confirmed change (and move the baseline) and lose its page.
+        verdict.raised = alert_contract(verdict)
+    return verdict
+
+
+def _record_settings(chain: str, state: ChainState, settings_now: dict, now: datetime,
+                     verdict: ContractVerdict) -> list[str]:
+    """The settings watch: a change no back-office action explains is an observation at the block it is first seen
+    and confirmed at a later block, when the baseline moves on. Returns the ChainState fields it changed."""
+    before, since = state.contract_settings or {}, state.contract_settings_checked_at
+    same_escrow = before.get("escrow") == settings_now["escrow"]
+    block = settings_now.get("block") or 0
+    if same_escrow and (before.get("block") or 0) > block:
+        return []  # an older read (an overlapping run, a lagging provider) records nothing over a newer
+    unexplained = _settings_changed_outside(chain, before, settings_now, since) if same_escrow else []
+    pending = state.contract_settings_pending
+    if unexplained and (pending is None or pending.get("changes") != unexplained):
+        # First sight at this block: kept as an observation, the baseline stays where it was.
+        state.contract_settings_pending = {"block": block, "changes": unexplained, "at": now.isoformat()}
+        verdict.settings, verdict.settings_changes, verdict.settings_since = "observed", unexplained, block
+        return ["contract_settings_pending"]
+    if unexplained and block > pending["block"]:
+        verdict.settings, verdict.settings_changes, verdict.settings_since = "confirmed", unexplained, pending["block"]
+    elif unexplained:
+        verdict.settings, verdict.settings_changes, verdict.settings_since = "observed", unexplained, pending["block"]
+        return []
+    state.contract_settings, state.contract_settings_checked_at = settings_now, now
+    state.contract_settings_pending = None
+    return ["contract_settings", "contract_settings_checked_at", "contract_settings_pending"]
+
+
+def _paused_by_back_office(chain: str) -> str:
+    """The back office's own pause that explains paused(): its last confirmed pause, newer than its last confirmed
+    unpause. Then paused() is no surprise (that pause paged for itself if it was automatic)."""
+    last = (ContractAction.objects.filter(chain=chain, kind__in=["pause", "unpause"], status=ActionStatus.CONFIRMED)
+            .order_by("-confirmed_at").first())
+    return f"paused by contract action #{last.pk}" if last is not None and last.kind == "pause" else ""
+
+
+def alert_contract(verdict: ContractVerdict) -> list[str]:
+    """Raise what the verdict holds for its chain and resolve what cleared there; returns the keys raised."""
+    chain, status, raised = verdict.chain, verdict.status, []
+    if status.paused:
+        raise_alert(key=f"contract-paused:{chain}", severity="P0", source=SOURCE,
+                    title=f"{chain} escrow is PAUSED", message="RB-05: all trading is blocked on this chain.",
+                    inhibited=verdict.paused_by_us)
+        raised.append(f"contract-paused:{chain}")
+    if verdict.insolvent in ("observed", "confirmed"):
+        where = (f"at block {status.cursor_block} (the mirror's cursor, both sides read there)"
+                 + (f", and already at block {verdict.short_since}" if verdict.insolvent == "confirmed" else ""))
+        if verdict.insolvent == "confirmed":
+            raise_alert(key=f"escrow-insolvent:{chain}", severity="P0", source=SOURCE,
+                        title=f"{chain} escrow holds less than its open orders",
+                        message="; ".join(verdict.short) + f" {where}. RB-05: pause the contract (Emergency stop).")
+            raised.append(f"escrow-insolvent:{chain}")
+        raise_alert(key=f"escrow-short-observed:{chain}", severity="P3", source=SOURCE,
+                    title=f"{chain} escrow read short of its open orders once",
+                    message="; ".join(verdict.short) + f" {where}. It pages (P0) only if it holds at a later block.")
+        raised.append(f"escrow-short-observed:{chain}")
+    elif verdict.insolvent == "stale":
+        raised += [f"escrow-insolvent:{chain}", f"escrow-short-observed:{chain}"]  # undecided: left as they are
+    if verdict.settings == "confirmed":
+        raise_alert(key=f"contract-settings-changed:{chain}", severity="P1", source=SOURCE,
+                    title=f"{chain}: escrow settings changed outside the back office",
+                    message="; ".join(verdict.settings_changes) + f" (seen at block {verdict.settings_since} and again "
+                            f"at {status.settings_block}). No contract action of the back office made this: check "
+                            "with every Safe owner that it was intended, and read the contract status page.")
+        raised.append(f"contract-settings-changed:{chain}")
+    elif verdict.settings == "observed":
+        raise_alert(key=f"contract-settings-observed:{chain}", severity="P3", source=SOURCE,
+                    title=f"{chain}: escrow settings changed, not yet explained",
+                    message="; ".join(verdict.settings_changes) + f" at block {verdict.settings_since}. It pages "
+                            "(P1) if no back-office action explains it at a later block.")
+        raised.append(f"contract-settings-observed:{chain}")
+    # The settings change stays firing until staff acknowledge it: it was a change, not a condition that clears.
+    settle_alerts(source=SOURCE, scope=[f"contract-paused:{chain}", f"escrow-insolvent:{chain}",
+                                        f"escrow-short-observed:{chain}", f"contract-settings-observed:{chain}"],
+                  raised=raised)
+    return raised
+
+
+def respond(verdict: ContractVerdict) -> None:
+    """The certain findings pause the chain by itself where its automatic pause is on."""
+    if verdict.insolvent == "confirmed":
+        autopause.auto_pause(chain=verdict.chain, trigger=AutoPauseTrigger.INSOLVENT, evidence={
+            "short": "; ".join(verdict.short), "first_block": verdict.short_since,
+            "block": verdict.status.cursor_block})
+    if verdict.settings == "confirmed":
+        autopause.auto_pause(chain=verdict.chain, trigger=AutoPauseTrigger.SETTINGS, evidence={
+            "changes": "; ".join(verdict.settings_changes), "first_block": verdict.settings_since,
+            "block": verdict.status.settings_block})
+
+
+def check_contract(chain: str) -> list[str]:
+    """One chain: evaluate, alert, respond. Nothing is resolved for a chain whose contracts could not be read."""
+    verdict = evaluate_contract(chain)
+    if verdict is None:
+        return []
+    respond(verdict)
+    return verdict.raised
+
 
 def check_contracts() -> list[str]:
-    """paused() == true is a P0 (alert table); solvency short is a P0 too. Both kept on ChainState. An owner
-    setting (treasury, pool, fees, timeouts, supported tokens) that changed since the last check with no contract
-    action of the back office making it is a P1: the owners' own tools, or someone holding their keys."""
+    """Every configured chain (beat, every minute): paused() is a P0 unless the back office paused it; insolvency a
+    P0 and settings changed outside the back office a P1, each once confirmed at a later block."""
     raised = []
     for chain in configured_chains():
-        status = read_contract_status(chain)
-        if not status.ok:
-            continue
-        detail = {t.symbol: {"escrow": str(t.escrow_balance_at_cursor), "open_orders": str(t.open_orders_total)}
-                  for t in status.tokens}
-        now, settings_now = timezone.now(), status.owner_settings()
-        with transaction.atomic():
-            state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
-            before, since = state.contract_settings or {}, state.contract_settings_checked_at
-            state.paused, state.paused_checked_at, state.solvency_ok = status.paused, now, status.balanced
-            state.solvency_checked_at, state.solvency_detail = now, detail
-            fields = ["paused", "paused_checked_at", "solvency_ok", "solvency_checked_at", "solvency_detail"]
-            # A run that read an older block (an overlapping run, a lagging provider) records nothing over a newer.
-            if not (before.get("escrow") == settings_now["escrow"] and (before.get("block") or 0) > status.block):
-                state.contract_settings, state.contract_settings_checked_at = settings_now, now
-                fields += ["contract_settings", "contract_settings_checked_at"]
-            state.save(update_fields=fields)
-            # In the same transaction: a crash cannot record the change and lose its alert.
-            unexplained = (_settings_changed_outside(chain, before, settings_now, since)
-                           if "contract_settings" in fields and before.get("escrow") == settings_now["escrow"] else [])
-            if unexplained:
-                raise_alert(key=f"contract-settings-changed:{chain}", severity="P1", source="check_contracts",
-                            title=f"{chain}: escrow settings changed outside the back office",
-                            message="; ".join(unexplained) + ". No contract action of the back office made this: "
-                                    "check with every Safe owner that it was intended, and read the contract status page.")
-                raised.append(f"contract-settings-changed:{chain}")
-        if status.paused:
-            raise_alert(key=f"contract-paused:{chain}", severity="P0", source="check_contracts",
-                        title=f"{chain} escrow is PAUSED", message="RB-05: all trading is blocked on this chain.")
-            raised.append(f"contract-paused:{chain}")
-        if not status.solvent:
-            short = [f"{t.symbol} short {-t.difference}" for t in status.tokens if not t.solvent]
-            raise_alert(key=f"escrow-insolvent:{chain}", severity="P0", source="check_contracts",
-                        title=f"{chain} escrow holds less than its open orders", message="; ".join(short))
-            raised.append(f"escrow-insolvent:{chain}")
+        raised += check_contract(chain)
     return raised
 
 
@@ -91,7 +219,8 @@ def _settings_changed_outside(chain: str, before: dict, now: dict, since: dateti
             changes.append((f"{key}: {before[key]} → {value}", "", {}))
     if not changes:
         return []
-    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED],
+    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SIGNED, ActionStatus.SENT,
+                                                                  ActionStatus.CONFIRMED],
                                          kind__in={kind for _, kind, _ in changes if kind})
     if since is not None:
         made = made.filter(sent_at__gte=since - timedelta(days=1))

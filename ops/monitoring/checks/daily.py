@@ -10,7 +10,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.selectors import precision_by_rule
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.durations import age
 from chain.models import EventSyncCursor
 from ops.backups.selectors import BACKUP_MAX_AGE, RESTORE_TEST_MAX_AGE, age_text, backup_health
@@ -70,6 +71,8 @@ def vacuum_database() -> OpsReport:
     if status == "failed":
         raise_alert(key=f"vacuum-failed:{timezone.now():%Y-%m-%d}", severity="P3", source="vacuum_database",
                     title="Weekly VACUUM (ANALYZE) failed", message=text)
+    else:  # a vacuum that ran clears the last failed one
+        settle_alerts(source="vacuum_database", scope=["vacuum-failed"], raised=[])
     return report
 
 
@@ -100,8 +103,15 @@ def daily_operations_check() -> OpsReport:
     raised_24h = dict(Alert.objects.filter(created_at__gt=timezone.now() - timedelta(hours=24)).values("severity")
                       .annotate(n=Count("pk")).order_by("severity").values_list("severity", "n"))
     still_open = Alert.objects.filter(acknowledged_at__isnull=True).count()
+    firing = Alert.objects.firing().count()
+    precision = [r for r in precision_by_rule() if r.precision is not None or r.fired]
     data = {"health": status, "checks": checks, "orders_24h": {k: str(v) for k, v in stats.items()},
-            "alerts_24h": raised_24h, "alerts_open": still_open,
+            "alerts_24h": raised_24h, "alerts_open": still_open, "alerts_firing": firing,
+            "precision_30d": {r.rule: {"fired": r.fired, "resolved_by_itself": r.resolved_by_itself,
+                                       "true": r.marked_true, "false": r.marked_false, "test": r.marked_test,
+                                       "precision": r.precision,
+                                       "median_ack_s": r.median_to_acknowledge.total_seconds()
+                                       if r.median_to_acknowledge else None} for r in precision},
             "pending_disputes": pending, "sync": cursors, "database_size": size, "database_bytes": size_bytes,
             "database_growth_bytes_per_day": growth,
             "redis_memory_mb": checks.get("redis", {}).get("memory_used_mb"),
@@ -122,8 +132,13 @@ def daily_operations_check() -> OpsReport:
              f"8. Backups: {backup_line}",
              f"9. Alerts 24 h: {sum(raised_24h.values())} raised"
              + (f" ({', '.join(f'{k} {v}' for k, v in raised_24h.items())})" if raised_24h else "")
-             + f"; {still_open} open, not acknowledged"]
+             + f"; {firing} firing, {still_open} not acknowledged",
+             "10. Precision 30 days (fired / cleared by itself / true / false / precision / median to acknowledge): "
+             + ("; ".join(f"{r.rule} {r.fired}/{r.resolved_by_itself}/{r.marked_true}/{r.marked_false}/"
+                          f"{r.precision_text}/{r.median_text}" for r in precision[:12]) or "no alert")]
     report = OpsReport.objects.create(kind="daily_check", status=status, data=data, text="\n".join(lines))
-    raise_alert(key=f"daily-check:{timezone.now():%Y-%m-%d}", severity="P3", source="daily_check",
-                title=f"Daily operations check: {status}", message=report.text)
+    key = f"daily-check:{timezone.now():%Y-%m-%d}"
+    raise_alert(key=key, severity="P3", source="daily_check", title=f"Daily operations check: {status}",
+                message=report.text)
+    settle_alerts(source="daily_check", scope=["daily-check"], raised=[key])  # yesterday's report is superseded
     return report

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from chain.config import configured_chains
 from chain.models import EventSyncCursor
 from ops.models import PlatformFlag
@@ -40,4 +40,6 @@ def check_sync() -> list[str]:
                         title=f"{cursor.chain} sync lag {lag} blocks (threshold {threshold})",
                         message="RB-03: check the worker and the RPC providers (RB-07).")
             raised.append(f"sync-lag:{cursor.chain}")
+    settle_alerts(source="check_sync", scope=[f"{rule}:{chain}" for chain in configured_chains()
+                                              for rule in ("sync-stuck", "sync-lag")], raised=raised)
     return raised

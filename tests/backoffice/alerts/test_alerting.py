@@ -15,7 +15,7 @@ from django.utils import timezone
 from backoffice.alerts import delivery as alerting
 from backoffice.alerts import tasks
 from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
-from backoffice.alerts.services import acknowledge_alert, raise_alert
+from backoffice.alerts.services import acknowledge_alert, raise_alert, settle_alerts
 from backoffice.audit.models import AuditLog
 from backoffice.devservices import free_port
 from tests.local_http import LocalHttpServer
@@ -234,24 +234,41 @@ def test_alerting_repeats_within_the_quiet_period_create_no_deliveries(db, recei
     assert json.loads(receiver.requests[-1]["body"])["occurrences"] == 5
 
 
-def test_alerting_acknowledge_writes_an_audit_row_and_a_later_raise_opens_a_new_alert(
+def test_alerting_acknowledge_writes_an_audit_row_and_a_raise_after_it_resolved_opens_a_new_alert(
         db, staff_user, receiver, enqueued, django_capture_on_commit_callbacks):
     webhook(receiver)
     first = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
-    acknowledge_alert(actor=staff_user, alert=first)
+    acknowledge_alert(actor=staff_user, alert=first, verdict="true")
     first.refresh_from_db()
-    assert first.acknowledged_by == staff_user and first.acknowledged_at is not None
+    assert first.acknowledged_by == staff_user and first.acknowledged_at is not None and first.verdict == "true"
     audit = AuditLog.objects.get(action="acknowledge_alert")
     assert audit.actor == staff_user and audit.object_id == str(first.pk)
-    assert audit.after == {"key": "secret-overdue:JWT_SECRET"}
+    assert audit.after == {"key": "secret-overdue:JWT_SECRET", "verdict": "true", "state": "firing"}
 
-    acknowledge_alert(actor=staff_user, alert=first)  # twice: still one audit row
+    acknowledge_alert(actor=staff_user, alert=first, verdict="false")  # twice: still one audit row, first verdict
     assert AuditLog.objects.filter(action="acknowledge_alert").count() == 1
 
+    # Still firing: the repeat counts on the acknowledged alert, quietly.
+    with django_capture_on_commit_callbacks(execute=True):
+        repeat = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
+    assert repeat.pk == first.pk and repeat.occurrences == 2 and enqueued == []
+
+    settle_alerts(source="checks", scope=["secret-overdue"], raised=[])
     with django_capture_on_commit_callbacks(execute=True):
         second = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
     assert second.pk != first.pk and second.occurrences == 1 and second.acknowledged_at is None
     assert len(enqueued) == 1
+
+
+def test_alerting_acknowledge_without_a_verdict_is_refused_naming_the_field(db, staff_user):
+    from django.core.exceptions import ValidationError
+
+    alert = raise_alert(key="secret-overdue:JWT_SECRET", severity="P2", title="JWT overdue", source="checks")
+    with pytest.raises(ValidationError) as refused:
+        acknowledge_alert(actor=staff_user, alert=alert, verdict="")
+    assert "verdict" in refused.value.message_dict and "True alarm" in refused.value.message_dict["verdict"][0]
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None
 
 
 def test_alerting_bot_token_never_appears_in_errors_or_logs(db, receiver, caplog):
@@ -307,7 +324,7 @@ def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_m
     client.force_login(viewer)
     page = client.get(url).content.decode()
     assert 'name="_acknowledge"' not in page and 'name="_save"' not in page
-    assert client.post(url, {"_acknowledge": "1"}).status_code == 403
+    assert client.post(url, {"_acknowledge": "true"}).status_code == 403
 
     client.force_login(admin_user)
     page = client.get(url).content.decode()
@@ -316,13 +333,13 @@ def test_alert_page_acknowledges_instead_of_saving_nothing(client, django_user_m
     assert nothing.status_code == 302 and nothing["Location"] == url
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
-    done = client.post(url, {"_acknowledge": "1"})
+    done = client.post(url, {"_acknowledge": "false"})
     assert done.status_code == 302 and done["Location"] == "/admin/alerts/alert/"
     alert.refresh_from_db()
-    assert alert.acknowledged_by == admin_user
+    assert alert.acknowledged_by == admin_user and alert.verdict == "false"
     assert AuditLog.objects.filter(action="acknowledge_alert", actor_label="olga").count() == 1
     again = client.get(url).content.decode()
-    assert 'name="_acknowledge"' not in again and "Acknowledged by olga" in again
+    assert 'name="_acknowledge"' not in again and "Acknowledged by olga" in again and "as false alarm" in again
 
 
 def test_alerting_pagerduty_channel_refuses_a_floor_below_p1(db):

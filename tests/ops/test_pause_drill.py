@@ -75,7 +75,8 @@ def test_check_pause_drills_raises_a_p2_without_a_recent_passed_drill_and_clears
     assert Alert.objects.get(key="pause-drill-old:bsc").state == "resolved"
 
 
-def test_pause_drill_button_for_ops_admins_only_queues_it_audited(client, django_user_model, monkeypatch, safe_chain):
+def test_pause_drill_button_for_ops_admins_only_queues_it_audited(client, django_user_model, monkeypatch, safe_chain,
+                                                                  django_capture_on_commit_callbacks):
     from django.contrib.auth.models import Group
 
     sent = []
@@ -90,7 +91,8 @@ def test_pause_drill_button_for_ops_admins_only_queues_it_audited(client, django
     assert client.post("/admin/ops/drillrun/run/", {"chain": "bsc"}).status_code == 403
     client.force_login(admin_user)
     assert 'href="/admin/ops/drillrun/run/"' in client.get("/admin/ops/drillrun/").content.decode()
-    response = client.post("/admin/ops/drillrun/run/", {"chain": "bsc"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/admin/ops/drillrun/run/", {"chain": "bsc"})
     assert response.status_code == 302 and response["Location"] == "/admin/ops/drillrun/"
     assert sent == [("ops.tasks.run_pause_drill", {"chain": "bsc", "actor": "olga (button)"})]
     assert AuditLog.objects.get(action="request_pause_drill").actor_label == "olga"

@@ -91,8 +91,20 @@ class BackofficeAdminSite(admin.AdminSite):
         return super().login(request, extra_context)
 
     def index(self, request, extra_context=None):
-        """The dashboard reads from the replica when one is usable (backoffice.db_router): it only shows."""
+        """The dashboard reads from the replica when one is usable (backoffice.db_router): it only shows.
+
+        Staff with no role see none of it (the business state is for the roles), only how to get one."""
+        if not has_role(request.user):
+            return self._no_role_index(request)
         return with_replica_reads(request, self._dashboard_index, extra_context)
+
+    def _no_role_index(self, request):
+        from django.contrib.auth.models import Group
+        from django.template.response import TemplateResponse
+
+        roles = list(Group.objects.order_by("name").values_list("name", flat=True))
+        return TemplateResponse(request, "admin/no_role.html", {
+            **self.each_context(request), "title": "No role yet", "roles": roles})
 
     def _dashboard_index(self, request, extra_context=None):
         from ops.monitoring import dashboard
@@ -112,6 +124,12 @@ class BackofficeAdminSite(admin.AdminSite):
                  name="dashboard_chart_csv"),
             *super().get_urls(),
         ]
+
+
+def has_role(user) -> bool:
+    """A role is a group with permissions (ops/migrations/0008_roles.py); a staff account given none, by group or
+    directly, holds no permission at all, and may see no business state."""
+    return user.is_superuser or bool(user.get_all_permissions())
 
 
 _sidebars: dict[tuple, str] = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import logging
 import re
 from datetime import timezone
@@ -13,8 +14,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.paginator import Paginator
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -47,7 +49,8 @@ class CappedCountPaginator(Paginator):
         qs = self.object_list
         if not qs.query.where:
             with connections[qs.db].cursor() as cur:  # the page's own database: the replica on replica reads
-                cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table])
+                cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                            [qs.model._meta.db_table])
                 row = cur.fetchone()
             if row and row[0] and row[0] > COUNT_CAP:
                 return int(row[0])
@@ -291,20 +294,48 @@ def export_csv_action(fields: list[str], filename: str):
     return export_csv
 
 
-__all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag",
-           "admin_page", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url",
-           "short_hex", "hex_cell", "copy_attrs", "short_wallet_link", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+__all__ = ["AuditedConfigAdmin", "CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin",
+           "a_tag", "admin_page", "audited_value", "errors_to_form", "html_text", "link", "wallet_link",
+           "changelist_link", "admin_url", "short_hex", "hex_cell", "copy_attrs", "short_wallet_link", "csv_response",
+           "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+
+
+def audited_value(instance: Any, name: str) -> Any:
+    """A model field's value as an audit row keeps it: a related object as its text (an interval reads "every 12
+    seconds", not a primary key), None for a name that is no model field."""
+    try:
+        field = instance._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    if field.is_relation and not field.many_to_many:
+        related = getattr(instance, name)
+        return None if related is None else str(related)
+    value = field.value_from_object(instance)
+    try:
+        json.dumps(value, cls=DjangoJSONEncoder)
+    except TypeError:
+        return str(value)  # a time zone, say: kept as it reads
+    return value
 
 
 class AuditedConfigAdmin(admin.ModelAdmin):
-    """Configuration edited in the admin is still audited: before/after of the changed fields."""
+    """Configuration edited in the admin is still audited: before/after of the changed fields, in the save's own
+    transaction (the stored row is read, locked, before the save). Nothing is deleted: configuration is changed."""
 
     def save_model(self, request, obj, form, change):
-        before = {f: form.initial.get(f) for f in form.changed_data} if change else None
+        changed = [name for name in form.changed_data if name in {f.name for f in obj._meta.get_fields()}]
         with transaction.atomic():
+            stored = type(obj)._default_manager.select_for_update().get(pk=obj.pk) if change else None
             super().save_model(request, obj, form, change)
+            if change and not changed:
+                return  # saved as it was: nothing to audit
             record_audit(actor=request.user, action=f"{'change' if change else 'add'}_{obj._meta.model_name}", obj=obj,
-                         before=before, after={f: form.cleaned_data.get(f) for f in form.changed_data})
+                         before={f: audited_value(stored, f) for f in changed} if change else None,
+                         after={f: audited_value(obj, f) for f in changed}, reason=self.audit_reason(obj))
+
+    def audit_reason(self, obj) -> str:
+        """What the audit row adds to the before/after (an admin may say what else the change touches)."""
+        return ""
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

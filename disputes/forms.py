@@ -6,12 +6,12 @@ from django.utils import timezone
 
 from chain.fields import WalletFormField
 
-from .models import Blacklist, BlacklistSource
+from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource
 
 
 class BlacklistAddForm(forms.ModelForm):
     wallet = WalletFormField()
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000,
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=REASON_MAX_LENGTH,
                              help_text="Required. Shown to every reviewer and written to the audit log.")
     source = forms.ChoiceField(choices=BlacklistSource.choices, initial=BlacklistSource.MANUAL)
 

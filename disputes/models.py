@@ -10,6 +10,9 @@ from chain.addresses import hex_check
 from chain.fields import WalletField
 from chain.models import Order
 
+# The longest reason a person types (the form, the import, the service): a paragraph, not a pasted document.
+REASON_MAX_LENGTH = 2000
+
 
 class BlacklistSource(models.TextChoices):
     MANUAL = "manual", "Manual"

@@ -14,7 +14,7 @@ from chain.addresses import canonical_wallet
 from chain.models import Order
 from ops.actions.services import propose_contract_action
 
-from .models import Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
+from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
 
 
 def _snapshot(entry: Blacklist) -> dict[str, Any]:
@@ -40,6 +40,9 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "A reason is required: say why this wallet is blacklisted."})
+    if len(reason) > REASON_MAX_LENGTH:
+        raise ValidationError({"reason": f"The reason is {len(reason):,} characters long: shorten it to at most "
+                                         f"{REASON_MAX_LENGTH:,}."})
     if source not in BlacklistSource.values:
         raise ValidationError({"source": f"Unknown source {source!r}: use one of {', '.join(BlacklistSource.values)}."})
     if expires_at is not None and expires_at <= timezone.now():
@@ -51,7 +54,8 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
             record_audit(actor=actor, action="blacklist_wallet", obj=entry, after=_snapshot(entry), reason=reason)
     except IntegrityError as exc:
         if "blacklist_one_active_per_wallet" in str(exc):
-            raise ValidationError({"wallet": f"{wallet} is already blacklisted: lift the active entry first."}) from None
+            raise ValidationError(
+                {"wallet": f"{wallet} is already blacklisted: lift the active entry first."}) from None
         raise
     return entry
 
@@ -65,7 +69,8 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
     with transaction.atomic():
         entry = Blacklist.objects.select_for_update().get(pk=entry.pk)
         if entry.lifted_at is not None:
-            raise ValidationError({"wallet": f"{entry.wallet} was already lifted at {entry.lifted_at:%Y-%m-%d %H:%M} UTC."})
+            raise ValidationError(
+                {"wallet": f"{entry.wallet} was already lifted at {entry.lifted_at:%Y-%m-%d %H:%M} UTC."})
         before = _snapshot(entry)
         entry.lifted_at = timezone.now()
         entry.lifted_by = actor if getattr(actor, "pk", None) else None
@@ -259,7 +264,8 @@ def check_dispute_rate() -> bool:
     rate = dispute_rate_24h(threshold)
     if rate.over_threshold:
         raise_alert(key="dispute-rate-24h", severity="P2", source="check_dispute_rate",
-                    title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h (threshold {threshold}%)",
+                    title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h "
+                          f"(threshold {threshold}%)",
                     message="RB-04: see Trust and safety → RB-04 report for repeat offenders and new accounts.")
     settle_alerts(source="check_dispute_rate", scope=["dispute-rate-24h"],
                   raised=["dispute-rate-24h"] if rate.over_threshold else [])

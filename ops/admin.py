@@ -21,9 +21,11 @@ admin.site.unregister(AccessAttempt)
 admin.site.register(AccessAttempt, AccessAttemptAdmin)
 
 # Each room registers its own admins: owner actions and signing keys, the console (reports, flags, secrets,
-# incidents, database activity), backups.
+# incidents, database activity), backups, and monitoring's audited beat schedule (in place of
+# django-celery-beat's own admins, which this app, listed after it, replaces).
 from .actions import admin as actions_admin  # noqa: E402,F401
 from .actions import admin_autopause, admin_keys  # noqa: E402,F401
 from .backups import admin as backups_admin  # noqa: E402,F401
 from .monitoring import admin as monitoring_admin  # noqa: E402,F401
 from .console import admin as console_admin  # noqa: E402,F401
+from .monitoring import admin_schedules  # noqa: E402,F401

@@ -87,12 +87,13 @@ MODELS = {
     "axes_accessattempt": (only(SU), NONE, only(SU), only(SU)),
     "axes_accesslog": (only(SU), NONE, only(SU), only(SU)),
     "axes_accessfailurelog": (only(SU), NONE, only(SU), only(SU)),
-    # beat schedules: ops admin enables, disables and retimes tasks; registering them is code
-    "django_celery_beat_periodictask": (only(OA, SU), only(SU), only(OA, SU), only(SU)),
-    "django_celery_beat_clockedschedule": (only(SU), only(SU), only(SU), only(SU)),
-    "django_celery_beat_crontabschedule": (only(SU), only(SU), only(SU), only(SU)),
-    "django_celery_beat_solarschedule": (only(SU), only(SU), only(SU), only(SU)),
-    "django_celery_beat_intervalschedule": (only(SU), only(SU), only(SU), only(SU)),
+    # beat schedules: ops admin enables, disables and retimes tasks (audited); registering them is code
+    # (register_schedules), and nothing is deleted (a schedule's delete would take its tasks with it)
+    "django_celery_beat_periodictask": (only(OA, SU), NONE, only(OA, SU), NONE),
+    "django_celery_beat_clockedschedule": (only(SU), only(SU), only(SU), NONE),
+    "django_celery_beat_crontabschedule": (only(SU), only(SU), only(SU), NONE),
+    "django_celery_beat_solarschedule": (only(SU), only(SU), only(SU), NONE),
+    "django_celery_beat_intervalschedule": (only(SU), only(SU), only(SU), NONE),
 }
 
 # Other pages: URL name → (allowed for GET, allowed for POST).
@@ -164,10 +165,8 @@ ACTIONS = {
     ("alerts_alert", "acknowledge"): only(OA, SU),
     ("ops_contractaction", "export_csv"): ALL,
     ("axes_accessattempt", "cleanup_expired_attempts"): only(SU),
-    ("django_celery_beat_periodictask", "enable_tasks"): only(OA, SU),
+    ("django_celery_beat_periodictask", "enable_tasks"): only(OA, SU),  # one audited change per task
     ("django_celery_beat_periodictask", "disable_tasks"): only(OA, SU),
-    ("django_celery_beat_periodictask", "toggle_tasks"): only(OA, SU),
-    ("django_celery_beat_periodictask", "run_tasks"): only(OA, SU),
 }
 
 # Admin URLs outside the matrix, and why.
@@ -371,8 +370,8 @@ def _url(name: str, world: dict) -> str:
         return reverse("admin:" + name, args=[objects["disputes_disputedorder"].pk])
     if name == "auth_user_password_change":
         return reverse("admin:auth_user_password_change", args=[objects["auth_user"].pk])
-    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_cancel", "_rotate",
-                   "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
+    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_cancel",
+                   "_rotate", "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
         if name.endswith(suffix):
             model = name[: -len(suffix)]
             if model in objects:

@@ -148,6 +148,58 @@ def test_a_backup_code_works_once_and_not_twice(carol):
     assert second.get("/admin/").status_code == 302
 
 
+def _throttle(user) -> None:
+    """What 15 wrong codes leave behind, the last one 30 s ago: every device of the user waits 2^14 s after it
+    before it checks another (the remaining 4 h 32 min 34 s read the same for half a minute)."""
+    from django_otp.plugins.otp_static.models import StaticDevice
+
+    for model in (TOTPDevice, StaticDevice):
+        model.objects.filter(user=user).update(throttling_failure_count=15,
+                                               throttling_failure_timestamp=timezone.now() - timedelta(seconds=30))
+
+
+def test_a_throttled_device_says_so_and_for_how_long_whether_the_code_is_right_or_wrong(carol):
+    """Issue 22, finding 7: after 15 wrong codes the right one got the generic "not valid (or already used)"."""
+    device, _ = enrol(Client())
+    client = Client()
+    password_login(client, "carol", PASSWORD)
+    _throttle(carol)
+    right = totp_code(device, steps_ahead=1)
+    wrong = "000000" if right != "000000" else "111111"
+
+    answers = [client.post(OTP, {"code": code, "next": "/admin/"}) for code in (right, wrong)]
+
+    errors = [re.findall(r'<ul class="errorlist[^"]*"[^>]*>(.*?)</ul>', a.content.decode(), re.S) for a in answers]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert errors[0] == errors[1]  # nothing tells a right code from a wrong one
+    text = errors[0][0]
+    assert "Too many wrong codes" in text and "refused for now, right or wrong" in text
+    assert "for another 4 h 32 min (until " in text and " UTC)" in text
+    assert "not valid" not in text
+    assert client.get("/admin/").status_code == 302
+    assert AuditLog.objects.filter(action="login_second_factor_failed", reason__contains="throttled").count() == 2
+
+    # Once the wait is over, the right code is accepted.
+    after_throttle_delay(device)
+    from django_otp.plugins.otp_static.models import StaticDevice
+
+    StaticDevice.objects.filter(user=carol).update(throttling_failure_timestamp=None)
+    assert client.post(OTP, {"code": right, "next": "/admin/"}).status_code == 302
+    assert client.get("/admin/").status_code == 200
+
+
+def test_a_throttled_device_says_so_at_the_step_up_too(carol):
+    client, device = verified_client()
+    make_stepup_stale(client)
+    _throttle(carol)
+
+    response = client.post(STEPUP, {"code": totp_code(device, steps_ahead=1), "next": "/admin/"})
+
+    assert response.status_code == 200
+    assert "Too many wrong codes" in response.content.decode() and "for another " in response.content.decode()
+    assert AuditLog.objects.filter(action="step_up_failed", reason__contains="throttled").exists()
+
+
 @pytest.mark.parametrize("url", ADMIN_PAGES)
 def test_without_the_second_factor_every_admin_page_redirects_to_login_and_shows_nothing(carol, url):
     enrol(Client())

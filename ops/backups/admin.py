@@ -17,9 +17,32 @@ from ops.models import BackupRun, BackupStatus, RestoreTest
 
 from . import services as backups
 from .selectors import RESTORE_TEST_MAX_AGE, age_text, backup_health
+from .tools import backup_dir
 
 DOWNLOAD_PERM = "ops.download_backuprun"
 TEST_PERM = "ops.test_backuprun"
+HIDDEN_DIRECTORY = "…"
+
+
+def _is_ops_admin(request) -> bool:
+    """Who may see where the dumps lie on the server: those who may download them (ops admins)."""
+    return request.user.has_perm(DOWNLOAD_PERM)
+
+
+def _without_backup_directory(text: str, backup: BackupRun | None) -> str:
+    """An error as the other roles read it: the server's backup directory (BACKUP_DIR, and the one the run's file
+    lies in) replaced by an ellipsis; the file's own name stays."""
+    directories = {str(backup_dir()[0])}
+    if backup is not None and backup.file_path:
+        directories.add(str(Path(backup.file_path).parent))
+    for directory in sorted(directories, key=len, reverse=True):
+        if len(directory) > 1:  # not "/" or "."
+            text = text.replace(directory, HIDDEN_DIRECTORY)
+    return text
+
+
+def _swap(fields: tuple[str, ...], swaps: dict[str, str | None]) -> tuple[str, ...]:
+    return tuple(swaps.get(f, f) for f in fields if swaps.get(f, f) is not None)
 
 
 def _mb(size: int | None) -> str:
@@ -65,6 +88,15 @@ class BackupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def error_short(self, obj: BackupRun) -> str:
         return obj.error if len(obj.error) <= 80 else obj.error[:80] + "…"
 
+    @admin.display(description="error")
+    def error_short_for_role(self, obj: BackupRun) -> str:
+        error = _without_backup_directory(obj.error, obj)
+        return error if len(error) <= 80 else error[:80] + "…"
+
+    @admin.display(description="error")
+    def error_for_role(self, obj: BackupRun) -> str:
+        return _without_backup_directory(obj.error, obj) or "—"
+
     @admin.display(description="file")
     def file_name(self, obj: BackupRun) -> str:
         if obj.status != BackupStatus.OK:
@@ -79,19 +111,20 @@ class BackupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return self.file_name(obj)
         return format_html('<a href="{}">download</a>', reverse("admin:ops_backuprun_download", args=[obj.pk]))
 
-    # Downloads are for ops admins: everyone else sees the file's name, not a link.
+    # Downloads, and where the dumps lie on the server, are for ops admins: everyone else sees the file's name
+    # (not a link, nor its directory), and errors without the directory.
     def get_list_display(self, request):
-        if request.user.has_perm(DOWNLOAD_PERM):
+        if _is_ops_admin(request):
             return self.list_display
-        return tuple("file_name" if f == "download" else f for f in self.list_display)
+        return _swap(self.list_display, {"download": "file_name", "error_short": "error_short_for_role"})
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        if request.user.has_perm(DOWNLOAD_PERM):
+        if _is_ops_admin(request):
             return self.readonly_fields
-        return tuple("file_name" if f == "download" else f for f in self.readonly_fields)
+        return _swap(self.readonly_fields, {"file_path": "file_name", "download": None, "error": "error_for_role"})
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
@@ -102,13 +135,16 @@ class BackupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         health = backup_health()
         tests = list(RestoreTest.objects.select_related("backup")[:10])
+        ops_admin = _is_ops_admin(request)
         context = {
             "backup_health": health, "backup_age": age_text(health.backup_age),
             "restore_test_age": age_text(health.restore_test_age),
             "restore_test_max_days": RESTORE_TEST_MAX_AGE.days,
             "restore_tests": [{"test": t, "url": reverse("admin:ops_restoretest_change", args=[t.pk]),
                                "created": utc_minute(t.created_at), "duration": _seconds(t.duration_seconds),
-                               "checks": t.checks} for t in tests],
+                               "checks": t.checks,
+                               "error": t.error if ops_admin else _without_backup_directory(t.error, t.backup)}
+                              for t in tests],
             "can_test": request.user.has_perm(TEST_PERM),
         }
         return super().changelist_view(request, {**(extra_context or {}), **context})
@@ -166,6 +202,29 @@ class RestoreTestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="error")
     def error_short(self, obj: RestoreTest) -> str:
         return obj.error if len(obj.error) <= 80 else obj.error[:80] + "…"
+
+    @admin.display(description="error")
+    def error_short_for_role(self, obj: RestoreTest) -> str:
+        error = _without_backup_directory(obj.error, obj.backup)
+        return error if len(error) <= 80 else error[:80] + "…"
+
+    @admin.display(description="error")
+    def error_for_role(self, obj: RestoreTest) -> str:
+        return _without_backup_directory(obj.error, obj.backup) or "—"
+
+    # As on the backups: the directory of the dumps only for ops admins.
+    def get_list_display(self, request):
+        if _is_ops_admin(request):
+            return self.list_display
+        return _swap(self.list_display, {"error_short": "error_short_for_role"})
+
+    def get_fields(self, request, obj=None):
+        return self.get_readonly_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if _is_ops_admin(request):
+            return self.readonly_fields
+        return _swap(self.readonly_fields, {"error": "error_for_role"})
 
     @admin.display(description="checks")
     def checks_table(self, obj: RestoreTest) -> str:

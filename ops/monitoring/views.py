@@ -1,4 +1,4 @@
-"""/health (public, for monitors; no secrets) and /metrics (Prometheus; not public)."""
+"""/health (public status for monitors, details for the metrics token or staff) and /metrics (not public)."""
 from __future__ import annotations
 
 import hmac
@@ -15,23 +15,42 @@ from . import health as health_checks
 from . import metrics as metrics_module
 
 
+def _bearer_token_ok(request) -> bool:
+    token = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    return bool(token) and header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token)
+
+
+def _verified_staff(request) -> bool:
+    """Active staff whose session passed the second factor, as the admin site asks: the password step alone is
+    not a staff login (django-otp's is_verified; the user is anonymous when the session stack did not run)."""
+    user = getattr(request, "user", None)
+    return (user is not None and user.is_authenticated and user.is_active and user.is_staff
+            and getattr(user, "is_verified", lambda: False)())
+
+
+def public_health(payload: dict) -> dict:
+    """What anyone may read: the overall status and each check's status, nothing about queues, memory, blocks
+    or schedule names (a load balancer or an uptime check needs no more)."""
+    return {"status": payload["status"],
+            "checks": {name: {"status": check.get("status", "error")} for name, check in payload["checks"].items()}}
+
+
 @never_cache
 @require_GET
 def health(request):
     payload = health_checks.health()
+    if not (_bearer_token_ok(request) or _verified_staff(request)):
+        payload = public_health(payload)
     return JsonResponse(payload, status=503 if payload["status"] == "error" else 200)
 
 
 def _metrics_allowed(request) -> bool:
-    """A bearer token (METRICS_TOKEN), a staff session, or — in development only — loopback."""
-    token = settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
+    """A bearer token (METRICS_TOKEN), a staff session that passed the second factor, or — in development only,
+    without a token configured — loopback."""
+    if _bearer_token_ok(request) or _verified_staff(request):
         return True
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
-        return True
-    if not settings.PRODUCTION and not token:
+    if not settings.PRODUCTION and not settings.METRICS_TOKEN:
         try:
             return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
         except ValueError:
@@ -44,8 +63,8 @@ def _metrics_allowed(request) -> bool:
 def metrics(request):
     """The registry rendered at most once a second, by one request at a time; others get that body."""
     if not _metrics_allowed(request):
-        return HttpResponseForbidden("metrics need a bearer token (METRICS_TOKEN) or a staff login\n",
-                                     content_type="text/plain")
+        return HttpResponseForbidden("metrics need a bearer token (METRICS_TOKEN) or a staff login that passed "
+                                     "the second factor (the one-time code)\n", content_type="text/plain")
     # Prometheus scrapes every 15 s or so: a body rendered within the last second is as good as new.
     cache = metrics_module.rendered
     if time.monotonic() - cache["at"] >= metrics_module.RENDER_SECONDS and \
@@ -61,15 +80,17 @@ def metrics(request):
 class MonitoringMiddleware:
     """First in the stack: /health, and /metrics with a bearer token, are answered before sessions,
     authentication, OTP and lockout run — monitors poll them often, and they need none of it.
-    (A staff member's /metrics request, without a token, goes through the whole stack as usual.)"""
+    (A request with a session cookie and no token goes through the whole stack as usual: a staff member's
+    /metrics, or /health with the details, needs the session's second factor.)"""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path == "/health":
+        bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+        if request.path == "/health" and (bearer or settings.SESSION_COOKIE_NAME not in request.COOKIES):
             return self._sized(health(request))
-        if request.path == "/metrics" and request.headers.get("Authorization", "").startswith("Bearer "):
+        if request.path == "/metrics" and bearer:
             return self._sized(metrics(request))
         return self.get_response(request)
 

@@ -78,6 +78,7 @@ def test_blacklist_wallet_after_lift_blacklists_again(staff_user):
     ({"wallet": "0xdac17F958D2ee523a2206206994597C13D831ec7"}, "wallet"),  # wrong EIP-55 checksum
     ({"reason": "   "}, "reason"),
     ({"reason": ""}, "reason"),
+    ({"reason": "x" * 2001}, "reason"),  # refused, never cut (issue 22, finding 3)
     ({"source": "rumour"}, "source"),
     ({"expires_at": timezone.now() - timedelta(minutes=1)}, "expires_at"),
 ])

@@ -49,7 +49,8 @@ def test_import_previews_then_confirm_imports_every_row_audited(login, manager):
     assert parsed.ok and [(r.line, r.wallet, r.source) for r in parsed.rows] == [
         (2, A, "manual"), (3, CHECKSUMMED.lower(), "import"), (4, C, "automatic")]
     assert "Import 3 entries" in preview.content.decode()
-    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()  # a preview writes nothing
+    # A preview writes nothing.
+    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
 
     done = client.post(IMPORT, {"payload": preview.context["payload"]})
     assert done.status_code == 302 and done["Location"] == reverse("admin:disputes_blacklist_changelist")
@@ -115,6 +116,29 @@ def test_import_rejects_whole_file_naming_line_and_reason(login, manager, conten
     with pytest.raises(ValidationError):
         import_blacklist(actor=manager, data=content)
     assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
+
+
+def test_import_refuses_a_reason_over_2000_characters_naming_the_line_in_preview_and_apply(login, manager):
+    """Issue 22, finding 3: a 10,000-character reason was accepted and 2,000 of it stored; now it is refused."""
+    from django.core import signing
+
+    content = f"{HEADER}{A},{'a' * 2000},manual,\n{B},{'b' * 10_000},manual,\n".encode()
+    client = login(manager)
+
+    preview = _upload(client, content)
+
+    assert preview.context["parsed"].errors == [
+        "line 3: reason is 10,000 characters long: shorten it to at most 2,000."]
+    assert "payload" not in preview.context and "nothing was imported" in preview.content.decode()
+    # A preview signed before the limit was checked is refused when applied, naming the line, and writes nothing.
+    apply = client.post(IMPORT, {"payload": signing.dumps(content.decode(), salt="blacklist-import", compress=True)})
+    assert apply.status_code == 200
+    assert "Nothing was imported: line 3: reason is 10,000 characters long" in apply.content.decode()
+    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
+    # 2,000 characters is the limit itself: imported whole.
+    at_limit = f"{HEADER}{A},{'a' * 2000},manual,\n"
+    assert _upload(client, at_limit.encode()).context["parsed"].ok
+    assert import_blacklist(actor=manager, data=at_limit)[0].reason == "a" * 2000
 
 
 def test_import_rejects_wallet_already_active_in_blacklist(login, manager):

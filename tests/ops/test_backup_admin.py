@@ -69,6 +69,38 @@ def test_backups_page_shows_runs_and_restore_tests_with_download_links_only_for_
     assert AuditLog.objects.filter(action="download_backup", object_id=str(backup.pk)).exists()
 
 
+def test_backups_show_other_roles_the_file_name_and_only_ops_admins_the_directory(client, staff, tmp_path, settings):
+    """Issue 22, finding 4: a viewer read the dump's absolute path on the server on its change page."""
+    settings.BACKUP_DIR = str(tmp_path)
+    backup = _backup(tmp_path)
+    now = timezone.now()
+    failed = BackupRun.objects.create(started_at=now, finished_at=now, status="failed", trigger="schedule",
+                                      actor_label="system:backup_database",
+                                      error=f"BACKUP_DIR {tmp_path} is not writable by this user (uid 1000): give it "
+                                            "write permission (chown/chmod) or set BACKUP_DIR to a writable directory.")
+    test = RestoreTest.objects.create(backup=backup, actor_label="system:test_backup_restore", created_at=now,
+                                      started_at=now, finished_at=now, status=RestoreTestStatus.FAILED,
+                                      error=f"the dump {backup.file_path} is missing: it was moved or deleted")
+    pages = [reverse("admin:ops_backuprun_change", args=[backup.pk]),
+             reverse("admin:ops_backuprun_change", args=[failed.pk]),
+             reverse("admin:ops_restoretest_change", args=[test.pk]),
+             reverse("admin:ops_backuprun_changelist"), reverse("admin:ops_restoretest_changelist")]
+    name = backup.file_path.rsplit("/", 1)[1]
+
+    for role in ("viewer", "dispute reviewer", "contract approver"):
+        client.force_login(staff(role))
+        seen = {url: client.get(url) for url in pages}
+        assert {url: r.status_code for url, r in seen.items()} == dict.fromkeys(pages, 200)
+        assert not [url for url, r in seen.items() if str(tmp_path) in r.content.decode()], role
+        assert name in seen[pages[0]].content.decode()
+        assert "is not writable by this user" in seen[pages[1]].content.decode()
+        assert f"the dump …/{name} is missing" in seen[pages[2]].content.decode()
+
+    client.force_login(staff("ops admin"))
+    assert backup.file_path in client.get(pages[0]).content.decode()
+    assert f"BACKUP_DIR {tmp_path} is not writable" in client.get(pages[1]).content.decode()
+
+
 def test_backups_download_needs_a_fresh_step_up(client, staff, tmp_path):
     from tests.staff_helpers import STEPUP, make_stepup_stale
 

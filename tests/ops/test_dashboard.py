@@ -1,4 +1,4 @@
-"""The operations dashboard: tiles with the right numbers, SVG charts and their CSVs, and a bounded, orders-free cost."""
+"""The operations dashboard: tiles with the right numbers, SVG charts and their CSVs, a bounded, orders-free cost."""
 from __future__ import annotations
 
 import csv
@@ -204,6 +204,28 @@ def test_dashboard_chart_csv_refuses_unknown_charts_and_staff_without_order_acce
     clerk = django_user_model.objects.create_user("clerk", password="pw-clerk-123456", is_staff=True)
     client.force_login(clerk)
     assert client.get("/admin/dashboard/volume.csv").status_code == 403
+
+
+def test_dashboard_staff_with_no_role_are_told_to_ask_for_one_and_see_no_business_state(client, django_user_model,
+                                                                                       market):
+    """Issue 22, finding 6: a staff account with no group saw solvency, disputes, incidents, alerts, backups,
+    secrets and sync on the admin index."""
+    from django.contrib.auth.models import Group
+
+    newcomer = django_user_model.objects.create_user("newcomer", is_staff=True)
+    client.force_login(newcomer)
+
     response = client.get(reverse("admin:index"))
-    assert response.status_code == 200 and response.context["dashboard"]["charts"] == []
-    assert "pending disputes" in response.content.decode()
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "dashboard" not in response.context and 'id="ops-dashboard"' not in page
+    assert "has no role yet" in page and "ask an ops admin" in page and "viewer" in page
+    for tile in ("pending disputes", "PAUSED", "RPC flapping", "Sync stalled", "secret", "backup", "blocks"):
+        assert tile.lower() not in page.lower(), tile
+    assert client.get("/admin/dashboard/volume.csv").status_code == 403
+
+    # Given a role, the same person sees the dashboard.
+    newcomer.groups.set([Group.objects.get(name="viewer")])
+    response = client.get(reverse("admin:index"))
+    assert "pending disputes" in response.content.decode() and response.context["dashboard"]["tiles"]

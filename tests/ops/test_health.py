@@ -20,6 +20,8 @@ from chain import rpc
 from ops.monitoring import health
 
 IP_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+TOKEN = "health-token-for-tests-0123456789"
+DETAILS = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}  # the metrics token: /health's details, as Prometheus' host
 
 
 def close_health_pool_connections() -> None:
@@ -42,6 +44,7 @@ def close_health_pool_connections() -> None:
 def fresh_health(settings, tmp_path):
     """No chain configured unless a test says so; nothing cached between tests."""
     settings.CHAIN_DEPLOYMENT_FILE = tmp_path / "no-deployment.json"
+    settings.METRICS_TOKEN = TOKEN
     rpc.reset_clients()
     health._redis_client = None
     health.reset_cache()
@@ -96,7 +99,7 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.mark.django_db
 def test_health_returns_the_runbook_shape_without_secrets(client):
     started = time.monotonic()
-    response = client.get("/health")
+    response = client.get("/health", **DETAILS)
     assert time.monotonic() - started < 1.5
     assert response.status_code == 200
     body = response.json()
@@ -116,11 +119,53 @@ def test_health_returns_the_runbook_shape_without_secrets(client):
 
 
 @pytest.mark.django_db
+def test_health_anonymous_in_production_sees_each_checks_status_and_no_internals(client, settings, own_redis,
+                                                                                django_user_model):
+    """Issue 22, finding 5: a load balancer or uptime check reads the overall status and each check's status;
+    queue names and depths, Redis memory and the names of missing beat entries need the metrics token or a
+    staff session that passed the second factor."""
+    from django.contrib.auth.models import Group
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.staff_helpers import OTP, password_login, totp_code
+
+    settings.PRODUCTION = True
+    health.redis_client().rpush("sync.bsc", "m", "m", "m")  # a queue with tasks; no beat entry is registered
+    internals = ("sync.bsc", "queues", "memory_used_mb", "register_schedules", "poll-bsc-events", "active_workers",
+                 "latency_ms", "uptime_seconds", "version")
+
+    anonymous = client.get("/health")
+
+    assert anonymous.status_code == 200
+    body = anonymous.json()
+    assert set(body) == {"status", "checks"} and body["status"] == "degraded"
+    assert set(body["checks"]) == {"database", "redis", "celery", "beat", "rpc_bsc", "rpc_eth"}
+    assert {name: set(check) for name, check in body["checks"].items()} == {name: {"status"} for name in body["checks"]}
+    assert body["checks"]["beat"] == {"status": "warning"}
+    assert not [word for word in internals if word in anonymous.content.decode()]
+    assert set(client.get("/health", HTTP_AUTHORIZATION="Bearer not-the-token").json()) == {"status", "checks"}
+
+    detailed = client.get("/health", **DETAILS).json()
+    assert detailed["checks"]["celery"]["queues"]["sync.bsc"] == 3
+    assert "register_schedules" in detailed["checks"]["beat"]["problem"]
+    assert detailed["checks"]["redis"]["memory_used_mb"] > 0
+
+    # A staff member who typed only the password is not a staff login yet; after the one-time code, it is.
+    user = django_user_model.objects.create_user("pat", password="pat-password-for-tests", is_staff=True)
+    user.groups.set([Group.objects.get(name="viewer")])
+    device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+    assert password_login(client, "pat", "pat-password-for-tests").status_code == 302
+    assert set(client.get("/health").json()) == {"status", "checks"}
+    assert client.post(OTP, {"code": totp_code(device), "next": "/admin/"}).status_code == 302
+    assert client.get("/health").json()["checks"]["celery"]["queues"]["sync.bsc"] == 3
+
+
+@pytest.mark.django_db
 def test_health_counts_celery_workers_by_fresh_heartbeat(client, own_redis):
     client_ = health.redis_client()
     client_.hset(health.WORKER_HEARTBEAT_KEY, mapping={"w1@host": time.time(), "w2@host": time.time() - 300})
     client_.rpush("celery", "a", "b", "c")
-    checks = client.get("/health").json()["checks"]
+    checks = client.get("/health", **DETAILS).json()["checks"]
     assert checks["celery"]["status"] == "ok"
     assert checks["celery"]["active_workers"] == 1 and checks["celery"]["queued_tasks"] == 3
 
@@ -172,7 +217,7 @@ def test_health_with_the_rpc_primary_down_is_degraded_using_the_fallback(client,
     path.write_text(json.dumps(data))
     use_deployment(settings, path)
 
-    response = client.get("/health")
+    response = client.get("/health", **DETAILS)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "degraded"
@@ -224,7 +269,7 @@ def hanging_database(monkeypatch):
 @pytest.mark.django_db
 def test_health_with_the_database_hanging_answers_503_within_a_second(client, hanging_database):
     started = time.monotonic()
-    response = client.get("/health")
+    response = client.get("/health", **DETAILS)
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert elapsed < 1.5, f"/health took {elapsed:.2f} s"

@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.models import ChainState, EventSyncCursor, RpcProvider
@@ -21,6 +23,7 @@ from ops.monitoring import metrics
 from ops.monitoring.health import WORKER_HEARTBEAT_KEY, redis_client
 from tests import factories
 from tests.ops.test_health import own_redis  # noqa: F401 - a fixture: a Redis of the test's own
+from tests.staff_helpers import OTP, password_login, totp_code
 
 TOKEN = "metrics-token-for-tests-0123456789"
 RULES = django_settings.BASE_DIR / "ops" / "prometheus" / "alerts.yml"
@@ -104,6 +107,24 @@ def test_metrics_allowed_for_a_staff_session(staff_client):
     response = staff_client.get("/metrics")
     assert response.status_code == 200
     assert b"p2p_orders_created_total" in response.content
+
+
+def test_metrics_forbidden_in_production_to_a_session_that_passed_only_the_password(client, settings,
+                                                                                    django_user_model):
+    """Issue 22, finding 1: the password step alone is not a staff login; the one-time code is."""
+    settings.PRODUCTION = True
+    user = django_user_model.objects.create_user("pat", password="pat-password-for-tests", is_staff=True)
+    user.groups.set([Group.objects.get(name="ops admin")])
+    device = TOTPDevice.objects.create(user=user, name="authenticator", confirmed=True)
+    assert password_login(client, "pat", "pat-password-for-tests").status_code == 302  # on to the code page
+
+    refused = client.get("/metrics")
+
+    assert refused.status_code == 403
+    assert b"p2p_orders_created_total" not in refused.content
+    assert b"second factor" in refused.content  # says what is missing
+    assert client.post(OTP, {"code": totp_code(device), "next": "/admin/"}).status_code == 302
+    assert client.get("/metrics").status_code == 200
 
 
 def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, market):

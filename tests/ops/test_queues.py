@@ -96,7 +96,7 @@ def test_queues_depth_of_each_queue_in_health_and_metrics(client, settings):
         redis.rpush("actions", "m")
         redis.rpush("checks\x06\x163", "m", "m")
         health.reset_cache()
-        celery = client.get("/health").json()["checks"]["celery"]
+        celery = client.get("/health", HTTP_AUTHORIZATION="Bearer queue-test-token").json()["checks"]["celery"]
         assert celery["queues"]["sync.bsc"] == 7 and celery["queues"]["actions"] == 1
         assert celery["queues"]["checks"] == 2 and celery["queues"]["sync.ethereum"] == 0
         assert set(celery["queues"]) == {"sync.bsc", "sync.ethereum", "actions", "checks", "alerts", "celery"}
@@ -113,13 +113,14 @@ def test_queues_depth_of_each_queue_in_health_and_metrics(client, settings):
 
 
 @pytest.mark.django_db
-def test_queues_warn_when_one_queue_builds_up(client):
+def test_queues_warn_when_one_queue_builds_up(client, settings):
+    settings.METRICS_TOKEN = "queue-test-token"
     redis = health.redis_client()
     redis.delete("sync.ethereum")
     try:
         redis.rpush("sync.ethereum", *["m"] * (health.QUEUE_WARNING + 1))
         health.reset_cache()
-        celery = client.get("/health").json()["checks"]["celery"]
+        celery = client.get("/health", HTTP_AUTHORIZATION="Bearer queue-test-token").json()["checks"]["celery"]
         assert celery["status"] == "warning" and celery["queues"]["sync.ethereum"] == health.QUEUE_WARNING + 1
     finally:
         redis.delete("sync.ethereum")
@@ -143,7 +144,7 @@ def test_queues_a_removed_chains_pile_shows_in_health_metrics_and_dashboard(clie
         redis.rpush("sync.bsc", *["m"] * 40)
         redis.rpush("sync.bsc\x06\x166", "m", "m")  # priority 6: the same queue
         health.reset_cache()
-        celery = client.get("/health").json()["checks"]["celery"]
+        celery = client.get("/health", HTTP_AUTHORIZATION="Bearer queue-test-token").json()["checks"]["celery"]
         assert celery["status"] == "warning"
         assert celery["queues"]["sync.bsc"] == 42 and celery["unconsumed_queues"] == {"sync.bsc": 42}
         assert celery["queued_tasks"] == sum(celery["queues"].values()) >= 42
@@ -164,7 +165,7 @@ def test_queues_a_removed_chains_pile_shows_in_health_metrics_and_dashboard(clie
         # Purged: nothing left to report.
         redis.delete(*keys)
         health.reset_cache()
-        celery = client.get("/health").json()["checks"]["celery"]
+        celery = client.get("/health", HTTP_AUTHORIZATION="Bearer queue-test-token").json()["checks"]["celery"]
         assert "sync.bsc" not in celery["queues"] and "unconsumed" not in celery and celery["status"] == "ok"
     finally:
         redis.delete(*keys)
@@ -228,7 +229,8 @@ def test_queues_a_slow_chain_delays_neither_another_chains_poll_nor_a_contract_a
     run = uuid.uuid4().hex[:8]
     fast, slow = f"fast{run}", f"slow{run}"  # queues of this test's own: nothing else consumes or fills them
     with running_anvil("bsc", block_time="") as (_proc, anvil_url):
-        requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x5"]}, timeout=10)
+        requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x5"]},
+                      timeout=10)
         chain_id = str(int(requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
                                                           "params": []}, timeout=10).json()["result"], 16))
         proxy = GatedProxy(anvil_url)
@@ -266,7 +268,8 @@ def test_queues_a_slow_chain_delays_neither_another_chains_poll_nor_a_contract_a
             wait_for(lambda: done(slow_id), 60, "the slow chain's sync once its provider answers")
             # Nothing lost or duplicated: each task ran once, every queue and the unacked set are empty.
             assert (done(slow_id), done(fast_id), done(action_id)) == (1, 1, 1)
-            assert EventSyncCursor.objects.get(chain=slow).last_block == EventSyncCursor.objects.get(chain=fast).last_block
+            cursors = EventSyncCursor.objects
+            assert cursors.get(chain=slow).last_block == cursors.get(chain=fast).last_block
             for queue in (f"sync.{fast}", f"sync.{slow}"):
                 assert redis.llen(queue) == 0
             wait_for(lambda: redis.hlen("unacked") == 0, 10, "the broker's unacked set to empty")

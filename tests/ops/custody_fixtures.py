@@ -11,12 +11,20 @@ import json
 import pytest
 from web3 import Web3
 
-from backoffice.devservices import DEMO_SAFE_OWNERS, KEEPER_INDEX, RELAYER_INDEX, anvil_key, running_anvil
+from backoffice.devservices import (
+    DEMO_SAFE_OWNERS,
+    GUARDIAN_INDEX,
+    KEEPER_INDEX,
+    RELAYER_INDEX,
+    anvil_key,
+    running_anvil,
+)
 from chain.deploy import exec_safe_tx_unlocked, get_contract, load_artifact
+from chain.transactions import reset_signer
 
 from .conftest import STAKE, TOKEN_SUPPLY, LocalChain
 
-__all__ = ["safe_chain_node", "safe_chain", "staff", "sign_typed", "personal_sign", "register_key", "SafeChain"]
+__all__ = ["safe_chain_node", "safe_chain", "staff", "guarded", "sign_typed", "personal_sign", "register_key", "SafeChain"]
 
 
 class SafeChain(LocalChain):
@@ -129,3 +137,14 @@ def staff(safe_chain, django_user_model):
     dave.account = safe_chain.accounts[30]
     people["dave"] = dave
     return people
+
+
+@pytest.fixture
+def guarded(safe_chain, settings):
+    """The chain in safe custody with its automatic pause on and the server's guardian key (anvil account 45, a
+    guardian of the pause module and nothing else)."""
+    settings.GUARDIAN_KEY, settings.GUARDIAN_KEYSTORE = anvil_key(GUARDIAN_INDEX), ""
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "auto_pause": "on"}}
+    reset_signer()
+    yield safe_chain
+    reset_signer()

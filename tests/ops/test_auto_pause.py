@@ -24,17 +24,6 @@ from .test_safe import confirm
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
 
 
-@pytest.fixture
-def guarded(safe_chain, settings):
-    """The chain in safe custody with its automatic pause on and the server's guardian key (anvil account 45, a
-    guardian of the pause module and nothing else)."""
-    settings.GUARDIAN_KEY, settings.GUARDIAN_KEYSTORE = anvil_key(GUARDIAN_INDEX), ""
-    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "auto_pause": "on"}}
-    transactions.reset_signer()
-    yield safe_chain
-    transactions.reset_signer()
-
-
 def node_client(node) -> RpcClient:
     return RpcClient("bsc", [("primary", node.url)])
 

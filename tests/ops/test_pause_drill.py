@@ -16,7 +16,6 @@ from ops.models import DrillRun, DrillStatus
 from ops.monitoring import drills
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
-from .test_auto_pause import guarded  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db]
 

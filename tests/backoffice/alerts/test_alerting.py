@@ -13,7 +13,6 @@ import pytest
 from django.utils import timezone
 
 from backoffice.alerts import delivery as alerting
-from backoffice.alerts import tasks
 from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
 from backoffice.alerts.services import acknowledge_alert, raise_alert, settle_alerts
 from backoffice.audit.models import AuditLog
@@ -36,33 +35,6 @@ class Receiver(LocalHttpServer):
         self.requests.append({"path": path, "headers": dict(headers), "body": body})
         status = self.statuses.pop(0) if self.statuses else 200
         return status, json.dumps({"ok": status < 300}).encode()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(autouse=True)
-def secrets_in_env(monkeypatch):
-    monkeypatch.setenv("TEST_TELEGRAM_BOT_TOKEN", BOT_TOKEN)
-    monkeypatch.setenv("TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Deliveries handed to the worker (the broker is not under test: the test runs them itself)."""
-    ids: list[int] = []
-
-    def send_task(name, **kwargs):
-        # Only a delivery sent under the alert task's registered name, with its argument, is one the worker runs.
-        if name == tasks.deliver_alert.name:
-            ids.append(kwargs["delivery_id"])
-
-    monkeypatch.setattr(alerting, "send_task", send_task)
-    return ids
 
 
 def telegram(receiver, **fields) -> AlertChannel:

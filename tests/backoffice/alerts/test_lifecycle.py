@@ -15,18 +15,11 @@ from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
 from backoffice.alerts.selectors import precision_by_rule
 from backoffice.audit.models import AuditLog
 
-from .test_alerting import BOT_TOKEN, Receiver, enqueued, secrets_in_env, telegram, webhook  # noqa: F401
+from .test_alerting import BOT_TOKEN, telegram, webhook
 
 pytestmark = pytest.mark.django_db
 
 ROUTING_KEY = "pd-routing-key-0123456789"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def pagerduty(receiver, monkeypatch) -> AlertChannel:
@@ -114,7 +107,7 @@ def test_lifecycle_an_alert_that_fires_and_resolves_too_often_is_flapping_and_st
     sends = []
     for _ in range(4):
         with django_capture_on_commit_callbacks(execute=True):
-            alert = raise_sync_stuck()
+            raise_sync_stuck()
             services.settle_alerts(source="check_sync", scope=["sync-stuck:bsc"], raised=[])
         sends.append(len(enqueued))
         enqueued.clear()

@@ -33,7 +33,7 @@ import requests
 from backoffice.chain_settings import chain_prefix
 
 from .rpc_breaker import CircuitBreaker
-from .rpc_limits import TokenBucket, _RateLimited, _rate_limit_in, backoff_seconds, retry_after_seconds
+from .rpc_limits import TokenBucket, _rate_limit_in, _RateLimited, backoff_seconds, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 

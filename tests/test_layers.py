@@ -8,8 +8,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 # importer prefix -> prefixes it must never import. Lowest first: backoffice's audit and alerts, chain, the

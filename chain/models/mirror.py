@@ -16,7 +16,6 @@ from django.db.models.functions import Now, Upper
 from ..addresses import hex_check
 from ..fields import TxHashField, WalletField
 
-
 AMOUNT = {"max_digits": 96, "decimal_places": 18}
 AMOUNT_CEILING = 10**78  # above every NUMERIC(96,18); CHECKs compare against it so that NaN is refused
 

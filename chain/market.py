@@ -188,7 +188,7 @@ class MarketDriver:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Arbitrators staked in the pool; every trader holding and having approved both tokens. Idempotent."""
-        for sym, token in self.tokens.items():
+        for _sym, token in self.tokens.items():
             self.decimals[token] = int(self.call(token, "decimals"), 16)
         checks = [("eth_call", [{"to": t, "data": self.calldata("allowance", w, self.escrow)}, "latest"])
                   for w in self.traders for t in self.tokens.values()]

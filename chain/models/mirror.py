@@ -104,7 +104,9 @@ class UserProfile(models.Model):
     created_at = models.DateTimeField(db_default=Now(), verbose_name="first seen",
                                       help_text="First on-chain activity (account age).")
     last_active_at = models.DateTimeField(null=True, blank=True, verbose_name="last active")
-    first_seen_chain = models.CharField(max_length=16, null=True, blank=True, editable=False)
+    # NULL, like first_seen_block, when the sync did not create the profile (seeding, raw inserts): the reorg
+    # rollback deletes only profiles whose first_seen_chain is its chain. DJ001: changing it needs a migration.
+    first_seen_chain = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001
     first_seen_block = models.BigIntegerField(null=True, blank=True, editable=False,
                                               help_text="Lets a reorg rollback remove profiles it created.")
 
@@ -159,7 +161,8 @@ class Order(models.Model):
     amount = models.DecimalField(**AMOUNT, help_text="Escrowed amount in token units (not wei).")
     platform_fee = models.DecimalField(**AMOUNT, db_default=0, help_text="Platform fee in token units.")
     status = models.CharField(max_length=20, choices=OrderStatus.choices, db_default=OrderStatus.FUNDED)
-    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, null=True, blank=True,
+    # NULL while the order is open, no reason yet: the mirror's COPY and the seeding write NULL, never ''.
+    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, null=True, blank=True,  # noqa: DJ001
                                     verbose_name="close reason")
     created_at = models.DateTimeField(db_default=Now(), help_text="Block time of the OrderCreated event (UTC).")
     updated_at = models.DateTimeField(db_default=Now(), help_text="Block time of the last state change (UTC).")

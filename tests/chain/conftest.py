@@ -331,6 +331,17 @@ def chain_settings(settings, deployment):
 
 
 @pytest.fixture
+def small_batches(chain_settings):
+    """chain_settings with batches of 5 blocks, so the module's market takes many ranges (test_sync and
+    test_sync_remote)."""
+    from chain.config import get_chain_config
+
+    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
+    assert get_chain_config("bsc").batch_blocks == 5
+    return chain_settings
+
+
+@pytest.fixture
 def restore_chain(anvil_node):
     """Tests that add blocks or reorg the chain leave it as they found it."""
     snapshot_id = anvil_node.snapshot()

@@ -139,13 +139,6 @@ def synced(chain_settings, chain_market, anvil_node, deployment):
     return result
 
 
-@pytest.fixture
-def small_batches(chain_settings):
-    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
-    assert get_chain_config("bsc").batch_blocks == 5
-    return chain_settings
-
-
 def market_tx(market: Market, sender: str, signature: str, *args, value: int = 0):
     return market.esc(sender, signature, *args, value=value)
 

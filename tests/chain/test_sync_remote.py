@@ -13,7 +13,7 @@ from chain.rpc import ProviderUnavailable, reset_clients
 from chain.sync import sync_chain
 
 from .test_rpc_limits import slow_wide_get_logs
-from .test_sync import assert_mirror_equals_chain, chain_logs, mirror_contents, small_batches  # noqa: F401
+from .test_sync import assert_mirror_equals_chain, chain_logs, mirror_contents
 
 pytestmark = [pytest.mark.anvil, pytest.mark.django_db(transaction=True)]
 

@@ -180,7 +180,8 @@ def decode_calldata(data: str, contract: str = "escrow") -> tuple[str, dict[str,
     for spec in KINDS.values():
         if raw[:4] == spec.selector and spec.contract == contract:
             values = abi_decode([p.abi_type for p in spec.params], raw[4:]) if spec.params else ()
-            return spec.key, {p.name: (v.lower() if isinstance(v, str) else v) for p, v in zip(spec.params, values)}
+            return spec.key, {p.name: (v.lower() if isinstance(v, str) else v)
+                              for p, v in zip(spec.params, values, strict=True)}
     raise ValueError("calldata does not match any known action")
 
 

@@ -108,7 +108,7 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
     if len(topics) != 1 + len(spec.indexed):
         raise DecodeError(f"{spec.name}: expected {1 + len(spec.indexed)} topics, got {len(topics)}")
     args = {}
-    for (name, typ), topic in zip(spec.indexed, topics[1:]):
+    for (name, typ), topic in zip(spec.indexed, topics[1:], strict=True):
         if len(topic) != 66 or not _HEX.fullmatch(topic.lower(), 2):
             raise DecodeError(f"{spec.name}.{name}: topic is not 32 bytes of hex")
         args[name] = topic.lower() if typ in ("string", "bytes") else _word(topic[2:].lower(), typ, f"{spec.name}.{name}")

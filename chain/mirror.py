@@ -199,7 +199,7 @@ def load_orders(chain: str, ids: Iterable[int]) -> dict[int, dict]:
     with connection.cursor() as cur:
         cur.execute(f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE chain = %s AND onchain_id = ANY(%s)",
                     [chain, ids])
-        return {row[1]: dict(zip(ORDER_COLUMNS, row)) for row in cur.fetchall()}
+        return {row[1]: dict(zip(ORDER_COLUMNS, row, strict=True)) for row in cur.fetchall()}
 
 
 def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
@@ -209,7 +209,7 @@ def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
     with connection.cursor() as cur:
         cur.execute(f"SELECT {', '.join(ARBITRATOR_COLUMNS)} FROM arbitrators WHERE chain = %s AND wallet = ANY(%s)",
                     [chain, wallets])
-        return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row)) for row in cur.fetchall()}
+        return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row, strict=True)) for row in cur.fetchall()}
 
 
 def _temp_twin(cur, table: str, columns: tuple[str, ...]) -> None:

@@ -392,7 +392,7 @@ class RpcClient:
         """{number: {"hash", "timestamp"}} for the given blocks, in one batched request."""
         results = self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         out = {}
-        for n, block in zip(numbers, results):
+        for n, block in zip(numbers, results, strict=True):
             if block is None:
                 raise RpcError(0, f"block {n} not found")
             out[n] = {"hash": block["hash"].lower(), "timestamp": int(block["timestamp"], 16)}

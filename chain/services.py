@@ -115,7 +115,7 @@ def reconcile_orders(*, chain: str, sample: int | None = 200, client: RpcClient 
                  for o in orders]
         answers = client.batch(calls)
         drift_rows = []
-        for order, answer in zip(orders, answers):
+        for order, answer in zip(orders, answers, strict=True):
             dec = decimals.get(order.token_address, 18)
             mirror = _mirror_fields(order, dec)
             onchain = _chain_fields(abi_decode(ORDER_TUPLE, bytes.fromhex(answer[2:])), dec)

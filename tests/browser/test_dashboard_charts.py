@@ -58,5 +58,5 @@ def test_dashboard_chart_day_labels_never_overlap_in_the_browser(open_browser, m
             assert label["right"] > label["left"], f"{chart_id}: {label['text']} is not drawn"
             # What the server spaced the labels by is at least what the browser draws.
             assert label["width"] <= charts.label_width(label["text"]), label
-        for before, after in zip(labels, labels[1:]):
+        for before, after in zip(labels, labels[1:], strict=False):
             assert before["right"] <= after["left"], f"{chart_id}: {before['text']} overlaps {after['text']}"

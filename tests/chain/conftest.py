@@ -109,7 +109,7 @@ class Node:
             return []
         senders = sorted({tx[0] for tx in txs})
         nonces = dict(zip(senders, (int(n, 16) for n in self.batch(
-            [("eth_getTransactionCount", [s, "pending"]) for s in senders]))))
+            [("eth_getTransactionCount", [s, "pending"]) for s in senders])), strict=True))
         hashes: list[str] = []
         self.automine(False)
         try:

@@ -83,7 +83,7 @@ def assert_mirror_equals_chain(node, deployment) -> None:
     answers = [w3.codec.decode(output_types, bytes.fromhex(answer[2:])) for answer in node.batch(
         [("eth_call", [{"to": deployment.escrow, "data": escrow.encode_abi("orders", [oid])}, hex(at)])
          for oid in range(1, next_id)])]
-    for oid, raw in zip(range(1, next_id), answers):
+    for oid, raw in zip(range(1, next_id), answers, strict=True):
         buyer, seller, token, amount, fee, arbitrator, created, s_dl, b_dl, d_dl, status = raw
         order, token, dec = rows[oid], token.lower(), decimals[token.lower()]
         mirrored = (order.buyer_id, order.seller_id, order.token_address, order.token_symbol, order.amount,

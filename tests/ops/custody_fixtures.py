@@ -117,7 +117,7 @@ def register_key(node: LocalChain, user, account: str):
 def staff(safe_chain, django_user_model):
     """alice, bob and carol: the Safe's three owners, each with their key registered; dave has no Safe role."""
     people = {}
-    for name, index in zip(("alice", "bob", "carol"), DEMO_SAFE_OWNERS):
+    for name, index in zip(("alice", "bob", "carol"), DEMO_SAFE_OWNERS, strict=False):
         user = django_user_model.objects.create_user(name, password=f"{name}-password-1", is_staff=True,
                                                      is_superuser=True)
         register_key(safe_chain, user, safe_chain.accounts[index])

@@ -25,7 +25,7 @@ def _one(sql: str, params=None) -> dict:
     with connection.cursor() as cur:
         cur.execute(sql, params or [])
         names = [c.name for c in cur.description]
-        return dict(zip(names, cur.fetchone()))
+        return dict(zip(names, cur.fetchone(), strict=True))
 
 
 def _growth_per_day(size_bytes: int) -> float | None:

@@ -47,7 +47,8 @@ class CappedCountPaginator(Paginator):
         qs = self.object_list
         if not qs.query.where:
             with connections[qs.db].cursor() as cur:  # the page's own database: the replica on replica reads
-                cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table])
+                cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                            [qs.model._meta.db_table])
                 row = cur.fetchone()
             if row and row[0] and row[0] > COUNT_CAP:
                 return int(row[0])
@@ -293,7 +294,8 @@ def export_csv_action(fields: list[str], filename: str):
 
 __all__ = ["CappedCountPaginator", "FastRowsMixin", "IndexedValuesFilter", "ReadOnlyMirrorAdmin", "a_tag",
            "admin_page", "errors_to_form", "html_text", "link", "wallet_link", "changelist_link", "admin_url",
-           "short_hex", "hex_cell", "copy_attrs", "short_wallet_link", "csv_response", "export_csv_action", "localize", "ADDRESS_RE", "HASH_RE"]
+           "short_hex", "hex_cell", "copy_attrs", "short_wallet_link", "csv_response", "export_csv_action", "localize",
+           "ADDRESS_RE", "HASH_RE"]
 
 
 class AuditedConfigAdmin(admin.ModelAdmin):

@@ -203,7 +203,8 @@ class RpcClient:
         for provider in self.providers:
             now = time.monotonic()
             if provider.passed_over_until > now:
-                errors.append(f"{provider.role}: rate limited, passed over for {provider.passed_over_until - now:.0f} s")
+                errors.append(f"{provider.role}: rate limited, passed over for "
+                              f"{provider.passed_over_until - now:.0f} s")
                 continue
             with self._lock:
                 allowed = provider.breaker.allow()

@@ -51,7 +51,8 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
             record_audit(actor=actor, action="blacklist_wallet", obj=entry, after=_snapshot(entry), reason=reason)
     except IntegrityError as exc:
         if "blacklist_one_active_per_wallet" in str(exc):
-            raise ValidationError({"wallet": f"{wallet} is already blacklisted: lift the active entry first."}) from None
+            raise ValidationError({"wallet": f"{wallet} is already blacklisted: "
+                                             "lift the active entry first."}) from None
         raise
     return entry
 
@@ -65,7 +66,8 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
     with transaction.atomic():
         entry = Blacklist.objects.select_for_update().get(pk=entry.pk)
         if entry.lifted_at is not None:
-            raise ValidationError({"wallet": f"{entry.wallet} was already lifted at {entry.lifted_at:%Y-%m-%d %H:%M} UTC."})
+            raise ValidationError({"wallet": f"{entry.wallet} was already lifted at "
+                                             f"{entry.lifted_at:%Y-%m-%d %H:%M} UTC."})
         before = _snapshot(entry)
         entry.lifted_at = timezone.now()
         entry.lifted_by = actor if getattr(actor, "pk", None) else None
@@ -259,7 +261,8 @@ def check_dispute_rate() -> bool:
     rate = dispute_rate_24h(threshold)
     if rate.over_threshold:
         raise_alert(key="dispute-rate-24h", severity="P2", source="check_dispute_rate",
-                    title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h (threshold {threshold}%)",
+                    title=f"High dispute rate: {rate.pct}% of {rate.total_orders} orders in 24 h "
+                          f"(threshold {threshold}%)",
                     message="RB-04: see Trust and safety → RB-04 report for repeat offenders and new accounts.")
     return rate.over_threshold
 

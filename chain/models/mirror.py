@@ -192,7 +192,8 @@ class Order(models.Model):
                                    violation_error_message="chain must be a chain name: lower-case letters, digits "
                                                            "and _, starting with a letter."),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="orders_status_valid",
-                                   violation_error_message="status must be one of " + ", ".join(OrderStatus.values) + "."),
+                                   violation_error_message="status must be one of "
+                                                           + ", ".join(OrderStatus.values) + "."),
             # The upper bound also refuses NaN, which PostgreSQL sorts above every number.
             models.CheckConstraint(condition=Q(amount__gte=0, amount__lt=AMOUNT_CEILING), name="orders_amount_valid",
                                    violation_error_message="amount must be a number, zero or more."),
@@ -216,8 +217,10 @@ class Order(models.Model):
                          condition=Q(arbitrator_wallet__isnull=False)),
             # The dispute queue and RB-04 look only at disputed orders.
             models.Index(fields=["disputed_at"], name="orders_disputed_queue_idx", condition=Q(status="disputed")),
-            models.Index(fields=["seller", "created_at"], name="orders_seller_disputed_idx", condition=Q(status="disputed")),
-            models.Index(fields=["buyer", "created_at"], name="orders_buyer_disputed_idx", condition=Q(status="disputed")),
+            models.Index(fields=["seller", "created_at"], name="orders_seller_disputed_idx",
+                         condition=Q(status="disputed")),
+            models.Index(fields=["buyer", "created_at"], name="orders_buyer_disputed_idx",
+                         condition=Q(status="disputed")),
             # Timeout automation (runbook §5) scans only orders that can time out.
             models.Index(fields=["seller_deadline"], name="orders_seller_timeout_idx", condition=Q(status="funded")),
             models.Index(fields=["buyer_deadline"], name="orders_buyer_timeout_idx", condition=Q(status="delivered")),

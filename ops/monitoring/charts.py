@@ -55,7 +55,8 @@ def _frame(key: str, title: str, description: str, body: list[str], width: int, 
         f'viewBox="0 0 {width} {height}" width="100%" aria-labelledby="{title_id} {desc_id}" '
         f'font-family="sans-serif" font-size="{FONT_SIZE}" fill="{TEXT}">'
         f'<title id="{title_id}">{escape(title)}</title><desc id="{desc_id}">{escape(description)}</desc>'
-        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>'
+        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+        f'{escape(title)}</text>'
         + "".join(body) + "</svg>"
     )
 
@@ -69,7 +70,8 @@ def _y_axis(top: float, scale_max: float, x: float, plot_h: float, label: str, *
         if grid_to is not None:
             out.append(f'<line x1="{x:.1f}" x2="{grid_to:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
         anchor, dx = ("start", 4) if right else ("end", -4)
-        out.append(f'<text x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">{escape(short_number(value))}</text>')
+        out.append(f'<text x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">'
+                   f'{escape(short_number(value))}</text>')
     cx = x + (44 if right else -48)
     cy = top + plot_h / 2
     out.append(f'<text class="axis-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" '

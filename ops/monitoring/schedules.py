@@ -89,7 +89,8 @@ def schedules() -> list[Schedule]:
                              "(never blacklists)."),
         Schedule(name="check-dispute-rate", task="disputes.tasks.check_dispute_rate", every_seconds=900,
                  description="RB-04 trigger: alert when the 24 h dispute rate passes the threshold (20%)."),
-        Schedule(name="daily-operations-check", task="ops.tasks.daily_operations_check", crontab={"minute": "0", "hour": "8", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        Schedule(name="daily-operations-check", task="ops.tasks.daily_operations_check",
+                 crontab={"minute": "0", "hour": "8", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook §4 daily check at 08:00 UTC: stored report, sent to the alert channels."),
         Schedule(name="check-sync", task="ops.tasks.check_sync", every_seconds=60,
                  description="RB-03: cursor unchanged for 10 minutes (P1), lag over 100 blocks (P2)."),
@@ -105,9 +106,11 @@ def schedules() -> list[Schedule]:
                              "by TIMEOUT_OVERDUE_SECONDS (P2)."),
         Schedule(name="check-large-orders", task="ops.tasks.check_large_orders", every_seconds=300,
                  description="Alert table: a single order over 5,000 USDT (P3)."),
-        Schedule(name="check-secret-rotations", task="ops.tasks.check_secret_rotations", crontab={"minute": "0", "hour": "7", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        Schedule(name="check-secret-rotations", task="ops.tasks.check_secret_rotations",
+                 crontab={"minute": "0", "hour": "7", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook §11: secrets due or overdue for rotation."),
-        Schedule(name="update-user-tiers", task="ops.tasks.recalculate_user_tiers", crontab={"minute": "0", "hour": "3", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+        Schedule(name="update-user-tiers", task="ops.tasks.recalculate_user_tiers",
+                 crontab={"minute": "0", "hour": "3", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook §5: daily user tier recalculation, 03:00 UTC."),
         Schedule(name="refresh-top-sellers", task="chain.tasks.refresh_top_sellers", every_seconds=600,
                  description="Runbook §9: the dashboard's top sellers (30 days), one pass over the window."),
@@ -123,7 +126,7 @@ def schedules() -> list[Schedule]:
                  crontab={"minute": "0", "hour": "4", "day_of_week": "0", "day_of_month": "*", "month_of_year": "*"},
                  description="Runbook §5, weekly (Sunday 04:00 UTC): VACUUM (ANALYZE) of the database (vacuumdb -z); "
                              "a report in Ops reports."),
-        Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries", every_seconds=300,
-                 description="Retry alert deliveries whose task was lost."),
+        Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries",
+                 every_seconds=300, description="Retry alert deliveries whose task was lost."),
     ]
     return items

@@ -32,7 +32,8 @@ def trade_for_days(days: int) -> None:
     today = datetime.now(timezone.utc).date()
     for back in range(days):
         noon = datetime.combine(today - timedelta(days=back), time(12), tzinfo=timezone.utc)
-        f.order(buyer=f.profile(created_at=noon), seller=f.profile(created_at=noon), amount=str(100 + 37 * back), created_at=min(noon, datetime.now(timezone.utc)))
+        f.order(buyer=f.profile(created_at=noon), seller=f.profile(created_at=noon), amount=str(100 + 37 * back),
+                created_at=min(noon, datetime.now(timezone.utc)))
     rollup.rebuild_all()
 
 

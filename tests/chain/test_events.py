@@ -125,7 +125,8 @@ MUTATIONS = {
     # Not hex: a broken provider's word must never reach the mirror's CHECK constraints.
     "address_not_hex_in_data": ("OrderCreated", lambda raw: raw.__setitem__(
         "data", _replace_word(raw["data"], 0, "00" * 12 + "zz" * 20))),
-    "address_not_hex_in_topic": ("OrderCreated", lambda raw: raw["topics"].__setitem__(2, "0x" + "00" * 12 + "g1" * 20)),
+    "address_not_hex_in_topic": ("OrderCreated", lambda raw: raw["topics"].__setitem__(
+        2, "0x" + "00" * 12 + "g1" * 20)),
     "uint_with_underscores": ("OrderDelivered", lambda raw: raw.__setitem__("data", "0x" + "0" * 62 + "_1")),
     "address_not_hex_in_a_string_event": ("OrderDisputed", lambda raw: raw["topics"].__setitem__(
         2, "0x" + "00" * 12 + "zz" * 20)),

@@ -182,7 +182,8 @@ def test_rpc_client_retry_after_zero_again_and_again_is_no_busy_loop(anvil_node,
 def test_rpc_client_passes_over_a_provider_whose_limit_outlasted_a_call(anvil_node, faulty_rpc):
     """A spent quota answering 429 without Retry-After (exponential backoff): the first call waits up to the
     limit, the calls after it go straight to the fallback instead of paying the same wait each time."""
-    proxy = faulty_rpc(lambda body: (200, rpc_error(body, -32005, "daily request count exceeded, request rate limited")))
+    proxy = faulty_rpc(lambda body: (200, rpc_error(body, -32005,
+                                                    "daily request count exceeded, request rate limited")))
     client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=5,
                        rate_limit_max_wait=1.0)
     started = time.monotonic()

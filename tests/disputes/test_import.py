@@ -49,7 +49,8 @@ def test_import_previews_then_confirm_imports_every_row_audited(login, manager):
     assert parsed.ok and [(r.line, r.wallet, r.source) for r in parsed.rows] == [
         (2, A, "manual"), (3, CHECKSUMMED.lower(), "import"), (4, C, "automatic")]
     assert "Import 3 entries" in preview.content.decode()
-    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()  # a preview writes nothing
+    # a preview writes nothing
+    assert not Blacklist.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
 
     done = client.post(IMPORT, {"payload": preview.context["payload"]})
     assert done.status_code == 302 and done["Location"] == reverse("admin:disputes_blacklist_changelist")

@@ -56,7 +56,8 @@ def seeded(django_user_model):
         f.order()
     Blacklist.objects.create(wallet=f.wallet(), reason="fraud", source="manual", created_at=timezone.now())
     ContractAction.objects.create(chain="bsc", kind="pause", description="pause()", to_address=f.wallet(),
-                                  calldata="0x8456cb59", calldata_hash="0x" + "2" * 64, reason="test", proposed_by=proposer)
+                                  calldata="0x8456cb59", calldata_hash="0x" + "2" * 64, reason="test",
+                                  proposed_by=proposer)
     with transaction.atomic():
         for n in range(4):
             record_audit(actor="system:test", action="seed", object_type="test", object_id=str(n))

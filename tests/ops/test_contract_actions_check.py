@@ -47,14 +47,16 @@ def test_orders_left_past_their_deadline_are_reported_unless_the_escrow_is_pause
     assert "1 funded order(s) past the seller deadline" in alert("timeouts-overdue:bsc").message
     Alert.objects.filter(key="timeouts-overdue:bsc").update(acknowledged_at=timezone.now())
     ChainState.objects.update_or_create(chain="bsc", defaults={"paused": True})
-    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "paused: the keeper skips it on purpose"
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), (
+        "paused: the keeper skips it on purpose")
 
 
 def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
     chain.automine(False)
     sent = actions.execute_contract_action(actor=alice, action=approved(alice, bob, "set_platform_fee", {"bps": 150}))
     chain.rpc("anvil_dropTransaction", [sent.tx_hash])  # its nonce goes to another transaction of the owner
-    chain.rpc("eth_sendTransaction", [{"from": chain.owner, "to": chain.owner, "value": "0x0", "nonce": hex(sent.nonce)}])
+    chain.rpc("eth_sendTransaction", [{"from": chain.owner, "to": chain.owner, "value": "0x0",
+                                       "nonce": hex(sent.nonce)}])
     chain.mine()
     chain.automine(True)
     assert actions.advance_contract_actions(chain="bsc")["failed"] == 1
@@ -70,7 +72,8 @@ def test_orders_overdue_after_a_recent_unpause_wait_for_the_keeper(chain, settin
     chain.send(chain.escrow.functions.unpause(), chain.owner)
     sync_chain("bsc")
     Order.objects.filter(chain="bsc", onchain_id=order_id).update(seller_deadline=timezone.now() - timedelta(hours=3))
-    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), "unpaused just now: the keeper catches up"
+    assert "timeouts-overdue:bsc" not in action_checks.check_contract_actions(), (
+        "unpaused just now: the keeper catches up")
 
 
 def test_a_keeper_timeout_that_loses_its_race_pages_nobody(db):

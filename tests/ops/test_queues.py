@@ -228,7 +228,8 @@ def test_queues_a_slow_chain_delays_neither_another_chains_poll_nor_a_contract_a
     run = uuid.uuid4().hex[:8]
     fast, slow = f"fast{run}", f"slow{run}"  # queues of this test's own: nothing else consumes or fills them
     with running_anvil("bsc", block_time="") as (_proc, anvil_url):
-        requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x5"]}, timeout=10)
+        requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x5"]},
+                      timeout=10)
         chain_id = str(int(requests.post(anvil_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId",
                                                           "params": []}, timeout=10).json()["result"], 16))
         proxy = GatedProxy(anvil_url)
@@ -266,7 +267,8 @@ def test_queues_a_slow_chain_delays_neither_another_chains_poll_nor_a_contract_a
             wait_for(lambda: done(slow_id), 60, "the slow chain's sync once its provider answers")
             # Nothing lost or duplicated: each task ran once, every queue and the unacked set are empty.
             assert (done(slow_id), done(fast_id), done(action_id)) == (1, 1, 1)
-            assert EventSyncCursor.objects.get(chain=slow).last_block == EventSyncCursor.objects.get(chain=fast).last_block
+            assert (EventSyncCursor.objects.get(chain=slow).last_block
+                    == EventSyncCursor.objects.get(chain=fast).last_block)
             for queue in (f"sync.{fast}", f"sync.{slow}"):
                 assert redis.llen(queue) == 0
             wait_for(lambda: redis.hlen("unacked") == 0, 10, "the broker's unacked set to empty")

@@ -170,7 +170,8 @@ def describe(kind: str, params: dict[str, Any]) -> str:
     parts = []
     for p in spec.params:
         value = params.get(p.name)
-        parts.append(f"{p.name}={checksum(value) if p.abi_type == 'address' else str(value).lower() if isinstance(value, bool) else value}")
+        shown = checksum(value) if p.abi_type == "address" else str(value).lower() if isinstance(value, bool) else value
+        parts.append(f"{p.name}={shown}")
     return f"{spec.function}({', '.join(parts)})"
 
 

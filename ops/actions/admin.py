@@ -348,9 +348,9 @@ class ContractActionAdmin(admin.ModelAdmin):
                                            f"{', '.join(a.chain for a in waiting)} now: one signature per chain, "
                                            "the relayer sends each at once.", messages.WARNING)
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_sign_group", args=[waiting[0].group]))
+            sent_on = ", ".join(a.chain for a in done if a.status != ActionStatus.REJECTED)
             self.message_user(request, f"Emergency stop: TRADES_ENABLED is off; pause sent on "
-                                       f"{', '.join(a.chain for a in done if a.status != ActionStatus.REJECTED) or 'no chain (already paused?)'}.",
-                              messages.WARNING)
+                                       f"{sent_on or 'no chain (already paused?)'}.", messages.WARNING)
             return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
         return admin_page(self, request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
                           form=form, warning="RB-05: pauses the escrow on every chain at once and turns "

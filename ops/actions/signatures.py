@@ -93,8 +93,9 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
                                             f"{signers.nonce}, not {action.safe_nonce}: this action can no longer "
                                             "execute. Propose it again."})
     if signer not in signers.addresses:
-        raise ValidationError({"signature": f"{counting.who(signer)} is not {'a guardian' if signers.kind == 'guardian' else 'an owner of the Safe ' + action.safe_address}"
-                                            f" on {action.chain}: its signature cannot count."})
+        role = "a guardian" if signers.kind == "guardian" else "an owner of the Safe " + action.safe_address
+        raise ValidationError({"signature": f"{counting.who(signer)} is not {role} on {action.chain}: its signature "
+                                            "cannot count."})
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):

@@ -184,8 +184,8 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
-                self.message_user(request, f"Rotation of {secret.name} recorded"
-                                           f"{' (fingerprint ' + rotation.fingerprint + ')' if rotation.fingerprint else ''}; "
+                noted = " (fingerprint " + rotation.fingerprint + ")" if rotation.fingerprint else ""
+                self.message_user(request, f"Rotation of {secret.name} recorded{noted}; "
                                            f"next due {secret.__class__.objects.get(pk=pk).next_due or 'as needed'}.")
                 return HttpResponseRedirect(reverse("admin:ops_secretschedule_changelist"))
         return admin_page(self, request, "admin/ops/secret_rotate.html", title=f"Record rotation: {secret.name}",

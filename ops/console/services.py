@@ -144,8 +144,9 @@ def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "",
         incident = Incident.objects.select_for_update().get(pk=incident.pk)
         flow = [s.value for s in INCIDENT_FLOW]
         if to not in flow[1:4] or flow.index(to) != flow.index(incident.status) + 1:
+            following = flow[flow.index(incident.status) + 1] if incident.status != flow[-1] else "nothing"
             raise ValidationError({"status": f"An incident that is {incident.get_status_display().lower()} can go to "
-                                             f"{flow[flow.index(incident.status) + 1] if incident.status != flow[-1] else 'nothing'} next."})
+                                             f"{following} next."})
         before = {"status": incident.status, "severity": incident.severity}
         now = timezone.now()
         if to == IncidentStatus.TRIAGED:

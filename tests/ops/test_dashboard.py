@@ -1,4 +1,4 @@
-"""The operations dashboard: tiles with the right numbers, SVG charts and their CSVs, and a bounded, orders-free cost."""
+"""The operations dashboard: tiles with the right numbers, SVG charts and their CSVs, a bounded, orders-free cost."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-# Two commands: `make run` starts the back office, `make test` runs the whole suite.
+# Two commands: `make run` starts the back office, `make test` runs the whole suite (after `make lint`).
 # Without DATABASE_URL / REDIS_URL both start an embedded PostgreSQL and Redis (data in .data/).
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SVC    := $(BIN)/python -m backoffice.devservices
 NAME   ?=
 
-.PHONY: install run test bench services stop contracts clean otp
+.PHONY: install run lint test bench services stop contracts clean otp
 
 install: $(VENV)/.installed node_modules/.installed .data/.system-packages
 
@@ -35,7 +35,12 @@ node_modules/.installed: package.json package-lock.json
 run: install
 	$(SVC) up
 
-test: install
+# ruff with the configuration in pyproject.toml ([tool.ruff]); needs no services, so it runs first and a
+# lint error fails `make test` (and CI) before the suite starts.
+lint: install
+	$(BIN)/ruff check .
+
+test: install lint
 	$(SVC) run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

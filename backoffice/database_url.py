@@ -55,8 +55,8 @@ def database_settings(url: str, setting: str = "DATABASE_URL") -> dict[str, Any]
     if not sep or scheme.lower() not in SCHEMES:
         shown = f"starts with {scheme[:20]!r}://" if sep else "has no scheme"
         raise refuse(f"must start with postgres:// (it {shown})",
-                      "write postgres://USER:PASSWORD@HOST:5432/NAME, or postgres://USER@%2Fvar%2Frun%2Fpostgresql/NAME "
-                      "for a Unix socket")
+                      "write postgres://USER:PASSWORD@HOST:5432/NAME, or "
+                      "postgres://USER@%2Fvar%2Frun%2Fpostgresql/NAME for a Unix socket")
     try:
         params = conninfo_to_dict(f"{SCHEMES[scheme.lower()]}://{rest}")
     except ProgrammingError as exc:

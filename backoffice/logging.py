@@ -75,4 +75,5 @@ class JsonFormatter(_JsonFormatter):
     """python-json-logger with UTC ISO-8601 timestamps."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return (datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"))

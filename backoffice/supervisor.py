@@ -86,11 +86,11 @@ def up(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for name, proc in procs:
+        for _name, proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for name, proc in procs:
+        for _name, proc in procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

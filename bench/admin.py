@@ -216,7 +216,7 @@ def replica_figures(client, orders: int, wallet: str) -> None:
                 for _ in range(3):  # warm this database's buffers and plans for the page
                     client.get(url)
                 counts[on] = queries(url)
-                timings[on] += timed_ms(lambda: client.get(url), RUNS // 2)
+                timings[on] += timed_ms(lambda url=url: client.get(url), RUNS // 2)
             use_replica(True)
             status = replica.replica_status(fresh=True)
             ours, primary = timings[True], timings[False]

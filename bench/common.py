@@ -62,10 +62,12 @@ def figure(name: str, value: float, unit: str, *, baseline: float | None = None,
     out = {"name": name, "value": round(value, 3), "unit": unit}
     if baseline is not None:
         out["baseline"] = round(baseline, 3)
-        out["ratio"] = round((value / baseline) if higher_is_better else (baseline / value), 2) if value and baseline else None
+        out["ratio"] = (round((value / baseline) if higher_is_better else (baseline / value), 2)
+                        if value and baseline else None)
     if limit is not None:
         out["limit"] = round(limit, 3)
-        out["of_limit"] = round((value / limit) if higher_is_better else (limit / value), 3) if value and limit else None
+        out["of_limit"] = (round((value / limit) if higher_is_better else (limit / value), 3)
+                           if value and limit else None)
     out.update(extra)
     print(json.dumps(out), flush=True)
     return out

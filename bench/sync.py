@@ -96,7 +96,8 @@ def main() -> None:
 
     procs = []
     try:
-        proc, url = devservices.start_anvil("bsc", block_time="", extra=["--disable-block-gas-limit", "--prune-history"])
+        proc, url = devservices.start_anvil("bsc", block_time="",
+                                            extra=["--disable-block-gas-limit", "--prune-history"])
         procs.append(proc)
         historical(url, tmp)
         proc2, url2 = devservices.start_anvil("bsc", block_time="0.75")

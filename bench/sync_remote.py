@@ -58,7 +58,8 @@ class DistantProvider:
                     query = body["params"][0]
                     answer = json.dumps({"jsonrpc": "2.0", "id": body.get("id"), "error": {
                         "code": -32005, "message": f"query returned more than {MAX_LOGS} results. Try with this "
-                                                   f"block range [{query['fromBlock']}, {query['toBlock']}]."}}).encode()
+                                                   f"block range [{query['fromBlock']}, "
+                                                   f"{query['toBlock']}]."}}).encode()
                     with lock:
                         outer.refused += 1
                 with lock:

@@ -52,7 +52,8 @@ def checksum(value: str) -> str:
 def canonical_tx_hash(value: str, *, field: str = "tx_hash") -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not _TX_HASH.match(text):
-        raise ValidationError({field: f"{_preview(text)} is not a transaction hash: expected 0x followed by 64 hex digits."})
+        raise ValidationError({field: f"{_preview(text)} is not a transaction hash: "
+                                      "expected 0x followed by 64 hex digits."})
     return text.lower()
 
 

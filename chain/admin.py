@@ -67,8 +67,8 @@ class OrderColumns:
 
 @admin.register(Order)
 class OrderAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
-    empty_message = ("No order mirrored yet: the event sync fills this list from the chain (Chain mirror → Sync cursors "
-                     "shows how far it has got).")
+    empty_message = ("No order mirrored yet: the event sync fills this list from the chain (Chain mirror → Sync "
+                     "cursors shows how far it has got).")
     list_display = ("order_ref", "chain_name", "status_label", "amount_with_token", "buyer_link", "seller_link",
                     "arbitrator_short", "created", "updated")
     # Filters that never scan orders: choices are constants or the rollup; the date filter is a range of

@@ -69,8 +69,8 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
                (Param("bps", "uint16", "fee (basis points)", "100 = 1%. At most 1000 (10%).", high=1000),),
                "Change the platform fee", "Applies to orders created after it is confirmed."),
     ActionKind("set_arbitrator_fee", "setArbitratorFeeBps",
-               (Param("bps", "uint16", "arbitrator share (basis points of the fee)", "5000 = half the fee. At most 10000.",
-                      high=10_000),),
+               (Param("bps", "uint16", "arbitrator share (basis points of the fee)",
+                      "5000 = half the fee. At most 10000.", high=10_000),),
                "Change the arbitrator's share of the fee", "Applies to disputes resolved after it is confirmed."),
     ActionKind("set_timeouts", "setTimeouts",
                (Param("seller_timeout", "uint64", "seller timeout (s)", low=1), Param("buyer_timeout", "uint64",
@@ -81,7 +81,8 @@ KINDS: dict[str, ActionKind] = {k.key: k for k in (
     ActionKind("auto_release", "autoReleaseToSeller", (ORDER_ID,), "Auto-release an order to the seller",
                "Runbook §8: the buyer missed the confirmation deadline."),
     ActionKind("owner_resolve", "ownerResolveDispute",
-               (ORDER_ID, Param("favor_buyer", "bool", "favor buyer", "true refunds the buyer, false pays the seller.")),
+               (ORDER_ID, Param("favor_buyer", "bool", "favor buyer",
+                                "true refunds the buyer, false pays the seller.")),
                "Resolve a dispute as owner", "The fallback when the arbitrator missed the dispute deadline."),
     ActionKind("transfer_ownership", "transferOwnership",
                (Param("new_owner", "address", "new owner", "The Safe that will own the escrow (README: moving to a "
@@ -169,7 +170,8 @@ def describe(kind: str, params: dict[str, Any]) -> str:
     parts = []
     for p in spec.params:
         value = params.get(p.name)
-        parts.append(f"{p.name}={checksum(value) if p.abi_type == 'address' else str(value).lower() if isinstance(value, bool) else value}")
+        shown = checksum(value) if p.abi_type == "address" else str(value).lower() if isinstance(value, bool) else value
+        parts.append(f"{p.name}={shown}")
     return f"{spec.function}({', '.join(parts)})"
 
 
@@ -180,7 +182,8 @@ def decode_calldata(data: str, contract: str = "escrow") -> tuple[str, dict[str,
     for spec in KINDS.values():
         if raw[:4] == spec.selector and spec.contract == contract:
             values = abi_decode([p.abi_type for p in spec.params], raw[4:]) if spec.params else ()
-            return spec.key, {p.name: (v.lower() if isinstance(v, str) else v) for p, v in zip(spec.params, values)}
+            return spec.key, {p.name: (v.lower() if isinstance(v, str) else v)
+                              for p, v in zip(spec.params, values, strict=True)}
     raise ValueError("calldata does not match any known action")
 
 

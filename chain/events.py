@@ -108,10 +108,11 @@ def decode(spec: EventSpec, topics: list[str], data: str) -> dict:
     if len(topics) != 1 + len(spec.indexed):
         raise DecodeError(f"{spec.name}: expected {1 + len(spec.indexed)} topics, got {len(topics)}")
     args = {}
-    for (name, typ), topic in zip(spec.indexed, topics[1:]):
+    for (name, typ), topic in zip(spec.indexed, topics[1:], strict=True):
         if len(topic) != 66 or not _HEX.fullmatch(topic.lower(), 2):
             raise DecodeError(f"{spec.name}.{name}: topic is not 32 bytes of hex")
-        args[name] = topic.lower() if typ in ("string", "bytes") else _word(topic[2:].lower(), typ, f"{spec.name}.{name}")
+        args[name] = (topic.lower() if typ in ("string", "bytes")
+                      else _word(topic[2:].lower(), typ, f"{spec.name}.{name}"))
     body = data[2:].lower() if data.startswith("0x") else data.lower()
     if len(body) % 64 or len(body) < 64 * len(spec.body) or not _HEX.fullmatch(body):
         raise DecodeError(f"{spec.name}: data is {len(body) // 2} bytes, expected at least {32 * len(spec.body)} "
@@ -159,7 +160,8 @@ def _compile(spec: EventSpec):
         return None  # a string, an array, a signed int...: the generic `decode`
     lines = ["def _decode(topics, data):",
              f"    if len(topics) != {1 + len(spec.indexed)}:",
-             f"        raise DecodeError({spec.name!r} + f': expected {1 + len(spec.indexed)} topics, got {{len(topics)}}')"]
+             f"        raise DecodeError({spec.name!r} + f': expected {1 + len(spec.indexed)} topics, "
+             f"got {{len(topics)}}')"]
     words = []  # (name, type, expression of its 64 hex characters)
     for i, (name, typ) in enumerate(spec.indexed, start=1):
         lines += [f"    t{i} = topics[{i}].lower()",
@@ -169,7 +171,8 @@ def _compile(spec: EventSpec):
     n = len(spec.body)
     lines += ["    body = data[2:].lower() if data.startswith('0x') else data.lower()",
               f"    if len(body) != {64 * n} or not _HEX(body):",
-              f"        raise DecodeError({spec.name!r} + f': data is {{len(body) // 2}} bytes, expected {32 * n} in hex')"]
+              f"        raise DecodeError({spec.name!r} + f': data is {{len(body) // 2}} bytes, "
+              f"expected {32 * n} in hex')"]
     words += [(name, typ, "body", 64 * i) for i, (name, typ) in enumerate(spec.body)]
     values, text = [], []  # the dict's items; the JSON text as the pieces of an f-string
     for k, (name, typ, src, at) in enumerate(words):
@@ -197,7 +200,8 @@ def _compile(spec: EventSpec):
             bits = int(typ[4:] or 256)
             lines.append(f"    {v} = int({src}[{at}:{at + 64}], 16)")
             if bits < 256:
-                lines += [f"    if {v} >> {bits}:", f"        raise DecodeError({what + ': value does not fit ' + typ!r})"]
+                lines += [f"    if {v} >> {bits}:",
+                          f"        raise DecodeError({what + ': value does not fit ' + typ!r})"]
             text.append(f"{{{v}}}")
         values.append(f"{name!r}: {v}")
     text.append("}}" if words else "{{}}")

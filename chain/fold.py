@@ -10,8 +10,19 @@ from datetime import datetime
 
 from . import mirror, rollup
 from .events import Log
-from .mirror import (ARBITRATOR_EVENTS, ORDER_EVENTS, TokenBook, arbitrator_wallets, load_arbitrators, load_orders,
-                     order_ids, order_line, reduce_arbitrator, reduce_order, ts)
+from .mirror import (
+    ARBITRATOR_EVENTS,
+    ORDER_EVENTS,
+    TokenBook,
+    arbitrator_wallets,
+    load_arbitrators,
+    load_orders,
+    order_ids,
+    order_line,
+    reduce_arbitrator,
+    reduce_order,
+    ts,
+)
 
 
 class Fold:

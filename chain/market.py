@@ -160,7 +160,8 @@ class MarketDriver:
         deadline = time.monotonic() + timeout
         pending = list(hashes)
         while pending:
-            for h, r in zip(pending, self.rpc_batch([("eth_getTransactionReceipt", [h]) for h in pending])):
+            receipts = self.rpc_batch([("eth_getTransactionReceipt", [h]) for h in pending])
+            for h, r in zip(pending, receipts, strict=True):
                 if r is not None and not isinstance(r, RpcFailure):
                     out[h] = r
             pending = [h for h in pending if out[h] is None]
@@ -183,12 +184,12 @@ class MarketDriver:
 
     def nonces(self, accounts: list[str]) -> dict[str, int]:
         counts = self.rpc_batch([("eth_getTransactionCount", [a, "pending"]) for a in accounts])
-        return {a: int(c, 16) for a, c in zip(accounts, counts)}
+        return {a: int(c, 16) for a, c in zip(accounts, counts, strict=True)}
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Arbitrators staked in the pool; every trader holding and having approved both tokens. Idempotent."""
-        for sym, token in self.tokens.items():
+        for _sym, token in self.tokens.items():
             self.decimals[token] = int(self.call(token, "decimals"), 16)
         checks = [("eth_call", [{"to": t, "data": self.calldata("allowance", w, self.escrow)}, "latest"])
                   for w in self.traders for t in self.tokens.values()]
@@ -197,7 +198,7 @@ class MarketDriver:
         txs = []
         minter = self.public_sender
         nonces = self.nonces([minter, *self.traders])
-        for (wallet, token), allowance in zip(pairs, allowances):
+        for (wallet, token), allowance in zip(pairs, allowances, strict=True):
             if isinstance(allowance, RpcFailure) or int(allowance, 16) < MAX_UINT // 2:
                 supply = 10**15 * 10 ** self.decimals[token]
                 txs.append(self.tx(minter, token, "mint", wallet, supply, nonce=nonces[minter]))
@@ -212,7 +213,7 @@ class MarketDriver:
         raw = self.rpc_batch([("eth_call", [{"to": self.pool, "data": self.calldata("arbitrators", a)}, "latest"])
                               for a in self.arbitrators])
         out = {}
-        for a, r in zip(self.arbitrators, raw):
+        for a, r in zip(self.arbitrators, raw, strict=True):
             if isinstance(r, RpcFailure):
                 continue
             words = [int(r[2 + 64 * i: 66 + 64 * i], 16) for i in range(6)]

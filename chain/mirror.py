@@ -109,7 +109,8 @@ def reduce_order(state: dict | None, log: Log, chain: str, tokens: TokenBook) ->
     elif name == "OrderAutoReleased":
         state["close_reason"] = CloseReason.AUTO_RELEASED
     elif name == "OrderCompleted":
-        reason = CloseReason.AUTO_RELEASED if state.get("close_reason") == CloseReason.AUTO_RELEASED else CloseReason.CONFIRMED
+        reason = (CloseReason.AUTO_RELEASED if state.get("close_reason") == CloseReason.AUTO_RELEASED
+                  else CloseReason.CONFIRMED)
         state.update(status=OrderStatus.COMPLETED, closed_at=when, close_reason=reason)
     elif name == "OrderCancelled":
         state.update(status=OrderStatus.CANCELLED, closed_at=when, close_reason=CloseReason.CANCELLED)
@@ -131,7 +132,8 @@ def reduce_order(state: dict | None, log: Log, chain: str, tokens: TokenBook) ->
     return state
 
 
-def reduce_arbitrator(state: dict | None, log: Log, chain: str, orders: dict[int, dict], tokens: TokenBook) -> dict | None:
+def reduce_arbitrator(state: dict | None, log: Log, chain: str, orders: dict[int, dict],
+                      tokens: TokenBook) -> dict | None:
     a, when = log.args, ts(log.block_time)
     if log.name == "ArbitratorRegistered":
         base = state or {"chain": chain, "wallet": a["arbitrator"], "total_resolved": 0, "total_earned": Decimal(0),
@@ -199,7 +201,7 @@ def load_orders(chain: str, ids: Iterable[int]) -> dict[int, dict]:
     with connection.cursor() as cur:
         cur.execute(f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE chain = %s AND onchain_id = ANY(%s)",
                     [chain, ids])
-        return {row[1]: dict(zip(ORDER_COLUMNS, row)) for row in cur.fetchall()}
+        return {row[1]: dict(zip(ORDER_COLUMNS, row, strict=True)) for row in cur.fetchall()}
 
 
 def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
@@ -209,7 +211,7 @@ def load_arbitrators(chain: str, wallets: Iterable[str]) -> dict[str, dict]:
     with connection.cursor() as cur:
         cur.execute(f"SELECT {', '.join(ARBITRATOR_COLUMNS)} FROM arbitrators WHERE chain = %s AND wallet = ANY(%s)",
                     [chain, wallets])
-        return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row)) for row in cur.fetchall()}
+        return {row[1]: dict(zip(ARBITRATOR_COLUMNS, row, strict=True)) for row in cur.fetchall()}
 
 
 def _temp_twin(cur, table: str, columns: tuple[str, ...]) -> None:
@@ -395,7 +397,8 @@ def insert_events(chain: str, logs: list[Log], *, fresh: bool = False) -> set[tu
         _temp_twin(cur, "chain_events", EVENT_COLUMNS)
         _copy_lines(cur, "tmp_chain_events", EVENT_COLUMNS, event_lines(chain, logs))
         cur.execute(f"INSERT INTO chain_events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)} "
-                    "FROM tmp_chain_events ON CONFLICT (chain, tx_hash, log_index) DO NOTHING RETURNING tx_hash, log_index")
+                    "FROM tmp_chain_events ON CONFLICT (chain, tx_hash, log_index) DO NOTHING "
+                    "RETURNING tx_hash, log_index")
         new = set(cur.fetchall())
         cur.execute("TRUNCATE tmp_chain_events")
     return new

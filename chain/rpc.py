@@ -33,7 +33,7 @@ import requests
 from backoffice.chain_settings import chain_prefix
 
 from .rpc_breaker import CircuitBreaker
-from .rpc_limits import TokenBucket, _RateLimited, _rate_limit_in, backoff_seconds, retry_after_seconds
+from .rpc_limits import TokenBucket, _rate_limit_in, _RateLimited, backoff_seconds, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class RpcClient:
         for provider in self.providers:
             now = time.monotonic()
             if provider.passed_over_until > now:
-                errors.append(f"{provider.role}: rate limited, passed over for {provider.passed_over_until - now:.0f} s")
+                errors.append(f"{provider.role}: rate limited, passed over for "
+                              f"{provider.passed_over_until - now:.0f} s")
                 continue
             with self._lock:
                 allowed = provider.breaker.allow()
@@ -392,7 +393,7 @@ class RpcClient:
         """{number: {"hash", "timestamp"}} for the given blocks, in one batched request."""
         results = self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
         out = {}
-        for n, block in zip(numbers, results):
+        for n, block in zip(numbers, results, strict=True):
             if block is None:
                 raise RpcError(0, f"block {n} not found")
             out[n] = {"hash": block["hash"].lower(), "timestamp": int(block["timestamp"], 16)}

@@ -253,7 +253,8 @@ def read_safe(chain: str, safe: str) -> SafeState:
     modules_page = _selector("getModulesPaginated(address,uint256)") + abi_encode(
         ["address", "uint256"], [SENTINEL, MAX_MODULES_READ])
     calls += [("eth_call", [{"to": safe, "data": _hex(modules_page)}, block]),
-              ("eth_getStorageAt", [safe, GUARD_SLOT, block]), ("eth_getStorageAt", [safe, FALLBACK_HANDLER_SLOT, block])]
+              ("eth_getStorageAt", [safe, GUARD_SLOT, block]),
+              ("eth_getStorageAt", [safe, FALLBACK_HANDLER_SLOT, block])]
     owners, threshold, nonce, version, modules, guard, handler = (_bytes(r) for r in client.batch(calls))
     return SafeState(address=safe.lower(), owners=tuple(a.lower() for a in abi_decode(["address[]"], owners)[0]),
                      threshold=abi_decode(["uint256"], threshold)[0], nonce=abi_decode(["uint256"], nonce)[0],
@@ -270,7 +271,8 @@ def confirm_safe_tx_hash(chain: str, safe: str, *, to: str, data: str, nonce: in
     """The Safe's own getTransactionHash for the SafeTx (the contract is the authority on its hash)."""
     types = ["address", "uint256", "bytes", "uint8", "uint256", "uint256", "uint256", "address", "address", "uint256"]
     args = [to_checksum_address(to), 0, _bytes(data), 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, nonce]
-    raw = _call(chain, safe, "getTransactionHash(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,uint256)",
+    raw = _call(chain, safe,
+                "getTransactionHash(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,uint256)",
                 abi_encode(types, args))
     return _hex(raw[:32])
 

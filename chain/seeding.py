@@ -109,7 +109,8 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
                 age = rng.uniform(0, 7 * DAY) if i % 20 == 0 else rng.uniform(61 * DAY, 400 * DAY)
                 rating = f"{rng.uniform(2.5, 5.0):.2f}" if rng.random() < 0.8 else "\\N"
                 tier = rng.choice(("new", "bronze", "silver", "gold"))
-                buf.append(f"{wallet}\tuser{i}\t{rating}\t{tier}\t{_ts(now_ts - age)}\t{_ts(now_ts - rng.uniform(0, 5 * DAY))}\n")
+                buf.append(f"{wallet}\tuser{i}\t{rating}\t{tier}\t{_ts(now_ts - age)}\t"
+                           f"{_ts(now_ts - rng.uniform(0, 5 * DAY))}\n")
                 if len(buf) >= chunk:
                     copy.write("".join(buf))
                     buf.clear()
@@ -187,7 +188,8 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
         for chain in SEED_CHAINS:
             cur.execute(
                 "INSERT INTO event_sync_cursor (chain, last_block, updated_at, head_block, head_seen_at, last_error) "
-                "VALUES (%s, %s, now(), %s, now(), '') ON CONFLICT (chain) DO UPDATE SET last_block = EXCLUDED.last_block, "
+                "VALUES (%s, %s, now(), %s, now(), '') "
+                "ON CONFLICT (chain) DO UPDATE SET last_block = EXCLUDED.last_block, "
                 "head_block = EXCLUDED.head_block, updated_at = now()",
                 [chain, max_block[chain], max_block[chain] + 3],
             )

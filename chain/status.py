@@ -11,8 +11,8 @@ from eth_utils import keccak
 from backoffice.durations import human_duration
 
 from .config import get_chain_config
-from .mirror import units
 from .fetch import read_token_metadata
+from .mirror import units
 from .models import OPEN_STATUSES, ChainEvent, Token
 from .rpc import ProviderUnavailable, RpcClient, RpcError, get_client
 
@@ -75,14 +75,15 @@ class ContractStatus:
         if not self.timeouts:
             return ""
         return ", ".join(f"{name} {human_duration(seconds)} ({seconds} s)"
-                         for name, seconds in zip(("seller", "buyer", "dispute"), self.timeouts))
+                         for name, seconds in zip(("seller", "buyer", "dispute"), self.timeouts, strict=True))
 
     def owner_settings(self) -> dict:
         """What only the owner changes, as the settings check compares it run after run, with the escrow and the
         block it was read at (a redeployed escrow starts a new record; an older read never replaces a newer)."""
         return {"escrow": self.escrow, "block": self.settings_block, "treasury": self.treasury,
                 "arbitrator_pool": self.arbitrator_pool, "platform_fee_bps": self.platform_fee_bps,
-                "arbitrator_fee_bps": self.arbitrator_fee_bps, "timeouts": list(self.timeouts) if self.timeouts else None,
+                "arbitrator_fee_bps": self.arbitrator_fee_bps,
+                "timeouts": list(self.timeouts) if self.timeouts else None,
                 "tokens": {t.address: t.supported for t in self.tokens}}
 
     @property
@@ -173,7 +174,8 @@ def read_contract_status(chain: str, *, client: RpcClient | None = None,
         balance_of = _selector("balanceOf(address)")
         for address in tokens:
             per_token += [
-                ("eth_call", [{"to": esc, "data": _selector("supportedTokens(address)") + _addr_arg(address)}, at_settled]),
+                ("eth_call", [{"to": esc, "data": _selector("supportedTokens(address)") + _addr_arg(address)},
+                              at_settled]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, hex(block)]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(status.treasury)}, hex(block)]),
                 ("eth_call", [{"to": address, "data": balance_of + _addr_arg(esc)}, at_cursor]),

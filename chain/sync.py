@@ -152,7 +152,8 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
         logs = logs_from_rows(cur.fetchall())
     tokens = TokenBook.for_chain(chain)
     # An ArbitratorResolved amount is in its order's token: orders not replayed here are read for it.
-    context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"} - set(orders))
+    context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"}
+                          - set(orders))
     rebuilt_orders: dict[int, dict] = dict(context)
     rebuilt_arbs: dict[str, dict] = {}
     apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs, replay=True)
@@ -171,7 +172,8 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
         profiles = cur.rowcount
     BlockHash.objects.filter(chain=chain, number__gt=block).delete()
     kept = BlockHash.objects.filter(chain=chain, number=block).values_list("hash", flat=True).first()
-    EventSyncCursor.objects.filter(chain=chain).update(last_block=block, last_block_hash=kept, updated_at=timezone.now())
+    EventSyncCursor.objects.filter(chain=chain).update(last_block=block, last_block_hash=kept,
+                                                       updated_at=timezone.now())
     return {"events_removed": removed, "orders_replayed": len(rebuilt_orders), "orders_deleted": len(gone),
             "arbitrators_deleted": len(gone_arbs), "profiles_deleted": profiles}
 

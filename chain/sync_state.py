@@ -1,4 +1,4 @@
-"""Shared by the serial and the pipelined sync: a run's cache of states, and moving the cursor in a batch's transaction."""
+"""Shared by the serial and the pipelined sync: a run's cache of states; moving the cursor in a batch's transaction."""
 from __future__ import annotations
 
 import logging

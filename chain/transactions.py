@@ -65,7 +65,8 @@ def _account(role: str = "owner"):
             secret = Account.decrypt(json.loads(path.read_text()), getattr(settings, f"{prefix}_KEYSTORE_PASSWORD", ""))
             return Account.from_key(secret)
         except Exception:
-            raise SignerUnavailable(f"{prefix}_KEYSTORE could not be decrypted: check {prefix}_KEYSTORE_PASSWORD.") from None
+            raise SignerUnavailable(f"{prefix}_KEYSTORE could not be decrypted: check "
+                                    f"{prefix}_KEYSTORE_PASSWORD.") from None
     raise SignerUnavailable(f"No {role} key: set {prefix}_KEY or {prefix}_KEYSTORE (+ {prefix}_KEYSTORE_PASSWORD).")
 
 
@@ -109,7 +110,8 @@ def simulate(chain: str, *, to: str, data: str, sender: str) -> Simulation:
         client.call("eth_call", [tx, hex(block)])
         gas = int(client.call("eth_estimateGas", [tx]), 16)
     except RpcError as exc:
-        data_field = exc.data if isinstance(exc.data, str) else (exc.data or {}).get("data") if isinstance(exc.data, dict) else None
+        data_field = (exc.data if isinstance(exc.data, str) else
+                      (exc.data or {}).get("data") if isinstance(exc.data, dict) else None)
         return Simulation(False, decode_revert(data_field, exc.message), None, block)
     return Simulation(True, "", gas, block)
 

@@ -9,7 +9,8 @@ from chain.models import UserProfile
 
 def with_profile_pk(queryset):
     """Each row's user profile id in the same query (a unique-index probe per row), not one query per row."""
-    return queryset.annotate(profile_pk=Subquery(UserProfile.objects.filter(wallet=OuterRef("wallet")).values("pk")[:1]))
+    return queryset.annotate(
+        profile_pk=Subquery(UserProfile.objects.filter(wallet=OuterRef("wallet")).values("pk")[:1]))
 
 
 def profile_link(obj) -> str:

@@ -20,7 +20,7 @@ def _rows(sql: str, params: list) -> list[dict]:
     with connection.cursor() as cur:
         cur.execute(sql, params)
         names = [c.name for c in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,6 @@ admin.site.register(AccessAttempt, AccessAttemptAdmin)
 from .actions import admin as actions_admin  # noqa: E402,F401
 from .actions import admin_autopause, admin_keys  # noqa: E402,F401
 from .backups import admin as backups_admin  # noqa: E402,F401
-from .monitoring import admin as monitoring_admin  # noqa: E402,F401
 from .console import admin as console_admin  # noqa: E402,F401
+from .monitoring import admin as monitoring_admin  # noqa: E402,F401
 from .monitoring import admin_schedules  # noqa: E402,F401

@@ -31,8 +31,9 @@ def order(*, buyer: UserProfile | None = None, seller: UserProfile | None = None
         chain=chain, onchain_id=fields.pop("onchain_id", n), buyer=buyer or profile(), seller=seller or profile(),
         token_address=fields.pop("token_address", wallet(0xABC)), token_symbol=fields.pop("token_symbol", "USDT"),
         amount=Decimal(amount), platform_fee=fields.pop("platform_fee", Decimal(amount) / 100), status=status,
-        created_at=created_at, updated_at=updated_at or created_at, created_tx_hash=fields.pop("created_tx_hash", tx_hash()),
-        last_tx_hash=fields.pop("last_tx_hash", tx_hash()), **fields)
+        created_at=created_at, updated_at=updated_at or created_at,
+        created_tx_hash=fields.pop("created_tx_hash", tx_hash()), last_tx_hash=fields.pop("last_tx_hash", tx_hash()),
+        **fields)
 
 
 def arbitrator(*, chain: str = "bsc", address: str | None = None, **fields) -> Arbitrator:

@@ -311,7 +311,8 @@ valid_row = st.tuples(address, junk, st.sampled_from(["manual", "import", "autom
 csv_upload = st.one_of(
     st.builds(_csv_text, csv_header, st.lists(st.one_of(csv_row, valid_row), max_size=6),
               st.sampled_from(["\n", "\r\n", "\r"]), st.booleans()).map(lambda t: t.encode("utf-8")),
-    st.builds(_csv_text, st.just(["wallet", "reason", "source", "expires_at"]), st.lists(valid_row, min_size=1, max_size=4),
+    st.builds(_csv_text, st.just(["wallet", "reason", "source", "expires_at"]),
+              st.lists(valid_row, min_size=1, max_size=4),
               st.sampled_from(["\n", "\r\n"]), st.booleans()).map(lambda t: t.encode("utf-8")),
     st.binary(max_size=300),
     st.sampled_from([b"\xef\xbb\xbfwallet,reason,source\n", b"wallet,reason,source\n0x" + b"a" * 40 + b",\x00,manual\n",

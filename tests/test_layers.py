@@ -32,7 +32,8 @@ def _imports(path: Path, module: str) -> set[str]:
     while todo:
         node = todo.pop()
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", "")) == "TYPE_CHECKING":
+            if (isinstance(child, ast.If)
+                    and getattr(child.test, "id", getattr(child.test, "attr", "")) == "TYPE_CHECKING"):
                 todo.extend(child.orelse)
                 continue
             todo.append(child)

@@ -105,7 +105,8 @@ class AlertAdmin(admin.ModelAdmin):
 
 @admin.register(AlertChannel)
 class AlertChannelAdmin(AuditedConfigAdmin):
-    empty_message = ("No alert channel yet: alerts only show here and on the dashboard. Add a Telegram bot, a webhook or "
+    empty_message = ("No alert channel yet: alerts only show here and on the dashboard. Add a Telegram bot, a webhook "
+                     "or "
                      "PagerDuty (the runbook pages P0 and P1 there) so they reach people (runbook §2).")
     list_display = ("name", "kind", "enabled", "min_severity", "target", "consecutive_failures", "open_until",
                     "last_error")
@@ -121,7 +122,8 @@ class AlertChannelAdmin(AuditedConfigAdmin):
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    empty_message = ("Nothing delivered yet: a delivery appears for each channel when an alert is raised that the channel "
+    empty_message = ("Nothing delivered yet: a delivery appears for each channel when an alert is raised that the "
+                     "channel "
                      "wants.")
     list_display = ("alert", "channel", "event", "status", "attempts", "created_at", "sent_at", "last_error")
     list_filter = ("status", "event", "channel")

@@ -123,11 +123,13 @@ class AlertChannel(models.Model):
         db_table = "ops_alert_channels"
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http") | Q(kind="telegram", chat_id__gt="")
+            models.CheckConstraint(condition=Q(kind="webhook", url__startswith="http")
+                                   | Q(kind="telegram", chat_id__gt="")
                                    | Q(kind="pagerduty", secret_env__gt=""),
                                    name="alert_channels_configured",
                                    violation_error_message="A webhook needs a URL; a Telegram channel needs a chat id; "
-                                                           "a PagerDuty channel needs the variable of its routing key."),
+                                                           "a PagerDuty channel needs the variable of its routing "
+                                                           "key."),
         ]
 
     def __str__(self) -> str:

@@ -16,7 +16,6 @@ from django.db.models.functions import Now, Upper
 from ..addresses import hex_check
 from ..fields import TxHashField, WalletField
 
-
 AMOUNT = {"max_digits": 96, "decimal_places": 18}
 AMOUNT_CEILING = 10**78  # above every NUMERIC(96,18); CHECKs compare against it so that NaN is refused
 
@@ -105,7 +104,9 @@ class UserProfile(models.Model):
     created_at = models.DateTimeField(db_default=Now(), verbose_name="first seen",
                                       help_text="First on-chain activity (account age).")
     last_active_at = models.DateTimeField(null=True, blank=True, verbose_name="last active")
-    first_seen_chain = models.CharField(max_length=16, null=True, blank=True, editable=False)
+    # NULL, like first_seen_block, when the sync did not create the profile (seeding, raw inserts): the reorg
+    # rollback deletes only profiles whose first_seen_chain is its chain. DJ001: changing it needs a migration.
+    first_seen_chain = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001
     first_seen_block = models.BigIntegerField(null=True, blank=True, editable=False,
                                               help_text="Lets a reorg rollback remove profiles it created.")
 
@@ -160,7 +161,8 @@ class Order(models.Model):
     amount = models.DecimalField(**AMOUNT, help_text="Escrowed amount in token units (not wei).")
     platform_fee = models.DecimalField(**AMOUNT, db_default=0, help_text="Platform fee in token units.")
     status = models.CharField(max_length=20, choices=OrderStatus.choices, db_default=OrderStatus.FUNDED)
-    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, null=True, blank=True,
+    # NULL while the order is open, no reason yet: the mirror's COPY and the seeding write NULL, never ''.
+    close_reason = models.CharField(max_length=20, choices=CloseReason.choices, null=True, blank=True,  # noqa: DJ001
                                     verbose_name="close reason")
     created_at = models.DateTimeField(db_default=Now(), help_text="Block time of the OrderCreated event (UTC).")
     updated_at = models.DateTimeField(db_default=Now(), help_text="Block time of the last state change (UTC).")
@@ -190,7 +192,8 @@ class Order(models.Model):
                                    violation_error_message="chain must be a chain name: lower-case letters, digits "
                                                            "and _, starting with a letter."),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="orders_status_valid",
-                                   violation_error_message="status must be one of " + ", ".join(OrderStatus.values) + "."),
+                                   violation_error_message="status must be one of "
+                                                           + ", ".join(OrderStatus.values) + "."),
             # The upper bound also refuses NaN, which PostgreSQL sorts above every number.
             models.CheckConstraint(condition=Q(amount__gte=0, amount__lt=AMOUNT_CEILING), name="orders_amount_valid",
                                    violation_error_message="amount must be a number, zero or more."),
@@ -214,8 +217,10 @@ class Order(models.Model):
                          condition=Q(arbitrator_wallet__isnull=False)),
             # The dispute queue and RB-04 look only at disputed orders.
             models.Index(fields=["disputed_at"], name="orders_disputed_queue_idx", condition=Q(status="disputed")),
-            models.Index(fields=["seller", "created_at"], name="orders_seller_disputed_idx", condition=Q(status="disputed")),
-            models.Index(fields=["buyer", "created_at"], name="orders_buyer_disputed_idx", condition=Q(status="disputed")),
+            models.Index(fields=["seller", "created_at"], name="orders_seller_disputed_idx",
+                         condition=Q(status="disputed")),
+            models.Index(fields=["buyer", "created_at"], name="orders_buyer_disputed_idx",
+                         condition=Q(status="disputed")),
             # Timeout automation (runbook §5) scans only orders that can time out.
             models.Index(fields=["seller_deadline"], name="orders_seller_timeout_idx", condition=Q(status="funded")),
             models.Index(fields=["buyer_deadline"], name="orders_buyer_timeout_idx", condition=Q(status="delivered")),

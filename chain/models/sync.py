@@ -18,8 +18,6 @@ class ChainEventQuerySet(models.QuerySet):
 class ChainEvent(models.Model):
     """One raw log of the escrow or arbitrator pool, as fetched: the mirror is rebuilt from these."""
 
-    objects = ChainEventQuerySet.as_manager()
-
     chain = models.CharField(max_length=16, choices=chain_choices)
     block_number = models.BigIntegerField()
     block_hash = TxHashField()
@@ -35,6 +33,8 @@ class ChainEvent(models.Model):
     args = models.JSONField(default=dict, blank=True)
     decode_error = models.TextField(blank=True, db_default="",
                                     help_text="Why the log was skipped (unknown topic, bad data); empty when applied.")
+
+    objects = ChainEventQuerySet.as_manager()
 
     class Meta:
         db_table = "chain_events"

@@ -215,7 +215,8 @@ class ContractActionAdmin(admin.ModelAdmin):
         action = get_object_or_404(ContractAction, pk=pk)
 
         def run(form):
-            done = actions.replace_contract_action(actor=request.user, action=action, reason=form.cleaned_data["reason"])
+            done = actions.replace_contract_action(actor=request.user, action=action,
+                                                   reason=form.cleaned_data["reason"])
             if done.status == ActionStatus.APPROVED:
                 return self._done(request, done, f"Replacement #{done.pk} for nonce {action.nonce}: the same signed "
                                                  "transaction, ready to execute with fees raised by at least 12.5%.")
@@ -231,8 +232,8 @@ class ContractActionAdmin(admin.ModelAdmin):
             cancel = actions.propose_safe_tx_cancel(actor=request.user, action=action,
                                                     reason=form.cleaned_data["reason"])
             return self._done(request, cancel, f"Proposed #{cancel.pk}: a SafeTx that does nothing on Safe nonce "
-                                               f"{cancel.safe_nonce}. Once the owners sign and it executes, #{action.pk} "
-                                               "can never execute.")
+                                               f"{cancel.safe_nonce}. Once the owners sign and it executes, "
+                                               f"#{action.pk} can never execute.")
         return self._confirm(request, action, verb="cancel on chain", perm="ops.add_contractaction", run=run,
                              form_class=ReasonForm, warning=CANCEL_WARNING)
 
@@ -347,9 +348,9 @@ class ContractActionAdmin(admin.ModelAdmin):
                                            f"{', '.join(a.chain for a in waiting)} now: one signature per chain, "
                                            "the relayer sends each at once.", messages.WARNING)
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_sign_group", args=[waiting[0].group]))
+            sent_on = ", ".join(a.chain for a in done if a.status != ActionStatus.REJECTED)
             self.message_user(request, f"Emergency stop: TRADES_ENABLED is off; pause sent on "
-                                       f"{', '.join(a.chain for a in done if a.status != ActionStatus.REJECTED) or 'no chain (already paused?)'}.",
-                              messages.WARNING)
+                                       f"{sent_on or 'no chain (already paused?)'}.", messages.WARNING)
             return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
         return admin_page(self, request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
                           form=form, warning="RB-05: pauses the escrow on every chain at once and turns "

@@ -20,8 +20,8 @@ def _signs(user) -> bool:
 
 @admin.register(StaffSigningKey)
 class StaffSigningKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    empty_message = ("No signing key registered: “Register my signing key” above. Safe owners sign contract actions with "
-                     "it; the key never leaves your wallet.")
+    empty_message = ("No signing key registered: “Register my signing key” above. Safe owners sign contract actions "
+                     "with it; the key never leaves your wallet.")
     list_display = ("address", "user", "label", "registered_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("=address", "user__username")

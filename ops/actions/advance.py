@@ -74,7 +74,8 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
     if receipt is None:
         if action.status == ActionStatus.SIGNED or not transactions.tx_known(action.chain, action.tx_hash):
             # Crashed before (or lost after) the broadcast: send the very same bytes again.
-            if execute.send_signed_action(action=action).status == ActionStatus.SENT and action.status == ActionStatus.SIGNED:
+            sent = execute.send_signed_action(action=action).status == ActionStatus.SENT
+            if sent and action.status == ActionStatus.SIGNED:
                 counts["sent"] += 1
         return
     if action.status == ActionStatus.SIGNED:
@@ -171,5 +172,6 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
         except IntegrityError:  # someone else replaced it at the same moment (one pending replacement per nonce)
             raise busy from None
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,
-                     after={**transitions.snapshot(replacement), "replaces": root.pk, "stuck": action.pk}, reason=reason)
+                     after={**transitions.snapshot(replacement), "replaces": root.pk, "stuck": action.pk},
+                     reason=reason)
     return replacement

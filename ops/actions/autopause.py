@@ -65,7 +65,8 @@ def _route(chain: str) -> tuple[str, str, str, str]:
     cfg = get_chain_config(chain)
     if not cfg.is_safe:
         if not transactions.has_key("owner"):
-            raise ValidationError({"chain": f"{chain} is in eoa custody but the server has no OWNER_KEY to pause with."})
+            raise ValidationError({"chain": f"{chain} is in eoa custody but the server has no OWNER_KEY to pause "
+                                            "with."})
         return Custody.OWNER_KEY, cfg.escrow.lower(), calls.encode("pause", {}), ""
     if not cfg.guardian_module:
         raise ValidationError({"chain": f"{chain} has no guardian module ({cfg.key.upper()[:3]}_GUARDIAN_MODULE): "

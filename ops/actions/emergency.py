@@ -71,8 +71,9 @@ def propose_guardian_pause(*, actor: Any, chain: str, reason: str, group: str = 
         raise ValidationError({"params": f"The pause would revert ({simulation.reason}): nothing was proposed."})
     with transaction.atomic():
         action = ContractAction.objects.create(
-            chain=chain, kind="pause", params={}, description=calls.describe("pause", {}), to_address=cfg.escrow.lower(),
-            calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason, group=group,
+            chain=chain, kind="pause", params={}, description=calls.describe("pause", {}),
+            to_address=cfg.escrow.lower(), calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(),
+            reason=reason, group=group,
             proposed_by=actor, proposal_simulation=simulation.as_dict(), custody=Custody.GUARDIAN,
             tx_to=cfg.guardian_module.lower(), safe_address=state.address, safe_nonce=guardian.nonce,
             typed_data=typed, signing_hash=digest)
@@ -87,7 +88,8 @@ def pause_now(*, actor: Any, chain: str, reason: str, group: str = "") -> Contra
     require_perm(actor, "ops.execute_contractaction", "pause the escrow")
     if get_chain_config(chain).is_safe:
         return propose_guardian_pause(actor=actor, chain=chain, reason=reason, group=group)
-    action = propose.propose_contract_action(actor=actor, chain=chain, kind="pause", params={}, reason=reason, group=group)
+    action = propose.propose_contract_action(actor=actor, chain=chain, kind="pause", params={}, reason=reason,
+                                             group=group)
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         action.status, action.approved_by, action.approved_at = ActionStatus.APPROVED, actor, timezone.now()

@@ -65,7 +65,8 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         if isinstance(prepared, ContractAction):
             return prepared  # stale, or sent back for signatures
         tx_data = prepared
-    simulation = simulations.simulate_call(action.chain, action.to_address, action.calldata, simulations.simulation_sender(action))
+    simulation = simulations.simulate_call(action.chain, action.to_address, action.calldata,
+                                           simulations.simulation_sender(action))
     if simulation.ok and (tx_data != action.calldata or (action.tx_to or action.to_address) != action.to_address):
         # The outer call too (execTransaction / pauseBySignature from the relayer, the module's pause() from the
         # guardian key: the same selector as the escrow's, another contract): the signatures, and its gas, count.
@@ -85,7 +86,8 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         action.execution_simulation = simulation.as_dict()
         action.executed_by = actor if getattr(actor, "pk", None) else None
         if not simulation.ok:
-            action.status, action.outcome = ActionStatus.REJECTED, f"simulation before signing reverted: {simulation.reason}"
+            action.status = ActionStatus.REJECTED
+            action.outcome = f"simulation before signing reverted: {simulation.reason}"
             action.save(update_fields=["status", "outcome", "execution_simulation", "executed_by"])
             record_audit(actor=actor_label, action="execute_contract_action", obj=action, before=before,
                          after=transitions.snapshot(action), reason=action.outcome)

@@ -23,7 +23,8 @@ PARAM_FIELDS = {
 
 class ProposeActionForm(forms.Form):
     chain = forms.ChoiceField(choices=[])
-    kind = forms.ChoiceField(label="action", choices=[(k.key, f"{k.label} — {k.signature}") for k in PROPOSABLE.values()])
+    kind = forms.ChoiceField(label="action",
+                             choices=[(k.key, f"{k.label} — {k.signature}") for k in PROPOSABLE.values()])
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
                              help_text="Required: why this call is needed (it is written to the audit log).")
 

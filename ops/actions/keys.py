@@ -42,7 +42,8 @@ def signing_key_challenge(*, user: Any) -> str:
             f"{user.get_username()}.\nSigning this message costs nothing and moves no funds.\nToken: {token}")
 
 
-def register_signing_key(*, actor: Any, address: str, challenge: str, signature: str, label: str = "") -> StaffSigningKey:
+def register_signing_key(*, actor: Any, address: str, challenge: str, signature: str,
+                         label: str = "") -> StaffSigningKey:
     """Link an address to `actor` after checking that the challenge is theirs, fresh, and signed by it (audited).
 
     Raises ValidationError naming the field: an expired or foreign challenge, a signature from another
@@ -58,7 +59,8 @@ def register_signing_key(*, actor: Any, address: str, challenge: str, signature:
     try:
         claims = signing.loads(token, salt=CHALLENGE_SALT, max_age=settings.SIGNING_CHALLENGE_SECONDS)
     except signing.SignatureExpired:
-        raise ValidationError({"challenge": "The challenge expired: sign the new one shown here with the same key."}) from None
+        raise ValidationError({"challenge": "The challenge expired: "
+                                            "sign the new one shown here with the same key."}) from None
     except signing.BadSignature:
         raise ValidationError({"challenge": "The challenge was altered or is not ours: sign the message exactly "
                                             "as the page shows it."}) from None

@@ -123,7 +123,8 @@ def refuse_open_safe_tx(signing_hash: str) -> None:
 def open_safe_tx(signing_hash: str, *, besides: int | None = None) -> ContractAction | None:
     """The open Safe action of this SafeTx (the index allows one), other than action `besides`."""
     return (ContractAction.objects.filter(custody=Custody.SAFE, signing_hash=signing_hash,
-                                          status__in=[*AWAITING, *IN_FLIGHT]).exclude(pk=besides).order_by("pk").first())
+                                          status__in=[*AWAITING, *IN_FLIGHT])
+            .exclude(pk=besides).order_by("pk").first())
 
 
 def propose_safe_tx_cancel(*, actor: Any, action: ContractAction, reason: str) -> ContractAction:
@@ -185,6 +186,6 @@ def reject_contract_action(*, actor: Any, action: ContractAction, reason: str) -
         before = transitions.snapshot(action)
         action.status, action.outcome = ActionStatus.REJECTED, f"rejected: {reason}"
         action.save(update_fields=["status", "outcome"])
-        record_audit(actor=actor, action="reject_contract_action", obj=action, before=before, after=transitions.snapshot(action),
-                     reason=reason)
+        record_audit(actor=actor, action="reject_contract_action", obj=action, before=before,
+                     after=transitions.snapshot(action), reason=reason)
     return action

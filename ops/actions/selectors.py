@@ -107,8 +107,9 @@ def safe_tx_signers(signing_hash: str) -> set[str]:
 
 def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
     """The cancels proposed on the same Safe nonce as `action`, newest first."""
-    return list(ContractAction.objects.filter(kind="cancel_safe_tx", chain=action.chain, safe_address=action.safe_address,
-                                              safe_nonce=action.safe_nonce).exclude(pk=action.pk).order_by("-pk"))
+    return list(ContractAction.objects.filter(kind="cancel_safe_tx", chain=action.chain,
+                                              safe_address=action.safe_address, safe_nonce=action.safe_nonce)
+                .exclude(pk=action.pk).order_by("-pk"))
 
 
 def signing_summary(action: ContractAction) -> dict[str, Any]:
@@ -127,8 +128,9 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     sigs = list(action.signatures.select_related("signed_by"))
     problems = counting.signature_problems(action, sigs, signers.addresses if signers else None)
     for sig in sigs:
-        rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(), "source": sig.get_source_display(),
-                     "at": sig.created_at, "valid": sig.pk not in problems, "why": problems.get(sig.pk, "")})
+        rows.append({"address": sig.signer_address, "user": sig.signed_by.get_username(),
+                     "source": sig.get_source_display(), "at": sig.created_at, "valid": sig.pk not in problems,
+                     "why": problems.get(sig.pk, "")})
     summary["signatures"] = rows
     summary["valid_count"] = sum(1 for r in rows if r["valid"])
     # A rejected SafeTx is void only in the back office: on chain, its current owners' signatures (a revoked key

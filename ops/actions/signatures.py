@@ -59,9 +59,9 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
     used = (ActionSignature.objects.filter(signature=text).exclude(action=action)
             .exclude(action__signing_hash=action.signing_hash).select_related("action").first())
     if used is not None:
-        raise ValidationError({"signature": f"This signature by {counting.who(used.signer_address)} was given to action "
-                                            f"#{used.action_id} (nonce {used.action.safe_nonce}): a signature is "
-                                            "valid for one SafeTx only. Sign this action's own typed data."})
+        raise ValidationError({"signature": f"This signature by {counting.who(used.signer_address)} was given to "
+                                            f"action #{used.action_id} (nonce {used.action.safe_nonce}): a signature "
+                                            "is valid for one SafeTx only. Sign this action's own typed data."})
     signer = chain_safe.recover_signer(action.signing_hash, raw)
     key = StaffSigningKey.objects.filter(address=signer, revoked_at__isnull=True).select_related("user").first()
     mine = list(StaffSigningKey.objects.filter(user=actor, revoked_at__isnull=True).values_list("address", flat=True))
@@ -93,8 +93,9 @@ def add_action_signature(*, actor: Any, action: ContractAction, signature: str,
                                             f"{signers.nonce}, not {action.safe_nonce}: this action can no longer "
                                             "execute. Propose it again."})
     if signer not in signers.addresses:
-        raise ValidationError({"signature": f"{counting.who(signer)} is not {'a guardian' if signers.kind == 'guardian' else 'an owner of the Safe ' + action.safe_address}"
-                                            f" on {action.chain}: its signature cannot count."})
+        role = "a guardian" if signers.kind == "guardian" else "an owner of the Safe " + action.safe_address
+        raise ValidationError({"signature": f"{counting.who(signer)} is not {role} on {action.chain}: its signature "
+                                            "cannot count."})
     with transaction.atomic():
         action = ContractAction.objects.select_for_update().get(pk=action.pk)
         if action.status not in (ActionStatus.PROPOSED, ActionStatus.APPROVED):

@@ -50,9 +50,10 @@ def mark_stale_actions(*, chain: str | None = None) -> int:
             winner = ContractAction.objects.filter(chain=action.chain, tx_to=action.tx_to, safe_nonce=action.safe_nonce,
                                                    status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED]).first()
             where = f"by action #{winner.pk}" if winner else "outside the back office"
-            transitions.mark_action(action, ActionStatus.STALE, only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
-                                outcome=f"nonce {action.safe_nonce} was used {where}: nothing was sent; propose "
-                                        "it again if it is still needed")
+            transitions.mark_action(action, ActionStatus.STALE,
+                                    only_from=(ActionStatus.PROPOSED, ActionStatus.APPROVED),
+                                    outcome=f"nonce {action.safe_nonce} was used {where}: nothing was sent; propose "
+                                            "it again if it is still needed")
             count += 1
     return count
 

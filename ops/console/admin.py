@@ -35,8 +35,8 @@ from . import selectors, services
 
 @admin.register(OpsReport)
 class OpsReportAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    empty_message = ("No report yet: the daily operations check runs at 08:00 UTC (runbook §4). To run it now: Periodic "
-                     "tasks → daily-operations-check → Run selected tasks.")
+    empty_message = ("No report yet: the daily operations check runs at 08:00 UTC (runbook §4). To run it now: "
+                     "Periodic tasks → daily-operations-check → Run selected tasks.")
     list_display = ("kind", "created_at", "status")
     list_filter = ("kind", "status")
     show_full_result_count = False  # one count, not two
@@ -73,7 +73,8 @@ class OpsReportAdmin(ReplicaChangelistMixin, ReadOnlyAdminMixin, admin.ModelAdmi
                     errors_to_form(form, exc)
                 else:
                     self.message_user(request, f"Ended {len(ended)} idle connection(s)"
-                                               f"{': ' + ', '.join(map(str, ended)) if ended else ''}.", messages.SUCCESS)
+                                               f"{': ' + ', '.join(map(str, ended)) if ended else ''}.",
+                                      messages.SUCCESS)
                     return HttpResponseRedirect(reverse("admin:ops_opsreport_database"))
         activity = selectors.database_activity()
         used = sum(n for _, n in activity.by_state)
@@ -164,7 +165,8 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
 
     @admin.display(description="")
     def record_link(self, obj: SecretSchedule) -> str:
-        return format_html('<a href="{}">Record rotation…</a>', reverse("admin:ops_secretschedule_rotate", args=[obj.pk]))
+        return format_html('<a href="{}">Record rotation…</a>',
+                           reverse("admin:ops_secretschedule_rotate", args=[obj.pk]))
 
     def get_urls(self):
         return [path("<int:pk>/rotate/", self.admin_site.admin_view(self.rotate_view),
@@ -182,8 +184,8 @@ class SecretScheduleAdmin(AuditedConfigAdmin):
             except ValidationError as exc:
                 errors_to_form(form, exc)
             else:
-                self.message_user(request, f"Rotation of {secret.name} recorded"
-                                           f"{' (fingerprint ' + rotation.fingerprint + ')' if rotation.fingerprint else ''}; "
+                noted = " (fingerprint " + rotation.fingerprint + ")" if rotation.fingerprint else ""
+                self.message_user(request, f"Rotation of {secret.name} recorded{noted}; "
                                            f"next due {secret.__class__.objects.get(pk=pk).next_due or 'as needed'}.")
                 return HttpResponseRedirect(reverse("admin:ops_secretschedule_changelist"))
         return admin_page(self, request, "admin/ops/secret_rotate.html", title=f"Record rotation: {secret.name}",
@@ -209,7 +211,8 @@ class IncidentOpenForm(forms.Form):
 
 class IncidentUpdateForm(forms.Form):
     op = forms.ChoiceField(choices=[("event", "add a timeline entry"), ("triaged", "triaged"),
-                                    ("mitigated", "mitigated"), ("resolved", "resolved"), ("postmortem", "post-mortem")])
+                                    ("mitigated", "mitigated"), ("resolved", "resolved"),
+                                    ("postmortem", "post-mortem")])
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     commander = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_staff=True), required=False)
     ops_lead = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_staff=True), required=False)
@@ -220,8 +223,8 @@ class IncidentUpdateForm(forms.Form):
 
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
-    empty_message = ("No incident recorded. Open one when users or funds are affected (runbook §7): it keeps the timeline "
-                     "and drafts the post-mortem.")
+    empty_message = ("No incident recorded. Open one when users or funds are affected (runbook §7): it keeps the "
+                     "timeline and drafts the post-mortem.")
     list_display = ("title", "severity", "status", "commander", "detected_at", "resolved_at", "postmortem_state")
     list_filter = ("severity", "status", ("detected_at", admin.DateFieldListFilter))
     list_select_related = ("commander",)
@@ -279,7 +282,8 @@ class IncidentAdmin(admin.ModelAdmin):
         incident = get_object_or_404(Incident, pk=object_id)
         return super().change_view(request, object_id, form_url, {
             **(extra_context or {}), "incident": incident, "timeline": incident.timeline.select_related("author"),
-            "update_form": IncidentUpdateForm(initial={"text": incident.postmortem} if incident.status == "resolved" else None)})
+            "update_form": IncidentUpdateForm(
+                initial={"text": incident.postmortem} if incident.status == "resolved" else None)})
 
     def update_view(self, request, pk: int):
         if request.method != "POST":

@@ -29,13 +29,13 @@ def database_activity(*, idle_seconds: int = 600) -> DatabaseActivity:
                     "WHERE datname = current_database() GROUP BY 1 ORDER BY 2 DESC")
         by_state = cur.fetchall()
         cur.execute("SELECT pid, EXTRACT(EPOCH FROM clock_timestamp() - query_start), state, left(query, 120), "
-                    "application_name, wait_event_type FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' "
-                    "AND pid <> pg_backend_pid() ORDER BY query_start LIMIT 10")
-        running = [dict(zip(("pid", "seconds", "state", "query", "application", "waiting_on"), row))
+                    "application_name, wait_event_type FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state <> 'idle' AND pid <> pg_backend_pid() ORDER BY query_start LIMIT 10")
+        running = [dict(zip(("pid", "seconds", "state", "query", "application", "waiting_on"), row, strict=True))
                    for row in cur.fetchall()]
         cur.execute("SELECT pid, EXTRACT(EPOCH FROM clock_timestamp() - state_change), application_name, "
                     f"client_addr::text FROM pg_stat_activity WHERE {IDLE_LONG} ORDER BY state_change", [idle_seconds])
-        idle_long = [dict(zip(("pid", "seconds", "application", "client"), row)) for row in cur.fetchall()]
+        idle_long = [dict(zip(("pid", "seconds", "application", "client"), row, strict=True)) for row in cur.fetchall()]
         cur.execute("SELECT current_setting('max_connections')::int")
         (max_connections,) = cur.fetchone()
     return DatabaseActivity(by_state, running, idle_long, max_connections)

@@ -67,7 +67,8 @@ def record_secret_rotation(*, actor: Any, secret: SecretSchedule, reason: str, s
     return rotation
 
 
-def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days: int | None, reason: str) -> SecretSchedule:
+def update_secret_schedule(*, actor: Any, secret: SecretSchedule, interval_days: int | None,
+                           reason: str) -> SecretSchedule:
     require_perm(actor, "ops.change_secretschedule", "change rotation schedules", allow_system=False)
     if interval_days is not None and interval_days < 1:
         raise ValidationError({"interval_days": "Use at least 1 day, or leave it empty for 'as needed'."})
@@ -162,8 +163,9 @@ def advance_incident(*, actor: Any, incident: Incident, to: str, note: str = "",
         incident = Incident.objects.select_for_update().get(pk=incident.pk)
         flow = [s.value for s in INCIDENT_FLOW]
         if to not in flow[1:4] or flow.index(to) != flow.index(incident.status) + 1:
+            following = flow[flow.index(incident.status) + 1] if incident.status != flow[-1] else "nothing"
             raise ValidationError({"status": f"An incident that is {incident.get_status_display().lower()} can go to "
-                                             f"{flow[flow.index(incident.status) + 1] if incident.status != flow[-1] else 'nothing'} next."})
+                                             f"{following} next."})
         before = {"status": incident.status, "severity": incident.severity}
         now = timezone.now()
         if to == IncidentStatus.TRIAGED:
@@ -200,7 +202,8 @@ def complete_postmortem(*, actor: Any, incident: Incident, text: str) -> Inciden
         raise ValidationError({"postmortem": "Fill in the post-mortem (root cause, resolution, lessons, actions)."})
     with transaction.atomic():
         incident = Incident.objects.select_for_update().get(pk=incident.pk)
-        incident.postmortem, incident.postmortem_done_at, incident.status = text, timezone.now(), IncidentStatus.POSTMORTEM
+        incident.postmortem, incident.postmortem_done_at, incident.status = (
+            text, timezone.now(), IncidentStatus.POSTMORTEM)
         incident.save(update_fields=["postmortem", "postmortem_done_at", "status"])
         IncidentEvent.objects.create(incident=incident, at=incident.postmortem_done_at, author=actor,
                                      text="Post-mortem completed")

@@ -80,7 +80,8 @@ class ContractAction(models.Model):
     max_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0, null=True, blank=True)
     max_priority_fee_per_gas = models.DecimalField(max_digits=40, decimal_places=0, null=True, blank=True)
     raw_tx = models.TextField(blank=True, default="", help_text="Signed bytes, recorded before broadcast.")
-    tx_hash = models.CharField(max_length=66, null=True, blank=True)
+    # NULL until signed: the unique index on tx_hash skips NULLs, where '' would collide between unsigned actions.
+    tx_hash = models.CharField(max_length=66, null=True, blank=True)  # noqa: DJ001
     signed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     receipt_block = models.BigIntegerField(null=True, blank=True)
@@ -165,7 +166,8 @@ class ContractAction(models.Model):
                                     name="contract_actions_automatic_once_per_order"),
             models.CheckConstraint(
                 condition=~models.Q(custody__in=["safe", "guardian"])
-                | (models.Q(safe_nonce__isnull=False) & ~models.Q(signing_hash="") & models.Q(typed_data__isnull=False)),
+                | (models.Q(safe_nonce__isnull=False) & ~models.Q(signing_hash="")
+                   & models.Q(typed_data__isnull=False)),
                 name="contract_actions_signed_payload_fixed",
                 violation_error_message="A Safe or guardian action needs its nonce, typed data and hash."),
             models.CheckConstraint(
@@ -186,7 +188,8 @@ class ContractAction(models.Model):
     def guardian_deadline_seconds(self) -> int | None:
         """When a guardian's pause signature stops being accepted, in block time (unix seconds: the module compares
         it with block.timestamp)."""
-        deadline = (self.typed_data or {}).get("message", {}).get("deadline") if self.custody == Custody.GUARDIAN else None
+        message = (self.typed_data or {}).get("message", {})
+        deadline = message.get("deadline") if self.custody == Custody.GUARDIAN else None
         return int(deadline) if deadline is not None else None
 
     @property

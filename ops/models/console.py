@@ -148,7 +148,8 @@ class Incident(models.Model):
         db_table = "ops_incidents"
         ordering = ["-detected_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(detected_at__gte=models.F("started_at")), name="incidents_detect_after_start",
+            models.CheckConstraint(condition=Q(detected_at__gte=models.F("started_at")),
+                                   name="incidents_detect_after_start",
                                    violation_error_message="Detection cannot come before the first sign."),
             models.CheckConstraint(condition=Q(resolved_at__isnull=True) | Q(resolved_at__gte=models.F("detected_at")),
                                    name="incidents_resolve_after_detect",

@@ -26,7 +26,8 @@ class StaffSigningKey(models.Model):
         db_table = "ops_staff_signing_keys"
         ordering = ["user__username", "address"]
         verbose_name = "staff signing key"
-        constraints = [models.CheckConstraint(condition=hex_check("address", 40), name="staff_signing_keys_address_hex")]
+        constraints = [models.CheckConstraint(condition=hex_check("address", 40),
+                                              name="staff_signing_keys_address_hex")]
 
     def __str__(self) -> str:
         return f"{self.address} ({self.user.get_username()})"

@@ -55,7 +55,8 @@ def _frame(key: str, title: str, description: str, body: list[str], width: int, 
         f'viewBox="0 0 {width} {height}" width="100%" aria-labelledby="{title_id} {desc_id}" '
         f'font-family="sans-serif" font-size="{FONT_SIZE}" fill="{TEXT}">'
         f'<title id="{title_id}">{escape(title)}</title><desc id="{desc_id}">{escape(description)}</desc>'
-        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>'
+        f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+        f'{escape(title)}</text>'
         + "".join(body) + "</svg>"
     )
 
@@ -69,7 +70,8 @@ def _y_axis(top: float, scale_max: float, x: float, plot_h: float, label: str, *
         if grid_to is not None:
             out.append(f'<line x1="{x:.1f}" x2="{grid_to:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
         anchor, dx = ("start", 4) if right else ("end", -4)
-        out.append(f'<text x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">{escape(short_number(value))}</text>')
+        out.append(f'<text x="{x + dx:.1f}" y="{y + 4:.1f}" text-anchor="{anchor}">'
+                   f'{escape(short_number(value))}</text>')
     cx = x + (44 if right else -48)
     cy = top + plot_h / 2
     out.append(f'<text class="axis-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" '
@@ -127,7 +129,7 @@ def column_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Se
     n = max(len(nums), 1)
     step = plot_w / n
     bar_w = max(step * 0.7, 1)
-    for i, (label, value) in enumerate(zip(labels, nums)):
+    for i, (label, value) in enumerate(zip(labels, nums, strict=False)):
         h = plot_h * value / scale
         x = left + i * step + (step - bar_w) / 2
         body.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{BAR}">'
@@ -160,7 +162,7 @@ def line_chart(*, key: str, title: str, x_label: str, y_label: str, labels: Sequ
     if coords:
         body.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in coords)}" fill="none" '
                     f'stroke="{LINE}" stroke-width="2"/>')
-    for (x, y), label, value in zip(coords, labels, nums):
+    for (x, y), label, value in zip(coords, labels, nums, strict=False):
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{LINE}"><title>{escape(label)}: '
                     f'{escape(_plain(value))}</title></circle>')
     body += _x_axis(labels, x_label, n=n, width=width, height=height)
@@ -176,7 +178,7 @@ def bar_list(*, key: str, title: str, x_label: str, y_label: str, labels: Sequen
     plot_w = width - left - right
     scale = nice_max(max(nums, default=0))
     body = [f'<text class="axis-label" x="12" y="{top - 6}" text-anchor="start">{escape(y_label)}</text>']
-    for i, (label, value) in enumerate(zip(labels, nums)):
+    for i, (label, value) in enumerate(zip(labels, nums, strict=False)):
         y = top + i * row_height
         w = plot_w * value / scale
         body.append(f'<text x="{left - 6}" y="{y + row_height * 0.7:.1f}" text-anchor="end">{escape(label)}</text>')

@@ -84,7 +84,8 @@ def _health_tiles() -> list[Tile]:
                                                                  check.get("problem"), ", ".join(facts)]))
         value, status = check.get("status", "unknown"), check.get("status", "unknown")
         if check.get("configured") is False:
-            value, status, detail = "not configured", "unknown", "no RPC URL or contract addresses (README: configuration)"
+            value, status = "not configured", "unknown"
+            detail = "no RPC URL or contract addresses (README: configuration)"
         tiles.append(Tile(key=f"health-{name}", title=name, value=value, status=status, detail=detail,
                           url=links.get(name)))
     return tiles

@@ -203,7 +203,8 @@ class ScheduleRun:
     @property
     def late(self) -> bool:
         slack = max(BEAT_SLACK_SECONDS, self.max_gap_seconds / 2)
-        return self.enabled and self.seconds_since_run is not None and self.seconds_since_run > self.max_gap_seconds + slack
+        return (self.enabled and self.seconds_since_run is not None
+                and self.seconds_since_run > self.max_gap_seconds + slack)
 
 
 def schedule_runs() -> list[ScheduleRun]:

@@ -41,7 +41,8 @@ def _business() -> list:
     open_disputes = GaugeMetricFamily("p2p_open_disputes", "Orders in dispute now", labels=["chain"])
     per_chain: dict[str, list[float]] = {}
     for chain, token, n, done, disp, open_d, exp, auto, fee in _rows(
-            "SELECT chain, token_symbol, SUM(orders), SUM(completed), SUM(disputed + resolved_buyer + resolved_seller), "
+            "SELECT chain, token_symbol, SUM(orders), SUM(completed), "
+            "SUM(disputed + resolved_buyer + resolved_seller), "
             "SUM(disputed), SUM(expired), SUM(auto_released), SUM(completed_fees) FROM chain_daily_order_stats "
             "GROUP BY chain, token_symbol"):
         created.add_metric([chain, token], float(n))

@@ -9,8 +9,8 @@ from django.db import close_old_connections
 from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.selectors import verify_audit_chain as verify_chain
 
-from .checks import actions as action_checks
 from . import drills
+from .checks import actions as action_checks
 from .checks import business, certain, contracts, custody, daily, sync
 
 

@@ -140,7 +140,8 @@ class Browser:
         self.fill("#id_password", password)
         self.shot(f"{username}-password")
         self.click_and_wait(self.button("Log in"))
-        assert self.path.startswith("/admin/otp/"), f"expected the one-time code page, got {self.path}: {self.text[:300]}"
+        assert self.path.startswith("/admin/otp/"), (f"expected the one-time code page, got {self.path}: "
+                                                     f"{self.text[:300]}")
         if code is not None:
             self.fill("#id_code", code())
             self.shot(f"{username}-otp")

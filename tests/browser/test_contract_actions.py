@@ -36,7 +36,8 @@ def test_contract_action_is_proposed_by_one_person_and_approved_by_another(open_
     proposer.fill("#id_reason", "Move fees to the new 3-of-5 multisig (ticket OPS-142).")
     proposer.shot("propose-form")
     proposer.click_and_wait(proposer.button("Simulate and propose"))
-    match = re.search(r"Proposed #(\d+): setTreasury\(treasury=(0x[0-9a-fA-F]{40})\)\. The simulation passed", proposer.text)
+    match = re.search(r"Proposed #(\d+): setTreasury\(treasury=(0x[0-9a-fA-F]{40})\)\. The simulation passed",
+                      proposer.text)
     assert match, proposer.text[:500]
     assert match.group(2).lower() == NEW_TREASURY
     proposer.shot("proposed")

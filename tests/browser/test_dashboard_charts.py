@@ -32,7 +32,8 @@ def trade_for_days(days: int) -> None:
     today = datetime.now(timezone.utc).date()
     for back in range(days):
         noon = datetime.combine(today - timedelta(days=back), time(12), tzinfo=timezone.utc)
-        f.order(buyer=f.profile(created_at=noon), seller=f.profile(created_at=noon), amount=str(100 + 37 * back), created_at=min(noon, datetime.now(timezone.utc)))
+        f.order(buyer=f.profile(created_at=noon), seller=f.profile(created_at=noon), amount=str(100 + 37 * back),
+                created_at=min(noon, datetime.now(timezone.utc)))
     rollup.rebuild_all()
 
 
@@ -58,5 +59,5 @@ def test_dashboard_chart_day_labels_never_overlap_in_the_browser(open_browser, m
             assert label["right"] > label["left"], f"{chart_id}: {label['text']} is not drawn"
             # What the server spaced the labels by is at least what the browser draws.
             assert label["width"] <= charts.label_width(label["text"]), label
-        for before, after in zip(labels, labels[1:]):
+        for before, after in zip(labels, labels[1:], strict=False):
             assert before["right"] <= after["left"], f"{chart_id}: {before['text']} overlaps {after['text']}"

@@ -65,7 +65,8 @@ class InjectedWallet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if driver.current_url != start_url and driver.execute_script("return document.readyState") == "complete":
+                if (driver.current_url != start_url
+                        and driver.execute_script("return document.readyState") == "complete"):
                     return
                 batch = driver.execute_script("return window.__testWallet.take()")
             except WebDriverException:  # the page is being replaced

@@ -76,7 +76,8 @@ def test_admin_change_pages_render_with_data(staff_client, market):
         (_url(Arbitrator, "change", market["arb"].pk), [market["arb"].wallet]),
         (_url(EventSyncCursor, "change", "bsc"), ["123456", "123460"]),
         (_url(Blacklist, "change", market["entry"].pk), [market["other"].wallet, "High dispute rate"]),
-        (_url(AuditLog, "change", AuditLog.objects.get(action="blacklist_wallet").pk), ["blacklist_wallet", "High dispute rate"]),
+        (_url(AuditLog, "change", AuditLog.objects.get(action="blacklist_wallet").pk),
+         ["blacklist_wallet", "High dispute rate"]),
     ]
     for url, needles in pages:
         response = staff_client.get(url)

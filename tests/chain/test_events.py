@@ -38,7 +38,7 @@ def contracts(deployment) -> dict[str, str]:
 
 
 def by_name(raw_logs, contracts, name: str, where=lambda log: True) -> dict:
-    for raw, log in zip(raw_logs, parse_logs(raw_logs, contracts)):
+    for raw, log in zip(raw_logs, parse_logs(raw_logs, contracts), strict=True):
         if log.name == name and where(log):
             return copy.deepcopy(raw)
     raise AssertionError(f"no {name} log in the market")
@@ -71,7 +71,7 @@ def test_parse_logs_equals_web3_decoding_for_every_event_of_a_real_market(anvil_
 
     assert len(ours) == len(web3_logs) > 0
     seen = set()
-    for log, reference in zip(ours, web3_logs):
+    for log, reference in zip(ours, web3_logs, strict=True):
         assert (log.tx_hash, log.log_index) == ("0x" + reference["transactionHash"].hex().removeprefix("0x"),
                                                 reference["logIndex"])
         assert log.block_number == reference["blockNumber"]
@@ -125,7 +125,8 @@ MUTATIONS = {
     # Not hex: a broken provider's word must never reach the mirror's CHECK constraints.
     "address_not_hex_in_data": ("OrderCreated", lambda raw: raw.__setitem__(
         "data", _replace_word(raw["data"], 0, "00" * 12 + "zz" * 20))),
-    "address_not_hex_in_topic": ("OrderCreated", lambda raw: raw["topics"].__setitem__(2, "0x" + "00" * 12 + "g1" * 20)),
+    "address_not_hex_in_topic": ("OrderCreated", lambda raw: raw["topics"].__setitem__(
+        2, "0x" + "00" * 12 + "g1" * 20)),
     "uint_with_underscores": ("OrderDelivered", lambda raw: raw.__setitem__("data", "0x" + "0" * 62 + "_1")),
     "address_not_hex_in_a_string_event": ("OrderDisputed", lambda raw: raw["topics"].__setitem__(
         2, "0x" + "00" * 12 + "zz" * 20)),

@@ -99,7 +99,7 @@ def test_rpc_client_waits_out_429_with_retry_after_without_opening_the_breaker(a
     assert len(proxy.requests) == 4
     # The client waited as told: 3 × 0.4 s, or until the date (whole seconds: at least 0.5 s each time).
     assert elapsed >= (1.2 if retry_after != "date" else 1.5)
-    gaps = [b - a for (a, _), (b, _) in zip(proxy.requests, proxy.requests[1:])]
+    gaps = [b - a for (a, _), (b, _) in zip(proxy.requests, proxy.requests[1:], strict=False)]
     assert min(gaps) >= (0.39 if retry_after != "date" else 0.5), gaps
     counts = client.take_counts()["primary"]
     assert counts["rate_limited"] == 3 and counts["rate_limit_wait_seconds"] >= 1.1
@@ -182,7 +182,8 @@ def test_rpc_client_retry_after_zero_again_and_again_is_no_busy_loop(anvil_node,
 def test_rpc_client_passes_over_a_provider_whose_limit_outlasted_a_call(anvil_node, faulty_rpc):
     """A spent quota answering 429 without Retry-After (exponential backoff): the first call waits up to the
     limit, the calls after it go straight to the fallback instead of paying the same wait each time."""
-    proxy = faulty_rpc(lambda body: (200, rpc_error(body, -32005, "daily request count exceeded, request rate limited")))
+    proxy = faulty_rpc(lambda body: (200, rpc_error(body, -32005,
+                                                    "daily request count exceeded, request rate limited")))
     client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=5,
                        rate_limit_max_wait=1.0)
     started = time.monotonic()

@@ -99,4 +99,5 @@ def test_viewer_sees_queue_and_review_but_cannot_claim_note_or_blacklist(login, 
     assert client.post(RB04, {"wallet": [order.buyer_id], "reason": "x"}).status_code == 403
     with pytest.raises(PermissionDenied):
         services.claim_dispute(actor=viewer, order=order)
-    assert not DisputeCase.objects.exists() and not DisputeNote.objects.exists() and not AuditLog.objects.exclude(object_type="auth").exists()
+    assert (not DisputeCase.objects.exists() and not DisputeNote.objects.exists()
+            and not AuditLog.objects.exclude(object_type="auth").exists())

@@ -81,7 +81,7 @@ class LocalChain:
     def order(self, order_id: int) -> dict:
         fields = ("buyer", "seller", "token", "amount", "platform_fee", "arbitrator", "created_at",
                   "seller_deadline", "buyer_deadline", "dispute_deadline", "status")
-        values = dict(zip(fields, self.escrow.functions.orders(order_id).call()))
+        values = dict(zip(fields, self.escrow.functions.orders(order_id).call(), strict=True))
         values["status"] = STATUS[values["status"]]
         return values
 

@@ -24,7 +24,8 @@ from chain.transactions import reset_signer
 
 from .conftest import STAKE, TOKEN_SUPPLY, LocalChain
 
-__all__ = ["safe_chain_node", "safe_chain", "staff", "guarded", "sign_typed", "personal_sign", "register_key", "SafeChain"]
+__all__ = ["safe_chain_node", "safe_chain", "staff", "guarded", "sign_typed", "personal_sign", "register_key",
+           "SafeChain"]
 
 
 class SafeChain(LocalChain):
@@ -125,7 +126,7 @@ def register_key(node: LocalChain, user, account: str):
 def staff(safe_chain, django_user_model):
     """alice, bob and carol: the Safe's three owners, each with their key registered; dave has no Safe role."""
     people = {}
-    for name, index in zip(("alice", "bob", "carol"), DEMO_SAFE_OWNERS):
+    for name, index in zip(("alice", "bob", "carol"), DEMO_SAFE_OWNERS, strict=False):
         user = django_user_model.objects.create_user(name, password=f"{name}-password-1", is_staff=True,
                                                      is_superuser=True)
         register_key(safe_chain, user, safe_chain.accounts[index])

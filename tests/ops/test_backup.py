@@ -56,7 +56,8 @@ def seeded(django_user_model):
         f.order()
     Blacklist.objects.create(wallet=f.wallet(), reason="fraud", source="manual", created_at=timezone.now())
     ContractAction.objects.create(chain="bsc", kind="pause", description="pause()", to_address=f.wallet(),
-                                  calldata="0x8456cb59", calldata_hash="0x" + "2" * 64, reason="test", proposed_by=proposer)
+                                  calldata="0x8456cb59", calldata_hash="0x" + "2" * 64, reason="test",
+                                  proposed_by=proposer)
     with transaction.atomic():
         for n in range(4):
             record_audit(actor="system:test", action="seed", object_type="test", object_id=str(n))
@@ -261,7 +262,7 @@ def _restore_test(backup, status: str, *, days_ago: float):
 def test_backup_retention_keeps_the_last_backup_that_passed_a_restore_test(backup_dir, settings):
     settings.BACKUP_RETENTION_DAYS = 30
     runs = [backups.run_backup(actor="system:test") for _ in range(4)]
-    for days, run in zip((60, 50, 45, 40), runs):
+    for days, run in zip((60, 50, 45, 40), runs, strict=True):
         BackupRun.objects.filter(pk=run.pk).update(finished_at=timezone.now() - timedelta(days=days))
     # runs[1] restored whole; the newer ones did not: runs[1] is the last backup known to come back.
     _restore_test(runs[1], RestoreTestStatus.PASSED, days_ago=49)

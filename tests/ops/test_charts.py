@@ -30,7 +30,7 @@ def test_tick_indices_never_overlap_and_always_label_the_last_day(n):
     assert indices and indices[-1] == n - 1
     assert indices == sorted(set(indices)) and 0 <= indices[0]
     boxes = label_boxes(labels, indices, PLOT_W)
-    for (_, right), (left, _) in zip(boxes, boxes[1:]):
+    for (_, right), (left, _) in zip(boxes, boxes[1:], strict=False):
         assert left - right >= charts.LABEL_GAP, f"n={n}: labels {indices} overlap"
 
 
@@ -38,7 +38,7 @@ def test_tick_indices_never_overlap_and_always_label_the_last_day(n):
 def test_tick_indices_space_labels_evenly_and_use_the_room(n):
     labels = day_labels(n)
     indices = charts.tick_indices(labels, PLOT_W)
-    steps = {b - a for a, b in zip(indices, indices[1:])}
+    steps = {b - a for a, b in zip(indices, indices[1:], strict=False)}
     assert len(steps) <= 1, f"n={n}: uneven steps {steps}"
     slot = PLOT_W / n
     step = steps.pop() if steps else 1

@@ -61,7 +61,8 @@ def test_an_action_that_fails_on_chain_pages_once(chain, alice, bob):
     chain.automine(False)
     sent = actions.execute_contract_action(actor=alice, action=approved(alice, bob, "set_platform_fee", {"bps": 150}))
     chain.rpc("anvil_dropTransaction", [sent.tx_hash])  # its nonce goes to another transaction of the owner
-    chain.rpc("eth_sendTransaction", [{"from": chain.owner, "to": chain.owner, "value": "0x0", "nonce": hex(sent.nonce)}])
+    chain.rpc("eth_sendTransaction",
+              [{"from": chain.owner, "to": chain.owner, "value": "0x0", "nonce": hex(sent.nonce)}])
     chain.mine()
     chain.automine(True)
     assert actions.advance_contract_actions(chain="bsc")["failed"] == 1

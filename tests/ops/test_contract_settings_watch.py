@@ -31,7 +31,8 @@ def seen_twice(chain) -> list[str]:
 
 
 def test_settings_changed_outside_the_back_office_raise_a_p1_naming_each(chain):
-    assert contract_checks.check_contracts() == [] and ChainState.objects.get(chain="bsc").contract_settings["platform_fee_bps"] == 100
+    assert (contract_checks.check_contracts() == []
+            and ChainState.objects.get(chain="bsc").contract_settings["platform_fee_bps"] == 100)
     chain.send(chain.escrow.functions.setPlatformFeeBps(250), chain.owner)  # the owner's own tools, not ours
     newcomer = Web3.to_checksum_address("0x" + "77" * 20)
     chain.send(chain.escrow.functions.setSupportedToken(newcomer, True), chain.owner)

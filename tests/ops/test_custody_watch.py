@@ -52,7 +52,8 @@ def test_custody_check_names_a_module_enabled_outside_at_every_check(safe_chain)
     assert safe_chain.module.address.lower() not in mismatch.message, "the guardian module is known"
     mismatch.acknowledged_at = mismatch.created_at
     mismatch.save(update_fields=["acknowledged_at"])
-    assert custody_checks.check_custody() == ["custody-mismatch:bsc"], "no change any more, but the module is still there"
+    assert custody_checks.check_custody() == ["custody-mismatch:bsc"], (
+        "no change any more, but the module is still there")
 
 
 def test_custody_check_names_a_guard_and_a_changed_fallback_handler(safe_chain):
@@ -60,7 +61,8 @@ def test_custody_check_names_a_guard_and_a_changed_fallback_handler(safe_chain):
     # setGuard wants a contract answering ERC-165; what the check reads is the Safe's guard slot, so it is written
     # there as setGuard would.
     for slot in (chain_safe.GUARD_SLOT, chain_safe.FALLBACK_HANDLER_SLOT):
-        safe_chain.rpc("anvil_setStorageAt", [safe_chain.safe.address, slot, "0x" + STRANGER[2:].lower().rjust(64, "0")])
+        safe_chain.rpc("anvil_setStorageAt",
+                       [safe_chain.safe.address, slot, "0x" + STRANGER[2:].lower().rjust(64, "0")])
     raised = seen_twice(safe_chain)
     assert {"custody-changed:bsc", "custody-mismatch:bsc"} <= set(raised)
     changed = open_alert("custody-changed:bsc").message

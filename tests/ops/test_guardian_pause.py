@@ -226,7 +226,8 @@ def test_guardian_cannot_make_the_safe_do_anything_but_pause(safe_chain):
         (safe_chain.module.address, safe_chain.module.functions.addGuardian(new_treasury)._encode_transaction_data()),
         # A guardian is not a module: the Safe refuses its module call (GS104).
         (safe_chain.safe.address, safe_chain.safe.functions.execTransactionFromModule(
-            safe_chain.escrow.address, 0, safe_chain.escrow.functions.setTreasury(new_treasury)._encode_transaction_data(),
+            safe_chain.escrow.address, 0,
+            safe_chain.escrow.functions.setTreasury(new_treasury)._encode_transaction_data(),
             0)._encode_transaction_data()),
     ]
     for to, data in attempts:

@@ -74,7 +74,8 @@ def test_rejected_safetx_holding_the_threshold_raises_a_p2_once(safe_chain, staf
     one_signature = actions.reject_contract_action(
         actor=staff["carol"], action=sign(safe_chain, propose_treasury(alice, "0x" + "cc" * 20), alice),
         reason="typo")
-    assert not any(k.startswith("safe-tx-executable") for k in custody_checks.check_custody()), "one of two: not executable"
+    assert not any(k.startswith("safe-tx-executable") for k in custody_checks.check_custody()), (
+        "one of two: not executable")
     rejected = signed_then_rejected(safe_chain, staff)
     key = f"safe-tx-executable:bsc:{rejected.signing_hash}"
     assert key in custody_checks.check_custody()
@@ -82,7 +83,8 @@ def test_rejected_safetx_holding_the_threshold_raises_a_p2_once(safe_chain, staf
     alert = Alert.objects.get(key=key, acknowledged_at__isnull=True)
     assert alert.severity == "P2" and "Cancel on chain" in alert.message
     Alert.objects.filter(key=key).update(acknowledged_at=alert.created_at)
-    assert key not in custody_checks.check_custody(), "once per action: acknowledged, it does not page every two minutes"
+    assert key not in custody_checks.check_custody(), (
+        "once per action: acknowledged, it does not page every two minutes")
     assert Alert.objects.filter(key=key).count() == 1
 
 

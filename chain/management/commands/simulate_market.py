@@ -13,10 +13,12 @@ from chain.market import MarketDriver
 
 
 class Command(BaseCommand):
-    help = "Drive orders, deliveries, disputes and arbitrators through the local escrow contracts, one thread per chain."
+    help = ("Drive orders, deliveries, disputes and arbitrators through the local escrow contracts, one thread per "
+            "chain.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--chain", action="append", default=[], help="Chain to drive (repeatable; default: all deployed).")
+        parser.add_argument("--chain", action="append", default=[],
+                            help="Chain to drive (repeatable; default: all deployed).")
         parser.add_argument("--steps", type=int, default=0, help="Steps per chain, 0 = until interrupted.")
         parser.add_argument("--interval", type=float, default=0.3, help="Seconds between steps.")
         parser.add_argument("--seed", type=int, default=0)

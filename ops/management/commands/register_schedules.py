@@ -78,8 +78,8 @@ class Command(BaseCommand):
                 task.save(update_fields=["enabled", "description"])
                 enabled += 1
         disabled = self._disable_removed_chains(defined={item.name for item in items})
-        self.stdout.write(f"Schedules: {created} created, {updated} reset, {moved} moved to their task's new path or queue, "
-                          f"{enabled} enabled again (their chain is back in CHAINS), {len(disabled)} disabled, "
+        self.stdout.write(f"Schedules: {created} created, {updated} reset, {moved} moved to their task's new path or "
+                          f"queue, {enabled} enabled again (their chain is back in CHAINS), {len(disabled)} disabled, "
                           f"{len(items)} defined.")
         for task, chain in disabled:
             self.stdout.write(f"Disabled {task.name}: chain {chain!r} is not in CHAINS "

@@ -52,7 +52,8 @@ def check_contract_actions() -> list[str]:
                 # whose timeout action is in flight is the stuck check's business, not this one's.
                 cur.execute(f"SELECT count(*), min({column}) FROM orders o WHERE chain = %s AND status = %s "
                             f"AND {column} < %s AND NOT EXISTS (SELECT 1 FROM ops_contract_actions a WHERE "
-                            "a.is_automatic AND a.kind = %s AND a.chain = o.chain AND a.order_onchain_id = o.onchain_id "
+                            "a.is_automatic AND a.kind = %s AND a.chain = o.chain "
+                            "AND a.order_onchain_id = o.onchain_id "
                             "AND a.status IN ('proposed', 'approved', 'signed', 'sent'))",
                             [chain, status, overdue_since, kind])
                 count, oldest = cur.fetchone()

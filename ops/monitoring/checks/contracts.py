@@ -193,7 +193,8 @@ SETTING_ACTIONS = {
     "treasury": ("set_treasury", lambda v: {"treasury": v}),
     "platform_fee_bps": ("set_platform_fee", lambda v: {"bps": v}),
     "arbitrator_fee_bps": ("set_arbitrator_fee", lambda v: {"bps": v}),
-    "timeouts": ("set_timeouts", lambda v: dict(zip(("seller_timeout", "buyer_timeout", "dispute_timeout"), v))),
+    "timeouts": ("set_timeouts",
+                 lambda v: dict(zip(("seller_timeout", "buyer_timeout", "dispute_timeout"), v, strict=True))),
 }
 
 

@@ -134,7 +134,8 @@ def _closed_but_executable(chain: str, safe: SafeState) -> list[str]:
     whoever holds them can execute it until the nonce is used. Not while the same SafeTx is open again."""
     raised = []
     by_hash: dict[str, list] = {}
-    for action in exposed_safe_txs().filter(chain=chain, safe_address=safe.address, safe_nonce=safe.nonce).order_by("pk"):
+    closed = exposed_safe_txs().filter(chain=chain, safe_address=safe.address, safe_nonce=safe.nonce)
+    for action in closed.order_by("pk"):
         by_hash.setdefault(action.signing_hash, []).append(action)
     for signing_hash, closed in by_hash.items():
         held = safe_tx_signers(signing_hash) & set(safe.owners)
@@ -146,7 +147,8 @@ def _closed_but_executable(chain: str, safe: SafeState) -> list[str]:
                 if latest.kind == "cancel_safe_tx" else f"Open #{latest.pk} and use “Cancel on chain…”")
         raise_alert(key=key, severity="P2", source="check_custody",
                     title=f"{chain}: closed SafeTx {names} can still execute on chain",
-                    message=f"{latest.description} on Safe nonce {safe.nonce}: {names} hold {len(held)} current owners' "
+                    message=f"{latest.description} on Safe nonce {safe.nonce}: {names} hold {len(held)} current "
+                            "owners' "
                             f"signatures of {safe.threshold} needed, and whoever holds them can execute it. {then}.")
         raised.append(key)
     return raised

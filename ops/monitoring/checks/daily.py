@@ -26,7 +26,7 @@ def _one(sql: str, params=None) -> dict:
     with connection.cursor() as cur:
         cur.execute(sql, params or [])
         names = [c.name for c in cur.description]
-        return dict(zip(names, cur.fetchone()))
+        return dict(zip(names, cur.fetchone(), strict=True))
 
 
 def _growth_per_day(size_bytes: int) -> float | None:
@@ -82,7 +82,8 @@ def daily_operations_check() -> OpsReport:
     status = health_checks.overall(checks)
     stats = _one(
         "SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE status = 'completed') AS completed, "
-        "COUNT(*) FILTER (WHERE status = 'disputed') AS disputed, COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
+        "COUNT(*) FILTER (WHERE status = 'disputed') AS disputed, "
+        "COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
         "COUNT(*) FILTER (WHERE status = 'expired') AS expired, "
         "COALESCE(SUM(amount) FILTER (WHERE status = 'completed'), 0) AS volume "
         "FROM orders WHERE created_at > NOW() - INTERVAL '24 hours'")
@@ -126,7 +127,8 @@ def daily_operations_check() -> OpsReport:
              "4. Sync: " + "; ".join(f"{c['chain']} block {c['last_block']} lag {c['lag']} "
                                       f"({c['seconds_since_update']} s ago)" for c in cursors),
              f"5. Database size: {size}" + (f", {'+' if growth >= 0 else '−'}{abs(growth) / 1e6:.1f} MB/day over the "
-                                            "last week (runbook: growth rate × months to 80%)" if growth is not None else ""),
+                                            "last week (runbook: growth rate × months to 80%)"
+                                            if growth is not None else ""),
              f"6. Redis memory: {data['redis_memory_mb']} MB",
              f"7. Celery workers: {data['celery_workers']}",
              f"8. Backups: {backup_line}",

@@ -167,7 +167,8 @@ def test_lifecycle_precision_by_rule_from_the_verdicts(staff_user):
 
     rows = {r.rule: r for r in precision_by_rule()}
     insolvent, lag = rows["escrow-insolvent"], rows["sync-lag"]
-    assert (insolvent.fired, insolvent.resolved_by_itself, insolvent.marked_true, insolvent.marked_false) == (3, 1, 1, 2)
+    counts = (insolvent.fired, insolvent.resolved_by_itself, insolvent.marked_true, insolvent.marked_false)
+    assert counts == (3, 1, 1, 2)
     assert insolvent.precision == pytest.approx(1 / 3) and insolvent.precision_text == "33%"
     assert insolvent.median_to_acknowledge == timedelta(minutes=4)
     assert (lag.fired, lag.resolved_by_itself, lag.marked_test, lag.precision) == (2, 1, 1, None)

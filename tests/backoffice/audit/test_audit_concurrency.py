@@ -46,7 +46,7 @@ def test_record_audit_twenty_concurrent_writers_leave_one_unbroken_chain():
     assert len(rows) == WRITERS
     assert {r.object_id for r in rows} == {str(i) for i in range(WRITERS)}
     assert rows[0].prev_hash == GENESIS_HASH
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in zip(rows, rows[1:], strict=False):
         assert row.prev_hash == previous.row_hash
     assert len({r.prev_hash for r in rows}) == WRITERS  # no fork: no two rows claim one predecessor
     verdict = verify_audit_chain()

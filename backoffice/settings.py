@@ -299,6 +299,17 @@ USD_STABLECOINS = [s.strip().upper() for s in env.str("USD_STABLECOINS", default
                    .split(",") if s.strip()]
 TIMEOUT_OVERDUE_SECONDS = env.int("TIMEOUT_OVERDUE_SECONDS", default=7200)
 
+# The alert lifecycle: a firing alert resolves after this many runs of its check in a row find it clear; a key that
+# fires this many times within an hour is flapping (its fires and resolutions are not sent until it settles).
+ALERT_CLEAN_RUNS = env.int("ALERT_CLEAN_RUNS", default=1)
+ALERT_FLAP_LIMIT = env.int("ALERT_FLAP_LIMIT", default=4)
+if ALERT_CLEAN_RUNS < 1 or ALERT_FLAP_LIMIT < 2:
+    raise ImproperlyConfigured(f"ALERT_CLEAN_RUNS is {ALERT_CLEAN_RUNS} and ALERT_FLAP_LIMIT {ALERT_FLAP_LIMIT}: use "
+                               "ALERT_CLEAN_RUNS=1 or more (runs found clear before an alert resolves) and "
+                               "ALERT_FLAP_LIMIT=2 or more (fires within an hour that make an alert flapping).")
+# The anvil that pause drills fork the chain with (empty: node_modules/.bin/anvil, then anvil on PATH).
+ANVIL_BIN = env.str("ANVIL_BIN", default="")
+
 # /metrics is not public: Prometheus sends this bearer token (staff sessions also work).
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 

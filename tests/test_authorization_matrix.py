@@ -79,6 +79,9 @@ MODELS = {
     "ops_restoretest": (ALL, NONE, NONE, NONE),
     # signing keys: each person with a contract role sees their own; ops admins see everyone's
     "ops_staffsigningkey": (only(CO, CA, OA, SU), NONE, NONE, NONE),
+    # the automatic pause: everyone sees each chain's triggers and the drills; switching and drilling are pages
+    "ops_autopauseswitch": (ALL, NONE, NONE, NONE),
+    "ops_drillrun": (ALL, NONE, NONE, NONE),
     # accounts, devices, sign-in records
     "auth_user": (only(OA, SU), only(SU), only(SU), only(SU)),
     "auth_group": (only(OA, SU), only(SU), only(SU), only(SU)),
@@ -145,6 +148,9 @@ PAGES = {
     # a dump holds every record: only ops admins download one or start a restore test (POST only)
     "ops_backuprun_download": (only(OA, SU), only(OA, SU)),
     "ops_backuprun_restore_test": (only(OA, SU), only(OA, SU)),
+    # RB-05 by itself: ops admins switch a trigger (audited) and run a pause drill on a fork
+    "ops_autopauseswitch_switch": (only(OA, SU), only(OA, SU)),
+    "ops_drillrun_run": (only(OA, SU), only(OA, SU)),
     "auth_user_password_change": (only(SU), only(SU)),
     # OTP_ADMIN_HIDE_SENSITIVE_DATA: nobody, superusers included, reads another person's TOTP secret
     "otp_totp_totpdevice_config": (NONE, NONE),
@@ -162,7 +168,9 @@ ACTIONS = {
     ("disputes_blacklist", "export_csv"): ALL,
     ("disputes_reviewflag", "resolve_selected"): only(DR, SU),
     ("audit_auditlog", "export_csv"): only(OA, SU),
-    ("alerts_alert", "acknowledge"): only(OA, SU),
+    ("alerts_alert", "acknowledge_true"): only(OA, SU),
+    ("alerts_alert", "acknowledge_false"): only(OA, SU),
+    ("alerts_alert", "acknowledge_test"): only(OA, SU),
     ("ops_contractaction", "export_csv"): ALL,
     ("axes_accessattempt", "cleanup_expired_attempts"): only(SU),
     ("django_celery_beat_periodictask", "enable_tasks"): only(OA, SU),  # one audited change per task
@@ -255,8 +263,10 @@ def _build_world() -> dict:
     from chain.models import ChainEvent, EventSyncCursor, ReconciliationDrift, RpcProvider, Token
     from disputes.models import Blacklist, ReviewFlag
     from ops.models import (
+        AutoPauseSwitch,
         BackupRun,
         ContractAction,
+        DrillRun,
         Incident,
         OpsReport,
         PlatformFlag,
@@ -322,6 +332,10 @@ def _build_world() -> dict:
                                       size_bytes=1, sha256="0" * 64)
     restore_test = RestoreTest.objects.create(backup=backup, actor_label="system:matrix", created_at=now,
                                               finished_at=now, status="passed")
+    switch = AutoPauseSwitch.objects.create(chain="bsc", trigger="escrow-insolvent", enabled=False, reason="matrix",
+                                            updated_by=users[SU])
+    drill = DrillRun.objects.create(chain="bsc", actor_label="system:matrix", started_at=now, status="failed",
+                                    error="matrix")
     interval = IntervalSchedule.objects.create(every=10, period="seconds")
     crontab = CrontabSchedule.objects.create(minute="0", hour="3")
     solar = SolarSchedule.objects.create(event="sunrise", latitude=Decimal("1"), longitude=Decimal("1"))
@@ -349,7 +363,8 @@ def _build_world() -> dict:
         "django_celery_beat_periodictask": task, "django_celery_beat_clockedschedule": clocked,
         "django_celery_beat_crontabschedule": crontab, "django_celery_beat_solarschedule": solar,
         "django_celery_beat_intervalschedule": interval, "ops_staffsigningkey": signing_key,
-        "ops_backuprun": backup, "ops_restoretest": restore_test,
+        "ops_backuprun": backup, "ops_restoretest": restore_test, "ops_autopauseswitch": switch,
+        "ops_drillrun": drill,
     }
     return {"sessions": sessions, "objects": objects}
 

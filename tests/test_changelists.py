@@ -30,8 +30,10 @@ from disputes.models import DisputeCase, ReviewFlag
 from disputes.services import blacklist_wallet
 from ops.console import services as console
 from ops.models import (
+    AutoPauseSwitch,
     BackupRun,
     ContractAction,
+    DrillRun,
     Incident,
     OpsReport,
     PlatformFlag,
@@ -103,6 +105,13 @@ def rows(staff_user):
     RpcProvider.objects.create(chain="bsc", role="primary", url="https://rpc.example.org")
     Token.objects.create(chain="bsc", address=f.wallet(0xABC), symbol="USDT", decimals=18)
     console.open_incident(actor=staff_user, title="open one", severity="P3")
+    for chain in ("bsc", "ethereum"):
+        for trigger in ("escrow-insolvent", "settings-changed"):
+            AutoPauseSwitch.objects.create(chain=chain, trigger=trigger, enabled=False, reason="drill",
+                                           updated_by=staff_user)
+    for i in range(ROWS):
+        DrillRun.objects.create(chain="bsc", actor_label="system:test", started_at=NOW - timedelta(days=i),
+                                status="passed" if i % 2 else "failed", paused_block=10 if i % 2 else None)
     return orders
 
 

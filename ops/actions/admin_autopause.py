@@ -24,29 +24,34 @@ class SwitchForm(forms.Form):
 
 @admin.register(AutoPauseSwitch)
 class AutoPauseSwitchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """The list is every configured chain × trigger (a trigger nobody switched has no row: it is on)."""
+    """Over the list of switched triggers (a trigger nobody switched has no row: it is on), every configured
+    chain's triggers and whether each acts, with the switch for ops admins."""
     change_list_template = "admin/ops/autopauseswitch/change_list.html"
+    empty_message = "No trigger was ever switched: every trigger of every chain acts where its automatic pause is on."
+    list_display = ("chain", "trigger", "enabled", "updated_at", "updated_by", "reason")
+    list_filter = ("chain", "trigger", "enabled")
+    list_select_related = ("updated_by",)
 
     def get_urls(self):
         return [path("switch/", self.admin_site.admin_view(self.switch_view), name="ops_autopauseswitch_switch"),
                 *super().get_urls()]
 
     def changelist_view(self, request, extra_context=None):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        switches = {(s.chain, s.trigger): s for s in AutoPauseSwitch.objects.select_related("updated_by")}
         chains = []
-        for chain in configured_chains():
-            cfg = get_chain_config(chain)
-            key = ("GUARDIAN_KEY" if cfg.is_safe else "OWNER_KEY")
-            rows = [{"trigger": trigger, "label": label, "switch": switches.get((chain, trigger)),
-                     "on": autopause.trigger_enabled(chain, trigger)} for trigger, label in AutoPauseTrigger.choices]
-            chains.append({"chain": chain, "auto_pause": cfg.auto_pause, "key": key,
-                           "has_key": has_key("guardian" if cfg.is_safe else "owner"),
-                           "module": cfg.guardian_module, "safe": cfg.is_safe, "rows": rows,
-                           "variable": f"{chain.upper()[:3]}_AUTO_PAUSE"})
-        return admin_page(self, request, self.change_list_template, title="Automatic pause (RB-05)", chains=chains,
-                          can_switch=request.user.has_perm("ops.change_autopauseswitch"))
+        if self.has_view_permission(request):
+            switched = {(s.chain, s.trigger): s for s in AutoPauseSwitch.objects.select_related("updated_by")}
+            for chain in configured_chains():
+                cfg = get_chain_config(chain)
+                rows = [{"trigger": trigger, "label": label, "switch": switched.get((chain, trigger)),
+                         "on": autopause.trigger_enabled(chain, trigger)}
+                        for trigger, label in AutoPauseTrigger.choices]
+                chains.append({"chain": chain, "auto_pause": cfg.auto_pause, "safe": cfg.is_safe,
+                               "key": "GUARDIAN_KEY" if cfg.is_safe else "OWNER_KEY",
+                               "has_key": has_key("guardian" if cfg.is_safe else "owner"),
+                               "module": cfg.guardian_module, "rows": rows,
+                               "variable": f"{chain.upper()[:3]}_AUTO_PAUSE"})
+        return super().changelist_view(request, {**(extra_context or {}), "chains": chains,
+                                                 "can_switch": request.user.has_perm("ops.change_autopauseswitch")})
 
     def switch_view(self, request):
         if not request.user.has_perm("ops.change_autopauseswitch"):
@@ -62,8 +67,8 @@ class AutoPauseSwitchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 self.message_user(request, f"{data['chain']}: {AutoPauseTrigger(data['trigger']).label} — automatic "
                                            f"pause {'on' if data['enabled'] else 'off'}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:ops_autopauseswitch_changelist"))
-        what = AutoPauseTrigger(form["trigger"].value()).label if form["trigger"].value() in AutoPauseTrigger.values \
-            else ""
+        trigger = form["trigger"].value()
+        what = AutoPauseTrigger(trigger).label if trigger in AutoPauseTrigger.values else ""
         return admin_page(self, request, "admin/ops/simple_form.html", form=form,
                           title=f"Switch the automatic pause for {form['chain'].value()}: {what}",
                           submit="Switch (audited)")

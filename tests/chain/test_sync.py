@@ -623,17 +623,22 @@ def test_reconcile_orders_finds_no_drift_on_a_correct_mirror(synced, chain_marke
     assert not Alert.objects.filter(key="reconciliation:bsc").exists()
 
 
-def test_reconcile_orders_records_drift_and_raises_an_alert_for_a_corrupted_row(synced, chain_market):
+def test_reconcile_orders_records_drift_and_raises_an_alert_for_a_corrupted_row(synced, chain_market, anvil_node):
     victim = Order.objects.filter(status=OrderStatus.DISPUTED).order_by("onchain_id").first().onchain_id
     with connection.cursor() as cur:
         cur.execute("UPDATE orders SET amount = amount + 1 WHERE chain = 'bsc' AND onchain_id = %s", [victim])
     result = reconcile_orders(chain="bsc", sample=None)
-    assert result.drifted_orders == [victim]
+    assert result.drifted_orders == [victim] and result.confirmed_orders == []
     drift = ReconciliationDrift.objects.get(chain="bsc", onchain_id=victim)
     assert drift.field == "amount" and drift.resolved_at is None
     assert Decimal(drift.mirror_value) - Decimal(drift.chain_value) == 1
+    observed = Alert.objects.get(key="reconciliation-observed:bsc")
+    assert observed.severity == "P3" and not Alert.objects.filter(key="reconciliation:bsc").exists(), "seen once"
+    anvil_node.mine()
+    sync_chain("bsc")  # the cursor moves on: the same row read again at a later block
+    assert reconcile_orders(chain="bsc", sample=None).confirmed_orders == [victim]
     alert = Alert.objects.get(key="reconciliation:bsc", acknowledged_at__isnull=True)
-    assert alert.severity == "P1" and f"#{victim}" in alert.message
+    assert alert.severity == "P1" and f"#{victim}" in alert.message and "already did" in alert.message
 
     with connection.cursor() as cur:
         cur.execute("UPDATE orders SET amount = amount - 1 WHERE chain = 'bsc' AND onchain_id = %s", [victim])

@@ -95,3 +95,16 @@ def test_pause_drill_button_for_ops_admins_only_queues_it_audited(client, django
     assert response.status_code == 302 and response["Location"] == "/admin/ops/drillrun/"
     assert sent == [("ops.tasks.run_pause_drill", {"chain": "bsc", "actor": "olga (button)"})]
     assert AuditLog.objects.get(action="request_pause_drill").actor_label == "olga"
+
+
+def test_pause_drill_figures_reach_the_metrics(db):
+    from ops.monitoring import metrics
+
+    DrillRun.objects.create(chain="bsc", status="passed", actor_label="t", paused_block=20, pause_blocks=9,
+                            pause_seconds=6.5, started_at=timezone.now() - timedelta(hours=2))
+    families = {f.name: f for f in metrics._drills()}
+    samples = {(f.name, s.labels["chain"]): s.value for f in families.values() for s in f.samples}
+    assert samples[("p2p_pause_drill_pause_blocks", "bsc")] == 9.0
+    assert samples[("p2p_pause_drill_pause_seconds", "bsc")] == 6.5
+    assert 7100 < samples[("p2p_pause_drill_last_passed_age_seconds", "bsc")] < 7300
+    assert samples[("p2p_pause_drill_last_passed_age_seconds", "ethereum")] == float("inf"), "never drilled"

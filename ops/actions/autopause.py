@@ -8,6 +8,7 @@ block (the checks decide that); each can be switched off per chain by staff (aud
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 SYSTEM = "system:auto-pause"
 MODULE_PAUSE = "0x" + keccak(text="pause()")[:4].hex()  # PauseGuardianModule.pause(): the guardian pauses itself
+RETRY_AFTER_FAILURE = timedelta(minutes=10)
 
 
 def trigger_enabled(chain: str, trigger: str) -> bool:
@@ -94,6 +96,10 @@ def auto_pause(*, chain: str, trigger: str, evidence: dict[str, Any]) -> Contrac
                                                status__in=[*AWAITING, *IN_FLIGHT]).first()
     if open_pause is not None:
         return open_pause
+    # One that failed on chain paged P0 (auto-pause-failed): not sent again at every sync, each paying gas.
+    if ContractAction.objects.filter(chain=chain, kind="pause", is_automatic=True, status=ActionStatus.FAILED,
+                                     signed_at__gte=timezone.now() - RETRY_AFTER_FAILURE).exists():
+        return None
     try:
         if transactions.escrow_paused(chain, cfg.escrow):
             return None

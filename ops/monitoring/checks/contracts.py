@@ -109,10 +109,11 @@ def _record_settings(chain: str, state: ChainState, settings_now: dict, now: dat
 
 
 def _paused_by_back_office(chain: str) -> str:
-    """The back office's own pause that explains paused(): its last confirmed pause, newer than its last confirmed
-    unpause. Then paused() is no surprise (that pause paged for itself if it was automatic)."""
-    last = (ContractAction.objects.filter(chain=chain, kind__in=["pause", "unpause"], status=ActionStatus.CONFIRMED)
-            .order_by("-confirmed_at").first())
+    """The back office's own pause that explains paused(): its last pause sent (mined or about to be confirmed),
+    newer than its last unpause. Then paused() is no surprise (that pause paged for itself if it was automatic)."""
+    last = (ContractAction.objects.filter(chain=chain, kind__in=["pause", "unpause"],
+                                          status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
+            .order_by("-sent_at").first())
     return f"paused by contract action #{last.pk}" if last is not None and last.kind == "pause" else ""
 
 

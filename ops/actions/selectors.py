@@ -112,11 +112,24 @@ def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
                 .exclude(pk=action.pk).order_by("-pk"))
 
 
+def safe_tx_check(action: ContractAction) -> dict[str, Any]:
+    """What a Safe owner compares with the hardware wallet before signing: the SafeTx's ten fields in the Safe's
+    order, the domain separator, the message hash and the safeTxHash, and a `cast` line that recomputes the three
+    from the fields alone. Empty for anything but a SafeTx (a guardian pause is not one)."""
+    if action.custody != Custody.SAFE or not action.typed_data:
+        return {"safe_tx_fields": [], "hashes": None, "cast_command": ""}
+    message = action.typed_data["message"]
+    return {"safe_tx_fields": [(f["name"], message[f["name"]]) for f in chain_safe.SAFE_TX_FIELDS],
+            "hashes": chain_safe.safe_tx_hashes(action.typed_data).as_dict(),
+            "cast_command": chain_safe.safe_tx_cast_command(action.typed_data)}
+
+
 def signing_summary(action: ContractAction) -> dict[str, Any]:
     """What a signer needs to see: the SafeTx (or pause) in words, who signed, and what the chain says now."""
     summary: dict[str, Any] = {"custody": action.custody, "safe": action.safe_address, "nonce": action.safe_nonce,
                                "hash": action.signing_hash, "typed_data": action.typed_data, "error": "",
                                "typed_id": f"typed-{action.pk}"}
+    summary.update(safe_tx_check(action))
     try:
         signers = counting.current_signers(action)
         summary.update(owners=signers.addresses, threshold=signers.threshold, chain_nonce=signers.nonce,

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chain.keystore import KeystoreError, sign_typed_data
 from ops.actions import services as actions
+from ops.actions.selectors import safe_tx_check
 from ops.models import ContractAction, Custody, SignatureSource
 
 
@@ -158,6 +159,11 @@ class Command(BaseCommand):
     def do_show(self, id, **_):
         action = self._action(id)
         fields = {f.name: getattr(action, f.attname) for f in ContractAction._meta.fields if f.name != "raw_tx"}
+        check = safe_tx_check(action)
+        if check["hashes"]:
+            # What the signer compares with the device, and the line that recomputes it without the back office.
+            fields["safe_tx"] = {"fields": dict(check["safe_tx_fields"]), **check["hashes"],
+                                 "cast_command": check["cast_command"]}
         self.stdout.write(json.dumps(fields, indent=2, default=str))
 
     def do_recover(self, **_):

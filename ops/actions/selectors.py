@@ -156,3 +156,27 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     if summary["exposed"]:
         summary["cancels"] = safe_tx_cancels(action)
     return summary
+
+
+def _units(row: dict[str, Any]) -> str:
+    value = Decimal(int(row["delta"])).scaleb(-int(row.get("decimals", 18))).normalize()
+    return ("+" if value > 0 else "") + f"{value:f}"
+
+
+def present_effects(effects_: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded simulation for the pages: balance changes in token units besides the raw ones."""
+    if not effects_:
+        return None
+    shown = dict(effects_)
+    shown["balances"] = [{**row, "delta_units": _units(row)} for row in effects_.get("balances") or []]
+    return shown
+
+
+def effects_summary(action: ContractAction) -> dict[str, Any]:
+    """The action's recorded state changes: at proposal, before sending (and how they differed), and the check of
+    what happened after execution."""
+    return {"proposal": present_effects(action.proposal_effects), "sending": present_effects(action.execution_effects),
+            "differences": action.effects_differences, "acknowledged_by": action.effects_acknowledged_by,
+            "check": action.get_effect_check_display() if action.effect_check else "",
+            "check_key": action.effect_check, "check_differences": action.effect_check_differences,
+            "observed": present_effects(action.observed_effects)}

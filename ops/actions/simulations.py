@@ -110,7 +110,15 @@ def simulate_effects(*, chain: str, call: effects.ForkCall | None, order_id: int
         if call.safe:
             names[call.safe.lower()] = "Safe"
         block = transactions.head(chain)
-        return effects.simulate_on_fork(chain, rpc_url=cfg.rpc_url, block=block, call=call, watch=watch, names=names)
+        try:
+            return effects.simulate_on_fork(chain, rpc_url=cfg.rpc_url, block=block, call=call, watch=watch,
+                                            names=names)
+        except effects.EffectsUnavailable as exc:
+            # Once more on a fresh fork: a node that was slow to answer one request (a busy host) is no reason to
+            # show no state changes; a fork that cannot start fails the same way again at once.
+            logger.warning("fork simulation of %s failed, trying a fresh fork: %s", chain, exc)
+            return effects.simulate_on_fork(chain, rpc_url=cfg.rpc_url, block=block, call=call, watch=watch,
+                                            names=names)
     except effects.EffectsUnavailable as exc:
         reason = str(exc)
     except (ProviderUnavailable, RpcError) as exc:
@@ -131,3 +139,12 @@ def action_fork_call(action: ContractAction, *, tx_data: str = "") -> effects.Fo
                                 to=action.tx_to or action.to_address, data=tx_data)
     return proposal_fork_call(chain=action.chain, custody=action.custody, to=action.to_address,
                               data=action.calldata, safe=action.safe_address)
+
+
+def preview_effects(action: ContractAction) -> dict[str, Any]:
+    """The action's state changes if it were sent now (for the execute page: the signatures are not packed yet,
+    so the Safe path is run as at proposal)."""
+    if action.is_automatic or action.custody == Custody.KEEPER:
+        return simulate_effects(chain=action.chain, call=None)
+    return proposal_effects(chain=action.chain, custody=action.custody, to=action.to_address, data=action.calldata,
+                            safe=action.safe_address, order_id=action.order_onchain_id)

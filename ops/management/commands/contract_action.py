@@ -52,6 +52,8 @@ class Command(BaseCommand):
             s = sub.add_parser(verb)
             s.add_argument("id", type=int)
             s.add_argument("--as", dest="user", required=True)
+        s.add_argument("--acknowledge-effects", action="store_true",
+                       help="Send even though the state changes differ from the proposal's (read them with show).")
         for verb in ("reject", "replace"):
             s = sub.add_parser(verb)
             s.add_argument("id", type=int)
@@ -113,8 +115,9 @@ class Command(BaseCommand):
     def do_approve(self, id, user, **_):
         self._print(actions.approve_contract_action(actor=self._user(user), action=self._action(id)))
 
-    def do_execute(self, id, user, **_):
-        self._print(actions.execute_contract_action(actor=self._user(user), action=self._action(id)))
+    def do_execute(self, id, user, acknowledge_effects=False, **_):
+        self._print(actions.execute_contract_action(actor=self._user(user), action=self._action(id),
+                                                    acknowledge_effects=acknowledge_effects))
 
     def do_reject(self, id, user, reason, **_):
         self._print(actions.reject_contract_action(actor=self._user(user), action=self._action(id), reason=reason))

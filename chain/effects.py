@@ -18,7 +18,7 @@ from .config import get_chain_config
 from .deploy import load_artifact
 from .fork import ForkUnavailable, forked
 from .models import Token
-from .rpc import ProviderUnavailable, RpcClient, RpcError
+from .rpc import ProviderUnavailable, RpcClient, RpcError, get_client
 
 # Safe v1.4.1's storage: singleton 0, modules 1, owners 2, ownerCount 3, threshold 4, nonce 5.
 SAFE_THRESHOLD_SLOT = "0x" + "00" * 31 + "04"
@@ -329,3 +329,16 @@ def watch_for(chain: str, *, order_id: int | None = None) -> tuple[Watch, dict[s
     if cfg.guardian_module:
         names[cfg.guardian_module.lower()] = "guardian module"
     return watch, names
+
+
+def observed_for_tx(chain: str, tx_hash: str, *, order_id: int | None = None,
+                    extra_names: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the mined transaction `tx_hash` changed on `chain` (its receipt's events; the getters and balances at
+    its block against the block before), for comparing with the simulation recorded before it was sent."""
+    client = get_client(chain)
+    receipt = client.call("eth_getTransactionReceipt", [tx_hash])
+    if receipt is None:
+        raise EffectsUnavailable(f"no receipt for {tx_hash} on {chain}")
+    watch, names = watch_for(chain, order_id=order_id)
+    names.update(extra_names or {})
+    return observed_effects(client, receipt=receipt, watch=watch, names=names)

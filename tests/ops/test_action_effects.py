@@ -9,8 +9,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from backoffice.alerts.models import Alert
 from ops.actions import services as actions
-from ops.models import IN_FLIGHT, ActionStatus, ContractAction
+from ops.models import IN_FLIGHT, ActionStatus, ContractAction, EffectCheck
 
 from .custody_fixtures import *  # noqa: F403 - fixtures
 from .custody_fixtures import sign_typed
@@ -172,3 +173,34 @@ def test_signing_and_action_pages_show_the_state_changes(safe_chain, staff, clie
                 reverse("admin:ops_contractaction_change", args=[action.pk])):
         page = client.get(url).content.decode()
         assert "escrow.treasury" in page and NEW_TREASURY in page and "TreasuryUpdated" in page
+
+
+def test_a_confirmed_action_whose_effect_is_as_simulated_says_so(safe_chain, staff):
+    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
+    done = execute_through_the_safe(safe_chain, staff, action)
+    assert done.status == ActionStatus.CONFIRMED
+    assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences
+    assert done.observed_effects["state"] == done.execution_effects["state"]
+    assert not Alert.objects.filter(key__startswith="effect-differs:").exists()
+
+
+def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_versions(
+        safe_chain, staff, django_capture_on_commit_callbacks):
+    node = safe_chain
+    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
+    sign(node, action, staff["alice"])
+    action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
+    node.automine(False)
+    action = actions.execute_contract_action(actor=staff["carol"], action=action)
+    # In the same block, a buyer funds an order: the escrow's USDT balance changes under the simulated call.
+    node.escrow.functions.createOrder(node.seller, node.tokens["USDT"].address, 10**18).transact({"from": node.buyer})
+    node.mine()
+    node.automine(True)
+    with django_capture_on_commit_callbacks(execute=True):
+        done = confirm(action)
+    assert done.status == ActionStatus.CONFIRMED
+    assert done.effect_check == EffectCheck.DIFFERS
+    assert any("USDT of escrow" in line for line in done.effect_check_differences)
+    alert = Alert.objects.get(key=f"effect-differs:bsc:{done.pk}")
+    assert alert.severity == "P1"
+    assert "Simulated:" in alert.message and "On chain:" in alert.message and "USDT of escrow" in alert.message

@@ -111,6 +111,54 @@ def typed_data_hash(typed: dict[str, Any]) -> str:
     return _hex(keccak(b"\x19" + signable.version + signable.header + signable.body))
 
 
+DOMAIN_TYPE = "EIP712Domain(uint256 chainId,address verifyingContract)"
+SAFE_TX_TYPE = ("SafeTx(address to,uint256 value,bytes data,uint8 operation,uint256 safeTxGas,uint256 baseGas,"
+                "uint256 gasPrice,address gasToken,address refundReceiver,uint256 nonce)")
+
+
+@dataclass(frozen=True)
+class SafeTxHashes:
+    """The three hashes a signer compares: the domain separator (chain and Safe), the message hash (the SafeTx's
+    fields) and the safeTxHash, keccak256(0x1901 ‖ domain ‖ message), which is what the owners sign."""
+    domain_separator: str
+    message_hash: str
+    safe_tx_hash: str
+
+    @staticmethod
+    def device(value: str) -> str:
+        """As a Ledger (and Safe's own safe_hashes tool) displays a hash for blind signing: 0x and upper-case hex."""
+        return "0x" + value.removeprefix("0x").upper()
+
+    def as_dict(self) -> dict[str, str]:
+        return {"domain_separator": self.domain_separator, "message_hash": self.message_hash,
+                "safe_tx_hash": self.safe_tx_hash, "domain_separator_device": self.device(self.domain_separator),
+                "message_hash_device": self.device(self.message_hash)}
+
+
+def safe_tx_hashes(typed: dict[str, Any]) -> SafeTxHashes:
+    """Domain separator, message hash and safeTxHash of a SafeTx payload (`safe_tx_typed_data`)."""
+    signable = encode_typed_data(full_message=_numeric(typed))
+    return SafeTxHashes(domain_separator=_hex(signable.header), message_hash=_hex(signable.body),
+                        safe_tx_hash=_hex(keccak(b"\x19" + signable.version + signable.header + signable.body)))
+
+
+def safe_tx_cast_command(typed: dict[str, Any]) -> str:
+    """One shell line with foundry's `cast` that recomputes the three hashes from the SafeTx's fields alone (Safe
+    v1.4.1's EIP-712 encoding written out: no back-office code, no RPC), printing them in the page's order."""
+    domain, m = typed["domain"], typed["message"]
+    fields = " ".join(str(v) for v in (m["to"], m["value"])) + " $(cast keccak " + (m["data"] or "0x") + ") " + \
+        " ".join(str(m[k]) for k in ("operation", "safeTxGas", "baseGas", "gasPrice", "gasToken", "refundReceiver",
+                                      "nonce"))
+    return (f"D=$(cast keccak $(cast abi-encode 'f(bytes32,uint256,address)' $(cast keccak '{DOMAIN_TYPE}') "
+            f"{domain['chainId']} {domain['verifyingContract']})); "
+            f"M=$(cast keccak $(cast abi-encode "
+            f"'f(bytes32,address,uint256,bytes32,uint8,uint256,uint256,uint256,address,address,uint256)' "
+            f"$(cast keccak '{SAFE_TX_TYPE}') {fields})); "
+            # No double quote or backslash in the line: it stays copyable out of `contract_action show`'s JSON.
+            "echo domain separator: $D; echo message hash: $M; "
+            "echo safeTxHash: $(cast keccak $(cast concat-hex 0x1901 $D $M))")
+
+
 # ---------------------------------------------------------------------------- signatures
 
 

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from backoffice.admin_utils import CappedCountPaginator, admin_page, errors_to_form, export_csv_action, hex_cell
 from backoffice.security import stepup_required
-from chain import devwallet
+from chain import devwallet, effects
 from chain import safe as chain_safe
 from chain.config import configured_chains, get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -21,8 +21,8 @@ from chain.status import read_contract_status
 from ops.models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignatureSource
 
 from . import services as actions
-from .forms import ConfirmForm, ProposeActionForm, ReasonForm, SignatureForm
-from .selectors import custody_status, signing_summary
+from .forms import ConfirmForm, ExecuteForm, ProposeActionForm, ReasonForm, SignatureForm
+from .selectors import custody_status, effects_summary, present_effects, signing_summary
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
@@ -138,7 +138,8 @@ class ContractActionAdmin(admin.ModelAdmin):
             and not any(c.status in (*AWAITING, *IN_FLIGHT) for c in signing["cancels"]),
         }
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
-                                                                   "action_obj": action, "signing": signing})
+                                                                   "action_obj": action, "signing": signing,
+                                                                   "fx": effects_summary(action)})
 
     @staticmethod
     def _chains():
@@ -165,7 +166,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                           form=form)
 
     def _confirm(self, request, action: ContractAction, *, verb: str, perm: str, run, form_class=ConfirmForm,
-                 warning: str = ""):
+                 warning: str = "", **extra):
         if not request.user.has_perm(perm):
             raise PermissionDenied
         form = form_class(request.POST or None)
@@ -176,7 +177,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                 errors_to_form(form, exc)
         return admin_page(self, request, "admin/ops/contractaction/confirm.html", title=f"{verb.capitalize()} action "
                           f"#{action.pk}", action_obj=action, verb=verb, form=form, warning=warning,
-                          simulation=_fresh_simulation(action) if action.status in AWAITING else None)
+                          simulation=_fresh_simulation(action) if action.status in AWAITING else None, **extra)
 
     def approve_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)
@@ -200,7 +201,8 @@ class ContractActionAdmin(admin.ModelAdmin):
         action = get_object_or_404(ContractAction, pk=pk)
 
         def run(form):
-            done = actions.execute_contract_action(actor=request.user, action=action)
+            done = actions.execute_contract_action(actor=request.user, action=action,
+                                                   acknowledge_effects=form.cleaned_data["acknowledge_effects"])
             if done.status == ActionStatus.REJECTED:
                 return self._done(request, done, f"Blocked: {done.outcome}. Nothing was signed.", messages.ERROR)
             if done.status == ActionStatus.SIGNED:
@@ -208,8 +210,13 @@ class ContractActionAdmin(admin.ModelAdmin):
                                                  "retried with the same bytes.", messages.WARNING)
             return self._done(request, done, f"Sent {done.tx_hash}. It is confirmed after "
                                              f"{get_chain_config(done.chain).confirmations} blocks.")
+        # What the call changes now, on a fork, against the proposal's: the executor sees a difference before
+        # sending (the service refuses it again, unacknowledged, with the transaction actually sent).
+        preview = actions.preview_effects(action) if action.status == ActionStatus.APPROVED else None
         return self._confirm(request, action, verb="execute", perm="ops.execute_contractaction", run=run,
-                             warning=EXECUTE_WARNING[action.custody])
+                             form_class=ExecuteForm, warning=EXECUTE_WARNING[action.custody],
+                             preview=present_effects(preview), action_effects=effects_summary(action),
+                             preview_differences=effects.differences(action.proposal_effects, preview))
 
     def replace_view(self, request, pk: int):
         action = get_object_or_404(ContractAction, pk=pk)
@@ -320,7 +327,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                     form.add_error("signature", "Sign with the wallet button, or paste a signature.")
         mine = list(request.user.signing_keys.filter(revoked_at__isnull=True).values_list("address", flat=True))
         items = [{"action": a, "form": forms_by_pk[a.pk], "summary": signing_summary(a),
-                  "simulation": _fresh_simulation(a)} for a in todo]
+                  "simulation": _fresh_simulation(a), "effects": present_effects(a.proposal_effects)} for a in todo]
         return admin_page(self, request, "admin/ops/contractaction/sign.html", title=title, items=items,
                           my_keys=mine, dev_wallet=devwallet.available())
 

@@ -24,7 +24,7 @@ from ops.models import (
     Custody,
 )
 
-from . import emergency, execute, stale, transitions
+from . import emergency, execute, stale, transitions, verify
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def _advance_one(action: ContractAction, counts: dict[str, int]) -> None:
                 counts["replaced"] += 1
         emergency.finish_resume(action)
     _alert_failed(action)
+    if action.status == ActionStatus.CONFIRMED and not action.is_automatic:
+        verify.verify_contract_action_effect(action=action)
 
 
 def _alert_failed(action: ContractAction) -> None:

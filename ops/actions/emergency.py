@@ -69,12 +69,15 @@ def propose_guardian_pause(*, actor: Any, chain: str, reason: str, group: str = 
     simulation = simulations.simulate_call(chain, cfg.escrow.lower(), data, state.address)
     if not simulation.ok:
         raise ValidationError({"params": f"The pause would revert ({simulation.reason}): nothing was proposed."})
+    effects = simulations.proposal_effects(chain=chain, custody=Custody.GUARDIAN, to=cfg.escrow.lower(), data=data,
+                                           safe=state.address)
     with transaction.atomic():
         action = ContractAction.objects.create(
             chain=chain, kind="pause", params={}, description=calls.describe("pause", {}),
             to_address=cfg.escrow.lower(), calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(),
             reason=reason, group=group,
-            proposed_by=actor, proposal_simulation=simulation.as_dict(), custody=Custody.GUARDIAN,
+            proposed_by=actor, proposal_simulation=simulation.as_dict(), proposal_effects=effects,
+            custody=Custody.GUARDIAN,
             tx_to=cfg.guardian_module.lower(), safe_address=state.address, safe_nonce=guardian.nonce,
             typed_data=typed, signing_hash=digest)
         record_audit(actor=actor, action="propose_contract_action", obj=action, after=transitions.snapshot(action),

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
+from chain import effects, transactions
 from chain import safe as chain_safe
-from chain import transactions
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 from ops.models import (
@@ -42,7 +42,7 @@ def _allocate_nonce(chain: str, signer: str) -> int:
     return nonce
 
 
-def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAction:
+def execute_contract_action(*, actor: Any, action: ContractAction, acknowledge_effects: bool = False) -> ContractAction:
     """Simulate again, sign and record, then broadcast. Returns the action in its new state:
     rejected (the simulation reverted: nothing signed), stale (a Safe nonce consumed elsewhere:
     nothing signed), signed (broadcast pending: the recovery step will send the recorded bytes) or sent.
@@ -50,6 +50,11 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
     Safe custody: the signatures are verified against the Safe's owners and threshold read now, the
     execTransaction is simulated with eth_call, and the relayer signs it. Refused before anything is
     signed when the owners changed so that the signatures no longer reach the threshold.
+
+    The very transaction about to be sent is first run on a fork of the chain at its head (not for rule-bound
+    automation: the automatic pause must not wait); its state changes are recorded as `execution_effects`. When
+    they differ from those simulated at proposal (the chain moved), it is refused, nothing signed, unless
+    `acknowledge_effects` says the executor read the differences (recorded with who acknowledged them).
     """
     require_perm(actor, "ops.execute_contractaction", "execute contract actions")
     action.refresh_from_db()
@@ -75,6 +80,19 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         gas_hint = outer.gas
     else:
         gas_hint = simulation.gas
+    pre_send, differ = None, []
+    if simulation.ok and not action.is_automatic and not action.replaces_id:
+        pre_send = simulations.simulate_effects(chain=action.chain, order_id=action.order_onchain_id,
+                                                call=simulations.action_fork_call(action, tx_data=tx_data))
+        differ = effects.differences(action.proposal_effects, pre_send)
+        if differ and not acknowledge_effects:
+            raise ValidationError({"acknowledge_effects": "What this call changes differs from what was simulated at "
+                                   "proposal (the chain moved): " + "; ".join(differ) + ". Read the state changes "
+                                   "on the execute page and tick the acknowledgement to send it all the same, or "
+                                   "reject the action. Nothing was signed."})
+        if pre_send.get("method") == "fork" and not pre_send.get("ok"):
+            simulation = transactions.Simulation(ok=False, gas=None, reason=f"on a fork: {pre_send.get('reason')}",
+                                                 block=pre_send.get("block"))
     # Automation is audited as the rule that ran it: the keeper's label, or the one it names (system:auto-pause).
     actor_label = actor if not action.is_automatic else (actor if isinstance(actor, str) else transitions.SYSTEM)
     with transaction.atomic():
@@ -85,10 +103,14 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         before = transitions.snapshot(action)
         action.execution_simulation = simulation.as_dict()
         action.executed_by = actor if getattr(actor, "pk", None) else None
+        if pre_send is not None:
+            action.execution_effects, action.effects_differences = pre_send, differ
+            action.effects_acknowledged_by = action.executed_by if differ else None
         if not simulation.ok:
             action.status = ActionStatus.REJECTED
             action.outcome = f"simulation before signing reverted: {simulation.reason}"
-            action.save(update_fields=["status", "outcome", "execution_simulation", "executed_by"])
+            action.save(update_fields=["status", "outcome", "execution_simulation", "executed_by",
+                                       "execution_effects", "effects_differences", "effects_acknowledged_by"])
             record_audit(actor=actor_label, action="execute_contract_action", obj=action, before=before,
                          after=transitions.snapshot(action), reason=action.outcome)
             return action
@@ -118,7 +140,9 @@ def execute_contract_action(*, actor: Any, action: ContractAction) -> ContractAc
         action.status = ActionStatus.SIGNED
         action.save()
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
-                     after=transitions.snapshot(action), reason=action.reason)
+                     after=transitions.snapshot(action),
+                     reason=action.reason + (f" [state changes differ from proposal, acknowledged: {'; '.join(differ)}]"
+                                             if differ else ""))
     return send_signed_action(action=action)
 
 

@@ -48,6 +48,12 @@ class ConfirmForm(forms.Form):
     confirm = forms.BooleanField(required=True, label="I have read the decoded call and the simulation result.")
 
 
+class ExecuteForm(ConfirmForm):
+    acknowledge_effects = forms.BooleanField(
+        required=False,
+        label="I have read how the state changes now differ from the proposal, and send it all the same.")
+
+
 class SignatureForm(forms.Form):
     """One signature over an action's typed data: filled by the wallet button, or pasted."""
 

@@ -84,6 +84,14 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
         raise ValidationError({"params": f"The call would revert ({simulation.reason}): nothing was proposed."})
     if "order_id" in cleaned:
         order_onchain_id = cleaned["order_id"]
+    # What the call changes, on a fork at the head (seconds): rule-bound automation (the keeper, the automatic
+    # pause) must not wait for it, and a reverting call changes nothing.
+    effects = None if automatic or not simulation.ok else simulations.proposal_effects(
+        chain=chain, custody=route, to=to, data=data, safe=fixed.get("safe_address", ""),
+        order_id=order_onchain_id)
+    if effects and effects["method"] == "fork" and not effects["ok"]:
+        raise ValidationError({"params": f"The call reverts when made as it will run ({effects['reason']}): nothing "
+                                         "was proposed."})
     with transaction.atomic():
         if route == Custody.SAFE:
             refuse_open_safe_tx(fixed["signing_hash"])
@@ -94,6 +102,7 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
                     to_address=to, calldata=data, calldata_hash="0x" + keccak(hexstr=data).hex(), reason=reason,
                     is_automatic=automatic, order_onchain_id=order_onchain_id, group=group,
                     proposed_by=None if automatic else actor, proposal_simulation=simulation.as_dict(),
+                    proposal_effects=effects,
                     custody=route,
                     # Rule-bound automation is approved by its rule; everything else waits for a second person.
                     status=(ActionStatus.REJECTED if not simulation.ok else

@@ -112,11 +112,24 @@ def safe_tx_cancels(action: ContractAction) -> list[ContractAction]:
                 .exclude(pk=action.pk).order_by("-pk"))
 
 
+def safe_tx_check(action: ContractAction) -> dict[str, Any]:
+    """What a Safe owner compares with the hardware wallet before signing: the SafeTx's ten fields in the Safe's
+    order, the domain separator, the message hash and the safeTxHash, and a `cast` line that recomputes the three
+    from the fields alone. Empty for anything but a SafeTx (a guardian pause is not one)."""
+    if action.custody != Custody.SAFE or not action.typed_data:
+        return {"safe_tx_fields": [], "hashes": None, "cast_command": ""}
+    message = action.typed_data["message"]
+    return {"safe_tx_fields": [(f["name"], message[f["name"]]) for f in chain_safe.SAFE_TX_FIELDS],
+            "hashes": chain_safe.safe_tx_hashes(action.typed_data).as_dict(),
+            "cast_command": chain_safe.safe_tx_cast_command(action.typed_data)}
+
+
 def signing_summary(action: ContractAction) -> dict[str, Any]:
     """What a signer needs to see: the SafeTx (or pause) in words, who signed, and what the chain says now."""
     summary: dict[str, Any] = {"custody": action.custody, "safe": action.safe_address, "nonce": action.safe_nonce,
                                "hash": action.signing_hash, "typed_data": action.typed_data, "error": "",
                                "typed_id": f"typed-{action.pk}"}
+    summary.update(safe_tx_check(action))
     try:
         signers = counting.current_signers(action)
         summary.update(owners=signers.addresses, threshold=signers.threshold, chain_nonce=signers.nonce,
@@ -143,3 +156,27 @@ def signing_summary(action: ContractAction) -> dict[str, Any]:
     if summary["exposed"]:
         summary["cancels"] = safe_tx_cancels(action)
     return summary
+
+
+def _units(row: dict[str, Any]) -> str:
+    value = Decimal(int(row["delta"])).scaleb(-int(row.get("decimals", 18))).normalize()
+    return ("+" if value > 0 else "") + f"{value:f}"
+
+
+def present_effects(effects_: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded simulation for the pages: balance changes in token units besides the raw ones."""
+    if not effects_:
+        return None
+    shown = dict(effects_)
+    shown["balances"] = [{**row, "delta_units": _units(row)} for row in effects_.get("balances") or []]
+    return shown
+
+
+def effects_summary(action: ContractAction) -> dict[str, Any]:
+    """The action's recorded state changes: at proposal, before sending (and how they differed), and the check of
+    what happened after execution."""
+    return {"proposal": present_effects(action.proposal_effects), "sending": present_effects(action.execution_effects),
+            "differences": action.effects_differences, "acknowledged_by": action.effects_acknowledged_by,
+            "check": action.get_effect_check_display() if action.effect_check else "",
+            "check_key": action.effect_check, "check_differences": action.effect_check_differences,
+            "observed": present_effects(action.observed_effects)}

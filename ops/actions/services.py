@@ -13,7 +13,7 @@ from .keys import SIGNING_ROLES, register_signing_key, revoke_signing_key, signi
 from .local import forget_local_contract_actions
 from .propose import approve_contract_action, propose_contract_action, propose_safe_tx_cancel, reject_contract_action
 from .signatures import add_action_signature
-from .simulations import simulate_action
+from .simulations import preview_effects, simulate_action
 from .stale import mark_stale_actions
 
 __all__ = [
@@ -21,5 +21,5 @@ __all__ = [
     "emergency_stop", "execute_contract_action", "forget_local_contract_actions", "mark_stale_actions", "pause_now",
     "propose_contract_action", "propose_guardian_pause", "propose_safe_tx_cancel", "register_signing_key",
     "reject_contract_action", "replace_contract_action", "request_resume", "revoke_signing_key", "send_signed_action",
-    "signing_key_challenge", "simulate_action",
+    "signing_key_challenge", "simulate_action", "preview_effects",
 ]

@@ -8,6 +8,7 @@ from .actions import (  # noqa: F401
     AutoPauseTrigger,
     ContractAction,
     Custody,
+    EffectCheck,
     PlatformFlag,
     SignerNonce,
 )

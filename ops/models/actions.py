@@ -10,6 +10,13 @@ from django.db import models
 from chain.models import chain_choices
 
 
+class EffectCheck(models.TextChoices):
+    """What the chain did, against what the last simulation said it would (compared on confirmation)."""
+    AS_SIMULATED = "as_simulated", "Effect as simulated"
+    DIFFERS = "differs", "Effect differs"
+    UNVERIFIED = "unverified", "Not verified (no fork simulation, or the chain could not be read)"
+
+
 class ActionStatus(models.TextChoices):
     PROPOSED = "proposed", "Proposed (awaiting approval)"
     APPROVED = "approved", "Approved (awaiting execution)"
@@ -74,6 +81,22 @@ class ContractAction(models.Model):
                                     related_name="+")
     proposal_simulation = models.JSONField(null=True, blank=True)
     execution_simulation = models.JSONField(null=True, blank=True)
+    proposal_effects = models.JSONField(
+        null=True, blank=True, help_text="State changes simulated on a fork of the chain at proposal: events, getters, "
+        "balances (or, method eth_call, why the fork could not run).")
+    execution_effects = models.JSONField(
+        null=True, blank=True, help_text="The same, simulated again just before sending, on the transaction sent.")
+    effects_differences = models.JSONField(
+        default=list, blank=True, help_text="How the state changes before sending differed from those at proposal.")
+    effects_acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The executor who read those differences and sent it all the same.")
+    effect_check = models.CharField(max_length=12, choices=EffectCheck.choices, blank=True, default="",
+                                    help_text="After confirmation: the receipt and the getters against the simulation.")
+    observed_effects = models.JSONField(null=True, blank=True,
+                                        help_text="What the executed transaction changed on the chain.")
+    effect_check_differences = models.JSONField(default=list, blank=True,
+                                                help_text="Simulated versus observed, where they differ.")
     signer_address = models.CharField(max_length=42, blank=True, default="")
     nonce = models.BigIntegerField(null=True, blank=True)
     gas_limit = models.BigIntegerField(null=True, blank=True)

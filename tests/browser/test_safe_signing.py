@@ -146,6 +146,9 @@ def test_safe_action_is_signed_by_two_owners_in_the_browser_and_executed(open_br
     # Shown in readable form before signing: the Safe, the decoded call, the nonce and the hash.
     assert action.safe_address in page and f"setTreasury(treasury={Web3.to_checksum_address(NEW_TREASURY)})" in page
     assert action.signing_hash in page and re.search(rf"nonce\s+{action.safe_nonce}\b", page)
+    # What it changes, simulated on a fork before anyone signs, and the hashes the wallet shows.
+    assert "escrow.treasury" in page and NEW_TREASURY in page and "TreasuryUpdated" in page, page[:2000]
+    assert "Message hash" in page and "cast keccak" in proposer.driver.page_source
     proposer.shot("sign-page")
     proposer.find("#wallet-sign").click()
     otto_wallet.serve_until_navigation()

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chain.keystore import KeystoreError, sign_typed_data
 from ops.actions import services as actions
+from ops.actions.selectors import safe_tx_check
 from ops.models import ContractAction, Custody, SignatureSource
 
 
@@ -51,6 +52,8 @@ class Command(BaseCommand):
             s = sub.add_parser(verb)
             s.add_argument("id", type=int)
             s.add_argument("--as", dest="user", required=True)
+        s.add_argument("--acknowledge-effects", action="store_true",
+                       help="Send even though the state changes differ from the proposal's (read them with show).")
         for verb in ("reject", "replace"):
             s = sub.add_parser(verb)
             s.add_argument("id", type=int)
@@ -112,8 +115,9 @@ class Command(BaseCommand):
     def do_approve(self, id, user, **_):
         self._print(actions.approve_contract_action(actor=self._user(user), action=self._action(id)))
 
-    def do_execute(self, id, user, **_):
-        self._print(actions.execute_contract_action(actor=self._user(user), action=self._action(id)))
+    def do_execute(self, id, user, acknowledge_effects=False, **_):
+        self._print(actions.execute_contract_action(actor=self._user(user), action=self._action(id),
+                                                    acknowledge_effects=acknowledge_effects))
 
     def do_reject(self, id, user, reason, **_):
         self._print(actions.reject_contract_action(actor=self._user(user), action=self._action(id), reason=reason))
@@ -158,6 +162,11 @@ class Command(BaseCommand):
     def do_show(self, id, **_):
         action = self._action(id)
         fields = {f.name: getattr(action, f.attname) for f in ContractAction._meta.fields if f.name != "raw_tx"}
+        check = safe_tx_check(action)
+        if check["hashes"]:
+            # What the signer compares with the device, and the line that recomputes it without the back office.
+            fields["safe_tx"] = {"fields": dict(check["safe_tx_fields"]), **check["hashes"],
+                                 "cast_command": check["cast_command"]}
         self.stdout.write(json.dumps(fields, indent=2, default=str))
 
     def do_recover(self, **_):

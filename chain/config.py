@@ -29,6 +29,7 @@ class ChainConfig:
     max_rps: float = 0.0  # per-provider request budget (0: none)
     max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
     tokens: dict[str, str] = field(default_factory=dict)
+    sanctions_oracle: str = ""  # isSanctioned(address) contract; empty: wallets are screened against the lists only
 
     @property
     def is_configured(self) -> bool:
@@ -70,6 +71,7 @@ def get_chain_config(chain: str) -> ChainConfig:
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
         max_in_flight=int(base.get("max_in_flight", 4)),
         safe_known_modules=tuple(base.get("safe_known_modules", ())))
+    cfg = replace(cfg, sanctions_oracle=base.get("sanctions_oracle", ""))
     local = _local_deployment().get(chain)
     if local:
         # Environment wins; the local deployment only fills what the environment left unset.
@@ -85,6 +87,7 @@ def get_chain_config(chain: str) -> ChainConfig:
             tokens=dict(local.get("tokens", {})),
             guardian_module=cfg.guardian_module or local.get("custody", {}).get("guardian_module", ""),
         )
+        cfg = replace(cfg, sanctions_oracle=cfg.sanctions_oracle or local.get("sanctions_oracle", "").lower())
     return cfg
 
 

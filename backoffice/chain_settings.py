@@ -141,7 +141,8 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
     if rpc_url and not known and not _get(environ, f"{prefix}_CHAIN_ID"):
         missing.append(f"{prefix}_CHAIN_ID")
     if production:
-        missing += [f"{prefix}_{v}" for v in ("ESCROW_CONTRACT", "ARBITRATOR_POOL") if not _get(environ, f"{prefix}_{v}")]
+        missing += [f"{prefix}_{v}" for v in ("ESCROW_CONTRACT", "ARBITRATOR_POOL")
+                    if not _get(environ, f"{prefix}_{v}")]
     if missing:
         names = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         raise ImproperlyConfigured(

@@ -163,7 +163,8 @@ def start_replica(primary: dict, data_dir: Path) -> int:
                  "-p", str(primary.get("PORT") or 5432), "-U", primary.get("USER") or "postgres",
                  "-D", str(data_dir), "-R", "-X", "stream", "-c", "fast", "--no-sync"], env=env)
     except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"pg_basebackup from {primary.get('HOST')}:{primary.get('PORT')} failed: {exc.stderr.strip()} "
+        raise RuntimeError(f"pg_basebackup from {primary.get('HOST')}:{primary.get('PORT')} failed: "
+                           f"{exc.stderr.strip()} "
                            "(the primary needs wal_level=replica, a role with REPLICATION and a pg_hba.conf "
                            "`host replication` line for this address)") from None
     port = free_port()

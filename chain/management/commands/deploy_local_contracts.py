@@ -46,7 +46,8 @@ class Command(BaseCommand):
         for item in chain:
             name, _, url = item.partition("=")
             if name not in settings.CHAINS or not url:
-                raise CommandError(f"--chain {item!r}: expected NAME=URL with NAME one of {', '.join(settings.CHAINS)}.")
+                raise CommandError(f"--chain {item!r}: expected NAME=URL with NAME one of "
+                                   f"{', '.join(settings.CHAINS)}.")
             chains[name] = {"rpc_url": url, "confirmations": int(depths.get(name, 2)),
                             "custody": modes.get(name, "safe"), "timeouts": windows,
                             "sanctioned": DEMO_SANCTIONED}

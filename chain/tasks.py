@@ -7,6 +7,7 @@ from celery import shared_task
 from django.db import close_old_connections
 
 from . import rollup, services, sync
+from .signals import sync_applied
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,8 @@ def sync_chain(chain: str) -> dict:
     close_old_connections()
     try:
         result = sync.sync_chain(chain)
+        if result.events:
+            sync_applied.send(sender=sync_chain, chain=chain, events=result.events)
     finally:
         close_old_connections()
     return {"chain": chain, "events": result.events, "to_block": result.to_block, "skipped": result.skipped}

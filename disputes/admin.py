@@ -12,12 +12,15 @@ from backoffice.admin_utils import CappedCountPaginator, admin_page, export_csv_
 from backoffice.security import stepup_required
 from chain.admin_search import ExactSearchMixin
 
-from . import admin_review  # noqa: F401 - registers the dispute queue, review page, RB-04 reports, arbitrators
-from . import services
+from . import (
+    admin_review,  # noqa: F401 - registers the dispute queue, review page, RB-04 reports, arbitrators
+    services,
+)
 from .admin_profiles import profile_link, with_profile_pk
 from .forms import BlacklistAddForm, LiftForm
 from .imports import MAX_BYTES, parse_blacklist_csv
 from .models import Blacklist
+from .sanctions import admin as sanctions_admin  # noqa: F401 - the Sanctions page, hits, the profile's screening
 
 
 class ImportForm(forms.Form):

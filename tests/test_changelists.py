@@ -27,6 +27,7 @@ from chain.models import (
     Token,
 )
 from disputes.models import DisputeCase, ReviewFlag
+from disputes.sanctions.services import import_sanctions_list
 from disputes.services import blacklist_wallet
 from ops.console import services as console
 from ops.models import (
@@ -103,6 +104,8 @@ def rows(staff_user):
     RpcProvider.objects.create(chain="bsc", role="primary", url="https://rpc.example.org")
     Token.objects.create(chain="bsc", address=f.wallet(0xABC), symbol="USDT", decimals=18)
     console.open_incident(actor=staff_user, title="open one", severity="P3")
+    sanctioned = [f.profile().wallet for _ in range(ROWS)]
+    import_sanctions_list(actor=staff_user, data="\n".join(sanctioned).encode(), source="sanctioned_addresses_ETH.txt")
     return orders
 
 

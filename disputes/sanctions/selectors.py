@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..models import (
@@ -25,13 +26,16 @@ PENDING_COUNT_CAP = 100_000  # the queue is counted up to this (a rollout queues
 def current_version_ids() -> list[int]:
     """The newest version of each list: together, what "the current list" is."""
     with connection.cursor() as cur:
-        cur.execute("SELECT DISTINCT ON (list_key) id FROM sanctions_list_versions "
-                    "ORDER BY list_key, imported_at DESC, id DESC")
+        cur.execute(CURRENT_SQL)
         return [row[0] for row in cur.fetchall()]
 
 
+CURRENT_SQL = ("SELECT DISTINCT ON (list_key) id FROM sanctions_list_versions "
+               "ORDER BY list_key, imported_at DESC, id DESC")
+
+
 def current_versions() -> list[SanctionsListVersion]:
-    return list(SanctionsListVersion.objects.filter(pk__in=current_version_ids()).order_by("list_key"))
+    return list(SanctionsListVersion.objects.filter(pk__in=RawSQL(CURRENT_SQL, [])).order_by("list_key"))
 
 
 def unhandled_hits():
@@ -39,15 +43,27 @@ def unhandled_hits():
     return SanctionsHit.objects.filter(Q(flag__isnull=True) | Q(flag__resolved_at__isnull=True))
 
 
-def pending_screenings() -> tuple[int, datetime | None]:
-    """Wallets waiting to be screened (counted up to PENDING_COUNT_CAP) and when the oldest was queued."""
+@dataclass(frozen=True)
+class ScreeningState:
+    pending: int  # wallets waiting to be screened, counted up to PENDING_COUNT_CAP
+    pending_oldest: datetime | None  # when the oldest of them was queued
+    unhandled_hits: int
+
+    @property
+    def pending_capped(self) -> bool:
+        return self.pending >= PENDING_COUNT_CAP
+
+
+def screening_state() -> ScreeningState:
+    """The queue and the hits nobody handled yet, in one statement (the oldest-first partial index, a hits scan)."""
     with connection.cursor() as cur:
-        cur.execute("SELECT count(*) FROM (SELECT 1 FROM sanctions_screenings WHERE screened_at IS NULL LIMIT %s) AS p",
-                    [PENDING_COUNT_CAP])
-        (count,) = cur.fetchone()
-    oldest = (SanctionsScreening.objects.pending().order_by("queued_at").values_list("queued_at", flat=True).first()
-              if count else None)
-    return count, oldest
+        cur.execute(
+            "SELECT count(*), min(queued_at), (SELECT count(*) FROM sanctions_hits h "
+            "   LEFT JOIN dispute_review_flags f ON f.id = h.flag_id WHERE f.resolved_at IS NULL) "
+            "FROM (SELECT queued_at FROM sanctions_screenings WHERE screened_at IS NULL ORDER BY queued_at "
+            "      LIMIT %s) AS p", [PENDING_COUNT_CAP])
+        pending, oldest, unhandled = cur.fetchone()
+    return ScreeningState(pending, oldest, unhandled)
 
 
 def refresh_age_seconds(now: datetime | None = None) -> float | None:

@@ -33,14 +33,16 @@ if not PRODUCTION and _SERVICES_ENV.exists():
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-never-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="" if PRODUCTION else DEV_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS",
+                         default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 if PRODUCTION:
     _problems = []
     if not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 32:
         _problems.append("SECRET_KEY is missing, the development default or shorter than 32 characters: "
-                         "set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+                         "set SECRET_KEY to a long random value "
+                         "(python -c 'import secrets; print(secrets.token_urlsafe(50))').")
     if DEBUG:
         _problems.append("DEBUG is on: unset DEBUG or set DEBUG=false.")
     if not env.str("DATABASE_URL", default=""):
@@ -253,7 +255,8 @@ CELERY_TASK_ROUTES = ("backoffice.queues.route_task",)
 # ---------------------------------------------------------------- Chains
 # Names follow the runbook (BSC_RPC_URL, BSC_RPC_FALLBACK, ...). In development, addresses left
 # unset are read from the local deployment that `make run` writes (.data/chain/deployment.json).
-CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE", default=str(BASE_DIR / ".data" / "chain" / "deployment.json")))
+CHAIN_DEPLOYMENT_FILE = Path(env.str("CHAIN_DEPLOYMENT_FILE",
+                                     default=str(BASE_DIR / ".data" / "chain" / "deployment.json")))
 
 
 # CHAINS names the chains (default bsc,ethereum); each reads <PREFIX>_RPC_URL, <PREFIX>_CHAIN_ID, ... with

@@ -118,7 +118,8 @@ class RecommendForm(forms.Form):
 
 
 class ResolveForm(forms.Form):
-    favor = forms.ChoiceField(choices=(("buyer", "Resolve for the buyer (refund)"), ("seller", "Resolve for the seller")))
+    favor = forms.ChoiceField(choices=(("buyer", "Resolve for the buyer (refund)"),
+                                       ("seller", "Resolve for the seller")))
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
 
 
@@ -240,7 +241,8 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
                             reason=form.cleaned_data["reason"])
                         self.message_user(request, format_html(
                             'Proposed contract action <a href="{}">#{}</a>: {}. A different person must approve it.',
-                            reverse("admin:ops_contractaction_change", args=[action.pk]), action.pk, action.description))
+                            reverse("admin:ops_contractaction_change", args=[action.pk]), action.pk,
+                            action.description))
                     else:
                         raise _Invalid
                 return HttpResponseRedirect(request.path)
@@ -258,10 +260,12 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
             timeline=selectors.order_timeline(order),
             buyer=selectors.party_history(order.buyer_id), seller=selectors.party_history(order.seller_id),
             arbitrator=arbitrator,
-            arbitrator_record=selectors.arbitrator_record(order.chain, order.arbitrator_wallet) if order.arbitrator_wallet else None,
+            arbitrator_record=(selectors.arbitrator_record(order.chain, order.arbitrator_wallet)
+                               if order.arbitrator_wallet else None),
             evidence=ipfs_links(order.evidence_cids, shorten=True),
             sla_hours=settings.DISPUTE_SLA_HOURS,
-            over_sla=order.disputed_at is not None and now - order.disputed_at >= timedelta(hours=settings.DISPUTE_SLA_HOURS),
+            over_sla=(order.disputed_at is not None
+                      and now - order.disputed_at >= timedelta(hours=settings.DISPUTE_SLA_HOURS)),
             deadline_passed=order.dispute_deadline is not None and order.dispute_deadline <= now,
             can_review=can_review, can_propose=can_propose, forms=forms_,
             sanctions_hits=_party_hits(order),

@@ -382,8 +382,8 @@ def _url(name: str, world: dict) -> str:
         return reverse("admin:" + name, args=[objects["disputes_disputedorder"].pk])
     if name == "auth_user_password_change":
         return reverse("admin:auth_user_password_change", args=[objects["auth_user"].pk])
-    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_cancel", "_rotate",
-                   "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
+    for suffix in ("_change", "_delete", "_history", "_approve", "_reject", "_execute", "_replace", "_cancel",
+                   "_rotate", "_update", "_config", "_qrcode", "_sign", "_typed_data", "_revoke", "_download"):
         if name.endswith(suffix):
             model = name[: -len(suffix)]
             if model in objects:

@@ -3,7 +3,7 @@ Sanctions page, the dashboard tile and /metrics show. Each is a few index lookup
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -68,7 +68,8 @@ def screening_state() -> ScreeningState:
 
 def refresh_age_seconds(now: datetime | None = None) -> float | None:
     """Seconds since the least recently refreshed SANCTIONS_LIST_URL last served a good file (imported, or the same
-    as its current version); +inf for one never imported; None when no URL is configured (refresh off)."""
+    as its current version); a URL with no version of its own (its file was first imported by hand) counts as old as
+    the stalest current list; +inf while no list exists at all; None when no URL is configured (refresh off)."""
     urls = settings.SANCTIONS_LIST_URLS
     if not urls:
         return None
@@ -78,7 +79,10 @@ def refresh_age_seconds(now: datetime | None = None) -> float | None:
                          .values_list("source", "last_seen_at")):
         seen[source] = max(seen.get(source, last), last)
     if any(url not in seen for url in urls):
-        return float("inf")
+        age, _ = list_age(now)
+        if age is None:
+            return float("inf")
+        seen[""] = now - timedelta(seconds=age)
     return max(0.0, (now - min(seen.values())).total_seconds())
 
 

@@ -273,3 +273,14 @@ def test_refresh_does_nothing_while_no_url_is_set(settings):
     settings.SANCTIONS_LIST_URLS = []
     result = services.refresh_sanctions_lists()
     assert (result.imported, result.unchanged, result.failed) == ([], [], {})
+
+
+def test_refresh_of_a_file_first_imported_by_hand_is_fresh_not_refused(list_server):
+    from disputes.sanctions.selectors import refresh_age_seconds
+
+    by_hand = _import(ETH_LIST)  # the same bytes, from a file, before the URL was configured
+    list_server.body = ETH_LIST
+    result = services.refresh_sanctions_lists()
+    assert result.unchanged == [by_hand] and result.failed == {}
+    assert not Alert.objects.filter(key__startswith="sanctions-list-refused").exists()
+    assert refresh_age_seconds() < 60

@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from backoffice.alerts.services import raise_alert
-from backoffice.audit.services import record_audit
+from backoffice.audit.services import actor_label, record_audit
 from backoffice.permissions import require_perm
 from chain import sanctions as oracle
 from chain.config import get_chain_config
@@ -86,7 +86,7 @@ def _rows(sql: str, params: list | dict) -> list[tuple]:
         return cur.fetchall() if cur.description else []
 
 
-def record_sanctions_hits(candidates: list[Candidate], *, actor: str = SCREENING_ACTOR) -> list[SanctionsHit]:
+def record_sanctions_hits(candidates: list[Candidate], *, actor: Any = SCREENING_ACTOR) -> list[SanctionsHit]:
     """Handle hits in bulk, inside the caller's transaction: a hit row each (one per wallet and version, or wallet
     and oracle chain: a hit already recorded is not recorded again), the blacklist entry (or the active one the
     wallet already has), its open orders and disputes, and an open "sanctions" review flag. Audited per entry, hit
@@ -241,7 +241,7 @@ def import_sanctions_list(*, actor: Any, data: bytes, source: str, asset: str | 
                                                         else []),
             forced=force, force_reason=force_reason if force else "",
             imported_by=actor if getattr(actor, "pk", None) else None,
-            imported_by_label=actor if isinstance(actor, str) else actor.get_username())
+            imported_by_label=actor_label(actor)[:150])
         _copy_entries(version, parsed)
         version.added_count, version.removed_count = _diff_counts(version)
         hits = rescreen_list_version(version, actor=actor)
@@ -316,9 +316,8 @@ def rescreen_list_version(version: SanctionsListVersion, *, actor: Any = SCREENI
     """Every wallet the marketplace has ever seen, screened against the entries `version` adds to its list (a set
     operation in PostgreSQL, not a loop over wallets), and the hits handled. Inside the caller's transaction."""
     rows = _rows(RESCREEN_SQL, {"new": version.pk, "prev": version.previous_id})
-    label = actor if isinstance(actor, str) else actor.get_username()
     return record_sanctions_hits([Candidate(wallet=w, source=SanctionsHitSource.LIST, version=version, sdn_uid=uid,
-                                            sdn_name=name) for w, uid, name in rows], actor=label)
+                                            sdn_name=name) for w, uid, name in rows], actor=actor)
 
 
 def _flag_delisted(version: SanctionsListVersion, *, actor: Any) -> list[str]:
@@ -342,9 +341,8 @@ def _flag_delisted(version: SanctionsListVersion, *, actor: Any) -> list[str]:
                  if wallet in oracle_hits else "")
         reasons[wallet] = (f"Left sanctions list {version.list_key} in version #{version.pk} and no current list names "
                            f"it; it stays blacklisted (entry #{entry_id}) until staff lift it.{still}", 0)
-    label = actor if isinstance(actor, str) else actor.get_username()
     for flag in _open_flags("delisted", reasons):
-        record_audit(actor=label, action="flag_for_review", obj=flag, after={"wallet": flag.wallet, "role": flag.role,
+        record_audit(actor=actor, action="flag_for_review", obj=flag, after={"wallet": flag.wallet, "role": flag.role,
                                                                             "version": version.pk})
     return sorted(reasons)
 

@@ -117,6 +117,18 @@ def _out_of_range(spec: dict, environ: Mapping[str, str]) -> list[str]:
     return problems
 
 
+# The Chainalysis sanctions oracle's address on Ethereum and BNB Chain (README: Sanctions screening).
+CHAINALYSIS_SANCTIONS_ORACLE = "0x40c57923924b5c5c5455c48d93317139addac8fb"
+
+
+def _sanctions_oracle_problems(spec: dict) -> list[str]:
+    address = spec["sanctions_oracle"]
+    if address and not re.fullmatch(r"0x[0-9a-f]{40}", address):
+        return [f"{spec['prefix']}_SANCTIONS_ORACLE is {address!r}: use the oracle contract's address, 0x followed by "
+                f"40 hex digits ({CHAINALYSIS_SANCTIONS_ORACLE} on Ethereum and BNB Chain), or unset it"]
+    return []
+
+
 def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> dict:
     """One chain's settings from its <PREFIX>_… variables. A chain with an RPC URL is a remote chain: it must
     say which chain id it expects and (in production) where its contracts are."""
@@ -176,6 +188,8 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         "auto_pause": (_get(environ, f"{prefix}_AUTO_PAUSE") or "off").lower(),
         # Below this (in the chain's native coin) the relayer's or keeper's gas balance raises an alert.
         "min_gas_balance": _get(environ, f"{prefix}_MIN_GAS_BALANCE") or "0.05",
+        # The sanctions oracle new wallets are checked against (isSanctioned(address)); empty: the lists only.
+        "sanctions_oracle": _get(environ, f"{prefix}_SANCTIONS_ORACLE").lower(),
     }
     if spec["auto_pause"] not in ("on", "off"):
         raise ImproperlyConfigured(f"{prefix}_AUTO_PAUSE is {spec['auto_pause']!r}: use on (pause by itself when a "
@@ -184,6 +198,7 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         raise ImproperlyConfigured(f"{prefix}_OWNER_MODE is {spec['owner_mode']!r}: use safe (a Safe multisig owns "
                                    "the contracts) or eoa.")
     problems = _out_of_range(spec, environ)
+    problems += _sanctions_oracle_problems(spec)
     if problems:
         raise ImproperlyConfigured("; ".join(problems) + ".")
     return spec

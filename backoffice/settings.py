@@ -337,6 +337,14 @@ for _name, _fix in (("BACKUP_LOCK_WAIT_SECONDS", "e.g. 300"), ("BACKUP_TIMEOUT_S
 
 # Trust and safety: a dispute older than this is over its review SLA (queue and review page).
 DISPUTE_SLA_HOURS = env.int("DISPUTE_SLA_HOURS", default=48)
+# Sanctions lists the daily refresh imports (comma-separated URLs: OFAC's sdn_advanced.xml, or derived address lists
+# such as sanctioned_addresses_ETH.txt); none: the refresh is off, lists are imported by hand (README: Sanctions).
+SANCTIONS_LIST_URLS = [u.strip() for u in env.str("SANCTIONS_LIST_URL", default="").split(",") if u.strip()]
+for _url in SANCTIONS_LIST_URLS:
+    if not _url.startswith(("https://", "http://")):
+        raise ImproperlyConfigured(f"SANCTIONS_LIST_URL holds {_url[:80]!r}: use http(s) URLs separated by commas, "
+                                   "e.g. https://sanctionslistservice.ofac.treas.gov/api/PublicationPreview/exports/"
+                                   "SDN_ADVANCED.XML, or unset it to import lists by hand.")
 # A node whose newest block is stamped further than this from the server's clock (ahead, or behind: a stalled
 # node) makes its chain's health check degraded: every age and deadline the back office shows depends on it.
 CHAIN_CLOCK_TOLERANCE_SECONDS = env.int("CHAIN_CLOCK_TOLERANCE_SECONDS", default=300)

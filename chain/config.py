@@ -30,6 +30,7 @@ class ChainConfig:
     max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
     auto_pause: bool = False  # pause by itself when a certain trigger holds (<PREFIX>_AUTO_PAUSE)
     tokens: dict[str, str] = field(default_factory=dict)
+    sanctions_oracle: str = ""  # isSanctioned(address) contract; empty: wallets are screened against the lists only
 
     @property
     def is_configured(self) -> bool:
@@ -71,6 +72,7 @@ def get_chain_config(chain: str) -> ChainConfig:
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
         max_in_flight=int(base.get("max_in_flight", 4)), auto_pause=base.get("auto_pause", "off") == "on",
         safe_known_modules=tuple(base.get("safe_known_modules", ())))
+    cfg = replace(cfg, sanctions_oracle=base.get("sanctions_oracle", ""))
     local = _local_deployment().get(chain)
     if local:
         # Environment wins; the local deployment only fills what the environment left unset.
@@ -86,6 +88,7 @@ def get_chain_config(chain: str) -> ChainConfig:
             tokens=dict(local.get("tokens", {})),
             guardian_module=cfg.guardian_module or local.get("custody", {}).get("guardian_module", ""),
         )
+        cfg = replace(cfg, sanctions_oracle=cfg.sanctions_oracle or local.get("sanctions_oracle", "").lower())
     return cfg
 
 

@@ -111,6 +111,14 @@ def deploy_all(
     }
 
 
+def deploy_sanctions_oracle(w3, owner: str, listed: Iterable[str] = ()) -> str:
+    """Deploy a SanctionsOracle (the Chainalysis oracle's interface) listing ``listed`` from the start; ``owner``
+    (an unlocked account) sends it and may list and delist later. Returns its checksummed address."""
+    contract, _ = _deploy(w3, "SanctionsOracle", w3.to_checksum_address(owner),
+                          [w3.to_checksum_address(a) for a in listed])
+    return contract.address
+
+
 # ---------------------------------------------------------------------------- Safe custody
 
 

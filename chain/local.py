@@ -16,7 +16,8 @@ SAFE_THRESHOLD = 2
 
 
 def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
-    """Deploy to each {chain: {"rpc_url", "confirmations", "custody", "timeouts"}} and write the deployment file.
+    """Deploy to each {chain: {"rpc_url", "confirmations", "custody", "timeouts", "sanctioned"}} and write the
+    deployment file.
 
     `timeouts` (seller, buyer, dispute), in seconds, replaces the contract's days with what a demo can watch
     happen in real time (make run): the chain's clock then never has to be pushed ahead of the wall clock.
@@ -25,6 +26,9 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
     "safe" custody (the default) a 2-of-3 Safe of accounts 40, 41 and 42 owns them, the same three are the
     guardians of its PauseGuardianModule, with account 45, the server's own guardian key (the automatic pause: it
     can pause and nothing else). Accounts 43 (relayer) and 44 (keeper) have no role in any contract.
+
+    Each chain also gets a SanctionsOracle (the Chainalysis oracle's interface) listing `sanctioned`: anvil account
+    numbers or addresses (make run: `devservices.DEMO_SANCTIONED`, wallets the demo market trades from).
     """
     for chain, spec in chains.items():
         if spec.get("custody", "safe") not in CUSTODY_MODES:
@@ -50,6 +54,9 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
             owner = custody["safe"]
         else:
             custody, owner = {"mode": "eoa", **roles}, deployer
+        # Last, so that every address above is what it was before the oracle existed (the deployer's nonces).
+        listed = [accounts[a] if isinstance(a, int) else a for a in spec.get("sanctioned", ())]
+        oracle = deploy.deploy_sanctions_oracle(w3, deployer, listed)
         out[chain] = {
             "rpc_url": spec["rpc_url"],
             # The same node under another name: a second provider for the failover path.
@@ -64,6 +71,8 @@ def deploy_local(chains: dict[str, dict], *, path: Path | None = None) -> dict:
             "treasury": treasury,
             "custody": custody,
             "timeouts": list(spec["timeouts"]) if spec.get("timeouts") else None,
+            "sanctions_oracle": oracle,
+            "sanctioned": listed,
         }
     path = path or settings.CHAIN_DEPLOYMENT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from .admin_profiles import profile_link, with_profile_pk
 from .forms import BlacklistAddForm, LiftForm
 from .imports import MAX_BYTES, parse_blacklist_csv
 from .models import Blacklist
+from .sanctions import admin as sanctions_admin  # noqa: F401 - the Sanctions page, hits, the profile's screening
 
 
 class ImportForm(forms.Form):

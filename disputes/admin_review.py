@@ -35,6 +35,7 @@ from chain.models import Arbitrator, Order
 from . import selectors, services
 from .admin_profiles import profile_link, with_profile_pk
 from .models import DisputedOrder, Recommendation, ReviewFlag
+from .sanctions import selectors as sanctions
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -267,6 +268,7 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
                       and now - order.disputed_at >= timedelta(hours=settings.DISPUTE_SLA_HOURS)),
             deadline_passed=order.dispute_deadline is not None and order.dispute_deadline <= now,
             can_review=can_review, can_propose=can_propose, forms=forms_,
+            sanctions_hits=_party_hits(order),
         )
 
     @stepup_required(methods=('POST',))
@@ -309,13 +311,23 @@ class DisputeQueueAdmin(OrderColumns, ExactSearchMixin, ReadOnlyMirrorAdmin):
         stats = selectors.arbitrator_stats_30d()
         if request.GET.get("export"):
             return _dicts_csv("arbitrator_stats_30d.csv", stats, empty_header="arbitrator_wallet")
+        sanctioned = sanctions.sanctioned_arbitrator_wallets()
         return admin_page(self, request, "admin/disputes/arbitrators.html", title="Arbitrator pool monitoring",
                           active=Arbitrator.objects.active().order_by("-reputation"),
-                          at_risk=Arbitrator.objects.at_risk().order_by("reputation"), stats=stats)
+                          at_risk=Arbitrator.objects.at_risk().order_by("reputation"), stats=stats,
+                          sanctioned=sanctioned,
+                          sanctioned_arbitrators=Arbitrator.objects.filter(wallet__in=sanctioned).order_by("chain"))
 
 
 class _Invalid(Exception):
     pass
+
+
+def _party_hits(order: Order) -> list[tuple[str, str, list]]:
+    """(role, wallet, hits) for each party of the order a sanctions list or oracle named."""
+    parties = (("buyer", order.buyer_id), ("seller", order.seller_id), ("arbitrator", order.arbitrator_wallet))
+    hits = sanctions.hits_for_wallets([wallet for _, wallet in parties])
+    return [(role, wallet, hits[wallet]) for role, wallet in parties if wallet in hits]
 
 
 def _dicts_csv(filename: str, rows: list[dict], *, empty_header: str):

@@ -5,3 +5,6 @@ from django.apps import AppConfig
 class DisputesConfig(AppConfig):
     name = "disputes"
     verbose_name = "Trust and safety"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401 - screen the wallets a sync met (chain.signals.blocks_applied)

@@ -6,14 +6,14 @@ from django.utils import timezone
 
 from chain.fields import WalletFormField
 
-from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource
+from .models import REASON_MAX_LENGTH, STAFF_SOURCES, Blacklist, BlacklistSource
 
 
 class BlacklistAddForm(forms.ModelForm):
     wallet = WalletFormField()
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=REASON_MAX_LENGTH,
                              help_text="Required. Shown to every reviewer and written to the audit log.")
-    source = forms.ChoiceField(choices=BlacklistSource.choices, initial=BlacklistSource.MANUAL)
+    source = forms.ChoiceField(choices=[(s.value, s.label) for s in STAFF_SOURCES], initial=BlacklistSource.MANUAL)
 
     class Meta:
         model = Blacklist

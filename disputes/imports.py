@@ -12,7 +12,7 @@ from django.utils.dateparse import parse_datetime
 
 from chain.addresses import canonical_wallet
 
-from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource
+from .models import REASON_MAX_LENGTH, STAFF_SOURCES, Blacklist
 
 MAX_BYTES = 1_000_000
 MAX_ROWS = 10_000
@@ -115,7 +115,7 @@ def _row(record: dict, line: int, now: datetime, seen: dict[str, int], result: P
         result.errors.append(f"line {line}: reason is {len(values['reason']):,} characters long: shorten it to at "
                              f"most {REASON_MAX_LENGTH:,}.")
         return
-    if values["source"] not in BlacklistSource.values:
+    if values["source"] not in STAFF_SOURCES:
         result.errors.append(f"line {line}: unknown source {values['source'][:20]!r}: use manual, automatic or import.")
         return
     expires_at = None

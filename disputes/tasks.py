@@ -5,6 +5,7 @@ from celery import shared_task
 from django.db import close_old_connections
 
 from . import services
+from .sanctions import services as sanctions
 
 
 @shared_task(ignore_result=True)
@@ -29,3 +30,17 @@ def flag_fast_order_makers() -> int:
 def check_dispute_rate() -> bool:
     close_old_connections()
     return services.check_dispute_rate()
+
+
+@shared_task(ignore_result=True)
+def screen_new_wallets() -> int:
+    """After a sync run met new wallets (chain.signals.blocks_applied), and every minute in case a wake-up was lost."""
+    close_old_connections()
+    return sanctions.screen_new_wallets().screened
+
+
+@shared_task(ignore_result=True)
+def refresh_sanctions_lists() -> int:
+    """Daily: download each SANCTIONS_LIST_URL and import it if it changed (nothing when none is set)."""
+    close_old_connections()
+    return len(sanctions.refresh_sanctions_lists().imported)

@@ -63,6 +63,9 @@ MODELS = {
     "disputes_blacklist": (ALL, only(BM, SU), NONE, NONE),
     "disputes_disputedorder": (ALL, NONE, ALL, NONE),  # its change page is a redirect to the review page
     "disputes_reviewflag": (ALL, NONE, NONE, NONE),
+    # sanctions: everyone sees the lists, versions and hits; versions come from imports, hits from screening
+    "disputes_sanctionslistversion": (ALL, NONE, NONE, NONE),
+    "disputes_sanctionshit": (ALL, NONE, NONE, NONE),
     # operations
     "audit_auditlog": (only(OA, SU), NONE, NONE, NONE),
     "alerts_alert": (ALL, NONE, only(OA, SU), NONE),
@@ -123,6 +126,7 @@ PAGES = {
     "disputes_disputedorder_rb04": (ALL, only(BM, SU)),
     "disputes_disputedorder_arbitrators": (ALL, ALL),
     "disputes_blacklist_import": (only(BM, SU), only(BM, SU)),
+    "disputes_sanctionslistversion_import": (only(BM, SU), only(BM, SU)),  # an import blacklists what it hits
     # contract actions: operators propose and execute, approvers approve or reject (four eyes)
     "ops_contractaction_propose": (only(CO, SU), only(CO, SU)),
     "ops_contractaction_approve": (only(CA, SU), only(CA, SU)),
@@ -167,6 +171,7 @@ ACTIONS = {
     ("disputes_blacklist", "lift_selected"): only(BM, SU),
     ("disputes_blacklist", "export_csv"): ALL,
     ("disputes_reviewflag", "resolve_selected"): only(DR, SU),
+    ("disputes_sanctionshit", "handle_selected"): only(DR, SU),  # resolves the hit's review flag
     ("audit_auditlog", "export_csv"): only(OA, SU),
     ("alerts_alert", "acknowledge_true"): only(OA, SU),
     ("alerts_alert", "acknowledge_false"): only(OA, SU),
@@ -200,7 +205,7 @@ def _cells():
         cells[(f"{model}_delete", "POST")] = delete
         cells[(f"{model}_history", "GET")] = view
         cells[(f"{model}_history", "POST")] = view
-        if model != "disputes_disputedorder":  # the queue has no actions
+        if model not in ("disputes_disputedorder", "disputes_sanctionslistversion"):  # these have no actions
             cells[(f"action:{model}:delete_selected", "POST")] = delete  # only confirms: no "post=yes"
     for name, (get, post) in PAGES.items():
         cells[(name, "GET")] = get
@@ -261,7 +266,7 @@ def _build_world() -> dict:
     from backoffice.alerts.models import Alert, AlertChannel, AlertDelivery
     from backoffice.audit.services import record_audit
     from chain.models import ChainEvent, EventSyncCursor, ReconciliationDrift, RpcProvider, Token
-    from disputes.models import Blacklist, ReviewFlag
+    from disputes.models import Blacklist, ReviewFlag, SanctionsHit, SanctionsListVersion
     from ops.models import (
         AutoPauseSwitch,
         BackupRun,
@@ -312,6 +317,11 @@ def _build_world() -> dict:
                                                at_block=10, detected_at=now)
     blacklist = Blacklist.objects.create(wallet=f.wallet(), reason="fraud", source="manual", created_at=now)
     flag = ReviewFlag.objects.create(wallet=f.wallet(), role="seller", reason="disputes", created_at=now)
+    sanctions_version = SanctionsListVersion.objects.create(list_key="ofac-ETH", source="matrix", format="address_list",
+                                                            sha256="0" * 64, entry_count=1, imported_by_label="matrix")
+    sanctions_hit = SanctionsHit.objects.create(wallet=f.wallet(), source="list", version=sanctions_version,
+                                                flag=ReviewFlag.objects.create(wallet=f.wallet(), role="sanctions",
+                                                                               reason="hit", created_at=now))
     audit = record_audit(actor=users[SU], action="matrix_fixture", object_type="test")
     alert = Alert.objects.create(key="matrix", severity="P2", title="matrix", source="test")
     channel = AlertChannel.objects.create(name="matrix", kind="webhook", url="https://hooks.example.com/x")
@@ -355,6 +365,7 @@ def _build_world() -> dict:
         "chain_eventsynccursor": cursor, "chain_chainevent": event, "chain_rpcprovider": provider,
         "chain_token": token, "chain_reconciliationdrift": drift, "disputes_blacklist": blacklist,
         "disputes_disputedorder": disputed, "disputes_reviewflag": flag, "audit_auditlog": audit, "alerts_alert": alert,
+        "disputes_sanctionslistversion": sanctions_version, "disputes_sanctionshit": sanctions_hit,
         "ops_contractaction": action, "alerts_alertchannel": channel, "alerts_alertdelivery": delivery,
         "ops_opsreport": report, "ops_platformflag": platform_flag, "ops_secretschedule": secret,
         "ops_secretrotation": rotation, "ops_incident": incident, "auth_user": users[V],

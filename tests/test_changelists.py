@@ -27,6 +27,7 @@ from chain.models import (
     Token,
 )
 from disputes.models import DisputeCase, ReviewFlag
+from disputes.sanctions.services import import_sanctions_list
 from disputes.services import blacklist_wallet
 from ops.console import services as console
 from ops.models import (
@@ -112,6 +113,8 @@ def rows(staff_user):
     for i in range(ROWS):
         DrillRun.objects.create(chain="bsc", actor_label="system:test", started_at=NOW - timedelta(days=i),
                                 status="passed" if i % 2 else "failed", paused_block=10 if i % 2 else None)
+    sanctioned = [f.profile().wallet for _ in range(ROWS)]
+    import_sanctions_list(actor=staff_user, data="\n".join(sanctioned).encode(), source="sanctioned_addresses_ETH.txt")
     return orders
 
 

@@ -316,6 +316,9 @@ DEMO_SAFE_OWNERS = (40, 41, 42)
 RELAYER_INDEX = 43
 KEEPER_INDEX = 44
 GUARDIAN_INDEX = 45  # the automatic pause's key: a guardian of the pause module, nothing else
+# The local sanctions oracle lists two of the demo market's traders (chain.market: accounts 8..39 trade), so make run
+# shows a sanctioned wallet blacklisted, and its order flagged, within a sync of its first order.
+DEMO_SANCTIONED = (38, 39)
 # make run's escrow windows (seller, buyer, dispute) in seconds instead of the contract's days: the demo market's
 # orders expire, auto-release and pass their dispute deadline in real time, so its chain clock stays the wall clock.
 LOCAL_TIMEOUTS = (180, 300, 480)

@@ -12,7 +12,7 @@ const CONTRACTS_DIR = __dirname;
 // ARTIFACTS_DIR lets the test suite rebuild into a scratch folder and compare the bytes.
 const ARTIFACTS_DIR = process.env.ARTIFACTS_DIR || path.resolve(CONTRACTS_DIR, '..', 'artifacts');
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, '..', '..');
-const DEPLOYABLE = ['P2PEscrow', 'ArbitratorPool', 'TestToken', 'PauseGuardianModule'];
+const DEPLOYABLE = ['P2PEscrow', 'ArbitratorPool', 'TestToken', 'PauseGuardianModule', 'SanctionsOracle'];
 // The Safe is deployed from the package's build, never recompiled here: its bytecode is the audited release's.
 const SAFE_PACKAGE = '@safe-global/safe-contracts';
 const SAFE_VERSION = '1.4.1';

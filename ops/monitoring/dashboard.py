@@ -24,7 +24,9 @@ from django.utils import timezone
 from backoffice import replica
 from backoffice.admin_utils import csv_response
 from backoffice.alerts.models import Alert
+from backoffice.durations import human_duration
 from chain.models import ChainState, DailyOrderStats, EventSyncCursor, Order, OrderStatus, TopSeller, UserProfile
+from disputes.sanctions import selectors as sanctions
 from disputes.selectors import dispute_age
 from ops.backups.selectors import age_text, backup_health
 from ops.models import Incident, IncidentStatus, SecretSchedule
@@ -34,6 +36,7 @@ from .checks.sync import SYNC_STUCK_AFTER, sync_lag_threshold
 from .health import health
 
 WINDOW_DAYS = 30
+SANCTIONS_STALE_SECONDS = 48 * 3600  # the SanctionsListStale rule's threshold (ops/prometheus/alerts.yml)
 CHART_PERMISSION = "chain.view_order"
 DISPUTE_STATUSES = (OrderStatus.DISPUTED, OrderStatus.RESOLVED_BUYER, OrderStatus.RESOLVED_SELLER)
 
@@ -208,7 +211,25 @@ def _replica_tile() -> Tile | None:
 def tiles(now: datetime | None = None) -> list[Tile]:
     now = now or timezone.now()
     return [*_health_tiles(), *filter(None, [_replica_tile()]), *_sync_tiles(now), *_contract_tiles(),
-            _dispute_tile(now), _secret_tile(), _incident_tile(), *_alert_tiles(), _backup_tile(now)]
+            _dispute_tile(now), _secret_tile(), _incident_tile(), *_alert_tiles(), _backup_tile(now),
+            _sanctions_tile(now)]
+
+
+def _sanctions_tile(now: datetime) -> Tile:
+    """Sanctions screening: the hits nobody has handled (error), and how long ago the lists were last confirmed
+    (warning past SanctionsListStale's 48 h while SANCTIONS_LIST_URL is set, or when no list was ever imported)."""
+    state = sanctions.screening_state()
+    age, _ = sanctions.list_age(now)
+    refresh = sanctions.refresh_age_seconds(now)
+    status = "error" if state.unhandled_hits else "ok"
+    if status == "ok" and (age is None or (refresh is not None and refresh > SANCTIONS_STALE_SECONDS)):
+        status = "warning"
+    listed = "no list imported" if age is None else f"lists confirmed {human_duration(age)} ago"
+    if refresh == float("inf"):
+        listed += "; a SANCTIONS_LIST_URL never imported"
+    waiting = f"; {state.pending:,}{'+' if state.pending_capped else ''} wallet(s) waiting" if state.pending else ""
+    return Tile(key="sanctions", title="sanctions hits not handled", value=state.unhandled_hits, status=status,
+                detail=listed + waiting, url=_url("disputes_sanctionslistversion_changelist"))
 
 
 # ---------------------------------------------------------------------------------------------- chart data

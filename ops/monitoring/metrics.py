@@ -167,6 +167,46 @@ def _ops() -> list:
     return [overdue, alerts, firing, conns, disk, backup_age, restore_age, *_beat()]
 
 
+def _sanctions() -> list:
+    """Sanctions screening: list freshness (the refresh age only while SANCTIONS_LIST_URL is set: the SanctionsListStale
+    rule), entries per current list, unhandled hits, the screening queue and each oracle's last answer."""
+    from disputes.sanctions import selectors as sanctions
+
+    out = []
+    refresh = sanctions.refresh_age_seconds()
+    if refresh is not None:
+        age = GaugeMetricFamily("sanctions_list_refresh_age_seconds", "Seconds since the stalest SANCTIONS_LIST_URL "
+                                "last served a good file (+Inf before its first import)")
+        age.add_metric([], refresh)
+        out.append(age)
+    entries = GaugeMetricFamily("sanctions_list_entries", "EVM addresses in each list's current version",
+                                labels=["list"])
+    for version in sanctions.current_versions():
+        entries.add_metric([version.list_key], float(version.entry_count))
+    state = sanctions.screening_state()
+    unhandled = GaugeMetricFamily("sanctions_hits_unhandled", "Sanctions hits whose review flag is not resolved")
+    unhandled.add_metric([], float(state.unhandled_hits))
+    pending = GaugeMetricFamily("sanctions_wallets_pending", "Wallets waiting to be screened (counted up to "
+                                f"{sanctions.PENDING_COUNT_CAP:,})")
+    pending.add_metric([], float(state.pending))
+    oldest = GaugeMetricFamily("sanctions_screening_oldest_pending_seconds",
+                               "Seconds the oldest wallet waiting to be screened has waited (0: none waits)")
+    oldest.add_metric([], max(0.0, time.time() - state.pending_oldest.timestamp()) if state.pending_oldest else 0.0)
+    hits = CounterMetricFamily("sanctions_hits", "Our wallets named by a sanctions list or oracle", labels=["source"])
+    for source, n in _rows("SELECT source, count(*) FROM sanctions_hits GROUP BY source"):
+        hits.add_metric([source], float(n))
+    checked = GaugeMetricFamily("sanctions_oracle_last_check_age_seconds", "Seconds since each chain's sanctions "
+                                "oracle last answered", labels=["chain"])
+    failing = GaugeMetricFamily("sanctions_oracle_failing", "1 when the chain's oracle failed after its last answer",
+                                labels=["chain"])
+    for chain, seconds, failed in _rows("SELECT chain, EXTRACT(EPOCH FROM (now() - last_checked_at)), "
+                                        "last_error <> '' FROM sanctions_oracle_checks"):
+        if seconds is not None:
+            checked.add_metric([chain], max(0.0, float(seconds)))
+        failing.add_metric([chain], 1.0 if failed else 0.0)
+    return [*out, entries, unhandled, pending, oldest, hits, checked, failing]
+
+
 def _beat() -> list:
     """Who watches the checks: every beat entry's time since its last run and whether it is late or disabled."""
     since = GaugeMetricFamily("celery_beat_schedule_seconds_since_run", "Seconds since beat last sent the entry",
@@ -299,6 +339,7 @@ def _collect() -> list:
     families = []
     try:
         families += _business() + _chain() + _ops() + _drills()
+        families += _sanctions()
     except Exception:
         connection.close()
         scrape_ok = GaugeMetricFamily("backoffice_scrape_ok", "1 when the database part of the scrape worked")

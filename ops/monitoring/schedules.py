@@ -132,5 +132,12 @@ def schedules() -> list[Schedule]:
                              "a report in Ops reports."),
         Schedule(name="sweep-alert-deliveries", task="backoffice.alerts.tasks.sweep_alert_deliveries",
                  every_seconds=300, description="Retry alert deliveries whose task was lost."),
+        Schedule(name="screen-new-wallets", task="disputes.tasks.screen_new_wallets", every_seconds=60,
+                 description="Sanctions: screen wallets new to the mirror against the lists and the chains' oracles "
+                             "(a sync that met some wakes it at once; this catches a lost wake-up)."),
+        Schedule(name="refresh-sanctions-lists", task="disputes.tasks.refresh_sanctions_lists",
+                 crontab={"minute": "30", "hour": "5", "day_of_week": "*", "day_of_month": "*", "month_of_year": "*"},
+                 description="Sanctions, daily at 05:30 UTC: import each SANCTIONS_LIST_URL that changed and re-screen "
+                             "every known wallet against its new entries (does nothing while the variable is unset)."),
     ]
     return items

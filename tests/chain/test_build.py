@@ -17,7 +17,7 @@ def test_contract_build_reproduces_the_committed_artifacts(tmp_path):
     assert result.returncode == 0, result.stderr
     committed = sorted(p.name for p in ARTIFACTS.glob("*.json"))
     assert committed == ["ArbitratorPool.json", "P2PEscrow.json", "PauseGuardianModule.json", "Safe.json",
-                         "SafeProxyFactory.json", "TestToken.json"]
+                         "SafeProxyFactory.json", "SanctionsOracle.json", "TestToken.json"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == committed
     for name in committed:
         assert (tmp_path / name).read_bytes() == (ARTIFACTS / name).read_bytes(), name

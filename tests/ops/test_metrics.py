@@ -186,7 +186,8 @@ def test_metrics_every_metric_of_the_alert_rules_is_exported(client, market):
     exported = {name for name, _ in scrape(client)}
     used = set()
     for expr in re.findall(r"expr:\s*(>\s*\n(?:\s{10,}.*\n)+|.*)", RULES.read_text()):
-        used |= set(re.findall(r"\b((?:p2p|blockchain|celery|redis|db|backoffice|backup)_[a-z0-9_]+)", expr))
+        used |= set(re.findall(r"\b((?:p2p|blockchain|celery|redis|db|backoffice|backup|sanctions)_[a-z0-9_]+)",
+                               expr))
     assert used >= {"p2p_contract_paused", "blockchain_sync_lag_blocks", "celery_tasks_queued",
                     "p2p_secret_rotations_overdue"}
     # Read from a live node per configured chain (none here): test_health's clock test scrapes it from an anvil.
@@ -194,7 +195,10 @@ def test_metrics_every_metric_of_the_alert_rules_is_exported(client, market):
     # Exported only with DATABASE_REPLICA_URL set (none here): test_replica scrapes them from a real replica.
     from_a_replica = {"db_replica_up", "db_replica_in_use", "db_replica_lag_seconds"}
     assert from_a_replica <= used
-    missing = sorted(name for name in used - from_a_node - from_a_replica if name not in exported)
+    # Exported only with SANCTIONS_LIST_URL set (none here): tests/ops/test_sanctions_monitoring.py scrapes it.
+    from_a_list_url = {"sanctions_list_refresh_age_seconds"}
+    assert from_a_list_url <= used
+    missing = sorted(name for name in used - from_a_node - from_a_replica - from_a_list_url if name not in exported)
     assert not missing, f"alerts.yml uses metrics /metrics does not export: {missing}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from backoffice.devservices import DEMO_SANCTIONED
 from chain import local
 
 
@@ -48,7 +49,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--chain {item!r}: expected NAME=URL with NAME one of "
                                    f"{', '.join(settings.CHAINS)}.")
             chains[name] = {"rpc_url": url, "confirmations": int(depths.get(name, 2)),
-                            "custody": modes.get(name, "safe"), "timeouts": windows}
+                            "custody": modes.get(name, "safe"), "timeouts": windows,
+                            "sanctioned": DEMO_SANCTIONED}
         if reset_mirror:
             local.reset_mirror()
         for name, info in local.deploy_local(chains).items():
@@ -62,3 +64,5 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(f"{name}: owner {info['owner']} (eoa custody)")
             self.stdout.write(f"{name}: relayer {held['relayer']}, keeper {held['keeper']}")
+            self.stdout.write(f"{name}: sanctions oracle {info['sanctions_oracle']} listing "
+                              f"{', '.join(info['sanctioned']) or 'nobody'}")

@@ -45,10 +45,11 @@ class ReasonForm(forms.Form):
 
 
 class ResumeForm(ReasonForm):
-    grace_hours = forms.DecimalField(min_value=0, max_value=168, decimal_places=2, label="Grace (hours)",
+    grace_hours = forms.DecimalField(min_value=0, max_value=168, decimal_places=2, required=False,
+                                     label="Grace (hours)",
                                      help_text="After the unpause, the timeout keeper leaves alone the orders whose "
                                                "deadline passed during the pause this long (0: no grace; at most "
-                                               "168).")
+                                               "168; empty: RESUME_GRACE_SECONDS).")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -56,7 +57,8 @@ class ResumeForm(ReasonForm):
 
     @property
     def grace_seconds(self) -> int:
-        return int(self.cleaned_data["grace_hours"] * 3600)
+        hours = self.cleaned_data.get("grace_hours")
+        return settings.RESUME_GRACE_SECONDS if hours is None else int(hours * 3600)
 
 
 class ConfirmForm(forms.Form):

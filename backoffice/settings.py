@@ -290,6 +290,9 @@ SIGNING_CHALLENGE_SECONDS = env.int("SIGNING_CHALLENGE_SECONDS", default=600)
 GUARDIAN_PAUSE_SECONDS = env.int("GUARDIAN_PAUSE_SECONDS", default=3600)
 # A timeout action whose simulation reverted: the order is proposed again only after this long (not every run).
 TIMEOUT_RETRY_SECONDS = env.int("TIMEOUT_RETRY_SECONDS", default=3600)
+# The grace a resume request offers by default: orders whose seller or buyer deadline passed during the pause are
+# left alone by the timeout keeper this long after the unpause (0: none; at most 7 days).
+RESUME_GRACE_SECONDS = env.int("RESUME_GRACE_SECONDS", default=86400)
 # The actions check (P2s): a transaction signed or sent this long ago and still not mined is stuck; an order still
 # funded or delivered this long past its seller or buyer deadline means the timeout keeper is not doing its job.
 ACTION_STUCK_SECONDS = env.int("ACTION_STUCK_SECONDS", default=900)

@@ -16,13 +16,31 @@ from backoffice.security import stepup_required
 from chain import devwallet, effects
 from chain import safe as chain_safe
 from chain.config import configured_chains, get_chain_config
+from chain.models import ChainState
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import read_contract_status
 from ops.models import AWAITING, IN_FLIGHT, ActionStatus, ContractAction, Custody, PlatformFlag, SignatureSource
 
+from . import impact
 from . import services as actions
-from .forms import ConfirmForm, ExecuteForm, ProposeActionForm, ReasonForm, SignatureForm
+from .forms import ConfirmForm, ExecuteForm, ProposeActionForm, ReasonForm, ResumeForm, SignatureForm
 from .selectors import custody_status, effects_summary, present_effects, signing_summary
+
+
+def _hours(request) -> int:
+    """The pause length the impact is read for (?hours=, 1 to 720; 24 by default)."""
+    try:
+        return min(max(int(request.GET.get("hours", 24)), 1), 720)
+    except ValueError:
+        return 24
+
+
+def _paused_chains(chains) -> list[str]:
+    """The chains the mirror (or the contracts check) last saw paused, or with an unpause waiting."""
+    waiting = set(ContractAction.objects.filter(kind="unpause", status__in=[*AWAITING, *IN_FLIGHT])
+                  .values_list("chain", flat=True))
+    paused = set(ChainState.objects.filter(paused=True).values_list("chain", flat=True))
+    return [c for c in chains if c in paused | waiting]
 
 
 def _fresh_simulation(action: ContractAction) -> dict:
@@ -137,9 +155,16 @@ class ContractActionAdmin(admin.ModelAdmin):
             and user.has_perm("ops.add_contractaction")
             and not any(c.status in (*AWAITING, *IN_FLIGHT) for c in signing["cancels"]),
         }
+        # Before a pause is sent: what it holds; before an unpause: what it releases at once, and the grace.
+        extra = {}
+        if action.kind == "pause" and action.status in (*AWAITING, *IN_FLIGHT):
+            extra["pause_impact"] = impact.pause_impact(action.chain, hours=_hours(request))
+        if action.kind == "unpause" and action.status in (*AWAITING, *IN_FLIGHT):
+            extra["unpause_release"] = impact.unpause_release(action.chain)
+            extra["graces"] = impact.open_graces(action.chain)
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "can": can,
                                                                    "action_obj": action, "signing": signing,
-                                                                   "fx": effects_summary(action)})
+                                                                   "fx": effects_summary(action), **extra})
 
     @staticmethod
     def _chains():
@@ -362,7 +387,8 @@ class ContractActionAdmin(admin.ModelAdmin):
         return admin_page(self, request, "admin/ops/contractaction/simple_confirm.html", title="Emergency stop",
                           form=form, warning="RB-05: pauses the escrow on every chain at once and turns "
                           "TRADES_ENABLED off. All trading stops. Resuming needs a second person.",
-                          submit="Stop all trading now")
+                          submit="Stop all trading now",
+                          impacts=[impact.pause_impact(chain, hours=_hours(request)) for chain in self._chains()])
 
     @stepup_required(methods=('POST',))
     def resume_view(self, request):
@@ -371,7 +397,7 @@ class ContractActionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         pending = ContractAction.objects.filter(kind="unpause", status=ActionStatus.PROPOSED).exclude(group="")
         group = request.POST.get("group") or request.GET.get("group")
-        form = ReasonForm(request.POST or None) if not group else ConfirmForm(request.POST or None)
+        form = ResumeForm(request.POST or None) if not group else ConfirmForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
                 if group:
@@ -389,7 +415,7 @@ class ContractActionAdmin(admin.ModelAdmin):
                     if not request.user.has_perm("ops.add_contractaction"):
                         raise PermissionDenied
                     done = actions.request_resume(actor=request.user, reason=form.cleaned_data["reason"],
-                                                  chains=self._chains())
+                                                  chains=self._chains(), grace_seconds=form.grace_seconds)
                     if any(a.custody == Custody.SAFE for a in done):
                         # Safe custody: the unpause is approved by the owners' signatures, the requester's first.
                         self.message_user(request, f"Resume requested ({done[0].group}): unpause needs the Safe's "
@@ -402,6 +428,9 @@ class ContractActionAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(reverse("admin:ops_contractaction_changelist"))
             except ValidationError as exc:
                 errors_to_form(form, exc)
+        chains = (sorted({a.chain for a in pending if a.group == group}) if group
+                  else _paused_chains(self._chains()))
         return admin_page(self, request, "admin/ops/contractaction/resume.html", title="Resume trading", form=form,
-                          group=group, pending=pending)
+                          group=group, pending=pending, releases=[impact.unpause_release(c) for c in chains],
+                          graces=impact.open_graces())
 

@@ -29,7 +29,7 @@ from ops.models import (
     Custody,
 )
 
-from . import execute, propose, simulations, transitions
+from . import execute, grace, propose, simulations, transitions
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,18 @@ def emergency_stop(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
     return actions
 
 
-def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[ContractAction]:
-    """Propose unpause on every paused chain; `approve_resume` by someone else executes them."""
+def request_resume(*, actor: Any, reason: str, chains: list[str],
+                   grace_seconds: int | None = None) -> list[ContractAction]:
+    """Propose unpause on every paused chain; `approve_resume` by someone else executes them.
+
+    With each unpause, a grace (`grace.request_timeout_grace`, audited): the orders whose deadlines passed during
+    the pause are left alone by the timeout keeper until `grace_seconds` (default RESUME_GRACE_SECONDS) after the
+    unpause. A grace that cannot be recorded (when the pause began is unknown) leaves the unpause proposed, and
+    is logged: the resume page shows each chain's grace, or none."""
+    grace_seconds = settings.RESUME_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    if not 0 <= grace_seconds <= grace.MAX_GRACE_SECONDS:
+        raise ValidationError({"grace_hours": f"The grace must be between 0 and {grace.MAX_GRACE_SECONDS // 3600} "
+                                              "hours."})
     group = f"resume-{uuid.uuid4().hex[:12]}"
     proposed, skipped = [], []
     for chain in chains:
@@ -130,6 +140,13 @@ def request_resume(*, actor: Any, reason: str, chains: list[str]) -> list[Contra
         except ValidationError as exc:
             logger.info("resume: %s skipped: %s", chain, "; ".join(exc.messages), extra={"chain": chain})
             skipped.append(f"{chain}: {'; '.join(exc.messages)}")
+            continue
+        try:
+            with transaction.atomic():
+                grace.request_timeout_grace(actor=actor, chain=chain, group=group, grace_seconds=grace_seconds)
+        except ValidationError as exc:
+            logger.warning("resume %s: no grace on %s: %s", group, chain, "; ".join(exc.messages),
+                           extra={"chain": chain})
     if not proposed:
         # Not always "not paused": an unpause already waiting for signatures is refused too (one open action
         # per SafeTx), and the person must be sent to it.

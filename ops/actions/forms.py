@@ -44,6 +44,23 @@ class ReasonForm(forms.Form):
                              help_text="Required; written to the audit log.")
 
 
+class ResumeForm(ReasonForm):
+    grace_hours = forms.DecimalField(min_value=0, max_value=168, decimal_places=2, required=False,
+                                     label="Grace (hours)",
+                                     help_text="After the unpause, the timeout keeper leaves alone the orders whose "
+                                               "deadline passed during the pause this long (0: no grace; at most "
+                                               "168; empty: RESUME_GRACE_SECONDS).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["grace_hours"].initial = settings.RESUME_GRACE_SECONDS / 3600
+
+    @property
+    def grace_seconds(self) -> int:
+        hours = self.cleaned_data.get("grace_hours")
+        return settings.RESUME_GRACE_SECONDS if hours is None else int(hours * 3600)
+
+
 class ConfirmForm(forms.Form):
     confirm = forms.BooleanField(required=True, label="I have read the decoded call and the simulation result.")
 

@@ -11,6 +11,7 @@ from .actions import (  # noqa: F401
     EffectCheck,
     PlatformFlag,
     SignerNonce,
+    TimeoutGrace,
 )
 from .backups import BackupRun, BackupStatus, BackupTrigger, RestoreTest, RestoreTestStatus  # noqa: F401
 from .console import (  # noqa: F401

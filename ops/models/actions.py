@@ -1,7 +1,7 @@
 """Contract actions, the signer's nonce sequence and the platform flags (kill switch)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from django.conf import settings
@@ -290,3 +290,56 @@ class AutoPauseSwitch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} {self.trigger}: {'on' if self.enabled else 'off'}"
+
+
+class TimeoutGraceQuerySet(models.QuerySet):
+    def holding(self, now: datetime):
+        """Graces that hold orders off now: waiting for their unpause, or not yet ended."""
+        return self.filter(models.Q(ends_at__isnull=True) | models.Q(ends_at__gt=now))
+
+
+class TimeoutGrace(models.Model):
+    """A grace after a pause (issue 24, item 4): orders whose seller or buyer deadline fell inside the pause
+    [paused_at, unpaused_at] are left alone by the timeout keeper until `ends_at` (unpaused_at + grace), so their
+    parties get to act before anything expires or releases. Requested with the resume (audited); the unpause's
+    time comes from the mirror's Unpaused event, whoever sent it. Until then the window is open-ended: every order
+    whose deadline passed since the pause is held (also between the unpause being mined and the sync seeing it).
+    """
+    chain = models.CharField(max_length=16, choices=chain_choices)
+    group = models.CharField(max_length=40, help_text="The resume request it was asked with.")
+    grace_seconds = models.PositiveIntegerField(help_text="How long after the unpause the held orders are left "
+                                                          "alone.")
+    paused_at = models.DateTimeField(help_text="When the pause began (the escrow's Paused event): deadlines from "
+                                               "here on are held.")
+    unpaused_at = models.DateTimeField(null=True, blank=True, help_text="When the escrow was unpaused (its Unpaused "
+                                                                       "event); empty while still paused.")
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="unpaused_at + the grace: the keeper acts on "
+                                                                   "the held orders from then on.")
+    orders_at_request = models.IntegerField(default=0, help_text="Orders whose deadline had passed during the pause "
+                                                                 "when the resume was requested.")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TimeoutGraceQuerySet.as_manager()
+
+    class Meta:
+        db_table = "ops_timeout_graces"
+        ordering = ["-created_at"]
+        verbose_name = "timeout grace after a pause"
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "group"], name="ops_timeout_grace_request_uniq"),
+            # One grace waits for a chain's unpause at a time: a later resume request replaces its grace.
+            models.UniqueConstraint(fields=["chain"], condition=models.Q(unpaused_at__isnull=True),
+                                    name="ops_timeout_grace_one_pending"),
+            models.CheckConstraint(condition=models.Q(grace_seconds__gt=0, grace_seconds__lte=7 * 86400),
+                                   name="ops_timeout_grace_seconds_range"),
+            models.CheckConstraint(condition=models.Q(unpaused_at__isnull=True, ends_at__isnull=True)
+                                   | models.Q(unpaused_at__gte=models.F("paused_at"),
+                                              ends_at=models.F("unpaused_at") + models.F("grace_seconds")
+                                              * timedelta(seconds=1)),
+                                   name="ops_timeout_grace_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain} grace {self.grace_seconds}s after the pause of {self.paused_at:%Y-%m-%d %H:%M}"

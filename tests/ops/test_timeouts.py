@@ -95,8 +95,8 @@ def test_submit_due_timeouts_twice_at_once_submits_each_order_exactly_once(short
     assert chain.owner_nonce() == owner_nonce and not chain.owner_txs(start)
 
     # Once more, after the fact: nothing is due (the live actions cover the orders), nothing is sent.
-    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
-    assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 0, "duplicate": 0}
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0, "held": 0}
+    assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 0, "duplicate": 0, "held": 0}
     assert chain.nonce_of(chain.keeper) == nonce_before + 2
 
 
@@ -111,8 +111,8 @@ def test_submit_due_timeouts_skips_orders_that_already_moved_on_chain(short_time
     wait_past(chain, max(chain.order(confirmed)["buyer_deadline"], chain.order(cancelled)["seller_deadline"]))
     nonce_before = chain.nonce_of(chain.keeper, "pending")
 
-    assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 1, "duplicate": 0}
-    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
+    assert submit_due_timeouts(kind="auto_release") == {"submitted": 0, "skipped": 1, "duplicate": 0, "held": 0}
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0, "held": 0}
 
     for kind, order_id, current in (("auto_release", confirmed, 3), ("auto_expire", cancelled, 7)):
         (action,) = ContractAction.objects.filter(kind=kind, order_onchain_id=order_id)
@@ -138,12 +138,12 @@ def test_submit_due_timeouts_skips_a_chain_whose_escrow_is_paused(short_timeouts
 
     monkeypatch.setattr(transactions, "simulate", counting_simulate)
     for _ in range(3):
-        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
+        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0, "held": 0}
     assert not ContractAction.objects.exists() and not simulated
     assert not AuditLog.objects.filter(action="propose_contract_action").exists()
 
     chain.send(chain.escrow.functions.unpause(), chain.owner)
-    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 1, "skipped": 0, "duplicate": 0}
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 1, "skipped": 0, "duplicate": 0, "held": 0}
     assert live_automatic("auto_expire", order).count() == 1
 
 
@@ -155,13 +155,13 @@ def test_submit_due_timeouts_proposes_a_rejected_order_again_only_after_the_retr
     chain.send(chain.escrow.functions.cancelOrder(cancelled), chain.seller)  # not synced
     wait_past(chain, chain.order(cancelled)["seller_deadline"])
 
-    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0, "held": 0}
     for _ in range(2):
-        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0}
+        assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 0, "duplicate": 0, "held": 0}
     (rejected,) = ContractAction.objects.filter(kind="auto_expire", order_onchain_id=cancelled)
     assert rejected.status == ActionStatus.REJECTED
     assert AuditLog.objects.filter(action="propose_contract_action").count() == 1
 
     settings.TIMEOUT_RETRY_SECONDS = 0  # the delay is over
-    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0}
+    assert submit_due_timeouts(kind="auto_expire") == {"submitted": 0, "skipped": 1, "duplicate": 0, "held": 0}
     assert ContractAction.objects.filter(kind="auto_expire", order_onchain_id=cancelled).count() == 2

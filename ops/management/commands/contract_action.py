@@ -21,9 +21,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from chain.keystore import KeystoreError, sign_typed_data
+from ops.actions import impact
 from ops.actions import services as actions
 from ops.actions.selectors import safe_tx_check
-from ops.models import ContractAction, Custody, SignatureSource
+from ops.models import AWAITING, IN_FLIGHT, ContractAction, Custody, SignatureSource
 
 
 def add_keystore_arguments(parser) -> None:
@@ -167,6 +168,14 @@ class Command(BaseCommand):
             # What the signer compares with the device, and the line that recomputes it without the back office.
             fields["safe_tx"] = {"fields": dict(check["safe_tx_fields"]), **check["hashes"],
                                  "cast_command": check["cast_command"]}
+        # A pause not yet sent: what it holds (24 hours); an unpause: what it releases at once, and its grace.
+        if action.kind == "pause" and action.status in (*AWAITING, *IN_FLIGHT):
+            fields["pause_impact"] = impact.pause_impact(action.chain).as_dict()
+        if action.kind == "unpause" and action.status in (*AWAITING, *IN_FLIGHT):
+            fields["unpause_release"] = impact.unpause_release(action.chain).as_dict()
+            fields["timeout_graces"] = [{"group": g.group, "grace_seconds": g.grace_seconds, "paused_at": g.paused_at,
+                                         "unpaused_at": g.unpaused_at, "ends_at": g.ends_at}
+                                        for g in impact.open_graces(action.chain)]
         self.stdout.write(json.dumps(fields, indent=2, default=str))
 
     def do_recover(self, **_):

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from backoffice.chain_settings import chain_prefix
+from backoffice.locks import try_advisory_lock
 
 from . import rollup, signals
 from .config import ChainConfig, get_chain_config
@@ -62,21 +63,10 @@ class SyncResult:
     seconds: float = 0.0
 
 
-@contextlib.contextmanager
 def chain_lock(chain: str):
-    """A session-level advisory lock: one sync per chain across every worker and beat process.
-
-    It lives on the database connection, so a killed worker releases it with its connection.
-    """
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"chain-sync:{chain}"])
-        got = cur.fetchone()[0]
-    try:
-        yield got
-    finally:
-        if got:
-            with contextlib.suppress(Exception), connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"chain-sync:{chain}"])
+    """One sync per chain across every worker and beat process (a session-level advisory lock: a killed worker
+    releases it with its connection)."""
+    return try_advisory_lock(f"chain-sync:{chain}")
 
 
 def ensure_cursor(cfg: ChainConfig) -> EventSyncCursor:

@@ -2,16 +2,16 @@
 (batched, at one block) and matched against every list's current version, the hits handled."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backoffice.alerts.services import raise_alert
+from backoffice.locks import try_advisory_lock
 from chain import sanctions as oracle
 from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
@@ -51,18 +51,9 @@ def _configured_oracles() -> dict[str, str]:
     return out
 
 
-@contextlib.contextmanager
 def _screening_lock():
     """One screening at a time across workers (a session lock: a killed worker's dies with its connection)."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext('sanctions-screening'))")
-        got = cur.fetchone()[0]
-    try:
-        yield got
-    finally:
-        if got:
-            with contextlib.suppress(Exception), connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(hashtext('sanctions-screening'))")
+    return try_advisory_lock("sanctions-screening")
 
 
 def screen_new_wallets(*, batch: int = SCREEN_BATCH, max_seconds: float = 20.0) -> ScreenResult:

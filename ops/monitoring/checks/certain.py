@@ -2,10 +2,9 @@
 drain to the pause is then counted in blocks (the sync's pace), not in the minutes of the beat schedule."""
 from __future__ import annotations
 
-import contextlib
 import logging
 
-from django.db import connection
+from backoffice.locks import try_advisory_lock
 
 from .contracts import check_contract
 from .custody import check_custody_of
@@ -13,18 +12,9 @@ from .custody import check_custody_of
 logger = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
 def _one_at_a_time(chain: str):
     """Syncs come every poll: while one evaluation of a chain runs, the next is skipped, not queued behind it."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [f"ops-check-now:{chain}"])
-        got = cur.fetchone()[0]
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"ops-check-now:{chain}"])
+    return try_advisory_lock(f"ops-check-now:{chain}")
 
 
 def check_chain_now(*, chain: str) -> list[str]:

@@ -23,8 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeouts", default="", metavar="SELLER,BUYER,DISPUTE",
                             help="The escrow's windows in seconds on every chain, e.g. 180,300,480 (make run: every "
                                  "state, timeouts included, happens in real time). Default: the contract's days.")
+        parser.add_argument("--no-demo-sanctions", action="store_true",
+                            help="Deploy the local sanctions oracle listing nobody (the alarm benchmarks' quiet "
+                                 "market), instead of the demo market's two sanctioned traders.")
 
-    def handle(self, *args, chain, confirmations, custody, reset_mirror, timeouts, **options):
+    def handle(self, *args, chain, confirmations, custody, reset_mirror, timeouts, no_demo_sanctions=False,
+               **options):
         if settings.PRODUCTION:
             raise CommandError("Local deployment is for development only.")
         windows = None
@@ -50,7 +54,7 @@ class Command(BaseCommand):
                                    f"{', '.join(settings.CHAINS)}.")
             chains[name] = {"rpc_url": url, "confirmations": int(depths.get(name, 2)),
                             "custody": modes.get(name, "safe"), "timeouts": windows,
-                            "sanctioned": DEMO_SANCTIONED}
+                            "sanctioned": () if no_demo_sanctions else DEMO_SANCTIONED}
         if reset_mirror:
             local.reset_mirror()
         for name, info in local.deploy_local(chains).items():

@@ -163,13 +163,23 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 @admin.register(RpcProvider)
 class RpcProviderAdmin(ReadOnlyMirrorAdmin):
     empty_message = "No provider yet: the first sync run records each chain's primary and fallback RPC here."
-    list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "consecutive_failures", "calls",
-                    "failures", "rate_limited", "last_success_at", "last_failure_at", "last_error_short")
+    list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "max_block_range_display",
+                    "consecutive_failures", "calls", "failures", "rate_limited", "last_success_at", "last_failure_at",
+                    "last_error_short")
     list_filter = ("chain", "state")
 
     @admin.display(description="latency (ms)")
     def latency_ms_display(self, obj: RpcProvider):
         return round(obj.latency_ms, 1) if obj.latency_ms is not None else "—"
+
+    @admin.display(description="max block range")
+    def max_block_range_display(self, obj: RpcProvider) -> str:
+        """The eth_getLogs cap and where it comes from; a learnt one with the provider's words."""
+        if obj.max_block_range is None:
+            return "—"
+        if obj.max_block_range_source == "learnt":
+            return f"{obj.max_block_range:,} (learnt: “{obj.max_block_range_refusal[:80]}”)"
+        return f"{obj.max_block_range:,} ({obj.max_block_range_source or 'configured'})"
 
     @admin.display(description="last error")
     def last_error_short(self, obj: RpcProvider) -> str:

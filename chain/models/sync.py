@@ -18,8 +18,6 @@ class ChainEventQuerySet(models.QuerySet):
 class ChainEvent(models.Model):
     """One raw log of the escrow or arbitrator pool, as fetched: the mirror is rebuilt from these."""
 
-    objects = ChainEventQuerySet.as_manager()
-
     chain = models.CharField(max_length=16, choices=chain_choices)
     block_number = models.BigIntegerField()
     block_hash = TxHashField()
@@ -35,6 +33,8 @@ class ChainEvent(models.Model):
     args = models.JSONField(default=dict, blank=True)
     decode_error = models.TextField(blank=True, db_default="",
                                     help_text="Why the log was skipped (unknown topic, bad data); empty when applied.")
+
+    objects = ChainEventQuerySet.as_manager()
 
     class Meta:
         db_table = "chain_events"
@@ -125,6 +125,16 @@ class RpcProvider(models.Model):
         default=0, help_text="eth_getLogs ranges halved because the provider refused their size.")
     getlogs_splits_timeout = models.BigIntegerField(
         default=0, help_text="eth_getLogs ranges halved because the provider timed out on them.")
+    max_block_range = models.IntegerField(
+        null=True, blank=True, verbose_name="max block range",
+        help_text="The most blocks the provider answers in one eth_getLogs: <PREFIX>_RPC_MAX_BLOCK_RANGE (the "
+                  "fallback's own where set), or read from its refusal. Empty: no limit known.")
+    max_block_range_source = models.CharField(max_length=10, blank=True, default="",
+                                              help_text="configured, or learnt (from a refusal).")
+    max_block_range_learnt_at = models.DateTimeField(null=True, blank=True,
+                                                     help_text="When the provider's refusal named its limit.")
+    max_block_range_refusal = models.TextField(blank=True, default="",
+                                               help_text="The provider's words the limit was learnt from.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -26,17 +26,15 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from backoffice.chain_settings import chain_prefix
 
-from .rpc_breaker import CircuitBreaker
 from .rpc_limits import RangeCap, TokenBucket, _rate_limit_in, _RateLimited, backoff_seconds, retry_after_seconds
+from .rpc_provider import COUNTERS, Provider, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -94,48 +92,6 @@ def _getlogs_blocks(payload: Any) -> int:
         return int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
     except (KeyError, IndexError, TypeError, ValueError):
         return 0
-
-
-def redact_url(url: str) -> str:
-    """Hide credentials and path/query API keys: providers put keys in both."""
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    path = "/…" if parts.path.strip("/") else ""
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-# Per-provider counters, persisted by the sync into chain_rpc_providers (columns of the same names).
-COUNTERS = ("rate_limited", "rate_limit_wait_seconds", "budget_wait_seconds", "getlogs_splits_too_big",
-            "getlogs_splits_timeout")
-
-
-@dataclass
-class Provider:
-    role: str
-    url: str
-    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
-    latency_ms: float | None = None
-    calls: int = 0
-    failures: int = 0
-    last_error: str = ""
-    last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
-    opened_wall: datetime | None = None
-    budget: TokenBucket = field(default_factory=lambda: TokenBucket(0))
-    range_cap: RangeCap = field(default_factory=RangeCap)  # the widest eth_getLogs it answers
-    resume_at: float = 0.0  # time.monotonic() before which it asked not to be called (rate limit)
-    passed_over_until: float = 0.0  # a call gave up waiting for it: later calls go to the next provider until then
-    # Counters for /metrics, cumulative in this process; `RpcClient.take_counts` hands out what is new.
-    counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    _taken: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-
-    def observe(self, seconds: float) -> None:
-        ms = seconds * 1000
-        self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
 
 
 class RpcClient:

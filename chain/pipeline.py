@@ -55,7 +55,7 @@ class _Begin:
 @dataclass
 class _End:
     to_block: int
-    to_hash: str
+    to_hash: str | None
     hashes: dict[int, str]
     writes: Writes
     bad: list[Log]
@@ -227,7 +227,8 @@ def _fold_batch(open_: _Open, batch: Batch, tokens: TokenBook) -> None:
     open_.fold.add(good)
     for log in batch.logs:
         open_.hashes[log.block_number] = log.block_hash
-    open_.hashes[batch.to_block] = batch.to_hash
+    if batch.to_hash is not None:
+        open_.hashes[batch.to_block] = batch.to_hash
     open_.logs += len(batch.logs)
     open_.blocks += batch.to_block - batch.from_block + 1
     open_.ranges.append((batch.from_block, batch.to_block))

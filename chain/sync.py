@@ -29,14 +29,14 @@ from backoffice.chain_settings import chain_prefix
 
 from . import rollup
 from .config import ChainConfig, get_chain_config
-from .fetch import Batch, Prefetcher, token_book
+from .fetch import RULES, Batch, FetchRules, Prefetcher, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, run_pipelined
 from .providers import save_provider_states
 from .rpc import RpcClient, get_client
-from .sync_state import RunCache, advance_cursor
+from .sync_state import RunCache, advance_cursor, hash_window
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
         logs = logs_from_rows(cur.fetchall())
     tokens = TokenBook.for_chain(chain)
     # An ArbitratorResolved amount is in its order's token: orders not replayed here are read for it.
-    context = load_orders(chain, {log.args["orderId"] for log in logs if log.name == "ArbitratorResolved"} - set(orders))
+    context = load_orders(chain, {log.args["orderId"] for log in logs
+                                  if log.name == "ArbitratorResolved"} - set(orders))
     rebuilt_orders: dict[int, dict] = dict(context)
     rebuilt_arbs: dict[str, dict] = {}
     apply_logs(chain, logs, tokens, orders=rebuilt_orders, arbitrators=rebuilt_arbs, replay=True)
@@ -171,7 +172,8 @@ def rollback_to(chain: str, block: int) -> dict[str, int]:
         profiles = cur.rowcount
     BlockHash.objects.filter(chain=chain, number__gt=block).delete()
     kept = BlockHash.objects.filter(chain=chain, number=block).values_list("hash", flat=True).first()
-    EventSyncCursor.objects.filter(chain=chain).update(last_block=block, last_block_hash=kept, updated_at=timezone.now())
+    EventSyncCursor.objects.filter(chain=chain).update(last_block=block, last_block_hash=kept,
+                                                       updated_at=timezone.now())
     return {"events_removed": removed, "orders_replayed": len(rebuilt_orders), "orders_deleted": len(gone),
             "arbitrators_deleted": len(gone_arbs), "profiles_deleted": profiles}
 
@@ -193,8 +195,9 @@ def cyclic_gc_paused():
 
 
 def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: float = 25.0,
-               max_blocks: int | None = None) -> SyncResult:
-    """One sync run for one chain. Safe to run twice at once (the second returns skipped='locked')."""
+               max_blocks: int | None = None, rules: FetchRules = RULES) -> SyncResult:
+    """One sync run for one chain. Safe to run twice at once (the second returns skipped='locked').
+    `rules`: how eth_getLogs ranges are sized (chain.fetch.FetchRules; benchmarks compare the older logic)."""
     cfg = get_chain_config(chain)
     result = SyncResult(chain=chain)
     if not cfg.is_configured:
@@ -208,7 +211,7 @@ def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: floa
             return result
         try:
             with cyclic_gc_paused():
-                _run(cfg, client, result, started, max_seconds, max_blocks)
+                _run(cfg, client, result, started, max_seconds, max_blocks, rules)
         except Exception as exc:
             record_sync_error(chain, exc)
             raise
@@ -219,7 +222,7 @@ def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: floa
 
 
 def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float, max_seconds: float,
-         max_blocks: int | None) -> None:
+         max_blocks: int | None, rules: FetchRules) -> None:
     if getattr(client, "verified_chain_id", None) is None:
         actual = client.chain_id()
         if actual != cfg.chain_id:
@@ -247,17 +250,19 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
 
     tokens = TokenBook.for_chain(cfg.key)  # extended by both paths with the tokens they meet
     deadline = started + max_seconds
+    fetching = {"deadline": deadline, "known_tokens": set(tokens.tokens), "in_flight": cfg.max_in_flight,
+                "rules": rules, "hash_from": head - hash_window(cfg)}
     # Pipelined for a catch-up; a poll of a few blocks (BSC's every 3 s) is not worth a second connection.
     # Inside a caller's transaction the writer's own connection could not see its rows: serial too.
     if not connection.in_atomic_block and target - start + 1 > PIPELINE_MIN_BLOCKS:
         try:
-            _pipelined(cfg, client, result, start, target, head, deadline, tokens)
+            _pipelined(cfg, client, result, start, target, head, tokens, fetching)
             return
         except Interrupted as exc:
             logger.warning("pipelined sync of %s interrupted, going on serially: %s", cfg.key, exc,
                            extra={"chain": cfg.key})
             start = EventSyncCursor.objects.get(chain=cfg.key).last_block + 1
-    _serial(cfg, client, result, start, target, head, deadline, tokens)
+    _serial(cfg, client, result, start, target, head, tokens, fetching)
 
 
 def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[int, int]]) -> None:
@@ -269,19 +274,17 @@ def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[
 
 
 def _pipelined(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
-               deadline: float, tokens: TokenBook) -> None:
-    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens),
-                    in_flight=cfg.max_in_flight) as batches:
+               tokens: TokenBook, fetching: dict) -> None:
+    with Prefetcher(cfg, client, start, target, **fetching) as batches:
         run_pipelined(cfg, batches, head=head, cache=RunCache(),
                       tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, tokens),
                       on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges))
 
 
 def _serial(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,
-            deadline: float, tokens: TokenBook) -> None:
+            tokens: TokenBook, fetching: dict) -> None:
     cache = RunCache()
-    with Prefetcher(cfg, client, start, target, deadline=deadline, known_tokens=set(tokens.tokens),
-                    chunk_logs=TARGET_LOGS, depth=1, in_flight=cfg.max_in_flight) as batches:
+    with Prefetcher(cfg, client, start, target, chunk_logs=TARGET_LOGS, depth=1, **fetching) as batches:
         for batch in batches:
             token_book(cfg, client, batch.logs, batch.token_meta, tokens)
             applied, bad = apply_batch(cfg, batch, tokens, head, cache)

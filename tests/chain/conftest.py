@@ -99,7 +99,8 @@ class Node:
             query["topics"] = topics
         return self.call("eth_getLogs", [query])
 
-    def send(self, txs: list[tuple[str, str, str, int]], *, per_block: int = 100, expect_success: bool = True) -> list[dict]:
+    def send(self, txs: list[tuple[str, str, str, int]], *, per_block: int = 100,
+             expect_success: bool = True) -> list[dict]:
         """Send (from, to, data, value) transactions with explicit nonces, mining `per_block` per block.
 
         Explicit nonces: anvil handles a JSON-RPC batch concurrently, so its own nonce choice races.
@@ -109,7 +110,7 @@ class Node:
             return []
         senders = sorted({tx[0] for tx in txs})
         nonces = dict(zip(senders, (int(n, 16) for n in self.batch(
-            [("eth_getTransactionCount", [s, "pending"]) for s in senders]))))
+            [("eth_getTransactionCount", [s, "pending"]) for s in senders])), strict=True))
         hashes: list[str] = []
         self.automine(False)
         try:
@@ -241,8 +242,8 @@ class Market:
         node.send(txs)
 
         summary.phase_blocks["dispute"] = node.head() + 1
-        cids = ["bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
-                "", "not a cid {\"x\"}", "ünïcødé-evidence-✓"]
+        cids = ["bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+                "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "", "not a cid {\"x\"}", "ünïcødé-evidence-✓"]
         txs = [self.esc(buyer(o), "confirmReceipt(uint256)", o) for o in ids("completed")]
         opened_by = {o: buyer(o) for o in ids("disputed", "resolved_seller")}
         opened_by.update({o: seller(o) for o in ids("resolved_buyer", "owner_resolved")})
@@ -274,7 +275,8 @@ class Market:
         txs = [self.esc(self.owner, "autoExpireOrder(uint256)", o) for o in ids("expired")]
         txs += [self.esc(self.traders[o % len(self.traders)], "autoReleaseToSeller(uint256)", o)
                 for o in ids("auto_released")]
-        txs += [self.esc(self.owner, "ownerResolveDispute(uint256,bool)", o, bool(o % 2)) for o in ids("owner_resolved")]
+        txs += [self.esc(self.owner, "ownerResolveDispute(uint256,bool)", o, bool(o % 2))
+                for o in ids("owner_resolved")]
         rng.shuffle(txs)
         node.send(txs)
 
@@ -328,6 +330,16 @@ def chain_settings(settings, deployment):
     rpc.reset_clients()
     yield settings
     rpc.reset_clients()
+
+
+@pytest.fixture
+def small_batches(chain_settings):
+    """chain_settings with requests and transactions of at most 5 blocks: many of them, even over a small market."""
+    from chain.config import get_chain_config
+
+    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
+    assert get_chain_config("bsc").batch_blocks == 5
+    return chain_settings
 
 
 @pytest.fixture
@@ -424,13 +436,14 @@ def dead_url() -> str:
 
 class FaultyRpc:
     """A JSON-RPC forwarder to the real node that injects faults: `fault(body)` may answer a request itself
-    ((status, body[, headers]) or None to forward it); `delay` is added to every request. It records each
+    ((status, body[, headers]) or None to forward it); `delay` is added to every request. With `stretch` (a
+    chain.stretched.StretchedChain), it serves that longer chain instead of the node's own. It records each
     request's time and body, and the most requests it held at once."""
 
-    def __init__(self, upstream: str, fault=None, delay: float = 0.0):
+    def __init__(self, upstream: str, fault=None, delay: float = 0.0, stretch=None):
         from tests.local_http import LocalHttpServer
 
-        self.upstream, self.fault, self.delay = upstream, fault, delay
+        self.upstream, self.fault, self.delay, self.stretch = upstream, fault, delay, stretch
         self.requests: list[tuple[float, object]] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -455,6 +468,8 @@ class FaultyRpc:
             answer = self.fault(body) if self.fault else None
             if answer is not None:
                 return answer
+            if self.stretch is not None:
+                return 200, self.stretch.answer(body)
             return 200, requests.post(self.upstream, data=raw, headers={"Content-Type": "application/json"},
                                       timeout=60).content
         finally:
@@ -470,8 +485,8 @@ def faulty_rpc(anvil_node):
     """FaultyRpc in front of the module's node; closed after the test."""
     proxies = []
 
-    def make(fault=None, delay: float = 0.0) -> FaultyRpc:
-        proxies.append(FaultyRpc(anvil_node.url, fault, delay))
+    def make(fault=None, delay: float = 0.0, stretch=None) -> FaultyRpc:
+        proxies.append(FaultyRpc(anvil_node.url, fault, delay, stretch))
         return proxies[-1]
 
     yield make

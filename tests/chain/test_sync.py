@@ -70,8 +70,8 @@ def assert_mirror_equals_chain(node, deployment) -> None:
     mirrored_keys = sorted(ChainEvent.objects.filter(chain="bsc", decode_error="").values_list("tx_hash", "log_index"))
     assert mirrored_keys == expected_keys
     hashes = {(log["transactionHash"].lower(), int(log["logIndex"], 16)): log["blockHash"].lower() for log in logs}
-    assert all(hashes[(tx, i)] == h for tx, i, h in
-               ChainEvent.objects.filter(chain="bsc", decode_error="").values_list("tx_hash", "log_index", "block_hash"))
+    stored = ChainEvent.objects.filter(chain="bsc", decode_error="").values_list("tx_hash", "log_index", "block_hash")
+    assert all(hashes[(tx, i)] == h for tx, i, h in stored)
 
     # Orders, one by one, against orders(uint256).
     next_id = escrow.functions.nextOrderId().call(block_identifier=at)
@@ -83,7 +83,7 @@ def assert_mirror_equals_chain(node, deployment) -> None:
     answers = [w3.codec.decode(output_types, bytes.fromhex(answer[2:])) for answer in node.batch(
         [("eth_call", [{"to": deployment.escrow, "data": escrow.encode_abi("orders", [oid])}, hex(at)])
          for oid in range(1, next_id)])]
-    for oid, raw in zip(range(1, next_id), answers):
+    for oid, raw in zip(range(1, next_id), answers, strict=True):
         buyer, seller, token, amount, fee, arbitrator, created, s_dl, b_dl, d_dl, status = raw
         order, token, dec = rows[oid], token.lower(), decimals[token.lower()]
         mirrored = (order.buyer_id, order.seller_id, order.token_address, order.token_symbol, order.amount,
@@ -137,13 +137,6 @@ def synced(chain_settings, chain_market, anvil_node, deployment):
     result = sync_chain("bsc")
     assert result.skipped == "" and result.malformed == 0
     return result
-
-
-@pytest.fixture
-def small_batches(chain_settings):
-    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
-    assert get_chain_config("bsc").batch_blocks == 5
-    return chain_settings
 
 
 def market_tx(market: Market, sender: str, signature: str, *args, value: int = 0):

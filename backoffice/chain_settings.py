@@ -169,8 +169,10 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         # hundreds), a guessed number would throttle the fast ones or still exceed the slow ones, and a
         # provider's own 429s are waited out anyway. Set it to the plan's rate to stay clear of those waits.
         "max_rps": _number(environ, f"{prefix}_RPC_MAX_RPS", 0.0, float),
-        # eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per window.
-        "max_in_flight": _number(environ, f"{prefix}_SYNC_MAX_IN_FLIGHT", 4, int),
+        # The most eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per
+        # window. The window follows the provider's answers up to this (chain.rpc_limits.InFlightWindow): it starts
+        # at 4, grows while light answers come as fast as ever, shrinks on 429s and on answers slowing down.
+        "max_in_flight": _number(environ, f"{prefix}_SYNC_MAX_IN_FLIGHT", 8, int),
         # The most blocks the provider answers in one eth_getLogs (0: no such limit, or unknown until it refuses a
         # range and names its limit). The fallback's own where it differs (a free tier behind a paid plan).
         "max_block_range": _number(environ, f"{prefix}_RPC_MAX_BLOCK_RANGE", 0, int),

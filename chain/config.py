@@ -27,7 +27,7 @@ class ChainConfig:
     safe_known_modules: tuple[str, ...] = ()  # modules and guard the Safe's owners installed on purpose
     min_gas_balance: str = "0.05"
     max_rps: float = 0.0  # per-provider request budget (0: none)
-    max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
+    max_in_flight: int = 8  # the most eth_getLogs requests a catch-up keeps in flight
     max_block_range: int = 0  # the most blocks the primary answers in one eth_getLogs (0: none known)
     fallback_max_block_range: int = 0  # the fallback's
     tokens: dict[str, str] = field(default_factory=dict)
@@ -70,7 +70,7 @@ def get_chain_config(chain: str) -> ChainConfig:
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
         "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
-        max_in_flight=int(base.get("max_in_flight", 4)),
+        max_in_flight=int(base.get("max_in_flight", 8)),
         max_block_range=int(base.get("max_block_range", 0)),
         fallback_max_block_range=int(base.get("fallback_max_block_range", base.get("max_block_range", 0))),
         safe_known_modules=tuple(base.get("safe_known_modules", ())))

@@ -135,6 +135,7 @@ def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: 
             if to_block == from_block:
                 raise
             to_block = _narrower(client, exc, from_block, to_block, rules)
+    client.window.answered(client.last_seconds(), len(raw))
     need = set()
     # The range's last block's hash becomes the cursor's; a log of that block carries it already (on a busy
     # chain, nearly always), which saves a round trip per request to a distant provider. Far below the head
@@ -272,9 +273,11 @@ class Prefetcher:
         frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
         sized = False
         while not self._stop.is_set():
-            # Fill the window: one request until the chain's density is known, then `in_flight`, each range
-            # sized on the latest density seen, and within the cap known now (one may have been learnt meanwhile).
-            while (frm <= self.target and len(window) < (self.in_flight if sized else 1)
+            # Fill the window: one request until the chain's density is known, then as many as the provider's
+            # answers allow (the client's InFlightWindow, up to `in_flight`), each range sized on the latest
+            # density seen, and within the cap known now (one may have been learnt meanwhile).
+            limit = min(self.in_flight, self.client.window.current()) if sized else 1
+            while (frm <= self.target and len(window) < limit
                    and (frm == self.start or time.monotonic() < self.deadline)):
                 to = min(frm + min(size, widest_range(self.client) or size) - 1, self.target)
                 window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens,

@@ -33,7 +33,15 @@ import requests
 
 from backoffice.chain_settings import chain_prefix
 
-from .rpc_limits import RangeCap, TokenBucket, _rate_limit_in, _RateLimited, backoff_seconds, retry_after_seconds
+from .rpc_limits import (
+    InFlightWindow,
+    RangeCap,
+    TokenBucket,
+    _rate_limit_in,
+    _RateLimited,
+    backoff_seconds,
+    retry_after_seconds,
+)
 from .rpc_provider import COUNTERS, Provider, redact_url
 
 logger = logging.getLogger(__name__)
@@ -100,7 +108,7 @@ class RpcClient:
 
     def __init__(self, chain: str, urls: list[tuple[str, str]], *, timeout: float = 5.0, max_rps: float = 0.0,
                  rate_limit_max_wait: float = 30.0, budget_setting: str = "",
-                 max_block_ranges: dict[str, int] | None = None):
+                 max_block_ranges: dict[str, int] | None = None, max_in_flight: int = 4):
         self.chain = chain
         caps = max_block_ranges or {}
         self.providers = [Provider(role, url, budget=TokenBucket(max_rps), range_cap=RangeCap(caps.get(role, 0)))
@@ -114,6 +122,7 @@ class RpcClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._range_ceiling: tuple[int, float] | None = None  # (blocks, until time.monotonic())
+        self.window = InFlightWindow(max_in_flight)  # eth_getLogs a catch-up keeps in flight
 
     @property
     def _session(self) -> requests.Session:
@@ -158,7 +167,8 @@ class RpcClient:
             if retry_after is not None:
                 limited.retry_after = retry_after
             raise limited
-        provider.observe(time.monotonic() - started)
+        self._local.seconds = time.monotonic() - started
+        provider.observe(self._local.seconds)
         return body
 
     def _dispatch(self, payload: Any) -> Any:
@@ -259,12 +269,17 @@ class RpcClient:
             provider.resume_at = max(provider.resume_at, time.monotonic() + delay)
             provider.counts["rate_limited"] += 1
             provider.last_error = str(exc)[:300]
+        self.window.rate_limited()
         logger.warning("RPC %s %s rate limited, waiting %.2f s: %s", self.chain, provider.role, delay, exc,
                        extra={"chain": self.chain, "provider": provider.role})
 
     def _count(self, provider: Provider, counter: str, amount: float = 1) -> None:
         with self._lock:
             provider.counts[counter] += amount
+
+    def last_seconds(self) -> float:
+        """How long this thread's last answered request took (the HTTP exchange alone)."""
+        return getattr(self._local, "seconds", 0.0)
 
     def range_ceiling(self) -> int | None:
         """The widest eth_getLogs (in blocks) to ask for now: half of the narrowest range that timed out in the
@@ -428,7 +443,8 @@ def get_client(chain: str) -> RpcClient:
     from .config import get_chain_config
 
     cfg = get_chain_config(chain)
-    key = (cfg.rpc_url, cfg.rpc_fallback, cfg.max_rps, cfg.max_block_range, cfg.fallback_max_block_range)
+    key = (cfg.rpc_url, cfg.rpc_fallback, cfg.max_rps, cfg.max_block_range, cfg.fallback_max_block_range,
+           cfg.max_in_flight)
     with _clients_lock:
         client = _clients.get(chain)
         if client is None or getattr(client, "_key", None) != key:
@@ -438,7 +454,8 @@ def get_client(chain: str) -> RpcClient:
                                rate_limit_max_wait=settings.RPC_RATE_LIMIT_MAX_WAIT_SECONDS,
                                budget_setting=f"{short}_RPC_MAX_RPS",
                                max_block_ranges={"primary": cfg.max_block_range,
-                                                 "fallback": cfg.fallback_max_block_range})
+                                                 "fallback": cfg.fallback_max_block_range},
+                               max_in_flight=cfg.max_in_flight)
             client._key = key
             _clients[chain] = client
         return client

@@ -204,3 +204,61 @@ class RangeCap:
         self.learnt_at = datetime.now(timezone.utc)
         self.refusal = refusal[:300]
         return self.blocks(now)
+
+
+class InFlightWindow:
+    """How many eth_getLogs a catch-up keeps in flight: between 1 and `ceiling` (<PREFIX>_SYNC_MAX_IN_FLIGHT),
+    following what the provider answers. TCP Vegas's rule, on light answers only (a heavy answer's time is its size,
+    not the provider's queue): from the fastest light answer lately and this one, `size × (1 − fastest / this)` of
+    our requests were waiting at the provider. Fewer than ALPHA: one more in flight (while below the threshold a
+    rate limit left; half of one per window above it). More than BETA: the provider serves them one after another,
+    one fewer. A rate-limit answer halves the window, once per QUIET_SECONDS (a burst's answers come together) and
+    no growth meanwhile. A heavy answer (a busy stretch, where the CPU rather than the latency sets the pace, and
+    each request in flight holds thousands of logs) takes the window one step back towards START. Thread-safe; the
+    chain's client keeps it from one run to the next."""
+
+    START = 4
+    LIGHT_LOGS = 500
+    ALPHA, BETA = 2.0, 4.0
+    QUIET_SECONDS = 1.0
+    DRIFT = 0.02  # how fast "the fastest lately" follows slower answers (a provider grown slower for good)
+
+    def __init__(self, ceiling: int, start: int = START):
+        self.ceiling = max(1, ceiling)
+        self.size = self.dense = float(min(max(1, start), self.ceiling))
+        self.threshold = float(self.ceiling)
+        self.fastest: float | None = None
+        self.quiet_until = 0.0
+        self.halvings = 0
+        self._lock = threading.Lock()
+
+    def current(self) -> int:
+        return max(1, min(self.ceiling, int(self.size)))
+
+    def answered(self, seconds: float, logs: int, now: float | None = None) -> None:
+        """An eth_getLogs answered `logs` logs in `seconds` (the HTTP exchange alone, no wait before it)."""
+        if seconds <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if logs > self.LIGHT_LOGS:
+                self.size = max(min(self.size, self.dense), self.size - 1)
+                return
+            fastest = self.fastest = seconds if self.fastest is None else min(
+                seconds, self.fastest + (seconds - self.fastest) * self.DRIFT)
+            queued = self.size * (1 - fastest / seconds)
+            if queued > self.BETA:
+                self.size = max(1.0, self.size - 1)
+                self.threshold = min(self.threshold, self.size)
+            elif queued < self.ALPHA and now >= self.quiet_until:
+                self.size = min(float(self.ceiling), self.size + (1 if self.size < self.threshold else 1 / self.size))
+
+    def rate_limited(self, now: float | None = None) -> None:
+        """The provider asked us to slow down."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if now < self.quiet_until:
+                return
+            self.size = self.threshold = max(1.0, self.size / 2)
+            self.quiet_until = now + self.QUIET_SECONDS
+            self.halvings += 1

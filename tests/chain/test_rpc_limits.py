@@ -14,6 +14,7 @@ import pytest
 from chain.rpc import ProviderUnavailable, RangeOverCap, RangeTimedOut, RpcClient
 from chain.rpc_limits import (
     LEARNT_RANGE_SECONDS,
+    InFlightWindow,
     RangeCap,
     TokenBucket,
     _rate_limit_in,
@@ -415,6 +416,47 @@ def test_rpc_client_keeps_a_learnt_cap_per_provider_and_shows_it(anvil_node, fau
     assert shown["primary"]["max_block_range_learnt_at"] is not None
     assert (shown["fallback"]["max_block_range"], shown["fallback"]["max_block_range_source"]) == (2_000, "configured")
     assert shown["fallback"]["max_block_range_refusal"] == ""
+
+
+# ---------------------------------------------------------------------------- requests in flight
+
+
+def test_in_flight_window_grows_to_its_ceiling_while_light_answers_come_as_fast_as_ever():
+    window = InFlightWindow(8)
+    assert window.current() == 4
+    for _ in range(10):
+        window.answered(0.05, 0, now=1.0)
+    assert window.current() == 8
+    # A busy stretch: heavy answers bring it back to the window a dense history had (the CPU sets the pace there).
+    for _ in range(10):
+        window.answered(0.5, 5_000, now=1.0)
+    assert window.current() == 4
+
+
+def test_in_flight_window_halves_on_a_rate_limit_once_per_burst_then_grows_back_slowly():
+    window = InFlightWindow(8, start=8)
+    for _ in range(8):  # the window's eight answers, rate limited together
+        window.rate_limited(now=10.0)
+    assert window.current() == 4 and window.halvings == 1
+    window.answered(0.05, 0, now=10.5)
+    assert window.current() == 4, "no growth right after it"
+    window.rate_limited(now=11.5)
+    assert window.current() == 2 and window.halvings == 2
+    for _ in range(4):
+        window.answered(0.05, 0, now=13.0)
+    assert window.current() == 3, "half a request per answer above the threshold a rate limit left"
+    for _ in range(5):
+        window.rate_limited(now=20.0 + _ * 2)
+    assert window.current() == 1, "never below one"
+
+
+def test_in_flight_window_shrinks_when_answers_slow_down_as_it_grows():
+    window = InFlightWindow(16, start=16)
+    window.answered(0.05, 0, now=1.0)  # the fastest: 50 ms
+    for _ in range(6):  # a provider serving them one after another: 16 in flight take 16 times as long
+        window.answered(0.05 * window.current(), 0, now=1.0)
+    assert window.current() <= 10
+    assert window.threshold <= 10
 
 
 # ---------------------------------------------------------------------------- counters from outside the sync

@@ -11,7 +11,7 @@ import pytest
 from chain import local
 from chain.fetch import FetchRules
 from chain.models import ChainEvent, EventSyncCursor, RpcProvider
-from chain.rpc import ProviderUnavailable, reset_clients
+from chain.rpc import ProviderUnavailable, get_client, reset_clients
 from chain.stretched import StretchedChain
 from chain.sync import sync_chain
 
@@ -249,6 +249,33 @@ def test_sync_follows_the_range_a_provider_suggests_when_a_busy_stretch_passes_i
     assert len(too_many) <= len(answered_busy)
     provider = RpcProvider.objects.get(chain="bsc", role="primary")
     assert provider.getlogs_splits_too_big == len(refused) and provider.failures == 0
+
+
+def test_sync_keeps_fewer_requests_in_flight_once_the_provider_answers_429(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
+    capped_provider, limited = capped(stretched), []
+
+    def at_most_two_at_once(body):
+        """A plan that allows two requests at a time: a third one gets HTTP 429."""
+        if isinstance(body, dict) and body.get("method") == "eth_getLogs" and proxy.in_flight > 2:
+            limited.append(body["params"][0]["fromBlock"])
+            return 429, b'{"jsonrpc": "2.0", "error": {"code": 429, "message": "Too Many Requests"}}', \
+                {"Retry-After": "0.05"}
+        return capped_provider(body)
+
+    proxy = faulty_rpc(at_most_two_at_once, delay=0.02, stretch=stretched)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=8)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    window = get_client("bsc").window
+    assert limited and window.halvings >= 1
+    assert window.current() <= 3, "it keeps to about what the plan allows"
+    get_logs = len(get_logs_ranges(proxy))
+    assert len(limited) < get_logs / 3, (len(limited), get_logs)
+    primary = RpcProvider.objects.get(chain="bsc", role="primary")
+    assert primary.rate_limited == len(limited) and primary.failures == 0 and primary.state == "closed"
 
 
 def test_sync_of_a_long_capped_history_gives_the_same_mirror_as_one_request_at_a_time_with_the_old_ranges(

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .config import ChainConfig
@@ -217,9 +217,10 @@ def split(batch: Batch, logs_per_part: int) -> list[Batch]:
 class Prefetcher:
     """A thread fetching consecutive batches of [start, target] ahead of their consumer: up to `in_flight`
     eth_getLogs ranges at once (on a pool of that many threads), handed on strictly in block order, at most
-    `depth` batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there, after
-    every batch before the failed range (none after it). It stops starting new requests at `deadline`
-    (time.monotonic()), after the first one: a run always makes progress. Use as a context manager:
+    `depth` × `chunk_logs` logs ahead (bounded memory; an empty batch counts as one log, so a sparse stretch is
+    fetched on while the consumer works through a busy one). Iterate it for the batches; an RPC error is raised
+    there, after every batch before the failed range (none after it). It stops starting new requests at
+    `deadline` (time.monotonic()), after the first one: a run always makes progress. Use as a context manager:
     leaving it stops the threads."""
 
     def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
@@ -230,7 +231,10 @@ class Prefetcher:
         self.deadline, self.known_tokens = deadline, set(known_tokens)
         self.chunk_logs = chunk_logs or CHUNK_LOGS
         self.in_flight = max(1, in_flight)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.ahead = depth * self.chunk_logs  # logs fetched and not yet taken by the consumer, at most
+        self._queue: queue.Queue = queue.Queue()
+        self._queued = 0  # logs in the queue (an empty batch: one)
+        self._room = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
 
@@ -240,21 +244,26 @@ class Prefetcher:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        while self._thread.is_alive():  # unblock a put on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self._thread.join()
 
+    @staticmethod
+    def _weight(item) -> int:
+        return max(1, len(item.logs)) if isinstance(item, Batch) else 0
+
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        weight = self._weight(item)
+        with self._room:
+            while self._queued and self._queued + weight > self.ahead:
+                if self._stop.is_set():
+                    return False
+                self._room.wait(0.1)
+            self._queued += weight
+        self._queue.put(item)
+        return True
+
+    def _held(self, window: deque[Future]) -> int:
+        """Logs in the ranges answered and not yet handed on (those of a failed range: none)."""
+        return sum(self._weight(b) for f in window if f.done() and not f.exception() for b in f.result())
 
     def _run(self) -> None:
         pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"getlogs-{self.cfg.key}")
@@ -262,22 +271,24 @@ class Prefetcher:
         try:
             self._fetch(pool, window)
         except BaseException as exc:  # handed to the consumer, raised in its thread
-            self._put(exc)
+            self._queue.put(exc)
             return
         finally:
             # Ranges after a failure are dropped unread; those in flight end within the RPC timeout.
             pool.shutdown(wait=True, cancel_futures=True)
-        self._put(None)
+        self._queue.put(None)
 
     def _fetch(self, pool: ThreadPoolExecutor, window: deque[Future]) -> None:
         frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
-        sized = False
+        sized, frontier = False, -1  # frontier: the last range the size was taken from
         while not self._stop.is_set():
             # Fill the window: one request until the chain's density is known, then as many as the provider's
             # answers allow (the client's InFlightWindow, up to `in_flight`), each range sized on the latest
-            # density seen, and within the cap known now (one may have been learnt meanwhile).
+            # density seen, and within the cap known now (one may have been learnt meanwhile). Ranges answered
+            # behind one still in flight wait their turn without holding a request back, within the memory bound.
             limit = min(self.in_flight, self.client.window.current()) if sized else 1
-            while (frm <= self.target and len(window) < limit
+            while (frm <= self.target and sum(not f.done() for f in window) < limit
+                   and len(window) < 8 * limit and self._held(window) + self._queued < self.ahead
                    and (frm == self.start or time.monotonic() < self.deadline)):
                 to = min(frm + min(size, widest_range(self.client) or size) - 1, self.target)
                 window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens,
@@ -285,16 +296,24 @@ class Prefetcher:
                 frm = to + 1
             if not window:
                 return
-            batches = window.popleft().result()  # strictly in block order: the oldest range first
-            for batch in batches:
+            # The next ranges lie beyond every range asked for: each is sized on the latest answer for the
+            # furthest blocks (an earlier range answering late says less about what comes next).
+            for answered in window:
+                if answered.done() and not answered.exception() and answered.result()[-1].from_block > frontier:
+                    last = answered.result()[-1]
+                    frontier = last.from_block
+                    size = next_size(self.cfg, last, self.chunk_logs, widest=widest_range(self.client),
+                                     empty_growth=self.rules.empty_growth,
+                                     current=size if sized and self.rules.compound else None)
+                    sized = True
+            if not window[0].done():  # the oldest is still out: wait for any answer, then fill again
+                wait([f for f in window if not f.done()], timeout=1.0, return_when=FIRST_COMPLETED)
+                continue
+            for batch in window.popleft().result():  # strictly in block order: the oldest range first
                 self.known_tokens.update(batch.token_meta)  # read once, not again by later requests
                 for part in split(batch, self.chunk_logs):
                     if not self._put(part):
                         return
-            size = next_size(self.cfg, batches[-1], self.chunk_logs, widest=widest_range(self.client),
-                             empty_growth=self.rules.empty_growth,
-                             current=size if sized and self.rules.compound else None)
-            sized = True
 
     def __iter__(self):
         while True:
@@ -303,4 +322,7 @@ class Prefetcher:
                 return
             if isinstance(item, BaseException):
                 raise item
+            with self._room:
+                self._queued -= self._weight(item)
+                self._room.notify()
             yield item

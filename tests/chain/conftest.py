@@ -333,10 +333,13 @@ def chain_settings(settings, deployment):
 
 
 @pytest.fixture
-def small_batches(chain_settings):
-    """chain_settings with requests and transactions of at most 5 blocks: many of them, even over a small market."""
+def small_batches(chain_settings, monkeypatch):
+    """chain_settings with requests and transactions of at most 5 blocks: many of them, even over a small market
+    (a transaction ends at its fifth block, not a second later)."""
+    from chain import pipeline
     from chain.config import get_chain_config
 
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
     chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
     assert get_chain_config("bsc").batch_blocks == 5
     return chain_settings

@@ -27,6 +27,7 @@ def small_transactions(chain_settings, monkeypatch):
     monkeypatch.setattr(fetch, "FIRST_CHUNK_BLOCKS", 1)
     monkeypatch.setattr(fetch, "CHUNK_LOGS", 40)
     monkeypatch.setattr(pipeline, "TARGET_LOGS", 150)
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
     monkeypatch.setattr(sync, "PIPELINE_MIN_BLOCKS", 1)
     return chain_settings
 

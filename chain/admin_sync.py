@@ -14,7 +14,7 @@ from backoffice.admin_utils import (
     hex_cell,
 )
 
-from . import services
+from . import catchup, services
 from .admin_search import ExactSearchMixin
 from .config import get_chain_config
 from .models import ChainEvent, EventSyncCursor, Order, ReconciliationDrift, RpcProvider, Token
@@ -31,8 +31,8 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
     empty_message = ("No sync has run yet: beat polls each chain every few seconds (Periodic tasks → poll-…-events); a "
                      "worker must be running.")
     list_display = ("chain", "last_block", "head_block", "lag_blocks_display", "lag_seconds", "confirmations",
-                    "updated_at", "last_error_short", "last_error_at", "events_link")
-    readonly_fields = ("lag_blocks_display", "lag_seconds", "confirmations")
+                    "catchup_display", "updated_at", "last_error_short", "last_error_at", "events_link")
+    readonly_fields = ("lag_blocks_display", "lag_seconds", "confirmations", "catchup_display")
     actions = ["resync_from_block"]
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -56,6 +56,12 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
     @admin.display(description="last error")
     def last_error_short(self, obj: EventSyncCursor) -> str:
         return (obj.last_error[:100] + "…") if len(obj.last_error) > 100 else (obj.last_error or "—")
+
+    @admin.display(description="catch-up")
+    def catchup_display(self, obj: EventSyncCursor) -> str:
+        """A catch-up that has lasted, or is expected to last, a minute: how far, how fast, when done."""
+        progress = catchup.current(obj.chain)
+        return progress.describe() if progress is not None and progress.is_long() else "—"
 
     @admin.display(description="events")
     def events_link(self, obj: EventSyncCursor) -> str:

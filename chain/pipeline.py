@@ -172,7 +172,7 @@ class Writer:
                 raise _Abandoned(f"{chain}: transaction from block {begin.from_block} abandoned")
             item.writes.write()
             advance_cursor(self.cfg, cursor, to_block=item.to_block, to_hash=item.to_hash, hashes=item.hashes,
-                           head=self.head, bad=item.bad)
+                           head=self.head, bad=item.bad, events=item.events)
         self.on_commit(Committed(item.events, len(item.bad), item.ranges))
 
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from backoffice.chain_settings import chain_prefix
 
-from . import rollup
+from . import catchup, rollup
 from .config import ChainConfig, get_chain_config
 from .fetch import RULES, Batch, FetchRules, Prefetcher, token_book
 from .fold import apply_logs
@@ -103,7 +103,8 @@ def apply_batch(cfg: ChainConfig, batch: Batch, tokens: TokenBook, head: int,
         apply_logs(chain, good, tokens, orders=cache.orders, arbitrators=cache.arbitrators,
                    persisted=cache.persisted)
         hashes = {log.block_number: log.block_hash for log in batch.logs}
-        advance_cursor(cfg, cursor, to_block=batch.to_block, to_hash=batch.to_hash, hashes=hashes, head=head, bad=bad)
+        advance_cursor(cfg, cursor, to_block=batch.to_block, to_hash=batch.to_hash, hashes=hashes, head=head, bad=bad,
+                       events=len(good))
     return len(good), len(bad)
 
 
@@ -239,13 +240,15 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         logger.warning("reorg on %s: rolled back to block %d", cfg.key, ancestor, extra={"chain": cfg.key, **summary})
         result.rolled_back_to = ancestor
         cursor.refresh_from_db()
-    target = head - cfg.confirmations
+    target = confirmed = head - cfg.confirmations
+    catchup.begin(cfg.key, cursor_block=cursor.last_block, target=confirmed, in_flight=client.window.current())
     if max_blocks is not None:
         target = min(target, cursor.last_block + max_blocks)
     start = cursor.last_block + 1
     result.from_block = start
     if start > target:
         EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
+        catchup.end_run(cfg.key, reached=start > confirmed, in_flight=client.window.current())
         return
 
     tokens = TokenBook.for_chain(cfg.key)  # extended by both paths with the tokens they meet
@@ -257,12 +260,14 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
     if not connection.in_atomic_block and target - start + 1 > PIPELINE_MIN_BLOCKS:
         try:
             _pipelined(cfg, client, result, start, target, head, tokens, fetching)
-            return
+            start = None
         except Interrupted as exc:
             logger.warning("pipelined sync of %s interrupted, going on serially: %s", cfg.key, exc,
                            extra={"chain": cfg.key})
             start = EventSyncCursor.objects.get(chain=cfg.key).last_block + 1
-    _serial(cfg, client, result, start, target, head, tokens, fetching)
+    if start is not None:
+        _serial(cfg, client, result, start, target, head, tokens, fetching)
+    catchup.end_run(cfg.key, reached=(result.to_block or 0) >= confirmed, in_flight=client.window.current())
 
 
 def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[int, int]]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from . import catchup
 from .config import ChainConfig
 from .events import Log
 from .models import BlockHash, EventSyncCursor
@@ -39,10 +40,11 @@ def hash_window(cfg: ChainConfig) -> int:
 
 
 def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str | None,
-                   hashes: dict[int, str], head: int, bad: list[Log]) -> None:
-    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor,
-    and record malformed logs for staff (RB-03). Without `to_hash` (a catch-up's range far below the head, where
-    no reorg the sync guards against reaches), the cursor has no hash and the next run checks none."""
+                   hashes: dict[int, str], head: int, bad: list[Log], events: int = 0) -> None:
+    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor, record
+    malformed logs for staff (RB-03), and count a catch-up's progress (`events` applied in the transaction).
+    Without `to_hash` (a catch-up's range far below the head, where no reorg the sync guards against reaches), the
+    cursor has no hash and the next run checks none."""
     chain = cfg.key
     window = hash_window(cfg)
     hashes = {**hashes, to_block: to_hash} if to_hash is not None else hashes
@@ -64,3 +66,4 @@ def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, 
             logger.error("malformed log skipped: %s", log.error, extra={
                 "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
     cursor.save(update_fields=fields)
+    catchup.advance(chain, to_block=to_block, events=events)

@@ -2,19 +2,24 @@
 from .mirror import (  # noqa: F401
     AMOUNT,
     AMOUNT_CEILING,
+    CONTRACT_STATUS,
+    OPEN_STATUSES,
     Arbitrator,
     ArbitratorQuerySet,
-    CONTRACT_STATUS,
-    chain_choices,
     CloseReason,
     EventSyncCursor,
-    OPEN_STATUSES,
     Order,
     OrderQuerySet,
     OrderStatus,
     UserProfile,
     UserProfileQuerySet,
     UserTier,
+    chain_choices,
+)
+from .rollups import (  # noqa: F401
+    ChainState,
+    DailyOrderStats,
+    TopSeller,
 )
 from .sync import (  # noqa: F401
     BlockHash,
@@ -22,10 +27,6 @@ from .sync import (  # noqa: F401
     ProviderState,
     ReconciliationDrift,
     RpcProvider,
+    SyncCatchup,
     Token,
-)
-from .rollups import (  # noqa: F401
-    ChainState,
-    DailyOrderStats,
-    TopSeller,
 )

@@ -213,9 +213,10 @@ class InFlightWindow:
     our requests were waiting at the provider. Fewer than ALPHA: one more in flight (while below the threshold a
     rate limit left; half of one per window above it). More than BETA: the provider serves them one after another,
     one fewer. A rate-limit answer halves the window, once per QUIET_SECONDS (a burst's answers come together) and
-    no growth meanwhile. A heavy answer (a busy stretch, where the CPU rather than the latency sets the pace, and
-    each request in flight holds thousands of logs) takes the window one step back towards START. Thread-safe; the
-    chain's client keeps it from one run to the next."""
+    no growth meanwhile. Heavy answers (a busy stretch, where the CPU rather than the latency sets the pace, and
+    each request in flight holds thousands of logs) take it back towards START, one request per window of them: a
+    dense history settles at 4 in flight, as before, while a busy hour inside a sparse history barely moves it.
+    Thread-safe; the chain's client keeps it from one run to the next."""
 
     START = 4
     LIGHT_LOGS = 500
@@ -242,7 +243,7 @@ class InFlightWindow:
         now = time.monotonic() if now is None else now
         with self._lock:
             if logs > self.LIGHT_LOGS:
-                self.size = max(min(self.size, self.dense), self.size - 1)
+                self.size = max(min(self.size, self.dense), self.size - 1 / self.size)
                 return
             fastest = self.fastest = seconds if self.fastest is None else min(
                 seconds, self.fastest + (seconds - self.fastest) * self.DRIFT)

@@ -88,6 +88,12 @@ _RANGES = (
     ("SYNC_BATCH_BLOCKS", "batch_blocks", lambda v: v < 1, "use 1 or more blocks per request (2000 when unset)"),
     ("RPC_MAX_RPS", "max_rps", lambda v: v < 0, "use a number of requests per second, or 0 for no budget"),
     ("SYNC_MAX_IN_FLIGHT", "max_in_flight", lambda v: v < 1, "use 1 (one eth_getLogs at a time) or more"),
+    ("RPC_MAX_BLOCK_RANGE", "max_block_range", lambda v: v < 0,
+     "use the most blocks the provider allows in one eth_getLogs (e.g. 10000), or 0 when it has no such limit or "
+     "it is unknown (the sync learns it from the provider's refusal)"),
+    ("RPC_FALLBACK_MAX_BLOCK_RANGE", "fallback_max_block_range", lambda v: v < 0,
+     "use the most blocks the fallback provider allows in one eth_getLogs (e.g. 5000), or 0 when it has no such "
+     "limit or it is unknown; unset, it is the primary's"),
 )
 
 
@@ -167,14 +173,24 @@ def chain_spec(chain: str, environ: Mapping[str, str], *, production: bool) -> d
         "block_time": block_time,
         # Another chain is polled once a block, but not more often than every 3 s (BSC's runbook pace).
         "poll_seconds": _number(environ, f"{prefix}_POLL_SECONDS", known.get("poll", max(3.0, block_time)), float),
-        "batch_blocks": _number(environ, f"{prefix}_SYNC_BATCH_BLOCKS", 2000, int),
+        # 10,000: the widest eth_getLogs the paid plans commonly allow (QuickNode, Alchemy on most chains, Infura's
+        # range limit); a provider allowing fewer says so in its refusal, and the sync keeps to what it said.
+        "batch_blocks": _number(environ, f"{prefix}_SYNC_BATCH_BLOCKS", 10_000, int),
         # Requests per second each of the chain's providers gets from one process (0: no budget). Unlimited by
         # default: plans differ by orders of magnitude (a local node, a free tier at ~10/s, a paid one at
         # hundreds), a guessed number would throttle the fast ones or still exceed the slow ones, and a
         # provider's own 429s are waited out anyway. Set it to the plan's rate to stay clear of those waits.
         "max_rps": _number(environ, f"{prefix}_RPC_MAX_RPS", 0.0, float),
-        # eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per window.
-        "max_in_flight": _number(environ, f"{prefix}_SYNC_MAX_IN_FLIGHT", 4, int),
+        # The most eth_getLogs requests a catch-up keeps in flight: a distant provider's latency is paid once per
+        # window. The window follows the provider's answers up to this (chain.rpc_limits.InFlightWindow): it starts
+        # at 4, grows while light answers come as fast as ever, shrinks on 429s and on answers slowing down.
+        "max_in_flight": _number(environ, f"{prefix}_SYNC_MAX_IN_FLIGHT", 8, int),
+        # The most blocks the provider answers in one eth_getLogs (0: no such limit, or unknown until it refuses a
+        # range and names its limit). The fallback's own where it differs (a free tier behind a paid plan).
+        "max_block_range": _number(environ, f"{prefix}_RPC_MAX_BLOCK_RANGE", 0, int),
+        "fallback_max_block_range": _number(
+            environ, f"{prefix}_RPC_FALLBACK_MAX_BLOCK_RANGE",
+            _number(environ, f"{prefix}_RPC_MAX_BLOCK_RANGE", 0, int), int),
         # Custody: "safe" (the owner is a Safe multisig; the server holds no owner key) or "eoa"
         # (one owner key on the server: the weaker option, kept for marketplaces that still use it).
         "owner_mode": (_get(environ, f"{prefix}_OWNER_MODE") or "safe").lower(),

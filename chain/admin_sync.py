@@ -14,7 +14,7 @@ from backoffice.admin_utils import (
     hex_cell,
 )
 
-from . import services
+from . import catchup, services
 from .admin_search import ExactSearchMixin
 from .config import get_chain_config
 from .models import ChainEvent, EventSyncCursor, Order, ReconciliationDrift, RpcProvider, Token
@@ -31,8 +31,8 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
     empty_message = ("No sync has run yet: beat polls each chain every few seconds (Periodic tasks → poll-…-events); a "
                      "worker must be running.")
     list_display = ("chain", "last_block", "head_block", "lag_blocks_display", "lag_seconds", "confirmations",
-                    "updated_at", "last_error_short", "last_error_at", "events_link")
-    readonly_fields = ("lag_blocks_display", "lag_seconds", "confirmations")
+                    "catchup_display", "updated_at", "last_error_short", "last_error_at", "events_link")
+    readonly_fields = ("lag_blocks_display", "lag_seconds", "confirmations", "catchup_display")
     actions = ["resync_from_block"]
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -56,6 +56,12 @@ class EventSyncCursorAdmin(ReadOnlyMirrorAdmin):
     @admin.display(description="last error")
     def last_error_short(self, obj: EventSyncCursor) -> str:
         return (obj.last_error[:100] + "…") if len(obj.last_error) > 100 else (obj.last_error or "—")
+
+    @admin.display(description="catch-up")
+    def catchup_display(self, obj: EventSyncCursor) -> str:
+        """A catch-up that has lasted, or is expected to last, a minute: how far, how fast, when done."""
+        progress = catchup.current(obj.chain)
+        return progress.describe() if progress is not None and progress.is_long() else "—"
 
     @admin.display(description="events")
     def events_link(self, obj: EventSyncCursor) -> str:
@@ -163,13 +169,23 @@ class ChainEventAdmin(ExactSearchMixin, ReadOnlyMirrorAdmin):
 @admin.register(RpcProvider)
 class RpcProviderAdmin(ReadOnlyMirrorAdmin):
     empty_message = "No provider yet: the first sync run records each chain's primary and fallback RPC here."
-    list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "consecutive_failures", "calls",
-                    "failures", "rate_limited", "last_success_at", "last_failure_at", "last_error_short")
+    list_display = ("chain", "role", "url", "state", "in_use", "latency_ms_display", "max_block_range_display",
+                    "consecutive_failures", "calls", "failures", "rate_limited", "last_success_at", "last_failure_at",
+                    "last_error_short")
     list_filter = ("chain", "state")
 
     @admin.display(description="latency (ms)")
     def latency_ms_display(self, obj: RpcProvider):
         return round(obj.latency_ms, 1) if obj.latency_ms is not None else "—"
+
+    @admin.display(description="max block range")
+    def max_block_range_display(self, obj: RpcProvider) -> str:
+        """The eth_getLogs cap and where it comes from; a learnt one with the provider's words."""
+        if obj.max_block_range is None:
+            return "—"
+        if obj.max_block_range_source == "learnt":
+            return f"{obj.max_block_range:,} (learnt: “{obj.max_block_range_refusal[:80]}”)"
+        return f"{obj.max_block_range:,} ({obj.max_block_range_source or 'configured'})"
 
     @admin.display(description="last error")
     def last_error_short(self, obj: RpcProvider) -> str:

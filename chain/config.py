@@ -27,7 +27,9 @@ class ChainConfig:
     safe_known_modules: tuple[str, ...] = ()  # modules and guard the Safe's owners installed on purpose
     min_gas_balance: str = "0.05"
     max_rps: float = 0.0  # per-provider request budget (0: none)
-    max_in_flight: int = 4  # eth_getLogs requests a catch-up keeps in flight
+    max_in_flight: int = 8  # the most eth_getLogs requests a catch-up keeps in flight
+    max_block_range: int = 0  # the most blocks the primary answers in one eth_getLogs (0: none known)
+    fallback_max_block_range: int = 0  # the fallback's
     auto_pause: bool = False  # pause by itself when a certain trigger holds (<PREFIX>_AUTO_PAUSE)
     tokens: dict[str, str] = field(default_factory=dict)
     sanctions_oracle: str = ""  # isSanctioned(address) contract; empty: wallets are screened against the lists only
@@ -70,7 +72,10 @@ def get_chain_config(chain: str) -> ChainConfig:
         "name", "chain_id", "rpc_url", "rpc_fallback", "escrow", "arbitrator_pool", "start_block",
         "confirmations", "block_time", "poll_seconds", "batch_blocks", "owner_mode", "guardian_module",
         "min_gas_balance")}, max_rps=float(base.get("max_rps", 0.0)),
-        max_in_flight=int(base.get("max_in_flight", 4)), auto_pause=base.get("auto_pause", "off") == "on",
+        max_in_flight=int(base.get("max_in_flight", 8)),
+        max_block_range=int(base.get("max_block_range", 0)),
+        fallback_max_block_range=int(base.get("fallback_max_block_range", base.get("max_block_range", 0))),
+        auto_pause=base.get("auto_pause", "off") == "on",
         safe_known_modules=tuple(base.get("safe_known_modules", ())))
     cfg = replace(cfg, sanctions_oracle=base.get("sanctions_oracle", ""))
     local = _local_deployment().get(chain)

@@ -1,8 +1,10 @@
 """Fetching a chain's logs for the sync: plain eth_getLogs in batches, decoded, with a prefetching thread
 that keeps several requests in flight and hands their results on in block order.
 
-Only the sync calls this module; it reads the chain through `chain.rpc` and writes nothing but
-`chain_tokens` rows for tokens met for the first time.
+Ranges are sized on the density just seen (about CHUNK_LOGS logs each), grow fast through empty stretches, and stay
+within the serving provider's block cap (configured, or learnt from a refusal that names it); a refusal for the
+number of results takes the range the provider suggests, or half. Only the sync calls this module; it reads the
+chain through `chain.rpc` and writes nothing but `chain_tokens` rows for tokens met for the first time.
 """
 from __future__ import annotations
 
@@ -11,14 +13,15 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .config import ChainConfig
 from .events import Log, parse_logs
 from .mirror import TokenBook
 from .models import Token
-from .rpc import RangeTimedOut, RpcClient, RpcError
+from .rpc import RangeOverCap, RangeTimedOut, RpcClient, RpcError
+from .rpc_limits import range_limit_in, suggested_range_end
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +29,30 @@ CHUNK_LOGS = 5_000  # logs per eth_getLogs request once the chain's density is k
 FIRST_CHUNK_BLOCKS = 10
 
 
+@dataclass(frozen=True)
+class FetchRules:
+    """How ranges are sized. The defaults are the sync's; `before_caps()` is the range logic it had before providers'
+    caps were learnt and ranges grew fast through empty stretches (what the catchup benchmark's baseline runs)."""
+
+    empty_growth: int = 8  # a range that returned nothing: the next may be this many times wider (else twice)
+    compound: bool = True  # each answer may double the size in use, within what its density allows
+    learn_caps: bool = True  # a refusal naming the provider's block limit sets that provider's cap
+    suggested_ranges: bool = True  # a refusal suggesting a range ("Try with this block range [a, b]") is followed
+    hash_every_range: bool = False  # ask for each range's last block hash even far below the head
+
+    @classmethod
+    def before_caps(cls) -> "FetchRules":
+        return cls(empty_growth=2, compound=False, learn_caps=False, suggested_ranges=False, hash_every_range=True)
+
+
+RULES = FetchRules()
+
+
 @dataclass
 class Batch:
     from_block: int
     to_block: int
-    to_hash: str
+    to_hash: str | None  # None for a range ending far below the head: no reorg the sync guards against reaches it
     logs: list[Log]
     # Metadata of tokens the fetch met for the first time, read while fetching so the apply never waits on RPC.
     token_meta: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -69,31 +91,57 @@ def read_token_metadata(client: RpcClient, address: str) -> tuple[str, int]:
     return symbol, decimals
 
 
+def widest_range(client: RpcClient) -> int | None:
+    """The most blocks to ask for now: the serving provider's cap, and the ceiling a timeout left."""
+    caps = [cap for cap in (client.block_range_cap(), client.range_ceiling()) if cap is not None]
+    return min(caps) if caps else None
+
+
+def _narrower(client: RpcClient, exc: RpcError, from_block: int, to_block: int, rules: FetchRules) -> int:
+    """The end of the next try after the provider refused [from_block, to_block] (or timed out on it): the cap it
+    named or is known by, the range it suggested, or half."""
+    blocks = to_block - from_block + 1
+    if isinstance(exc, RangeOverCap):  # refused before asking: the cap of the provider whose turn it was
+        return from_block + exc.cap - 1
+    if isinstance(exc, RangeTimedOut):
+        client.range_timed_out(blocks)
+        client.count_split(exc.provider, "timeout")
+        return from_block + (to_block - from_block) // 2
+    client.count_split(exc.provider, "too_big")
+    limit = range_limit_in(exc.message) if rules.learn_caps else None
+    if limit is not None:
+        return from_block + client.learn_block_range(exc.provider, limit, blocks, exc.message) - 1
+    end = suggested_range_end(exc.message, from_block) if rules.suggested_ranges else None
+    if end is not None and from_block <= end < to_block:
+        return end
+    return from_block + (to_block - from_block) // 2
+
+
 def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
-                known_tokens: frozenset[str] | set[str] | None = None) -> Batch:
-    """Logs of [from_block, to_block], halving the range when the provider refuses its size or times out on
-    it (the batch then ends earlier), and never wider than the client's range ceiling after a timeout. With
-    `known_tokens`, the metadata of any other token an order uses is read too."""
+                known_tokens: frozenset[str] | set[str] | None = None, *, rules: FetchRules = RULES,
+                hash_from: int | None = None) -> Batch:
+    """Logs of [from_block, to_block], narrowed when the provider refuses its size or times out on it (the batch
+    then ends earlier), and never wider than `widest_range`. With `known_tokens`, the metadata of any other token
+    an order uses is read too. A range ending below `hash_from` (the first block whose hash the sync keeps) does
+    not ask for its last block's hash when no log carries it."""
     while True:
-        ceiling = client.range_ceiling()
-        if ceiling is not None:
-            to_block = min(to_block, from_block + ceiling - 1)
+        widest = widest_range(client)
+        if widest is not None:
+            to_block = min(to_block, from_block + widest - 1)
         try:
             raw = client.get_logs(from_block, to_block, cfg.contracts)
             break
         except RpcError as exc:
             if to_block == from_block:
                 raise
-            timed_out = isinstance(exc, RangeTimedOut)
-            if timed_out:
-                client.range_timed_out(to_block - from_block + 1)
-            client.count_split(exc.provider, "timeout" if timed_out else "too_big")
-            to_block = from_block + (to_block - from_block) // 2
+            to_block = _narrower(client, exc, from_block, to_block, rules)
+    client.window.answered(client.last_seconds(), len(raw))
     need = set()
     # The range's last block's hash becomes the cursor's; a log of that block carries it already (on a busy
-    # chain, nearly always), which saves a round trip per request to a distant provider.
+    # chain, nearly always), which saves a round trip per request to a distant provider. Far below the head
+    # (a catch-up's empty stretches) no reorg the sync guards against reaches it, and it is not asked for.
     to_hash = next((r["blockHash"].lower() for r in reversed(raw) if int(r["blockNumber"], 16) == to_block), None)
-    if to_hash is None:
+    if to_hash is None and (hash_from is None or to_block >= hash_from or rules.hash_every_range):
         need.add(to_block)
     if any("blockTimestamp" not in r for r in raw):
         need.update(int(r["blockNumber"], 16) for r in raw)
@@ -107,29 +155,41 @@ def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: 
             token = log.args["token"]
             if token not in known_tokens and token not in meta:
                 meta[token] = read_token_metadata(client, token)
-    return Batch(from_block, to_block, to_hash or headers[to_block]["hash"], logs, meta)
+    if to_hash is None and to_block in headers:
+        to_hash = headers[to_block]["hash"]
+    return Batch(from_block, to_block, to_hash, logs, meta)
 
 
 def fetch_range(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
-                known_tokens: frozenset[str] | set[str] | None = None) -> list[Batch]:
+                known_tokens: frozenset[str] | set[str] | None = None, *, rules: FetchRules = RULES,
+                hash_from: int | None = None) -> list[Batch]:
     """Consecutive batches covering exactly [from_block, to_block]: `fetch_batch` again after each range the
-    provider made it shrink, so a window of ranges in flight has no hole."""
-    out = []
+    provider made it shrink, so a window of ranges in flight has no hole. After a shrink the rest goes in ranges
+    as wide as the one that worked: a busy stretch costs one refusal, not one per part."""
+    out, width = [], None
     while from_block <= to_block:
-        batch = fetch_batch(cfg, client, from_block, to_block, known_tokens)
+        end = to_block if width is None else min(to_block, from_block + width - 1)
+        batch = fetch_batch(cfg, client, from_block, end, known_tokens, rules=rules, hash_from=hash_from)
         out.append(batch)
+        if batch.to_block < end:
+            width = batch.to_block - batch.from_block + 1
         from_block = batch.to_block + 1
     return out
 
 
-def next_size(cfg: ChainConfig, batch: Batch, target_logs: int) -> int:
-    """Blocks for the next request: about `target_logs` logs at the density just seen, at most
-    `batch_blocks`, and at most twice the last range: the first blocks after a deployment are often
-    sparse, and one request sized on them could return the whole busy history behind them."""
+def next_size(cfg: ChainConfig, batch: Batch, target_logs: int, *, widest: int | None = None,
+              empty_growth: int = RULES.empty_growth, current: int | None = None) -> int:
+    """Blocks for the next request: about `target_logs` logs at the density just seen, at most `batch_blocks` and
+    `widest`, and at most twice the last range (`empty_growth` times after a range that returned nothing) or twice
+    `current`, the size in use: the first blocks after a deployment are often sparse, and one request sized on them
+    could return the whole busy history behind them, while an empty stretch is crossed in a few requests. With
+    `current`, growth compounds over the answers of a window (each answers within the same round trip), so
+    reaching the cap costs about one round trip rather than one per step."""
     blocks = batch.to_block - batch.from_block + 1
     density = len(batch.logs) / blocks
     wanted = int(target_logs / density) if density else cfg.batch_blocks
-    return max(1, min(cfg.batch_blocks, 2 * blocks, wanted))
+    growth = max((2 if batch.logs else empty_growth) * blocks, 2 * (current or 0))
+    return max(1, min(cfg.batch_blocks, widest or cfg.batch_blocks, growth, wanted))
 
 
 def split(batch: Batch, logs_per_part: int) -> list[Batch]:
@@ -157,18 +217,24 @@ def split(batch: Batch, logs_per_part: int) -> list[Batch]:
 class Prefetcher:
     """A thread fetching consecutive batches of [start, target] ahead of their consumer: up to `in_flight`
     eth_getLogs ranges at once (on a pool of that many threads), handed on strictly in block order, at most
-    `depth` batches ahead (bounded memory). Iterate it for the batches; an RPC error is raised there, after
-    every batch before the failed range (none after it). It stops starting new requests at `deadline`
-    (time.monotonic()), after the first one: a run always makes progress. Use as a context manager:
+    `depth` × `chunk_logs` logs ahead (bounded memory; an empty batch counts as one log, so a sparse stretch is
+    fetched on while the consumer works through a busy one). Iterate it for the batches; an RPC error is raised
+    there, after every batch before the failed range (none after it). It stops starting new requests at
+    `deadline` (time.monotonic()), after the first one: a run always makes progress. Use as a context manager:
     leaving it stops the threads."""
 
     def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
-                 known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4, in_flight: int = 1):
+                 known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4, in_flight: int = 1,
+                 rules: FetchRules = RULES, hash_from: int | None = None):
         self.cfg, self.client, self.start, self.target = cfg, client, start, target
+        self.rules, self.hash_from = rules, hash_from
         self.deadline, self.known_tokens = deadline, set(known_tokens)
         self.chunk_logs = chunk_logs or CHUNK_LOGS
         self.in_flight = max(1, in_flight)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.ahead = depth * self.chunk_logs  # logs fetched and not yet taken by the consumer, at most
+        self._queue: queue.Queue = queue.Queue()
+        self._queued = 0  # logs in the queue (an empty batch: one)
+        self._room = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
 
@@ -178,21 +244,26 @@ class Prefetcher:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        while self._thread.is_alive():  # unblock a put on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self._thread.join()
 
+    @staticmethod
+    def _weight(item) -> int:
+        return max(1, len(item.logs)) if isinstance(item, Batch) else 0
+
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        weight = self._weight(item)
+        with self._room:
+            while self._queued and self._queued + weight > self.ahead:
+                if self._stop.is_set():
+                    return False
+                self._room.wait(0.1)
+            self._queued += weight
+        self._queue.put(item)
+        return True
+
+    def _held(self, window: deque[Future]) -> int:
+        """Logs in the ranges answered and not yet handed on (those of a failed range: none)."""
+        return sum(self._weight(b) for f in window if f.done() and not f.exception() for b in f.result())
 
     def _run(self) -> None:
         pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"getlogs-{self.cfg.key}")
@@ -200,33 +271,49 @@ class Prefetcher:
         try:
             self._fetch(pool, window)
         except BaseException as exc:  # handed to the consumer, raised in its thread
-            self._put(exc)
+            self._queue.put(exc)
             return
         finally:
             # Ranges after a failure are dropped unread; those in flight end within the RPC timeout.
             pool.shutdown(wait=True, cancel_futures=True)
-        self._put(None)
+        self._queue.put(None)
 
     def _fetch(self, pool: ThreadPoolExecutor, window: deque[Future]) -> None:
         frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
-        sized = False
+        sized, frontier = False, -1  # frontier: the last range the size was taken from
         while not self._stop.is_set():
-            # Fill the window: one request until the chain's density is known, then `in_flight`, each range
-            # sized on the latest density seen.
-            while (frm <= self.target and len(window) < (self.in_flight if sized else 1)
+            # Fill the window: one request until the chain's density is known, then as many as the provider's
+            # answers allow (the client's InFlightWindow, up to `in_flight`), each range sized on the latest
+            # density seen, and within the cap known now (one may have been learnt meanwhile). Ranges answered
+            # behind one still in flight wait their turn without holding a request back, within the memory bound.
+            limit = min(self.in_flight, self.client.window.current()) if sized else 1
+            while (frm <= self.target and sum(not f.done() for f in window) < limit
+                   and len(window) < 8 * limit and self._held(window) + self._queued < self.ahead
                    and (frm == self.start or time.monotonic() < self.deadline)):
-                to = min(frm + size - 1, self.target)
-                window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens))
+                to = min(frm + min(size, widest_range(self.client) or size) - 1, self.target)
+                window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens,
+                                          rules=self.rules, hash_from=self.hash_from))
                 frm = to + 1
             if not window:
                 return
-            batches = window.popleft().result()  # strictly in block order: the oldest range first
-            for batch in batches:
+            # The next ranges lie beyond every range asked for: each is sized on the latest answer for the
+            # furthest blocks (an earlier range answering late says less about what comes next).
+            for answered in window:
+                if answered.done() and not answered.exception() and answered.result()[-1].from_block > frontier:
+                    last = answered.result()[-1]
+                    frontier = last.from_block
+                    size = next_size(self.cfg, last, self.chunk_logs, widest=widest_range(self.client),
+                                     empty_growth=self.rules.empty_growth,
+                                     current=size if sized and self.rules.compound else None)
+                    sized = True
+            if not window[0].done():  # the oldest is still out: wait for any answer, then fill again
+                wait([f for f in window if not f.done()], timeout=1.0, return_when=FIRST_COMPLETED)
+                continue
+            for batch in window.popleft().result():  # strictly in block order: the oldest range first
                 self.known_tokens.update(batch.token_meta)  # read once, not again by later requests
                 for part in split(batch, self.chunk_logs):
                     if not self._put(part):
                         return
-            size, sized = next_size(self.cfg, batches[-1], self.chunk_logs), True
 
     def __iter__(self):
         while True:
@@ -235,4 +322,7 @@ class Prefetcher:
                 return
             if isinstance(item, BaseException):
                 raise item
+            with self._room:
+                self._queued -= self._weight(item)
+                self._room.notify()
             yield item

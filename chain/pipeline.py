@@ -3,7 +3,8 @@
 Three threads, each mostly waiting on a different process: the prefetcher on the RPC node
 (`chain.fetch.Prefetcher`), this module's writer on PostgreSQL, and the caller, which folds each
 fetched batch into order and arbitrator states (pure Python) and hands the writer its raw events as
-COPY text. A transaction spans up to TARGET_LOGS logs: the writer opens it and streams its events into
+COPY text. A transaction spans up to TARGET_LOGS logs, or `batch_blocks` blocks once it has been open
+COMMIT_SECONDS (a sparse catch-up commits about once a second): the writer opens it and streams its events into
 one COPY while later batches are still being fetched, then writes the fold's states, the block hashes
 and the cursor, and commits. So each committed transaction is exactly what the serial path would
 have written: no gap, no duplicate, and a crash loses only the open transaction.
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -36,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 TARGET_LOGS = 25_000  # logs per transaction: big enough to amortise its fixed writes, small enough to lose little
 CACHE_ORDERS = 200_000  # order states kept across transactions of one run (bounded memory on a long catch-up)
+# A transaction of few logs stays open this long before its blocks end it: each costs a dozen round trips to the
+# database (tens of milliseconds among the fetch threads), and an empty stretch would otherwise commit every
+# `batch_blocks` blocks; a crash still loses at most about a second's fetching.
+COMMIT_SECONDS = 1.0
 
 
 class Interrupted(RuntimeError):
@@ -55,7 +61,7 @@ class _Begin:
 @dataclass
 class _End:
     to_block: int
-    to_hash: str
+    to_hash: str | None
     hashes: dict[int, str]
     writes: Writes
     bad: list[Log]
@@ -166,7 +172,7 @@ class Writer:
                 raise _Abandoned(f"{chain}: transaction from block {begin.from_block} abandoned")
             item.writes.write()
             advance_cursor(self.cfg, cursor, to_block=item.to_block, to_hash=item.to_hash, hashes=item.hashes,
-                           head=self.head, bad=item.bad)
+                           head=self.head, bad=item.bad, events=item.events)
         self.on_commit(Committed(item.events, len(item.bad), item.ranges))
 
 
@@ -181,14 +187,19 @@ class _Open:
     logs: int = 0
     blocks: int = 0
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+
+    def full(self, cfg: ChainConfig) -> bool:
+        return self.logs >= TARGET_LOGS or (self.blocks >= cfg.batch_blocks
+                                            and time.monotonic() - self.opened >= COMMIT_SECONDS)
 
 
 def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cache: RunCache,
                   tokens_for: Callable[[Batch], TokenBook], on_commit: Callable[[Committed], None]) -> None:
-    """Apply `batches` (consecutive, from the cursor on) in transactions of up to TARGET_LOGS logs or
-    `batch_blocks` blocks. `tokens_for(batch)` gives the token book for a batch's orders; `on_commit`
-    gets a `Committed` after each commit (in the writer's thread). Raises the first error of either side
-    after stopping both; committed transactions stay.
+    """Apply `batches` (consecutive, from the cursor on) in transactions of up to TARGET_LOGS logs, or
+    `batch_blocks` blocks once open COMMIT_SECONDS. `tokens_for(batch)` gives the token book for a batch's
+    orders; `on_commit` gets a `Committed` after each commit (in the writer's thread). Raises the first error
+    of either side after stopping both; committed transactions stay.
     """
     chain = cfg.key
     writer = Writer(cfg, head, on_commit)
@@ -202,7 +213,7 @@ def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cach
             _fold_batch(open_, batch, tokens_for(batch))
             if batch.logs:
                 writer.send("".join(line + "\n" for line in event_lines(chain, batch.logs)))
-            if open_.logs >= TARGET_LOGS or open_.blocks >= cfg.batch_blocks:
+            if open_.full(cfg):
                 writer.send(_end(open_, batch))
                 open_ = None
                 if len(cache.orders) > CACHE_ORDERS:  # dropped only once written: the next fold reads them back
@@ -227,7 +238,8 @@ def _fold_batch(open_: _Open, batch: Batch, tokens: TokenBook) -> None:
     open_.fold.add(good)
     for log in batch.logs:
         open_.hashes[log.block_number] = log.block_hash
-    open_.hashes[batch.to_block] = batch.to_hash
+    if batch.to_hash is not None:
+        open_.hashes[batch.to_block] = batch.to_hash
     open_.logs += len(batch.logs)
     open_.blocks += batch.to_block - batch.from_block + 1
     open_.ranges.append((batch.from_block, batch.to_block))

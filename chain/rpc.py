@@ -14,7 +14,10 @@ and tries again; the breaker is not touched. Only a wait beyond `rate_limit_max_
 to the next provider. A per-provider token bucket (`<CHAIN>_RPC_MAX_RPS`) keeps us under the plan's
 rate in the first place (the answers, the waits and the bucket: chain.rpc_limits). A wide eth_getLogs
 that times out raises `RangeTimedOut` (an RpcError), so the sync halves the range as it does for a
-refusal of its size, instead of failing the provider.
+refusal of its size, instead of failing the provider. Each provider has its own eth_getLogs block cap
+(configured, or learnt from a refusal that names it: `learn_block_range`); a range wider than the cap of the
+provider whose turn it is raises `RangeOverCap` without a request, so a fallback with a smaller cap than the
+primary's is asked for what it answers.
 """
 from __future__ import annotations
 
@@ -23,17 +26,23 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from backoffice.chain_settings import chain_prefix
 
-from .rpc_breaker import CircuitBreaker
-from .rpc_limits import TokenBucket, _rate_limit_in, _RateLimited, backoff_seconds, retry_after_seconds
+from .rpc_limits import (
+    InFlightWindow,
+    RangeCap,
+    TokenBucket,
+    _rate_limit_in,
+    _RateLimited,
+    backoff_seconds,
+    retry_after_seconds,
+)
+from .rpc_provider import COUNTERS, Provider, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +70,15 @@ class RangeTimedOut(RpcError):
         self.provider = provider
 
 
+class RangeOverCap(RpcError):
+    """An eth_getLogs wider than the provider whose turn it is answers (its configured or learnt cap): refused here,
+    with no request sent. The sync asks for `cap` blocks instead."""
+
+    def __init__(self, blocks: int, cap: int, provider: str):
+        super().__init__(0, f"eth_getLogs over {blocks} blocks: the {provider} provider answers at most {cap}")
+        self.cap, self.provider = cap, provider
+
+
 class ProviderUnavailable(Exception):
     """Every provider of the chain failed or is open."""
 
@@ -84,55 +102,17 @@ def _getlogs_blocks(payload: Any) -> int:
         return 0
 
 
-def redact_url(url: str) -> str:
-    """Hide credentials and path/query API keys: providers put keys in both."""
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    path = "/…" if parts.path.strip("/") else ""
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-# Per-provider counters, persisted by the sync into chain_rpc_providers (columns of the same names).
-COUNTERS = ("rate_limited", "rate_limit_wait_seconds", "budget_wait_seconds", "getlogs_splits_too_big",
-            "getlogs_splits_timeout")
-
-
-@dataclass
-class Provider:
-    role: str
-    url: str
-    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
-    latency_ms: float | None = None
-    calls: int = 0
-    failures: int = 0
-    last_error: str = ""
-    last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
-    opened_wall: datetime | None = None
-    budget: TokenBucket = field(default_factory=lambda: TokenBucket(0))
-    resume_at: float = 0.0  # time.monotonic() before which it asked not to be called (rate limit)
-    passed_over_until: float = 0.0  # a call gave up waiting for it: later calls go to the next provider until then
-    # Counters for /metrics, cumulative in this process; `RpcClient.take_counts` hands out what is new.
-    counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-    _taken: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
-
-    def observe(self, seconds: float) -> None:
-        ms = seconds * 1000
-        self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
-
-
 class RpcClient:
     """JSON-RPC over HTTP with failover, rate-limit waits and a request budget. Thread-safe: the sync's
     fetch threads share one client (each thread has its own HTTP session)."""
 
     def __init__(self, chain: str, urls: list[tuple[str, str]], *, timeout: float = 5.0, max_rps: float = 0.0,
-                 rate_limit_max_wait: float = 30.0, budget_setting: str = ""):
+                 rate_limit_max_wait: float = 30.0, budget_setting: str = "",
+                 max_block_ranges: dict[str, int] | None = None, max_in_flight: int = 4):
         self.chain = chain
-        self.providers = [Provider(role, url, budget=TokenBucket(max_rps)) for role, url in urls if url]
+        caps = max_block_ranges or {}
+        self.providers = [Provider(role, url, budget=TokenBucket(max_rps), range_cap=RangeCap(caps.get(role, 0)))
+                          for role, url in urls if url]
         if not self.providers:
             raise ProviderUnavailable(f"{chain}: no RPC URL configured (set {chain_prefix(chain)}_RPC_URL).")
         self.timeout = timeout
@@ -142,6 +122,7 @@ class RpcClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._range_ceiling: tuple[int, float] | None = None  # (blocks, until time.monotonic())
+        self.window = InFlightWindow(max_in_flight)  # eth_getLogs a catch-up keeps in flight
 
     @property
     def _session(self) -> requests.Session:
@@ -186,7 +167,8 @@ class RpcClient:
             if retry_after is not None:
                 limited.retry_after = retry_after
             raise limited
-        provider.observe(time.monotonic() - started)
+        self._local.seconds = time.monotonic() - started
+        provider.observe(self._local.seconds)
         return body
 
     def _dispatch(self, payload: Any) -> Any:
@@ -227,6 +209,12 @@ class RpcClient:
     def _try(self, provider: Provider, payload: Any, tokens: int, deadline: float, errors: list[str]) -> Any:
         """The body from `provider`, waiting out its rate limits until `deadline`; None (and a line in
         `errors`) when it failed or would make the call wait longer."""
+        blocks = _getlogs_blocks(payload)
+        cap = provider.range_cap.blocks() if blocks > 1 else None
+        if cap is not None and blocks > cap:  # this provider would refuse it: say so without asking
+            with self._lock:
+                provider.breaker.release_trial()
+            raise RangeOverCap(blocks, cap, provider.role)
         attempt = 0
         while True:
             pause = provider.resume_at - time.monotonic()
@@ -281,12 +269,17 @@ class RpcClient:
             provider.resume_at = max(provider.resume_at, time.monotonic() + delay)
             provider.counts["rate_limited"] += 1
             provider.last_error = str(exc)[:300]
+        self.window.rate_limited()
         logger.warning("RPC %s %s rate limited, waiting %.2f s: %s", self.chain, provider.role, delay, exc,
                        extra={"chain": self.chain, "provider": provider.role})
 
     def _count(self, provider: Provider, counter: str, amount: float = 1) -> None:
         with self._lock:
             provider.counts[counter] += amount
+
+    def last_seconds(self) -> float:
+        """How long this thread's last answered request took (the HTTP exchange alone)."""
+        return getattr(self._local, "seconds", 0.0)
 
     def range_ceiling(self) -> int | None:
         """The widest eth_getLogs (in blocks) to ask for now: half of the narrowest range that timed out in the
@@ -308,10 +301,29 @@ class RpcClient:
             return None
         return self._range_ceiling[0]
 
+    def _provider(self, role: str | None) -> Provider:
+        return next((p for p in self.providers if p.role == role), self.providers[0])
+
     def count_split(self, role: str | None, reason: str) -> None:
         """An eth_getLogs range halved because the provider refused its size (`too_big`) or timed out."""
-        provider = next((p for p in self.providers if p.role == role), self.providers[0])
-        self._count(provider, f"getlogs_splits_{reason}")
+        self._count(self._provider(role), f"getlogs_splits_{reason}")
+
+    def block_range_cap(self) -> int | None:
+        """The most blocks the provider serving the chain now answers in one eth_getLogs, or None when no cap is
+        known. A call that goes to another provider is held to that one's cap (RangeOverCap)."""
+        return (self.last_provider or self.providers[0]).range_cap.blocks()
+
+    def learn_block_range(self, role: str | None, limit: int, refused_blocks: int, refusal: str) -> int:
+        """The provider `role` refused `refused_blocks` blocks naming its limit: that limit is its cap from now on (for
+        rpc_limits.LEARNT_RANGE_SECONDS, in every run of this process), never below one block. Returns the cap."""
+        provider = self._provider(role)
+        with self._lock:
+            before = provider.range_cap.blocks()
+            cap = provider.range_cap.learn(limit, refused_blocks, refusal)
+        if cap != before:
+            logger.warning("RPC %s %s answers eth_getLogs over at most %d blocks, as its refusal says: %s", self.chain,
+                           provider.role, cap, refusal[:200], extra={"chain": self.chain, "provider": provider.role})
+        return cap
 
     def take_counts(self) -> dict[str, dict[str, float]]:
         """Per provider role, what the counters gained since the last take (to add to the stored totals:
@@ -414,6 +426,9 @@ class RpcClient:
             "last_success_at": p.last_success_at, "last_failure_at": p.last_failure_at,
             "opened_at": p.opened_wall if p.breaker.state != "closed" else None,
             "in_use": p is self.last_provider,
+            "max_block_range": p.range_cap.blocks(), "max_block_range_source": p.range_cap.source(),
+            "max_block_range_learnt_at": p.range_cap.learnt_at if p.range_cap.source() == "learnt" else None,
+            "max_block_range_refusal": p.range_cap.refusal if p.range_cap.source() == "learnt" else "",
         } for p in self.providers]
 
 
@@ -428,7 +443,8 @@ def get_client(chain: str) -> RpcClient:
     from .config import get_chain_config
 
     cfg = get_chain_config(chain)
-    key = (cfg.rpc_url, cfg.rpc_fallback, cfg.max_rps)
+    key = (cfg.rpc_url, cfg.rpc_fallback, cfg.max_rps, cfg.max_block_range, cfg.fallback_max_block_range,
+           cfg.max_in_flight)
     with _clients_lock:
         client = _clients.get(chain)
         if client is None or getattr(client, "_key", None) != key:
@@ -436,7 +452,10 @@ def get_client(chain: str) -> RpcClient:
             client = RpcClient(chain, [("primary", cfg.rpc_url), ("fallback", cfg.rpc_fallback)],
                                timeout=settings.RPC_TIMEOUT_SECONDS, max_rps=cfg.max_rps,
                                rate_limit_max_wait=settings.RPC_RATE_LIMIT_MAX_WAIT_SECONDS,
-                               budget_setting=f"{short}_RPC_MAX_RPS")
+                               budget_setting=f"{short}_RPC_MAX_RPS",
+                               max_block_ranges={"primary": cfg.max_block_range,
+                                                 "fallback": cfg.fallback_max_block_range},
+                               max_in_flight=cfg.max_in_flight)
             client._key = key
             _clients[chain] = client
         return client

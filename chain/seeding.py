@@ -75,8 +75,8 @@ def is_empty() -> bool:
 
 
 MIRROR_TABLES = ("orders", "arbitrators", "chain_events", "chain_block_hashes", "event_sync_cursor", "chain_tokens",
-                 "chain_reconciliation_drift", "chain_rpc_providers", "blacklist", "user_profiles",
-                 "chain_daily_order_stats", "chain_state")
+                 "chain_reconciliation_drift", "chain_rpc_providers", "chain_sync_catchup", "blacklist",
+                 "user_profiles", "chain_daily_order_stats", "chain_state")
 
 
 def reset() -> None:
@@ -109,8 +109,8 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
                 age = rng.uniform(0, 7 * DAY) if i % 20 == 0 else rng.uniform(61 * DAY, 400 * DAY)
                 rating = f"{rng.uniform(2.5, 5.0):.2f}" if rng.random() < 0.8 else "\\N"
                 tier = rng.choice(("new", "bronze", "silver", "gold"))
-                buf.append(f"{wallet}\tuser{i}\t{rating}\t{tier}\t{_ts(now_ts - age)}\t"
-                           f"{_ts(now_ts - rng.uniform(0, 5 * DAY))}\n")
+                active = rng.uniform(0, 5 * DAY)
+                buf.append(f"{wallet}\tuser{i}\t{rating}\t{tier}\t{_ts(now_ts - age)}\t{_ts(now_ts - active)}\n")
                 if len(buf) >= chunk:
                     copy.write("".join(buf))
                     buf.clear()
@@ -188,9 +188,8 @@ def seed_demo(*, orders: int, seed: int = 7, now: datetime | None = None, chunk:
         for chain in SEED_CHAINS:
             cur.execute(
                 "INSERT INTO event_sync_cursor (chain, last_block, updated_at, head_block, head_seen_at, last_error) "
-                "VALUES (%s, %s, now(), %s, now(), '') "
-                "ON CONFLICT (chain) DO UPDATE SET last_block = EXCLUDED.last_block, "
-                "head_block = EXCLUDED.head_block, updated_at = now()",
+                "VALUES (%s, %s, now(), %s, now(), '') ON CONFLICT (chain) DO UPDATE SET "
+                "last_block = EXCLUDED.last_block, head_block = EXCLUDED.head_block, updated_at = now()",
                 [chain, max_block[chain], max_block[chain] + 3],
             )
         rollup.rebuild_all()

@@ -1,4 +1,5 @@
-"""Shared by the serial and the pipelined sync: a run's cache of states; moving the cursor in a batch's transaction."""
+"""Shared by the serial and the pipelined sync: a run's cache of states, and moving the cursor in a batch's
+transaction."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 
 from django.utils import timezone
 
+from . import catchup
 from .config import ChainConfig
 from .events import Log
 from .models import BlockHash, EventSyncCursor
@@ -32,13 +34,20 @@ class RunCache:
         self.arbitrators.clear()
 
 
-def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str,
-                   hashes: dict[int, str], head: int, bad: list[Log]) -> None:
-    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor,
-    and record malformed logs for staff (RB-03)."""
+def hash_window(cfg: ChainConfig) -> int:
+    """How many blocks below the cursor keep their hashes, for the reorg check."""
+    return max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
+
+
+def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, to_hash: str | None,
+                   hashes: dict[int, str], head: int, bad: list[Log], events: int = 0) -> None:
+    """Inside a batch's transaction: keep the block hashes of the unconfirmed window, move the cursor, record
+    malformed logs for staff (RB-03), and count a catch-up's progress (`events` applied in the transaction).
+    Without `to_hash` (a catch-up's range far below the head, where no reorg the sync guards against reaches), the
+    cursor has no hash and the next run checks none."""
     chain = cfg.key
-    window = max(HASH_WINDOW_MIN, 2 * cfg.confirmations)
-    hashes = {**hashes, to_block: to_hash}
+    window = hash_window(cfg)
+    hashes = {**hashes, to_block: to_hash} if to_hash is not None else hashes
     BlockHash.objects.bulk_create(
         [BlockHash(chain=chain, number=n, hash=h) for n, h in hashes.items() if n > to_block - window],
         update_conflicts=True, unique_fields=["chain", "number"], update_fields=["hash"])
@@ -57,3 +66,4 @@ def advance_cursor(cfg: ChainConfig, cursor: EventSyncCursor, *, to_block: int, 
             logger.error("malformed log skipped: %s", log.error, extra={
                 "chain": chain, "block": log.block_number, "tx_hash": log.tx_hash, "log_index": log.log_index})
     cursor.save(update_fields=fields)
+    catchup.advance(chain, to_block=to_block, events=events)

@@ -27,5 +27,6 @@ from .sync import (  # noqa: F401
     ProviderState,
     ReconciliationDrift,
     RpcProvider,
+    SyncCatchup,
     Token,
 )

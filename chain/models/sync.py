@@ -1,4 +1,4 @@
-"""The sync's own records: raw events, recent block hashes, tokens, RPC providers, reconciliation drift."""
+"""The sync's own records: raw events, recent block hashes, tokens, RPC providers, catch-ups, reconciliation drift."""
 from __future__ import annotations
 
 from django.db import models
@@ -125,6 +125,16 @@ class RpcProvider(models.Model):
         default=0, help_text="eth_getLogs ranges halved because the provider refused their size.")
     getlogs_splits_timeout = models.BigIntegerField(
         default=0, help_text="eth_getLogs ranges halved because the provider timed out on them.")
+    max_block_range = models.IntegerField(
+        null=True, blank=True, verbose_name="max block range",
+        help_text="The most blocks the provider answers in one eth_getLogs: <PREFIX>_RPC_MAX_BLOCK_RANGE (the "
+                  "fallback's own where set), or read from its refusal. Empty: no limit known.")
+    max_block_range_source = models.CharField(max_length=10, blank=True, default="",
+                                              help_text="configured, or learnt (from a refusal).")
+    max_block_range_learnt_at = models.DateTimeField(null=True, blank=True,
+                                                     help_text="When the provider's refusal named its limit.")
+    max_block_range_refusal = models.TextField(blank=True, default="",
+                                               help_text="The provider's words the limit was learnt from.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -135,6 +145,36 @@ class RpcProvider(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain} {self.role}"
+
+
+class SyncCatchup(models.Model):
+    """A chain's catch-up (a sync run starting far behind, and the runs after it until the cursor is near the head):
+    blocks done of blocks to go, events, the current rate. Written in the transactions that move the cursor, for the
+    Sync cursors page, the sync's logs and /metrics. One row per chain: a new catch-up replaces the last one."""
+
+    chain = models.CharField(max_length=16, choices=chain_choices, primary_key=True)
+    started_at = models.DateTimeField()
+    from_block = models.BigIntegerField(help_text="The cursor when the catch-up began.")
+    target_block = models.BigIntegerField(help_text="Head minus the confirmations, at the latest run.")
+    last_block = models.BigIntegerField(help_text="The cursor now.")
+    events = models.BigIntegerField(default=0, help_text="Events applied since the catch-up began.")
+    blocks_per_second = models.FloatField(null=True, blank=True, help_text="Over the last few seconds of progress.")
+    events_per_second = models.FloatField(null=True, blank=True, help_text="Over the last few seconds of progress.")
+    mark_at = models.DateTimeField(help_text="Where the current rate is measured from.")
+    mark_block = models.BigIntegerField()
+    mark_events = models.BigIntegerField(default=0)
+    in_flight = models.IntegerField(null=True, blank=True, help_text="eth_getLogs requests in flight at the last run.")
+    updated_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the cursor reached the head.")
+
+    class Meta:
+        db_table = "chain_sync_catchup"
+        ordering = ["chain"]
+        verbose_name = "sync catch-up"
+        constraints = [models.CheckConstraint(condition=CHAIN_NAME_CHECK, name="chain_sync_catchup_chain_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.chain} catch-up from {self.from_block}"
 
 
 class ReconciliationDrift(models.Model):

@@ -338,7 +338,7 @@ def _drills() -> list:
 def _collect() -> list:
     families = []
     try:
-        families += _business() + _chain() + _ops() + _drills()
+        families += _business() + _chain() + _ops() + _drills() + _sync_catchup()
         families += _sanctions()
     except Exception:
         connection.close()
@@ -372,3 +372,44 @@ def register() -> None:
 
     REGISTRY.register(BackofficeCollector())
     _registered = True
+
+
+def _sync_catchup() -> list:
+    """Each chain's catch-up in progress (chain.catchup: blocks done of blocks to go, events, rate, estimated
+    finish), the eth_getLogs its sync kept in flight, and each provider's eth_getLogs block cap."""
+    from chain import catchup
+
+    active = GaugeMetricFamily("blockchain_sync_catchup_active", "1 while the chain's sync catches up (a run "
+                               f"started over {catchup.MIN_BLOCKS} blocks behind, the head not reached since)",
+                               labels=["chain"])
+    done = GaugeMetricFamily("blockchain_sync_catchup_blocks_done", "Blocks the catch-up has applied",
+                             labels=["chain"])
+    total = GaugeMetricFamily("blockchain_sync_catchup_blocks_total", "Blocks the catch-up has to apply (the head "
+                              "minus the confirmations at its latest run, minus the cursor when it began)",
+                              labels=["chain"])
+    events = GaugeMetricFamily("blockchain_sync_catchup_events", "Events the catch-up has applied", labels=["chain"])
+    rate = GaugeMetricFamily("blockchain_sync_catchup_blocks_per_second", "The catch-up's current rate",
+                             labels=["chain"])
+    eta = GaugeMetricFamily("blockchain_sync_catchup_eta_seconds", "Seconds until the catch-up reaches its target "
+                            "at the current rate", labels=["chain"])
+    in_flight = GaugeMetricFamily("blockchain_sync_in_flight", "eth_getLogs the catch-up kept in flight at its last "
+                                  "run (up to <PREFIX>_SYNC_MAX_IN_FLIGHT)", labels=["chain"])
+    running = {p.chain: p for p in catchup.in_progress()}
+    for chain in settings.CHAINS:
+        active.add_metric([chain], 1.0 if chain in running else 0.0)
+    for chain, progress in running.items():
+        done.add_metric([chain], float(progress.blocks_done))
+        total.add_metric([chain], float(progress.blocks_total))
+        events.add_metric([chain], float(progress.events))
+        if progress.rate is not None:
+            rate.add_metric([chain], progress.rate)
+        if progress.eta_seconds is not None:
+            eta.add_metric([chain], progress.eta_seconds)
+        if progress.in_flight is not None:
+            in_flight.add_metric([chain], float(progress.in_flight))
+    cap = GaugeMetricFamily("blockchain_rpc_max_block_range", "Most blocks the provider answers in one eth_getLogs "
+                            "(<PREFIX>_RPC_MAX_BLOCK_RANGE, or learnt from its refusal)", labels=["chain", "provider"])
+    for chain, role, blocks in _rows("SELECT chain, role, max_block_range FROM chain_rpc_providers "
+                                     "WHERE max_block_range IS NOT NULL"):
+        cap.add_metric([chain, role], float(blocks))
+    return [active, done, total, events, rate, eta, in_flight, cap]

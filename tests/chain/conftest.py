@@ -333,11 +333,13 @@ def chain_settings(settings, deployment):
 
 
 @pytest.fixture
-def small_batches(chain_settings):
-    """chain_settings with batches of 5 blocks, so the module's market takes many ranges (test_sync and
-    test_sync_remote)."""
+def small_batches(chain_settings, monkeypatch):
+    """chain_settings with requests and transactions of at most 5 blocks: many of them, even over a small market
+    (a transaction ends at its fifth block, not a second later)."""
+    from chain import pipeline
     from chain.config import get_chain_config
 
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
     chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
     assert get_chain_config("bsc").batch_blocks == 5
     return chain_settings
@@ -437,13 +439,14 @@ def dead_url() -> str:
 
 class FaultyRpc:
     """A JSON-RPC forwarder to the real node that injects faults: `fault(body)` may answer a request itself
-    ((status, body[, headers]) or None to forward it); `delay` is added to every request. It records each
+    ((status, body[, headers]) or None to forward it); `delay` is added to every request. With `stretch` (a
+    chain.stretched.StretchedChain), it serves that longer chain instead of the node's own. It records each
     request's time and body, and the most requests it held at once."""
 
-    def __init__(self, upstream: str, fault=None, delay: float = 0.0):
+    def __init__(self, upstream: str, fault=None, delay: float = 0.0, stretch=None):
         from tests.local_http import LocalHttpServer
 
-        self.upstream, self.fault, self.delay = upstream, fault, delay
+        self.upstream, self.fault, self.delay, self.stretch = upstream, fault, delay, stretch
         self.requests: list[tuple[float, object]] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -468,6 +471,8 @@ class FaultyRpc:
             answer = self.fault(body) if self.fault else None
             if answer is not None:
                 return answer
+            if self.stretch is not None:
+                return 200, self.stretch.answer(body)
             return 200, requests.post(self.upstream, data=raw, headers={"Content-Type": "application/json"},
                                       timeout=60).content
         finally:
@@ -483,8 +488,8 @@ def faulty_rpc(anvil_node):
     """FaultyRpc in front of the module's node; closed after the test."""
     proxies = []
 
-    def make(fault=None, delay: float = 0.0) -> FaultyRpc:
-        proxies.append(FaultyRpc(anvil_node.url, fault, delay))
+    def make(fault=None, delay: float = 0.0, stretch=None) -> FaultyRpc:
+        proxies.append(FaultyRpc(anvil_node.url, fault, delay, stretch))
         return proxies[-1]
 
     yield make

@@ -108,6 +108,9 @@ def test_config_an_unknown_owner_mode_names_the_variable():
     ("BASE_CHAIN_ID", "-8453", "BASE_CHAIN_ID is -8453: use the chain's id"),
     ("BASE_RPC_MAX_RPS", "-1", "BASE_RPC_MAX_RPS is -1: use a number of requests per second"),
     ("BASE_SYNC_MAX_IN_FLIGHT", "0", "BASE_SYNC_MAX_IN_FLIGHT is 0: use 1"),
+    ("BASE_RPC_MAX_BLOCK_RANGE", "-1", "BASE_RPC_MAX_BLOCK_RANGE is -1: use the most blocks the provider allows"),
+    ("BASE_RPC_FALLBACK_MAX_BLOCK_RANGE", "-5000",
+     "BASE_RPC_FALLBACK_MAX_BLOCK_RANGE is -5000: use the most blocks the fallback provider allows"),
     ("BASE_MIN_GAS_BALANCE", "-0.1", "BASE_MIN_GAS_BALANCE is '-0.1': use an amount of the chain's native coin"),
     ("BASE_MIN_GAS_BALANCE", "lots", "BASE_MIN_GAS_BALANCE is 'lots': use an amount"),
     ("BASE_MIN_GAS_BALANCE", "NaN", "BASE_MIN_GAS_BALANCE is 'NaN': use an amount"),
@@ -140,11 +143,20 @@ def test_config_accepts_the_edges_of_each_range():
     chain = chains_from_env({"CHAINS": "base", "BASE_CONFIRMATIONS": "0", "BASE_START_BLOCK": "0",
                              "BASE_SYNC_BATCH_BLOCKS": "1", "BASE_POLL_SECONDS": "0.5", "BASE_BLOCK_TIME": "0.25",
                              "BASE_RPC_MAX_RPS": "0", "BASE_SYNC_MAX_IN_FLIGHT": "1", "BASE_MIN_GAS_BALANCE": "0",
-                             "BASE_CHAIN_ID": "1"}, production=False)["base"]
+                             "BASE_RPC_MAX_BLOCK_RANGE": "0", "BASE_CHAIN_ID": "1"}, production=False)["base"]
     assert (chain["confirmations"], chain["start_block"], chain["batch_blocks"], chain["poll_seconds"],
             chain["block_time"], chain["min_gas_balance"]) == (0, 0, 1, 0.5, 0.25, "0")
     # A chain without a provider may leave its id unknown (0) until a local deployment fills it in.
     assert chains_from_env({"CHAINS": "base"}, production=False)["base"]["chain_id"] == 0
+
+
+def test_config_the_fallbacks_block_range_cap_is_the_primarys_unless_it_has_its_own():
+    chains = chains_from_env({"BSC_RPC_MAX_BLOCK_RANGE": "10000", "ETH_RPC_MAX_BLOCK_RANGE": "10000",
+                              "ETH_RPC_FALLBACK_MAX_BLOCK_RANGE": "5"}, production=False)
+    assert (chains["bsc"]["max_block_range"], chains["bsc"]["fallback_max_block_range"]) == (10_000, 10_000)
+    assert (chains["ethereum"]["max_block_range"], chains["ethereum"]["fallback_max_block_range"]) == (10_000, 5)
+    unset = chains_from_env({}, production=False)["bsc"]
+    assert (unset["max_block_range"], unset["fallback_max_block_range"]) == (0, 0), "none known: learnt from refusals"
 
 
 # ------------------------------------------------------------------ a third chain, by environment alone
@@ -185,7 +197,8 @@ print(json.dumps({
     "schedules": {s.name: s.queue for s in schedules() if "-base-" in s.name},
     "beat": list(PeriodicTask.objects.filter(name__contains="base").values_list("name", "queue", "kwargs")),
     "tiles": [t.key for t in _health_tiles() + _sync_tiles(timezone.now()) + _contract_tiles()],
-    "status_page": [status_page.status_code, settings.CHAINS["base"]["escrow"].lower() in status_page.content.decode().lower()],
+    "status_page": [status_page.status_code,
+                    settings.CHAINS["base"]["escrow"].lower() in status_page.content.decode().lower()],
 }))
 """  # noqa: E501 - the script is a string: wrapping its lines would change the string
 

@@ -1,8 +1,14 @@
-"""Splitting a fetched batch into parts for the pipeline (chain.fetch.split): pure, no chain needed."""
+"""Splitting a fetched batch into parts for the pipeline (chain.fetch.split) and sizing the next range
+(chain.fetch.next_size): pure, no chain needed."""
 from __future__ import annotations
 
+from chain.config import ChainConfig
 from chain.events import Log
-from chain.fetch import Batch, split
+from chain.fetch import Batch, FetchRules, next_size, split
+
+CFG = ChainConfig(key="bsc", name="BNB Smart Chain", chain_id=56, rpc_url="", rpc_fallback="", escrow="",
+                  arbitrator_pool="", start_block=0, confirmations=0, block_time=0.75, poll_seconds=3.0,
+                  batch_blocks=10_000)
 
 
 def _log(block: int, index: int) -> Log:
@@ -32,3 +38,40 @@ def test_split_never_cuts_inside_a_block_and_leaves_small_batches_whole():
     assert split(one_block, 50) == [one_block]
     small = _batch({2: 30, 3: 30}, to_block=9)
     assert split(small, 50) == [small]
+
+
+def _spanning(from_block: int, to_block: int, per_block: dict[int, int]) -> Batch:
+    logs = [_log(block, i) for block, n in sorted(per_block.items()) for i in range(n)]
+    return Batch(from_block, to_block, None, logs)
+
+
+def test_next_size_grows_eightfold_after_an_empty_range_and_twofold_after_a_sparse_one():
+    assert next_size(CFG, _spanning(1, 10, {}), 5_000) == 80
+    assert next_size(CFG, _spanning(1, 10, {5: 1}), 5_000) == 20
+    # Reaching a 5,000-block cap from the first ten blocks takes four requests, not ten.
+    size, sizes = 10, []
+    while size < 5_000:
+        size = next_size(CFG, _spanning(1, size, {}), 5_000, widest=5_000)
+        sizes.append(size)
+    assert sizes == [80, 640, 5_000]
+    assert next_size(CFG, _spanning(1, 10, {}), 5_000, empty_growth=FetchRules.before_caps().empty_growth) == 20
+
+
+def test_next_size_keeps_to_the_density_seen_the_cap_and_batch_blocks():
+    assert next_size(CFG, _spanning(1, 100, {50: 2_500}), 5_000) == 200  # 25 logs a block: 200 blocks
+    assert next_size(CFG, _spanning(1, 100, {50: 10_000}), 5_000) == 50
+    assert next_size(CFG, _spanning(1, 8_000, {}), 5_000) == 10_000, "batch_blocks bounds a range without a cap"
+    assert next_size(CFG, _spanning(1, 8_000, {}), 5_000, widest=5_000) == 5_000
+    assert next_size(CFG, _spanning(1, 1, {1: 9_000}), 5_000, widest=5_000) == 1, "never below one block"
+
+
+def test_next_size_compounds_over_a_windows_answers_within_what_each_answers_density_allows():
+    # Four ranges of 20 blocks in flight come back empty one after another: the size in use doubles at each
+    # (or is eight times the range), so the window reaches the cap within one round trip.
+    size = 20
+    for _ in range(4):
+        size = next_size(CFG, _spanning(1, 20, {}), 5_000, widest=5_000, current=size)
+    assert size == 1_280
+    assert next_size(CFG, _spanning(1, 20, {}), 5_000, widest=5_000, current=4_000) == 5_000
+    # A busy answer keeps the next range to its density, whatever the size in use.
+    assert next_size(CFG, _spanning(1, 20, {10: 2_000}), 5_000, current=4_000) == 50

@@ -27,6 +27,7 @@ def small_transactions(chain_settings, monkeypatch):
     monkeypatch.setattr(fetch, "FIRST_CHUNK_BLOCKS", 1)
     monkeypatch.setattr(fetch, "CHUNK_LOGS", 40)
     monkeypatch.setattr(pipeline, "TARGET_LOGS", 150)
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
     monkeypatch.setattr(sync, "PIPELINE_MIN_BLOCKS", 1)
     return chain_settings
 
@@ -123,15 +124,13 @@ def test_pipelined_sync_failing_to_fetch_mid_run_keeps_whole_transactions_and_th
         small_transactions, chain_market, anvil_node, deployment):
     client = get_client("bsc")
     real_get_logs = client.get_logs
-    calls = []
 
-    def dies_after_eight_requests(*args):
-        calls.append(args)
-        if len(calls) > 8:
+    def dies_past_the_timeouts(from_block, *args):
+        if from_block >= chain_market.phase_blocks["timeouts"]:
             raise ConnectionError("provider gone")
-        return real_get_logs(*args)
+        return real_get_logs(from_block, *args)
 
-    client.get_logs = dies_after_eight_requests
+    client.get_logs = dies_past_the_timeouts
     with pytest.raises(ConnectionError):
         sync_chain("bsc")
     cursor = EventSyncCursor.objects.get(chain="bsc")

@@ -1,5 +1,6 @@
-"""Providers' limits: rate-limit answers waited out without opening the breaker, the request budget, and a wide
-eth_getLogs that times out, on a real anvil behind a forwarder that injects the fault."""
+"""Providers' limits: rate-limit answers waited out without opening the breaker, the request budget, a wide
+eth_getLogs that times out, and each provider's eth_getLogs block cap (configured or read from its refusal), on a
+real anvil behind a forwarder that injects the fault."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,17 @@ from email.utils import format_datetime
 
 import pytest
 
-from chain.rpc import ProviderUnavailable, RangeTimedOut, RpcClient
-from chain.rpc_limits import TokenBucket, _rate_limit_in, retry_after_seconds
+from chain.rpc import ProviderUnavailable, RangeOverCap, RangeTimedOut, RpcClient
+from chain.rpc_limits import (
+    LEARNT_RANGE_SECONDS,
+    InFlightWindow,
+    RangeCap,
+    TokenBucket,
+    _rate_limit_in,
+    range_limit_in,
+    retry_after_seconds,
+    suggested_range_end,
+)
 
 pytestmark = pytest.mark.anvil
 
@@ -296,6 +306,161 @@ def test_rpc_client_single_block_get_logs_timeout_is_a_provider_failure(anvil_no
     client = RpcClient("bsc", [("primary", proxy.url), ("fallback", anvil_node.url)], timeout=0.4)
     assert client.get_logs(0, 0, ["0x" + "11" * 20]) == []
     assert client.providers[0].failures == 1 and client.last_provider.role == "fallback"
+
+
+# ---------------------------------------------------------------------------- each provider's block range cap
+
+# Refusals for range size as providers word them, and the limit each names.
+PROVIDER_RANGE_REFUSALS = [
+    ("QuickNode", -32614, "eth_getLogs is limited to a 10,000 range", 10_000),
+    ("QuickNode trial", -32614, "eth_getLogs is limited to a 5 range", 5),
+    ("Alchemy", -32600, "You can make eth_getLogs requests with up to a 500 block range. Based on your parameters, "
+                        "this block range should work: [0x123c9b2, 0x123cba5]", 500),
+    ("Alchemy free tier", -32600, "Under the Free tier plan, you can make eth_getLogs requests with up to a 10 block "
+                                  "range. Based on your parameters, this block range should work: [0x1, 0xa]", 10),
+    ("Alchemy, older", -32602, "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block "
+                               "range and no limit on the response size, or you can request any block range with a cap "
+                               "of 10K logs in the response.", 2_000),
+    ("BSC's own nodes", -32000, "exceed maximum block range: 5000", 5_000),
+    ("Infura", -32602, "range 1000000 exceeds limit of 10000", 10_000),
+    ("Ankr", -32600, "maximum [from, to] blocks distance: 10000", 10_000),
+    ("Frontier (Moonbeam)", -32603, "block range is too wide (maximum 1024)", 1_024),
+    ("geth forks", -32000, "block range is larger than max block range, block range = 5120, max block range = 5000",
+     5_000),
+    ("Avalanche", -32000, "requested too many blocks from 0 to 100000, maximum is set to 2048", 2_048),
+    ("BlockPI", -32000, "eth_getLogs is limited to 1024 block range", 1_024),
+    ("Blast", -32000, "eth_getLogs exceeds the range allowed for your plan (10001 > 5000)", 5_000),
+    ("Coinbase", -32000, "please limit the query to at most 10000 blocks", 10_000),
+    ("Hyperliquid", -32000, "query exceeds max block range 1000", 1_000),
+    ("Cloudflare", -32047, "Max range: 800", 800),
+    ("thirdweb", -32602, "Maximum allowed number of requested blocks is 1000", 1_000),
+    ("merkle", -32000, "eth_getLogs range is too large, max is 10k blocks", 10_000),
+]
+
+
+@pytest.mark.parametrize("provider, code, message, limit", PROVIDER_RANGE_REFUSALS,
+                         ids=[p for p, *_ in PROVIDER_RANGE_REFUSALS])
+def test_range_limit_in_reads_each_providers_wording(provider, code, message, limit):
+    assert range_limit_in(message) == limit
+    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}}
+    # A refusal for its size, never a rate limit (even under -32005 or with "limit" in it).
+    assert _rate_limit_in({"method": "eth_getLogs", "params": [{}]}, body) is None
+
+
+@pytest.mark.parametrize("message", [
+    "query returned more than 10000 results. Try with this block range [0x10, 0x2f].",  # logs, not blocks
+    "logs matched by query exceeds limit of 10000",
+    "credits limited to 6000/sec",  # QuickNode's rate limit
+    "Block range limit exceeded.",  # a refusal naming no limit: halved, as before
+    "failed to fetch logs for block range 0x10-0x20: upstream timeout",
+])
+def test_range_limit_in_finds_no_block_limit_where_none_is_named(message):
+    assert range_limit_in(message) is None
+
+
+def test_suggested_range_end_reads_infuras_and_alchemys_suggestion_from_the_same_block():
+    assert suggested_range_end("query returned more than 10000 results. Try with this block range "
+                               "[0x10, 0x2f].", 0x10) == 0x2f
+    assert suggested_range_end("this block range should work: [0x123c9b2, 0x123cba5]", 0x123c9b2) == 0x123cba5
+    assert suggested_range_end("Try with this block range [0x10, 0x2f].", 0x11) is None  # another range's
+    assert suggested_range_end("exceed maximum block range: 5000", 0x10) is None
+
+
+def test_range_cap_is_never_below_one_block_and_always_narrower_than_the_refused_range():
+    cap = RangeCap()
+    assert cap.blocks() is None and cap.source() == ""
+    assert cap.learn(0, 10, "eth_getLogs is limited to a 0 range") == 1
+    cap = RangeCap()
+    # "up to a 500 block range" refusing 500 blocks: the limit was counted another way; 499 cannot be refused again.
+    assert cap.learn(500, 500, "up to a 500 block range") == 499
+    assert cap.learn(5_000, 10_000, "exceed maximum block range: 5000") == 499, "a cap learnt is only ever lowered"
+    assert RangeCap().learn(1, 1, "limited to a 1 range") == 1
+
+
+def test_range_cap_configured_and_learnt_the_lower_wins_and_the_learnt_one_expires():
+    cap = RangeCap(configured=10_000)
+    assert (cap.blocks(), cap.source()) == (10_000, "configured")
+    cap.learn(2_000, 10_000, "up to a 2K block range", now=100.0)
+    assert (cap.blocks(now=101.0), cap.source(now=101.0)) == (2_000, "learnt")
+    assert cap.refusal == "up to a 2K block range" and cap.learnt_at is not None
+    later = 100.0 + LEARNT_RANGE_SECONDS + 1
+    assert (cap.blocks(now=later), cap.source(now=later)) == (10_000, "configured"), "a plan upgraded is found again"
+
+
+def test_rpc_client_holds_each_provider_to_its_own_cap_without_asking_it(anvil_node, faulty_rpc):
+    primary, fallback = faulty_rpc(), faulty_rpc()
+    client = RpcClient("bsc", [("primary", primary.url), ("fallback", fallback.url)],
+                       max_block_ranges={"primary": 10, "fallback": 4})
+    address = ["0x" + "11" * 20]
+    assert client.get_logs(0, 9, address) == [] and client.block_range_cap() == 10
+    with pytest.raises(RangeOverCap) as refused:
+        client.get_logs(0, 10, address)
+    assert (refused.value.cap, refused.value.provider) == (10, "primary")
+    assert len(primary.get_logs_spans()) == 1, "refused here: the provider never saw it"
+    client.providers[0].breaker.state, client.providers[0].breaker.opened_at = "open", time.monotonic()
+    with pytest.raises(RangeOverCap) as refused:  # the fallback's turn: its own, smaller cap
+        client.get_logs(0, 9, address)
+    assert (refused.value.cap, refused.value.provider) == (4, "fallback")
+    assert client.get_logs(0, 3, address) == [] and client.last_provider.role == "fallback"
+    assert client.block_range_cap() == 4 and fallback.get_logs_spans() == [4]
+
+
+def test_rpc_client_keeps_a_learnt_cap_per_provider_and_shows_it(anvil_node, faulty_rpc):
+    client = RpcClient("bsc", [("primary", anvil_node.url), ("fallback", anvil_node.url)],
+                       max_block_ranges={"fallback": 2_000})
+    assert client.learn_block_range("primary", 10_000, 20_000, "eth_getLogs is limited to a 10,000 range") == 10_000
+    assert client.learn_block_range("fallback", 5_000, 10_000, "exceed maximum block range: 5000") == 2_000
+    shown = {p["role"]: p for p in client.snapshot()}
+    assert (shown["primary"]["max_block_range"], shown["primary"]["max_block_range_source"]) == (10_000, "learnt")
+    assert shown["primary"]["max_block_range_refusal"] == "eth_getLogs is limited to a 10,000 range"
+    assert shown["primary"]["max_block_range_learnt_at"] is not None
+    assert (shown["fallback"]["max_block_range"], shown["fallback"]["max_block_range_source"]) == (2_000, "configured")
+    assert shown["fallback"]["max_block_range_refusal"] == ""
+
+
+# ---------------------------------------------------------------------------- requests in flight
+
+
+def test_in_flight_window_grows_to_its_ceiling_while_light_answers_come_as_fast_as_ever():
+    window = InFlightWindow(8)
+    assert window.current() == 4
+    for _ in range(10):
+        window.answered(0.05, 0, now=1.0)
+    assert window.current() == 8
+    # A busy hour: a few heavy answers barely move it; a dense history brings it back to the window it had before
+    # (the CPU sets the pace there).
+    for _ in range(5):
+        window.answered(0.5, 5_000, now=1.0)
+    assert window.current() == 7
+    for _ in range(30):
+        window.answered(0.5, 5_000, now=1.0)
+    assert window.current() == 4
+
+
+def test_in_flight_window_halves_on_a_rate_limit_once_per_burst_then_grows_back_slowly():
+    window = InFlightWindow(8, start=8)
+    for _ in range(8):  # the window's eight answers, rate limited together
+        window.rate_limited(now=10.0)
+    assert window.current() == 4 and window.halvings == 1
+    window.answered(0.05, 0, now=10.5)
+    assert window.current() == 4, "no growth right after it"
+    window.rate_limited(now=11.5)
+    assert window.current() == 2 and window.halvings == 2
+    for _ in range(4):
+        window.answered(0.05, 0, now=13.0)
+    assert window.current() == 3, "half a request per answer above the threshold a rate limit left"
+    for _ in range(5):
+        window.rate_limited(now=20.0 + _ * 2)
+    assert window.current() == 1, "never below one"
+
+
+def test_in_flight_window_shrinks_when_answers_slow_down_as_it_grows():
+    window = InFlightWindow(16, start=16)
+    window.answered(0.05, 0, now=1.0)  # the fastest: 50 ms
+    for _ in range(6):  # a provider serving them one after another: 16 in flight take 16 times as long
+        window.answered(0.05 * window.current(), 0, now=1.0)
+    assert window.current() <= 10
+    assert window.threshold <= 10
 
 
 # ---------------------------------------------------------------------------- counters from outside the sync

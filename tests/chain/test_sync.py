@@ -70,9 +70,8 @@ def assert_mirror_equals_chain(node, deployment) -> None:
     mirrored_keys = sorted(ChainEvent.objects.filter(chain="bsc", decode_error="").values_list("tx_hash", "log_index"))
     assert mirrored_keys == expected_keys
     hashes = {(log["transactionHash"].lower(), int(log["logIndex"], 16)): log["blockHash"].lower() for log in logs}
-    assert all(hashes[(tx, i)] == h for tx, i, h in
-               ChainEvent.objects.filter(chain="bsc", decode_error="")
-               .values_list("tx_hash", "log_index", "block_hash"))
+    stored = ChainEvent.objects.filter(chain="bsc", decode_error="").values_list("tx_hash", "log_index", "block_hash")
+    assert all(hashes[(tx, i)] == h for tx, i, h in stored)
 
     # Orders, one by one, against orders(uint256).
     next_id = escrow.functions.nextOrderId().call(block_identifier=at)

@@ -1,5 +1,6 @@
 """The sync over a distant, limited provider: several eth_getLogs in flight, ranges shrunk on timeouts, rate limits
-waited out; the mirror equals the chain every time (real anvil and PostgreSQL, a forwarder only to inject faults)."""
+waited out, a provider's block cap learnt from its refusal, empty stretches crossed in few requests; the mirror
+equals the chain every time (real anvil and PostgreSQL, a forwarder only to inject faults and stretch the chain)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,10 @@ import threading
 import pytest
 
 from chain import local
+from chain.fetch import FetchRules
 from chain.models import ChainEvent, EventSyncCursor, RpcProvider
-from chain.rpc import ProviderUnavailable, reset_clients
+from chain.rpc import ProviderUnavailable, get_client, reset_clients
+from chain.stretched import StretchedChain
 from chain.sync import sync_chain
 
 from .test_rpc_limits import slow_wide_get_logs
@@ -133,3 +136,167 @@ def test_sync_waits_out_rate_limits_and_counts_them(
     assert primary.state == "closed" and primary.failures == 0 and primary.in_use
     assert primary.rate_limited == len(answered) // 3 and primary.rate_limit_wait_seconds > 0
     assert_mirror_equals_chain(anvil_node, deployment)
+
+
+# ---------------------------------------------------------------------------- a long, sparse history
+
+
+GAP = 100_000  # an empty stretch (about 21 hours of BSC blocks) between the market's busy blocks
+TAIL = 30_000  # and a quiet stretch from its last trade to the head
+RANGE_CAP = 5_000  # the provider's eth_getLogs block limit (BSC's own nodes)
+
+
+@pytest.fixture
+def stretched(chain_market, anvil_node, deployment) -> StretchedChain:
+    """The module's market on a longer chain: its blocks up to the resolutions where they are, an empty stretch of
+    GAP blocks, the rest, and TAIL quiet blocks up to the head."""
+    base, real_head = deployment.deploy_block, anvil_node.head()
+    cut = chain_market.phase_blocks["resolve"]
+    positions = [r + (GAP if r >= cut else 0) for r in range(base + 1, real_head + 1)]
+    return StretchedChain(anvil_node.url, base, positions, positions[-1] + TAIL)
+
+
+def capped(stretch: StretchedChain, *, max_blocks: int = RANGE_CAP, max_logs: int = 0, refused: list | None = None):
+    """A provider that refuses eth_getLogs over `max_blocks` blocks in the words of BSC's own nodes and, with
+    `max_logs`, answers over that many logs with Infura's refusal and the range it suggests (the last block before the
+    first log past the limit). Each refusal is appended to `refused` as (kind, blocks)."""
+    refused = [] if refused is None else refused
+
+    def fault(body):
+        if not (isinstance(body, dict) and body.get("method") == "eth_getLogs"):
+            return None
+        query = body["params"][0]
+        frm, to = int(query["fromBlock"], 16), int(query["toBlock"], 16)
+        if to - frm + 1 > max_blocks:
+            refused.append(("range", to - frm + 1))
+            return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+                "code": -32000, "message": f"exceed maximum block range: {max_blocks}"}}).encode()
+        answer = stretch.answer(body)
+        logs = json.loads(answer)["result"]
+        if max_logs and len(logs) > max_logs:
+            refused.append(("logs", to - frm + 1))
+            end = max(frm, int(logs[max_logs]["blockNumber"], 16) - 1)
+            return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+                "code": -32005, "message": f"query returned more than {max_logs} results. Try with this block range "
+                                           f"[{hex(frm)}, {hex(end)}]."}}).encode()
+        return 200, answer
+
+    return fault
+
+
+def stretched_logs(node, deployment, stretch: StretchedChain) -> list[tuple[str, int, int]]:
+    """(tx hash, log index, block number on the stretched chain) of every log of the contracts."""
+    return sorted((log["transactionHash"].lower(), int(log["logIndex"], 16),
+                   stretch.virtual(int(log["blockNumber"], 16))) for log in chain_logs(node, deployment, node.head()))
+
+
+def assert_events_are_the_stretched_chains(node, deployment, stretch: StretchedChain) -> None:
+    """Every log once, at its block on the stretched chain: nothing lost, nothing twice."""
+    assert sorted(ChainEvent.objects.filter(chain="bsc").values_list("tx_hash", "log_index", "block_number")) == \
+        stretched_logs(node, deployment, stretch)
+
+
+def in_gap(stretch: StretchedChain, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The requested ranges lying wholly inside the empty stretch."""
+    lo = max(p for p in stretch.positions if p < stretch.positions[-1] - GAP) + 1
+    return [(frm, to) for frm, to in spans if lo <= frm and to < lo + GAP]
+
+
+def get_logs_ranges(proxy) -> list[tuple[int, int]]:
+    return [(int(b["params"][0]["fromBlock"], 16), int(b["params"][0]["toBlock"], 16))
+            for _, b in proxy.requests if isinstance(b, dict) and b.get("method") == "eth_getLogs"]
+
+
+def test_sync_learns_the_providers_cap_from_its_refusal_and_crosses_an_empty_stretch_in_few_requests(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
+    refused = []
+    proxy = faulty_rpc(capped(stretched, refused=refused), delay=0.01, stretch=stretched)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    # The refusal named 5,000: the cap from then on. Only ranges already on their way when it came were refused.
+    assert refused and len(refused) <= 4, refused
+    provider = RpcProvider.objects.get(chain="bsc", role="primary")
+    assert (provider.max_block_range, provider.max_block_range_source) == (RANGE_CAP, "learnt")
+    assert provider.max_block_range_refusal == f"exceed maximum block range: {RANGE_CAP}"
+    assert provider.state == "closed" and provider.failures == 0
+    ranges = get_logs_ranges(proxy)
+    last_refused = max(i for i, (frm, to) in enumerate(ranges) if to - frm + 1 > RANGE_CAP)
+    assert all(to - frm + 1 <= RANGE_CAP for frm, to in ranges[last_refused + 1:]), "never asked wider again"
+    # 100,000 empty blocks at 5,000 a request: 20; about ten more while the ranges grow from the busy blocks' 20 to
+    # the cap (doubling at each answer: a couple of round trips); and the ranges already out when the refusal came,
+    # each asked again within the cap. 2,000-block ranges growing twofold from one answer to the next (the old
+    # logic) take over 55.
+    crossing = in_gap(stretched, ranges)
+    assert len(crossing) <= GAP // RANGE_CAP + 16, str([(f, t - f + 1) for f, t in crossing])
+    assert result.batches < 2 * (GAP + TAIL) // RANGE_CAP
+
+
+def test_sync_follows_the_range_a_provider_suggests_when_a_busy_stretch_passes_its_result_cap(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
+    refused = []
+    proxy = faulty_rpc(capped(stretched, max_logs=100, refused=refused), stretch=stretched)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    too_many = [blocks for kind, blocks in refused if kind == "logs"]
+    assert too_many, "the busy stretch held more than 100 logs"
+    # Each refusal's suggestion is asked next and answered: a busy range costs one refusal, not one per halving.
+    answered_busy = [frm for frm, to in get_logs_ranges(proxy) if (frm, to) not in too_many]
+    assert len(too_many) <= len(answered_busy)
+    provider = RpcProvider.objects.get(chain="bsc", role="primary")
+    assert provider.getlogs_splits_too_big == len(refused) and provider.failures == 0
+
+
+def test_sync_keeps_fewer_requests_in_flight_once_the_provider_answers_429(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
+    capped_provider, limited = capped(stretched), []
+
+    def at_most_two_at_once(body):
+        """A plan that allows two requests at a time: a third one gets HTTP 429."""
+        if isinstance(body, dict) and body.get("method") == "eth_getLogs" and proxy.in_flight > 2:
+            limited.append(body["params"][0]["fromBlock"])
+            return 429, b'{"jsonrpc": "2.0", "error": {"code": 429, "message": "Too Many Requests"}}', \
+                {"Retry-After": "0.05"}
+        return capped_provider(body)
+
+    proxy = faulty_rpc(at_most_two_at_once, delay=0.02, stretch=stretched)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=8)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    window = get_client("bsc").window
+    assert limited and window.halvings >= 1
+    assert window.current() <= 3, "it keeps to about what the plan allows"
+    get_logs = len(get_logs_ranges(proxy))
+    assert len(limited) < get_logs / 3, (len(limited), get_logs)
+    primary = RpcProvider.objects.get(chain="bsc", role="primary")
+    assert primary.rate_limited == len(limited) and primary.failures == 0 and primary.state == "closed"
+
+
+def test_sync_of_a_long_capped_history_gives_the_same_mirror_as_one_request_at_a_time_with_the_old_ranges(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
+    one = faulty_rpc(capped(stretched, max_logs=150), delay=0.005, stretch=stretched)
+    through(chain_settings, deployment, tmp_path, one, in_flight=1, batch_blocks=2_000)
+    before = sync_chain("bsc", max_seconds=600, rules=FetchRules.before_caps())
+    expected = mirror_contents()
+    assert one.max_in_flight == 1
+
+    local.reset_mirror()
+    many = faulty_rpc(capped(stretched, max_logs=150), delay=0.005, stretch=stretched)
+    through(chain_settings, deployment, tmp_path, many, in_flight=8, batch_blocks=10_000)
+    now = sync_chain("bsc", max_seconds=600)
+
+    assert before.to_block == now.to_block == stretched.head and before.events == now.events
+    assert len(many.requests) < len(one.requests) / 2, (len(many.requests), len(one.requests))
+    got = mirror_contents()
+    # The block hashes kept for the reorg check are those of the last transactions' blocks, which end where each
+    # run's ranges did; every other table is the same row for row.
+    assert {k: v for k, v in got.items() if k != "chain_block_hashes"} == \
+        {k: v for k, v in expected.items() if k != "chain_block_hashes"}
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)

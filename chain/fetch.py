@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .config import ChainConfig
@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK_LOGS = 5_000  # logs per eth_getLogs request once the chain's density is known
 FIRST_CHUNK_BLOCKS = 10
+# Ranges asked for and not handed on yet, at most: those answered behind a busy range that is still out (refused,
+# narrowed, then decoded: about a second) keep the window full meanwhile, at 8 in flight and 50 ms ~150 a second.
+WINDOW_RANGES = 256
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,18 @@ class Prefetcher:
         self._queued = 0  # logs in the queue (an empty batch: one)
         self._room = threading.Condition()
         self._stop = threading.Event()
+        # The window of ranges asked for, oldest first, and where the next begins: shared by the handing-on
+        # thread and the request threads refilling it (`_fill`), under `_lock`.
+        self._lock = threading.Lock()
+        self._window: deque[Future] = deque()
+        self._frm, self._size = start, min(cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
+        self._sized, self._frontier = False, -1  # frontier: the last range the size was taken from
+        self._out = 0  # requests started and not answered
+        self._held = 0  # logs answered and not handed on yet (an empty batch: one), as counted in _counted
+        self._counted: dict[Future, int] = {}
+        self._closed = self._failed = False
+        self._wake = threading.Event()  # a request answered or the consumer took a batch: the window may fill again
+        self._pool: ThreadPoolExecutor | None = None
         self._thread = threading.Thread(target=self._run, name=f"fetch-{cfg.key}", daemon=True)
 
     def __enter__(self) -> "Prefetcher":
@@ -261,59 +276,112 @@ class Prefetcher:
         self._queue.put(item)
         return True
 
-    def _held(self, window: deque[Future]) -> int:
-        """Logs in the ranges answered and not yet handed on (those of a failed range: none)."""
-        return sum(self._weight(b) for f in window if f.done() and not f.exception() for b in f.result())
-
     def _run(self) -> None:
-        pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"getlogs-{self.cfg.key}")
-        window: deque[Future] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix=f"getlogs-{self.cfg.key}")
         try:
-            self._fetch(pool, window)
+            self._hand_on()
         except BaseException as exc:  # handed to the consumer, raised in its thread
             self._queue.put(exc)
             return
         finally:
+            with self._lock:
+                self._closed = True  # no request starts after this, from any thread
             # Ranges after a failure are dropped unread; those in flight end within the RPC timeout.
-            pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.put(None)
 
-    def _fetch(self, pool: ThreadPoolExecutor, window: deque[Future]) -> None:
-        frm, size = self.start, min(self.cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
-        sized, frontier = False, -1  # frontier: the last range the size was taken from
+    def _hand_on(self) -> None:
+        """Hand the answered ranges on strictly in block order (the oldest range first), filling the window as
+        they go. Requests are also refilled by each request as it ends (`_answered`), so this thread only
+        waits on the oldest range."""
         while not self._stop.is_set():
-            # Fill the window: one request until the chain's density is known, then as many as the provider's
-            # answers allow (the client's InFlightWindow, up to `in_flight`), each range sized on the latest
-            # density seen, and within the cap known now (one may have been learnt meanwhile). Ranges answered
-            # behind one still in flight wait their turn without holding a request back, within the memory bound.
-            limit = min(self.in_flight, self.client.window.current()) if sized else 1
-            while (frm <= self.target and sum(not f.done() for f in window) < limit
-                   and len(window) < 8 * limit and self._held(window) + self._queued < self.ahead
-                   and (frm == self.start or time.monotonic() < self.deadline)):
-                to = min(frm + min(size, widest_range(self.client) or size) - 1, self.target)
-                window.append(pool.submit(fetch_range, self.cfg, self.client, frm, to, self.known_tokens,
-                                          rules=self.rules, hash_from=self.hash_from))
-                frm = to + 1
-            if not window:
-                return
-            # The next ranges lie beyond every range asked for: each is sized on the latest answer for the
-            # furthest blocks (an earlier range answering late says less about what comes next).
-            for answered in window:
-                if answered.done() and not answered.exception() and answered.result()[-1].from_block > frontier:
-                    last = answered.result()[-1]
-                    frontier = last.from_block
-                    size = next_size(self.cfg, last, self.chunk_logs, widest=widest_range(self.client),
-                                     empty_growth=self.rules.empty_growth,
-                                     current=size if sized and self.rules.compound else None)
-                    sized = True
-            if not window[0].done():  # the oldest is still out: wait for any answer, then fill again
-                wait([f for f in window if not f.done()], timeout=1.0, return_when=FIRST_COMPLETED)
+            self._wake.clear()  # before looking: a wake-up from here on is not lost
+            self._fill()
+            with self._lock:
+                oldest = self._window[0] if self._window else None
+                if oldest is None and self._finished():
+                    return
+            if oldest is None:  # nothing out, more to fetch: the last answer's thread or the consumer will make room
+                self._wake.wait(0.05)
                 continue
-            for batch in window.popleft().result():  # strictly in block order: the oldest range first
+            if not oldest.done():
+                wait([oldest], timeout=1.0)
+                continue
+            with self._lock:
+                self._window.popleft()
+                self._held -= self._counted.pop(oldest, 0)
+            for batch in oldest.result():
                 self.known_tokens.update(batch.token_meta)  # read once, not again by later requests
                 for part in split(batch, self.chunk_logs):
                     if not self._put(part):
                         return
+
+    def _finished(self) -> bool:
+        """No range will be asked for any more: the target reached, a range failed, or the deadline passed."""
+        return (self._frm > self.target or self._failed
+                or (self._frm != self.start and time.monotonic() >= self.deadline))
+
+    def _answered(self, future: Future) -> None:
+        """A request ended: note what it says (the next ranges' size, the logs now held, a failure), then start
+        the next requests from its own thread before it goes back to the pool, which takes the next range at once
+        (no thread has to wake up for the slot to be refilled). An error here is raised again by the handing-on
+        thread's own `_fill`."""
+        if future.cancelled():  # the pool shut down after a failure or a stop: nothing more to start
+            return
+        with self._lock:
+            self._out -= 1
+            if future.exception() is not None:
+                self._failed = True
+                self._wake.set()
+                return
+            batches = future.result()
+            if future not in self._counted and self._window and future in self._window:
+                self._counted[future] = weight = sum(self._weight(b) for b in batches)
+                self._held += weight
+            # The next ranges lie beyond every range asked for: each is sized on the latest answer for the
+            # furthest blocks (an earlier range answering late says less about what comes next).
+            last = batches[-1]
+            if last.from_block > self._frontier:
+                self._frontier = last.from_block
+                self._size = next_size(self.cfg, last, self.chunk_logs, widest=widest_range(self.client),
+                                       empty_growth=self.rules.empty_growth,
+                                       current=self._size if self._sized and self.rules.compound else None)
+                self._sized = True
+        try:
+            self._fill()
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.debug("refilling the %s fetch window failed", self.cfg.key, exc_info=True)
+        finally:
+            self._wake.set()
+
+    def _fill(self) -> None:
+        """Start as many requests as the window allows: one until the chain's density is known, then as many as
+        the provider's answers allow (the client's InFlightWindow, up to `in_flight`), each range sized on the
+        latest answer and within the cap known now (one may have been learnt meanwhile). Ranges answered behind
+        one still in flight wait their turn without holding a request back, within the memory bound (and at most
+        WINDOW_RANGES of them: a busy range refused, narrowed and decoded while empty ones answer behind it).
+        Nothing starts after a range that failed: what follows it is never applied."""
+        started: list[Future] = []
+        with self._lock:
+            if self._closed or self._failed or self._stop.is_set():
+                return
+            limit = min(self.in_flight, self.client.window.current()) if self._sized else 1
+            while (self._frm <= self.target and self._out < limit and len(self._window) < WINDOW_RANGES
+                   and self._held + self._queued < self.ahead
+                   and (self._frm == self.start or time.monotonic() < self.deadline)):
+                to = min(self._frm + min(self._size, widest_range(self.client) or self._size) - 1, self.target)
+                future = self._pool.submit(fetch_range, self.cfg, self.client, self._frm, to, self.known_tokens,
+                                           rules=self.rules, hash_from=self.hash_from)
+                self._window.append(future)
+                self._out += 1
+                started.append(future)
+                self._frm = to + 1
+        for future in started:  # outside the lock: a request that has ended already runs its callback here
+            future.add_done_callback(self._answered)
+
+    def idle(self) -> bool:
+        """Nothing fetched waits to be taken: the consumer would wait for the next batch now."""
+        return self._queue.empty()
 
     def __iter__(self):
         while True:
@@ -325,4 +393,5 @@ class Prefetcher:
             with self._room:
                 self._queued -= self._weight(item)
                 self._room.notify()
+            self._wake.set()
             yield item

@@ -55,10 +55,10 @@ _ids = itertools.count(1)
 class RpcError(Exception):
     """The node answered with a JSON-RPC error (e.g. a revert): not the provider's fault."""
 
-    def __init__(self, code: int, message: str, data: Any = None):
+    def __init__(self, code: int, message: str, data: Any = None, provider: str | None = None):
         super().__init__(f"RPC error {code}: {message}")
         self.code, self.message, self.data = code, message, data
-        self.provider: str | None = None  # the role of the provider that answered
+        self.provider: str | None = provider  # the role of the provider that answered
 
 
 class RangeTimedOut(RpcError):
@@ -129,7 +129,22 @@ class RpcClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            # The environment is read once per provider (`_http`), not on every request: requests would stat
+            # ~/.netrc and parse the proxy variables each time, about half a millisecond of the interpreter per
+            # call, which a dozen fetch threads share.
+            session.trust_env = False
         return session
+
+    @staticmethod
+    def _http(provider: Provider) -> dict:
+        """The proxies, CA bundle and ~/.netrc credentials the environment gives the provider's URL, as requests
+        would apply them to each request (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, …); read at the first call."""
+        if provider.http_settings is None:
+            with requests.Session() as probe:
+                found = probe.merge_environment_settings(provider.url, {}, None, None, None)
+            found["auth"] = requests.utils.get_netrc_auth(provider.url)
+            provider.http_settings = found
+        return provider.http_settings
 
     @property
     def using_fallback(self) -> bool:
@@ -140,7 +155,8 @@ class RpcClient:
         started = time.monotonic()
         try:
             response = self._session.post(provider.url, data=json.dumps(payload),
-                                          headers={"Content-Type": "application/json"}, timeout=self.timeout)
+                                          headers={"Content-Type": "application/json"}, timeout=self.timeout,
+                                          **self._http(provider))
         except requests.ReadTimeout:
             blocks = _getlogs_blocks(payload)
             if blocks > 1:
@@ -166,7 +182,10 @@ class RpcClient:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if retry_after is not None:
                 limited.retry_after = retry_after
-            raise limited
+            try:
+                raise limited
+            finally:
+                del limited  # no cycle between this frame and the traceback (see `call`)
         self._local.seconds = time.monotonic() - started
         provider.observe(self._local.seconds)
         return body
@@ -359,9 +378,11 @@ class RpcClient:
         body = self._dispatch({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params})
         if "error" in body:
             err = body["error"]
-            exc = RpcError(err.get("code", 0), str(err.get("message", "")), err.get("data"))
-            exc.provider = getattr(self._local, "served_by", None)
-            raise exc
+            # Raised as it is made, never held in a local: the frame holding it would form a cycle with its
+            # traceback, and keep every caller's frame (a catch-up's fetched batches) alive until the collector
+            # next runs, which a sync run pauses.
+            raise RpcError(err.get("code", 0), str(err.get("message", "")), err.get("data"),
+                           provider=getattr(self._local, "served_by", None))
         return body.get("result")
 
     def batch(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:

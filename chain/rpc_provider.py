@@ -43,6 +43,8 @@ class Provider:
     range_cap: RangeCap = field(default_factory=RangeCap)  # the widest eth_getLogs it answers
     resume_at: float = 0.0  # time.monotonic() before which it asked not to be called (rate limit)
     passed_over_until: float = 0.0  # a call gave up waiting for it: later calls go to the next provider until then
+    # What the environment says for its URL (proxies, CA bundle, ~/.netrc), read once: `RpcClient._http`.
+    http_settings: dict | None = None
     # Counters for /metrics, cumulative in this process; `RpcClient.take_counts` hands out what is new.
     counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     _taken: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))

@@ -254,3 +254,63 @@ def test_rpc_client_snapshot_never_contains_the_secret(anvil_node):
     client = RpcClient("bsc", [("primary", "https://u:pw@rpc.example.com/key123"), ("fallback", anvil_node.url)])
     rendered = repr(client.snapshot())
     assert "pw" not in rendered and "key123" not in rendered
+
+
+# ---------------------------------------------------------------------------- the environment, read once
+
+
+def test_calls_go_through_the_proxy_and_netrc_credentials_the_environment_gives(monkeypatch, tmp_path):
+    seen = []
+
+    def proxy(path, headers, body):
+        seen.append((path, headers.get("Authorization")))
+        return 200, b'{"jsonrpc": "2.0", "id": 1, "result": "0x2a"}'
+
+    server = LocalHttpServer(proxy)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine rpc.invalid login ops password s3cret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        client = RpcClient("bsc", [("primary", "http://rpc.invalid:8545/key")])
+        assert client.block_number() == 42
+        assert client.block_number() == 42  # the second call: the settings read at the first still apply
+    finally:
+        server.close()
+    # An HTTP proxy is asked for the absolute URL; requests sends the ~/.netrc login as basic auth.
+    assert [path for path, _ in seen] == ["http://rpc.invalid:8545/key"] * 2
+    assert all(auth == "Basic b3BzOnMzY3JldA==" for _, auth in seen)
+
+
+def test_a_refusal_leaves_no_reference_cycle_holding_the_callers_frames():
+    """A sync run pauses the cyclic collector: an RpcError held in a cycle with its traceback would keep the frames
+    it passed through (a catch-up's fetched batches among their locals) alive until the next collection."""
+    import gc
+
+    refusal = b'{"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "exceed maximum block range: 5000"}}'
+    server = LocalHttpServer(lambda path, headers, body: (200, refusal))
+    client = RpcClient("bsc", [("primary", server.url)])
+
+    def fetch(batch: list) -> None:  # a caller whose frame holds what it fetched
+        try:
+            client.get_logs(1, 10_000, [])
+        except RpcError as exc:
+            assert exc.provider == "primary" and exc.code == -32000
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            fetch(["a fetched batch"])
+        gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage if isinstance(o, BaseException) or type(o).__name__ == "frame"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        server.close()
+    assert leaked == []

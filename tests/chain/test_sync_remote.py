@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -55,6 +56,27 @@ def test_sync_with_several_requests_in_flight_gives_the_same_mirror_as_one_at_a_
     assert four.ranges == sorted(four.ranges) and all(
         a[1] + 1 == b[0] for a, b in zip(four.ranges, four.ranges[1:], strict=False)), "applied in block order, no gap"
     assert mirror_contents() == expected
+    assert_mirror_equals_chain(anvil_node, deployment)
+
+
+def test_a_window_emptied_before_the_answers_own_thread_refills_it_goes_on_to_the_head(
+        small_batches, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, monkeypatch):
+    """Each request's own thread starts the next ones after its answer is marked done: the handing-on thread can
+    hand that answer on first and find nothing out. It must wait for the refill, not take the empty window for the
+    end of the run (one request in flight makes that the common case; the refill is slowed here to make it sure)."""
+    from chain.fetch import Prefetcher
+
+    answered = Prefetcher._answered
+
+    def late(self, future):
+        time.sleep(0.02)
+        answered(self, future)
+
+    monkeypatch.setattr(Prefetcher, "_answered", late)
+    through(small_batches, deployment, tmp_path, faulty_rpc(), in_flight=1, batch_blocks=1)
+    result = sync_chain("bsc", max_seconds=600)
+    head = anvil_node.head()
+    assert result.batches > 10 and result.to_block == head
     assert_mirror_equals_chain(anvil_node, deployment)
 
 

@@ -245,7 +245,7 @@ class Prefetcher:
         self._window: deque[Future] = deque()
         self._frm, self._size = start, min(cfg.batch_blocks, FIRST_CHUNK_BLOCKS)  # until the density is known
         self._sized, self._frontier = False, -1  # frontier: the last range the size was taken from
-        self._out = 0  # requests started and not answered
+        self._out = 0  # ranges started and not answered
         self._held = 0  # logs answered and not handed on yet (an empty batch: one), as counted in _counted
         self._counted: dict[Future, int] = {}
         self._closed = self._failed = False
@@ -322,7 +322,7 @@ class Prefetcher:
                 or (self._frm != self.start and time.monotonic() >= self.deadline))
 
     def _answered(self, future: Future) -> None:
-        """A request ended: note what it says (the next ranges' size, the logs now held, a failure), then start
+        """A range ended: note what it says (the next ranges' size, the logs now held, a failure), then start
         the next requests from its own thread before it goes back to the pool, which takes the next range at once
         (no thread has to wake up for the slot to be refilled). An error here is raised again by the handing-on
         thread's own `_fill`."""

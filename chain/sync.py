@@ -246,13 +246,16 @@ def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: floa
 def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float, max_seconds: float,
          max_blocks: int | None, rules: FetchRules) -> None:
     if getattr(client, "verified_chain_id", None) is None:
-        actual = client.chain_id()
+        # Both in one round trip: a distant provider's latency is paid once at the first run's start, not twice.
+        chain_id, head_hex = client.batch([("eth_chainId", []), ("eth_blockNumber", [])])
+        actual, head = int(chain_id, 16), int(head_hex, 16)
         if actual != cfg.chain_id:
             raise SyncConfigError(f"{cfg.key}: the RPC serves chain id {actual}, expected {cfg.chain_id}: "
                                   f"check {chain_prefix(cfg.key)}_RPC_URL and {chain_prefix(cfg.key)}_CHAIN_ID.")
         client.verified_chain_id = actual
+    else:
+        head = client.block_number()
     cursor = ensure_cursor(cfg)
-    head = client.block_number()
     result.head = head
     ancestor = find_common_ancestor(cfg, client, cursor, head)
     if ancestor is not None:

@@ -247,6 +247,7 @@ class Prefetcher:
         self._sized, self._frontier = False, -1  # frontier: the last range the size was taken from
         self._out = 0  # ranges started and not answered
         self._held = 0  # logs answered and not handed on yet (an empty batch: one), as counted in _counted
+        self._expected = 0  # logs the latest answer for the furthest blocks brought
         self._counted: dict[Future, int] = {}
         self._closed = self._failed = False
         self._wake = threading.Event()  # a request answered or the consumer took a batch: the window may fill again
@@ -343,6 +344,9 @@ class Prefetcher:
             last = batches[-1]
             if last.from_block > self._frontier:
                 self._frontier = last.from_block
+                # Logs a request out may bring, at the latest answer's size: counted against the memory bound
+                # with those fetched (a dense history: a few ranges out; an empty stretch: the whole window).
+                self._expected = len(last.logs)
                 self._size = next_size(self.cfg, last, self.chunk_logs, widest=widest_range(self.client),
                                        empty_growth=self.rules.empty_growth,
                                        current=self._size if self._sized and self.rules.compound else None)
@@ -367,7 +371,7 @@ class Prefetcher:
                 return
             limit = min(self.in_flight, self.client.window.current()) if self._sized else 1
             while (self._frm <= self.target and self._out < limit and len(self._window) < WINDOW_RANGES
-                   and self._held + self._queued < self.ahead
+                   and self._held + self._queued + self._out * self._expected < self.ahead
                    and (self._frm == self.start or time.monotonic() < self.deadline)):
                 to = min(self._frm + min(self._size, widest_range(self.client) or self._size) - 1, self.target)
                 future = self._pool.submit(fetch_range, self.cfg, self.client, self._frm, to, self.known_tokens,
@@ -378,10 +382,6 @@ class Prefetcher:
                 self._frm = to + 1
         for future in started:  # outside the lock: a request that has ended already runs its callback here
             future.add_done_callback(self._answered)
-
-    def idle(self) -> bool:
-        """Nothing fetched waits to be taken: the consumer would wait for the next batch now."""
-        return self._queue.empty()
 
     def __iter__(self):
         while True:

@@ -4,10 +4,9 @@ Three threads, each mostly waiting on a different process: the prefetcher on the
 (`chain.fetch.Prefetcher`), this module's writer on PostgreSQL, and the caller, which folds each
 fetched batch into order and arbitrator states (pure Python) and hands the writer its raw events as
 COPY text. A transaction spans up to TARGET_LOGS logs, or `batch_blocks` blocks once it has been open
-COMMIT_SECONDS (a sparse catch-up commits about once a second), and ends early once it holds IDLE_COMMIT_LOGS
-when the folder finds nothing fetched to fold next (the fetch is the slower side then). The writer opens it and
-streams its events into one COPY while later batches are still being fetched, then writes the fold's states,
-the block hashes and the cursor, and commits. So each committed transaction is exactly what the serial path would
+COMMIT_SECONDS (a sparse catch-up commits about once a second). The writer opens it and streams its events into
+one COPY while later batches are still being fetched, then writes the fold's states, the block hashes and the
+cursor, and commits. So each committed transaction is exactly what the serial path would
 have written: no gap, no duplicate, and a crash loses only the open transaction.
 
 The writer has its own database connection. It never reads the mirror; the folder reads only states
@@ -43,10 +42,6 @@ CACHE_ORDERS = 200_000  # order states kept across transactions of one run (boun
 # database (tens of milliseconds among the fetch threads), and an empty stretch would otherwise commit every
 # `batch_blocks` blocks; a crash still loses at most about a second's fetching.
 COMMIT_SECONDS = 1.0
-# A transaction holding this many logs also ends as soon as nothing fetched waits to be folded: its states and
-# writes are done while the next requests are out, instead of after them (at the end of a catch-up whose last busy
-# hour is followed by a quiet day, a few tenths of a second that nothing else overlapped).
-IDLE_COMMIT_LOGS = 2_000
 
 
 class Interrupted(RuntimeError):
@@ -200,13 +195,11 @@ class _Open:
 
 
 def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cache: RunCache,
-                  tokens_for: Callable[[Batch], TokenBook], on_commit: Callable[[Committed], None],
-                  idle: Callable[[], bool] | None = None) -> None:
+                  tokens_for: Callable[[Batch], TokenBook], on_commit: Callable[[Committed], None]) -> None:
     """Apply `batches` (consecutive, from the cursor on) in transactions of up to TARGET_LOGS logs, or
-    `batch_blocks` blocks once open COMMIT_SECONDS, or IDLE_COMMIT_LOGS when `idle()` says no batch is waiting.
-    `tokens_for(batch)` gives the token book for a batch's orders; `on_commit` gets a `Committed` after each
-    commit (in the writer's thread). Raises the first error of either side after stopping both; committed
-    transactions stay.
+    `batch_blocks` blocks once open COMMIT_SECONDS. `tokens_for(batch)` gives the token book for a batch's
+    orders; `on_commit` gets a `Committed` after each commit (in the writer's thread). Raises the first error
+    of either side after stopping both; committed transactions stay.
     """
     chain = cfg.key
     writer = Writer(cfg, head, on_commit)
@@ -220,7 +213,7 @@ def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cach
             _fold_batch(open_, batch, tokens_for(batch))
             if batch.logs:
                 writer.send("".join(line + "\n" for line in event_lines(chain, batch.logs)))
-            if open_.full(cfg) or (open_.logs >= IDLE_COMMIT_LOGS and idle is not None and idle()):
+            if open_.full(cfg):
                 writer.send(_end(open_, batch))
                 open_ = None
                 if len(cache.orders) > CACHE_ORDERS:  # dropped only once written: the next fold reads them back

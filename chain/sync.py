@@ -307,7 +307,7 @@ def _pipelined(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: i
     with Prefetcher(cfg, client, start, target, **fetching) as batches:
         run_pipelined(cfg, batches, head=head, cache=RunCache(),
                       tokens_for=lambda batch: token_book(cfg, client, batch.logs, batch.token_meta, tokens),
-                      on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges), idle=batches.idle)
+                      on_commit=lambda c: _record(result, c.events, c.malformed, c.ranges))
 
 
 def _serial(cfg: ChainConfig, client: RpcClient, result: SyncResult, start: int, target: int, head: int,

@@ -441,8 +441,7 @@ class FaultyRpc:
     """A JSON-RPC forwarder to the real node that injects faults: `fault(body)` may answer a request itself
     ((status, body[, headers]) or None to forward it); `delay` is added to every request. With `stretch` (a
     chain.stretched.StretchedChain), it serves that longer chain instead of the node's own. It records each
-    request's time and body, and the most requests (`max_in_flight`) and eth_getLogs (`max_get_logs_in_flight`) it
-    held at once."""
+    request's time and body, and the most requests it held at once."""
 
     def __init__(self, upstream: str, fault=None, delay: float = 0.0, stretch=None):
         from tests.local_http import LocalHttpServer
@@ -450,7 +449,6 @@ class FaultyRpc:
         self.upstream, self.fault, self.delay, self.stretch = upstream, fault, delay, stretch
         self.requests: list[tuple[float, object]] = []
         self.in_flight = self.max_in_flight = 0
-        self.get_logs_in_flight = self.max_get_logs_in_flight = 0
         self._lock = threading.Lock()
         self._server = LocalHttpServer(self._answer)
         self.url = self._server.url
@@ -463,13 +461,10 @@ class FaultyRpc:
         import time
 
         body = json.loads(raw)
-        get_logs = isinstance(body, dict) and body.get("method") == "eth_getLogs"
         with self._lock:
             self.requests.append((time.monotonic(), body))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            self.get_logs_in_flight += get_logs
-            self.max_get_logs_in_flight = max(self.max_get_logs_in_flight, self.get_logs_in_flight)
         try:
             if self.delay:
                 time.sleep(self.delay)
@@ -483,7 +478,6 @@ class FaultyRpc:
         finally:
             with self._lock:
                 self.in_flight -= 1
-                self.get_logs_in_flight -= get_logs
 
     def close(self) -> None:
         self._server.close()

@@ -41,8 +41,7 @@ def test_sync_with_several_requests_in_flight_gives_the_same_mirror_as_one_at_a_
     through(small_batches, deployment, tmp_path, serial, in_flight=1, batch_blocks=1)
     one = sync_chain("bsc", max_seconds=600)
     expected = mirror_contents()
-    # One eth_getLogs at a time (a token's metadata may be read while the next range is asked for).
-    assert serial.max_get_logs_in_flight == 1
+    assert serial.max_in_flight == 1
 
     local.reset_mirror()
     overlapped = faulty_rpc(delay=0.03)
@@ -308,7 +307,7 @@ def test_sync_of_a_long_capped_history_gives_the_same_mirror_as_one_request_at_a
     through(chain_settings, deployment, tmp_path, one, in_flight=1, batch_blocks=2_000)
     before = sync_chain("bsc", max_seconds=600, rules=FetchRules.before_caps())
     expected = mirror_contents()
-    assert one.max_get_logs_in_flight == 1
+    assert one.max_in_flight == 1
 
     local.reset_mirror()
     many = faulty_rpc(capped(stretched, max_logs=150), delay=0.005, stretch=stretched)

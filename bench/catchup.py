@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import random
-import re
 import socket
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from chain.stretched import BLOCK_NUMBER
 
 from .common import bench_env, figure
 from .sync import CpuSeconds
@@ -52,7 +53,6 @@ BURST_BLOCKS = 2_400  # half an hour: a busy day's trades
 DAYS = [8, 1, 0.5, 0, 0, 0, 0, 0, 0, 0, 6, 1, 0.3, 10, 0.5, 0, 0, 5, 1, 7, 0.4]
 SEED = 26
 RUNS = 3  # of the sync with its defaults; the figure is their median
-_BLOCK_NUMBER = re.compile(rb'"blockNumber"\s*:\s*"0x([0-9a-fA-F]+)"')  # one per log, in the answer's order
 
 
 def say(msg: str) -> None:
@@ -172,7 +172,7 @@ class CappedProvider:
             # The 10,001st log's block, found without decoding the whole answer: a provider's refusal costs the
             # requests other clients have in flight nothing, and a parse of ~10 MB here would hold this process's
             # interpreter (every request it is serving) for about a tenth of a second.
-            first_over = int(next(itertools.islice(_BLOCK_NUMBER.finditer(answer), MAX_LOGS, None))[1], 16)
+            first_over = int(next(itertools.islice(BLOCK_NUMBER.finditer(answer), MAX_LOGS, None))[1], 16)
             end = max(frm, first_over - 1)
             return self._error(body, -32005, f"query returned more than {MAX_LOGS} results. Try with this block "
                                              f"range [{hex(frm)}, {hex(end)}].")

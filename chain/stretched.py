@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-_BLOCK_NUMBER = re.compile(rb'"blockNumber"\s*:\s*"0x([0-9a-fA-F]+)"')
+BLOCK_NUMBER = re.compile(rb'"blockNumber"\s*:\s*"0x([0-9a-fA-F]+)"')  # one per log, in the answer's order
 
 
 class StretchedChain:
@@ -72,7 +72,7 @@ class StretchedChain:
             return self._result(body, [])
         query.update(fromBlock=hex(real[0]), toBlock=hex(real[1]))
         answer = self._post({**body, "params": [query]})
-        return _BLOCK_NUMBER.sub(lambda m: b'"blockNumber":"%s"' % hex(self.virtual(int(m[1], 16))).encode(), answer)
+        return BLOCK_NUMBER.sub(lambda m: b'"blockNumber":"%s"' % hex(self.virtual(int(m[1], 16))).encode(), answer)
 
     def _block(self, body: dict, number: int) -> bytes:
         if number > self.head:

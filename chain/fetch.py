@@ -336,7 +336,7 @@ class Prefetcher:
                 self._wake.set()
                 return
             batches = future.result()
-            if future not in self._counted and self._window and future in self._window:
+            if future in self._window:  # not handed on yet (the handing-on thread may be quicker than this)
                 self._counted[future] = weight = sum(self._weight(b) for b in batches)
                 self._held += weight
             # The next ranges lie beyond every range asked for: each is sized on the latest answer for the

@@ -74,4 +74,6 @@ def test_next_size_compounds_over_a_windows_answers_within_what_each_answers_den
     assert size == 1_280
     assert next_size(CFG, _spanning(1, 20, {}), 5_000, widest=5_000, current=4_000) == 5_000
     # A busy answer keeps the next range to its density, whatever the size in use.
-    assert next_size(CFG, _spanning(1, 20, {10: 2_000}), 5_000, current=4_000) == 50
+    assert next_size(CFG, _spanning(1, 20, {10: 4_000}), 5_000, current=4_000) == 25
+    # A sparse one doubles its own range, whatever the size in use: the busy history may lie right behind it.
+    assert next_size(CFG, _spanning(1, 20, {10: 2}), 5_000, current=640) == 40

@@ -256,6 +256,45 @@ def test_sync_learns_the_providers_cap_from_its_refusal_and_crosses_an_empty_str
     assert result.batches < 2 * (GAP + TAIL) // RANGE_CAP
 
 
+def _widths_in_block_order(proxy) -> list[int]:
+    """The width of each range asked for, in block order (the order they were started in), the first ask of each."""
+    first: dict[int, int] = {}
+    for frm, to in get_logs_ranges(proxy):
+        first.setdefault(frm, to - frm + 1)
+    return [first[frm] for frm in sorted(first)]
+
+
+def _never_more_than_doubled(widths: list[int]) -> bool:
+    return all(width <= 2 * max(widths[:i]) for i, width in enumerate(widths) if i)
+
+
+def test_ranges_from_a_provider_next_door_only_double_and_from_a_distant_one_grow_eightfold(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched, monkeypatch):
+    """From a node whose answers cost little, a range grown eightfold past a few empty blocks can land on a busy
+    history (the sync benchmark's: 58,000 logs in one answer): there a range is never more than twice as wide as the
+    widest before it. From a distant provider, where each request saved is a round trip, empty answers grow it
+    eightfold."""
+    from chain import fetch
+
+    monkeypatch.setattr(fetch, "FAST_GROWTH_SECONDS", 60.0)  # every provider answers as if next door
+    near = faulty_rpc(capped(stretched), stretch=stretched)
+    through(chain_settings, deployment, tmp_path, near, in_flight=4)
+    assert sync_chain("bsc", max_seconds=600).to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    widths = _widths_in_block_order(near)
+    assert widths[0] <= fetch.FIRST_CHUNK_BLOCKS and _never_more_than_doubled(widths), widths
+
+    local.reset_mirror()
+    monkeypatch.setattr(fetch, "FAST_GROWTH_SECONDS", 0.0)  # every provider counts as distant
+    far = faulty_rpc(capped(stretched), stretch=stretched)
+    through(chain_settings, deployment, tmp_path, far, in_flight=4)
+    assert sync_chain("bsc", max_seconds=600).to_block == stretched.head
+    assert_events_are_the_stretched_chains(anvil_node, deployment, stretched)
+    widths_far = _widths_in_block_order(far)
+    assert not _never_more_than_doubled(widths_far), widths_far
+    assert len(widths_far) < len(widths)
+
+
 def test_sync_follows_the_range_a_provider_suggests_when_a_busy_stretch_passes_its_result_cap(
         chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path, stretched):
     refused = []

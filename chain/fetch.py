@@ -36,6 +36,10 @@ WINDOW_RANGES = 256
 # node next door, requests cost little and a range grown fast past a few empty blocks can land on a busy history
 # (the sync benchmark's: 160 blocks, 58,000 logs in one answer, and its peak memory over 500 MB); ranges double.
 FAST_GROWTH_SECONDS = 0.005
+# ... and only from an empty answer at least this wide: twenty empty blocks say little about the next hundreds (the
+# sync_remote benchmark's busy history begins 80 blocks after its deployment: ranges grown eightfold from 20-block
+# answers reached it 160-277 blocks wide and were refused for their count again and again).
+FAST_GROWTH_BLOCKS = 40
 
 
 @dataclass(frozen=True)
@@ -193,12 +197,16 @@ def next_size(cfg: ChainConfig, batch: Batch, target_logs: int, *, widest: int |
     request sized on them could return the whole busy history behind them. After a range that returned nothing,
     `empty_growth` times it, or twice `current` (the size in use): growth then compounds over the answers of a
     window (each answers within the same round trip), so an empty stretch reaches the cap in about one round trip
-    rather than one per step. Never after an answer holding logs: sizes compounded over a window of sparse answers
-    once reached 160 blocks of a busy history, 58,000 logs in one answer."""
+    rather than one per step. Never after an answer holding logs (sizes compounded over a window of sparse answers
+    once reached 160 blocks of a busy history, 58,000 logs in one answer), nor after an empty one narrower than
+    FAST_GROWTH_BLOCKS."""
     blocks = batch.to_block - batch.from_block + 1
     density = len(batch.logs) / blocks
     wanted = int(target_logs / density) if density else cfg.batch_blocks
-    growth = 2 * blocks if batch.logs else max(empty_growth * blocks, 2 * (current or 0))
+    if batch.logs or blocks < FAST_GROWTH_BLOCKS:
+        growth = 2 * blocks
+    else:
+        growth = max(empty_growth * blocks, 2 * (current or 0))
     return max(1, min(cfg.batch_blocks, widest or cfg.batch_blocks, growth, wanted))
 
 

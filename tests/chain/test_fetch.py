@@ -46,15 +46,18 @@ def _spanning(from_block: int, to_block: int, per_block: dict[int, int]) -> Batc
 
 
 def test_next_size_grows_eightfold_after_an_empty_range_and_twofold_after_a_sparse_one():
-    assert next_size(CFG, _spanning(1, 10, {}), 5_000) == 80
-    assert next_size(CFG, _spanning(1, 10, {5: 1}), 5_000) == 20
-    # Reaching a 5,000-block cap from the first ten blocks takes four requests, not ten.
+    assert next_size(CFG, _spanning(1, 40, {}), 5_000) == 320
+    assert next_size(CFG, _spanning(1, 40, {5: 1}), 5_000) == 80
+    # An empty answer narrower than FAST_GROWTH_BLOCKS says little about the next hundreds of blocks: twofold.
+    assert next_size(CFG, _spanning(1, 10, {}), 5_000) == 20
+    assert next_size(CFG, _spanning(1, 20, {}), 5_000, current=640) == 40
+    # Reaching a 5,000-block cap from the first ten blocks takes five requests, not ten.
     size, sizes = 10, []
     while size < 5_000:
         size = next_size(CFG, _spanning(1, size, {}), 5_000, widest=5_000)
         sizes.append(size)
-    assert sizes == [80, 640, 5_000]
-    assert next_size(CFG, _spanning(1, 10, {}), 5_000, empty_growth=FetchRules.before_caps().empty_growth) == 20
+    assert sizes == [20, 40, 320, 2_560, 5_000]
+    assert next_size(CFG, _spanning(1, 40, {}), 5_000, empty_growth=FetchRules.before_caps().empty_growth) == 80
 
 
 def test_next_size_keeps_to_the_density_seen_the_cap_and_batch_blocks():
@@ -66,13 +69,13 @@ def test_next_size_keeps_to_the_density_seen_the_cap_and_batch_blocks():
 
 
 def test_next_size_compounds_over_a_windows_answers_within_what_each_answers_density_allows():
-    # Four ranges of 20 blocks in flight come back empty one after another: the size in use doubles at each
+    # Four ranges of 40 blocks in flight come back empty one after another: the size in use doubles at each
     # (or is eight times the range), so the window reaches the cap within one round trip.
-    size = 20
+    size = 40
     for _ in range(4):
-        size = next_size(CFG, _spanning(1, 20, {}), 5_000, widest=5_000, current=size)
-    assert size == 1_280
-    assert next_size(CFG, _spanning(1, 20, {}), 5_000, widest=5_000, current=4_000) == 5_000
+        size = next_size(CFG, _spanning(1, 40, {}), 5_000, widest=5_000, current=size)
+    assert size == 2_560
+    assert next_size(CFG, _spanning(1, 40, {}), 5_000, widest=5_000, current=4_000) == 5_000
     # A busy answer keeps the next range to its density, whatever the size in use.
     assert next_size(CFG, _spanning(1, 20, {10: 4_000}), 5_000, current=4_000) == 25
     # A sparse one doubles its own range, whatever the size in use: the busy history may lie right behind it.

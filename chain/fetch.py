@@ -132,23 +132,24 @@ def _narrower(client: RpcClient, exc: RpcError, from_block: int, to_block: int, 
 
 def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
                 known_tokens: frozenset[str] | set[str] | None = None, *, rules: FetchRules = RULES,
-                hash_from: int | None = None) -> Batch:
+                hash_from: int | None = None, raw: list[dict] | None = None) -> Batch:
     """Logs of [from_block, to_block], narrowed when the provider refuses its size or times out on it (the batch
     then ends earlier), and never wider than `widest_range`. With `known_tokens`, the metadata of any other token
     an order uses is read too. A range ending below `hash_from` (the first block whose hash the sync keeps) does
-    not ask for its last block's hash when no log carries it."""
-    while True:
+    not ask for its last block's hash when no log carries it. `raw`: the range's eth_getLogs answer, asked already
+    (a run's first range rides in the batch that asks for the chain id and the head)."""
+    while raw is None:
         widest = widest_range(client)
         if widest is not None:
             to_block = min(to_block, from_block + widest - 1)
         try:
             raw = client.get_logs(from_block, to_block, cfg.contracts)
-            break
         except RpcError as exc:
             if to_block == from_block:
                 raise
             to_block = _narrower(client, exc, from_block, to_block, rules)
-    client.window.answered(client.last_seconds(), len(raw))
+        else:
+            client.window.answered(client.last_seconds(), len(raw))
     need = set()
     # The range's last block's hash becomes the cursor's; a log of that block carries it already (on a busy
     # chain, nearly always), which saves a round trip per request to a distant provider. Far below the head
@@ -175,14 +176,16 @@ def fetch_batch(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: 
 
 def fetch_range(cfg: ChainConfig, client: RpcClient, from_block: int, to_block: int,
                 known_tokens: frozenset[str] | set[str] | None = None, *, rules: FetchRules = RULES,
-                hash_from: int | None = None) -> list[Batch]:
+                hash_from: int | None = None, raw: list[dict] | None = None) -> list[Batch]:
     """Consecutive batches covering exactly [from_block, to_block]: `fetch_batch` again after each range the
     provider made it shrink, so a window of ranges in flight has no hole. After a shrink the rest goes in ranges
-    as wide as the one that worked: a busy stretch costs one refusal, not one per part."""
+    as wide as the one that worked: a busy stretch costs one refusal, not one per part. `raw`: the whole range's
+    answer, asked already."""
     out, width = [], None
     while from_block <= to_block:
         end = to_block if width is None else min(to_block, from_block + width - 1)
-        batch = fetch_batch(cfg, client, from_block, end, known_tokens, rules=rules, hash_from=hash_from)
+        batch = fetch_batch(cfg, client, from_block, end, known_tokens, rules=rules, hash_from=hash_from, raw=raw)
+        raw = None
         out.append(batch)
         if batch.to_block < end:
             width = batch.to_block - batch.from_block + 1
@@ -243,8 +246,10 @@ class Prefetcher:
 
     def __init__(self, cfg: ChainConfig, client: RpcClient, start: int, target: int, *, deadline: float,
                  known_tokens: set[str], chunk_logs: int | None = None, depth: int = 4, in_flight: int = 1,
-                 rules: FetchRules = RULES, hash_from: int | None = None):
+                 rules: FetchRules = RULES, hash_from: int | None = None,
+                 first: tuple[int, int, list[dict]] | None = None):
         self.cfg, self.client, self.start, self.target = cfg, client, start, target
+        self._first = first  # (from, to, answer) of a range asked already: the first range's, if it is that one
         self.rules, self.hash_from = rules, hash_from
         self.deadline, self.known_tokens = deadline, set(known_tokens)
         self.chunk_logs = chunk_logs or CHUNK_LOGS
@@ -390,8 +395,10 @@ class Prefetcher:
                    and self._held + self._queued + self._out * self._expected < self.ahead
                    and (self._frm == self.start or time.monotonic() < self.deadline)):
                 to = min(self._frm + min(self._size, widest_range(self.client) or self._size) - 1, self.target)
+                first, self._first = self._first, None
+                raw = first[2] if first and first[:2] == (self._frm, to) else None
                 future = self._pool.submit(fetch_range, self.cfg, self.client, self._frm, to, self.known_tokens,
-                                           rules=self.rules, hash_from=self.hash_from)
+                                           rules=self.rules, hash_from=self.hash_from, raw=raw)
                 self._window.append(future)
                 self._out += 1
                 started.append(future)

@@ -52,6 +52,11 @@ RANGE_CEILING_SECONDS = 300.0
 _ids = itertools.count(1)
 
 
+def logs_call(from_block: int, to_block: int, addresses: list[str]) -> tuple[str, list[Any]]:
+    """The eth_getLogs call for the contracts' logs of [from_block, to_block], as (method, params)."""
+    return "eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block), "address": addresses}]
+
+
 class RpcError(Exception):
     """The node answered with a JSON-RPC error (e.g. a revert): not the provider's fault."""
 
@@ -92,7 +97,9 @@ _PROVIDER_ERROR_CODES = {-32603, -32099}
 
 
 def _getlogs_blocks(payload: Any) -> int:
-    """Blocks an eth_getLogs payload spans (0 for anything else)."""
+    """Blocks an eth_getLogs payload spans, the widest one's in a batch (0 for anything else)."""
+    if isinstance(payload, list):
+        return max(map(_getlogs_blocks, payload), default=0)
     if not (isinstance(payload, dict) and payload.get("method") == "eth_getLogs"):
         return 0
     try:
@@ -411,8 +418,7 @@ class RpcClient:
         return int(self.call("eth_blockNumber", []), 16)
 
     def get_logs(self, from_block: int, to_block: int, addresses: list[str]) -> list[dict]:
-        return self.call("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block),
-                                          "address": addresses}])
+        return self.call(*logs_call(from_block, to_block, addresses))
 
     def latest_block(self) -> tuple[int, int]:
         """(number, timestamp) of the newest block, in one request: the head, and the chain's clock."""

@@ -95,11 +95,14 @@ def _refused_as_too_big(payload: Any, body: Any) -> bool:
 
 
 def _rate_limit_in(payload: Any, body: Any) -> _RateLimited | None:
-    """The rate-limit error in a response (for a batch, in any of its items), or None."""
+    """The rate-limit error in a response (for a batch, in any of its items), or None. An eth_getLogs refused for
+    its size is not one, alone or in a batch (Infura's -32005 is both)."""
     items = body if isinstance(body, list) else [body]
+    calls = {c.get("id"): c for c in payload if isinstance(c, dict)} if isinstance(payload, list) else {}
     for item in items:
         err = item.get("error") if isinstance(item, dict) else None
-        if not isinstance(err, dict) or (isinstance(body, dict) and _refused_as_too_big(payload, body)):
+        call = calls.get(item.get("id")) if isinstance(body, list) and isinstance(item, dict) else payload
+        if not isinstance(err, dict) or _refused_as_too_big(call, item):
             continue
         message = str(err.get("message", ""))
         if err.get("code") == 3 or "revert" in message.lower():  # a contract's own words ("daily limit exceeded")

@@ -32,13 +32,13 @@ from backoffice.locks import try_advisory_lock
 
 from . import catchup, rollup, signals
 from .config import ChainConfig, get_chain_config
-from .fetch import RULES, Batch, FetchRules, Prefetcher, token_book
+from .fetch import FIRST_CHUNK_BLOCKS, RULES, Batch, FetchRules, Prefetcher, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor
 from .pipeline import CACHE_ORDERS, TARGET_LOGS, Interrupted, run_pipelined
 from .providers import save_provider_states
-from .rpc import RpcClient, get_client
+from .rpc import RpcClient, RpcError, get_client, logs_call
 from .sync_state import RunCache, advance_cursor, hash_window
 
 logger = logging.getLogger(__name__)
@@ -245,17 +245,12 @@ def sync_chain(chain: str, *, client: RpcClient | None = None, max_seconds: floa
 
 def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float, max_seconds: float,
          max_blocks: int | None, rules: FetchRules) -> None:
+    cursor = ensure_cursor(cfg)
+    first = None
     if getattr(client, "verified_chain_id", None) is None:
-        # Both in one round trip: a distant provider's latency is paid once at the first run's start, not twice.
-        chain_id, head_hex = client.batch([("eth_chainId", []), ("eth_blockNumber", [])])
-        actual, head = int(chain_id, 16), int(head_hex, 16)
-        if actual != cfg.chain_id:
-            raise SyncConfigError(f"{cfg.key}: the RPC serves chain id {actual}, expected {cfg.chain_id}: "
-                                  f"check {chain_prefix(cfg.key)}_RPC_URL and {chain_prefix(cfg.key)}_CHAIN_ID.")
-        client.verified_chain_id = actual
+        head, first = _first_round_trip(cfg, client, cursor.last_block + 1)
     else:
         head = client.block_number()
-    cursor = ensure_cursor(cfg)
     result.head = head
     ancestor = find_common_ancestor(cfg, client, cursor, head)
     if ancestor is not None:
@@ -270,6 +265,8 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
         target = min(target, cursor.last_block + max_blocks)
     start = cursor.last_block + 1
     result.from_block = start
+    if first is not None and (first[0] != start or first[1] > target):
+        first = None  # rolled back meanwhile, or beyond what this run applies
     if start > target:
         EventSyncCursor.objects.filter(chain=cfg.key).update(head_block=head, head_seen_at=timezone.now())
         catchup.end_run(cfg.key, reached=start > confirmed, in_flight=client.window.current())
@@ -278,7 +275,7 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
     tokens = TokenBook.for_chain(cfg.key)  # extended by both paths with the tokens they meet
     deadline = started + max_seconds
     fetching = {"deadline": deadline, "known_tokens": set(tokens.tokens), "in_flight": cfg.max_in_flight,
-                "rules": rules, "hash_from": head - hash_window(cfg)}
+                "rules": rules, "hash_from": head - hash_window(cfg), "first": first}
     # Pipelined for a catch-up; a poll of a few blocks (BSC's every 3 s) is not worth a second connection.
     # Inside a caller's transaction the writer's own connection could not see its rows: serial too.
     if not connection.in_atomic_block and target - start + 1 > PIPELINE_MIN_BLOCKS:
@@ -292,6 +289,28 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
     if start is not None:
         _serial(cfg, client, result, start, target, head, tokens, fetching)
     catchup.end_run(cfg.key, reached=(result.to_block or 0) >= confirmed, in_flight=client.window.current())
+
+
+def _first_round_trip(cfg: ChainConfig, client: RpcClient, start: int) -> tuple[int, tuple | None]:
+    """A process's first run: the chain id (checked), the head and the first range's logs in one batch, so a distant
+    provider's latency is paid once before the first range is answered, not three times. Returns the head and
+    (from, to, logs) of that range. A provider that refuses the range (a cap under FIRST_CHUNK_BLOCKS blocks) is
+    asked again for the first two alone; the fetch learns its cap from its own refusal."""
+    end = start + min(cfg.batch_blocks, FIRST_CHUNK_BLOCKS) - 1
+    calls = [("eth_chainId", []), ("eth_blockNumber", [])]
+    try:
+        chain_id, head_hex, logs = client.batch([*calls, logs_call(start, end, cfg.contracts)])
+        first = (start, end, logs)
+        client.window.answered(client.last_seconds(), len(logs))
+    except RpcError:
+        chain_id, head_hex = client.batch(calls)
+        first = None
+    actual, head = int(chain_id, 16), int(head_hex, 16)
+    if actual != cfg.chain_id:
+        raise SyncConfigError(f"{cfg.key}: the RPC serves chain id {actual}, expected {cfg.chain_id}: "
+                              f"check {chain_prefix(cfg.key)}_RPC_URL and {chain_prefix(cfg.key)}_CHAIN_ID.")
+    client.verified_chain_id = actual
+    return head, first
 
 
 def _record(result: SyncResult, events: int, malformed: int, ranges: list[tuple[int, int]]) -> None:

@@ -453,9 +453,14 @@ class FaultyRpc:
         self._server = LocalHttpServer(self._answer)
         self.url = self._server.url
 
+    def get_logs_calls(self) -> list[dict]:
+        """Every eth_getLogs call it received, alone or in a batch (a run's first range rides in one)."""
+        return [call for _, body in self.requests for call in (body if isinstance(body, list) else [body])
+                if isinstance(call, dict) and call.get("method") == "eth_getLogs"]
+
     def get_logs_spans(self) -> list[int]:
-        return [int(b["params"][0]["toBlock"], 16) - int(b["params"][0]["fromBlock"], 16) + 1
-                for _, b in self.requests if isinstance(b, dict) and b.get("method") == "eth_getLogs"]
+        return [int(c["params"][0]["toBlock"], 16) - int(c["params"][0]["fromBlock"], 16) + 1
+                for c in self.get_logs_calls()]
 
     def _answer(self, path, headers, raw: bytes):
         import time

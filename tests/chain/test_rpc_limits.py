@@ -75,8 +75,12 @@ def test_rate_limit_in_recognises_the_providers_rate_limit_errors(code, message,
     get_logs = {"method": "eth_getLogs", "params": [{"fromBlock": "0x1", "toBlock": "0x9"}]}
     body = {"error": {"code": code, "message": message}}
     assert (_rate_limit_in(get_logs, body) is not None) is limited
-    assert (_rate_limit_in([get_logs], [{"id": 0, "result": "0x1"}, {"id": 1, **body}]) is not None) is (
-        limited or code == -32005), "in a batch any item counts (no size refusal there)"
+    # In a batch each item is read against its own call: the eth_getLogs the same as alone...
+    batch = [{"id": 0, "method": "eth_blockNumber", "params": []}, {"id": 1, **get_logs}]
+    assert (_rate_limit_in(batch, [{"id": 0, "result": "0x1"}, {"id": 1, **body}]) is not None) is limited
+    # ... and any other call's -32005 as a rate limit (no size refusal there).
+    assert (_rate_limit_in(batch, [{"id": 0, **body}, {"id": 1, "result": []}]) is not None) is (
+        limited or code == -32005)
 
 
 def test_rate_limit_in_takes_infuras_backoff_seconds():
@@ -278,12 +282,15 @@ def test_token_bucket_charges_a_batch_for_each_of_its_calls():
 
 
 def slow_wide_get_logs(max_blocks: int, seconds: float):
-    """Holds an eth_getLogs over more than `max_blocks` blocks for `seconds`, past the client's timeout."""
+    """Holds an eth_getLogs over more than `max_blocks` blocks for `seconds`, past the client's timeout (and a batch
+    holding one)."""
     def fault(body):
-        if isinstance(body, dict) and body.get("method") == "eth_getLogs":
-            query = body["params"][0]
-            if int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1 > max_blocks:
-                time.sleep(seconds)
+        for call in body if isinstance(body, list) else [body]:
+            if isinstance(call, dict) and call.get("method") == "eth_getLogs":
+                query = call["params"][0]
+                if int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1 > max_blocks:
+                    time.sleep(seconds)
+                    break
         return None
 
     return fault

@@ -380,7 +380,8 @@ def test_sync_chain_completes_through_the_fallback_when_the_primary_dies_mid_syn
 
     head = anvil_node.head()
     assert result.batches > 3 and result.to_block == head
-    assert served[0] == "primary" and set(served[1:]) == {"fallback"}
+    # The ranges already out on the primary when it died may have been answered there; none after the fallback's.
+    assert served[0] == "primary" and set(served[served.index("fallback"):]) == {"fallback"}
     assert result.events == len(chain_logs(anvil_node, deployment, head))
     providers = {p.role: p for p in RpcProvider.objects.filter(chain="bsc")}
     assert providers["primary"].state == "open" and not providers["primary"].in_use
@@ -411,18 +412,28 @@ class RangeLimitedRpc(LocalHttpServer):
         self.refused: list[int] = []
         super().__init__(self._answer)
 
+    def _refusal(self, call) -> dict | None:
+        if call.get("method") != "eth_getLogs":
+            return None
+        query = call["params"][0]
+        span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
+        if span <= self.max_blocks:
+            return None
+        self.refused.append(span)
+        return {"jsonrpc": "2.0", "id": call["id"], "error": {
+            "code": -32005, "message": "query returned more than 10000 results. Try with this "
+                                       f"block range [{query['fromBlock']}, {query['fromBlock']}]."}}
+
+    def _forward(self, body) -> bytes:
+        return requests.post(self.upstream, data=json.dumps(body), headers={"Content-Type": "application/json"},
+                             timeout=30).content
+
     def _answer(self, path: str, headers, raw: bytes) -> tuple[int, bytes]:
         body = json.loads(raw)
-        if isinstance(body, dict) and body.get("method") == "eth_getLogs":
-            query = body["params"][0]
-            span = int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1
-            if span > self.max_blocks:
-                self.refused.append(span)
-                return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
-                    "code": -32005, "message": "query returned more than 10000 results. Try with this "
-                                               f"block range [{query['fromBlock']}, {query['fromBlock']}]."}}).encode()
-        return 200, requests.post(self.upstream, data=raw, headers={"Content-Type": "application/json"},
-                                  timeout=30).content
+        if isinstance(body, list):  # each call of a batch on its own, as providers answer them
+            return 200, json.dumps([self._refusal(c) or json.loads(self._forward(c)) for c in body]).encode()
+        refusal = self._refusal(body)
+        return 200, json.dumps(refusal).encode() if refusal else self._forward(body)
 
 
 def test_sync_halves_ranges_a_provider_refuses_as_too_big_without_failing_over(

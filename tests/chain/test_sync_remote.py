@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from chain import local
 from chain.fetch import FetchRules
@@ -57,6 +58,51 @@ def test_sync_with_several_requests_in_flight_gives_the_same_mirror_as_one_at_a_
         a[1] + 1 == b[0] for a, b in zip(four.ranges, four.ranges[1:], strict=False)), "applied in block order, no gap"
     assert mirror_contents() == expected
     assert_mirror_equals_chain(anvil_node, deployment)
+
+
+def test_a_first_run_asks_for_the_chain_id_the_head_and_its_first_range_in_one_request(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path):
+    proxy = faulty_rpc(delay=0.01)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == anvil_node.head()
+    assert_mirror_equals_chain(anvil_node, deployment)
+    first = proxy.requests[0][1]
+    assert [call["method"] for call in first] == ["eth_chainId", "eth_blockNumber", "eth_getLogs"]
+    ranges = [(int(c["params"][0]["fromBlock"], 16), int(c["params"][0]["toBlock"], 16))
+              for _, c in proxy.requests[1:] if isinstance(c, dict) and c.get("method") == "eth_getLogs"]
+    frm, to = int(first[2]["params"][0]["fromBlock"], 16), int(first[2]["params"][0]["toBlock"], 16)
+    assert (frm, to) == (result.from_block, result.from_block + 9) and (frm, to) not in ranges, "never asked again"
+    assert min(f for f, _ in ranges) == to + 1
+
+
+def test_a_provider_refusing_the_first_range_in_the_first_request_is_asked_again_without_it(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path):
+    def too_wide(call) -> bool:
+        query = call["params"][0] if call.get("method") == "eth_getLogs" else None
+        return query is not None and int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1 > 5
+
+    def refusal(call) -> dict:
+        return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000,
+                                                            "message": "exceed maximum block range: 5"}}
+
+    def five_blocks(body):
+        """A trial plan's cap of 5 blocks, on each call of a batch too (the others answered by the node)."""
+        if isinstance(body, list) and any(too_wide(call) for call in body):
+            node = [requests.post(anvil_node.url, json=c, timeout=30).json() for c in body if not too_wide(c)]
+            return 200, json.dumps([refusal(c) if too_wide(c) else node.pop(0) for c in body]).encode()
+        return (200, json.dumps(refusal(body)).encode()) if isinstance(body, dict) and too_wide(body) else None
+
+    proxy = faulty_rpc(five_blocks, delay=0.01)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == anvil_node.head()
+    assert_mirror_equals_chain(anvil_node, deployment)
+    methods = [[call["method"] for call in body] for _, body in proxy.requests[:2]]
+    assert methods == [["eth_chainId", "eth_blockNumber", "eth_getLogs"], ["eth_chainId", "eth_blockNumber"]]
+    assert RpcProvider.objects.get(chain="bsc", role="primary").max_block_range == 5
 
 
 def test_a_window_emptied_before_the_answers_own_thread_refills_it_goes_on_to_the_head(
@@ -225,8 +271,7 @@ def in_gap(stretch: StretchedChain, spans: list[tuple[int, int]]) -> list[tuple[
 
 
 def get_logs_ranges(proxy) -> list[tuple[int, int]]:
-    return [(int(b["params"][0]["fromBlock"], 16), int(b["params"][0]["toBlock"], 16))
-            for _, b in proxy.requests if isinstance(b, dict) and b.get("method") == "eth_getLogs"]
+    return [(int(c["params"][0]["fromBlock"], 16), int(c["params"][0]["toBlock"], 16)) for c in proxy.get_logs_calls()]
 
 
 def test_sync_learns_the_providers_cap_from_its_refusal_and_crosses_an_empty_stretch_in_few_requests(

@@ -77,6 +77,21 @@ def test_a_first_run_asks_for_the_chain_id_the_head_and_its_first_range_in_one_r
     assert min(f for f, _ in ranges) == to + 1
 
 
+def test_a_first_runs_first_range_keeps_to_a_configured_cap(
+        chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path):
+    proxy = faulty_rpc(delay=0.01)
+    through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
+    chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "max_block_range": 5}}
+    reset_clients()
+    result = sync_chain("bsc", max_seconds=600)
+
+    assert result.to_block == anvil_node.head()
+    assert_mirror_equals_chain(anvil_node, deployment)
+    asked = proxy.requests[0][1][2]["params"][0]
+    assert (int(asked["fromBlock"], 16), int(asked["toBlock"], 16)) == (result.from_block, result.from_block + 4)
+    assert max(proxy.get_logs_spans()) <= 5 and result.ranges[0] == (result.from_block, result.from_block + 4)
+
+
 def test_a_provider_refusing_the_first_range_in_the_first_request_is_asked_again_without_it(
         chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path):
     def too_wide(call) -> bool:

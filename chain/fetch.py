@@ -110,6 +110,12 @@ def widest_range(client: RpcClient) -> int | None:
     return min(caps) if caps else None
 
 
+def first_range_end(cfg: ChainConfig, client: RpcClient, start: int) -> int:
+    """The last block of a fetch's first range from `start`: a few blocks (the density is not known yet), within
+    `batch_blocks` and the cap known now. The sync asks for it ahead, in its first run's first batch."""
+    return start + min(cfg.batch_blocks, FIRST_CHUNK_BLOCKS, widest_range(client) or FIRST_CHUNK_BLOCKS) - 1
+
+
 def _narrower(client: RpcClient, exc: RpcError, from_block: int, to_block: int, rules: FetchRules) -> int:
     """The end of the next try after the provider refused [from_block, to_block] (or timed out on it): the cap it
     named or is known by, the range it suggested, or half."""

@@ -32,7 +32,7 @@ from backoffice.locks import try_advisory_lock
 
 from . import catchup, rollup, signals
 from .config import ChainConfig, get_chain_config
-from .fetch import FIRST_CHUNK_BLOCKS, RULES, Batch, FetchRules, Prefetcher, token_book, widest_range
+from .fetch import RULES, Batch, FetchRules, Prefetcher, first_range_end, token_book
 from .fold import apply_logs
 from .mirror import TokenBook, insert_events, load_orders, logs_from_rows
 from .models import BlockHash, EventSyncCursor
@@ -294,10 +294,9 @@ def _run(cfg: ChainConfig, client: RpcClient, result: SyncResult, started: float
 def _first_round_trip(cfg: ChainConfig, client: RpcClient, start: int) -> tuple[int, tuple | None]:
     """A process's first run: the chain id (checked), the head and the first range's logs in one batch, so a distant
     provider's latency is paid once before the first range is answered, not twice. Returns the head and
-    (from, to, logs) of that range, as wide as the fetch's first (within a cap configured or learnt already). A
-    provider that refuses the range (a cap under FIRST_CHUNK_BLOCKS blocks) is asked again for the first two
-    alone; the fetch learns its cap from its own refusal."""
-    end = start + min(cfg.batch_blocks, FIRST_CHUNK_BLOCKS, widest_range(client) or FIRST_CHUNK_BLOCKS) - 1
+    (from, to, logs) of the fetch's own first range (`first_range_end`). A provider that refuses it (a cap of fewer
+    blocks) is asked again for the first two alone; the fetch learns its cap from its own refusal."""
+    end = first_range_end(cfg, client, start)
     calls = [("eth_chainId", []), ("eth_blockNumber", [])]
     try:
         chain_id, head_hex, logs = client.batch([*calls, logs_call(start, end, cfg.contracts)])

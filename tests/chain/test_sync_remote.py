@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from chain import local
 from chain.fetch import FetchRules
@@ -94,22 +93,9 @@ def test_a_first_runs_first_range_keeps_to_a_configured_cap(
 
 def test_a_provider_refusing_the_first_range_in_the_first_request_is_asked_again_without_it(
         chain_settings, chain_market, anvil_node, deployment, faulty_rpc, tmp_path):
-    def too_wide(call) -> bool:
-        query = call["params"][0] if call.get("method") == "eth_getLogs" else None
-        return query is not None and int(query["toBlock"], 16) - int(query["fromBlock"], 16) + 1 > 5
-
-    def refusal(call) -> dict:
-        return {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000,
-                                                            "message": "exceed maximum block range: 5"}}
-
-    def five_blocks(body):
-        """A trial plan's cap of 5 blocks, on each call of a batch too (the others answered by the node)."""
-        if isinstance(body, list) and any(too_wide(call) for call in body):
-            node = [requests.post(anvil_node.url, json=c, timeout=30).json() for c in body if not too_wide(c)]
-            return 200, json.dumps([refusal(c) if too_wide(c) else node.pop(0) for c in body]).encode()
-        return (200, json.dumps(refusal(body)).encode()) if isinstance(body, dict) and too_wide(body) else None
-
-    proxy = faulty_rpc(five_blocks, delay=0.01)
+    head = anvil_node.head()
+    as_is = StretchedChain(anvil_node.url, head, [], head)  # every block at its own number
+    proxy = faulty_rpc(capped(as_is, max_blocks=5), delay=0.01)  # a trial plan's cap, on each call of a batch too
     through(chain_settings, deployment, tmp_path, proxy, in_flight=4)
     result = sync_chain("bsc", max_seconds=600)
 
@@ -242,27 +228,31 @@ def stretched(chain_market, anvil_node, deployment) -> StretchedChain:
 def capped(stretch: StretchedChain, *, max_blocks: int = RANGE_CAP, max_logs: int = 0, refused: list | None = None):
     """A provider that refuses eth_getLogs over `max_blocks` blocks in the words of BSC's own nodes and, with
     `max_logs`, answers over that many logs with Infura's refusal and the range it suggests (the last block before the
-    first log past the limit). Each refusal is appended to `refused` as (kind, blocks)."""
+    first log past the limit); each call of a batch on its own, as providers answer them. Each refusal is appended to
+    `refused` as (kind, blocks)."""
     refused = [] if refused is None else refused
 
-    def fault(body):
-        if not (isinstance(body, dict) and body.get("method") == "eth_getLogs"):
-            return None
-        query = body["params"][0]
+    def one(call) -> bytes:
+        if not (isinstance(call, dict) and call.get("method") == "eth_getLogs"):
+            return stretch.answer(call)
+        query = call["params"][0]
         frm, to = int(query["fromBlock"], 16), int(query["toBlock"], 16)
         if to - frm + 1 > max_blocks:
             refused.append(("range", to - frm + 1))
-            return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+            return json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": {
                 "code": -32000, "message": f"exceed maximum block range: {max_blocks}"}}).encode()
-        answer = stretch.answer(body)
+        answer = stretch.answer(call)
         logs = json.loads(answer)["result"]
         if max_logs and len(logs) > max_logs:
             refused.append(("logs", to - frm + 1))
             end = max(frm, int(logs[max_logs]["blockNumber"], 16) - 1)
-            return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "error": {
+            return json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": {
                 "code": -32005, "message": f"query returned more than {max_logs} results. Try with this block range "
                                            f"[{hex(frm)}, {hex(end)}]."}}).encode()
-        return 200, answer
+        return answer
+
+    def fault(body):
+        return 200, b"[" + b",".join(map(one, body)) + b"]" if isinstance(body, list) else one(body)
 
     return fault
 

@@ -380,7 +380,8 @@ class TcpProxy:
 
     def kill(self) -> None:
         """Stop listening and cut every open connection, as a provider outage does."""
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
@@ -398,16 +399,21 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            if self._listener is not listener:
-                client.close()
-                return
             try:
                 upstream = socket.create_connection(self.upstream, timeout=5)
             except OSError:
                 client.close()
                 continue
+            # Registered under the lock only while still listening: a connection accepted as kill() ran is cut
+            # here, not left open past the outage (a keep-alive session would go on using it).
             with self._lock:
-                self._sockets.update((client, upstream))
+                alive = self._listener is listener
+                if alive:
+                    self._sockets.update((client, upstream))
+            if not alive:
+                for sock in (client, upstream):
+                    sock.close()
+                return
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 

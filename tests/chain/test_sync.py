@@ -373,7 +373,7 @@ def test_sync_chain_completes_through_the_fallback_when_the_primary_dies_mid_syn
     def get_logs_then_kill_the_primary(*args):
         asked_after_the_kill = killed.is_set()
         logs = real_get_logs(*args)
-        served.append((client.last_provider.role, asked_after_the_kill))
+        served.append((client._local.served_by, asked_after_the_kill))  # this thread's answer, not the last one
         if len(served) == 1:
             tcp_proxy.kill()
             killed.set()

@@ -158,8 +158,13 @@ def chain(local_chain, settings):
     settings.KEEPER_KEYSTORE = ""
     rpc.reset_clients()
     transactions.reset_signer()
+    # A transaction a test left unmined (automine off) would outlive the revert and be mined in a later test, with
+    # the nonce that test's own action expects (seen: a fee change of the stuck-transaction test mined in the
+    # failed-action test).
+    local_chain.rpc("anvil_dropAllTransactions", [])
     snapshot_id = local_chain.snapshot()
     yield local_chain
+    local_chain.rpc("anvil_dropAllTransactions", [])
     local_chain.automine(True)
     local_chain.revert(snapshot_id)
     rpc.reset_clients()

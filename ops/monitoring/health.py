@@ -188,8 +188,8 @@ def clock_problem(skew_seconds: float) -> str:
             "(check the node, or fail over to another provider)")
 
 
-# Beat's scheduler writes an entry's last_run_at every few minutes (django-celery-beat syncs every 3 min), so an
-# entry is late only past its period plus this, or half its period for the daily and weekly ones.
+# Beat's scheduler writes an entry's last_run_at within seconds (backoffice.beat), and a task may wait its turn on a
+# busy queue: an entry is late only past its period plus this, or half its period for the daily and weekly ones.
 BEAT_SLACK_SECONDS = 600
 
 

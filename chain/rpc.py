@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ import requests
 
 from backoffice.chain_settings import chain_prefix
 
+from .rpc_errors import ProviderUnavailable, RangeOverCap, RangeTimedOut, RpcError
 from .rpc_limits import (
     InFlightWindow,
     RangeCap,
@@ -55,37 +57,6 @@ _ids = itertools.count(1)
 def logs_call(from_block: int, to_block: int, addresses: list[str]) -> tuple[str, list[Any]]:
     """The eth_getLogs call for the contracts' logs of [from_block, to_block], as (method, params)."""
     return "eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to_block), "address": addresses}]
-
-
-class RpcError(Exception):
-    """The node answered with a JSON-RPC error (e.g. a revert): not the provider's fault."""
-
-    def __init__(self, code: int, message: str, data: Any = None, provider: str | None = None):
-        super().__init__(f"RPC error {code}: {message}")
-        self.code, self.message, self.data = code, message, data
-        self.provider: str | None = provider  # the role of the provider that answered
-
-
-class RangeTimedOut(RpcError):
-    """An eth_getLogs over several blocks got no answer in time: the range is too heavy for the provider,
-    which is not (yet) its fault. The sync halves the range, as for a refusal of its size."""
-
-    def __init__(self, blocks: int, timeout: float, provider: str):
-        super().__init__(0, f"eth_getLogs over {blocks} blocks timed out after {timeout:g} s")
-        self.provider = provider
-
-
-class RangeOverCap(RpcError):
-    """An eth_getLogs wider than the provider whose turn it is answers (its configured or learnt cap): refused here,
-    with no request sent. The sync asks for `cap` blocks instead."""
-
-    def __init__(self, blocks: int, cap: int, provider: str):
-        super().__init__(0, f"eth_getLogs over {blocks} blocks: the {provider} provider answers at most {cap}")
-        self.cap, self.provider = cap, provider
-
-
-class ProviderUnavailable(Exception):
-    """Every provider of the chain failed or is open."""
 
 
 class _TransportError(Exception):
@@ -497,3 +468,15 @@ def clients() -> list[tuple[str, RpcClient]]:
 def reset_clients() -> None:
     with _clients_lock:
         _clients.clear()
+
+
+def _forget_clients_after_fork() -> None:
+    """A forked process (Celery's prefork pool: the parent may have read a chain in its system checks) starts with
+    no client: each holds its thread's HTTP connection, and two processes reading one socket get each other's answers
+    (seen: a batch's answer to a single eth_blockNumber). The lock too: a thread may have held it at the fork."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)

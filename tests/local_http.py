@@ -8,10 +8,13 @@ from typing import Callable, Mapping
 
 class LocalHttpServer:
     """Listens on a free local port; `answer(path, headers, body)` gives each POST's (status, body), or
-    (status, body, extra headers), sent as JSON. `url` is its address; `close()` stops it."""
+    (status, body, extra headers), sent as JSON. `url` is its address; `close()` stops it. With `keep_alive`, a
+    connection serves request after request (HTTP/1.1), as a provider's does."""
 
-    def __init__(self, answer: Callable[[str, Mapping[str, str], bytes], tuple]):
+    def __init__(self, answer: Callable[[str, Mapping[str, str], bytes], tuple], *, keep_alive: bool = False):
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self):  # noqa: N802 - the stdlib's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, payload, *extra = answer(self.path, self.headers, body)

@@ -314,3 +314,45 @@ def test_a_refusal_leaves_no_reference_cycle_holding_the_callers_frames():
         gc.enable()
         server.close()
     assert leaked == []
+
+
+def test_a_forked_process_asks_the_chain_over_connections_of_its_own(settings):
+    """Celery's prefork pool forks a parent that may have read a chain already (its system checks do): a child that
+    kept the parent's client would share its HTTP connection, and two processes reading one socket get each other's
+    answers (seen on make run: a batch's answer to a single eth_blockNumber)."""
+    import json
+    import os
+
+    from chain import rpc
+
+    def echo(path, headers, raw):
+        body = json.loads(raw)
+        time.sleep(0.2)  # both processes' requests are out at once
+        return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": body["params"][0]}).encode()
+
+    server = LocalHttpServer(echo, keep_alive=True)
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "rpc_url": server.url,
+                                                  "rpc_fallback": server.url}}
+    rpc.reset_clients()
+    try:
+        parent = rpc.get_client("bsc")
+        for round_ in range(3):
+            assert parent.call("echo", [f"warm {round_}"]) == f"warm {round_}"  # a connection open in the pool
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report, never return into pytest
+                try:
+                    inherited = bool(rpc.clients())
+                    own = rpc.get_client("bsc").call("echo", ["child"]) == "child"
+                    os.write(write_end, b"ok" if own and not inherited else b"inherited" if inherited else b"mixed")
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            time.sleep(0.05)
+            assert parent.call("echo", ["parent"]) == "parent"
+            os.waitpid(pid, 0)
+            with os.fdopen(read_end, "rb") as child:
+                assert child.read() == b"ok"
+    finally:
+        rpc.reset_clients()
+        server.close()

@@ -1,4 +1,5 @@
-"""The errors of the chain's one doorway (chain.rpc), apart so that modules below it can name them."""
+"""The errors the chain's one doorway raises, in a module of their own: chain.rpc re-exports them, and callers
+import them from there."""
 from __future__ import annotations
 
 from typing import Any

@@ -20,9 +20,10 @@ def owner_key_in_safe_mode(app_configs, **kwargs):
     return [Warning(message, hint=hint, id="chain.W001")]
 
 
-def _guardian_problems() -> list[str]:
+def _guardian_problems() -> tuple[list[str], list[str]]:
     """Why the automatic pause's GUARDIAN_KEY could do more than pause: it is the relayer's key, or an owner of a
-    chain's Safe (then, with another owner, it would reach a 2-of-n threshold alone with the server)."""
+    chain's Safe (then, with another owner, it would reach a 2-of-n threshold alone with the server); and, apart,
+    the chains whose Safe could not be read to tell."""
     from . import safe as chain_safe
     from . import transactions
     from .config import get_chain_config
@@ -31,8 +32,8 @@ def _guardian_problems() -> list[str]:
     try:
         guardian = transactions.signer_address("guardian")
     except transactions.SignerUnavailable as exc:
-        return [str(exc)]
-    problems = []
+        return [str(exc)], []
+    problems, unreadable = [], []
     for role in ("relayer", "keeper", "owner"):
         if transactions.has_key(role):
             try:
@@ -49,8 +50,8 @@ def _guardian_problems() -> list[str]:
             if chain_safe.has_code(chain, owner) and guardian in chain_safe.read_safe(chain, owner).owners:
                 problems.append(f"GUARDIAN_KEY ({guardian}) is an owner of {chain}'s Safe {owner}")
         except (ProviderUnavailable, RpcError) as exc:
-            problems.append(f"{chain}'s Safe owners could not be read to compare with GUARDIAN_KEY: {exc}")
-    return problems
+            unreadable.append(f"{chain}'s Safe owners could not be read to compare with GUARDIAN_KEY: {exc}")
+    return problems, unreadable
 
 
 @register(Tags.security)
@@ -61,4 +62,9 @@ def guardian_key_only_pauses(app_configs, **kwargs):
     hint = ("Give the automatic pause a key of its own, registered only as a guardian of the pause module: never a "
             "Safe owner's key, the relayer's or the keeper's (README, 'The automatic pause').")
     level, code = (Error, "chain.E002") if settings.PRODUCTION else (Warning, "chain.W002")
-    return [level(problem, hint=hint, id=code) for problem in _guardian_problems()]
+    problems, unreadable = _guardian_problems()
+    # A chain that cannot be read says nothing about the key: a warning in every mode. As an error it would stop
+    # every management command (migrate, backup_database, contract_action) for as long as a provider is down.
+    return ([level(problem, hint=hint, id=code) for problem in problems]
+            + [Warning(problem, hint="Check the chain's RPC providers (RB-07); the check runs again at the next "
+                                     "command or start.", id="chain.W003") for problem in unreadable])

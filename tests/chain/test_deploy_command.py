@@ -25,11 +25,11 @@ def test_the_deployment_runs_no_check_of_the_chains_it_is_about_to_replace(deplo
     env = {**os.environ, "CHAIN_DEPLOYMENT_FILE": str(stale), "GUARDIAN_KEY": anvil_key(GUARDIAN_INDEX),
            "BSC_OWNER_MODE": "safe"}
     checked = _manage("check", env=env)
-    assert "chain.W002" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+    assert "chain.W003" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
 
     # The deployment itself does not run that check: it is what writes the file the check would read. (A chain it
     # does not know stops it before any deployment, after the point where the checks would have run.)
     deployed = _manage("deploy_local_contracts", "--chain=nowhere=http://127.0.0.1:9", env=env)
     assert deployed.returncode != 0 and "--chain 'nowhere=http://127.0.0.1:9'" in deployed.stderr, deployed.stderr
-    assert "chain.W002" not in deployed.stdout + deployed.stderr
+    assert "chain.W003" not in deployed.stdout + deployed.stderr
     assert "System check" not in deployed.stdout + deployed.stderr

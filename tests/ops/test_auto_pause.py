@@ -183,6 +183,27 @@ def test_auto_pause_stays_off_unless_switched_on_and_a_trigger_switched_off_is_a
     assert not ContractAction.objects.filter(kind="pause").exists(), "BSC_AUTO_PAUSE=off: people decide"
 
 
+def test_check_only_warns_in_production_when_the_chain_cannot_be_read(settings):
+    """A provider outage says nothing about the key; as an error it would stop every management command (migrate,
+    backup_database, contract_action) in production for as long as it lasts."""
+    from chain import rpc
+    from chain.checks import guardian_key_only_pauses
+    from tests.chain.conftest import dead_url
+
+    settings.PRODUCTION = True
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "rpc_url": dead_url(),
+                                                  "rpc_fallback": dead_url(), "owner_mode": "safe",
+                                                  "escrow": "0x" + "11" * 20, "arbitrator_pool": "0x" + "22" * 20}}
+    settings.GUARDIAN_KEY = anvil_key(GUARDIAN_INDEX)
+    transactions.reset_signer()
+    rpc.reset_clients()
+    messages = guardian_key_only_pauses(None)
+    assert [m.id for m in messages if "bsc" in m.msg] == ["chain.W003"], messages
+    assert not any(m.is_serious() for m in messages)
+    assert "could not be read" in messages[0].msg and "RB-07" in messages[0].hint
+    rpc.reset_clients()
+
+
 def test_auto_pause_a_module_enabled_outside_pauses_once_confirmed(guarded):
     node = guarded
     stranger = Web3.to_checksum_address("0x" + "5e" * 20)

@@ -69,9 +69,7 @@ def test_a_first_run_asks_for_the_chain_id_the_head_and_its_first_range_in_one_r
     assert_mirror_equals_chain(anvil_node, deployment)
     first = proxy.requests[0][1]
     assert [call["method"] for call in first] == ["eth_chainId", "eth_blockNumber", "eth_getLogs"]
-    ranges = [(int(c["params"][0]["fromBlock"], 16), int(c["params"][0]["toBlock"], 16))
-              for _, c in proxy.requests[1:] if isinstance(c, dict) and c.get("method") == "eth_getLogs"]
-    frm, to = int(first[2]["params"][0]["fromBlock"], 16), int(first[2]["params"][0]["toBlock"], 16)
+    (frm, to), *ranges = get_logs_ranges(proxy)  # the first is the first request's
     assert (frm, to) == (result.from_block, result.from_block + 9) and (frm, to) not in ranges, "never asked again"
     assert min(f for f, _ in ranges) == to + 1
 
@@ -86,8 +84,8 @@ def test_a_first_runs_first_range_keeps_to_a_configured_cap(
 
     assert result.to_block == anvil_node.head()
     assert_mirror_equals_chain(anvil_node, deployment)
-    asked = proxy.requests[0][1][2]["params"][0]
-    assert (int(asked["fromBlock"], 16), int(asked["toBlock"], 16)) == (result.from_block, result.from_block + 4)
+    assert proxy.requests[0][1][2]["method"] == "eth_getLogs"
+    assert get_logs_ranges(proxy)[0] == (result.from_block, result.from_block + 4)
     assert max(proxy.get_logs_spans()) <= 5 and result.ranges[0] == (result.from_block, result.from_block + 4)
 
 

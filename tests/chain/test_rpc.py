@@ -356,3 +356,50 @@ def test_a_forked_process_asks_the_chain_over_connections_of_its_own(settings):
     finally:
         rpc.reset_clients()
         server.close()
+
+
+def test_a_large_answer_arrives_whole_over_a_connection_kept_for_the_next_call():
+    """The body is read in one call, not requests' 10 KB pieces (each of which waits for the interpreter behind the
+    sync's decoding threads): a busy range's answer of several megabytes comes back intact, and the connection is
+    given back to the pool for the next request."""
+    import json
+
+    logs = [{"blockNumber": hex(i), "data": "0x" + "ab" * 256} for i in range(12_000)]  # about 6.5 MB
+
+    def answer(path, headers, raw):
+        body = json.loads(raw)
+        return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": logs if body["method"] == "big"
+                                else body["method"]}).encode()
+
+    server = LocalHttpServer(answer, keep_alive=True)
+    try:
+        client = RpcClient("bsc", [("primary", server.url)])
+        assert client.call("big", []) == logs
+        assert client.call("small", []) == "small"
+        assert client.call("big", []) == logs
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_an_answer_cut_short_is_the_providers_failure_and_the_fallback_answers():
+    """A provider that closes the connection in the middle of an answer (a proxy restarting, a dropped link) has
+    failed this call: the client goes on to the fallback instead of raising a library's error."""
+    import json
+
+    def cut(path, headers, raw):
+        return 200, b'{"jsonrpc": "2.0", "id": 1, "result": ["0x1", ', {"Content-Length": "100000"}
+
+    def whole(path, headers, raw):
+        return 200, json.dumps({"jsonrpc": "2.0", "id": json.loads(raw)["id"], "result": "0x2a"}).encode()
+
+    broken, fallback = LocalHttpServer(cut, keep_alive=True), LocalHttpServer(whole)
+    try:
+        client = RpcClient("bsc", [("primary", broken.url), ("fallback", fallback.url)], timeout=2)
+        assert client.block_number() == 42
+        assert client.last_provider.role == "fallback" and client.providers[0].failures == 1
+        with pytest.raises(ProviderUnavailable, match="ProtocolError"):
+            RpcClient("bsc", [("primary", broken.url)], timeout=2).block_number()
+    finally:
+        broken.close()
+        fallback.close()

@@ -3,11 +3,11 @@
 Three threads, each mostly waiting on a different process: the prefetcher on the RPC node
 (`chain.fetch.Prefetcher`), this module's writer on PostgreSQL, and the caller, which folds each
 fetched batch into order and arbitrator states (pure Python) and hands the writer its raw events as
-COPY text. A transaction spans up to TARGET_LOGS logs, or `batch_blocks` blocks once it has been open
-COMMIT_SECONDS (a sparse catch-up commits about once a second). The writer opens it and streams its events into
-one COPY while later batches are still being fetched, then writes the fold's states, the block hashes and the
-cursor, and commits. So each committed transaction is exactly what the serial path would
-have written: no gap, no duplicate, and a crash loses only the open transaction.
+COPY text. A transaction spans up to TARGET_LOGS logs, or ends at a quiet batch once it holds a burst or has been
+open COMMIT_SECONDS (a sparse catch-up commits about once a second, and after each burst rather than inside it). The
+writer opens it and streams its events into one COPY while later batches are still being fetched, then writes the
+fold's states, the block hashes and the cursor, and commits. So each committed transaction is exactly what the
+serial path would have written: no gap, no duplicate, and a crash loses only the open transaction.
 
 The writer has its own database connection. It never reads the mirror; the folder reads only states
 no transaction of this run has touched (the run's cache holds every other), so neither waits for the
@@ -42,6 +42,14 @@ CACHE_ORDERS = 200_000  # order states kept across transactions of one run (boun
 # database (tens of milliseconds among the fetch threads), and an empty stretch would otherwise commit every
 # `batch_blocks` blocks; a crash still loses at most about a second's fetching.
 COMMIT_SECONDS = 1.0
+# ... and ends at a quiet batch (fewer than QUIET_LOGS logs) rather than inside a burst: an order created before the
+# commit and settled after it would be written twice (copied, then updated under the orders table's indexes), and a
+# burst committed as soon as it is folded is written while the quiet stretch after it is still being fetched, not
+# after the last answer (the catchup benchmark's last busy half-hour). A burst of BURST_LOGS is committed at once;
+# a transaction open LONGEST_SECONDS ends wherever it is.
+QUIET_LOGS = 100
+BURST_LOGS = 2_000
+LONGEST_SECONDS = 4 * COMMIT_SECONDS
 
 
 class Interrupted(RuntimeError):
@@ -189,9 +197,17 @@ class _Open:
     ranges: list[tuple[int, int]] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
 
-    def full(self, cfg: ChainConfig) -> bool:
-        return self.logs >= TARGET_LOGS or (self.blocks >= cfg.batch_blocks
-                                            and time.monotonic() - self.opened >= COMMIT_SECONDS)
+    def full(self, cfg: ChainConfig, last: Batch) -> bool:
+        """Whether to end the transaction after `last`: at TARGET_LOGS; else at a quiet batch (few logs) once it holds
+        a burst (BURST_LOGS) or has been open COMMIT_SECONDS; at the latest after LONGEST_SECONDS."""
+        if self.logs >= TARGET_LOGS:
+            return True
+        if self.blocks < cfg.batch_blocks:
+            return False
+        opened = time.monotonic() - self.opened
+        if len(last.logs) < QUIET_LOGS and (self.logs >= BURST_LOGS or opened >= COMMIT_SECONDS):
+            return True
+        return opened >= LONGEST_SECONDS
 
 
 def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cache: RunCache,
@@ -210,10 +226,10 @@ def run_pipelined(cfg: ChainConfig, batches: Iterable[Batch], *, head: int, cach
                 open_ = _Open(batch.from_block, Fold(chain, None, orders=cache.orders,
                                                      arbitrators=cache.arbitrators, persisted=cache.persisted))
                 writer.send(_Begin(batch.from_block))
-            _fold_batch(open_, batch, tokens_for(batch))
-            if batch.logs:
+            if batch.logs:  # first: PostgreSQL copies them in while this thread folds them
                 writer.send("".join(line + "\n" for line in event_lines(chain, batch.logs)))
-            if open_.full(cfg):
+            _fold_batch(open_, batch, tokens_for(batch))
+            if open_.full(cfg, batch):
                 writer.send(_end(open_, batch))
                 open_ = None
                 if len(cache.orders) > CACHE_ORDERS:  # dropped only once written: the next fold reads them back

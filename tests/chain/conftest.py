@@ -340,6 +340,7 @@ def small_batches(chain_settings, monkeypatch):
     from chain.config import get_chain_config
 
     monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
+    monkeypatch.setattr(pipeline, "LONGEST_SECONDS", 0)  # inside a burst too
     chain_settings.CHAINS = {**chain_settings.CHAINS, "bsc": {**chain_settings.CHAINS["bsc"], "batch_blocks": 5}}
     assert get_chain_config("bsc").batch_blocks == 5
     return chain_settings

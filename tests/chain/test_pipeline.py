@@ -29,8 +29,38 @@ def small_transactions(chain_settings, monkeypatch):
     monkeypatch.setattr(fetch, "CHUNK_LOGS", 40)
     monkeypatch.setattr(pipeline, "TARGET_LOGS", 150)
     monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0)
+    monkeypatch.setattr(pipeline, "LONGEST_SECONDS", 0)  # a transaction may end inside a burst too
     monkeypatch.setattr(sync, "PIPELINE_MIN_BLOCKS", 1)
     return chain_settings
+
+
+def test_a_transaction_ends_after_a_burst_at_a_quiet_batch_not_inside_it(monkeypatch):
+    """Ending inside a burst writes each order it created before the commit and settled after it twice (copied, then
+    updated under the orders table's indexes), and leaves the burst's writing for after the last answer."""
+    from chain.config import get_chain_config
+    from chain.events import Log
+    from chain.fetch import Batch
+
+    cfg = get_chain_config("bsc")
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+
+    def batch(logs: int, blocks: int = cfg.batch_blocks) -> Batch:
+        return Batch(1, blocks, None, [Log(1, "0x", 0, "0x", i, "0x", "escrow", "OrderCreated", {})
+                                       for i in range(logs)])
+
+    def open_after(seconds: float, logs: int, blocks: int = cfg.batch_blocks) -> pipeline._Open:
+        return pipeline._Open(1, None, logs=logs, blocks=blocks, opened=clock[0] - seconds)
+
+    busy, quiet = batch(pipeline.QUIET_LOGS), batch(pipeline.QUIET_LOGS - 1)
+    assert not open_after(0, pipeline.BURST_LOGS - 1).full(cfg, quiet), "neither a burst nor a second yet"
+    assert open_after(0, pipeline.BURST_LOGS).full(cfg, quiet), "a burst, then a quiet batch: written at once"
+    assert open_after(pipeline.COMMIT_SECONDS, 10).full(cfg, quiet), "a sparse stretch: about once a second"
+    assert not open_after(pipeline.COMMIT_SECONDS, pipeline.BURST_LOGS).full(cfg, busy), "inside a burst"
+    assert open_after(pipeline.LONGEST_SECONDS, pipeline.BURST_LOGS).full(cfg, busy), "a burst going on for long"
+    assert open_after(0, pipeline.TARGET_LOGS).full(cfg, busy), "a dense history: at TARGET_LOGS"
+    assert not open_after(pipeline.LONGEST_SECONDS, pipeline.BURST_LOGS, blocks=cfg.batch_blocks - 1).full(
+        cfg, quiet), "fewer than batch_blocks blocks"
 
 
 def _client_backends() -> set[int]:

@@ -40,13 +40,13 @@ TARGET_LOGS = 25_000  # logs per transaction: big enough to amortise its fixed w
 CACHE_ORDERS = 200_000  # order states kept across transactions of one run (bounded memory on a long catch-up)
 # A transaction of few logs stays open this long before its blocks end it: each costs a dozen round trips to the
 # database (tens of milliseconds among the fetch threads), and an empty stretch would otherwise commit every
-# `batch_blocks` blocks; a crash still loses at most about a second's fetching.
+# `batch_blocks` blocks.
 COMMIT_SECONDS = 1.0
 # ... and ends at a quiet batch (fewer than QUIET_LOGS logs) rather than inside a burst: an order created before the
 # commit and settled after it would be written twice (copied, then updated under the orders table's indexes), and a
 # burst committed as soon as it is folded is written while the quiet stretch after it is still being fetched, not
 # after the last answer (the catchup benchmark's last busy half-hour). A burst of BURST_LOGS is committed at once;
-# a transaction open LONGEST_SECONDS ends wherever it is.
+# a transaction open LONGEST_SECONDS ends wherever it is, so a crash loses at most a few seconds' fetching.
 QUIET_LOGS = 100
 BURST_LOGS = 2_000
 LONGEST_SECONDS = 4 * COMMIT_SECONDS

@@ -136,7 +136,7 @@ class RpcClient:
             # The body is read in one call (`stream=True`, then `raw.read()`): requests' own `.content` reads it
             # 10 KB at a time, and each read gives the interpreter up and waits to get it back behind the threads
             # decoding and folding, about half a millisecond each: a 7 MB answer took 141 ms instead of 8 with one
-            # such thread busy (tests/chain/test_rpc.py, the catchup benchmark's busy ranges).
+            # such thread busy (the catchup benchmark's busy ranges are such answers).
             response = self._session.post(provider.url, data=json.dumps(payload),
                                           headers={"Content-Type": "application/json"}, timeout=self.timeout,
                                           **{**self._http(provider), "stream": True})

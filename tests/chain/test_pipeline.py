@@ -34,7 +34,7 @@ def small_transactions(chain_settings, monkeypatch):
     return chain_settings
 
 
-def test_a_transaction_ends_after_a_burst_at_a_quiet_batch_not_inside_it(monkeypatch):
+def test_a_transaction_ends_after_a_burst_at_a_quiet_batch_not_inside_it():
     """Ending inside a burst writes each order it created before the commit and settled after it twice (copied, then
     updated under the orders table's indexes), and leaves the burst's writing for after the last answer."""
     from chain.config import get_chain_config
@@ -42,15 +42,14 @@ def test_a_transaction_ends_after_a_burst_at_a_quiet_batch_not_inside_it(monkeyp
     from chain.fetch import Batch
 
     cfg = get_chain_config("bsc")
-    clock = [1000.0]
-    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
 
     def batch(logs: int, blocks: int = cfg.batch_blocks) -> Batch:
         return Batch(1, blocks, None, [Log(1, "0x", 0, "0x", i, "0x", "escrow", "OrderCreated", {})
                                        for i in range(logs)])
 
     def open_after(seconds: float, logs: int, blocks: int = cfg.batch_blocks) -> pipeline._Open:
-        return pipeline._Open(1, None, logs=logs, blocks=blocks, opened=clock[0] - seconds)
+        """A transaction of `logs` logs over `blocks` blocks, opened `seconds` ago (and just now for 0)."""
+        return pipeline._Open(1, None, logs=logs, blocks=blocks, opened=time.monotonic() - seconds)
 
     busy, quiet = batch(pipeline.QUIET_LOGS), batch(pipeline.QUIET_LOGS - 1)
     assert not open_after(0, pipeline.BURST_LOGS - 1).full(cfg, quiet), "neither a burst nor a second yet"

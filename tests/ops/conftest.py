@@ -7,6 +7,7 @@ from one test to the next; the database side is rolled back or flushed by pytest
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,20 @@ class LocalChain:
 
     def revert(self, snapshot_id: str) -> None:
         assert self.rpc("evm_revert", [snapshot_id]) is True
+
+    @contextlib.contextmanager
+    def reverted(self):
+        """The chain as it was before the block, whatever it did. Pending transactions are dropped first and last: one a
+        test left unmined (automine off) would outlive the revert and be mined in a later test, with the nonce that
+        test's own action expects (seen: a fee change of the stuck-transaction test mined in the failed-action test)."""
+        self.rpc("anvil_dropAllTransactions", [])
+        snapshot_id = self.snapshot()
+        try:
+            yield self
+        finally:
+            self.rpc("anvil_dropAllTransactions", [])
+            self.automine(True)
+            self.revert(snapshot_id)
 
     def mine(self, blocks: int = 1) -> None:
         self.rpc("anvil_mine", [hex(blocks)])
@@ -158,15 +173,8 @@ def chain(local_chain, settings):
     settings.KEEPER_KEYSTORE = ""
     rpc.reset_clients()
     transactions.reset_signer()
-    # A transaction a test left unmined (automine off) would outlive the revert and be mined in a later test, with
-    # the nonce that test's own action expects (seen: a fee change of the stuck-transaction test mined in the
-    # failed-action test).
-    local_chain.rpc("anvil_dropAllTransactions", [])
-    snapshot_id = local_chain.snapshot()
-    yield local_chain
-    local_chain.rpc("anvil_dropAllTransactions", [])
-    local_chain.automine(True)
-    local_chain.revert(snapshot_id)
+    with local_chain.reverted():
+        yield local_chain
     rpc.reset_clients()
     transactions.reset_signer()
 

@@ -97,12 +97,8 @@ def safe_chain(safe_chain_node, settings):
     settings.KEEPER_KEY = anvil_key(KEEPER_INDEX)
     rpc.reset_clients()
     transactions.reset_signer()
-    safe_chain_node.rpc("anvil_dropAllTransactions", [])  # none left to be mined after the revert (conftest.chain)
-    snapshot_id = safe_chain_node.snapshot()
-    yield safe_chain_node
-    safe_chain_node.rpc("anvil_dropAllTransactions", [])
-    safe_chain_node.automine(True)
-    safe_chain_node.revert(snapshot_id)
+    with safe_chain_node.reverted():
+        yield safe_chain_node
     rpc.reset_clients()
     transactions.reset_signer()
 

@@ -13,6 +13,7 @@ from django.utils import translation
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from .db_router import replica_reads, with_replica_reads
+from .permissions import has_role
 
 # The sidebar's order: what staff work in every day first, then the records, then the framework's own apps.
 APP_ORDER = ["chain", "disputes", "ops", "alerts", "audit"]
@@ -124,12 +125,6 @@ class BackofficeAdminSite(admin.AdminSite):
                  name="dashboard_chart_csv"),
             *super().get_urls(),
         ]
-
-
-def has_role(user) -> bool:
-    """A role is a group with permissions (ops/migrations/0008_roles.py); a staff account given none, by group or
-    directly, holds no permission at all, and may see no business state."""
-    return user.is_superuser or bool(user.get_all_permissions())
 
 
 _sidebars: dict[tuple, str] = {}

@@ -11,6 +11,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 
+from backoffice.permissions import has_role
+
 from . import health as health_checks
 from . import metrics as metrics_module
 
@@ -22,11 +24,12 @@ def _bearer_token_ok(request) -> bool:
 
 
 def _verified_staff(request) -> bool:
-    """Active staff whose session passed the second factor, as the admin site asks: the password step alone is
-    not a staff login (django-otp's is_verified; the user is anonymous when the session stack did not run)."""
+    """Active staff with a role whose session passed the second factor, as the admin site asks: the password step
+    alone is not a staff login (django-otp's is_verified; the user is anonymous when the session stack did not run),
+    and staff with no role see no business state, here as on the dashboard."""
     user = getattr(request, "user", None)
     return (user is not None and user.is_authenticated and user.is_active and user.is_staff
-            and getattr(user, "is_verified", lambda: False)())
+            and getattr(user, "is_verified", lambda: False)() and has_role(user))
 
 
 def public_health(payload: dict) -> dict:
@@ -46,8 +49,8 @@ def health(request):
 
 
 def _metrics_allowed(request) -> bool:
-    """A bearer token (METRICS_TOKEN), a staff session that passed the second factor, or — in development only,
-    without a token configured — loopback."""
+    """A bearer token (METRICS_TOKEN), the session of staff with a role that passed the second factor, or — in
+    development only, without a token configured — loopback."""
     if _bearer_token_ok(request) or _verified_staff(request):
         return True
     if not settings.PRODUCTION and not settings.METRICS_TOKEN:
@@ -63,8 +66,8 @@ def _metrics_allowed(request) -> bool:
 def metrics(request):
     """The registry rendered at most once a second, by one request at a time; others get that body."""
     if not _metrics_allowed(request):
-        return HttpResponseForbidden("metrics need a bearer token (METRICS_TOKEN) or a staff login that passed "
-                                     "the second factor (the one-time code)\n", content_type="text/plain")
+        return HttpResponseForbidden("metrics need a bearer token (METRICS_TOKEN) or a staff login with a role that "
+                                     "passed the second factor (the one-time code)\n", content_type="text/plain")
     # Prometheus scrapes every 15 s or so: a body rendered within the last second is as good as new.
     cache = metrics_module.rendered
     if time.monotonic() - cache["at"] >= metrics_module.RENDER_SECONDS and \

@@ -78,9 +78,12 @@ def test_backups_show_other_roles_the_file_name_and_only_ops_admins_the_director
                                       actor_label="system:backup_database",
                                       error=f"BACKUP_DIR {tmp_path} is not writable by this user (uid 1000): give it "
                                             "write permission (chown/chmod) or set BACKUP_DIR to a writable directory.")
+    missing = f"the dump {backup.file_path} is missing: it was moved or deleted"
+    # As run_restore_test records it: the failed check's detail is the error too.
     test = RestoreTest.objects.create(backup=backup, actor_label="system:test_backup_restore", created_at=now,
                                       started_at=now, finished_at=now, status=RestoreTestStatus.FAILED,
-                                      error=f"the dump {backup.file_path} is missing: it was moved or deleted")
+                                      error=missing, checks=[{"name": "checksum", "ok": False, "seconds": 0.0,
+                                                              "detail": missing}])
     pages = [reverse("admin:ops_backuprun_change", args=[backup.pk]),
              reverse("admin:ops_backuprun_change", args=[failed.pk]),
              reverse("admin:ops_restoretest_change", args=[test.pk]),
@@ -94,10 +97,11 @@ def test_backups_show_other_roles_the_file_name_and_only_ops_admins_the_director
         assert not [url for url, r in seen.items() if str(tmp_path) in r.content.decode()], role
         assert name in seen[pages[0]].content.decode()
         assert "is not writable by this user" in seen[pages[1]].content.decode()
-        assert f"the dump …/{name} is missing" in seen[pages[2]].content.decode()
+        assert seen[pages[2]].content.decode().count(f"the dump …/{name} is missing") == 2  # the error, the check
 
     client.force_login(staff("ops admin"))
     assert backup.file_path in client.get(pages[0]).content.decode()
+    assert client.get(pages[2]).content.decode().count(f"the dump {backup.file_path} is missing") == 2
     assert f"BACKUP_DIR {tmp_path} is not writable" in client.get(pages[1]).content.decode()
 
 

@@ -161,6 +161,19 @@ def test_health_anonymous_in_production_sees_each_checks_status_and_no_internals
 
 
 @pytest.mark.django_db
+def test_health_details_are_not_for_verified_staff_with_no_role(client, django_user_model):
+    """Issue 22, findings 5 and 6: staff with no role get what anonymous callers get."""
+    from django.contrib.auth.models import Group
+
+    newcomer = django_user_model.objects.create_user("newcomer", is_staff=True)
+    client.force_login(newcomer)  # password and one-time code
+
+    assert set(client.get("/health").json()) == {"status", "checks"}
+    newcomer.groups.set([Group.objects.get(name="viewer")])
+    assert "version" in client.get("/health").json()
+
+
+@pytest.mark.django_db
 def test_health_counts_celery_workers_by_fresh_heartbeat(client, own_redis):
     client_ = health.redis_client()
     client_.hset(health.WORKER_HEARTBEAT_KEY, mapping={"w1@host": time.time(), "w2@host": time.time() - 300})

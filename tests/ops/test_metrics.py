@@ -127,6 +127,19 @@ def test_metrics_forbidden_in_production_to_a_session_that_passed_only_the_passw
     assert client.get("/metrics").status_code == 200
 
 
+def test_metrics_forbidden_in_production_to_verified_staff_with_no_role(client, settings, django_user_model):
+    """Issue 22, finding 6: staff with no role see no business state, on the dashboard nor here."""
+    settings.PRODUCTION = True
+    newcomer = django_user_model.objects.create_user("newcomer", is_staff=True)
+    client.force_login(newcomer)  # password and one-time code
+
+    refused = client.get("/metrics")
+
+    assert refused.status_code == 403 and b"p2p_orders_created_total" not in refused.content
+    newcomer.groups.set([Group.objects.get(name="viewer")])
+    assert client.get("/metrics").status_code == 200
+
+
 def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, market):
     m = scrape(client)
     bsc, eth = (("chain", "bsc"),), (("chain", "ethereum"),)

@@ -1,7 +1,8 @@
 """What a sanctions hit does, for a list version and a first screening alike: a hit row (one per wallet and version,
 or wallet and oracle chain), the wallet blacklisted with source "sanctions" and its evidence (or the active entry it
-had kept), each open order and dispute it was party to recorded, an open "sanctions" review flag (resolving it is
-"handled"), audit rows, and a P1 after commit. All in bulk: a few statements whatever the number of hits."""
+had kept, its expiry dropped), each open order and dispute it was party to recorded, an open "sanctions" review flag
+(resolving it is "handled"), audit rows, and a P1 after commit. All in bulk: a few statements whatever the number of
+hits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from chain.models import OPEN_STATUSES
 from ..models import Blacklist, BlacklistSource, ReviewFlag, SanctionsHit, SanctionsHitSource, SanctionsListVersion
 
 SCREENING_ACTOR = "system:sanctions-screening"
+# Held by a screening run (session) and by a list import (its transaction): a wallet met while a version is imported
+# is screened after it commits, against the new version, rather than against the old one behind the re-screen's back.
+SCREENING_LOCK = "sanctions-screening"
 
 
 @dataclass
@@ -49,8 +53,8 @@ def rows(sql: str, params: list | dict) -> list[tuple]:
 def record_sanctions_hits(candidates: list[Candidate], *, actor: Any = SCREENING_ACTOR) -> list[SanctionsHit]:
     """Handle hits in bulk, inside the caller's transaction: a hit row each (one per wallet and version, or wallet
     and oracle chain: a hit already recorded is not recorded again), the blacklist entry (or the active one the
-    wallet already has), its open orders and disputes, and an open "sanctions" review flag. Audited per entry, hit
-    and flag. Returns the new hits; the caller raises the alert after commit (`alert_hits`)."""
+    wallet already has, made never to expire), its open orders and disputes, and an open "sanctions" review flag.
+    Audited per entry, hit and flag. Returns the new hits; the caller raises the alert after commit (`alert_hits`)."""
     if not candidates:
         return []
     if not connection.in_atomic_block:
@@ -79,6 +83,11 @@ def record_sanctions_hits(candidates: list[Candidate], *, actor: Any = SCREENING
         "WHERE NOT EXISTS (SELECT 1 FROM blacklist b WHERE b.wallet = t.w AND b.lifted_at IS NULL) "
         "ON CONFLICT DO NOTHING RETURNING wallet, id",
         [BlacklistSource.SANCTIONS, wallets, [reasons[w] for w in wallets]]))
+    # An entry the wallet already had (a temporary ban from before) stands for the hit now: it no longer expires, or
+    # the expiry job would lift a sanctioned wallet by itself. The old expiry is kept in the audit row.
+    unexpired = dict(rows(
+        "UPDATE blacklist b SET expires_at = NULL FROM blacklist old WHERE old.id = b.id AND b.wallet = ANY(%s) "
+        "AND b.lifted_at IS NULL AND b.expires_at IS NOT NULL RETURNING b.id, old.expires_at", [wallets]))
 
     # Each open order and dispute the wallet is party to, as it stands now (three index scans).
     for column, role in (("buyer_wallet", "buyer"), ("seller_wallet", "seller"), ("arbitrator_wallet", "arbitrator")):
@@ -119,6 +128,9 @@ def record_sanctions_hits(candidates: list[Candidate], *, actor: Any = SCREENING
     for entry in Blacklist.objects.filter(pk__in=new_entries.values()).order_by("pk"):
         record_audit(actor=actor, action="blacklist_wallet", obj=entry, reason=entry.reason,
                      after={"wallet": entry.wallet, "reason": entry.reason, "source": entry.source})
+    for entry in Blacklist.objects.filter(pk__in=unexpired).order_by("pk"):
+        record_audit(actor=actor, action="keep_blacklist_entry", obj=entry, before={"expires_at": unexpired[entry.pk]},
+                     after={"expires_at": None}, reason=reasons[entry.wallet])
     for flag in new_flags:
         record_audit(actor=actor, action="flag_for_review", obj=flag,
                      after={"wallet": flag.wallet, "role": flag.role, "disputes": flag.disputes})

@@ -17,7 +17,7 @@ from chain.config import get_chain_config
 from chain.rpc import ProviderUnavailable, RpcError
 
 from ..models import SanctionsEntry, SanctionsHit, SanctionsHitSource, SanctionsOracleCheck, SanctionsScreening
-from .hits import Candidate, alert_hits, record_sanctions_hits
+from .hits import SCREENING_LOCK, Candidate, alert_hits, record_sanctions_hits
 from .selectors import current_version_ids
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def _configured_oracles() -> dict[str, str]:
 
 
 def _screening_lock():
-    """One screening at a time across workers (a session lock: a killed worker's dies with its connection)."""
-    return try_advisory_lock("sanctions-screening")
+    """One screening at a time across workers, and none while a list version is imported (a session lock: a killed
+    worker's dies with its connection)."""
+    return try_advisory_lock(SCREENING_LOCK)
 
 
 def screen_new_wallets(*, batch: int = SCREEN_BATCH, max_seconds: float = 20.0) -> ScreenResult:

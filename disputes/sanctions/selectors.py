@@ -12,6 +12,8 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from chain.models import Arbitrator
+
 from ..models import (
     SanctionsEntry,
     SanctionsHit,
@@ -124,8 +126,10 @@ def wallet_screening(wallet: str) -> SanctionsScreening | None:
 
 
 def sanctioned_arbitrator_wallets() -> set[str]:
-    """Arbitrators named by a sanctions hit (the arbitrator monitoring page flags them)."""
-    return set(SanctionsHit.objects.filter(roles__contains=["arbitrator"]).values_list("wallet", flat=True))
+    """Arbitrators named by a sanctions hit (the arbitrator monitoring page flags them), whatever the wallet was to us
+    when hit: a trader hit first who registers as an arbitrator later is not hit again, and is one all the same."""
+    return set(SanctionsHit.objects.filter(wallet__in=Arbitrator.objects.values("wallet"))
+               .values_list("wallet", flat=True))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from backoffice.audit.services import actor_label, record_audit
 from backoffice.permissions import require_perm
 
 from ..models import BlacklistSource, SanctionsHit, SanctionsHitSource, SanctionsListVersion
-from .hits import SCREENING_ACTOR, Candidate, alert_hits, open_flags, record_sanctions_hits, rows
+from .hits import SCREENING_ACTOR, SCREENING_LOCK, Candidate, alert_hits, open_flags, record_sanctions_hits, rows
 from .lists import MAX_BYTES, MAX_ERRORS_SHOWN, ListFormatError, ParsedList, parse_list
 from .selectors import current_version_ids
 
@@ -55,6 +55,9 @@ def import_sanctions_list(*, actor: Any, data: bytes, source: str, asset: str | 
     with transaction.atomic():
         with connection.cursor() as cur:  # one import of a list at a time: each compares with the one before
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"sanctions-list:{parsed.list_key}"])
+            # No screening meanwhile (this waits for one under way): a wallet the sync meets after the re-screen
+            # below has read the wallets is screened once this commits, against the new version too.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [SCREENING_LOCK])
         previous = (SanctionsListVersion.objects.filter(list_key=parsed.list_key).order_by("-imported_at", "-id")
                     .first())
         _refuse(parsed, previous, sha, source, force)
@@ -145,14 +148,16 @@ def rescreen_list_version(version: SanctionsListVersion, *, actor: Any = SCREENI
 
 
 def _flag_delisted(version: SanctionsListVersion, *, actor: Any) -> list[str]:
-    """Wallets blacklisted for sanctions that this version drops and no current list names any more: a "delisted"
-    review flag each (never a lift: staff decide, and the oracle may still name them)."""
+    """Wallets blacklisted for sanctions (a "sanctions" entry, or the entry a hit kept) that this version drops and
+    no current list names any more: a "delisted" review flag each (never a lift: staff decide, and the oracle may
+    still name them)."""
     if version.previous_id is None:
         return []
     current = current_version_ids()
     dropped = rows(
         "SELECT p.address, b.id FROM sanctions_entries p "
-        "JOIN blacklist b ON b.wallet = p.address AND b.lifted_at IS NULL AND b.source = %(sanctions)s "
+        "JOIN blacklist b ON b.wallet = p.address AND b.lifted_at IS NULL AND (b.source = %(sanctions)s "
+        "     OR EXISTS (SELECT 1 FROM sanctions_hits h WHERE h.blacklist_id = b.id)) "
         "WHERE p.version_id = %(prev)s "
         "AND NOT EXISTS (SELECT 1 FROM sanctions_entries c WHERE c.address = p.address "
         "                AND c.version_id = ANY(%(cur)s))",

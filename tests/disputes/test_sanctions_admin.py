@@ -98,6 +98,19 @@ def test_arbitrator_monitoring_flags_a_sanctioned_arbitrator(login, viewer):
     assert page.count(arbitrator.wallet) >= 2 and "SANCTIONED" in page
 
 
+def test_arbitrator_monitoring_flags_a_trader_hit_before_registering_as_an_arbitrator(login, viewer, no_chain):
+    from disputes.sanctions.services import screen_new_wallets
+
+    trader = f.profile()
+    _listing(trader.wallet)
+    arbitrator = f.arbitrator(address=trader.wallet, reputation=70)  # met again: screened, not hit a second time
+    screen_new_wallets()
+    assert "arbitrator" not in SanctionsHit.objects.get().roles, "its hit says what it was when hit"
+    page = login(viewer).get(reverse("admin:disputes_disputedorder_arbitrators")).content.decode()
+    assert "Sanctioned (named by a sanctions list or oracle)" in page
+    assert page.count(arbitrator.wallet) >= 2 and "SANCTIONED" in page
+
+
 def test_wallet_profile_shows_its_screening_and_hits(login, viewer, no_chain):
     from disputes.sanctions.services import screen_new_wallets
 

@@ -5,6 +5,7 @@ the runbook's raw INSERT INTO blacklist still works beside the new source."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from backoffice.alerts.models import Alert
 from backoffice.audit.models import AuditLog
@@ -118,7 +120,8 @@ def test_screening_twice_at_once_screens_once(no_chain):
 # ---------------------------------------------------------------------------- a new list version
 
 
-def test_new_version_naming_a_wallet_with_an_open_order_blacklists_flags_and_pages(django_capture_on_commit_callbacks):
+def test_new_version_naming_a_wallet_with_an_open_order_blacklists_flags_and_pages(no_chain,
+                                                                                   django_capture_on_commit_callbacks):
     _import(ETH_LIST)
     ours = f.profile()
     order = f.order(seller=ours, status=OrderStatus.DELIVERED, amount="250.5")
@@ -140,6 +143,15 @@ def test_new_version_naming_a_wallet_with_an_open_order_blacklists_flags_and_pag
     assert not Blacklist.objects.filter(wallet=bystander.wallet).exists()
     assert Alert.objects.get(key=f"sanctions-list:{version.pk}").severity == "P1"
     assert AuditLog.objects.get(action="import_sanctions_list", object_id=str(version.pk)).after["hits"] == sorted(hits)
+
+    # Nothing lifts them later by itself: a version no longer naming them, the expiry job, another screening.
+    from disputes.services import lift_expired_blacklist_entries
+
+    _import(ETH_LIST)
+    assert lift_expired_blacklist_entries(now=timezone.now() + timedelta(days=3650)) == 0
+    screen_new_wallets()
+    assert not AuditLog.objects.filter(action="lift_blacklist_entry").exists()
+    assert set(Blacklist.objects.active().filter(source="sanctions").values_list("wallet", flat=True)) == set(hits)
 
 
 def test_a_wallet_leaving_the_list_stays_blacklisted_and_a_review_flag_asks_staff_to_lift_it():
@@ -165,6 +177,36 @@ def test_a_wallet_already_blacklisted_by_hand_keeps_its_entry_and_is_still_hit(s
     version = _import(_with(ETH_LIST, ours.wallet))
     hit = SanctionsHit.objects.get(version=version)
     assert hit.blacklist == manual and Blacklist.objects.filter(wallet=ours.wallet).count() == 1
+
+
+def test_a_wallet_banned_for_a_while_before_its_hit_is_never_lifted_by_the_expiry(staff_user):
+    from disputes.services import blacklist_wallet, lift_expired_blacklist_entries
+
+    ours = f.profile()
+    until = timezone.now() + timedelta(days=7)
+    entry = blacklist_wallet(actor=staff_user, wallet=ours.wallet, reason="chargeback, a week", expires_at=until)
+    version = _import(_with(ETH_LIST, ours.wallet))
+
+    entry.refresh_from_db()
+    assert entry.expires_at is None and SanctionsHit.objects.get(version=version).blacklist == entry
+    kept = AuditLog.objects.get(action="keep_blacklist_entry", object_id=str(entry.pk))
+    assert kept.before["expires_at"] and kept.after == {"expires_at": None} and f"version #{version.pk}" in kept.reason
+    assert lift_expired_blacklist_entries(now=until + timedelta(days=1)) == 0
+    assert Blacklist.objects.active().get(wallet=ours.wallet) == entry
+
+    dropped = _import(ETH_LIST)  # leaving the list: staff are asked to lift the entry the hit kept, as for any other
+    assert ReviewFlag.objects.filter(wallet=ours.wallet, role="delisted", resolved_at__isnull=True).exists()
+    assert Blacklist.objects.active().get(wallet=ours.wallet) == entry and dropped.removed_count == 1
+
+
+def test_screening_waits_while_a_list_version_is_imported(no_chain):
+    f.profile()
+    _import(ETH_LIST)  # its transaction (the test's) is still open: a wallet met now must wait for it to commit
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=screen_new_wallets()) or connection.close())
+    thread.start()
+    thread.join()
+    assert result["r"].skipped == "locked"
 
 
 def test_rescreen_is_one_set_operation_whatever_the_number_of_wallets():

@@ -15,6 +15,7 @@ from chain.models import Order
 from ops.actions.services import propose_contract_action
 
 from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
+from .sanctions.selectors import current_entries_naming
 
 
 def _snapshot(entry: Blacklist) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def blacklist_wallet(*, actor: Any, wallet: str, reason: str, source: str = Blac
 
 
 def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blacklist:
-    """Lift an active blacklisting (the row stays, as history). Raises ValidationError if already lifted."""
+    """Lift an active blacklisting (the row stays, as history). Raises ValidationError if already lifted, or while
+    a current sanctions list names the wallet (whatever the entry's own source: a hit keeps the entry it finds)."""
     require_perm(actor, "disputes.change_blacklist", "lift blacklistings")
     reason = (reason or "").strip()
     if not reason:
@@ -71,6 +73,12 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
         if entry.lifted_at is not None:
             raise ValidationError(
                 {"wallet": f"{entry.wallet} was already lifted at {entry.lifted_at:%Y-%m-%d %H:%M} UTC."})
+        if listed := current_entries_naming(entry.wallet):
+            names = "; ".join(f"{e.version.list_key} version #{e.version_id}, {e.sdn_name or 'no SDN name'}"
+                              for e in listed)
+            raise ValidationError({"wallet": f"{entry.wallet} is named by the current sanctions list ({names}): it "
+                                             "stays blacklisted while a list names it. When a new version drops it, a "
+                                             "'delisted' review flag asks you to lift it."})
         before = _snapshot(entry)
         entry.lifted_at = timezone.now()
         entry.lifted_by = actor if getattr(actor, "pk", None) else None

@@ -40,6 +40,12 @@ def current_versions() -> list[SanctionsListVersion]:
     return list(SanctionsListVersion.objects.filter(pk__in=RawSQL(CURRENT_SQL, [])).order_by("list_key"))
 
 
+def current_entries_naming(wallet: str) -> list[SanctionsEntry]:
+    """The current lists' entries that name `wallet` (lower-case), with their version."""
+    return list(SanctionsEntry.objects.filter(version_id__in=RawSQL(CURRENT_SQL, []), address=wallet.lower())
+                .select_related("version").order_by("version__list_key"))
+
+
 def unhandled_hits():
     """Hits whose review flag nobody has resolved yet."""
     return SanctionsHit.objects.filter(Q(flag__isnull=True) | Q(flag__resolved_at__isnull=True))

@@ -199,6 +199,27 @@ def test_a_wallet_banned_for_a_while_before_its_hit_is_never_lifted_by_the_expir
     assert Blacklist.objects.active().get(wallet=ours.wallet) == entry and dropped.removed_count == 1
 
 
+def test_staff_cannot_lift_a_wallet_a_current_list_names_until_a_version_drops_it(staff_user):
+    from django.core.exceptions import ValidationError
+
+    from disputes.services import blacklist_wallet, lift_blacklist_entry
+
+    ours = f.profile()
+    manual = blacklist_wallet(actor=staff_user, wallet=ours.wallet, reason="chargeback fraud")
+    version = _import(_with(ETH_LIST, ours.wallet))  # the hit keeps the entry staff made for another reason
+
+    with pytest.raises(ValidationError) as refused:
+        lift_blacklist_entry(actor=staff_user, entry=manual, reason="chargeback settled")
+    message = str(refused.value)
+    assert "named by the current sanctions list (" in message and f"{version.list_key} version #{version.pk}" in message
+    assert Blacklist.objects.active().get(wallet=ours.wallet) == manual
+    assert not AuditLog.objects.filter(action="lift_blacklist_entry").exists()
+
+    _import(ETH_LIST)  # the next version drops it: staff may lift it now (the delisted flag asks them to)
+    lifted = lift_blacklist_entry(actor=staff_user, entry=manual, reason="delisted by OFAC")
+    assert lifted.lifted_at and AuditLog.objects.filter(action="lift_blacklist_entry").count() == 1
+
+
 def test_screening_waits_while_a_list_version_is_imported(no_chain):
     f.profile()
     _import(ETH_LIST)  # its transaction (the test's) is still open: a wallet met now must wait for it to commit

@@ -95,9 +95,8 @@ def settle_alerts(*, source: str, scope: Iterable[str], raised: Iterable[str],
 
 def resolve_alert(*, alert: Alert, resolution: str, actor: Any = None) -> Alert:
     """Resolve a firing alert (audited; by the system unless `actor` is given). The channels that had its fire get
-    the resolution on the same thread (PagerDuty: a resolve event on the incident's dedup key), unless it is
-    flapping: then neither its fires nor its resolutions go out until it settles. It stays on the pages until
-    someone acknowledges it."""
+    the resolution on the same thread (PagerDuty: a resolve event on the incident's dedup key); one whose fire was
+    never sent (flapping, or inhibited) resolves quietly. It stays on the pages until someone acknowledges it."""
     now = timezone.now()
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert.pk)
@@ -110,7 +109,9 @@ def resolve_alert(*, alert: Alert, resolution: str, actor: Any = None) -> Alert:
         record_audit(actor=actor or f"system:{alert.source}", action="resolve_alert", obj=alert,
                      before={"state": "firing"}, after={"state": "resolved", "key": alert.key,
                                                         "flapping": alert.flapping}, reason=resolution)
-        if alert.last_sent_at is not None and not alert.flapping:
+        # A fire that went out gets its resolution, flapping or not: one that settled was sent, and PagerDuty would
+        # keep its incident open for ever. A flapping alert's fires are not sent, so neither are their ends.
+        if alert.last_sent_at is not None:
             enqueue_deliveries(alert, resolved=True)
     logger.info("alert resolved: %s", alert.title, extra={"alert_key": alert.key, "severity": alert.severity})
     return alert

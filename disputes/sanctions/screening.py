@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from backoffice.alerts.services import raise_alert
+from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.locks import try_advisory_lock
 from chain import sanctions as oracle
 from chain.config import get_chain_config
@@ -117,6 +117,9 @@ def _screen_batch(pending: list[tuple[str, str]], oracles: dict[str, str], resul
         SanctionsScreening.objects.filter(wallet__in=[w for w in screened if w in named]).update(listed=True)
         for answer in answers.values():
             _record_oracle_answer(answer)
+        # An oracle that answers again clears its P2 (resolved, sent to the channels that had it).
+        settle_alerts(source="screen_new_wallets", scope=[f"sanctions-oracle:{chain}" for chain in answers],
+                      raised=[])
         transaction.on_commit(lambda: alert_hits(hits))
     result.screened += len(screened)
     result.hits += hits

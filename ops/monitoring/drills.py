@@ -62,7 +62,9 @@ def run_pause_drill(*, actor: Any, chain: str, timeout: float = TIMEOUT_SECONDS)
     started = time.monotonic()
     try:
         _drill(run, cfg, started, timeout)
-    except (ForkUnavailable, ProviderUnavailable, RpcError, ValueError, TimeoutError) as exc:
+    except Exception as exc:  # whatever stopped it (a key that does not decrypt too), the drill failed: kept, a P2
+        if not isinstance(exc, (ForkUnavailable, ProviderUnavailable, RpcError, ValueError, TimeoutError)):
+            logger.exception("pause drill #%s of %s failed", run.pk, chain, extra={"chain": chain})
         run.status, run.error = DrillStatus.FAILED, str(exc)[:2000]
         _step(run, started, f"failed: {exc}")
     run.finished_at = timezone.now()

@@ -113,9 +113,12 @@ def _chain() -> list:
     for (chain, reason), n in halved.items():
         splits.add_metric([chain, reason], n)
     paused = GaugeMetricFamily("p2p_contract_paused", "1 when the escrow is paused", labels=["chain"])
-    solvent = GaugeMetricFamily("p2p_escrow_solvent", "1 when the escrow balance equals its open orders",
-                                labels=["chain"])
-    for chain, is_paused, ok in _rows("SELECT chain, paused, solvency_ok FROM chain_state"):
+    # 0 only for the check's confirmed insolvency (short at the cursor and again at a later block): the rule on it
+    # pages P0, and a read seen once, or an escrow holding more than its orders, is no page.
+    solvent = GaugeMetricFamily("p2p_escrow_solvent", "0 when the escrow held less than its open orders at two "
+                                "blocks (the contracts check's confirmed insolvency), else 1", labels=["chain"])
+    for chain, is_paused, ok in _rows("SELECT chain, paused, CASE WHEN solvency_short_since < solvency_block THEN "
+                                      "false WHEN solvency_ok IS NOT NULL THEN true END FROM chain_state"):
         if is_paused is not None:
             paused.add_metric([chain], 1.0 if is_paused else 0.0)
         if ok is not None:

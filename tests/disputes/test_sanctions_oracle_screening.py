@@ -97,3 +97,8 @@ def test_wallets_wait_queued_while_the_oracle_cannot_be_reached(market_chain, se
     assert SanctionsOracleCheck.objects.get(chain="bsc").last_error
     assert Alert.objects.get(key="sanctions-oracle:bsc").severity == "P2"
     assert not SanctionsHit.objects.exists()
+
+    settings_for.CHAIN_DEPLOYMENT_FILE = deployment.path  # the oracle answers again: its P2 resolves
+    rpc.reset_clients()
+    screen_new_wallets()
+    assert Alert.objects.get(key="sanctions-oracle:bsc").state == "resolved"

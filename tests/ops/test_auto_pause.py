@@ -11,6 +11,7 @@ from backoffice.alerts.models import Alert
 from backoffice.audit.models import AuditLog
 from backoffice.devservices import DEMO_SAFE_OWNERS, GUARDIAN_INDEX, anvil_key
 from chain import drill, status, transactions
+from chain.models import ChainState
 from chain.rpc import RpcClient
 from chain.sync import sync_chain
 from ops.actions import autopause
@@ -68,6 +69,30 @@ def test_solvency_a_sync_committing_between_the_reads_pages_nothing(chain, monke
     assert raced and raced[0] is not None, "the sync did apply the newer orders during the check"
     assert escrow_alerts() == set() and not [k for k in raised if k.startswith("escrow")]
     assert len(newer) == 2
+
+
+def test_solvency_a_provider_behind_the_mirrors_cursor_decides_nothing(chain, monkeypatch):
+    """A lagging provider (a fallback some blocks behind) cannot answer at the mirror's cursor: asked at its own
+    head, it would compare orders the mirror holds with balances from before they were funded, a P0 by the second
+    sync. Such a read decides nothing."""
+    real_get_client = status.get_client
+
+    class OneBlockBehind:
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def block_number(self):
+            return self.client.block_number() - 1
+
+    monkeypatch.setattr(status, "get_client", lambda chain_name: OneBlockBehind(real_get_client(chain_name)))
+    for _ in range(2):
+        chain.create_order()  # funded in the newest block, which the lagging provider has not seen
+        sync_chain("bsc")
+        contract_checks.check_contracts()
+        assert escrow_alerts() == set() and pages() == []
 
 
 def test_solvency_short_once_is_an_observation_and_pages_only_at_a_later_block(chain):
@@ -159,6 +184,22 @@ def test_auto_pause_a_real_insolvency_pauses_exactly_once_with_its_audit_row_p0_
     assert Alert.objects.get(key="escrow-insolvent:bsc").state == "firing"
 
 
+def test_auto_pause_a_sync_that_applied_blocks_queues_the_certain_checks_on_the_actions_queue(
+        chain, monkeypatch, django_capture_on_commit_callbacks):
+    from backoffice.queues import ACTIONS, ROUTES
+    from ops.monitoring import receivers
+
+    sent = []
+    monkeypatch.setattr(receivers, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
+    sync_chain("bsc")
+    sent.clear()
+    chain.create_order()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sync_chain("bsc").to_block is not None
+    assert sent == [("ops.tasks.check_chain_now", {"chain": "bsc", "options": {"expires": 60}})]
+    assert ROUTES["ops.tasks.check_chain_now"] == ACTIONS
+
+
 def test_auto_pause_stays_off_unless_switched_on_and_a_trigger_switched_off_is_audited(guarded, settings,
                                                                                       staff):
     node = guarded
@@ -216,6 +257,25 @@ def test_auto_pause_a_module_enabled_outside_pauses_once_confirmed(guarded):
     [pause] = ContractAction.objects.filter(kind="pause")
     assert pause.group in ("auto-pause-custody-changed", "auto-pause-unknown-module")
     assert confirm(pause).status == ActionStatus.CONFIRMED and node.escrow.functions.paused().call()
+
+
+def test_auto_pause_an_ownership_transfer_the_back_office_made_is_no_trigger(chain, settings, alice, bob):
+    """Moving the contracts to a new owner through the back office (README: moving to a Safe) is no custody change
+    outside it: no P1, and no automatic pause (which the old owner key could not even send: a P0 for nothing)."""
+    from ops.monitoring.checks.custody import check_custody_of
+
+    from .test_contract_actions import run_to_confirmed
+
+    settings.CHAINS = {**settings.CHAINS, "bsc": {**settings.CHAINS["bsc"], "auto_pause": "on"}}
+    new_owner = chain.accounts[5].lower()
+    assert check_custody_of("bsc") == []
+    run_to_confirmed(alice, bob, "transfer_ownership", {"new_owner": new_owner})
+    run_to_confirmed(alice, bob, "transfer_pool_ownership", {"new_owner": new_owner})
+    for _ in range(2):
+        assert check_custody_of("bsc") == []
+        chain.mine()
+    assert pages() == [] and not ContractAction.objects.filter(kind="pause").exists()
+    assert ChainState.objects.get(chain="bsc").custody_snapshot["owner"] == new_owner, "the baseline moved on"
 
 
 def test_guardian_key_can_pause_through_the_module_and_nothing_else(guarded):

@@ -88,7 +88,9 @@ def test_checks_daily_operations_check_stores_the_report_and_raises_a_p3(db, dja
                                  "Redis memory", "Celery workers", "Backups", "Alerts 24 h"), start=1):
         assert lines[n].startswith(f"{n}. {section}:"), lines[n]
     assert lines[9] == "9. Alerts 24 h: 1 raised (P2 1); 2 firing, 2 not acknowledged"
-    assert lines[10].startswith("10. Precision 30 days")
+    assert lines[10].startswith("10. Precision 30 days") and "sync-lag 1/0/0/0/—/—" in lines[10]
+    assert data["precision_30d"]["sync-lag"] == {"fired": 1, "resolved_by_itself": 0, "true": 0, "false": 0,
+                                                 "test": 0, "precision": None, "median_ack_s": None}
     assert "5 total, 2 completed, 1 disputed, 1 cancelled, 1 expired" in stored.text
     assert "bsc block 900 lag 12" in stored.text
 

@@ -70,8 +70,11 @@ def market(db, own_redis):  # noqa: F811
                                in_use=False)
     RpcProvider.objects.create(chain="bsc", role="fallback", url="http://fallback", state="closed",
                                latency_ms=120.0, in_use=True)
-    ChainState.objects.update_or_create(chain="bsc", defaults={"paused": False, "solvency_ok": True})
-    ChainState.objects.update_or_create(chain="ethereum", defaults={"paused": True, "solvency_ok": False})
+    # bsc read short once (an observation), ethereum short at two blocks (the confirmed insolvency that pages).
+    ChainState.objects.update_or_create(chain="bsc", defaults={"paused": False, "solvency_ok": False,
+                                                               "solvency_short_since": 1000, "solvency_block": 1000})
+    ChainState.objects.update_or_create(chain="ethereum", defaults={"paused": True, "solvency_ok": False,
+                                                                    "solvency_short_since": 480, "solvency_block": 500})
 
     SecretSchedule.objects.all().delete()
     now = timezone.now()
@@ -167,7 +170,7 @@ def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, mark
     assert m[("celery_workers_active", ())] == 1
     assert m[("p2p_contract_paused", bsc)] == 0
     assert m[("p2p_contract_paused", eth)] == 1
-    assert m[("p2p_escrow_solvent", bsc)] == 1
+    assert m[("p2p_escrow_solvent", bsc)] == 1, "seen short once: no page"
     assert m[("p2p_escrow_solvent", eth)] == 0
     assert m[("p2p_secret_rotations_overdue", ())] == 2  # JWT late, Pinata never recorded
     assert m[("redis_up", ())] == 1

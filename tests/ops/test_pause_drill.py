@@ -63,6 +63,20 @@ def test_pause_drill_that_cannot_fork_fails_with_the_reason_and_a_p2(safe_chain,
     assert alert.severity == "P2" and f"Drill #{run.pk}" in alert.message
 
 
+def test_pause_drill_whose_guardian_key_does_not_decrypt_fails_with_the_reason_and_a_p2(safe_chain, fast_blocks,
+                                                                                        settings, tmp_path):
+    from chain.transactions import reset_signer
+
+    settings.GUARDIAN_KEY, settings.GUARDIAN_KEYSTORE = "", str(tmp_path / "missing.json")
+    reset_signer()
+    safe_chain.create_order()
+    sync_chain("bsc")
+    run = drills.run_pause_drill(actor="system:test", chain="bsc", timeout=60)
+    reset_signer()
+    assert run.status == DrillStatus.FAILED and "GUARDIAN_KEYSTORE points to" in run.error
+    assert run.finished_at is not None and Alert.objects.get(key="pause-drill:bsc").severity == "P2"
+
+
 def test_check_pause_drills_raises_a_p2_without_a_recent_passed_drill_and_clears_after_one(guarded):
     assert drills.check_pause_drills() == ["pause-drill-old:bsc"]
     assert "Never drilled" in Alert.objects.get(key="pause-drill-old:bsc").message

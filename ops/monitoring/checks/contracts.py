@@ -55,11 +55,14 @@ def evaluate_contract(chain: str) -> ContractVerdict | None:
     detail = {t.symbol: {"escrow": str(t.escrow_balance_at_cursor), "open_orders": str(t.open_orders_total)}
               for t in status.tokens}
     now, settings_now = timezone.now(), status.owner_settings()
+    # A provider whose head is below the mirror's cursor (a lagging fallback) was asked at its own head, not at the
+    # cursor: the totals are then newer than the balances, the race again. Such a read decides nothing.
+    comparable = at is not None and at <= status.block
     with transaction.atomic():
         state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
         fields = ["paused", "paused_checked_at"]
         state.paused, state.paused_checked_at = status.paused, now
-        if at is not None and (state.solvency_block is None or at >= state.solvency_block):
+        if comparable and (state.solvency_block is None or at >= state.solvency_block):
             if not status.solvent:
                 verdict.short = [f"{t.symbol} short {-t.difference}" for t in status.tokens if not t.solvent]
                 if state.solvency_short_since is None:
@@ -72,7 +75,7 @@ def evaluate_contract(chain: str) -> ContractVerdict | None:
             state.solvency_checked_at, state.solvency_detail = now, {**detail, "block": at}
             fields += ["solvency_ok", "solvency_block", "solvency_short_since", "solvency_checked_at",
                        "solvency_detail"]
-        elif at is not None:  # an older read than the last: it decides nothing
+        elif at is not None:  # an older read than the last, or a provider behind the cursor: it decides nothing
             verdict.insolvent = "stale"
         fields += _record_settings(chain, state, settings_now, now, verdict)
         state.save(update_fields=fields)

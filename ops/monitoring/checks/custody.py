@@ -8,6 +8,7 @@ automatic pause is on. It runs every two minutes and as soon as the sync has app
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -21,7 +22,7 @@ from chain.rpc import ProviderUnavailable, RpcError
 from chain.safe import SafeState
 from ops.actions import autopause
 from ops.actions.selectors import custody_status, exposed_safe_txs, safe_tx_signers
-from ops.models import AutoPauseTrigger
+from ops.models import ActionStatus, AutoPauseTrigger, ContractAction
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,11 @@ def check_custody_of(chain: str) -> list[str]:
     with transaction.atomic():
         state, _ = ChainState.objects.select_for_update().get_or_create(chain=chain)
         before = state.custody_snapshot
-        # The first check records; a key the last snapshot did not hold yet (added since an upgrade) is no change.
+        # The first check records; a key the last snapshot did not hold yet (added since an upgrade) is no change;
+        # neither is what the back office's own ownership transfer changed.
+        ours = _transferred_by_back_office(chain, before or {}, snapshot, state.custody_checked_at)
         changes = [f"{k}: {before[k]} → {snapshot[k]}" for k in snapshot
-                   if k in (before or {}) and before[k] != snapshot[k]]
+                   if k in (before or {}) and before[k] != snapshot[k] and k not in ours]
         changed, pending, since = _twice(state.custody_pending, "changes", changes, block, cfg.confirmations)
         module, pending, module_since = _twice(pending, "unknown_modules", unknown, block, cfg.confirmations)
         if changed != "observed":  # no change, or a confirmed one: the baseline moves on
@@ -113,10 +116,34 @@ def check_custody_of(chain: str) -> list[str]:
     if changed == "confirmed":
         autopause.auto_pause(chain=chain, trigger=AutoPauseTrigger.CUSTODY, evidence={
             "changes": "; ".join(changes), "first_block": since, "block": block})
-    if module == "confirmed":
+    # Only a Safe-owned escrow should have modules: in eoa custody an unknown one is the mismatch above (the owner
+    # is a contract), and the owner key could not pause through it anyway.
+    if module == "confirmed" and cfg.is_safe:
         autopause.auto_pause(chain=chain, trigger=AutoPauseTrigger.UNKNOWN_MODULE, evidence={
             "modules": ", ".join(unknown), "first_block": module_since, "block": block})
     return raised
+
+
+# Everything read from the escrow's owner: when the back office transferred the ownership, these follow from it.
+OWNER_FIELDS = ("owner", "is_safe", "owners", "threshold", "guardians", "module_enabled", "modules", "guard",
+                "fallback_handler")
+
+
+def _transferred_by_back_office(chain: str, before: dict, snapshot: dict, since: datetime | None) -> set[str]:
+    """The snapshot keys a transfer of ownership the back office signed, sent or confirmed explains (to the owner
+    read now; sent since a day before the last check, as the settings watch counts its actions): the escrow's owner
+    and all read from it, the pool's owner. Those are no change outside the back office, nor a reason to pause."""
+    moved = {kind for kind, key in (("transfer_ownership", "owner"), ("transfer_pool_ownership", "pool_owner"))
+             if key in before and before[key] != snapshot[key]}
+    if not moved:
+        return set()
+    made = ContractAction.objects.filter(chain=chain, kind__in=moved, status__in=[
+        ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.CONFIRMED])
+    if since is not None:
+        made = made.filter(sent_at__gte=since - timedelta(days=1))
+    done = {(kind, str(params.get("new_owner", "")).lower()) for kind, params in made.values_list("kind", "params")}
+    ours = set(OWNER_FIELDS) if ("transfer_ownership", snapshot["owner"]) in done else set()
+    return ours | ({"pool_owner"} if ("transfer_pool_ownership", snapshot["pool_owner"]) in done else set())
 
 
 def check_custody() -> list[str]:

@@ -125,6 +125,30 @@ def test_lifecycle_an_alert_that_fires_and_resolves_too_often_is_flapping_and_st
     assert settled.pk == flapping.pk and not settled.flapping and len(enqueued) == 1
 
 
+def test_lifecycle_a_flapping_alert_that_settled_and_was_sent_sends_its_resolution(
+        enqueued, receiver, monkeypatch, settings, django_capture_on_commit_callbacks):
+    settings.ALERT_FLAP_LIMIT = 3
+    pd = pagerduty(receiver, monkeypatch)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            raise_sync_stuck()
+            services.settle_alerts(source="check_sync", scope=["sync-stuck:bsc"], raised=[])
+    with django_capture_on_commit_callbacks(execute=True):
+        flapping = raise_sync_stuck()
+    Alert.objects.filter(pk=flapping.pk).update(created_at=timezone.now() - services.FLAP_SETTLE)
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        settled = raise_sync_stuck()  # fired without a break: it settles, and its fire opens a PagerDuty incident
+    with django_capture_on_commit_callbacks(execute=True):
+        services.settle_alerts(source="check_sync", scope=["sync-stuck:bsc"], raised=[])
+    assert len(enqueued) == 2, "the fire, then its resolution: the incident it opened is closed"
+    deliver_all(enqueued)
+    bodies = [json.loads(r["body"]) for r in receiver.requests]
+    assert [(b["event_action"], b["dedup_key"]) for b in bodies] == [
+        ("trigger", f"sync-stuck:bsc#{settled.pk}"), ("resolve", f"sync-stuck:bsc#{settled.pk}")]
+    assert pd.deliveries.filter(alert=settled).count() == 2
+
+
 def test_lifecycle_an_inhibited_alert_is_recorded_but_not_sent_until_its_cause_lifts(
         enqueued, receiver, django_capture_on_commit_callbacks):
     webhook(receiver)

@@ -37,6 +37,9 @@ class DeliveryError(Exception):
     pass
 
 
+FIRE_FIRST_SECONDS = 5  # a resolution waits this long, again and again, while its fire is still pending
+
+
 def backoff_seconds(attempt: int) -> int:
     """5 s, 10 s, 20 s, 40 s, 80 s, … capped at 10 minutes."""
     return min(5 * 2 ** max(attempt - 1, 0), 600)
@@ -118,6 +121,12 @@ def attempt_delivery(delivery_id: int) -> tuple[str, int | None]:
         delivery = AlertDelivery.objects.select_for_update().select_related("alert", "channel").get(pk=delivery_id)
         if delivery.status != DeliveryStatus.PENDING:
             return delivery.status, None
+        if delivery.event == DeliveryEvent.RESOLVE and AlertDelivery.objects.filter(
+                alert_id=delivery.alert_id, channel_id=delivery.channel_id, event=DeliveryEvent.FIRE,
+                status=DeliveryStatus.PENDING).exists():
+            # Each delivery is its own task: a resolution that overtook its fire (still retrying, or being sent
+            # now) would reach PagerDuty first, and the incident the fire then opens would never be resolved.
+            return delivery.status, FIRE_FIRST_SECONDS
         channel = AlertChannel.objects.select_for_update().get(pk=delivery.channel_id)
         now = timezone.now()
         if channel.open_until and channel.open_until > now:

@@ -73,6 +73,24 @@ def test_lifecycle_firing_resolved_then_acknowledged_with_each_channels_messages
     assert pd.deliveries.count() == 2
 
 
+def test_lifecycle_a_resolution_waits_for_its_fire_still_pending_on_the_same_channel(
+        receiver, enqueued, monkeypatch, django_capture_on_commit_callbacks):
+    pagerduty(receiver, monkeypatch)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert = raise_sync_stuck()
+    [fire] = enqueued
+    Alert.objects.filter(pk=alert.pk).update(last_sent_at=timezone.now())  # as if the fire's task were under way
+    with django_capture_on_commit_callbacks(execute=True):
+        services.settle_alerts(source="check_sync", scope=["sync-stuck:bsc"], raised=[])
+    [_fire, resolve] = enqueued
+
+    assert alerting.attempt_delivery(resolve) == ("pending", alerting.FIRE_FIRST_SECONDS)
+    assert receiver.requests == [], "nothing reaches PagerDuty before the trigger"
+    assert alerting.attempt_delivery(fire) == ("sent", None)
+    assert alerting.attempt_delivery(resolve) == ("sent", None)
+    assert [json.loads(r["body"])["event_action"] for r in receiver.requests] == ["trigger", "resolve"]
+
+
 def test_lifecycle_a_resolution_goes_only_to_the_channels_that_had_the_fire(
         receiver, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):

@@ -180,3 +180,12 @@ def effects_summary(action: ContractAction) -> dict[str, Any]:
             "check": action.get_effect_check_display() if action.effect_check else "",
             "check_key": action.effect_check, "check_differences": action.effect_check_differences,
             "observed": present_effects(action.observed_effects)}
+
+
+def paused_by_back_office(chain: str) -> str:
+    """The back office's own pause that explains paused(): its last pause sent (mined or about to be confirmed),
+    newer than its last unpause. Then paused() is no surprise (that pause paged for itself if it was automatic)."""
+    last = (ContractAction.objects.filter(chain=chain, kind__in=["pause", "unpause"],
+                                          status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
+            .order_by("-sent_at").first())
+    return f"paused by contract action #{last.pk}" if last is not None and last.kind == "pause" else ""

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ops.actions.selectors import paused_by_back_office
 from ops.backups.selectors import backup_health
 from ops.models import SecretSchedule
 
@@ -113,6 +114,10 @@ def _chain() -> list:
     for (chain, reason), n in halved.items():
         splits.add_metric([chain, reason], n)
     paused = GaugeMetricFamily("p2p_contract_paused", "1 when the escrow is paused", labels=["chain"])
+    # The ContractPaused rule pages only a pause the back office did not make: its own already paged (automatic) or
+    # was made by staff who know (the in-app alert is inhibited the same way).
+    ours = GaugeMetricFamily("p2p_contract_paused_by_backoffice", "1 when the escrow is paused and the back "
+                             "office's own last pause (newer than its last unpause) explains it", labels=["chain"])
     # 0 only for the check's confirmed insolvency (short at the cursor and again at a later block): the rule on it
     # pages P0, and a read seen once, or an escrow holding more than its orders, is no page.
     solvent = GaugeMetricFamily("p2p_escrow_solvent", "0 when the escrow held less than its open orders at two "
@@ -121,9 +126,10 @@ def _chain() -> list:
                                       "false WHEN solvency_ok IS NOT NULL THEN true END FROM chain_state"):
         if is_paused is not None:
             paused.add_metric([chain], 1.0 if is_paused else 0.0)
+            ours.add_metric([chain], 1.0 if is_paused and paused_by_back_office(chain) else 0.0)
         if ok is not None:
             solvent.add_metric([chain], 1.0 if ok else 0.0)
-    return [lag, last, age, latency, up, fallback, limited, limit_wait, budget_wait, splits, paused, solvent,
+    return [lag, last, age, latency, up, fallback, limited, limit_wait, budget_wait, splits, paused, ours, solvent,
             _clock_skew()]
 
 

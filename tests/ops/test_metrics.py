@@ -170,11 +170,35 @@ def test_metrics_expose_the_runbook_metrics_with_the_fixture_values(client, mark
     assert m[("celery_workers_active", ())] == 1
     assert m[("p2p_contract_paused", bsc)] == 0
     assert m[("p2p_contract_paused", eth)] == 1
+    assert m[("p2p_contract_paused_by_backoffice", bsc)] == 0
+    assert m[("p2p_contract_paused_by_backoffice", eth)] == 0, "no pause of ours explains it: ContractPaused pages"
     assert m[("p2p_escrow_solvent", bsc)] == 1, "seen short once: no page"
     assert m[("p2p_escrow_solvent", eth)] == 0
     assert m[("p2p_secret_rotations_overdue", ())] == 2  # JWT late, Pinata never recorded
     assert m[("redis_up", ())] == 1
     assert ("backoffice_scrape_ok", ()) not in m
+
+
+def test_metrics_say_when_the_back_offices_own_pause_explains_paused(client, market, django_user_model):
+    """ContractPaused (P0) pages only a pause the back office did not make (ops/prometheus/alerts.yml)."""
+    from ops.models import ContractAction
+
+    proposer, approver = (django_user_model.objects.create_user(name) for name in ("carol", "dave"))
+
+    def sent(kind: str, calldata: str, nonce: int, ago: timedelta) -> ContractAction:
+        return ContractAction.objects.create(
+            chain="ethereum", kind=kind, description=f"{kind}()", to_address=factories.wallet(), calldata=calldata,
+            calldata_hash="0x" + "2" * 64, reason="RB-05", status="confirmed", proposed_by=proposer,
+            approved_by=approver, signer_address=factories.wallet(7), nonce=nonce, tx_hash=f"0x{nonce:064x}",
+            raw_tx="0x02", sent_at=timezone.now() - ago)
+
+    sent("pause", "0x8456cb59", 1, timedelta(minutes=5))
+    assert scrape(client)[("p2p_contract_paused_by_backoffice", (("chain", "ethereum"),))] == 1
+
+    sent("unpause", "0x3f4ba83a", 2, timedelta(0))
+    metrics.rendered["at"] = 0.0  # a new body, not the one rendered within the last second
+    assert scrape(client)[("p2p_contract_paused_by_backoffice", (("chain", "ethereum"),))] == 0, \
+        "paused again after our unpause: not ours"
 
 
 def test_metrics_scrape_does_not_scan_the_orders_table(client, market):

@@ -20,6 +20,7 @@ from chain.config import configured_chains
 from chain.models import ChainEvent, ChainState
 from chain.status import ContractStatus, read_contract_status
 from ops.actions import autopause
+from ops.actions.selectors import paused_by_back_office
 from ops.models import ActionStatus, AutoPauseTrigger, ContractAction
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def evaluate_contract(chain: str) -> ContractVerdict | None:
             verdict.insolvent = "stale"
         fields += _record_settings(chain, state, settings_now, now, verdict)
         state.save(update_fields=fields)
-        verdict.paused_by_us = _paused_by_back_office(chain) if status.paused else ""
+        verdict.paused_by_us = paused_by_back_office(chain) if status.paused else ""
         # In the same transaction: a crash cannot record a confirmed change (and move the baseline) and lose its page.
         verdict.raised = alert_contract(verdict)
     return verdict
@@ -109,15 +110,6 @@ def _record_settings(chain: str, state: ChainState, settings_now: dict, now: dat
     state.contract_settings, state.contract_settings_checked_at = settings_now, now
     state.contract_settings_pending = None
     return ["contract_settings", "contract_settings_checked_at", "contract_settings_pending"]
-
-
-def _paused_by_back_office(chain: str) -> str:
-    """The back office's own pause that explains paused(): its last pause sent (mined or about to be confirmed),
-    newer than its last unpause. Then paused() is no surprise (that pause paged for itself if it was automatic)."""
-    last = (ContractAction.objects.filter(chain=chain, kind__in=["pause", "unpause"],
-                                          status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
-            .order_by("-sent_at").first())
-    return f"paused by contract action #{last.pk}" if last is not None and last.kind == "pause" else ""
 
 
 def alert_contract(verdict: ContractVerdict) -> list[str]:

@@ -47,12 +47,15 @@ def _call_data(signature: str, types: list[str] | None = None, args: list | None
 
 @dataclass
 class Watch:
-    """What to read before and after: the contracts, the tokens (address → symbol, decimals) and named holders."""
+    """What to read before and after: the contracts, the tokens (address → symbol, decimals) and named holders.
+    `supported`: a token the call itself names that is not among `tokens` (one no order used yet, being added):
+    only its `supportedTokens` getter is read, or adding it would show no change."""
     escrow: str
     pool: str
     tokens: dict[str, tuple[str, int]]
     order_id: int | None = None
     holders: dict[str, str] = field(default_factory=dict)  # label → address
+    supported: tuple[str, ...] = ()
 
 
 @dataclass
@@ -141,6 +144,10 @@ def read_state(client: RpcClient, watch: Watch, block: int) -> dict[str, Any]:
         calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("supportedTokens(address)", ["address"],
                                                                             [to_checksum_address(address)])}, at)))
         labels.append((f"supported {symbol}", "bool"))
+    for address in watch.supported:
+        calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("supportedTokens(address)", ["address"],
+                                                                            [to_checksum_address(address)])}, at)))
+        labels.append((f"supported {address}", "bool"))
     if watch.order_id is not None:
         calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("orders(uint256)", ["uint256"],
                                                                             [watch.order_id])}, at)))
@@ -317,13 +324,16 @@ def differences(expected: dict[str, Any] | None, actual: dict[str, Any] | None) 
     return out
 
 
-def watch_for(chain: str, *, order_id: int | None = None) -> tuple[Watch, dict[str, str]]:
-    """The reads for one chain's owner calls, and the labels of its addresses (for decoding events)."""
+def watch_for(chain: str, *, order_id: int | None = None, token: str | None = None) -> tuple[Watch, dict[str, str]]:
+    """The reads for one chain's owner calls, and the labels of its addresses (for decoding events). `token`: the
+    token a call sets as supported or not, read too when the chain's known tokens do not include it."""
     cfg = get_chain_config(chain)
     tokens = {t.address.lower(): (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)}
     for symbol, address in cfg.tokens.items():
         tokens.setdefault(address.lower(), (symbol, 18))
-    watch = Watch(escrow=cfg.escrow.lower(), pool=cfg.arbitrator_pool.lower(), tokens=tokens, order_id=order_id)
+    extra = (token.lower(),) if token and token.lower() not in tokens else ()
+    watch = Watch(escrow=cfg.escrow.lower(), pool=cfg.arbitrator_pool.lower(), tokens=tokens, order_id=order_id,
+                  supported=extra)
     names = {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool",
              **{address: symbol for address, (symbol, _d) in tokens.items()}}
     if cfg.guardian_module:
@@ -331,7 +341,7 @@ def watch_for(chain: str, *, order_id: int | None = None) -> tuple[Watch, dict[s
     return watch, names
 
 
-def observed_for_tx(chain: str, tx_hash: str, *, order_id: int | None = None,
+def observed_for_tx(chain: str, tx_hash: str, *, order_id: int | None = None, token: str | None = None,
                     extra_names: dict[str, str] | None = None) -> dict[str, Any]:
     """What the mined transaction `tx_hash` changed on `chain` (its receipt's events; the getters and balances at
     its block against the block before), for comparing with the simulation recorded before it was sent."""
@@ -339,6 +349,6 @@ def observed_for_tx(chain: str, tx_hash: str, *, order_id: int | None = None,
     receipt = client.call("eth_getTransactionReceipt", [tx_hash])
     if receipt is None:
         raise EffectsUnavailable(f"no receipt for {tx_hash} on {chain}")
-    watch, names = watch_for(chain, order_id=order_id)
+    watch, names = watch_for(chain, order_id=order_id, token=token)
     names.update(extra_names or {})
     return observed_effects(client, receipt=receipt, watch=watch, names=names)

@@ -170,7 +170,11 @@ def replace_contract_action(*, actor: Any, action: ContractAction, reason: str) 
                     to_address=action.to_address, calldata=action.calldata, calldata_hash=action.calldata_hash,
                     reason=reason, order_onchain_id=action.order_onchain_id, proposed_by=proposed_by,
                     replaces=root, proposal_simulation=action.proposal_simulation, custody=root.custody,
-                    tx_to=root.tx_to, tx_data=root.tx_data, **signed_payload)
+                    tx_to=root.tx_to, tx_data=root.tx_data,
+                    # The same call (and, for a SafeTx, the same bytes): its state changes are the stuck one's, and
+                    # its effect is checked against them once it confirms.
+                    proposal_effects=action.proposal_effects, execution_effects=action.execution_effects,
+                    **signed_payload)
         except IntegrityError:  # someone else replaced it at the same moment (one pending replacement per nonce)
             raise busy from None
         record_audit(actor=actor, action="replace_contract_action", obj=replacement,

@@ -54,7 +54,9 @@ def execute_contract_action(*, actor: Any, action: ContractAction, acknowledge_e
     The very transaction about to be sent is first run on a fork of the chain at its head (not for rule-bound
     automation: the automatic pause must not wait); its state changes are recorded as `execution_effects`. When
     they differ from those simulated at proposal (the chain moved), it is refused, nothing signed, unless
-    `acknowledge_effects` says the executor read the differences (recorded with who acknowledged them).
+    `acknowledge_effects` says the executor read the differences (recorded with who acknowledged them). A guardian
+    pause is the exception: its one signature sends it at once from the signing page, and the proposal's fork paused
+    as the module's first guardian, not the one who signed; its differences are recorded and shown, never waited on.
     """
     require_perm(actor, "ops.execute_contractaction", "execute contract actions")
     action.refresh_from_db()
@@ -83,9 +85,10 @@ def execute_contract_action(*, actor: Any, action: ContractAction, acknowledge_e
     pre_send, differ = None, []
     if simulation.ok and not action.is_automatic and not action.replaces_id:
         pre_send = simulations.simulate_effects(chain=action.chain, order_id=action.order_onchain_id,
+                                                token=action.params.get("token"),
                                                 call=simulations.action_fork_call(action, tx_data=tx_data))
         differ = effects.differences(action.proposal_effects, pre_send)
-        if differ and not acknowledge_effects:
+        if differ and not acknowledge_effects and action.custody != Custody.GUARDIAN:
             raise ValidationError({"acknowledge_effects": "What this call changes differs from what was simulated at "
                                    "proposal (the chain moved): " + "; ".join(differ) + ". Read the state changes "
                                    "on the execute page and tick the acknowledgement to send it all the same, or "
@@ -105,7 +108,7 @@ def execute_contract_action(*, actor: Any, action: ContractAction, acknowledge_e
         action.executed_by = actor if getattr(actor, "pk", None) else None
         if pre_send is not None:
             action.execution_effects, action.effects_differences = pre_send, differ
-            action.effects_acknowledged_by = action.executed_by if differ else None
+            action.effects_acknowledged_by = action.executed_by if differ and acknowledge_effects else None
         if not simulation.ok:
             action.status = ActionStatus.REJECTED
             action.outcome = f"simulation before signing reverted: {simulation.reason}"
@@ -139,9 +142,10 @@ def execute_contract_action(*, actor: Any, action: ContractAction, acknowledge_e
         action.tx_to, action.tx_data = outer_to, tx_data
         action.status = ActionStatus.SIGNED
         action.save()
+        how = "acknowledged" if acknowledge_effects else "a guardian pause, not held"
         record_audit(actor=actor_label, action="sign_contract_action", obj=action, before=before,
                      after=transitions.snapshot(action),
-                     reason=action.reason + (f" [state changes differ from proposal, acknowledged: {'; '.join(differ)}]"
+                     reason=action.reason + (f" [state changes differ from proposal, {how}: {'; '.join(differ)}]"
                                              if differ else ""))
     return send_signed_action(action=action)
 

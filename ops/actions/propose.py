@@ -88,7 +88,7 @@ def propose_contract_action(*, actor: Any, chain: str, kind: str, params: dict[s
     # pause) must not wait for it, and a reverting call changes nothing.
     effects = None if automatic or not simulation.ok else simulations.proposal_effects(
         chain=chain, custody=route, to=to, data=data, safe=fixed.get("safe_address", ""),
-        order_id=order_onchain_id)
+        order_id=order_onchain_id, token=cleaned.get("token"))
     if effects and effects["method"] == "fork" and not effects["ok"]:
         raise ValidationError({"params": f"The call reverts when made as it will run ({effects['reason']}): nothing "
                                          "was proposed."})

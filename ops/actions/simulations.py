@@ -86,25 +86,27 @@ def proposal_fork_call(*, chain: str, custody: str, to: str, data: str, safe: st
 
 
 def proposal_effects(*, chain: str, custody: str, to: str, data: str, safe: str = "",
-                     order_id: int | None = None) -> dict[str, Any]:
+                     order_id: int | None = None, token: str | None = None) -> dict[str, Any]:
     """The state changes of an owner call being proposed (never raises: see simulate_effects)."""
     try:
         call = proposal_fork_call(chain=chain, custody=custody, to=to, data=data, safe=safe)
     except (ValidationError, ProviderUnavailable, RpcError, IndexError) as exc:
         text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc) or "no guardian"
         return {"method": "eth_call", "fallback": f"the call could not be set up on a fork ({text})"}
-    return simulate_effects(chain=chain, call=call, order_id=order_id)
+    return simulate_effects(chain=chain, call=call, order_id=order_id, token=token)
 
 
-def simulate_effects(*, chain: str, call: effects.ForkCall | None, order_id: int | None = None) -> dict[str, Any]:
-    """The state changes of `call` on a fork of the chain at its head (chain.effects.simulate_on_fork). When the fork
+def simulate_effects(*, chain: str, call: effects.ForkCall | None, order_id: int | None = None,
+                     token: str | None = None) -> dict[str, Any]:
+    """The state changes of `call` on a fork of the chain at its head (chain.effects.simulate_on_fork; `order_id`
+    and `token`: the order and the token the call names, see chain.effects.watch_for). When the fork
     cannot start (no anvil; a provider without that block's state) the eth_call simulation stands alone and the
     result says why: {method: "eth_call", fallback: reason}. Never raises."""
     if call is None:
         return {"method": "eth_call", "fallback": "not simulated on a fork: a public call of the keeper"}
     cfg = get_chain_config(chain)
     try:
-        watch, names = effects.watch_for(chain, order_id=order_id)
+        watch, names = effects.watch_for(chain, order_id=order_id, token=token)
         if cfg.guardian_module:
             names.setdefault(cfg.guardian_module.lower(), "guardian module")
         if call.safe:
@@ -147,4 +149,5 @@ def preview_effects(action: ContractAction) -> dict[str, Any]:
     if action.is_automatic or action.custody == Custody.KEEPER:
         return simulate_effects(chain=action.chain, call=None)
     return proposal_effects(chain=action.chain, custody=action.custody, to=action.to_address, data=action.calldata,
-                            safe=action.safe_address, order_id=action.order_onchain_id)
+                            safe=action.safe_address, order_id=action.order_onchain_id,
+                            token=action.params.get("token"))

@@ -33,7 +33,7 @@ def verify_contract_action_effect(*, action: ContractAction) -> ContractAction:
         names = {action.safe_address: "Safe"} if action.safe_address else {}
         try:
             observed = effects.observed_for_tx(action.chain, action.tx_hash, order_id=action.order_onchain_id,
-                                               extra_names=names)
+                                               token=action.params.get("token"), extra_names=names)
         except (effects.EffectsUnavailable, ProviderUnavailable, RpcError) as exc:
             check, why = EffectCheck.UNVERIFIED, f"the chain could not be read: {exc}"
         else:

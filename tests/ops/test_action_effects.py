@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from backoffice.alerts.models import Alert
+from backoffice.security import STEPUP_AT
 from ops.actions import services as actions
 from ops.models import IN_FLIGHT, ActionStatus, ContractAction, EffectCheck
 
@@ -90,6 +91,24 @@ def disputed_order_past_deadline(node) -> int:
     return order_id
 
 
+def paused(node) -> dict:
+    node.as_safe(node.escrow.functions.pause())
+    return {}
+
+
+def funded_order_past_seller_deadline(node) -> int:
+    order_id = node.create_order(amount=300 * 10**18)
+    node.increase_time(node.escrow.functions.sellerTimeout().call() + 60)
+    return order_id
+
+
+def delivered_order_past_buyer_deadline(node) -> int:
+    order_id = node.create_order(amount=400 * 10**18)
+    node.deliver(order_id)
+    node.increase_time(node.escrow.functions.buyerTimeout().call() + 60)
+    return order_id
+
+
 CALLS = [
     ("set_treasury", lambda node: {"treasury": NEW_TREASURY}),
     ("set_platform_fee", lambda node: {"bps": 150}),
@@ -97,6 +116,9 @@ CALLS = [
     ("set_timeouts", lambda node: {"seller_timeout": 7200, "buyer_timeout": 86400, "dispute_timeout": 172800}),
     ("set_supported_token", lambda node: {"token": node.tokens["USDT"].address, "supported": "false"}),
     ("pause", lambda node: {}),
+    ("unpause", paused),
+    ("auto_expire", lambda node: {"order_id": funded_order_past_seller_deadline(node)}),
+    ("auto_release", lambda node: {"order_id": delivered_order_past_buyer_deadline(node)}),
     ("owner_resolve", lambda node: {"order_id": disputed_order_past_deadline(node), "favor_buyer": "false"}),
 ]
 
@@ -125,6 +147,10 @@ def test_each_runbook_owner_call_changes_on_execution_what_its_fork_simulation_s
         assert node.balance("USDT", holders[label]) - old == simulated_deltas.get(name, 0), name
     if kind == "owner_resolve":
         assert simulated_deltas["USDT of seller"] > 0 and simulated_deltas["USDT of escrow"] == -500 * 10**18
+    if kind == "auto_expire":
+        assert simulated_deltas["USDT of buyer"] == 300 * 10**18 == -simulated_deltas["USDT of escrow"]
+    if kind == "auto_release":
+        assert simulated_deltas["USDT of seller"] > 0 and simulated_deltas["USDT of escrow"] == -400 * 10**18
     receipt = node.w3.eth.get_transaction_receipt(done.tx_hash)
     topics = [log["topics"][0].hex().removeprefix("0x") for log in receipt["logs"]]
     assert len(topics) == len(simulated["events"])
@@ -133,12 +159,18 @@ def test_each_runbook_owner_call_changes_on_execution_what_its_fork_simulation_s
 
 
 def test_a_chain_that_moved_since_proposal_shows_the_difference_and_needs_the_executors_acknowledgement(
-        safe_chain, staff):
+        safe_chain, staff, client):
     action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
     sign(safe_chain, action, staff["alice"])
     action = sign(safe_chain, ContractAction.objects.get(pk=action.pk), staff["bob"])
     # Something else moves the treasury meanwhile (as a module could): the same call now changes another value.
     safe_chain.as_safe(safe_chain.escrow.functions.setTreasury("0x00000000000000000000000000000000000000cc"))
+    client.force_login(staff["carol"])
+    session = client.session
+    session[STEPUP_AT] = time.time()  # the execute page asks for a fresh step-up
+    session.save()
+    page = client.get(reverse("admin:ops_contractaction_execute", args=[action.pk])).content.decode()
+    assert "The chain moved" in page and "0x00000000000000000000000000000000000000cc" in page
     with pytest.raises(ValidationError) as refused:
         actions.execute_contract_action(actor=staff["carol"], action=action)
     assert "acknowledge_effects" in refused.value.message_dict
@@ -175,13 +207,16 @@ def test_signing_and_action_pages_show_the_state_changes(safe_chain, staff, clie
         assert "escrow.treasury" in page and NEW_TREASURY in page and "TreasuryUpdated" in page
 
 
-def test_a_confirmed_action_whose_effect_is_as_simulated_says_so(safe_chain, staff):
+def test_a_confirmed_action_whose_effect_is_as_simulated_says_so(safe_chain, staff, client):
     action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
     done = execute_through_the_safe(safe_chain, staff, action)
     assert done.status == ActionStatus.CONFIRMED
     assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences
     assert done.observed_effects["state"] == done.execution_effects["state"]
     assert not Alert.objects.filter(key__startswith="effect-differs:").exists()
+    client.force_login(staff["bob"])
+    page = client.get(reverse("admin:ops_contractaction_change", args=[action.pk])).content.decode()
+    assert "Effect as simulated" in page and "Observed on the chain after execution" in page
 
 
 def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_versions(
@@ -204,3 +239,67 @@ def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_v
     alert = Alert.objects.get(key=f"effect-differs:bsc:{done.pk}")
     assert alert.severity == "P1"
     assert "Simulated:" in alert.message and "On chain:" in alert.message and "USDT of escrow" in alert.message
+
+
+def test_adding_a_token_no_order_used_yet_shows_its_supported_getter_change(safe_chain, staff):
+    new_token = "0x00000000000000000000000000000000000000ee"
+    action = propose(staff["alice"], "set_supported_token", {"token": new_token, "supported": "true"})
+    assert changed(action.proposal_effects) == {f"supported {new_token}": (False, True)}
+    done = execute_through_the_safe(safe_chain, staff, action)
+    assert safe_chain.escrow.functions.supportedTokens(safe_chain.w3.to_checksum_address(new_token)).call() is True
+    assert done.effects_differences == [] and done.effect_check == EffectCheck.AS_SIMULATED, \
+        done.effect_check_differences
+
+
+def test_a_guardian_pause_signed_by_any_guardian_is_sent_and_its_effect_is_as_simulated(safe_chain, staff):
+    pause = actions.pause_now(actor=staff["alice"], chain="bsc", reason="RB-05 drill")
+    assert pause.proposal_effects["method"] == "fork" and pause.proposal_effects["ok"], pause.proposal_effects
+    assert changed(pause.proposal_effects) == {"escrow.paused": (False, True)}
+    bob = staff["bob"]  # a guardian, but not the module's first: the one the proposal's fork paused as
+    done = actions.add_action_signature(actor=bob, action=pause,
+                                        signature=sign_typed(safe_chain, bob.account, pause.typed_data))
+    assert done.status in IN_FLIGHT, done.outcome
+    assert safe_chain.escrow.functions.paused().call() is True
+    # The pause is not held for an acknowledgement: the other guardian is recorded as the difference it is.
+    assert any("GuardianPaused" in line for line in done.effects_differences)
+    assert done.effects_acknowledged_by is None
+    done = confirm(done)
+    assert changed(done.execution_effects) == {"escrow.paused": (False, True)}
+    assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences
+
+
+def test_eoa_custody_owner_call_is_simulated_on_a_fork_and_its_effect_verified(chain, alice, bob):
+    old = chain.escrow.functions.treasury().call().lower()
+    action = propose(alice, "set_treasury", {"treasury": NEW_TREASURY})
+    assert action.custody == "owner_key"
+    assert action.proposal_effects["method"] == "fork" and action.proposal_effects["ok"], action.proposal_effects
+    assert changed(action.proposal_effects) == {"escrow.treasury": (old, NEW_TREASURY)}
+    actions.approve_contract_action(actor=bob, action=action)
+    done = confirm(actions.execute_contract_action(actor=bob, action=action))
+    assert done.status == ActionStatus.CONFIRMED, done.outcome
+    assert chain.escrow.functions.treasury().call().lower() == NEW_TREASURY
+    assert done.execution_effects["method"] == "fork" and done.effects_differences == []
+    assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences
+
+
+def test_a_replacement_of_a_stuck_action_is_checked_against_the_simulation_of_the_call_it_replaces(
+        safe_chain, staff, monkeypatch):
+    from chain import transactions
+    from chain.rpc import ProviderUnavailable
+
+    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
+    sign(safe_chain, action, staff["alice"])
+    action = sign(safe_chain, ContractAction.objects.get(pk=action.pk), staff["bob"])
+
+    def dropped(*args, **kwargs):
+        raise ProviderUnavailable("injected: connection dropped")
+
+    real = transactions.broadcast
+    monkeypatch.setattr(transactions, "broadcast", dropped)
+    stuck = actions.execute_contract_action(actor=staff["carol"], action=action)
+    monkeypatch.setattr(transactions, "broadcast", real)
+    assert stuck.status == ActionStatus.SIGNED
+    replacement = actions.replace_contract_action(actor=staff["bob"], action=stuck, reason="stuck at a low fee")
+    done = confirm(actions.execute_contract_action(actor=staff["bob"], action=replacement))
+    assert done.status == ActionStatus.CONFIRMED, done.outcome
+    assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences

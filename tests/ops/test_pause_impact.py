@@ -141,3 +141,32 @@ def test_resume_without_grace_holds_nothing(chain, alice, bob, trades_flag):
     assert not TimeoutGrace.objects.exists()
     actions.approve_resume(actor=bob, group=unpause.group)
     assert due_timeouts("auto_expire", chains=["bsc"]) == [("bsc", inside)]
+
+
+def test_resume_and_unpause_pages_show_what_it_releases_and_the_grace_holds_buyer_deadlines_too(
+        chain, alice, bob, trades_flag, client):
+    set_timeouts(chain, 3, 3, HOUR)
+    expiring = chain.create_order(amount=200 * 10**18)
+    releasing = chain.create_order(amount=300 * 10**18)
+    chain.deliver(releasing)
+    actions.emergency_stop(actor=alice, reason="drill", chains=["bsc"])
+    wait_past(chain, max(chain.order(expiring)["seller_deadline"], chain.order(releasing)["buyer_deadline"]))
+    assert sync_chain("bsc").malformed == 0
+
+    client.force_login(alice)
+    page = client.get("/admin/ops/contractaction/resume/").content.decode()
+    assert "What the unpause of bsc releases" in page
+    assert f"(seller deadline passed while paused)</th><td>1: #{expiring}<" in page
+    assert f"(buyer deadline passed while paused)</th><td>1: #{releasing}<" in page
+    assert "USDT (2)" in page
+    [unpause] = actions.request_resume(actor=alice, reason="fixed", chains=["bsc"], grace_seconds=HOUR)
+    page = client.get(f"/admin/ops/contractaction/{unpause.pk}/change/").content.decode()
+    assert f"#{releasing}" in page and "Grace after the pause" in page and unpause.group in page
+
+    actions.approve_resume(actor=bob, group=unpause.group)
+    assert chain.escrow.functions.paused().call() is False
+    assert sync_chain("bsc").malformed == 0
+    assert submit_due_timeouts(kind="auto_release")["held"] == 1
+    assert submit_due_timeouts(kind="auto_expire")["held"] == 1
+    assert not ContractAction.objects.filter(kind__in=["auto_expire", "auto_release"]).exists()
+    assert (chain.order(expiring)["status"], chain.order(releasing)["status"]) == ("funded", "delivered")

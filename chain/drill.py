@@ -51,23 +51,26 @@ def paused(client: RpcClient, escrow: str) -> bool:
     return int(client.call("eth_call", [{"to": escrow, "data": "0x5c975abb"}, "latest"]), 16) != 0
 
 
-def send_pause(client: RpcClient, *, chain_id: int, escrow: str, module: str = "") -> tuple[str, str]:
-    """On a fork, the pause the automatic pause sends: the guardian module's pause() from the server's guardian key
-    (safe custody), the escrow's from the owner key (eoa). Without that key on this server the drill impersonates
-    the first guardian (or the owner), and says so. Returns (transaction hash, who sent it)."""
+def send_pause(client: RpcClient, *, chain_id: int, escrow: str, module: str = "",
+               route: tuple[str, str, str] | None = None) -> tuple[str, str]:
+    """On a fork, the pause the automatic pause sends: `route` is its (to, data, key role), as the automatic pause
+    builds it (the guardian module's pause() from the server's guardian key in safe custody, the escrow's from the
+    owner key in eoa), signed with that key. Without a route (no such key on this server) the drill impersonates the
+    module's first guardian (or the escrow's owner), and says so. Returns (transaction hash, who sent it)."""
     from eth_abi import decode as abi_decode
 
     from . import transactions
 
-    to, role = (module, "guardian") if module else (escrow, "owner")
-    if transactions.has_key(role):
+    if route is not None:
+        to, data, role = route
         sender = transactions.signer_address(role)
         nonce = int(client.call("eth_getTransactionCount", [sender, "pending"]), 16)
-        gas = int(client.call("eth_estimateGas", [{"from": sender, "to": to, "data": PAUSE}]), 16)
+        gas = int(client.call("eth_estimateGas", [{"from": sender, "to": to, "data": data}]), 16)
         base = int(client.call("eth_getBlockByNumber", ["latest", False]).get("baseFeePerGas", "0x0"), 16)
-        signed = transactions.sign(chain_id=chain_id, to=to, data=PAUSE, nonce=nonce, gas=int(gas * 1.25) + 10_000,
+        signed = transactions.sign(chain_id=chain_id, to=to, data=data, nonce=nonce, gas=int(gas * 1.25) + 10_000,
                                    max_fee=2 * base + 10**9, priority_fee=10**9, role=role)
         return client.call("eth_sendRawTransaction", [signed.raw]), f"the server's {role} key {sender}"
+    to = module or escrow
     if module:
         sender = abi_decode(["address[]"], bytes.fromhex(client.call("eth_call", [{"to": module, "data": GUARDIANS},
                                                                                   "latest"])[2:]))[0][0]
@@ -77,4 +80,4 @@ def send_pause(client: RpcClient, *, chain_id: int, escrow: str, module: str = "
     client.call("anvil_impersonateAccount", [sender])
     client.call("anvil_setBalance", [sender, hex(10**20)])
     tx = client.call("eth_sendTransaction", [{"from": sender, "to": to, "data": PAUSE}])
-    return tx, f"an impersonated {'guardian' if module else 'owner'} {sender.lower()} (no {role.upper()}_KEY here)"
+    return tx, f"an impersonated {'guardian' if module else 'owner'} {sender.lower()} (no key to pause with here)"

@@ -61,9 +61,9 @@ def set_auto_pause_trigger(*, actor: Any, chain: str, trigger: str, enabled: boo
     return switch
 
 
-def _route(chain: str) -> tuple[str, str, str, str]:
+def pause_route(chain: str) -> tuple[str, str, str, str]:
     """(custody, tx_to, tx_data, safe address) of an automatic pause on `chain`; ValidationError naming what is
-    missing when the chain cannot pause by itself."""
+    missing when the chain cannot pause by itself. The pause drill sends the same on its fork."""
     cfg = get_chain_config(chain)
     if not cfg.is_safe:
         if not transactions.has_key("owner"):
@@ -103,7 +103,7 @@ def auto_pause(*, chain: str, trigger: str, evidence: dict[str, Any]) -> Contrac
     try:
         if transactions.escrow_paused(chain, cfg.escrow):
             return None
-        custody, tx_to, tx_data, safe = _route(chain)
+        custody, tx_to, tx_data, safe = pause_route(chain)
     except (ProviderUnavailable, RpcError, ValidationError) as exc:
         return _could_not_pause(chain, trigger, evidence, exc)
     data = calls.encode("pause", {})

@@ -3,9 +3,9 @@
 The chain is forked at the mirror's cursor (so the mirror, read in one snapshot then, is exactly the fork's state:
 nothing of ours happens on a fork after it), mining at the chain's block time. The escrow's largest token balance is
 cut to a tenth there (anvil_setStorageAt), the back office's solvency read (`read_contract_status`, pointed at the
-fork and that mirror) runs at each new block with the same two-observation rule as the live check, and once it is
-confirmed the pause the automatic pause would send is sent to the fork. Kept: the blocks and seconds from the drain
-to the confirmation and to paused(), each step with its time.
+fork and that mirror) runs at each new block with the live check's two-observation rule (`solvency_rule`), and once
+it is confirmed the pause the automatic pause would send (`pause_route`: its target, calldata and key) is sent to
+the fork. Kept: the blocks and seconds from the drain to the confirmation and to paused(), each step with its time.
 """
 from __future__ import annotations
 
@@ -28,7 +28,10 @@ from chain.config import configured_chains, get_chain_config
 from chain.fork import ForkUnavailable, forked
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import mirror_at_cursor, read_contract_status
-from ops.models import DrillRun, DrillStatus
+from ops.actions import autopause
+from ops.models import Custody, DrillRun, DrillStatus
+
+from .checks.contracts import solvency_rule
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +109,15 @@ def _drill(run: DrillRun, cfg, started: float, timeout: float) -> None:
             status = read_contract_status(cfg.key, client=client, mirror=(head, mirror[1]))
             if not status.ok:
                 raise ValueError(f"the contracts could not be read on the fork: {status.error}")
-            if status.solvent:
-                continue
-            if short_since is None:
-                short_since = head
+            short_since, seen = solvency_rule(short_since, head, solvent=status.solvent)
+            if seen == "observed":
                 _step(run, started, f"block {head}: escrow short of its open orders, seen once (an observation)")
-            elif head > short_since:
+            elif seen == "confirmed":
                 run.detected_block = head
                 _step(run, started, f"block {head}: short again, confirmed: the P0 and the automatic pause")
         tx, who = drill.send_pause(client, chain_id=cfg.chain_id, escrow=cfg.escrow,
-                                   module=cfg.guardian_module if cfg.is_safe else "")
+                                   module=cfg.guardian_module if cfg.is_safe else "", route=_pause_route(run, cfg,
+                                                                                                          started))
         _step(run, started, f"pause sent by {who}: {tx}")
         while not drill.paused(client, cfg.escrow):
             if time.monotonic() - started > timeout:
@@ -129,6 +131,17 @@ def _drill(run: DrillRun, cfg, started: float, timeout: float) -> None:
         run.status = DrillStatus.PASSED
         _step(run, started, f"paused() true on the fork at block {run.paused_block}: {run.pause_blocks} blocks, "
                             f"{run.pause_seconds:g} s after the drain")
+
+
+def _pause_route(run: DrillRun, cfg, started: float) -> tuple[str, str, str] | None:
+    """The automatic pause's own route (ops.actions.autopause.pause_route: the module or escrow, the calldata, the
+    key), or None when it could not pause on the real chain either: then the drill says why, and impersonates."""
+    try:
+        custody, to, data, _safe = autopause.pause_route(cfg.key)
+    except ValidationError as exc:
+        _step(run, started, "the automatic pause could not send on the chain itself: " + "; ".join(exc.messages))
+        return None
+    return to, data, "guardian" if custody == Custody.GUARDIAN_KEY else "owner"
 
 
 def request_pause_drill(*, actor: Any, chain: str) -> None:

@@ -44,6 +44,16 @@ class ContractVerdict:
     raised: list[str] = field(default_factory=list)
 
 
+def solvency_rule(short_since: int | None, at: int, *, solvent: bool) -> tuple[int | None, str]:
+    """The two-observation rule of a solvency read at block `at`, given the block it was first seen short at:
+    (that block after this read, and "" when solvent, "observed" when seen once, "confirmed" when short again at a
+    later block: the P0 and the automatic pause). The live check and the pause drill both decide with it."""
+    if solvent:
+        return None, ""
+    since = at if short_since is None else short_since
+    return since, "confirmed" if at > since else "observed"
+
+
 def evaluate_contract(chain: str) -> ContractVerdict | None:
     """Read the chain's contracts against the mirror at one block, record what holds (ChainState) and raise or
     resolve its alerts, under the chain's row lock: a run that read an older block than the last one recorded
@@ -64,14 +74,11 @@ def evaluate_contract(chain: str) -> ContractVerdict | None:
         fields = ["paused", "paused_checked_at"]
         state.paused, state.paused_checked_at = status.paused, now
         if comparable and (state.solvency_block is None or at >= state.solvency_block):
+            state.solvency_short_since, verdict.insolvent = solvency_rule(state.solvency_short_since, at,
+                                                                          solvent=status.solvent)
             if not status.solvent:
                 verdict.short = [f"{t.symbol} short {-t.difference}" for t in status.tokens if not t.solvent]
-                if state.solvency_short_since is None:
-                    state.solvency_short_since = at
-                verdict.insolvent = "confirmed" if at > state.solvency_short_since else "observed"
                 verdict.short_since = state.solvency_short_since
-            else:
-                state.solvency_short_since = None
             state.solvency_ok, state.solvency_block = status.balanced, at
             state.solvency_checked_at, state.solvency_detail = now, {**detail, "block": at}
             fields += ["solvency_ok", "solvency_block", "solvency_short_since", "solvency_checked_at",

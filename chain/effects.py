@@ -204,26 +204,63 @@ def compare(before: dict, after: dict) -> list[dict]:
             if before.get(k) != after.get(k)]
 
 
-def balance_changes(watch: Watch, before: dict[str, int], after: dict[str, int]) -> list[dict]:
+def balance_changes(watch: Watch, before: dict[str, int], after: dict[str, int],
+                    others: dict[str, int] | None = None) -> list[dict]:
+    """The balances the transaction changed: `delta` is its own (the block's change less `others`, what the other
+    transactions of its block moved by their Transfer events); before and after are the block's reads."""
     decimals = {symbol: d for symbol, d in watch.tokens.values()}
+    others = others or {}
     out = []
     for key in before:
-        delta = after.get(key, 0) - before[key]
+        delta = after.get(key, 0) - before[key] - others.get(key, 0)
         if delta:
             symbol = key.split(" of ", 1)[0]
-            out.append({"name": key, "before": str(before[key]), "after": str(after[key]), "delta": str(delta),
-                        "decimals": decimals.get(symbol, 18)})
+            row = {"name": key, "before": str(before[key]), "after": str(after[key]), "delta": str(delta),
+                   "decimals": decimals.get(symbol, 18)}
+            if others.get(key):
+                row["others_delta"] = str(others[key])
+            out.append(row)
     return out
 
 
+TRANSFER = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+
+
+def others_in_block(client: RpcClient, watch: Watch, holders: dict[str, str], *, block: int,
+                    tx_hash: str) -> dict[str, int]:
+    """`<symbol> of <label>` → what the other transactions of `block` moved by their ERC-20 Transfer events: on a
+    busy chain a trade in the same block moves the escrow's balance, which is not the owner call's doing. A balance
+    that moved without an event stays in the call's own change (and so shows when it was not simulated)."""
+    if not watch.tokens or not holders:
+        return {}
+    logs = client.call("eth_getLogs", [{"fromBlock": hex(block), "toBlock": hex(block), "topics": [TRANSFER],
+                                        "address": [to_checksum_address(a) for a in watch.tokens]}])
+    by_address = {address.lower(): label for label, address in holders.items()}
+    moved: dict[str, int] = {}
+    for log in logs:
+        topics = log.get("topics") or []
+        if log.get("transactionHash", "").lower() == tx_hash.lower() or len(topics) != 3:
+            continue
+        symbol = watch.tokens[log["address"].lower()][0]
+        value = int(log["data"], 16) if log.get("data") not in (None, "0x", "") else 0
+        for topic, sign in ((topics[1], -1), (topics[2], 1)):
+            label = by_address.get("0x" + topic[-40:].lower())
+            if label is not None:
+                key = f"{symbol} of {label}"
+                moved[key] = moved.get(key, 0) + sign * value
+    return moved
+
+
 def measure(client: RpcClient, watch: Watch, *, before_block: int, after_block: int, logs: list[dict],
-            names: dict[str, str]) -> dict[str, Any]:
+            names: dict[str, str], tx_hash: str | None = None) -> dict[str, Any]:
     """Getters, balances and events between two blocks of one node: what a transaction mined in `after_block`
-    changed (the fork's own, or the chain's after execution)."""
+    changed (the fork's own, or the chain's after execution: then `tx_hash` names it, and what the other
+    transactions of its block moved is set apart from its balance changes)."""
     before, after = read_state(client, watch, before_block), read_state(client, watch, after_block)
     holders = holders_of(client, watch, before, after, before_block)
+    others = others_in_block(client, watch, holders, block=after_block, tx_hash=tx_hash) if tx_hash else None
     balances = balance_changes(watch, read_balances(client, watch, holders, before_block),
-                               read_balances(client, watch, holders, after_block))
+                               read_balances(client, watch, holders, after_block), others)
     return {"events": decode_logs(logs, names), "state": compare(before, after), "balances": balances,
             "holders": holders}
 
@@ -279,11 +316,12 @@ def simulate_on_fork(chain: str, *, rpc_url: str, block: int, call: ForkCall, wa
 
 def observed_effects(client: RpcClient, *, receipt: dict, watch: Watch, names: dict[str, str]) -> dict[str, Any]:
     """What an executed transaction changed on the chain itself: its receipt's events, and the same getters and
-    balances read at the block before it and at its block (independent eth_calls)."""
+    balances read at the block before it and at its block (independent eth_calls), less what the other
+    transactions of its block moved by their Transfer events."""
     mined = int(receipt["blockNumber"], 16) if isinstance(receipt["blockNumber"], str) else receipt["blockNumber"]
     return {"method": "chain", "ok": True, "block": mined,
             **measure(client, watch, before_block=mined - 1, after_block=mined, logs=receipt.get("logs", []),
-                      names=names)}
+                      names=names, tx_hash=receipt["transactionHash"])}
 
 
 # ---------------------------------------------------------------------------- comparing
@@ -310,17 +348,23 @@ def differences(expected: dict[str, Any] | None, actual: dict[str, Any] | None) 
         else:
             out.append(f"event missing: {key}")
     out += [f"event extra: {key}" for key in act_events]
-    for part, what in (("state", "value"), ("balances", "balance")):
-        exp = {row["name"]: row for row in expected.get(part) or []}
-        act = {row["name"]: row for row in actual.get(part) or []}
-        for name in {**exp, **act}:
-            a, b = exp.get(name), act.get(name)
-            if a is None:
-                out.append(f"{what} {name}: unchanged → {b['before']} → {b['after']}")
-            elif b is None:
-                out.append(f"{what} {name}: {a['before']} → {a['after']} → unchanged")
-            elif (a["before"], a["after"]) != (b["before"], b["after"]):
-                out.append(f"{what} {name}: {a['before']} → {a['after']}, now {b['before']} → {b['after']}")
+    exp = {row["name"]: row for row in expected.get("state") or []}
+    act = {row["name"]: row for row in actual.get("state") or []}
+    for name in {**exp, **act}:
+        a, b = exp.get(name), act.get(name)
+        if a is None:
+            out.append(f"value {name}: unchanged → {b['before']} → {b['after']}")
+        elif b is None:
+            out.append(f"value {name}: {a['before']} → {a['after']} → unchanged")
+        elif (a["before"], a["after"]) != (b["before"], b["after"]):
+            out.append(f"value {name}: {a['before']} → {a['after']}, now {b['before']} → {b['after']}")
+    # A balance is the call's own change: the trades of other blocks (or of its own, set apart on chain) move the
+    # holders' balances before and after it, not what the call does to them.
+    exp = {row["name"]: int(row["delta"]) for row in expected.get("balances") or []}
+    act = {row["name"]: int(row["delta"]) for row in actual.get("balances") or []}
+    for name in {**exp, **act}:
+        if exp.get(name, 0) != act.get(name, 0):
+            out.append(f"balance {name}: changed by {exp.get(name, 0)}, now by {act.get(name, 0)}")
     return out
 
 

@@ -219,6 +219,26 @@ def test_a_confirmed_action_whose_effect_is_as_simulated_says_so(safe_chain, sta
     assert "Effect as simulated" in page and "Observed on the chain after execution" in page
 
 
+def test_a_trade_in_the_same_block_is_set_apart_and_the_effect_is_as_simulated(safe_chain, staff, client):
+    node = safe_chain
+    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
+    sign(node, action, staff["alice"])
+    action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
+    node.automine(False)
+    action = actions.execute_contract_action(actor=staff["carol"], action=action)
+    # In the same block, a buyer funds an order: the escrow's USDT balance moves, by that trade's own transfer.
+    node.escrow.functions.createOrder(node.seller, node.tokens["USDT"].address, 10**18).transact({"from": node.buyer})
+    node.mine()
+    node.automine(True)
+    done = confirm(action)
+    assert done.effect_check == EffectCheck.AS_SIMULATED, done.effect_check_differences
+    [funded] = [row for row in done.observed_effects["balances"] if row["name"] == "USDT of escrow"] or [None]
+    assert funded is None, "the trade's transfer is not the owner call's change"
+    client.force_login(staff["carol"])
+    assert "Effect as simulated" in client.get(reverse("admin:ops_contractaction_change", args=[done.pk])).content \
+        .decode()
+
+
 def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_versions(
         safe_chain, staff, django_capture_on_commit_callbacks):
     node = safe_chain
@@ -227,18 +247,23 @@ def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_v
     action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
     node.automine(False)
     action = actions.execute_contract_action(actor=staff["carol"], action=action)
-    # In the same block, a buyer funds an order: the escrow's USDT balance changes under the simulated call.
-    node.escrow.functions.createOrder(node.seller, node.tokens["USDT"].address, 10**18).transact({"from": node.buyer})
+    # Before it is mined, the treasury moves under the call (a storage write: no contract action of ours, no event):
+    # the call now changes another value than the one simulated and signed.
+    old = node.escrow.functions.treasury().call()
+    [slot] = [n for n in range(16) if int(node.rpc("eth_getStorageAt", [node.escrow.address, hex(n), "latest"]), 16)
+              == int(old, 16)]
+    node.rpc("anvil_setStorageAt", [node.escrow.address, hex(slot), "0x" + "00" * 12 + "cc" * 20])
     node.mine()
     node.automine(True)
     with django_capture_on_commit_callbacks(execute=True):
         done = confirm(action)
     assert done.status == ActionStatus.CONFIRMED
     assert done.effect_check == EffectCheck.DIFFERS
-    assert any("USDT of escrow" in line for line in done.effect_check_differences)
+    assert any("escrow.treasury" in line and "cc" * 20 in line for line in done.effect_check_differences)
+    assert any(line.startswith("event missing: escrow TreasuryUpdated") for line in done.effect_check_differences)
     alert = Alert.objects.get(key=f"effect-differs:bsc:{done.pk}")
     assert alert.severity == "P1"
-    assert "Simulated:" in alert.message and "On chain:" in alert.message and "USDT of escrow" in alert.message
+    assert "Simulated:" in alert.message and "On chain:" in alert.message and "escrow.treasury" in alert.message
 
 
 def test_adding_a_token_no_order_used_yet_shows_its_supported_getter_change(safe_chain, staff):

@@ -142,8 +142,9 @@ def _transferred_by_back_office(chain: str, before: dict, snapshot: dict, since:
     if since is not None:
         made = made.filter(sent_at__gte=since - timedelta(days=1))
     done = {(kind, str(params.get("new_owner", "")).lower()) for kind, params in made.values_list("kind", "params")}
-    ours = set(OWNER_FIELDS) if ("transfer_ownership", snapshot["owner"]) in done else set()
-    return ours | ({"pool_owner"} if ("transfer_pool_ownership", snapshot["pool_owner"]) in done else set())
+    ours = set(OWNER_FIELDS) if ("transfer_ownership", str(snapshot["owner"]).lower()) in done else set()
+    return ours | ({"pool_owner"} if ("transfer_pool_ownership", str(snapshot["pool_owner"]).lower()) in done
+                   else set())
 
 
 def check_custody() -> list[str]:

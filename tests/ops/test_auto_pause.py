@@ -187,16 +187,20 @@ def test_auto_pause_a_real_insolvency_pauses_exactly_once_with_its_audit_row_p0_
 def test_auto_pause_a_sync_that_applied_blocks_queues_the_certain_checks_on_the_actions_queue(
         chain, monkeypatch, django_capture_on_commit_callbacks):
     from backoffice.queues import ACTIONS, ROUTES
+    from disputes import signals as screening_signals
     from ops.monitoring import receivers
 
     sent = []
-    monkeypatch.setattr(receivers, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
+    # Both receivers of the signal send through their own name: neither may reach the shared test Redis (a message
+    # left on a queue there is counted by the queue-depth tests).
+    for module in (receivers, screening_signals):
+        monkeypatch.setattr(module, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
     sync_chain("bsc")
     sent.clear()
     chain.create_order()
     with django_capture_on_commit_callbacks(execute=True):
         assert sync_chain("bsc").to_block is not None
-    assert sent == [("ops.tasks.check_chain_now", {"chain": "bsc", "options": {"expires": 60}})]
+    assert ("ops.tasks.check_chain_now", {"chain": "bsc", "options": {"expires": 60}}) in sent
     assert ROUTES["ops.tasks.check_chain_now"] == ACTIONS
 
 

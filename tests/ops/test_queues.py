@@ -90,7 +90,8 @@ def test_queues_depth_of_each_queue_in_health_and_metrics(client, settings):
     settings.METRICS_TOKEN = "queue-test-token"
     redis = health.redis_client()
     keys = ["sync.bsc", "actions", "checks\x06\x163"]  # the last: a message sent with priority 3
-    redis.delete(*keys)
+    # The session's Redis is shared: start from empty queues, whatever another test left there.
+    redis.delete(*keys, "checks", "sync.ethereum")
     try:
         redis.rpush("sync.bsc", *["m"] * 7)
         redis.rpush("actions", "m")

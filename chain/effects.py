@@ -48,8 +48,9 @@ def _call_data(signature: str, types: list[str] | None = None, args: list | None
 @dataclass
 class Watch:
     """What to read before and after: the contracts, the tokens (address → symbol, decimals) and named holders.
-    `supported`: a token the call itself names that is not among `tokens` (one no order used yet, being added):
-    only its `supportedTokens` getter is read, or adding it would show no change."""
+    `supported`: a token the call itself names that is not a configured one (being added, or known only from
+    orders): its `supportedTokens` getter is read under its address, a label that stays the same from proposal to
+    verification although the token may meanwhile appear among `tokens` (the sync records it at its first order)."""
     escrow: str
     pool: str
     tokens: dict[str, tuple[str, int]]
@@ -141,6 +142,8 @@ def read_state(client: RpcClient, watch: Watch, block: int) -> dict[str, Any]:
     calls.append(("eth_call", ({"to": watch.pool, "data": _call_data("owner()")}, at)))
     labels.append(("pool.owner", "address"))
     for address, (symbol, _decimals) in watch.tokens.items():
+        if address in watch.supported:
+            continue  # read below, under its address
         calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("supportedTokens(address)", ["address"],
                                                                             [to_checksum_address(address)])}, at)))
         labels.append((f"supported {symbol}", "bool"))
@@ -235,7 +238,9 @@ def others_in_block(client: RpcClient, watch: Watch, holders: dict[str, str], *,
         return {}
     logs = client.call("eth_getLogs", [{"fromBlock": hex(block), "toBlock": hex(block), "topics": [TRANSFER],
                                         "address": [to_checksum_address(a) for a in watch.tokens]}])
-    by_address = {address.lower(): label for label, address in holders.items()}
+    labels_of: dict[str, list[str]] = {}
+    for label, address in holders.items():  # one address may hold two roles (the treasury buying, say)
+        labels_of.setdefault(address.lower(), []).append(label)
     moved: dict[str, int] = {}
     for log in logs:
         topics = log.get("topics") or []
@@ -244,8 +249,7 @@ def others_in_block(client: RpcClient, watch: Watch, holders: dict[str, str], *,
         symbol = watch.tokens[log["address"].lower()][0]
         value = int(log["data"], 16) if log.get("data") not in (None, "0x", "") else 0
         for topic, sign in ((topics[1], -1), (topics[2], 1)):
-            label = by_address.get("0x" + topic[-40:].lower())
-            if label is not None:
+            for label in labels_of.get("0x" + topic[-40:].lower(), []):
                 key = f"{symbol} of {label}"
                 moved[key] = moved.get(key, 0) + sign * value
     return moved
@@ -370,12 +374,13 @@ def differences(expected: dict[str, Any] | None, actual: dict[str, Any] | None) 
 
 def watch_for(chain: str, *, order_id: int | None = None, token: str | None = None) -> tuple[Watch, dict[str, str]]:
     """The reads for one chain's owner calls, and the labels of its addresses (for decoding events). `token`: the
-    token a call sets as supported or not, read too when the chain's known tokens do not include it."""
+    token a call sets as supported or not, read under its address unless it is a configured one (see Watch)."""
     cfg = get_chain_config(chain)
     tokens = {t.address.lower(): (t.symbol, t.decimals) for t in Token.objects.filter(chain=chain)}
     for symbol, address in cfg.tokens.items():
         tokens.setdefault(address.lower(), (symbol, 18))
-    extra = (token.lower(),) if token and token.lower() not in tokens else ()
+    configured = {address.lower() for address in cfg.tokens.values()}
+    extra = (token.lower(),) if token and token.lower() not in configured else ()
     watch = Watch(escrow=cfg.escrow.lower(), pool=cfg.arbitrator_pool.lower(), tokens=tokens, order_id=order_id,
                   supported=extra)
     names = {cfg.escrow.lower(): "escrow", cfg.arbitrator_pool.lower(): "pool",

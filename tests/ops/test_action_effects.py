@@ -270,6 +270,11 @@ def test_adding_a_token_no_order_used_yet_shows_its_supported_getter_change(safe
     new_token = "0x00000000000000000000000000000000000000ee"
     action = propose(staff["alice"], "set_supported_token", {"token": new_token, "supported": "true"})
     assert changed(action.proposal_effects) == {f"supported {new_token}": (False, True)}
+    from chain.models import Token
+
+    # Meanwhile the sync meets the token in an order (as it records every token at its first order): the getter keeps
+    # its label, so nothing reads as changed → unchanged at sending or after.
+    Token.objects.create(chain="bsc", address=new_token, symbol="NEW", decimals=6)
     done = execute_through_the_safe(safe_chain, staff, action)
     assert safe_chain.escrow.functions.supportedTokens(safe_chain.w3.to_checksum_address(new_token)).call() is True
     assert done.effects_differences == [] and done.effect_check == EffectCheck.AS_SIMULATED, \

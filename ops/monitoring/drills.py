@@ -23,7 +23,7 @@ from backoffice.alerts.services import raise_alert, settle_alerts
 from backoffice.audit.services import record_audit
 from backoffice.permissions import require_perm
 from backoffice.tasking import send_task
-from chain import drill
+from chain import drill, transactions
 from chain.config import configured_chains, get_chain_config
 from chain.fork import ForkUnavailable, forked
 from chain.rpc import ProviderUnavailable, RpcError
@@ -135,12 +135,17 @@ def _drill(run: DrillRun, cfg, started: float, timeout: float) -> None:
 
 def _pause_route(run: DrillRun, cfg, started: float) -> tuple[str, str, str] | None:
     """The automatic pause's own route (ops.actions.autopause.pause_route: the module or escrow, the calldata, the
-    key), or None when it could not pause on the real chain either: then the drill says why, and impersonates."""
+    key). None only when this server holds no key to pause with (the drill then says so and impersonates); any
+    other refusal (no guardian module, the Safe unreadable) fails the drill, as it would stop the real pause."""
+    role = "guardian" if cfg.is_safe else "owner"
+    if not transactions.has_key(role):
+        _step(run, started, f"this server holds no {role} key: the automatic pause could not send on the chain "
+                            f"itself ({'GUARDIAN_KEY' if cfg.is_safe else 'OWNER_KEY'}); the drill impersonates")
+        return None
     try:
         custody, to, data, _safe = autopause.pause_route(cfg.key)
     except ValidationError as exc:
-        _step(run, started, "the automatic pause could not send on the chain itself: " + "; ".join(exc.messages))
-        return None
+        raise ValueError("the automatic pause could not send: " + "; ".join(exc.messages)) from None
     return to, data, "guardian" if custody == Custody.GUARDIAN_KEY else "owner"
 
 

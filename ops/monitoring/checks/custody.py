@@ -11,6 +11,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
@@ -139,8 +140,8 @@ def _transferred_by_back_office(chain: str, before: dict, snapshot: dict, since:
         return set()
     made = ContractAction.objects.filter(chain=chain, kind__in=moved, status__in=[
         ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.CONFIRMED])
-    if since is not None:
-        made = made.filter(sent_at__gte=since - timedelta(days=1))
+    if since is not None:  # a signed one has no sent_at yet (its broadcast failed, or an owner sent it himself)
+        made = made.filter(Q(sent_at__gte=since - timedelta(days=1)) | Q(status=ActionStatus.SIGNED))
     done = {(kind, str(params.get("new_owner", "")).lower()) for kind, params in made.values_list("kind", "params")}
     ours = set(OWNER_FIELDS) if ("transfer_ownership", str(snapshot["owner"]).lower()) in done else set()
     return ours | ({"pool_owner"} if ("transfer_pool_ownership", str(snapshot["pool_owner"]).lower()) in done

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from backoffice.audit.services import record_audit
@@ -15,6 +15,7 @@ from chain.models import Order
 from ops.actions.services import propose_contract_action
 
 from .models import REASON_MAX_LENGTH, Blacklist, BlacklistSource, DisputeCase, DisputeNote, Recommendation, ReviewFlag
+from .sanctions.hits import SCREENING_LOCK
 from .sanctions.selectors import current_entries_naming
 
 
@@ -69,6 +70,10 @@ def lift_blacklist_entry(*, actor: Any, entry: Blacklist, reason: str) -> Blackl
     if not reason:
         raise ValidationError({"reason": "A reason is required to lift a blacklisting."})
     with transaction.atomic():
+        # Not while a list version is imported or wallets screened (both hold this lock): a hit deciding to keep
+        # this entry must not see it active and then find it lifted. Taken before the row lock, as they take it.
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [SCREENING_LOCK])
         entry = Blacklist.objects.select_for_update().get(pk=entry.pk)
         if entry.lifted_at is not None:
             raise ValidationError(

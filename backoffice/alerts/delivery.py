@@ -37,6 +37,7 @@ class DeliveryError(Exception):
     pass
 
 
+SWEEP_MAX_AGE = timedelta(hours=6)  # a pending delivery older than this is no longer retried by the sweep
 FIRE_FIRST_SECONDS = 5  # a resolution waits this long, again and again, while its fire is still pending
 
 
@@ -123,9 +124,10 @@ def attempt_delivery(delivery_id: int) -> tuple[str, int | None]:
             return delivery.status, None
         if delivery.event == DeliveryEvent.RESOLVE and AlertDelivery.objects.filter(
                 alert_id=delivery.alert_id, channel_id=delivery.channel_id, event=DeliveryEvent.FIRE,
-                status=DeliveryStatus.PENDING).exists():
+                status=DeliveryStatus.PENDING, created_at__gte=timezone.now() - SWEEP_MAX_AGE).exists():
             # Each delivery is its own task: a resolution that overtook its fire (still retrying, or being sent
-            # now) would reach PagerDuty first, and the incident the fire then opens would never be resolved.
+            # now) would reach PagerDuty first, and the incident the fire then opens would never be resolved. A
+            # fire older than the sweep's reach will never be sent: then the resolution is not held for it.
             return delivery.status, FIRE_FIRST_SECONDS
         channel = AlertChannel.objects.select_for_update().get(pk=delivery.channel_id)
         now = timezone.now()
@@ -168,7 +170,7 @@ def enqueue_deliveries(alert: Alert, *, resolved: bool = False) -> None:
     transaction.on_commit(_go)
 
 
-def sweep_pending(max_age: timedelta = timedelta(hours=6)) -> int:
+def sweep_pending(max_age: timedelta = SWEEP_MAX_AGE) -> int:
     """Scheduled: retry pending deliveries whose task was lost (broker outage)."""
     done = 0
     cutoff = timezone.now() - max_age

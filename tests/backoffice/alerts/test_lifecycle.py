@@ -91,6 +91,19 @@ def test_lifecycle_a_resolution_waits_for_its_fire_still_pending_on_the_same_cha
     assert [json.loads(r["body"])["event_action"] for r in receiver.requests] == ["trigger", "resolve"]
 
 
+def test_lifecycle_a_resolution_is_not_held_for_a_fire_the_sweep_no_longer_retries(
+        receiver, enqueued, monkeypatch, django_capture_on_commit_callbacks):
+    pagerduty(receiver, monkeypatch)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert = raise_sync_stuck()
+    Alert.objects.filter(pk=alert.pk).update(last_sent_at=timezone.now())
+    AlertDelivery.objects.filter(pk=enqueued[0]).update(created_at=timezone.now() - alerting.SWEEP_MAX_AGE
+                                                        - timedelta(minutes=1))  # its task lost, out of reach
+    with django_capture_on_commit_callbacks(execute=True):
+        services.settle_alerts(source="check_sync", scope=["sync-stuck:bsc"], raised=[])
+    assert alerting.attempt_delivery(enqueued[-1]) == ("sent", None), "not held for ever"
+
+
 def test_lifecycle_a_resolution_goes_only_to_the_channels_that_had_the_fire(
         receiver, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):

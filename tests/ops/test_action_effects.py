@@ -82,6 +82,16 @@ def execute_through_the_safe(node, staff, action) -> ContractAction:
     return confirm(action)
 
 
+def treasury_change_sent_not_mined(node, staff) -> ContractAction:
+    """A treasury change signed by two owners and sent, automine off: the test puts what it wants beside it in its
+    block, then mines."""
+    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
+    sign(node, action, staff["alice"])
+    action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
+    node.automine(False)
+    return actions.execute_contract_action(actor=staff["carol"], action=action)
+
+
 def disputed_order_past_deadline(node) -> int:
     order_id = node.create_order(amount=500 * 10**18)
     node.deliver(order_id)
@@ -221,11 +231,7 @@ def test_a_confirmed_action_whose_effect_is_as_simulated_says_so(safe_chain, sta
 
 def test_a_trade_in_the_same_block_is_set_apart_and_the_effect_is_as_simulated(safe_chain, staff, client):
     node = safe_chain
-    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
-    sign(node, action, staff["alice"])
-    action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
-    node.automine(False)
-    action = actions.execute_contract_action(actor=staff["carol"], action=action)
+    action = treasury_change_sent_not_mined(node, staff)
     # In the same block, a buyer funds an order: the escrow's USDT balance moves, by that trade's own transfer.
     node.escrow.functions.createOrder(node.seller, node.tokens["USDT"].address, 10**18).transact({"from": node.buyer})
     node.mine()
@@ -242,11 +248,7 @@ def test_a_trade_in_the_same_block_is_set_apart_and_the_effect_is_as_simulated(s
 def test_an_execution_whose_effect_differs_is_marked_and_raises_a_p1_with_both_versions(
         safe_chain, staff, django_capture_on_commit_callbacks):
     node = safe_chain
-    action = propose(staff["alice"], "set_treasury", {"treasury": NEW_TREASURY})
-    sign(node, action, staff["alice"])
-    action = sign(node, ContractAction.objects.get(pk=action.pk), staff["bob"])
-    node.automine(False)
-    action = actions.execute_contract_action(actor=staff["carol"], action=action)
+    action = treasury_change_sent_not_mined(node, staff)
     # Before it is mined, the treasury moves under the call (a storage write: no contract action of ours, no event):
     # the call now changes another value than the one simulated and signed.
     old = node.escrow.functions.treasury().call()

@@ -141,16 +141,12 @@ def read_state(client: RpcClient, watch: Watch, block: int) -> dict[str, Any]:
         labels.append((f"escrow.{name}", typ))
     calls.append(("eth_call", ({"to": watch.pool, "data": _call_data("owner()")}, at)))
     labels.append(("pool.owner", "address"))
-    for address, (symbol, _decimals) in watch.tokens.items():
-        if address in watch.supported:
-            continue  # read below, under its address
+    # The call's own token under its address (see Watch.supported), every other one under its symbol.
+    named = [(a, symbol) for a, (symbol, _d) in watch.tokens.items() if a not in watch.supported]
+    for address, name in named + [(a, a) for a in watch.supported]:
         calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("supportedTokens(address)", ["address"],
                                                                             [to_checksum_address(address)])}, at)))
-        labels.append((f"supported {symbol}", "bool"))
-    for address in watch.supported:
-        calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("supportedTokens(address)", ["address"],
-                                                                            [to_checksum_address(address)])}, at)))
-        labels.append((f"supported {address}", "bool"))
+        labels.append((f"supported {name}", "bool"))
     if watch.order_id is not None:
         calls.append(("eth_call", ({"to": watch.escrow, "data": _call_data("orders(uint256)", ["uint256"],
                                                                             [watch.order_id])}, at)))

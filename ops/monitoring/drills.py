@@ -29,7 +29,7 @@ from chain.fork import ForkUnavailable, forked
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.status import mirror_at_cursor, read_contract_status
 from ops.actions import autopause
-from ops.models import Custody, DrillRun, DrillStatus
+from ops.models import DrillRun, DrillStatus
 
 from .checks.contracts import solvency_rule
 
@@ -143,10 +143,10 @@ def _pause_route(run: DrillRun, cfg, started: float) -> tuple[str, str, str] | N
                             f"itself ({'GUARDIAN_KEY' if cfg.is_safe else 'OWNER_KEY'}); the drill impersonates")
         return None
     try:
-        custody, to, data, _safe = autopause.pause_route(cfg.key)
+        _custody, to, data, _safe = autopause.pause_route(cfg.key)  # the guardian key's route exactly when safe
     except ValidationError as exc:
         raise ValueError("the automatic pause could not send: " + "; ".join(exc.messages)) from None
-    return to, data, "guardian" if custody == Custody.GUARDIAN_KEY else "owner"
+    return to, data, role
 
 
 def request_pause_drill(*, actor: Any, chain: str) -> None:

@@ -3,11 +3,13 @@ signatures, and the closed SafeTxs whose signatures could still execute them on 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from chain import safe as chain_safe
 from chain import transactions
@@ -189,3 +191,15 @@ def paused_by_back_office(chain: str) -> str:
                                           status__in=[ActionStatus.SENT, ActionStatus.CONFIRMED])
             .order_by("-sent_at").first())
     return f"paused by contract action #{last.pk}" if last is not None and last.kind == "pause" else ""
+
+
+def actions_made(chain: str, kinds: Iterable[str], since: datetime | None) -> list[tuple[str, dict]]:
+    """(kind, params) of the owner actions of `kinds` the back office signed, sent or confirmed on `chain`, for the
+    watches that tell its own changes from others': those sent since a day before `since` (the watch's last check:
+    one may have waited in the mempool across it), and those signed and not recorded as sent yet (a broadcast that
+    raised after the node took it, or an owner who sent the signed SafeTx himself)."""
+    made = ContractAction.objects.filter(chain=chain, kind__in=kinds, status__in=[
+        ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.CONFIRMED])
+    if since is not None:
+        made = made.filter(Q(sent_at__gte=since - timedelta(days=1)) | Q(status=ActionStatus.SIGNED))
+    return list(made.values_list("kind", "params"))

@@ -61,6 +61,17 @@ def test_settings_the_back_office_changed_raise_nothing(chain, alice, bob):
     assert ChainState.objects.get(chain="bsc").contract_settings["timeouts"] == [3600, 7200, 86400]
 
 
+def test_a_back_office_action_signed_but_not_yet_recorded_as_sent_raises_nothing(chain, alice, bob):
+    from ops.models import ContractAction
+
+    contract_checks.check_contracts()
+    action = run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})
+    # Its broadcast raised after the node took it (or an owner sent the signed SafeTx himself): mined, still "signed".
+    ContractAction.objects.filter(pk=action.pk).update(status="signed", sent_at=None, receipt_block=None,
+                                                       confirmed_at=None)
+    assert KEY not in seen_twice(chain) and open_alert() is None
+
+
 def test_a_back_office_action_does_not_explain_a_different_value(chain, alice, bob):
     contract_checks.check_contracts()
     run_to_confirmed(alice, bob, "set_platform_fee", {"bps": 250})

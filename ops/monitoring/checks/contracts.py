@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,8 +20,8 @@ from chain.config import configured_chains
 from chain.models import ChainEvent, ChainState
 from chain.status import ContractStatus, read_contract_status
 from ops.actions import autopause
-from ops.actions.selectors import paused_by_back_office
-from ops.models import ActionStatus, AutoPauseTrigger, ContractAction
+from ops.actions.selectors import actions_made, paused_by_back_office
+from ops.models import AutoPauseTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +202,9 @@ SETTING_ACTIONS = {
 
 
 def _settings_changed_outside(chain: str, before: dict, now: dict, since: datetime | None) -> list[str]:
-    """Each change from `before` to `now` (same escrow) that no sent or confirmed back-office action explains
-    (same kind, same value, sent since a day before the last check: it may have waited in the mempool across
-    that check). A token the back office learns of (from its event, as the sync catches up) counts only if the
-    owner set it after the last check's block."""
+    """Each change from `before` to `now` (same escrow) that no back-office action explains (same kind, same value;
+    signed, sent or confirmed: `actions_made`). A token the back office learns of (from its event, as the sync
+    catches up) counts only if the owner set it after the last check's block."""
     changes = []  # (message, kind, params)
     for key, value in now.items():
         if key in ("escrow", "block") or key not in before or before[key] == value:
@@ -223,12 +222,7 @@ def _settings_changed_outside(chain: str, before: dict, now: dict, since: dateti
             changes.append((f"{key}: {before[key]} → {value}", "", {}))
     if not changes:
         return []
-    made = ContractAction.objects.filter(chain=chain, status__in=[ActionStatus.SIGNED, ActionStatus.SENT,
-                                                                  ActionStatus.CONFIRMED],
-                                         kind__in={kind for _, kind, _ in changes if kind})
-    if since is not None:
-        made = made.filter(sent_at__gte=since - timedelta(days=1))
-    done = list(made.values_list("kind", "params"))
+    done = actions_made(chain, {kind for _, kind, _ in changes if kind}, since)
     return [message for message, kind, params in changes if (kind, params) not in done]
 
 

@@ -8,10 +8,9 @@ automatic pause is on. It runs every two minutes and as soon as the sync has app
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from backoffice.alerts.models import Alert
@@ -22,8 +21,8 @@ from chain.models import ChainState
 from chain.rpc import ProviderUnavailable, RpcError
 from chain.safe import SafeState
 from ops.actions import autopause
-from ops.actions.selectors import custody_status, exposed_safe_txs, safe_tx_signers
-from ops.models import ActionStatus, AutoPauseTrigger, ContractAction
+from ops.actions.selectors import actions_made, custody_status, exposed_safe_txs, safe_tx_signers
+from ops.models import AutoPauseTrigger
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +131,13 @@ OWNER_FIELDS = ("owner", "is_safe", "owners", "threshold", "guardians", "module_
 
 def _transferred_by_back_office(chain: str, before: dict, snapshot: dict, since: datetime | None) -> set[str]:
     """The snapshot keys a transfer of ownership the back office signed, sent or confirmed explains (to the owner
-    read now; sent since a day before the last check, as the settings watch counts its actions): the escrow's owner
+    read now; counted as the settings watch counts its actions, `actions_made`): the escrow's owner
     and all read from it, the pool's owner. Those are no change outside the back office, nor a reason to pause."""
     moved = {kind for kind, key in (("transfer_ownership", "owner"), ("transfer_pool_ownership", "pool_owner"))
              if key in before and before[key] != snapshot[key]}
     if not moved:
         return set()
-    made = ContractAction.objects.filter(chain=chain, kind__in=moved, status__in=[
-        ActionStatus.SIGNED, ActionStatus.SENT, ActionStatus.CONFIRMED])
-    if since is not None:  # a signed one has no sent_at yet (its broadcast failed, or an owner sent it himself)
-        made = made.filter(Q(sent_at__gte=since - timedelta(days=1)) | Q(status=ActionStatus.SIGNED))
-    done = {(kind, str(params.get("new_owner", "")).lower()) for kind, params in made.values_list("kind", "params")}
+    done = {(kind, str(params.get("new_owner", "")).lower()) for kind, params in actions_made(chain, moved, since)}
     ours = set(OWNER_FIELDS) if ("transfer_ownership", str(snapshot["owner"]).lower()) in done else set()
     return ours | ({"pool_owner"} if ("transfer_pool_ownership", str(snapshot["pool_owner"]).lower()) in done
                    else set())
